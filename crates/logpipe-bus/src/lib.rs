@@ -1,0 +1,167 @@
+//! The bus: topics of partitioned, ordered, durable records.
+//!
+//! - [`Bus`] is what producers (the collector) and consumers (stream jobs) see.
+//!   `append` resolves only once the records are durable under the bus's
+//!   policy; that is what lets the collector answer 2xx.
+//! - [`Consumer`] reads assigned partitions from explicit positions. The
+//!   stream jobs own their positions (the lake's commit record is the source
+//!   of truth) and `seek` to them at start; `commit` only reports progress
+//!   for lag monitoring.
+//! - [`embedded::EmbeddedBus`] is the on-disk implementation used on one
+//!   machine. A Kafka implementation plugs in behind the same traits.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub mod embedded;
+pub mod format;
+
+pub use embedded::EmbeddedBus;
+
+/// One topic to create at start (SPEC §1.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: u32,
+    /// Records older than this may be deleted.
+    pub retention: Duration,
+    /// Per partition size bound (0 = none).
+    pub retention_bytes: u64,
+}
+
+/// A record to append: the key chooses the partition (same key → same
+/// partition → order kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusRecord {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// A record read from the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    pub partition: u32,
+    pub offset: u64,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
+/// A topic-partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: u32,
+}
+
+/// Errors of any bus implementation.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The bus cannot take more right now; retry later (HTTP 503).
+    #[error("the bus is busy ({0}); retry later")]
+    Busy(String),
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    #[error("partition {partition} of topic {topic:?} does not exist")]
+    UnknownPartition { topic: String, partition: u32 },
+    /// The wanted offset is no longer kept (retention), the seed's
+    /// `failOnDataLoss` situation.
+    #[error(
+        "offset {requested} of {topic}/{partition} is gone: the oldest kept offset is {log_start} (deleted by retention)"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        requested: u64,
+        log_start: u64,
+    },
+    /// The wanted offset lies beyond the end of the log: the log lost data the
+    /// reader had already seen (e.g. a bus directory restored from backup).
+    #[error(
+        "offset {requested} of {topic}/{partition} is past the end of the log ({log_end}); the bus lost records that were already consumed"
+    )]
+    OffsetBeyondEnd {
+        topic: String,
+        partition: u32,
+        requested: u64,
+        log_end: u64,
+    },
+    #[error("the data directory {0} is in use by another logpipe process")]
+    Locked(String),
+    #[error("bus storage is corrupt: {0}")]
+    Corrupt(String),
+    #[error("bus I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the bus is shut down")]
+    Closed,
+}
+
+impl BusError {
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> BusError {
+        BusError::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+
+    /// Whether a client should retry the same request later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            BusError::Busy(_) | BusError::Io { .. } | BusError::Closed
+        )
+    }
+}
+
+pub type Result<T, E = BusError> = std::result::Result<T, E>;
+
+/// The producer and admin side of a bus.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Creates missing topics; existing ones are kept as they are (a changed
+    /// partition count would move keys between partitions) with a warning.
+    async fn create_topics(&self, topics: &[TopicSpec]) -> Result<()>;
+
+    /// Number of partitions of `topic`.
+    fn partitions(&self, topic: &str) -> Result<u32>;
+
+    /// Appends records, each to the partition its key hashes to. Resolves
+    /// when every record is durable; on error none of them is acknowledged
+    /// (some may still have been written: callers retry, so at-least-once).
+    async fn append(&self, topic: &str, records: Vec<BusRecord>) -> Result<()>;
+
+    /// A consumer of every partition of `topics` in consumer group `group`.
+    async fn consumer(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>>;
+
+    /// The next offset to be written, per partition (the log end).
+    fn end_offsets(&self, topic: &str) -> Result<Vec<u64>>;
+}
+
+/// The reading side of a bus.
+#[async_trait]
+pub trait Consumer: Send {
+    /// Partitions this consumer reads.
+    fn assignment(&self) -> Vec<TopicPartition>;
+
+    /// Sets where the next `poll` reads `partition` of `topic` from.
+    fn seek(&mut self, topic: &str, partition: u32, offset: u64) -> Result<()>;
+
+    /// The next records after the current positions, in order within each
+    /// partition, at most about `max_records`; waits up to `timeout` for
+    /// records to arrive and returns an empty batch if none did.
+    async fn poll(
+        &mut self,
+        max_records: usize,
+        timeout: Duration,
+    ) -> Result<Vec<(String, ConsumedRecord)>>;
+
+    /// Records progress (next offset to read) for lag monitoring.
+    async fn commit(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<()>;
+
+    /// Oldest offset still kept, per partition of `topic`.
+    fn start_offsets(&self, topic: &str) -> Result<Vec<u64>>;
+}

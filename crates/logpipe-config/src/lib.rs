@@ -1,0 +1,519 @@
+//! logpipe configuration as data.
+//!
+//! Layers, later wins: built-in defaults (the `Default` impls below, which are
+//! what `logpipe up` runs with no file at all) → `logpipe.toml` (or the file
+//! given with `--config`) → environment variables `LOGPIPE__SECTION__KEY`
+//! (e.g. `LOGPIPE__BUS__EMBEDDED__FSYNC=never`) → command-line flags.
+//! Every struct denies unknown keys, so a typo fails at start with a message
+//! naming the key and where it came from. [`Config::validate`] then checks
+//! values that types alone cannot.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The default file looked for in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "logpipe.toml";
+/// Environment variable prefix; `__` separates nesting levels.
+pub const ENV_PREFIX: &str = "LOGPIPE__";
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} does not exist")]
+    MissingFile { path: PathBuf },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: `{key}` {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the bus, the lake and the job checkpoints live.
+    pub data_dir: PathBuf,
+    /// Address of the HTTP server: collector, query API, `/health`, `/metrics`.
+    pub listen: String,
+    pub collector: CollectorConfig,
+    pub bus: BusConfig,
+    pub topics: TopicsConfig,
+    pub lake: LakeConfig,
+    pub generator: GeneratorConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            listen: "127.0.0.1:8081".to_string(),
+            collector: CollectorConfig::default(),
+            bus: BusConfig::default(),
+            topics: TopicsConfig::default(),
+            lake: LakeConfig::default(),
+            generator: GeneratorConfig::default(),
+        }
+    }
+}
+
+/// `[collector]`: the HTTP ingest endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Largest request body; larger gets 413.
+    pub max_body_bytes: usize,
+    /// Longest string field in a record; longer rejects that record.
+    pub max_field_bytes: usize,
+    /// How far in the future a record's timestamp may lie.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// `Retry-After` sent with 503 when the bus cannot take more.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            // 16 MiB: ~50,000 seed-size records, far above a sane batch,
+            // small enough that a hostile client cannot balloon memory.
+            max_body_bytes: 16 * 1024 * 1024,
+            max_field_bytes: 64 * 1024,
+            max_future_skew: Duration::from_secs(24 * 3600),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Which bus implementation carries the topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// The on-disk log inside this process (`DIR/bus`).
+    Embedded,
+}
+
+/// `[bus]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    pub kind: BusKind,
+    pub embedded: EmbeddedBusConfig,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            kind: BusKind::Embedded,
+            embedded: EmbeddedBusConfig::default(),
+        }
+    }
+}
+
+/// When the embedded bus calls fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Every append is fsynced before it is acknowledged; concurrent appends
+    /// share one fsync (group commit). Survives power loss.
+    Always,
+    /// fsync at most every `fsync_interval`; appends are acknowledged once
+    /// written to the OS. Survives a process crash, not a power loss.
+    Interval,
+    /// Never fsync; leave it to the OS. Survives a process crash only.
+    Never,
+}
+
+/// `[bus.embedded]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedBusConfig {
+    pub fsync: FsyncPolicy,
+    /// With `fsync = "interval"`: the longest time between fsyncs.
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+    /// A partition's active segment rolls over past this size.
+    pub segment_bytes: u64,
+    /// Appends waiting for the writer; beyond this the collector answers 503.
+    pub max_pending_appends: usize,
+}
+
+impl Default for EmbeddedBusConfig {
+    fn default() -> Self {
+        EmbeddedBusConfig {
+            fsync: FsyncPolicy::Always,
+            fsync_interval: Duration::from_millis(100),
+            segment_bytes: 64 * 1024 * 1024,
+            // Each pending append is one request's records for one topic;
+            // 256 of them (of up to 16 MiB) bound the queue's memory while
+            // keeping both cores busy under load.
+            max_pending_appends: 256,
+        }
+    }
+}
+
+/// One topic's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    pub partitions: u32,
+    /// Segments older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Per partition: oldest segments are deleted past this size (0 = no limit).
+    #[serde(default)]
+    pub retention_bytes: u64,
+}
+
+/// `[topics.*]` (SPEC §1.4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// `logs.raw`
+    pub logs: TopicConfig,
+    /// `events.activity`
+    pub events: TopicConfig,
+    /// `alerts.realtime`
+    pub alerts: TopicConfig,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        let week = Duration::from_secs(7 * 24 * 3600);
+        TopicsConfig {
+            logs: TopicConfig {
+                partitions: 3,
+                retention: week,
+                retention_bytes: 0,
+            },
+            events: TopicConfig {
+                partitions: 3,
+                retention: week,
+                retention_bytes: 0,
+            },
+            alerts: TopicConfig {
+                partitions: 1,
+                retention: Duration::from_secs(24 * 3600),
+                retention_bytes: 0,
+            },
+        }
+    }
+}
+
+impl TopicsConfig {
+    /// (topic name, settings) for every topic created at start.
+    pub fn all(&self) -> [(&'static str, &TopicConfig); 3] {
+        [
+            ("logs.raw", &self.logs),
+            ("events.activity", &self.events),
+            ("alerts.realtime", &self.alerts),
+        ]
+    }
+}
+
+/// Parquet compression codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Zstd,
+    Snappy,
+}
+
+/// What the lake job does when offsets it needs are gone (retention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataLossPolicy {
+    /// Stop with an error that says which offsets are gone (the seed's
+    /// `failOnDataLoss=true`).
+    Fail,
+    /// Skip to the oldest available offset and count the loss in a metric.
+    SkipAhead,
+}
+
+/// `[lake]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeConfig {
+    pub compression: Compression,
+    /// How often buffered records are written and committed; the bound on
+    /// how long an acknowledged record takes to become queryable.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Flush early once this many records are buffered (bounds memory).
+    pub max_buffered_rows: usize,
+    pub on_data_loss: DataLossPolicy,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        LakeConfig {
+            compression: Compression::Zstd,
+            flush_interval: Duration::from_secs(1),
+            // ~ 100 MB of column data at seed record sizes.
+            max_buffered_rows: 500_000,
+            on_data_loss: DataLossPolicy::Fail,
+        }
+    }
+}
+
+/// `[generator]` (SPEC §1.2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorConfig {
+    /// Run the built-in generator inside `logpipe up`.
+    pub enabled: bool,
+    /// Collector base URL; empty means this process's own `listen` address.
+    pub target: String,
+    #[serde(with = "humantime_serde")]
+    pub log_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub event_interval: Duration,
+    /// Records per batch.
+    pub batch_size: usize,
+    /// Share of log records at ERROR level.
+    pub error_rate: f64,
+    pub services: Vec<String>,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        GeneratorConfig {
+            enabled: true,
+            target: String::new(),
+            log_interval: Duration::from_secs(5),
+            event_interval: Duration::from_secs(10),
+            batch_size: 100,
+            error_rate: 0.05,
+            services: [
+                "api-gateway",
+                "user-service",
+                "order-service",
+                "payment-service",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults → file → environment (`LOGPIPE__…`). `file` given
+    /// explicitly must exist; otherwise `logpipe.toml` is read when present.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        // Defaults as a layer (not only `serde(default)`), so that a file
+        // setting one key of `[topics.logs]` keeps the others' defaults.
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::MissingFile {
+                        path: path.to_path_buf(),
+                    });
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => {
+                if Path::new(DEFAULT_CONFIG_FILE).exists() {
+                    figment = figment.merge(Toml::file(DEFAULT_CONFIG_FILE));
+                }
+            }
+        }
+        // `LOGPIPE__BUS__EMBEDDED__FSYNC=never` → `bus.embedded.fsync`.
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let config: Config = figment
+            .extract()
+            .map_err(|error| ConfigError::Parse(describe_figment_error(error)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: String| Err(ConfigError::Invalid { key, reason });
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return invalid(
+                "listen",
+                format!("{:?} is not HOST:PORT (e.g. 127.0.0.1:8081)", self.listen),
+            );
+        }
+        for (key, topic) in [
+            ("topics.logs.partitions", &self.topics.logs),
+            ("topics.events.partitions", &self.topics.events),
+            ("topics.alerts.partitions", &self.topics.alerts),
+        ] {
+            if !(1..=1024).contains(&topic.partitions) {
+                return invalid(key, format!("is {}, must be 1 to 1024", topic.partitions));
+            }
+        }
+        if self.collector.max_body_bytes < 1024 {
+            return invalid("collector.max_body_bytes", "must be at least 1024".into());
+        }
+        if self.collector.max_field_bytes == 0 {
+            return invalid("collector.max_field_bytes", "must be at least 1".into());
+        }
+        if self.bus.embedded.segment_bytes < 1024 * 1024 {
+            return invalid(
+                "bus.embedded.segment_bytes",
+                "must be at least 1 MiB".into(),
+            );
+        }
+        if self.bus.embedded.max_pending_appends == 0 {
+            return invalid(
+                "bus.embedded.max_pending_appends",
+                "must be at least 1".into(),
+            );
+        }
+        if self.lake.flush_interval.is_zero() {
+            return invalid("lake.flush_interval", "must be more than 0".into());
+        }
+        if self.lake.max_buffered_rows == 0 {
+            return invalid("lake.max_buffered_rows", "must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.generator.error_rate) {
+            return invalid(
+                "generator.error_rate",
+                format!("is {}, must be between 0 and 1", self.generator.error_rate),
+            );
+        }
+        if self.generator.batch_size == 0 {
+            return invalid("generator.batch_size", "must be at least 1".into());
+        }
+        if self.generator.services.is_empty() {
+            return invalid(
+                "generator.services",
+                "must name at least one service".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// `listen` as a socket address (checked by `validate`).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen",
+            reason: format!("{:?} is not HOST:PORT", self.listen),
+        })
+    }
+}
+
+/// figment's message names the key path and the source; keep it, and make
+/// "unknown field" point at the section.
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let source = e
+                .metadata
+                .as_ref()
+                .map(|m| match &m.source {
+                    Some(source) => format!(" (from {source})"),
+                    None => format!(" (from {})", m.name),
+                })
+                .unwrap_or_default();
+            if path.is_empty() {
+                format!("{}{source}", e.kind)
+            } else {
+                format!("`{path}`: {}{source}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_need_no_file_and_match_the_seed() {
+        Jail::expect_with(|_jail| {
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.topics.logs.partitions, 3);
+            assert_eq!(config.topics.alerts.partitions, 1);
+            assert_eq!(config.generator.batch_size, 100);
+            assert_eq!(config.generator.log_interval, Duration::from_secs(5));
+            assert_eq!(config.listen, "127.0.0.1:8081");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_override_in_order() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "logpipe.toml",
+                "data_dir = \"/tmp/x\"\n[bus.embedded]\nfsync = \"interval\"\n[lake]\nflush_interval = \"250ms\"\n",
+            )?;
+            jail.set_env("LOGPIPE__BUS__EMBEDDED__FSYNC", "never");
+            jail.set_env("LOGPIPE__TOPICS__LOGS__PARTITIONS", "6");
+            jail.set_env("OTHER", "ignored");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+            assert_eq!(config.bus.embedded.fsync, FsyncPolicy::Never);
+            assert_eq!(config.lake.flush_interval, Duration::from_millis(250));
+            assert_eq!(config.topics.logs.partitions, 6);
+            Ok(())
+        });
+    }
+
+    fn load_error(setup: impl FnOnce(&mut Jail)) -> String {
+        let mut message = String::new();
+        Jail::expect_with(|jail| {
+            setup(jail);
+            message = Config::load(Some(Path::new("given.toml")))
+                .unwrap_err()
+                .to_string();
+            Ok(())
+        });
+        message
+    }
+
+    #[test]
+    fn unknown_or_invalid_keys_fail_naming_the_key() {
+        let error = load_error(|jail| {
+            jail.create_file("given.toml", "[lake]\nflush_intervall = \"1s\"\n")
+                .unwrap();
+        });
+        assert!(
+            error.contains("flush_intervall") && error.contains("given.toml"),
+            "{error}"
+        );
+
+        let error = load_error(|jail| {
+            jail.create_file("given.toml", "").unwrap();
+            jail.set_env("LOGPIPE__BUS__FSYNK", "never");
+        });
+        assert!(error.contains("fsynk"), "{error}");
+
+        let error = load_error(|jail| {
+            jail.create_file("given.toml", "[bus.embedded]\nfsync = \"sometimes\"\n")
+                .unwrap();
+        });
+        assert!(
+            error.contains("sometimes") && error.contains("fsync"),
+            "{error}"
+        );
+
+        let error = load_error(|jail| {
+            jail.create_file("given.toml", "").unwrap();
+            jail.set_env("LOGPIPE__TOPICS__LOGS__PARTITIONS", "0");
+        });
+        assert!(error.contains("topics.logs.partitions"), "{error}");
+
+        let error = load_error(|jail| {
+            jail.create_file("given.toml", "listen = \"nowhere\"")
+                .unwrap();
+        });
+        assert!(error.contains("`listen`"), "{error}");
+
+        let error = load_error(|_| {});
+        assert!(error.contains("does not exist"), "{error}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Synthetic log and event generator, sample endpoints and the load client.

@@ -1,0 +1,1 @@
+//! SQL over the lake with DataFusion: tables, partition pruning, result formatting.

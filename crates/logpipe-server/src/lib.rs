@@ -1,0 +1,1 @@
+//! HTTP: the collector API, the query API, /health and /metrics.

@@ -1,0 +1,1 @@
+//! Stream jobs that consume the bus: raw records into the Parquet lake.
