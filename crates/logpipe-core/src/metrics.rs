@@ -65,6 +65,9 @@ pub struct Metrics {
     /// Records on the bus that failed validation in the lake job (written by
     /// a foreign producer): counted and logged, never written.
     pub lake_records_invalid: PerKind,
+    /// Records deleted by bus retention before they reached the lake
+    /// (only with `lake.on_data_loss = "skip_ahead"`).
+    pub lake_records_lost: PerKind,
     /// Lake commits (one per flush).
     pub lake_commits: AtomicU64,
     /// Records sent by the built-in generator and acknowledged.
@@ -175,6 +178,13 @@ impl Metrics {
             "Records read from the bus that failed validation and were not written.",
             "table",
             &self.lake_records_invalid,
+        );
+        per_kind(
+            &mut out,
+            "logpipe_lake_records_lost_total",
+            "Records deleted by bus retention before they reached the lake.",
+            "table",
+            &self.lake_records_lost,
         );
         counter(
             &mut out,

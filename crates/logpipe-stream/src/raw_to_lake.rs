@@ -1,0 +1,463 @@
+//! raw → lake: consume the raw topics, write Parquet by event hour.
+//!
+//! The job owns its position: at start it reads the lake's newest commit
+//! record, rolls it forward if the process died half-way through it, and
+//! seeks the consumer to the offsets it records. It then buffers records in
+//! Arrow builders per (table, hour) and flushes every `flush_interval` (so a
+//! record is queryable about that long after its acknowledgement) or when
+//! `max_buffered_rows` are buffered (bounding memory).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use logpipe_bus::{Bus, BusError, ConsumedRecord, Consumer, TopicPartition};
+use logpipe_core::metrics::metrics;
+use logpipe_core::record::{RecordKind, ValidationLimits};
+use logpipe_core::schema::{BatchBuilder, Record};
+use logpipe_core::time::{HourPartition, micros_to_rfc3339, now_micros};
+use logpipe_lake::{CommitRecord, FlushGroups, Lake, LakeError, Offsets};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Records fetched per poll: large enough to amortise the read, small
+/// enough that one poll's memory stays in the megabytes.
+const POLL_MAX_RECORDS: usize = 16_384;
+/// On shutdown, keep draining while records still arrive, at most this long.
+const SHUTDOWN_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// Invalid records logged per flush (all are counted in a metric).
+const INVALID_LOGGED_PER_FLUSH: u64 = 5;
+
+/// What to do when offsets the job needs were deleted by retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataLossPolicy {
+    Fail,
+    SkipAhead,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawToLakeOptions {
+    /// Names the commit records and the files (`part-<job>-…`).
+    pub job: String,
+    /// Consumer group for lag reporting.
+    pub group: String,
+    pub flush_interval: Duration,
+    pub max_buffered_rows: usize,
+    pub on_data_loss: DataLossPolicy,
+}
+
+impl Default for RawToLakeOptions {
+    fn default() -> Self {
+        RawToLakeOptions {
+            job: "raw".to_string(),
+            group: "logpipe-lake".to_string(),
+            flush_interval: Duration::from_secs(1),
+            max_buffered_rows: 500_000,
+            on_data_loss: DataLossPolicy::Fail,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(
+        "{0}. Set lake.on_data_loss = \"skip_ahead\" to continue from the oldest kept record (the lost range is counted in logpipe_lake_records_lost_total)"
+    )]
+    DataLoss(BusError),
+    #[error("rolling forward commit {seq}: {reason}")]
+    RollForward { seq: u64, reason: String },
+}
+
+/// The raw → lake job.
+pub struct RawToLake {
+    bus: Arc<dyn Bus>,
+    lake: Lake,
+    options: RawToLakeOptions,
+}
+
+/// Validation on the consuming side: structure only. The future-time check
+/// depends on the clock and would make a roll-forward non-deterministic;
+/// the collector already applied it.
+fn consumer_limits() -> ValidationLimits {
+    ValidationLimits {
+        max_field_bytes: usize::MAX,
+        max_future_skew_secs: i64::MAX / 1_000_000,
+        now_micros: 0,
+    }
+}
+
+fn kind_of_topic(topic: &str) -> Option<RecordKind> {
+    RecordKind::ALL
+        .into_iter()
+        .find(|kind| kind.topic() == topic)
+}
+
+/// The records of one step, grouped for writing.
+#[derive(Default)]
+struct Buffer {
+    builders: BTreeMap<(RecordKind, HourPartition), BatchBuilder>,
+    ranges: BTreeMap<String, BTreeMap<u32, (u64, u64)>>,
+    rows: usize,
+    invalid: u64,
+    /// When the first record of this step arrived.
+    since: Option<Instant>,
+}
+
+impl Buffer {
+    fn add(&mut self, topic: &str, record: &ConsumedRecord) -> Result<(), StreamError> {
+        self.since.get_or_insert_with(Instant::now);
+        let range = self
+            .ranges
+            .entry(topic.to_string())
+            .or_default()
+            .entry(record.partition)
+            .or_insert((record.offset, record.offset));
+        range.1 = record.offset + 1;
+        let Some(kind) = kind_of_topic(topic) else {
+            return Ok(());
+        };
+        let parsed = std::str::from_utf8(&record.value)
+            .map_err(|e| format!("value is not UTF-8: {e}"))
+            .and_then(|text| {
+                Record::parse(kind, text, &consumer_limits()).map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok(parsed) => {
+                let hour = HourPartition::of_micros(parsed.timestamp_micros());
+                self.builders
+                    .entry((kind, hour))
+                    .or_insert_with(|| BatchBuilder::new(kind))
+                    .append(&parsed)
+                    .map_err(LakeError::from)?;
+                self.rows += 1;
+            }
+            Err(reason) => {
+                self.invalid += 1;
+                metrics().lake_records_invalid.add(kind, 1);
+                if self.invalid <= INVALID_LOGGED_PER_FLUSH {
+                    tracing::warn!(
+                        topic,
+                        partition = record.partition,
+                        offset = record.offset,
+                        %reason,
+                        "skipping an invalid record on the bus (produced by another client?)"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    fn take_groups(&mut self) -> Result<FlushGroups, StreamError> {
+        let mut groups = FlushGroups::new();
+        for (key, mut builder) in std::mem::take(&mut self.builders) {
+            groups.insert(key, builder.finish().map_err(LakeError::from)?);
+        }
+        Ok(groups)
+    }
+}
+
+fn offsets_list(offsets: &Offsets) -> Vec<(TopicPartition, u64)> {
+    offsets
+        .iter()
+        .flat_map(|(topic, partitions)| {
+            partitions.iter().map(|(partition, offset)| {
+                (
+                    TopicPartition {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    },
+                    *offset,
+                )
+            })
+        })
+        .collect()
+}
+
+impl RawToLake {
+    pub fn new(bus: Arc<dyn Bus>, lake: Lake, options: RawToLakeOptions) -> RawToLake {
+        RawToLake { bus, lake, options }
+    }
+
+    fn topics() -> Vec<&'static str> {
+        RecordKind::ALL.iter().map(|kind| kind.topic()).collect()
+    }
+
+    /// Runs until `shutdown` turns true, then drains, commits and returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
+        let job = self.options.job.clone();
+        let latest = self.lake.latest_commit(&job).await?;
+        if let Some(record) = &latest {
+            self.roll_forward(record).await?;
+        }
+        let mut seq = latest.as_ref().map(|r| r.seq).unwrap_or(0);
+        let mut positions: Offsets = latest.map(|r| r.offsets).unwrap_or_default();
+        let mut consumer = self
+            .bus
+            .consumer(&self.options.group, &Self::topics())
+            .await?;
+        for tp in consumer.assignment() {
+            let start = consumer.start_offsets(&tp.topic)?[tp.partition as usize];
+            let offset = positions
+                .get(&tp.topic)
+                .and_then(|p| p.get(&tp.partition))
+                .copied()
+                .unwrap_or(start);
+            consumer.seek(&tp.topic, tp.partition, offset)?;
+            positions
+                .entry(tp.topic.clone())
+                .or_default()
+                .insert(tp.partition, offset);
+        }
+        tracing::info!(job, seq, ?positions, "raw→lake job resumes");
+
+        let mut buffer = Buffer::default();
+        let mut draining_since: Option<Instant> = None;
+        loop {
+            let wait = match buffer.since {
+                Some(since) => self.options.flush_interval.saturating_sub(since.elapsed()),
+                None => self.options.flush_interval,
+            };
+            let polled = if draining_since.is_some() {
+                consumer
+                    .poll(POLL_MAX_RECORDS, Duration::from_millis(200))
+                    .await
+            } else {
+                tokio::select! {
+                    polled = consumer.poll(POLL_MAX_RECORDS, wait.max(Duration::from_millis(1))) => polled,
+                    _ = shutdown.changed() => {
+                        draining_since = Some(Instant::now());
+                        continue;
+                    }
+                }
+            };
+            let records = match polled {
+                Ok(records) => records,
+                Err(error @ BusError::OffsetOutOfRange { .. }) => {
+                    self.handle_data_loss(error, consumer.as_mut(), &mut positions)?;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let drained = records.is_empty();
+            for (topic, record) in &records {
+                buffer.add(topic, record)?;
+                positions
+                    .entry(topic.clone())
+                    .or_default()
+                    .insert(record.partition, record.offset + 1);
+            }
+            self.report_lag(&positions);
+            let due = buffer
+                .since
+                .is_some_and(|since| since.elapsed() >= self.options.flush_interval);
+            let finishing = draining_since
+                .is_some_and(|since| drained || since.elapsed() >= SHUTDOWN_DRAIN_LIMIT);
+            if !buffer.is_empty()
+                && (due || finishing || buffer.rows >= self.options.max_buffered_rows)
+            {
+                seq += 1;
+                self.flush(seq, &mut buffer, &positions).await?;
+                if let Err(error) = consumer.commit(&offsets_list(&positions)).await {
+                    tracing::warn!(%error, "could not record consumer progress (lag reporting only)");
+                }
+            }
+            if finishing {
+                tracing::info!(job, seq, "raw→lake job drained and committed");
+                return Ok(());
+            }
+        }
+    }
+
+    fn handle_data_loss(
+        &self,
+        error: BusError,
+        consumer: &mut dyn Consumer,
+        positions: &mut Offsets,
+    ) -> Result<(), StreamError> {
+        let BusError::OffsetOutOfRange {
+            topic,
+            partition,
+            requested,
+            log_start,
+        } = &error
+        else {
+            return Err(error.into());
+        };
+        match self.options.on_data_loss {
+            DataLossPolicy::Fail => Err(StreamError::DataLoss(error)),
+            DataLossPolicy::SkipAhead => {
+                let lost = log_start - requested;
+                tracing::error!(
+                    topic,
+                    partition,
+                    requested,
+                    log_start,
+                    lost,
+                    "records deleted by retention before reaching the lake; skipping ahead"
+                );
+                if let Some(kind) = kind_of_topic(topic) {
+                    metrics().lake_records_lost.add(kind, lost);
+                }
+                consumer.seek(topic, *partition, *log_start)?;
+                positions
+                    .entry(topic.clone())
+                    .or_default()
+                    .insert(*partition, *log_start);
+                Ok(())
+            }
+        }
+    }
+
+    fn report_lag(&self, positions: &Offsets) {
+        for kind in RecordKind::ALL {
+            let Ok(ends) = self.bus.end_offsets(kind.topic()) else {
+                continue;
+            };
+            let consumed = positions.get(kind.topic());
+            let lag: u64 = ends
+                .iter()
+                .enumerate()
+                .map(|(p, end)| {
+                    let at = consumed
+                        .and_then(|c| c.get(&(p as u32)))
+                        .copied()
+                        .unwrap_or(0);
+                    end.saturating_sub(at)
+                })
+                .sum();
+            metrics().bus_consumer_lag.set(kind, lag as i64);
+        }
+    }
+
+    async fn flush(
+        &self,
+        seq: u64,
+        buffer: &mut Buffer,
+        positions: &Offsets,
+    ) -> Result<(), StreamError> {
+        let groups = buffer.take_groups()?;
+        let files = Lake::plan_files(&self.options.job, seq, &groups);
+        let record = CommitRecord {
+            job: self.options.job.clone(),
+            seq,
+            ranges: std::mem::take(&mut buffer.ranges),
+            offsets: positions.clone(),
+            files,
+            invalid_records: buffer.invalid,
+            committed_at: micros_to_rfc3339(now_micros()),
+        };
+        let encoded = self.lake.encode(groups).await?;
+        self.lake.commit(&record, encoded).await?;
+        for file in &record.files {
+            if let Some(kind) = RecordKind::ALL
+                .into_iter()
+                .find(|k| k.table() == file.table)
+            {
+                metrics().lake_rows_committed.add(kind, file.rows);
+                metrics().lake_files_committed.add(kind, 1);
+            }
+        }
+        metrics().lake_commits.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            seq,
+            rows = buffer.rows,
+            files = record.files.len(),
+            "lake commit"
+        );
+        *buffer = Buffer::default();
+        Ok(())
+    }
+
+    /// Completes a commit whose files did not all reach the store: re-reads
+    /// exactly its bus ranges and rebuilds the same files.
+    async fn roll_forward(&self, record: &CommitRecord) -> Result<(), StreamError> {
+        let missing = self.lake.missing_files(record).await?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            seq = record.seq,
+            missing = missing.len(),
+            "the last lake commit was interrupted; rebuilding its missing files from the bus"
+        );
+        let fail = |reason: String| StreamError::RollForward {
+            seq: record.seq,
+            reason,
+        };
+        let topics: Vec<&str> = record.ranges.keys().map(String::as_str).collect();
+        let mut consumer = self.bus.consumer("logpipe-rollforward", &topics).await?;
+        let mut remaining: BTreeMap<(String, u32), (u64, u64)> = BTreeMap::new();
+        for tp in consumer.assignment() {
+            let range = record
+                .ranges
+                .get(&tp.topic)
+                .and_then(|p| p.get(&tp.partition));
+            match range {
+                Some(&(start, end)) => {
+                    consumer.seek(&tp.topic, tp.partition, start)?;
+                    remaining.insert((tp.topic.clone(), tp.partition), (start, end));
+                }
+                None => {
+                    let end = self.bus.end_offsets(&tp.topic)?[tp.partition as usize];
+                    consumer.seek(&tp.topic, tp.partition, end)?;
+                }
+            }
+        }
+        let mut buffer = Buffer::default();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !remaining.is_empty() {
+            if Instant::now() > deadline {
+                return Err(fail(format!(
+                    "the bus did not return the ranges {remaining:?}"
+                )));
+            }
+            for (topic, consumed) in consumer
+                .poll(POLL_MAX_RECORDS, Duration::from_millis(500))
+                .await?
+            {
+                let key = (topic.clone(), consumed.partition);
+                let Some(&(_, end)) = remaining.get(&key) else {
+                    continue;
+                };
+                if consumed.offset < end {
+                    buffer.add(&topic, &consumed)?;
+                }
+                if consumed.offset + 1 >= end {
+                    remaining.remove(&key);
+                }
+            }
+        }
+        let groups = buffer.take_groups()?;
+        let files = Lake::plan_files(&record.job, record.seq, &groups);
+        if files != record.files {
+            return Err(StreamError::Lake(LakeError::RollForwardMismatch {
+                seq: record.seq,
+                expected: format!("{:?}", record.files),
+                found: format!("{files:?}"),
+            }));
+        }
+        let encoded = self.lake.encode(groups).await?;
+        let (missing_files, missing_bytes): (Vec<_>, Vec<_>) = files
+            .into_iter()
+            .zip(encoded)
+            .filter(|(file, _)| missing.contains(file))
+            .unzip();
+        self.lake.put_files(&missing_files, missing_bytes).await?;
+        tracing::info!(
+            seq = record.seq,
+            files = missing_files.len(),
+            "interrupted lake commit completed"
+        );
+        Ok(())
+    }
+}
