@@ -1,1 +1,50 @@
-//! Synthetic log and event generator, sample endpoints and the load client.
+//! Synthetic data for logpipe (SPEC §1.2).
+//!
+//! - [`synthetic`]: seed-shaped log records and activity events.
+//! - [`scheduled`]: the generator that `logpipe up` runs: a batch of logs
+//!   every 5 s and of events every 10 s, retrying with backoff while the
+//!   collector is down, never dropping a batch it has built.
+//! - [`load`]: the load client behind `logpipe generate`: sends N records as
+//!   fast as allowed, waits for every acknowledgement, reports.
+//! - [`sample_router`]: `GET /sample/log`, `/sample/event`, `/health`.
+
+pub mod load;
+pub mod scheduled;
+pub mod synthetic;
+
+use axum::Json;
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+/// `GET /sample/log` and `GET /sample/event`: one synthetic record each.
+pub fn sample_router() -> Router {
+    async fn sample(kind: logpipe_core::RecordKind) -> Response {
+        let mut source = synthetic::SyntheticSource::new(synthetic::SyntheticOptions::default());
+        let mut text = String::new();
+        source.write_record(kind, &mut text);
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(value) => Json(value).into_response(),
+            Err(error) => (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                error.to_string(),
+            )
+                .into_response(),
+        }
+    }
+    Router::new()
+        .route("/sample/log", get(|| sample(logpipe_core::RecordKind::Log)))
+        .route(
+            "/sample/event",
+            get(|| sample(logpipe_core::RecordKind::Event)),
+        )
+}
+
+/// The collector endpoint for a record kind, under a base URL.
+pub fn collect_url(base: &str, kind: logpipe_core::RecordKind) -> String {
+    let base = base.trim_end_matches('/');
+    match kind {
+        logpipe_core::RecordKind::Log => format!("{base}/api/collect/logs"),
+        logpipe_core::RecordKind::Event => format!("{base}/api/collect/activities"),
+    }
+}

@@ -1,1 +1,488 @@
-//! HTTP: the collector API, the query API, /health and /metrics.
+//! HTTP: the collector API, the query API, `/health`, `/metrics`, `/api/stats`.
+//!
+//! Status codes are part of the contract with load clients:
+//!
+//! | answer | meaning |
+//! |---|---|
+//! | 200 `{"accepted": N, "rejected": []}` | every record is durable on the bus |
+//! | 422 `{"accepted": N, "rejected": [{"index": i, "reason": …}]}` | the `accepted` records are durable; resend only the rejected ones, fixed |
+//! | 400 `{"error": …}` | the body is not JSON / NDJSON; nothing was accepted |
+//! | 413 `{"error": …}` | the body is larger than `collector.max_body_bytes`; nothing was accepted |
+//! | 503 `{"error": …}` + `Retry-After` | the bus cannot take more now; nothing was acknowledged, retry the whole request |
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use logpipe_bus::{Bus, BusError, BusRecord};
+use logpipe_core::metrics::metrics;
+use logpipe_core::record::{self, RecordKind, ValidationLimits};
+use logpipe_core::schema::Record;
+use logpipe_query::{QueryEngine, QueryError};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Rejection details listed per response at most; `rejected_total` always
+/// has the full count. Keeps a 50,000-record garbage batch from producing a
+/// multi-megabyte answer.
+const MAX_REJECTIONS_LISTED: usize = 1000;
+/// Rows `POST /api/query` returns unless the request asks for fewer.
+const DEFAULT_QUERY_MAX_ROWS: usize = 10_000;
+/// Upper bound a request may ask for.
+const QUERY_MAX_ROWS_LIMIT: usize = 1_000_000;
+
+/// Collector settings (from `[collector]`).
+#[derive(Debug, Clone)]
+pub struct CollectorSettings {
+    pub max_body_bytes: usize,
+    pub max_field_bytes: usize,
+    pub max_future_skew: Duration,
+    pub retry_after: Duration,
+}
+
+impl From<&logpipe_config::CollectorConfig> for CollectorSettings {
+    fn from(config: &logpipe_config::CollectorConfig) -> Self {
+        CollectorSettings {
+            max_body_bytes: config.max_body_bytes,
+            max_field_bytes: config.max_field_bytes,
+            max_future_skew: config.max_future_skew,
+            retry_after: config.retry_after,
+        }
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub bus: Arc<dyn Bus>,
+    pub collector: CollectorSettings,
+    pub query: Arc<QueryEngine>,
+}
+
+/// The router serving collector, query API, health and metrics.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.collector.max_body_bytes;
+    Router::new()
+        .route("/api/collect/logs", post(collect_logs))
+        .route("/api/collect/activities", post(collect_activities))
+        .route("/api/query", post(query))
+        .route("/api/stats", get(stats))
+        .route("/health", get(health))
+        .route("/metrics", get(prometheus_metrics))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn collect_logs(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    collect(state, RecordKind::Log, body).await
+}
+
+async fn collect_activities(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    collect(state, RecordKind::Event, body).await
+}
+
+/// Valid records ready for the bus, and why the others were refused.
+struct ParsedBatch {
+    records: Vec<BusRecord>,
+    rejected: Vec<(usize, String)>,
+}
+
+fn parse_batch(
+    kind: RecordKind,
+    body: &[u8],
+    limits: &ValidationLimits,
+) -> Result<ParsedBatch, record::BodyError> {
+    let raw_records = record::split_body(body)?;
+    let mut records = Vec::with_capacity(raw_records.len());
+    let mut rejected = Vec::new();
+    for (index, raw) in raw_records.into_iter().enumerate() {
+        match raw.and_then(|text| Record::parse(kind, text, limits)) {
+            Ok(record) => records.push(BusRecord {
+                key: record.key().as_bytes().to_vec(),
+                value: record.to_json(),
+            }),
+            Err(error) => rejected.push((index, error.to_string())),
+        }
+    }
+    Ok(ParsedBatch { records, rejected })
+}
+
+async fn collect(
+    state: AppState,
+    kind: RecordKind,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let m = metrics();
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            m.collector_requests_too_large
+                .fetch_add(1, Ordering::Relaxed);
+            return error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body is larger than the limit of {} bytes (collector.max_body_bytes); send smaller batches",
+                    state.collector.max_body_bytes
+                ),
+            );
+        }
+        Err(rejection) => {
+            m.collector_requests_bad_body
+                .fetch_add(1, Ordering::Relaxed);
+            return error_response(rejection.status(), rejection.body_text());
+        }
+    };
+    let limits = ValidationLimits {
+        max_field_bytes: state.collector.max_field_bytes,
+        max_future_skew_secs: state.collector.max_future_skew.as_secs() as i64,
+        now_micros: logpipe_core::time::now_micros(),
+    };
+    // Parsing a large body takes milliseconds of CPU: keep it off the reactor.
+    let parsed = tokio::task::spawn_blocking(move || parse_batch(kind, &body, &limits)).await;
+    let parsed = match parsed {
+        Ok(Ok(parsed)) => parsed,
+        Ok(Err(body_error)) => {
+            m.collector_requests_bad_body
+                .fetch_add(1, Ordering::Relaxed);
+            return error_response(StatusCode::BAD_REQUEST, body_error.to_string());
+        }
+        Err(join_error) => {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("parser failed: {join_error}"),
+            );
+        }
+    };
+    let accepted = parsed.records.len();
+    if let Err(error) = state.bus.append(kind.topic(), parsed.records).await {
+        return bus_error_response(&state, error);
+    }
+    m.collector_records_accepted.add(kind, accepted as u64);
+    m.collector_records_rejected
+        .add(kind, parsed.rejected.len() as u64);
+    let status = if parsed.rejected.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let rejected_total = parsed.rejected.len();
+    let listed: Vec<_> = parsed
+        .rejected
+        .into_iter()
+        .take(MAX_REJECTIONS_LISTED)
+        .map(|(index, reason)| json!({ "index": index, "reason": reason }))
+        .collect();
+    (
+        status,
+        Json(json!({ "accepted": accepted, "rejected": listed, "rejected_total": rejected_total })),
+    )
+        .into_response()
+}
+
+fn bus_error_response(state: &AppState, error: BusError) -> Response {
+    if error.is_retryable() {
+        metrics()
+            .collector_requests_busy
+            .fetch_add(1, Ordering::Relaxed);
+        let mut response = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{error}; nothing in this request was acknowledged, retry it"),
+        );
+        let seconds = state.collector.retry_after.as_secs().max(1);
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    } else {
+        tracing::error!(%error, "bus append failed");
+        error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    sql: String,
+    #[serde(default)]
+    max_rows: Option<usize>,
+}
+
+async fn query(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return error_response(rejection.status(), rejection.body_text()),
+    };
+    let request: QueryRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!("body must be {{\"sql\": \"…\", \"max_rows\": N}}: {error}"),
+            );
+        }
+    };
+    let max_rows = request
+        .max_rows
+        .unwrap_or(DEFAULT_QUERY_MAX_ROWS)
+        .min(QUERY_MAX_ROWS_LIMIT);
+    let result = match state.query.sql(&request.sql, max_rows).await {
+        Ok(result) => result,
+        Err(error @ QueryError::Sql(_)) => {
+            return error_response(StatusCode::BAD_REQUEST, error.to_string());
+        }
+        Err(error) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    };
+    let rows = match result.rows_json() {
+        Ok(rows) => rows,
+        Err(error) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    };
+    let columns = serde_json::to_string(&result.columns()).unwrap_or_else(|_| "[]".into());
+    let body = format!(
+        r#"{{"columns":{columns},"rows":{rows},"row_count":{},"truncated":{}}}"#,
+        result.rows, result.truncated
+    );
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Pipeline progress at a glance: what the status line and benchmarks read.
+pub fn stats_json() -> serde_json::Value {
+    let m = metrics();
+    let lag: i64 = RecordKind::ALL
+        .iter()
+        .map(|k| m.bus_consumer_lag.get(*k))
+        .sum();
+    json!({
+        "records_accepted": m.collector_records_accepted.total(),
+        "records_rejected": m.collector_records_rejected.total(),
+        "lake_rows": m.lake_rows_committed.total(),
+        "lake_commits": m.lake_commits.load(Ordering::Relaxed),
+        "bus_lag": lag,
+    })
+}
+
+async fn stats() -> Response {
+    Json(stats_json()).into_response()
+}
+
+async fn health() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn prometheus_metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics().render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use logpipe_bus::TopicSpec;
+    use logpipe_bus::embedded::{EmbeddedBus, EmbeddedOptions};
+    use tower::ServiceExt;
+
+    async fn app(dir: &std::path::Path) -> (Router, EmbeddedBus) {
+        let bus = EmbeddedBus::open(dir.join("bus"), EmbeddedOptions::default()).unwrap();
+        let topics: Vec<TopicSpec> = RecordKind::ALL
+            .iter()
+            .map(|k| TopicSpec {
+                name: k.topic().into(),
+                partitions: 3,
+                retention: Duration::from_secs(3600),
+                retention_bytes: 0,
+            })
+            .collect();
+        bus.create_topics(&topics).await.unwrap();
+        let state = AppState {
+            bus: Arc::new(bus.clone()),
+            collector: CollectorSettings {
+                max_body_bytes: 16 * 1024,
+                max_field_bytes: 256,
+                max_future_skew: Duration::from_secs(3600),
+                retry_after: Duration::from_secs(2),
+            },
+            query: Arc::new(QueryEngine::open_local(dir).await.unwrap()),
+        };
+        (router(state), bus)
+    }
+
+    async fn post(
+        router: &Router,
+        path: &str,
+        body: impl Into<Body>,
+    ) -> (StatusCode, serde_json::Value) {
+        let response = router
+            .clone()
+            .oneshot(Request::post(path).body(body.into()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn collector_accepts_valid_records_and_names_the_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let (router, bus) = app(dir.path()).await;
+        let body = r#"[
+            {"timestamp": 1736645166.29, "level": "INFO", "service": "api", "message": "ok"},
+            {"timestamp": "2025-01-12T01:26:06Z", "level": "FATAL", "service": "api", "message": "bad level"},
+            {"timestamp": "2025-01-12T01:26:06Z", "level": "ERROR", "service": "api", "message": "ok too"}
+        ]"#;
+        let (status, answer) = post(&router, "/api/collect/logs", body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(answer["accepted"], 2);
+        assert_eq!(answer["rejected"][0]["index"], 1);
+        assert!(
+            answer["rejected"][0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("level")
+        );
+        assert_eq!(bus.end_offsets("logs.raw").unwrap().iter().sum::<u64>(), 2);
+
+        let ok =
+            r#"{"event_id": "e1", "timestamp": 1736645166, "user_id": "u1", "event_type": "VIEW"}"#;
+        let (status, answer) = post(&router, "/api/collect/activities", ok).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["accepted"], 1);
+        bus.shutdown();
+    }
+
+    #[tokio::test]
+    async fn hostile_bodies_get_a_4xx_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let (router, bus) = app(dir.path()).await;
+        let deep = format!("[{}{}]", "[".repeat(3000), "]".repeat(3000));
+        let deep_ndjson = format!(
+            "{{\"timestamp\": 1736645166, \"level\": \"INFO\", \"service\": \"s\", \"message\": \"m\", \"metadata\": {{\"x\": {}{}}}}}",
+            "[".repeat(3000),
+            "]".repeat(3000)
+        );
+        let long_field = format!(
+            r#"[{{"timestamp": 1736645166, "level": "INFO", "service": "s", "message": "{}"}}]"#,
+            "x".repeat(300)
+        );
+        let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+            (
+                "truncated",
+                br#"[{"timestamp": 17"#.to_vec(),
+                StatusCode::BAD_REQUEST,
+                "not valid JSON",
+            ),
+            (
+                "not json",
+                b"hello".to_vec(),
+                StatusCode::BAD_REQUEST,
+                "JSON array",
+            ),
+            (
+                "not utf-8",
+                b"\xff\xfe\xfd".to_vec(),
+                StatusCode::BAD_REQUEST,
+                "UTF-8",
+            ),
+            (
+                "deep",
+                deep.into_bytes(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "must be a JSON object",
+            ),
+            (
+                "deep in array",
+                format!("[{deep_ndjson}]").into_bytes(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "recursion limit",
+            ),
+            (
+                "deep ndjson",
+                deep_ndjson.clone().into_bytes(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "recursion limit",
+            ),
+            (
+                "oversized",
+                vec![b' '; 17 * 1024],
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "max_body_bytes",
+            ),
+            (
+                "long field",
+                long_field.into_bytes(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "message",
+            ),
+            (
+                "absurd time",
+                br#"[{"timestamp": 1e300, "level": "INFO", "service": "s", "message": "m"}]"#
+                    .to_vec(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "timestamp",
+            ),
+            ("empty", Vec::new(), StatusCode::BAD_REQUEST, "empty"),
+        ];
+        for (name, body, expected, needle) in cases {
+            let (status, answer) = post(&router, "/api/collect/logs", body).await;
+            assert_eq!(status, expected, "{name}: {answer}");
+            let text = answer.to_string();
+            assert!(
+                text.contains(needle),
+                "{name}: {text} should mention {needle}"
+            );
+        }
+        // Valid records keep flowing afterwards.
+        let ok = r#"[{"timestamp": 1736645166, "level": "INFO", "service": "s", "message": "m"}]"#;
+        assert_eq!(
+            post(&router, "/api/collect/logs", ok).await.0,
+            StatusCode::OK
+        );
+        bus.shutdown();
+    }
+
+    #[tokio::test]
+    async fn query_api_answers_json_and_refuses_bad_sql() {
+        let dir = tempfile::tempdir().unwrap();
+        let (router, bus) = app(dir.path()).await;
+        let (status, answer) = post(
+            &router,
+            "/api/query",
+            r#"{"sql": "SELECT count(*) AS n FROM logs"}"#,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["rows"][0]["n"], 0);
+        assert_eq!(answer["columns"][0], "n");
+        let (status, answer) = post(&router, "/api/query", r#"{"sql": "DROP TABLE logs"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        let (status, _) = post(&router, "/api/query", "SELECT 1").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        bus.shutdown();
+    }
+}

@@ -1,0 +1,92 @@
+//! The scheduled generator that `logpipe up` runs (SPEC §1.2).
+
+use std::time::Duration;
+
+use logpipe_config::GeneratorConfig;
+use logpipe_core::RecordKind;
+use tokio::sync::watch;
+
+use crate::load::{RetryPolicy, SendOutcome, send_batch};
+use crate::synthetic::{SyntheticOptions, SyntheticSource};
+
+/// Runs until `stop` turns true: a batch of logs every `log_interval` and
+/// of events every `event_interval`, to `target`. A batch that cannot be
+/// delivered is retried with backoff until it is, or until shutdown.
+pub async fn run(config: GeneratorConfig, target: String, stop: watch::Receiver<bool>) {
+    let synthetic = SyntheticOptions {
+        services: config.services.clone(),
+        error_rate: config.error_rate,
+        ..SyntheticOptions::default()
+    };
+    let logs = tokio::spawn(run_kind(
+        RecordKind::Log,
+        config.log_interval,
+        config.batch_size,
+        synthetic.clone(),
+        target.clone(),
+        stop.clone(),
+    ));
+    let events = tokio::spawn(run_kind(
+        RecordKind::Event,
+        config.event_interval,
+        config.batch_size,
+        synthetic,
+        target,
+        stop,
+    ));
+    let _ = tokio::join!(logs, events);
+}
+
+async fn run_kind(
+    kind: RecordKind,
+    interval: Duration,
+    batch_size: usize,
+    synthetic: SyntheticOptions,
+    target: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default();
+    let url = crate::collect_url(&target, kind);
+    let policy = RetryPolicy {
+        give_up_after: None,
+        ..RetryPolicy::default()
+    };
+    let mut source = SyntheticSource::new(synthetic);
+    let mut ticker = tokio::time::interval(interval);
+    // A long outage must not be followed by a burst of catch-up batches.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let mut text = String::new();
+        source.write_batch(kind, batch_size, &mut text);
+        match send_batch(&client, &url, text.into(), &policy, Some(stop.clone())).await {
+            SendOutcome::Acked {
+                accepted, retries, ..
+            } => {
+                logpipe_core::metrics::metrics()
+                    .generator_records_sent
+                    .add(kind, accepted);
+                if retries > 0 || warned {
+                    tracing::info!(%kind, retries, "generator delivered again after retries");
+                    warned = false;
+                }
+            }
+            SendOutcome::Failed { reason, .. } => {
+                if *stop.borrow() {
+                    return;
+                }
+                if !warned {
+                    tracing::warn!(%kind, %reason, "generator batch refused");
+                    warned = true;
+                }
+            }
+        }
+    }
+}
