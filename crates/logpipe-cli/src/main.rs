@@ -1,1 +1,483 @@
-fn main() {}
+//! `logpipe`: the one binary. This file only parses arguments and wires the
+//! library crates together; behaviour lives in the crates.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use logpipe_bus::embedded::{EmbeddedOptions, FsyncMode};
+use logpipe_bus::{Bus, EmbeddedBus, TopicSpec};
+use logpipe_config::{Config, FsyncPolicy};
+use logpipe_core::RecordKind;
+use logpipe_lake::{Codec, Lake};
+use logpipe_query::{OutputFormat, QueryEngine};
+use logpipe_server::{AppState, CollectorSettings};
+use logpipe_stream::{DataLossPolicy, RawToLake, RawToLakeOptions};
+use object_store::local::LocalFileSystem;
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(
+    name = "logpipe",
+    version,
+    about = "A log and event pipeline in one binary: collector, bus, Parquet lake, SQL.",
+    long_about = "A log and event pipeline in one binary.\n\n\
+        `logpipe up` runs generator, HTTP collector, embedded bus, raw→lake job and query API \
+        in one process with built-in defaults (no config file needed).\n\n\
+        Configuration layers: built-in defaults → logpipe.toml (or --config) → LOGPIPE__SECTION__KEY \
+        environment variables → flags. Log verbosity: LOGPIPE_LOG (e.g. LOGPIPE_LOG=debug)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole pipeline in this process until Ctrl-C or SIGTERM.
+    Up(UpArgs),
+    /// Send synthetic records to a collector, wait for every acknowledgement, report.
+    Generate(GenerateArgs),
+    /// Run a read-only SQL statement over the lake (tables `logs`, `events`).
+    Sql(SqlArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// Configuration file (default: ./logpipe.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the bus, the lake and checkpoints live [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// HTTP address for collector, query API, /health and /metrics [default: 127.0.0.1:8081].
+    /// Port 0 picks a free port (printed at start).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Do not run the built-in generator (only accept records over HTTP).
+    #[arg(long)]
+    no_generator: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Logs,
+    Events,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Collector base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    target: String,
+    /// Records to send.
+    #[arg(long)]
+    count: u64,
+    /// Record kind.
+    #[arg(long, value_enum, default_value = "logs")]
+    kind: KindArg,
+    /// Records per second (default: as fast as acknowledgements allow).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Records per request.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Share of logs at ERROR level.
+    #[arg(long, default_value_t = 0.05)]
+    error_rate: f64,
+    /// Give up on a batch after retrying this many seconds.
+    #[arg(long, default_value_t = 120)]
+    retry_for_secs: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Args)]
+struct SqlArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: FormatArg,
+    /// Print at most this many rows.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_rows: usize,
+    /// The statement, e.g. "SELECT level, count(*) FROM logs GROUP BY level".
+    sql: String,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOGPIPE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,datafusion=warn,hyper=warn,reqwest=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up(args).await,
+            Command::Generate(args) => generate(args).await,
+            Command::Sql(args) => sql(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn topic_specs(config: &Config) -> Vec<TopicSpec> {
+    config
+        .topics
+        .all()
+        .into_iter()
+        .map(|(name, topic)| TopicSpec {
+            name: name.to_string(),
+            partitions: topic.partitions,
+            retention: topic.retention,
+            retention_bytes: topic.retention_bytes,
+        })
+        .collect()
+}
+
+async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
+    let mut config = args.config.load()?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if args.no_generator {
+        config.generator.enabled = false;
+    }
+    config.validate()?;
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+
+    let bus = EmbeddedBus::open(
+        data_dir.join("bus"),
+        EmbeddedOptions {
+            fsync: match config.bus.embedded.fsync {
+                FsyncPolicy::Always => FsyncMode::Always,
+                FsyncPolicy::Interval => FsyncMode::Interval(config.bus.embedded.fsync_interval),
+            },
+            segment_bytes: config.bus.embedded.segment_bytes,
+            max_pending_appends: config.bus.embedded.max_pending_appends,
+        },
+    )?;
+    bus.create_topics(&topic_specs(&config)).await?;
+    let shared_bus: Arc<dyn Bus> = Arc::new(bus.clone());
+
+    let store = LocalFileSystem::new_with_prefix(&data_dir)
+        .with_context(|| format!("cannot open the lake at {}", data_dir.display()))?;
+    let lake = Lake::new(
+        Arc::new(store),
+        match config.lake.compression {
+            logpipe_config::Compression::Zstd => Codec::Zstd,
+            logpipe_config::Compression::Snappy => Codec::Snappy,
+        },
+    );
+    let query = Arc::new(QueryEngine::open_local(&data_dir).await?);
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another logpipe running?)",
+                config.listen
+            )
+        })?;
+    let address = listener.local_addr()?;
+    let base_url = format!("http://{address}");
+
+    let (stop_ingest, ingest_stopped) = watch::channel(false);
+    let (stop_stream, stream_stopped) = watch::channel(false);
+
+    let app = logpipe_server::router(AppState {
+        bus: shared_bus.clone(),
+        collector: CollectorSettings::from(&config.collector),
+        query,
+    })
+    .merge(logpipe_gen::sample_router());
+    let mut server_stop = ingest_stopped.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.changed().await;
+            })
+            .await
+    });
+
+    let job = RawToLake::new(
+        shared_bus.clone(),
+        lake,
+        RawToLakeOptions {
+            flush_interval: config.lake.flush_interval,
+            max_buffered_rows: config.lake.max_buffered_rows,
+            on_data_loss: match config.lake.on_data_loss {
+                logpipe_config::DataLossPolicy::Fail => DataLossPolicy::Fail,
+                logpipe_config::DataLossPolicy::SkipAhead => DataLossPolicy::SkipAhead,
+            },
+            ..RawToLakeOptions::default()
+        },
+    );
+    let mut stream = tokio::spawn(job.run(stream_stopped));
+
+    let generator = config.generator.enabled.then(|| {
+        let target = if config.generator.target.is_empty() {
+            base_url.clone()
+        } else {
+            config.generator.target.clone()
+        };
+        tokio::spawn(logpipe_gen::scheduled::run(
+            config.generator.clone(),
+            target,
+            ingest_stopped.clone(),
+        ))
+    });
+
+    print_banner(&config, &base_url);
+    let status = tokio::spawn(status_line(ingest_stopped.clone()));
+
+    let outcome = tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!("{signal}: stopping ingest, draining the bus into the lake");
+            None
+        }
+        result = &mut stream => Some(result),
+    };
+    let _ = stop_ingest.send(true);
+    if let Some(generator) = generator {
+        let _ = generator.await;
+    }
+    let _ = status.await;
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "HTTP server error"),
+        Err(error) => tracing::error!(%error, "HTTP server task failed"),
+    }
+    let stream_result = match outcome {
+        Some(result) => result,
+        None => {
+            let _ = stop_stream.send(true);
+            stream.await
+        }
+    };
+    bus.shutdown();
+    match stream_result {
+        Ok(Ok(())) => {
+            let stats = logpipe_server::stats_json();
+            eprintln!(
+                "logpipe stopped: {} records accepted, {} rows committed to the lake",
+                stats["records_accepted"], stats["lake_rows"]
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Ok(Err(error)) => bail!("the raw→lake job stopped: {error}"),
+        Err(error) => bail!("the raw→lake job panicked: {error}"),
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops logpipe");
+                let _ = tokio::signal::ctrl_c().await;
+                return "Ctrl-C";
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}
+
+fn print_banner(config: &Config, base_url: &str) {
+    let dir = config.data_dir.display();
+    let generator = if config.generator.enabled {
+        format!(
+            "on: {} logs every {:?}, {} events every {:?}",
+            config.generator.batch_size,
+            config.generator.log_interval,
+            config.generator.batch_size,
+            config.generator.event_interval
+        )
+    } else {
+        "off".to_string()
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "logpipe {version} is running\n\
+         \x20 collector  POST {base_url}/api/collect/logs, {base_url}/api/collect/activities\n\
+         \x20 query      POST {base_url}/api/query  or  logpipe sql --data-dir {dir} \"SELECT count(*) FROM logs\"\n\
+         \x20 health     {base_url}/health   metrics {base_url}/metrics   stats {base_url}/api/stats\n\
+         \x20 samples    {base_url}/sample/log  {base_url}/sample/event\n\
+         \x20 data       {dir}/bus (bus), {dir}/logs/raw and {dir}/events/raw (Parquet lake)\n\
+         \x20 generator  {generator}\n\
+         listening on {base_url}\n\
+         Ctrl-C stops: ingest first, then the lake job drains and commits.",
+        version = env!("CARGO_PKG_VERSION"),
+    );
+    let _ = out.flush();
+}
+
+/// Once a second on a terminal (every 10 s in a log otherwise): input rate,
+/// lake rows and bus lag.
+async fn status_line(mut stop: watch::Receiver<bool>) {
+    let terminal = std::io::stderr().is_terminal();
+    let period = if terminal {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    };
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.changed() => break,
+        }
+        let stats = logpipe_server::stats_json();
+        let accepted = stats["records_accepted"].as_u64().unwrap_or(0);
+        let rate = (accepted - last.1.min(accepted)) as f64 / last.0.elapsed().as_secs_f64();
+        last = (Instant::now(), accepted);
+        let line = format!(
+            "in {rate:>9.0} rec/s | accepted {accepted} | lake {} rows | bus lag {}",
+            stats["lake_rows"], stats["bus_lag"]
+        );
+        if terminal {
+            eprint!("\r\x1b[2K{line}");
+        } else {
+            tracing::info!("{line}");
+        }
+    }
+    if terminal {
+        eprintln!();
+    }
+}
+
+async fn generate(args: GenerateArgs) -> Result<std::process::ExitCode> {
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&args.error_rate) {
+        bail!(
+            "--error-rate must be between 0 and 1, got {}",
+            args.error_rate
+        );
+    }
+    let kind = match args.kind {
+        KindArg::Logs => RecordKind::Log,
+        KindArg::Events => RecordKind::Event,
+    };
+    eprintln!(
+        "sending {} {} to {} ({} per request, {} in flight{})",
+        args.count,
+        kind,
+        logpipe_gen::collect_url(&args.target, kind),
+        args.batch_size,
+        args.concurrency,
+        args.rate
+            .map(|r| format!(", {r} records/s"))
+            .unwrap_or_default()
+    );
+    let report = logpipe_gen::load::run_load(logpipe_gen::load::LoadOptions {
+        target: args.target,
+        count: args.count,
+        kind,
+        rate: args.rate,
+        batch_size: args.batch_size,
+        concurrency: args.concurrency,
+        retry: logpipe_gen::load::RetryPolicy {
+            give_up_after: Some(Duration::from_secs(args.retry_for_secs)),
+            ..Default::default()
+        },
+        synthetic: logpipe_gen::synthetic::SyntheticOptions {
+            error_rate: args.error_rate,
+            ..Default::default()
+        },
+    })
+    .await;
+    println!("{}", report.summary());
+    Ok(if report.complete() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
+async fn sql(args: SqlArgs) -> Result<std::process::ExitCode> {
+    let config = args.config.load()?;
+    if !config.data_dir.exists() {
+        bail!(
+            "data directory {} does not exist (run `logpipe up` first, or pass --data-dir)",
+            config.data_dir.display()
+        );
+    }
+    let engine = QueryEngine::open_local(&config.data_dir).await?;
+    let result = engine.sql(&args.sql, args.max_rows).await?;
+    let format = match args.format {
+        FormatArg::Table => OutputFormat::Table,
+        FormatArg::Csv => OutputFormat::Csv,
+        FormatArg::Json => OutputFormat::Json,
+    };
+    let text = result.render(format)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", text.trim_end())?;
+    if result.truncated {
+        eprintln!(
+            "(showing the first {} rows; raise --max-rows for more)",
+            result.rows
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

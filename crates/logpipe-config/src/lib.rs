@@ -3,7 +3,7 @@
 //! Layers, later wins: built-in defaults (the `Default` impls below, which are
 //! what `logpipe up` runs with no file at all) → `logpipe.toml` (or the file
 //! given with `--config`) → environment variables `LOGPIPE__SECTION__KEY`
-//! (e.g. `LOGPIPE__BUS__EMBEDDED__FSYNC=never`) → command-line flags.
+//! (e.g. `LOGPIPE__BUS__EMBEDDED__FSYNC=interval`) → command-line flags.
 //! Every struct denies unknown keys, so a typo fails at start with a message
 //! naming the key and where it came from. [`Config::validate`] then checks
 //! values that types alone cannot.
@@ -123,10 +123,12 @@ pub enum FsyncPolicy {
     /// share one fsync (group commit). Survives power loss.
     Always,
     /// fsync at most every `fsync_interval`; appends are acknowledged once
-    /// written to the OS. Survives a process crash, not a power loss.
+    /// written to the OS (they survive a process crash, not a power loss)
+    /// and reach consumers after the next fsync, so the lake is never ahead
+    /// of what the disk holds. There is deliberately no "never": a consumer
+    /// that ran ahead of the disk could lose or double records after a
+    /// power loss.
     Interval,
-    /// Never fsync; leave it to the OS. Survives a process crash only.
-    Never,
 }
 
 /// `[bus.embedded]`.
@@ -323,7 +325,7 @@ impl Config {
                 }
             }
         }
-        // `LOGPIPE__BUS__EMBEDDED__FSYNC=never` → `bus.embedded.fsync`.
+        // `LOGPIPE__BUS__EMBEDDED__FSYNC=interval` → `bus.embedded.fsync`.
         figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__"));
         let config: Config = figment
             .extract()
@@ -451,12 +453,12 @@ mod tests {
                 "logpipe.toml",
                 "data_dir = \"/tmp/x\"\n[bus.embedded]\nfsync = \"interval\"\n[lake]\nflush_interval = \"250ms\"\n",
             )?;
-            jail.set_env("LOGPIPE__BUS__EMBEDDED__FSYNC", "never");
+            jail.set_env("LOGPIPE__BUS__EMBEDDED__FSYNC", "always");
             jail.set_env("LOGPIPE__TOPICS__LOGS__PARTITIONS", "6");
             jail.set_env("OTHER", "ignored");
             let config = Config::load(None).unwrap();
             assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
-            assert_eq!(config.bus.embedded.fsync, FsyncPolicy::Never);
+            assert_eq!(config.bus.embedded.fsync, FsyncPolicy::Always);
             assert_eq!(config.lake.flush_interval, Duration::from_millis(250));
             assert_eq!(config.topics.logs.partitions, 6);
             Ok(())

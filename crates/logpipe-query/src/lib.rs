@@ -16,7 +16,9 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 use logpipe_core::record::RecordKind;
@@ -73,7 +75,13 @@ impl QueryEngine {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("logpipe", "lake");
-        let ctx = SessionContext::new_with_config(config);
+        // DataFusion caches directory listings forever by default; a live
+        // lake gains files every second, so listing is never cached. File
+        // statistics and footers stay cached: committed files never change.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         for kind in RecordKind::ALL {
             let dir = data_dir.join(kind.table()).join("raw");
             std::fs::create_dir_all(&dir).map_err(|e| QueryError::Lake {
@@ -304,5 +312,38 @@ mod tests {
         }
         let error = engine.sql("SELECT nope FROM logs", 10).await.unwrap_err();
         assert!(matches!(error, QueryError::Sql(_)), "{error}");
+    }
+
+    async fn count(engine: &QueryEngine) -> String {
+        engine
+            .sql("SELECT count(*) AS n FROM logs", 10)
+            .await
+            .unwrap()
+            .rows_json()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_long_lived_engine_sees_files_committed_after_its_first_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = QueryEngine::open_local(dir.path()).await.unwrap();
+        assert_eq!(count(&engine).await, r#"[{"n":0}]"#);
+        write_log_file(
+            dir.path(),
+            &[r#"{"timestamp": 1736645166, "level": "INFO", "service": "a", "message": "x"}"#],
+        );
+        assert_eq!(count(&engine).await, r#"[{"n":1}]"#);
+        write_log_file(
+            dir.path(),
+            &[
+                r#"{"timestamp": "2025-02-01T00:00:00Z", "level": "INFO", "service": "a", "message": "x"}"#,
+                r#"{"timestamp": "2025-02-01T00:00:01Z", "level": "INFO", "service": "a", "message": "y"}"#,
+            ],
+        );
+        assert_eq!(
+            count(&engine).await,
+            r#"[{"n":3}]"#,
+            "a new partition directory is seen"
+        );
     }
 }

@@ -1,0 +1,177 @@
+//! Starting the real `logpipe` binary for end-to-end tests.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_logpipe")
+}
+
+/// A running `logpipe up`, killed when dropped.
+pub struct Running {
+    pub child: Child,
+    pub base_url: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl Running {
+    /// Starts `logpipe up --no-generator` on 127.0.0.1:0 over `data_dir`
+    /// and waits until it prints its address.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Running {
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log_path = data_dir.with_extension(format!("{}.log", std::process::id()));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let mut command = Command::new(binary());
+        command
+            .args([
+                "up",
+                "--no-generator",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .env("LOGPIPE_LOG", "info");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start logpipe");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = sender.send(url.trim().to_string());
+                }
+            }
+        });
+        let base_url = match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "logpipe did not start; its log:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+        };
+        Running {
+            child,
+            base_url,
+            data_dir: data_dir.to_path_buf(),
+            log_path,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "logpipe did not stop within 30 s after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no draining, no flushing.
+    pub fn kill_hard(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `logpipe sql --format json` over `data_dir`.
+pub fn sql_json(data_dir: &Path, sql: &str) -> Vec<serde_json::Value> {
+    let output = Command::new(binary())
+        .args(["sql", "--format", "json", "--data-dir"])
+        .arg(data_dir)
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "logpipe sql failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON from logpipe sql ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// POSTs `body`, returning status and parsed JSON answer.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, serde_json::Value) {
+    let response = client.post(url).body(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// Polls the query API until `sql`'s first row's `n` reaches `expected`.
+pub async fn wait_for_count(
+    client: &reqwest::Client,
+    base_url: &str,
+    sql: &str,
+    expected: u64,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (status, answer) = post(
+            client,
+            &format!("{base_url}/api/query"),
+            serde_json::json!({ "sql": sql }).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let n = answer["rows"][0]["n"].as_u64().unwrap_or(0);
+        if n >= expected {
+            assert_eq!(n, expected, "more rows than sent: {answer}");
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "only {n} of {expected} rows after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
