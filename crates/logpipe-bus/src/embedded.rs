@@ -834,6 +834,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
+/// A partition and the records a group appends to it, in order.
+type PartitionRecords<'a> = (Arc<PartitionLog>, Vec<&'a BusRecord>);
+
 /// One partition's part of a group, staged before anything is made visible.
 struct StagedWrite {
     log: Arc<PartitionLog>,
@@ -977,8 +980,7 @@ fn write_group(
     sync: bool,
 ) -> Result<Vec<StagedWrite>> {
     // Group records by partition, keeping request order within a partition.
-    let mut by_partition: BTreeMap<(String, u32), (Arc<PartitionLog>, Vec<&BusRecord>)> =
-        BTreeMap::new();
+    let mut by_partition: BTreeMap<(String, u32), PartitionRecords<'_>> = BTreeMap::new();
     for request in requests {
         for (partition, record) in &request.records {
             let Some(log) = request.topic.partitions.get(*partition as usize) else {

@@ -3,6 +3,8 @@
 //! the bus must read back exactly what the model holds, including after
 //! crashes that leave torn, never-acknowledged bytes at a segment's tail.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;

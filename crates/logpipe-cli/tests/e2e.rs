@@ -1,5 +1,7 @@
 //! End-to-end: the real binary, real HTTP, the real bus and lake on disk.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -236,8 +238,45 @@ async fn seed_batches_reach_the_right_partitions_exactly_once() {
     let ids: BTreeSet<_> = files.iter().map(|r| r.0.clone()).collect();
     assert_eq!(ids.len(), 56, "no row twice");
 
+    // Another engine reads the same tree as plain Hive-partitioned Parquet.
+    duckdb_reads_the_lake(&data, 56);
+
     let status = running.terminate();
     assert!(status.success(), "clean exit after SIGTERM: {status}");
+}
+
+/// DuckDB (the test script provides it through `LOGPIPE_TEST_PYTHON`)
+/// reads `logs/raw` with hive partitioning and finds every row once.
+fn duckdb_reads_the_lake(data: &Path, expected_rows: u64) {
+    let Ok(python) = std::env::var("LOGPIPE_TEST_PYTHON") else {
+        eprintln!(
+            "LOGPIPE_TEST_PYTHON not set: skipping the DuckDB reader check (./scripts/test.sh sets it)"
+        );
+        return;
+    };
+    let script = format!(
+        "import duckdb, json\n\
+         rows = duckdb.sql(\"SELECT count(*), count(DISTINCT request_id), min(year), max(year), \
+         sum(CASE WHEN hour = hour(timestamp AT TIME ZONE 'UTC') THEN 1 ELSE 0 END) \
+         FROM read_parquet('{}/logs/raw/**/*.parquet', hive_partitioning = true)\").fetchall()\n\
+         print(json.dumps(rows[0]))",
+        data.display()
+    );
+    let output = std::process::Command::new(python)
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "duckdb failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let row: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        row,
+        json!([expected_rows, expected_rows, 2024, 2025, expected_rows]),
+        "DuckDB sees every row once, each in the hour partition of its timestamp"
+    );
 }
 
 /// One sender: posts batches with unique request ids until the server goes

@@ -429,6 +429,8 @@ fn describe_figment_error(error: figment::Error) -> String {
 }
 
 #[cfg(test)]
+// figment's Jail closures return figment::Error by its API.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -442,6 +444,18 @@ mod tests {
             assert_eq!(config.generator.batch_size, 100);
             assert_eq!(config.generator.log_interval, Duration::from_secs(5));
             assert_eq!(config.listen, "127.0.0.1:8081");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_example_file_documents_exactly_the_defaults() {
+        let example = include_str!("../../../logpipe.example.toml");
+        Jail::expect_with(|jail| {
+            jail.create_file("example.toml", example)?;
+            let from_file = Config::load(Some(Path::new("example.toml"))).unwrap();
+            let defaults = Config::default();
+            assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
             Ok(())
         });
     }

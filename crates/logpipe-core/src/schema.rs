@@ -256,15 +256,16 @@ impl Record {
 
 /// Builders for either kind, so the lake job can be written once.
 pub enum BatchBuilder {
-    Log(LogBatchBuilder),
-    Event(EventBatchBuilder),
+    // Boxed: the builders are large and there are only a few of them.
+    Log(Box<LogBatchBuilder>),
+    Event(Box<EventBatchBuilder>),
 }
 
 impl BatchBuilder {
     pub fn new(kind: RecordKind) -> BatchBuilder {
         match kind {
-            RecordKind::Log => BatchBuilder::Log(LogBatchBuilder::default()),
-            RecordKind::Event => BatchBuilder::Event(EventBatchBuilder::default()),
+            RecordKind::Log => BatchBuilder::Log(Box::default()),
+            RecordKind::Event => BatchBuilder::Event(Box::default()),
         }
     }
 

@@ -293,3 +293,93 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
     total.elapsed = started.elapsed();
     total
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A collector that is down (503), then refuses connections' worth of
+    /// errors, then accepts: the batch must arrive once, after retries.
+    #[tokio::test]
+    async fn send_batch_retries_503_and_honours_retry_after() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let app = axum::Router::new().route(
+            "/api/collect/logs",
+            axum::routing::post(move || {
+                let counter = counter.clone();
+                async move {
+                    let call = counter.fetch_add(1, Ordering::SeqCst);
+                    if call < 2 {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            [("retry-after", "0")],
+                            "{\"error\": \"busy\"}",
+                        )
+                            .into_response()
+                    } else {
+                        axum::Json(
+                            serde_json::json!({"accepted": 3, "rejected": [], "rejected_total": 0}),
+                        )
+                        .into_response()
+                    }
+                }
+            }),
+        );
+        use axum::response::IntoResponse;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        let policy = RetryPolicy {
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(20),
+            give_up_after: Some(Duration::from_secs(10)),
+        };
+        let outcome = send_batch(
+            &client,
+            &format!("http://{address}/api/collect/logs"),
+            bytes::Bytes::from_static(b"[]"),
+            &policy,
+            None,
+        )
+        .await;
+        let SendOutcome::Acked {
+            accepted, retries, ..
+        } = outcome
+        else {
+            panic!("expected an acknowledgement, got {outcome:?}");
+        };
+        assert_eq!((accepted, retries), (3, 2));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn send_batch_gives_up_on_a_collector_that_stays_down() {
+        // A port nothing listens on.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let policy = RetryPolicy {
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(20),
+            give_up_after: Some(Duration::from_millis(200)),
+        };
+        let outcome = send_batch(
+            &reqwest::Client::new(),
+            &format!("http://{address}/api/collect/logs"),
+            bytes::Bytes::from_static(b"[]"),
+            &policy,
+            None,
+        )
+        .await;
+        match outcome {
+            SendOutcome::Failed { reason, retries } => {
+                assert!(retries >= 2, "it retried with backoff before giving up");
+                assert!(reason.contains("gave up"), "{reason}");
+            }
+            other => panic!("expected failure, got {other:?}"),
+        }
+    }
+}

@@ -466,6 +466,63 @@ mod tests {
         bus.shutdown();
     }
 
+    /// A bus whose queue is always full: the collector's 503 path.
+    struct FullBus;
+
+    #[async_trait::async_trait]
+    impl Bus for FullBus {
+        async fn create_topics(&self, _: &[TopicSpec]) -> logpipe_bus::Result<()> {
+            Ok(())
+        }
+        fn partitions(&self, _: &str) -> logpipe_bus::Result<u32> {
+            Ok(1)
+        }
+        async fn append(&self, _: &str, _: Vec<BusRecord>) -> logpipe_bus::Result<()> {
+            Err(BusError::Busy(
+                "256 appends already waiting for the disk".into(),
+            ))
+        }
+        async fn consumer(
+            &self,
+            _: &str,
+            _: &[&str],
+        ) -> logpipe_bus::Result<Box<dyn logpipe_bus::Consumer>> {
+            Err(BusError::Closed)
+        }
+        fn end_offsets(&self, _: &str) -> logpipe_bus::Result<Vec<u64>> {
+            Ok(vec![0])
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_bus_answers_503_with_retry_after_and_acknowledges_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = router(AppState {
+            bus: Arc::new(FullBus),
+            collector: CollectorSettings {
+                max_body_bytes: 4096,
+                max_field_bytes: 256,
+                max_future_skew: Duration::from_secs(3600),
+                retry_after: Duration::from_secs(2),
+            },
+            query: Arc::new(QueryEngine::open_local(dir.path()).await.unwrap()),
+        });
+        let ok = r#"[{"timestamp": 1736645166, "level": "INFO", "service": "s", "message": "m"}]"#;
+        let response = router
+            .oneshot(
+                Request::post("/api/collect/logs")
+                    .body(Body::from(ok))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("busy") && text.contains("retry"), "{text}");
+    }
+
     #[tokio::test]
     async fn query_api_answers_json_and_refuses_bad_sql() {
         let dir = tempfile::tempdir().unwrap();

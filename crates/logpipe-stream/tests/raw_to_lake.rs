@@ -1,5 +1,7 @@
 //! The raw→lake job against the real embedded bus and a local lake.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Starting the real `logpipe` binary for end-to-end tests.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
