@@ -158,9 +158,16 @@ pub struct ActivityEvent {
     pub user_id: String,
     pub session_id: Option<String>,
     pub event_type: EventType,
-    /// Free-form object; `page`, `element` and `position.{x,y}` are also
-    /// flattened into columns.
-    pub event_data: Option<Map<String, Value>>,
+    /// The free-form `event_data` object as compact JSON text. It is kept
+    /// as text end to end, never as a `Map`, because building and
+    /// re-serialising a map per event cost more than the rest of the record.
+    pub event_data: Option<String>,
+    /// `event_data.page`, `.element`, `.position.x`, `.position.y`, when
+    /// present with the expected types (flattened into columns).
+    pub page: Option<String>,
+    pub element: Option<String>,
+    pub position_x: Option<f64>,
+    pub position_y: Option<f64>,
     pub device: Device,
 }
 
@@ -373,10 +380,99 @@ struct EventIn<'a> {
     session_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     event_type: Cow<'a, str>,
-    #[serde(default)]
-    event_data: Option<Map<String, Value>>,
+    #[serde(borrow, default)]
+    event_data: Option<&'a RawValue>,
     #[serde(default)]
     device: Option<Device>,
+}
+
+/// The columns flattened out of `event_data`; everything else in it is
+/// skipped without being materialised. A `page` that is not a string (or a
+/// `position` without numbers) simply leaves that column null: the whole
+/// object is still kept in the `event_data` column.
+#[derive(Default)]
+struct EventDataView {
+    page: Option<String>,
+    element: Option<String>,
+    position_x: Option<f64>,
+    position_y: Option<f64>,
+}
+
+impl<'de> Deserialize<'de> for EventDataView {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ViewVisitor;
+        impl<'de> Visitor<'de> for ViewVisitor {
+            type Value = EventDataView;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event_data object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventDataView, A::Error> {
+                let mut view = EventDataView::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "page" => view.page = map.next_value::<Lenient<String>>()?.0,
+                        "element" => view.element = map.next_value::<Lenient<String>>()?.0,
+                        "position" => {
+                            let position = map.next_value::<Lenient<PositionView>>()?.0;
+                            if let Some(position) = position {
+                                view.position_x = position.x.and_then(|x| x.0);
+                                view.position_y = position.y.and_then(|y| y.0);
+                            }
+                        }
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(view)
+            }
+        }
+        deserializer.deserialize_map(ViewVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+struct PositionView {
+    #[serde(default)]
+    x: Option<Lenient<f64>>,
+    #[serde(default)]
+    y: Option<Lenient<f64>>,
+}
+
+/// `Some(T)` when the value has T's shape, `None` (not an error) otherwise.
+struct Lenient<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        Ok(Lenient(serde_json::from_str(raw.get()).ok()))
+    }
+}
+
+/// Removes insignificant white space from valid JSON text, so the bus and
+/// the `event_data` column hold one compact spelling whatever the client sent.
+fn compact_json(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in raw.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_ascii_whitespace() {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn check_object(raw: &str) -> Result<(), RecordError> {
@@ -523,7 +619,19 @@ impl ActivityEvent {
                 ),
             )
         })?;
-        check_json_len("event_data", &input.event_data, limits)?;
+        let (event_data, view) = match input.event_data {
+            None => (None, EventDataView::default()),
+            Some(raw) if raw.get() == "null" => (None, EventDataView::default()),
+            Some(raw) => {
+                if !raw.get().starts_with('{') {
+                    return Err(RecordError::field("event_data", "must be a JSON object"));
+                }
+                check_len("event_data", raw.get(), limits)?;
+                let view: EventDataView = serde_json::from_str(raw.get())
+                    .map_err(|e| RecordError::field("event_data", e.to_string()))?;
+                (Some(compact_json(raw.get())), view)
+            }
+        };
         let device = input.device.unwrap_or_default();
         for (field, value) in [
             ("device.type", &device.device_type),
@@ -540,7 +648,11 @@ impl ActivityEvent {
             user_id: required_text("user_id", input.user_id, limits)?,
             session_id: optional_text("session_id", input.session_id, limits)?,
             event_type,
-            event_data: input.event_data,
+            event_data,
+            page: view.page,
+            element: view.element,
+            position_x: view.position_x,
+            position_y: view.position_y,
             device,
         })
     }
@@ -552,32 +664,6 @@ impl ActivityEvent {
 
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
-    }
-
-    /// `event_data.page` when it is a string.
-    pub fn page(&self) -> Option<&str> {
-        self.event_data.as_ref()?.get("page")?.as_str()
-    }
-
-    /// `event_data.element` when it is a string.
-    pub fn element(&self) -> Option<&str> {
-        self.event_data.as_ref()?.get("element")?.as_str()
-    }
-
-    /// `event_data.position.x` / `.y` when they are numbers.
-    pub fn position(&self) -> (Option<f64>, Option<f64>) {
-        let position = self
-            .event_data
-            .as_ref()
-            .and_then(|data| data.get("position"))
-            .and_then(Value::as_object);
-        match position {
-            Some(position) => (
-                position.get("x").and_then(Value::as_f64),
-                position.get("y").and_then(Value::as_f64),
-            ),
-            None => (None, None),
-        }
     }
 }
 
@@ -647,7 +733,9 @@ impl Serialize for ActivityEvent {
         }
         map.serialize_entry("event_type", self.event_type.as_str())?;
         if let Some(data) = &self.event_data {
-            map.serialize_entry("event_data", data)?;
+            // Validated and compacted at parse time; borrowed, not copied.
+            let raw: &RawValue = serde_json::from_str(data).map_err(serde::ser::Error::custom)?;
+            map.serialize_entry("event_data", raw)?;
         }
         if !self.device.is_empty() {
             map.serialize_entry("device", &self.device)?;
@@ -743,12 +831,44 @@ mod tests {
     fn seed_event_parses_flattens_and_round_trips() {
         let event = ActivityEvent::parse(SEED_EVENT, &limits()).unwrap();
         assert_eq!(event.event_type, EventType::Click);
-        assert_eq!(event.page(), Some("/products/123"));
-        assert_eq!(event.position(), (Some(450.0), Some(320.0)));
+        assert_eq!(event.page.as_deref(), Some("/products/123"));
+        assert_eq!(
+            (event.position_x, event.position_y),
+            (Some(450.0), Some(320.0))
+        );
+        assert_eq!(
+            event.event_data.as_deref(),
+            Some(
+                r#"{"page":"/products/123","element":"add_to_cart_button","position":{"x":450,"y":320}}"#
+            )
+        );
         assert_eq!(event.device.device_type.as_deref(), Some("mobile"));
         let json = event.to_json();
         let again = ActivityEvent::parse(std::str::from_utf8(&json).unwrap(), &limits()).unwrap();
         assert_eq!(again, event);
+    }
+
+    #[test]
+    fn event_data_of_unexpected_shape_is_kept_but_not_flattened() {
+        let raw = r#"{"event_id": "e", "timestamp": 1736645166, "user_id": "u", "event_type": "SEARCH",
+            "event_data": {"page": 7, "position": "top", "query": "shoes \" here", "nested": {"a": [1, {"b": null}]}}}"#;
+        let event = ActivityEvent::parse(raw, &limits()).unwrap();
+        assert_eq!(event.page, None);
+        assert_eq!((event.position_x, event.position_y), (None, None));
+        let data: Value = serde_json::from_str(event.event_data.as_deref().unwrap()).unwrap();
+        assert_eq!(data["query"], "shoes \" here");
+        assert_eq!(data["nested"]["a"][1]["b"], Value::Null);
+        let again = ActivityEvent::parse(std::str::from_utf8(&event.to_json()).unwrap(), &limits())
+            .unwrap();
+        assert_eq!(again, event);
+        let not_object = r#"{"event_id": "e", "timestamp": 1736645166, "user_id": "u", "event_type": "SEARCH", "event_data": [1]}"#;
+        let error = ActivityEvent::parse(not_object, &limits())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("field `event_data`: must be a JSON object"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -185,22 +185,16 @@ impl Default for EventBatchBuilder {
 
 impl EventBatchBuilder {
     pub fn append(&mut self, event: &ActivityEvent) {
-        let (x, y) = event.position();
         self.event_id.append_value(&event.event_id);
         self.timestamp.append_value(event.timestamp_micros);
         self.user_id.append_value(&event.user_id);
         self.session_id.append_option(event.session_id.as_deref());
         self.event_type.append_value(event.event_type.as_str());
-        self.page.append_option(event.page());
-        self.element.append_option(event.element());
-        self.position_x.append_option(x);
-        self.position_y.append_option(y);
-        self.event_data.append_option(
-            event
-                .event_data
-                .as_ref()
-                .and_then(|data| serde_json::to_string(data).ok()),
-        );
+        self.page.append_option(event.page.as_deref());
+        self.element.append_option(event.element.as_deref());
+        self.position_x.append_option(event.position_x);
+        self.position_y.append_option(event.position_y);
+        self.event_data.append_option(event.event_data.as_deref());
         self.device_type
             .append_option(event.device.device_type.as_deref());
         self.device_os.append_option(event.device.os.as_deref());
