@@ -291,14 +291,9 @@ impl Default for GeneratorConfig {
             event_interval: Duration::from_secs(10),
             batch_size: 100,
             error_rate: 0.05,
-            services: [
-                "api-gateway",
-                "user-service",
-                "order-service",
-                "payment-service",
-            ]
-            .map(String::from)
-            .to_vec(),
+            services: logpipe_core::record::DEFAULT_SERVICES
+                .map(String::from)
+                .to_vec(),
         }
     }
 }

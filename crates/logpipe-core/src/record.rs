@@ -16,6 +16,14 @@ use serde_json::{Map, Value};
 
 use crate::time::{self, TimestampError, truncate_for_message};
 
+/// The seed's services (SPEC §1.1): the generator's default set.
+pub const DEFAULT_SERVICES: [&str; 4] = [
+    "api-gateway",
+    "user-service",
+    "order-service",
+    "payment-service",
+];
+
 /// Which stream a record belongs to. Closed: adding a kind means adding a
 /// topic, a table and a schema, so the compiler should find every `match`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

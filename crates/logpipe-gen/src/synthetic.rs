@@ -45,14 +45,9 @@ pub struct SyntheticOptions {
 impl Default for SyntheticOptions {
     fn default() -> Self {
         SyntheticOptions {
-            services: [
-                "api-gateway",
-                "user-service",
-                "order-service",
-                "payment-service",
-            ]
-            .map(String::from)
-            .to_vec(),
+            services: logpipe_core::record::DEFAULT_SERVICES
+                .map(String::from)
+                .to_vec(),
             error_rate: 0.05,
             id_prefix: format!("{:08x}", fastrand::u32(..)),
             seed: None,

@@ -288,6 +288,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(pruned.rows_json().unwrap(), r#"[{"n":1}]"#);
+        // Pruning: the plan scans only the day=13 directory's file.
+        let plan = engine
+            .sql(
+                "EXPLAIN SELECT message FROM logs WHERE year = 2025 AND day = 13",
+                100,
+            )
+            .await
+            .unwrap()
+            .render(OutputFormat::Csv)
+            .unwrap();
+        assert!(plan.contains("day=13"), "{plan}");
+        assert!(!plan.contains("day=12"), "day=12 must be pruned: {plan}");
         let csv = pruned.render(OutputFormat::Csv).unwrap();
         assert_eq!(csv, "n\n1\n");
         let limited = engine.sql("SELECT * FROM logs", 1).await.unwrap();

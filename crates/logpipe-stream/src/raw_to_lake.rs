@@ -108,8 +108,59 @@ struct Buffer {
     since: Option<Instant>,
 }
 
+/// A consumed record and the result of validating it (`None`: a topic this
+/// job does not write).
+type Parsed = (String, ConsumedRecord, Option<Result<Record, String>>);
+
+fn parse_one(topic: &str, record: &ConsumedRecord) -> Option<Result<Record, String>> {
+    let kind = kind_of_topic(topic)?;
+    Some(
+        std::str::from_utf8(&record.value)
+            .map_err(|e| format!("value is not UTF-8: {e}"))
+            .and_then(|text| {
+                Record::parse(kind, text, &consumer_limits()).map_err(|e| e.to_string())
+            }),
+    )
+}
+
+/// Parsing is most of the job's CPU: it runs on the blocking pool, split over
+/// two threads (this machine class has two cores; the collector's parsing
+/// already runs in parallel on the same pool), and keeps the input order.
+async fn parse_all(records: Vec<(String, ConsumedRecord)>) -> Result<Vec<Parsed>, StreamError> {
+    const PARALLEL_FROM_RECORDS: usize = 2048;
+    tokio::task::spawn_blocking(move || {
+        let parse = |chunk: Vec<(String, ConsumedRecord)>| -> Vec<Parsed> {
+            chunk
+                .into_iter()
+                .map(|(topic, record)| {
+                    let parsed = parse_one(&topic, &record);
+                    (topic, record, parsed)
+                })
+                .collect()
+        };
+        if records.len() < PARALLEL_FROM_RECORDS {
+            return parse(records);
+        }
+        let mut first = records;
+        let second = first.split_off(first.len() / 2);
+        std::thread::scope(|scope| {
+            let handle = scope.spawn(|| parse(second));
+            let mut out = parse(first);
+            out.extend(handle.join().unwrap_or_default());
+            out
+        })
+    })
+    .await
+    .map_err(|e| StreamError::Lake(LakeError::Task(e.to_string())))
+}
+
 impl Buffer {
-    fn add(&mut self, topic: &str, record: &ConsumedRecord) -> Result<(), StreamError> {
+    fn add(
+        &mut self,
+        topic: &str,
+        record: &ConsumedRecord,
+        parsed: Option<Result<Record, String>>,
+    ) -> Result<(), StreamError> {
         self.since.get_or_insert_with(Instant::now);
         let range = self
             .ranges
@@ -118,14 +169,9 @@ impl Buffer {
             .entry(record.partition)
             .or_insert((record.offset, record.offset));
         range.1 = record.offset + 1;
-        let Some(kind) = kind_of_topic(topic) else {
+        let (Some(parsed), Some(kind)) = (parsed, kind_of_topic(topic)) else {
             return Ok(());
         };
-        let parsed = std::str::from_utf8(&record.value)
-            .map_err(|e| format!("value is not UTF-8: {e}"))
-            .and_then(|text| {
-                Record::parse(kind, text, &consumer_limits()).map_err(|e| e.to_string())
-            });
         match parsed {
             Ok(parsed) => {
                 let hour = HourPartition::of_micros(parsed.timestamp_micros());
@@ -249,10 +295,10 @@ impl RawToLake {
                 Err(error) => return Err(error.into()),
             };
             let drained = records.is_empty();
-            for (topic, record) in &records {
-                buffer.add(topic, record)?;
+            for (topic, record, parsed) in parse_all(records).await? {
+                buffer.add(&topic, &record, parsed)?;
                 positions
-                    .entry(topic.clone())
+                    .entry(topic)
                     .or_default()
                     .insert(record.partition, record.offset + 1);
             }
@@ -430,7 +476,8 @@ impl RawToLake {
                     continue;
                 };
                 if consumed.offset < end {
-                    buffer.add(&topic, &consumed)?;
+                    let parsed = parse_one(&topic, &consumed);
+                    buffer.add(&topic, &consumed, parsed)?;
                 }
                 if consumed.offset + 1 >= end {
                     remaining.remove(&key);
