@@ -316,6 +316,7 @@ impl PartitionLog {
                         path.display()
                     )));
                 }
+                let batch = bytes::Bytes::from(batch);
                 for (i, (key, value)) in format::decode_records(&batch).enumerate() {
                     let record_offset = header.base_offset + i as u64;
                     if record_offset < next {
@@ -327,8 +328,8 @@ impl PartitionLog {
                     out.push(ConsumedRecord {
                         partition: self.partition,
                         offset: record_offset,
-                        key: key.to_vec(),
-                        value: value.to_vec(),
+                        key: batch.slice_ref(key),
+                        value: batch.slice_ref(value),
                     });
                     bytes_read += key.len() + value.len();
                 }

@@ -38,13 +38,14 @@ pub struct BusRecord {
     pub value: Vec<u8>,
 }
 
-/// A record read from the bus.
+/// A record read from the bus. Key and value are slices of the batch they
+/// were read in (`Bytes`): no allocation or copy per record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
     pub partition: u32,
     pub offset: u64,
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
+    pub key: bytes::Bytes,
+    pub value: bytes::Bytes,
 }
 
 /// A topic-partition.

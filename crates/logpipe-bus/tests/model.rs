@@ -70,7 +70,7 @@ async fn check(bus: &EmbeddedBus, model: &Model) {
                 for record in &records {
                     assert_eq!(record.offset, offset, "offsets are dense and ordered");
                     offset += 1;
-                    got.push((record.key.clone(), record.value.clone()));
+                    got.push((record.key.to_vec(), record.value.to_vec()));
                 }
             }
             assert_eq!(got, expected[start..], "partition {partition} from {start}");
@@ -165,7 +165,7 @@ async fn run_model(seed: u64, steps: usize, options: EmbeddedOptions) {
                     let read = bus.read(TOPIC, partition, before as u64, 10_000).unwrap();
                     let entry = model.entry(partition).or_default();
                     for record in read {
-                        entry.push((record.key, record.value));
+                        entry.push((record.key.to_vec(), record.value.to_vec()));
                     }
                 }
                 for records in appended {

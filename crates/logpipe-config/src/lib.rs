@@ -256,8 +256,9 @@ impl Default for LakeConfig {
         LakeConfig {
             compression: Compression::Zstd,
             flush_interval: Duration::from_secs(1),
-            // ~ 100 MB of column data at seed record sizes.
-            max_buffered_rows: 500_000,
+            // ~ 60 MB of column data at seed record sizes; at full load a
+            // one-second flush holds about this many rows anyway.
+            max_buffered_rows: 200_000,
             on_data_loss: DataLossPolicy::Fail,
         }
     }

@@ -53,7 +53,7 @@ impl Default for RawToLakeOptions {
             job: "raw".to_string(),
             group: "logpipe-lake".to_string(),
             flush_interval: Duration::from_secs(1),
-            max_buffered_rows: 500_000,
+            max_buffered_rows: 200_000,
             on_data_loss: DataLossPolicy::Fail,
         }
     }
