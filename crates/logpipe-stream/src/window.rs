@@ -143,28 +143,24 @@ impl WindowAggregator {
         // Windows ending at or before the watermark: start <= watermark - size.
         let first_open = watermark - self.size_micros + 1;
         let still_open = self.open.split_off(&(first_open, String::new()));
-        let closed = std::mem::replace(&mut self.open, still_open);
-        closed
-            .into_iter()
-            .map(|((start, service), figures)| ClosedWindow {
-                window_start_micros: start,
-                service,
-                figures,
-            })
-            .collect()
+        into_closed(std::mem::replace(&mut self.open, still_open))
     }
 
     /// Closes every window (at shutdown, or at the end of a bounded input).
     pub fn close_all(&mut self) -> Vec<ClosedWindow> {
-        std::mem::take(&mut self.open)
-            .into_iter()
-            .map(|((start, service), figures)| ClosedWindow {
-                window_start_micros: start,
-                service,
-                figures,
-            })
-            .collect()
+        into_closed(std::mem::take(&mut self.open))
     }
+}
+
+fn into_closed(windows: BTreeMap<(i64, String), ServiceWindow>) -> Vec<ClosedWindow> {
+    windows
+        .into_iter()
+        .map(|((start, service), figures)| ClosedWindow {
+            window_start_micros: start,
+            service,
+            figures,
+        })
+        .collect()
 }
 
 #[cfg(test)]
