@@ -162,10 +162,13 @@ impl Buffer {
         parsed: Option<Result<Record, String>>,
     ) -> Result<(), StreamError> {
         self.since.get_or_insert_with(Instant::now);
-        let range = self
-            .ranges
-            .entry(topic.to_string())
-            .or_default()
+        // Look up before inserting: this runs per record, and `entry` would
+        // allocate the topic name every time.
+        let partitions = match self.ranges.get_mut(topic) {
+            Some(partitions) => partitions,
+            None => self.ranges.entry(topic.to_string()).or_default(),
+        };
+        let range = partitions
             .entry(record.partition)
             .or_insert((record.offset, record.offset));
         range.1 = record.offset + 1;
