@@ -98,7 +98,7 @@ struct WriterState {
 }
 
 struct PartitionLog {
-    topic: String,
+    topic: Arc<str>,
     partition: u32,
     dir: PathBuf,
     segments: RwLock<Vec<Segment>>,
@@ -232,7 +232,7 @@ impl PartitionLog {
             .map(|s| s.size - s.index.last().map(|(_, pos)| *pos).unwrap_or(0))
             .unwrap_or(0);
         Ok(PartitionLog {
-            topic: topic.to_string(),
+            topic: Arc::from(topic),
             partition,
             dir,
             segments: RwLock::new(segments),
@@ -257,7 +257,7 @@ impl PartitionLog {
         let (log_start, end) = self.bounds();
         if offset < log_start {
             return Err(BusError::OffsetOutOfRange {
-                topic: self.topic.clone(),
+                topic: self.topic.to_string(),
                 partition: self.partition,
                 requested: offset,
                 log_start,
@@ -265,7 +265,7 @@ impl PartitionLog {
         }
         if offset > end {
             return Err(BusError::OffsetBeyondEnd {
-                topic: self.topic.clone(),
+                topic: self.topic.to_string(),
                 partition: self.partition,
                 requested: offset,
                 log_end: end,
@@ -284,7 +284,7 @@ impl PartitionLog {
                 let Some(segment) = at.checked_sub(1).map(|i| &segments[i]) else {
                     // Deleted by retention since the bounds check.
                     return Err(BusError::OffsetOutOfRange {
-                        topic: self.topic.clone(),
+                        topic: self.topic.to_string(),
                         partition: self.partition,
                         requested: next,
                         log_start: self.log_start.load(Ordering::Acquire),
@@ -326,6 +326,7 @@ impl PartitionLog {
                         break;
                     }
                     out.push(ConsumedRecord {
+                        topic: self.topic.clone(),
                         partition: self.partition,
                         offset: record_offset,
                         key: batch.slice_ref(key),
@@ -740,17 +741,13 @@ impl Consumer for EmbeddedConsumer {
         }
     }
 
-    async fn poll(
-        &mut self,
-        max_records: usize,
-        timeout: Duration,
-    ) -> Result<Vec<(String, ConsumedRecord)>> {
+    async fn poll(&mut self, max_records: usize, timeout: Duration) -> Result<Vec<ConsumedRecord>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // Mark the current progress as seen *before* reading, so a commit
             // that lands during the read wakes the wait below.
             self.progress.borrow_and_update();
-            let jobs: Vec<(String, Arc<PartitionLog>, u64)> = self
+            let jobs: Vec<(Arc<PartitionLog>, u64)> = self
                 .positions
                 .iter()
                 .filter_map(|(tp, offset)| {
@@ -759,30 +756,28 @@ impl Consumer for EmbeddedConsumer {
                         .get(&tp.topic)?
                         .partitions
                         .get(tp.partition as usize)?;
-                    (*offset < log.bounds().1).then(|| (tp.topic.clone(), log.clone(), *offset))
+                    (*offset < log.bounds().1).then(|| (log.clone(), *offset))
                 })
                 .collect();
             if !jobs.is_empty() {
                 let share = (max_records / jobs.len()).max(1);
                 let batches = tokio::task::spawn_blocking(move || {
                     jobs.into_iter()
-                        .map(|(topic, log, offset)| {
-                            log.read(offset, share).map(|records| (topic, records))
-                        })
+                        .map(|(log, offset)| log.read(offset, share))
                         .collect::<Result<Vec<_>>>()
                 })
                 .await
                 .map_err(|e| BusError::Corrupt(format!("read task failed: {e}")))??;
                 let mut out = Vec::new();
-                for (topic, records) in batches {
+                for records in batches {
                     if let Some(last) = records.last() {
                         let key = TopicPartition {
-                            topic: topic.clone(),
+                            topic: last.topic.to_string(),
                             partition: last.partition,
                         };
                         self.positions.insert(key, last.offset + 1);
                     }
-                    out.extend(records.into_iter().map(|r| (topic.clone(), r)));
+                    out.extend(records);
                 }
                 if !out.is_empty() {
                     return Ok(out);
@@ -859,7 +854,7 @@ fn writer_loop(inner: std::sync::Weak<Inner>, receiver: Receiver<WriterMessage>)
         FsyncMode::Interval(interval) => interval.max(Duration::from_millis(1)),
     };
     // With interval fsync: partitions written but not yet synced.
-    let mut unsynced: HashMap<(String, u32), (Arc<PartitionLog>, u64)> = HashMap::new();
+    let mut unsynced: HashMap<(Arc<str>, u32), (Arc<PartitionLog>, u64)> = HashMap::new();
     let mut last_sync = Instant::now();
     let mut last_retention = Instant::now();
     let mut stopping = false;

@@ -38,10 +38,12 @@ pub struct BusRecord {
     pub value: Vec<u8>,
 }
 
-/// A record read from the bus. Key and value are slices of the batch they
-/// were read in (`Bytes`): no allocation or copy per record.
+/// A record read from the bus. Topic, key and value are shared with the
+/// batch they were read in (`Arc<str>`, `Bytes`): no allocation or copy per
+/// record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
+    pub topic: std::sync::Arc<str>,
     pub partition: u32,
     pub offset: u64,
     pub key: bytes::Bytes,
@@ -154,11 +156,7 @@ pub trait Consumer: Send {
     /// The next records after the current positions, in order within each
     /// partition, at most about `max_records`; waits up to `timeout` for
     /// records to arrive and returns an empty batch if none did.
-    async fn poll(
-        &mut self,
-        max_records: usize,
-        timeout: Duration,
-    ) -> Result<Vec<(String, ConsumedRecord)>>;
+    async fn poll(&mut self, max_records: usize, timeout: Duration) -> Result<Vec<ConsumedRecord>>;
 
     /// Records progress (next offset to read) for lag monitoring.
     async fn commit(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<()>;

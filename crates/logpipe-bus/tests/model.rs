@@ -268,8 +268,8 @@ async fn retention_deletes_sealed_segments_and_reports_the_gap() {
         .poll(1000, Duration::from_millis(100))
         .await
         .unwrap();
-    assert_eq!(polled.first().unwrap().1.offset, start);
-    assert_eq!(polled.last().unwrap().1.offset, 99);
+    assert_eq!(polled.first().unwrap().offset, start);
+    assert_eq!(polled.last().unwrap().offset, 99);
     bus.shutdown();
 }
 
@@ -316,7 +316,7 @@ async fn consumer_commits_survive_restart_and_poll_waits_for_data() {
     let polled = consumer.poll(10, Duration::from_secs(5)).await.unwrap();
     append.await.unwrap();
     assert_eq!(polled.len(), 5, "poll woke up when records arrived");
-    let partition = polled[0].1.partition;
+    let partition = polled[0].partition;
     consumer
         .commit(&[(
             logpipe_bus::TopicPartition {
@@ -334,7 +334,7 @@ async fn consumer_commits_survive_restart_and_poll_waits_for_data() {
     let mut consumer = bus.consumer("lake", &[TOPIC]).await.unwrap();
     let polled = consumer.poll(10, Duration::from_millis(100)).await.unwrap();
     assert_eq!(
-        polled.iter().map(|(_, r)| r.value[0]).collect::<Vec<_>>(),
+        polled.iter().map(|r| r.value[0]).collect::<Vec<_>>(),
         vec![3, 4]
     );
     bus.shutdown();

@@ -389,14 +389,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// `listen` as a socket address (checked by `validate`).
-    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|_| ConfigError::Invalid {
-            key: "listen",
-            reason: format!("{:?} is not HOST:PORT", self.listen),
-        })
-    }
 }
 
 /// figment's message names the key path and the source; keep it, and make

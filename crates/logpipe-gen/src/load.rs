@@ -253,7 +253,8 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
                 }
                 text.clear();
                 source.write_batch(options.kind, records as usize, &mut text);
-                let body = bytes::Bytes::from(text.clone().into_bytes());
+                // Hand the buffer over instead of copying the whole body.
+                let body = bytes::Bytes::from(std::mem::take(&mut text).into_bytes());
                 report.requested += records;
                 match send_batch(&client, &url, body, &options.retry, None).await {
                     SendOutcome::Acked {

@@ -110,10 +110,22 @@ struct Buffer {
 
 /// A consumed record and the result of validating it (`None`: a topic this
 /// job does not write).
-type Parsed = (String, ConsumedRecord, Option<Result<Record, String>>);
+type Parsed = (ConsumedRecord, Option<Result<Record, String>>);
 
-fn parse_one(topic: &str, record: &ConsumedRecord) -> Option<Result<Record, String>> {
-    let kind = kind_of_topic(topic)?;
+/// The per-partition map of `topic`, created when missing. Runs per record:
+/// looking up first avoids allocating the topic name every time.
+fn partitions_of<'a, V>(
+    map: &'a mut BTreeMap<String, BTreeMap<u32, V>>,
+    topic: &str,
+) -> &'a mut BTreeMap<u32, V> {
+    if !map.contains_key(topic) {
+        map.insert(topic.to_string(), BTreeMap::new());
+    }
+    map.get_mut(topic).expect("inserted above")
+}
+
+fn parse_one(record: &ConsumedRecord) -> Option<Result<Record, String>> {
+    let kind = kind_of_topic(&record.topic)?;
     Some(
         std::str::from_utf8(&record.value)
             .map_err(|e| format!("value is not UTF-8: {e}"))
@@ -126,15 +138,15 @@ fn parse_one(topic: &str, record: &ConsumedRecord) -> Option<Result<Record, Stri
 /// Parsing is most of the job's CPU: it runs on the blocking pool, split over
 /// two threads (this machine class has two cores; the collector's parsing
 /// already runs in parallel on the same pool), and keeps the input order.
-async fn parse_all(records: Vec<(String, ConsumedRecord)>) -> Result<Vec<Parsed>, StreamError> {
+async fn parse_all(records: Vec<ConsumedRecord>) -> Result<Vec<Parsed>, StreamError> {
     const PARALLEL_FROM_RECORDS: usize = 2048;
     tokio::task::spawn_blocking(move || {
-        let parse = |chunk: Vec<(String, ConsumedRecord)>| -> Vec<Parsed> {
+        let parse = |chunk: Vec<ConsumedRecord>| -> Vec<Parsed> {
             chunk
                 .into_iter()
-                .map(|(topic, record)| {
-                    let parsed = parse_one(&topic, &record);
-                    (topic, record, parsed)
+                .map(|record| {
+                    let parsed = parse_one(&record);
+                    (record, parsed)
                 })
                 .collect()
         };
@@ -157,18 +169,12 @@ async fn parse_all(records: Vec<(String, ConsumedRecord)>) -> Result<Vec<Parsed>
 impl Buffer {
     fn add(
         &mut self,
-        topic: &str,
         record: &ConsumedRecord,
         parsed: Option<Result<Record, String>>,
     ) -> Result<(), StreamError> {
         self.since.get_or_insert_with(Instant::now);
-        // Look up before inserting: this runs per record, and `entry` would
-        // allocate the topic name every time.
-        let partitions = match self.ranges.get_mut(topic) {
-            Some(partitions) => partitions,
-            None => self.ranges.entry(topic.to_string()).or_default(),
-        };
-        let range = partitions
+        let topic: &str = &record.topic;
+        let range = partitions_of(&mut self.ranges, topic)
             .entry(record.partition)
             .or_insert((record.offset, record.offset));
         range.1 = record.offset + 1;
@@ -298,11 +304,9 @@ impl RawToLake {
                 Err(error) => return Err(error.into()),
             };
             let drained = records.is_empty();
-            for (topic, record, parsed) in parse_all(records).await? {
-                buffer.add(&topic, &record, parsed)?;
-                positions
-                    .entry(topic)
-                    .or_default()
+            for (record, parsed) in parse_all(records).await? {
+                buffer.add(&record, parsed)?;
+                partitions_of(&mut positions, &record.topic)
                     .insert(record.partition, record.offset + 1);
             }
             self.report_lag(&positions);
@@ -470,17 +474,17 @@ impl RawToLake {
                     "the bus did not return the ranges {remaining:?}"
                 )));
             }
-            for (topic, consumed) in consumer
+            for consumed in consumer
                 .poll(POLL_MAX_RECORDS, Duration::from_millis(500))
                 .await?
             {
-                let key = (topic.clone(), consumed.partition);
+                let key = (consumed.topic.to_string(), consumed.partition);
                 let Some(&(_, end)) = remaining.get(&key) else {
                     continue;
                 };
                 if consumed.offset < end {
-                    let parsed = parse_one(&topic, &consumed);
-                    buffer.add(&topic, &consumed, parsed)?;
+                    let parsed = parse_one(&consumed);
+                    buffer.add(&consumed, parsed)?;
                 }
                 if consumed.offset + 1 >= end {
                     remaining.remove(&key);
