@@ -6,9 +6,9 @@
 #
 # Real services a test tier needs are installed and started here, bound to
 # 127.0.0.1 only, and stopped on exit. The embedded pipeline needs no
-# server; DuckDB (a PyPI package) checks that other engines read the lake.
-# PostgreSQL, the Kafka-protocol broker and S3 storage join as the features
-# that use them land.
+# server; DuckDB (a PyPI package) checks that other engines read the lake;
+# PostgreSQL 15 (Debian) is the window and report sink. The Kafka-protocol
+# broker and S3 storage join as the features that use them land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +33,32 @@ if ! "$VENV/bin/python" -c 'import duckdb' 2>/dev/null; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb
 fi
 export LOGPIPE_TEST_PYTHON="$VENV/bin/python"
+
+# PostgreSQL 15: a throwaway cluster on 127.0.0.1 and a free port, stopped
+# and deleted on exit. Tests create one database each.
+PG_BIN=/usr/lib/postgresql/15/bin
+if [ ! -x "$PG_BIN/postgres" ]; then
+  step "installing PostgreSQL 15 (Debian) for the sink tests"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
+PG_DIR="$(mktemp -d /tmp/logpipe-pg.XXXXXX)"
+PG_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+as_pg() {
+  # initdb refuses to run as root; the cluster belongs to `postgres` then.
+  if [ "$(id -u)" -eq 0 ]; then su postgres -c "$*"; else sh -c "$*"; fi
+}
+if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$PG_DIR"; fi
+stop_postgres() {
+  as_pg "$PG_BIN/pg_ctl -D $PG_DIR/data -m immediate stop" >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+}
+trap stop_postgres EXIT
+as_pg "$PG_BIN/initdb -D $PG_DIR/data -A trust -U postgres" >/dev/null
+as_pg "$PG_BIN/pg_ctl -D $PG_DIR/data -l $PG_DIR/log -w -o '-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off'  start" >/dev/null
+export LOGPIPE_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+echo "PostgreSQL 15 on 127.0.0.1:$PG_PORT (data in $PG_DIR)"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

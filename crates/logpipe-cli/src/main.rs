@@ -15,7 +15,7 @@ use logpipe_core::RecordKind;
 use logpipe_lake::{Codec, Lake};
 use logpipe_query::{OutputFormat, QueryEngine};
 use logpipe_server::{AppState, CollectorSettings};
-use logpipe_stream::{DataLossPolicy, RawToLake, RawToLakeOptions};
+use logpipe_stream::{DataLossPolicy, RawToLake, RawToLakeOptions, WindowJob, WindowJobOptions};
 use object_store::local::LocalFileSystem;
 use tokio::sync::watch;
 
@@ -110,6 +110,40 @@ struct GenerateArgs {
     /// Give up on a batch after retrying this many seconds.
     #[arg(long, default_value_t = 120)]
     retry_for_secs: u64,
+    /// Inject an anomaly: KIND:SERVICE:START:DURATION, KIND one of
+    /// error_burst, latency_spike, silence; START counted from the first
+    /// record (e.g. error_burst:payment-service:30s:1m). Repeatable.
+    #[arg(long, value_name = "KIND:SERVICE:START:DURATION", value_parser = parse_incident)]
+    incident: Vec<logpipe_config::IncidentConfig>,
+}
+
+fn parse_incident(text: &str) -> Result<logpipe_config::IncidentConfig, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let [kind, service, start, duration] = parts[..] else {
+        return Err(format!(
+            "{text:?} is not KIND:SERVICE:START:DURATION (e.g. error_burst:payment-service:30s:1m)"
+        ));
+    };
+    let kind = match kind {
+        "error_burst" => logpipe_config::IncidentKind::ErrorBurst,
+        "latency_spike" => logpipe_config::IncidentKind::LatencySpike,
+        "silence" => logpipe_config::IncidentKind::Silence,
+        other => {
+            return Err(format!(
+                "unknown incident kind {other:?}: use error_burst, latency_spike or silence"
+            ));
+        }
+    };
+    let duration_of = |what: &str, value: &str| {
+        humantime::parse_duration(value)
+            .map_err(|e| format!("incident {what} {value:?} is not a duration (e.g. 30s): {e}"))
+    };
+    Ok(logpipe_config::IncidentConfig {
+        kind,
+        service: service.to_string(),
+        start: duration_of("start", start)?,
+        duration: duration_of("duration", duration)?,
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -257,18 +291,60 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
 
     let job = RawToLake::new(
         shared_bus.clone(),
-        lake,
+        lake.clone(),
         RawToLakeOptions {
             flush_interval: config.lake.flush_interval,
             max_buffered_rows: config.lake.max_buffered_rows,
-            on_data_loss: match config.lake.on_data_loss {
-                logpipe_config::DataLossPolicy::Fail => DataLossPolicy::Fail,
-                logpipe_config::DataLossPolicy::SkipAhead => DataLossPolicy::SkipAhead,
-            },
+            on_data_loss: data_loss_policy(&config),
             ..RawToLakeOptions::default()
         },
     );
-    let mut stream = tokio::spawn(job.run(stream_stopped));
+    let raw_job = tokio::spawn(job.run(stream_stopped.clone()));
+
+    let postgres = connect_postgres(&config).await?;
+    let (stop_webhook, webhook_stopped) = watch::channel(false);
+    let webhook = (config.alerts.enabled && !config.alerts.webhook_url.is_empty()).then(|| {
+        logpipe_stream::webhook::spawn(
+            logpipe_stream::webhook::WebhookOptions {
+                url: config.alerts.webhook_url.clone(),
+                timeout: config.alerts.webhook_timeout,
+                resend_every: config.alerts.webhook_resend,
+                generator_url: format!("{base_url}/api/alerts"),
+                attempts: 8,
+            },
+            webhook_stopped,
+        )
+    });
+    let window_job = config.windows.enabled.then(|| {
+        let job = WindowJob::new(
+            shared_bus.clone(),
+            lake.clone(),
+            window_job_options(&config),
+            postgres.clone(),
+            webhook.as_ref().map(|(sender, _)| sender.clone()),
+        );
+        tokio::spawn(job.run(stream_stopped.clone()))
+    });
+    let mut stream = tokio::spawn(async move {
+        let raw = async {
+            match raw_job.await {
+                Ok(result) => result.map_err(|e| anyhow::anyhow!("the raw→lake job stopped: {e}")),
+                Err(e) => Err(anyhow::anyhow!("the raw→lake job panicked: {e}")),
+            }
+        };
+        let windows = async {
+            match window_job {
+                None => Ok(()),
+                Some(handle) => match handle.await {
+                    Ok(result) => {
+                        result.map_err(|e| anyhow::anyhow!("the window job stopped: {e}"))
+                    }
+                    Err(e) => Err(anyhow::anyhow!("the window job panicked: {e}")),
+                },
+            }
+        };
+        tokio::try_join!(raw, windows).map(|_| ())
+    });
 
     let generator = config.generator.enabled.then(|| {
         let target = if config.generator.target.is_empty() {
@@ -310,6 +386,11 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
             stream.await
         }
     };
+    let _ = stop_webhook.send(true);
+    if let Some((sender, task)) = webhook {
+        drop(sender);
+        let _ = task.await;
+    }
     bus.shutdown();
     match stream_result {
         Ok(Ok(())) => {
@@ -320,9 +401,62 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
             );
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Ok(Err(error)) => bail!("the raw→lake job stopped: {error}"),
-        Err(error) => bail!("the raw→lake job panicked: {error}"),
+        Ok(Err(error)) => Err(error),
+        Err(error) => bail!("a stream job panicked: {error}"),
     }
+}
+
+fn data_loss_policy(config: &Config) -> DataLossPolicy {
+    match config.lake.on_data_loss {
+        logpipe_config::DataLossPolicy::Fail => DataLossPolicy::Fail,
+        logpipe_config::DataLossPolicy::SkipAhead => DataLossPolicy::SkipAhead,
+    }
+}
+
+fn window_job_options(config: &Config) -> WindowJobOptions {
+    let alerts = &config.alerts;
+    WindowJobOptions {
+        window: logpipe_stream::window::WindowOptions {
+            size: config.windows.size,
+            allowed_lateness: config.windows.allowed_lateness,
+        },
+        idle_close: config.windows.idle_close,
+        rules: alerts
+            .enabled
+            .then_some(logpipe_stream::alerts::AlertRules {
+                error_rate: logpipe_stream::alerts::ErrorRateRule {
+                    threshold: alerts.error_rate.threshold,
+                    windows: alerts.error_rate.windows,
+                    min_errors: alerts.error_rate.min_errors,
+                },
+                latency: logpipe_stream::alerts::LatencyRule {
+                    factor: alerts.latency.factor,
+                    windows: alerts.latency.windows,
+                    baseline_windows: alerts.latency.baseline_windows,
+                    min_records: alerts.latency.min_records,
+                },
+                silence: logpipe_stream::alerts::SilenceRule {
+                    windows: alerts.silence.windows,
+                },
+            }),
+        on_data_loss: data_loss_policy(config),
+        ..WindowJobOptions::default()
+    }
+}
+
+/// Connects to `postgres.url` when set (and migrates its schema).
+async fn connect_postgres(config: &Config) -> Result<Option<logpipe_postgres::Postgres>> {
+    if config.postgres.url.is_empty() {
+        return Ok(None);
+    }
+    let postgres = logpipe_postgres::Postgres::connect(&config.postgres.url)
+        .await
+        .context("postgres.url is set but PostgreSQL cannot be used (unset it to keep results in the lake only)")?;
+    tracing::info!(
+        url = postgres.url_redacted(),
+        "PostgreSQL connected, schema up to date"
+    );
+    Ok(Some(postgres))
 }
 
 async fn shutdown_signal() -> &'static str {
@@ -443,6 +577,7 @@ async fn generate(args: GenerateArgs) -> Result<std::process::ExitCode> {
         },
         synthetic: logpipe_gen::synthetic::SyntheticOptions {
             error_rate: args.error_rate,
+            incidents: args.incident,
             ..Default::default()
         },
     })

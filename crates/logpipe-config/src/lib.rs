@@ -44,6 +44,10 @@ pub struct Config {
     pub bus: BusConfig,
     pub topics: TopicsConfig,
     pub lake: LakeConfig,
+    pub windows: WindowsConfig,
+    pub alerts: AlertsConfig,
+    pub postgres: PostgresConfig,
+    pub reports: ReportsConfig,
     pub generator: GeneratorConfig,
 }
 
@@ -56,6 +60,10 @@ impl Default for Config {
             bus: BusConfig::default(),
             topics: TopicsConfig::default(),
             lake: LakeConfig::default(),
+            windows: WindowsConfig::default(),
+            alerts: AlertsConfig::default(),
+            postgres: PostgresConfig::default(),
+            reports: ReportsConfig::default(),
             generator: GeneratorConfig::default(),
         }
     }
@@ -264,6 +272,191 @@ impl Default for LakeConfig {
     }
 }
 
+/// `[windows]`: the window aggregator (SPEC §1.5).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowsConfig {
+    /// Run the window job inside `logpipe up`.
+    pub enabled: bool,
+    /// Tumbling window length.
+    #[serde(with = "humantime_serde")]
+    pub size: Duration,
+    /// How long after a window's end its records are still counted; later
+    /// records reach the lake but not the window (`logpipe_window_late_records_total`).
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// With no new log record for this long, event time follows the clock
+    /// so the last windows close and silent services are noticed.
+    #[serde(with = "humantime_serde")]
+    pub idle_close: Duration,
+}
+
+impl Default for WindowsConfig {
+    fn default() -> Self {
+        WindowsConfig {
+            enabled: true,
+            size: Duration::from_secs(5),
+            allowed_lateness: Duration::from_secs(10),
+            idle_close: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[alerts.error_rate]`: the seed's HighErrorRate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErrorRateAlertConfig {
+    /// Fire when the ERROR share of a window is above this…
+    pub threshold: f64,
+    /// …for this many consecutive windows (and resolve after as many normal ones).
+    pub windows: u32,
+    /// Windows with fewer ERROR records than this are not judged.
+    pub min_errors: u64,
+}
+
+impl Default for ErrorRateAlertConfig {
+    fn default() -> Self {
+        ErrorRateAlertConfig {
+            threshold: 0.05,
+            windows: 2,
+            min_errors: 5,
+        }
+    }
+}
+
+/// `[alerts.latency]`: p95 latency against its own moving baseline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencyAlertConfig {
+    /// Fire when a window's p95 is above `factor` × the EWMA of earlier p95s…
+    pub factor: f64,
+    /// …for this many consecutive windows.
+    pub windows: u32,
+    /// Normal windows learnt before the rule judges (also the EWMA span).
+    pub baseline_windows: u32,
+    /// Windows with fewer latency samples are not judged.
+    pub min_records: u64,
+}
+
+impl Default for LatencyAlertConfig {
+    fn default() -> Self {
+        LatencyAlertConfig {
+            factor: 3.0,
+            windows: 2,
+            baseline_windows: 12,
+            min_records: 10,
+        }
+    }
+}
+
+/// `[alerts.silence]`: a service that stops sending.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SilenceAlertConfig {
+    /// Fire after this many closed windows without a record of a service seen before.
+    pub windows: u32,
+}
+
+impl Default for SilenceAlertConfig {
+    fn default() -> Self {
+        SilenceAlertConfig { windows: 6 }
+    }
+}
+
+/// `[alerts]`: the anomaly detector and where alerts go.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Run the anomaly detector on closed windows.
+    pub enabled: bool,
+    /// POST alerts here in Alertmanager's v2 format (e.g.
+    /// http://127.0.0.1:9093/api/v2/alerts); empty = no webhook.
+    pub webhook_url: String,
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// Re-send firing alerts this often (Alertmanager resolves alerts it
+    /// stops hearing about).
+    #[serde(with = "humantime_serde")]
+    pub webhook_resend: Duration,
+    pub error_rate: ErrorRateAlertConfig,
+    pub latency: LatencyAlertConfig,
+    pub silence: SilenceAlertConfig,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            enabled: true,
+            webhook_url: String::new(),
+            webhook_timeout: Duration::from_secs(5),
+            webhook_resend: Duration::from_secs(60),
+            error_rate: ErrorRateAlertConfig::default(),
+            latency: LatencyAlertConfig::default(),
+            silence: SilenceAlertConfig::default(),
+        }
+    }
+}
+
+/// `[postgres]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// e.g. postgres://logpipe@127.0.0.1:5432/logpipe (a password is better
+    /// given as LOGPIPE__POSTGRES__URL than in a file). Empty: windows and
+    /// reports stay in the lake only.
+    pub url: String,
+}
+
+/// `[reports]`: the batch reports `logpipe up` schedules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportsConfig {
+    /// Run the schedules below inside `logpipe up`.
+    pub schedule: bool,
+    /// Cron expressions in UTC (minute hour day-of-month month day-of-week);
+    /// empty disables one. Daily runs for the previous day, weekly for the
+    /// previous ISO week, service analysis for the 7 days before today.
+    pub daily_cron: String,
+    pub weekly_cron: String,
+    pub service_cron: String,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        ReportsConfig {
+            schedule: true,
+            daily_cron: "10 0 * * *".to_string(),
+            weekly_cron: "20 0 * * 1".to_string(),
+            service_cron: "30 0 * * *".to_string(),
+        }
+    }
+}
+
+/// What an injected incident does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentKind {
+    /// Half of the service's logs become ERROR with status 500/503.
+    ErrorBurst,
+    /// The service's response times grow tenfold.
+    LatencySpike,
+    /// The service sends nothing.
+    Silence,
+}
+
+/// `[[generator.incidents]]`: an anomaly injected on a schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentConfig {
+    pub kind: IncidentKind,
+    pub service: String,
+    /// When it starts, counted from the generator's start.
+    #[serde(with = "humantime_serde")]
+    pub start: Duration,
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+}
+
 /// `[generator]` (SPEC §1.2).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -281,6 +474,8 @@ pub struct GeneratorConfig {
     /// Share of log records at ERROR level.
     pub error_rate: f64,
     pub services: Vec<String>,
+    /// Anomalies to inject (none by default).
+    pub incidents: Vec<IncidentConfig>,
 }
 
 impl Default for GeneratorConfig {
@@ -295,6 +490,7 @@ impl Default for GeneratorConfig {
             services: logpipe_core::record::DEFAULT_SERVICES
                 .map(String::from)
                 .to_vec(),
+            incidents: Vec::new(),
         }
     }
 }
@@ -380,6 +576,63 @@ impl Config {
         }
         if self.generator.batch_size == 0 {
             return invalid("generator.batch_size", "must be at least 1".into());
+        }
+        if self.windows.size < Duration::from_millis(100) {
+            return invalid("windows.size", "must be at least 100ms".into());
+        }
+        if self.windows.idle_close.is_zero() {
+            return invalid("windows.idle_close", "must be more than 0".into());
+        }
+        let threshold = self.alerts.error_rate.threshold;
+        if !(threshold > 0.0 && threshold < 1.0) {
+            return invalid(
+                "alerts.error_rate.threshold",
+                format!("is {threshold}, must be between 0 and 1 (exclusive)"),
+            );
+        }
+        if self.alerts.latency.factor <= 1.0 {
+            return invalid(
+                "alerts.latency.factor",
+                format!("is {}, must be more than 1", self.alerts.latency.factor),
+            );
+        }
+        for (key, windows) in [
+            ("alerts.error_rate.windows", self.alerts.error_rate.windows),
+            ("alerts.latency.windows", self.alerts.latency.windows),
+            (
+                "alerts.latency.baseline_windows",
+                self.alerts.latency.baseline_windows,
+            ),
+            ("alerts.silence.windows", self.alerts.silence.windows),
+        ] {
+            if windows == 0 {
+                return invalid(key, "must be at least 1".into());
+            }
+        }
+        let url = &self.alerts.webhook_url;
+        if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
+            return invalid(
+                "alerts.webhook_url",
+                format!("{url:?} is not an http:// or https:// URL"),
+            );
+        }
+        let url = &self.postgres.url;
+        if !url.is_empty() && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            return invalid(
+                "postgres.url",
+                "must start with postgres:// or postgresql://".into(),
+            );
+        }
+        for incident in &self.generator.incidents {
+            if !self.generator.services.contains(&incident.service) {
+                return invalid(
+                    "generator.incidents.service",
+                    format!(
+                        "{:?} is not one of generator.services {:?}",
+                        incident.service, self.generator.services
+                    ),
+                );
+            }
         }
         if self.generator.services.is_empty() {
             return invalid(

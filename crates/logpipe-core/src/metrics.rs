@@ -4,7 +4,9 @@
 //! Names are constants here so that dashboards, alert rules and docs refer to
 //! one spelling. Labels are low-cardinality only (record kind / topic).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::record::RecordKind;
@@ -74,6 +76,210 @@ pub struct Metrics {
     pub generator_records_sent: PerKind,
     /// Generator sends that failed and were retried.
     pub generator_send_retries: AtomicU64,
+    /// Window aggregator, alerts, sinks and batch jobs.
+    pub analytics: Mutex<Analytics>,
+}
+
+/// The latest closed window of one service (the gauges of
+/// `logpipe_window_*`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowGauges {
+    pub window_start_seconds: f64,
+    pub records: u64,
+    pub error_rate: f64,
+    /// p50, p95, p99 of `response_time_ms` (absent: no latencies in the window).
+    pub latency_ms: Option<[f64; 3]>,
+}
+
+/// The runs of one batch job.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobRunGauges {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub last_duration_seconds: f64,
+    pub last_rows: u64,
+    pub last_success: bool,
+}
+
+/// Figures with labels known only at run time (service names, rules, jobs).
+#[derive(Debug, Default)]
+pub struct Analytics {
+    pub windows: BTreeMap<String, WindowGauges>,
+    pub windows_closed: u64,
+    pub late_records: u64,
+    /// (rule, state) → alerts published.
+    pub alerts: BTreeMap<(String, String), u64>,
+    /// Incidents currently firing.
+    pub alerts_firing: i64,
+    pub postgres_rows_written: u64,
+    pub postgres_errors: u64,
+    pub webhook_sent: u64,
+    pub webhook_errors: u64,
+    pub batch: BTreeMap<String, JobRunGauges>,
+}
+
+fn gauge_header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+}
+
+impl Analytics {
+    fn render(&self, out: &mut String) {
+        gauge_header(
+            out,
+            "logpipe_window_records",
+            "Records of each service in its latest closed window.",
+        );
+        for (service, w) in &self.windows {
+            let _ = writeln!(
+                out,
+                "logpipe_window_records{{service=\"{service}\"}} {}",
+                w.records
+            );
+        }
+        gauge_header(
+            out,
+            "logpipe_window_error_rate",
+            "Share of ERROR records of each service in its latest closed window.",
+        );
+        for (service, w) in &self.windows {
+            let _ = writeln!(
+                out,
+                "logpipe_window_error_rate{{service=\"{service}\"}} {}",
+                w.error_rate
+            );
+        }
+        gauge_header(
+            out,
+            "logpipe_window_latency_ms",
+            "response_time_ms percentiles of each service in its latest closed window.",
+        );
+        for (service, w) in &self.windows {
+            if let Some(latency) = w.latency_ms {
+                for (quantile, value) in ["0.5", "0.95", "0.99"].iter().zip(latency) {
+                    let _ = writeln!(
+                        out,
+                        "logpipe_window_latency_ms{{service=\"{service}\",quantile=\"{quantile}\"}} {value}"
+                    );
+                }
+            }
+        }
+        gauge_header(
+            out,
+            "logpipe_window_start_seconds",
+            "Start (Unix time) of each service's latest closed window.",
+        );
+        for (service, w) in &self.windows {
+            let _ = writeln!(
+                out,
+                "logpipe_window_start_seconds{{service=\"{service}\"}} {}",
+                w.window_start_seconds
+            );
+        }
+        counter(
+            out,
+            "logpipe_windows_closed_total",
+            "Windows closed (one per service and window).",
+            self.windows_closed,
+        );
+        counter(
+            out,
+            "logpipe_window_late_records_total",
+            "Log records that arrived after their window closed (they are in the lake, not in a window).",
+            self.late_records,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP logpipe_alerts_total Alerts published, by rule and state.\n# TYPE logpipe_alerts_total counter"
+        );
+        for ((rule, state), value) in &self.alerts {
+            let _ = writeln!(
+                out,
+                "logpipe_alerts_total{{rule=\"{rule}\",state=\"{state}\"}} {value}"
+            );
+        }
+        gauge_header(out, "logpipe_alerts_firing", "Incidents currently firing.");
+        let _ = writeln!(out, "logpipe_alerts_firing {}", self.alerts_firing);
+        counter(
+            out,
+            "logpipe_postgres_rows_written_total",
+            "Rows written to PostgreSQL (window upserts, reports, job runs).",
+            self.postgres_rows_written,
+        );
+        counter(
+            out,
+            "logpipe_postgres_errors_total",
+            "Failed PostgreSQL writes (window writes are retried).",
+            self.postgres_errors,
+        );
+        counter(
+            out,
+            "logpipe_alert_webhook_sent_total",
+            "Alert notifications delivered to the webhook.",
+            self.webhook_sent,
+        );
+        counter(
+            out,
+            "logpipe_alert_webhook_errors_total",
+            "Failed webhook deliveries (each is retried).",
+            self.webhook_errors,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP logpipe_batch_runs_total Batch job runs, by job and status.\n# TYPE logpipe_batch_runs_total counter"
+        );
+        for (job, run) in &self.batch {
+            let _ = writeln!(
+                out,
+                "logpipe_batch_runs_total{{job=\"{job}\",status=\"succeeded\"}} {}\n\
+                 logpipe_batch_runs_total{{job=\"{job}\",status=\"failed\"}} {}",
+                run.succeeded, run.failed
+            );
+        }
+        gauge_header(
+            out,
+            "logpipe_batch_last_duration_seconds",
+            "Duration of each batch job's last run.",
+        );
+        for (job, run) in &self.batch {
+            let _ = writeln!(
+                out,
+                "logpipe_batch_last_duration_seconds{{job=\"{job}\"}} {}",
+                run.last_duration_seconds
+            );
+        }
+        gauge_header(
+            out,
+            "logpipe_batch_last_rows",
+            "Rows written by each batch job's last run.",
+        );
+        for (job, run) in &self.batch {
+            let _ = writeln!(
+                out,
+                "logpipe_batch_last_rows{{job=\"{job}\"}} {}",
+                run.last_rows
+            );
+        }
+        gauge_header(
+            out,
+            "logpipe_batch_last_success",
+            "1 when each batch job's last run succeeded.",
+        );
+        for (job, run) in &self.batch {
+            let _ = writeln!(
+                out,
+                "logpipe_batch_last_success{{job=\"{job}\"}} {}",
+                u8::from(run.last_success)
+            );
+        }
+    }
+}
+
+/// Locks the analytics figures (a poisoned lock still holds valid figures).
+pub fn analytics() -> std::sync::MutexGuard<'static, Analytics> {
+    metrics()
+        .analytics
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The process-wide metrics.
@@ -205,6 +411,10 @@ impl Metrics {
             "Generator sends that failed and were retried.",
             load(&self.generator_send_retries),
         );
+        self.analytics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .render(&mut out);
         out
     }
 }
@@ -218,9 +428,28 @@ mod tests {
         let metrics = Metrics::default();
         metrics.collector_records_accepted.add(RecordKind::Log, 3);
         metrics.bus_consumer_lag.set(RecordKind::Event, 7);
+        {
+            let mut analytics = metrics.analytics.lock().unwrap();
+            analytics.windows.insert(
+                "api".into(),
+                WindowGauges {
+                    records: 5,
+                    latency_ms: Some([1.0, 2.0, 3.0]),
+                    ..WindowGauges::default()
+                },
+            );
+            analytics
+                .batch
+                .insert("daily_report".into(), JobRunGauges::default());
+            analytics
+                .alerts
+                .insert(("HighErrorRate".into(), "FIRING".into()), 1);
+        }
         let text = metrics.render();
         assert!(text.contains("logpipe_collector_records_accepted_total{topic=\"logs.raw\"} 3"));
         assert!(text.contains("logpipe_bus_consumer_lag_records{topic=\"events.activity\"} 7"));
+        assert!(text.contains("logpipe_window_latency_ms{service=\"api\",quantile=\"0.95\"} 2"));
+        assert!(text.contains("logpipe_alerts_total{rule=\"HighErrorRate\",state=\"FIRING\"} 1"));
         for line in text.lines().filter(|line| !line.starts_with('#')) {
             assert_eq!(line.split(' ').count(), 2, "bad sample line {line}");
         }

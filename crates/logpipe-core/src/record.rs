@@ -71,7 +71,8 @@ impl fmt::Display for RecordKind {
 }
 
 /// Log severity. The seed's four values, upper case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
 pub enum Level {
     Debug,
     Info,
@@ -91,7 +92,8 @@ impl Level {
         }
     }
 
-    fn parse(text: &str) -> Option<Level> {
+    /// The level named `text` (exact, upper case).
+    pub fn parse(text: &str) -> Option<Level> {
         Level::ALL.into_iter().find(|level| level.as_str() == text)
     }
 }

@@ -52,6 +52,80 @@ static EVENT_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static WINDOWS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let count = |name: &str| Field::new(name, DataType::Int64, false);
+    let ms = |name: &str| Field::new(name, DataType::Float64, true);
+    Arc::new(Schema::new(vec![
+        Field::new("window_start", timestamp_type(), false),
+        Field::new("window_end", timestamp_type(), false),
+        Field::new("service", DataType::Utf8, false),
+        Field::new("level", DataType::Utf8, false),
+        count("count"),
+        count("service_count"),
+        Field::new("error_rate", DataType::Float64, false),
+        ms("p50_ms"),
+        ms("p95_ms"),
+        ms("p99_ms"),
+        count("status_1xx"),
+        count("status_2xx"),
+        count("status_3xx"),
+        count("status_4xx"),
+        count("status_5xx"),
+    ]))
+});
+
+static ALERTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let text = |name: &str| Field::new(name, DataType::Utf8, false);
+    let time = |name: &str| Field::new(name, timestamp_type(), false);
+    Arc::new(Schema::new(vec![
+        text("alert_id"),
+        text("incident_id"),
+        text("state"),
+        text("rule"),
+        text("severity"),
+        text("service"),
+        Field::new("value", DataType::Float64, false),
+        Field::new("threshold", DataType::Float64, false),
+        time("window_start"),
+        time("window_end"),
+        time("incident_start"),
+        time("detected_at"),
+        text("summary"),
+    ]))
+});
+
+/// File schema of the `windows` table (and of `window_stats` in PostgreSQL):
+/// one row per (window, service, level) with the service's figures.
+pub fn windows_schema() -> SchemaRef {
+    WINDOWS_SCHEMA.clone()
+}
+
+/// File schema of the `alerts` table.
+pub fn alerts_schema() -> SchemaRef {
+    ALERTS_SCHEMA.clone()
+}
+
+static JOB_RUNS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let text = |name: &str| Field::new(name, DataType::Utf8, false);
+    let time = |name: &str| Field::new(name, timestamp_type(), false);
+    Arc::new(Schema::new(vec![
+        text("run_id"),
+        text("job"),
+        text("target"),
+        time("started_at"),
+        time("finished_at"),
+        Field::new("duration_ms", DataType::Int64, false),
+        text("status"),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("error", DataType::Utf8, true),
+    ]))
+});
+
+/// File schema of the `job_runs` table (and its PostgreSQL twin).
+pub fn job_runs_schema() -> SchemaRef {
+    JOB_RUNS_SCHEMA.clone()
+}
+
 /// The file schema of a kind's raw table.
 pub fn schema(kind: RecordKind) -> SchemaRef {
     match kind {

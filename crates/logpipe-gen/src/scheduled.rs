@@ -16,6 +16,7 @@ pub async fn run(config: GeneratorConfig, target: String, stop: watch::Receiver<
     let synthetic = SyntheticOptions {
         services: config.services.clone(),
         error_rate: config.error_rate,
+        incidents: config.incidents.clone(),
         ..SyntheticOptions::default()
     };
     let logs = tokio::spawn(run_kind(

@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use logpipe_config::{IncidentConfig, IncidentKind};
 use logpipe_core::RecordKind;
 
 const HOSTS: [&str; 3] = ["worker-1", "worker-2", "worker-3"];
@@ -40,7 +41,15 @@ pub struct SyntheticOptions {
     /// Unique prefix of request and event ids (e.g. a run id).
     pub id_prefix: String,
     pub seed: Option<u64>,
+    /// Anomalies to inject, timed from `started`.
+    pub incidents: Vec<IncidentConfig>,
+    pub started: std::time::Instant,
 }
+
+/// Share of an error-burst service's logs that are ERROR.
+pub const ERROR_BURST_SHARE: f64 = 0.5;
+/// Latency multiplier during a latency spike.
+pub const LATENCY_SPIKE_FACTOR: f64 = 10.0;
 
 impl Default for SyntheticOptions {
     fn default() -> Self {
@@ -51,6 +60,8 @@ impl Default for SyntheticOptions {
             error_rate: 0.05,
             id_prefix: format!("{:08x}", fastrand::u32(..)),
             seed: None,
+            incidents: Vec::new(),
+            started: std::time::Instant::now(),
         }
     }
 }
@@ -105,10 +116,45 @@ impl SyntheticSource {
         out.push(']');
     }
 
+    /// The incident of `kind` active on `service` now, if any.
+    fn active(&self, service: &str, kind: IncidentKind) -> bool {
+        if self.options.incidents.is_empty() {
+            return false;
+        }
+        let elapsed = self.options.started.elapsed();
+        self.options.incidents.iter().any(|incident| {
+            incident.kind == kind
+                && incident.service == service
+                && elapsed >= incident.start
+                && elapsed < incident.start + incident.duration
+        })
+    }
+
+    /// A service to log for: uniform over the services that are not silenced.
+    fn pick_service(&mut self) -> usize {
+        let services = self.options.services.len();
+        let first = self.rng.usize(0..services);
+        (0..services)
+            .map(|step| (first + step) % services)
+            .find(|&i| !self.active(&self.options.services[i], IncidentKind::Silence))
+            .unwrap_or(first)
+    }
+
     pub fn write_log(&mut self, out: &mut String) {
+        let service_index = self.pick_service();
+        let service = &self.options.services[service_index];
+        let error_rate = if self.active(service, IncidentKind::ErrorBurst) {
+            ERROR_BURST_SHARE
+        } else {
+            self.options.error_rate
+        };
+        let latency_factor = if self.active(service, IncidentKind::LatencySpike) {
+            LATENCY_SPIKE_FACTOR
+        } else {
+            1.0
+        };
         let rng = &mut self.rng;
         let roll = rng.f64();
-        let error_rate = self.options.error_rate;
         let (level, message, status, latency) = if roll < error_rate {
             let status = if rng.bool() { 500 } else { 503 };
             (
@@ -130,7 +176,7 @@ impl SyntheticSource {
                 10.0 + rng.f64() * 90.0,
             )
         };
-        let service = &self.options.services[rng.usize(0..self.options.services.len())];
+        let latency = latency * latency_factor;
         let _ = write!(
             out,
             r#"{{"timestamp":{:.6},"level":"{level}","service":"{service}","host":"{}","message":"{message}","metadata":{{"request_id":"{}-{}","response_time_ms":{latency:.1},"status_code":{status},"endpoint":"{}","method":"{}"}}}}"#,
@@ -209,5 +255,56 @@ mod tests {
                 .len(),
             3
         );
+    }
+
+    #[test]
+    fn incidents_change_their_service_only_while_active() {
+        let incident = |kind, service: &str, start| IncidentConfig {
+            kind,
+            service: service.to_string(),
+            start,
+            duration: std::time::Duration::from_secs(3600),
+        };
+        let mut source = SyntheticSource::new(SyntheticOptions {
+            services: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            seed: Some(3),
+            error_rate: 0.0,
+            incidents: vec![
+                incident(IncidentKind::ErrorBurst, "a", std::time::Duration::ZERO),
+                incident(IncidentKind::Silence, "b", std::time::Duration::ZERO),
+                incident(IncidentKind::LatencySpike, "c", std::time::Duration::ZERO),
+                // Not started yet.
+                incident(
+                    IncidentKind::ErrorBurst,
+                    "d",
+                    std::time::Duration::from_secs(3600),
+                ),
+            ],
+            ..SyntheticOptions::default()
+        });
+        let limits = ValidationLimits::now();
+        let mut by_service: std::collections::BTreeMap<String, (u32, u32, f64)> =
+            Default::default();
+        for _ in 0..4000 {
+            let mut text = String::new();
+            source.write_log(&mut text);
+            let record = LogRecord::parse(&text, &limits).unwrap();
+            let entry = by_service.entry(record.service.clone()).or_default();
+            entry.0 += 1;
+            entry.1 += u32::from(record.level == logpipe_core::Level::Error);
+            entry.2 = entry.2.max(record.metadata.response_time_ms.unwrap());
+        }
+        assert!(
+            !by_service.contains_key("b"),
+            "a silenced service sends nothing"
+        );
+        let (count, errors, _) = by_service["a"];
+        let share = f64::from(errors) / f64::from(count);
+        assert!((0.4..0.6).contains(&share), "error burst share {share}");
+        assert_eq!(
+            by_service["d"].1, 0,
+            "an incident that has not started changes nothing"
+        );
+        assert!(by_service["c"].2 > 1000.0 && by_service["d"].2 < 1000.0);
     }
 }

@@ -102,12 +102,20 @@ pub struct CommitRecord {
     pub invalid_records: u64,
     /// RFC 3339 time of the commit, for humans.
     pub committed_at: String,
+    /// Job state checkpointed with the offsets (the window job's open
+    /// windows, detector state and this step's output rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<serde_json::Value>,
 }
 
 /// Record batches grouped the way they are written: one file per (table,
 /// hour). A `BTreeMap` so the file order, and so the file names, are
 /// deterministic for the same input.
 pub type FlushGroups = BTreeMap<(RecordKind, HourPartition), RecordBatch>;
+
+/// Batches of derived tables (`windows`, `alerts`), keyed by the table's
+/// directory under the root and the hour partition.
+pub type TableGroups = BTreeMap<(String, HourPartition), RecordBatch>;
 
 /// The lake: an object store and the layout over it.
 #[derive(Clone)]
@@ -140,19 +148,30 @@ impl Lake {
 
     /// The file names a step writes for `groups`, in order.
     pub fn plan_files(job: &str, seq: u64, groups: &FlushGroups) -> Vec<CommittedFile> {
-        groups
-            .iter()
-            .enumerate()
-            .map(|(n, ((kind, hour), batch))| CommittedFile {
-                path: format!(
-                    "{}/{}/part-{job}-{seq:010}-{n:03}.parquet",
+        plan(
+            job,
+            seq,
+            groups.iter().map(|((kind, hour), batch)| {
+                (
                     Lake::table_dir(*kind),
-                    hour.hive_path()
-                ),
-                table: kind.table().to_string(),
-                rows: batch.num_rows() as u64,
-            })
-            .collect()
+                    kind.table().to_string(),
+                    hour,
+                    batch,
+                )
+            }),
+        )
+    }
+
+    /// The file names a step writes for derived tables, in order; the table
+    /// name is its directory.
+    pub fn plan_table_files(job: &str, seq: u64, groups: &TableGroups) -> Vec<CommittedFile> {
+        plan(
+            job,
+            seq,
+            groups
+                .iter()
+                .map(|((dir, hour), batch)| (dir.clone(), dir.clone(), hour, batch)),
+        )
     }
 
     /// The newest commit record of `job`, if any.
@@ -190,11 +209,16 @@ impl Lake {
 
     /// Encodes `groups` as Parquet, off the async reactor.
     pub async fn encode(&self, groups: FlushGroups) -> Result<Vec<Bytes>> {
+        self.encode_batches(groups.into_values().collect()).await
+    }
+
+    /// Encodes each batch as one Parquet file, off the async reactor.
+    pub async fn encode_batches(&self, batches: Vec<RecordBatch>) -> Result<Vec<Bytes>> {
         let codec = self.codec;
         tokio::task::spawn_blocking(move || {
-            groups
-                .into_values()
-                .map(|batch| encode_parquet(&batch, codec))
+            batches
+                .iter()
+                .map(|batch| encode_parquet(batch, codec))
                 .collect::<Result<Vec<_>>>()
         })
         .await
@@ -241,6 +265,24 @@ impl Lake {
             Err(error) => tracing::warn!(%error, %path, "could not prune an old commit record"),
         }
     }
+}
+
+fn plan<'a>(
+    job: &str,
+    seq: u64,
+    groups: impl Iterator<Item = (String, String, &'a HourPartition, &'a RecordBatch)>,
+) -> Vec<CommittedFile> {
+    groups
+        .enumerate()
+        .map(|(n, (dir, table, hour, batch))| CommittedFile {
+            path: format!(
+                "{dir}/{}/part-{job}-{seq:010}-{n:03}.parquet",
+                hour.hive_path()
+            ),
+            table,
+            rows: batch.num_rows() as u64,
+        })
+        .collect()
 }
 
 /// Encodes one batch as a Parquet file.
@@ -303,6 +345,7 @@ mod tests {
                 files,
                 invalid_records: 0,
                 committed_at: String::new(),
+                state: None,
             };
             let encoded = lake.encode(groups).await.unwrap();
             lake.commit(&record, encoded).await.unwrap();

@@ -1,9 +1,12 @@
 //! SQL over the lake with DataFusion.
 //!
-//! Tables `logs` and `events` are listing tables over the Hive-partitioned
-//! Parquet tree, with `year`, `month`, `day`, `hour` as partition columns, so
-//! `WHERE year = 2025 AND month = 1 AND day = 12` reads only that day's
-//! directories. The listing is redone for every query, so a query sees every
+//! Tables `logs`, `events`, `windows` and `alerts` are listing tables over
+//! the Hive-partitioned Parquet tree, with `year`, `month`, `day`, `hour` as
+//! partition columns, so `WHERE year = 2025 AND month = 1 AND day = 12`
+//! reads only that day's directories. The batch outputs `daily_report`
+//! (partition `date`), `weekly_analysis` (`week`), `service_analysis`
+//! (`start_date`, `end_date`) and `job_runs` are registered once their first
+//! file exists, with the schema read from it. The listing is redone for every query, so a query sees every
 //! file committed before it started (and `logpipe sql` works while
 //! `logpipe up` is writing). Statements are read-only: no DDL, DML or `SET`.
 
@@ -64,9 +67,62 @@ pub struct QueryResult {
     pub truncated: bool,
 }
 
+/// A table of the lake: where it lives and how it is partitioned.
+struct TableSpec {
+    name: &'static str,
+    /// Directory under the lake root.
+    dir: &'static str,
+    partitions: &'static [&'static str],
+    partition_type: DataType,
+    /// Known file schema; `None`: read from the first file.
+    schema: Option<SchemaRef>,
+}
+
+const HOURLY: &[&str] = &PARTITION_COLUMNS;
+
+fn table_specs() -> Vec<TableSpec> {
+    let hourly = |name, dir, schema| TableSpec {
+        name,
+        dir,
+        partitions: HOURLY,
+        partition_type: DataType::Int32,
+        schema: Some(schema),
+    };
+    let report = |name, dir, partitions| TableSpec {
+        name,
+        dir,
+        partitions,
+        partition_type: DataType::Utf8,
+        schema: None,
+    };
+    vec![
+        hourly("logs", "logs/raw", schema::schema(RecordKind::Log)),
+        hourly("events", "events/raw", schema::schema(RecordKind::Event)),
+        hourly("windows", "windows", schema::windows_schema()),
+        hourly("alerts", "alerts", schema::alerts_schema()),
+        report("daily_report", "reports/daily", &["date"]),
+        report("weekly_analysis", "reports/weekly", &["week"]),
+        report(
+            "service_analysis",
+            "analysis/service",
+            &["start_date", "end_date"],
+        ),
+        TableSpec {
+            name: "job_runs",
+            dir: "job_runs",
+            partitions: &[],
+            partition_type: DataType::Utf8,
+            schema: Some(schema::job_runs_schema()),
+        },
+    ]
+}
+
 /// A DataFusion session with the lake tables registered.
 pub struct QueryEngine {
     ctx: SessionContext,
+    root: std::path::PathBuf,
+    /// Tables registered once their first file appears.
+    pending: std::sync::Mutex<Vec<TableSpec>>,
 }
 
 impl QueryEngine {
@@ -82,24 +138,57 @@ impl QueryEngine {
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        for kind in RecordKind::ALL {
-            let dir = data_dir.join(kind.table()).join("raw");
-            std::fs::create_dir_all(&dir).map_err(|e| QueryError::Lake {
-                path: dir.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            let absolute = std::path::absolute(&dir).map_err(|e| QueryError::Lake {
-                path: dir.display().to_string(),
-                reason: e.to_string(),
-            })?;
-            let url = ListingTableUrl::parse(format!("{}/", absolute.display()))?;
-            register_listing_table(&ctx, kind.table(), url, schema::schema(kind))?;
+        let root = std::path::absolute(data_dir).map_err(|e| QueryError::Lake {
+            path: data_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut pending = Vec::new();
+        for spec in table_specs() {
+            match &spec.schema {
+                Some(file_schema) => {
+                    let dir = root.join(spec.dir);
+                    std::fs::create_dir_all(&dir).map_err(|e| QueryError::Lake {
+                        path: dir.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                    let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
+                    register_listing_table(&ctx, &spec, url, Some(file_schema.clone())).await?;
+                }
+                None => pending.push(spec),
+            }
         }
-        Ok(QueryEngine { ctx })
+        let engine = QueryEngine {
+            ctx,
+            root,
+            pending: std::sync::Mutex::new(pending),
+        };
+        engine.register_new_tables().await?;
+        Ok(engine)
+    }
+
+    /// Registers the pending tables whose first file now exists.
+    async fn register_new_tables(&self) -> Result<()> {
+        let ready: Vec<TableSpec> = {
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (ready, waiting) = std::mem::take(&mut *pending)
+                .into_iter()
+                .partition(|spec| has_parquet(&self.root.join(spec.dir)));
+            *pending = waiting;
+            ready
+        };
+        for spec in ready {
+            let url = ListingTableUrl::parse(format!("{}/", self.root.join(spec.dir).display()))?;
+            register_listing_table(&self.ctx, &spec, url, None).await?;
+        }
+        Ok(())
     }
 
     /// Runs a read-only statement, keeping at most `max_rows` rows.
     pub async fn sql(&self, sql: &str, max_rows: usize) -> Result<QueryResult> {
+        self.register_new_tables().await?;
         let options = SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -133,25 +222,42 @@ impl QueryEngine {
     }
 }
 
-fn register_listing_table(
+/// True when `dir` holds a Parquet file at any depth.
+fn has_parquet(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let path = entry.path();
+        if path.is_dir() {
+            has_parquet(&path)
+        } else {
+            path.extension().is_some_and(|e| e == "parquet")
+        }
+    })
+}
+
+async fn register_listing_table(
     ctx: &SessionContext,
-    name: &str,
+    spec: &TableSpec,
     url: ListingTableUrl,
-    file_schema: SchemaRef,
+    file_schema: Option<SchemaRef>,
 ) -> Result<()> {
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(
-            PARTITION_COLUMNS
+            spec.partitions
                 .iter()
-                .map(|column| (column.to_string(), DataType::Int32))
+                .map(|column| (column.to_string(), spec.partition_type.clone()))
                 .collect(),
         );
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .with_schema(file_schema);
+    let config = ListingTableConfig::new(url).with_listing_options(options);
+    let config = match file_schema {
+        Some(file_schema) => config.with_schema(file_schema),
+        None => config.infer_schema(&ctx.state()).await?,
+    };
     let table = ListingTable::try_new(config)?;
-    ctx.register_table(name, Arc::new(table))?;
+    ctx.register_table(spec.name, Arc::new(table))?;
     Ok(())
 }
 

@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/collect/logs", post(collect_logs))
         .route("/api/collect/activities", post(collect_activities))
         .route("/api/query", post(query))
+        .route("/api/alerts", get(alerts))
         .route("/api/stats", get(stats))
         .route("/health", get(health))
         .route("/metrics", get(prometheus_metrics))
@@ -260,6 +261,88 @@ async fn query(State(state): State<AppState>, body: Result<Bytes, BytesRejection
         result.rows, result.truncated
     );
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsQuery {
+    /// `firing` (incidents without a RESOLVED yet) or `all` (default).
+    state: Option<String>,
+    service: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/alerts[?state=firing|all][&service=S][&limit=N]`: alerts from
+/// the lake table `alerts`, newest first.
+async fn alerts(
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<AlertsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let query = match query {
+        Ok(axum::extract::Query(query)) => query,
+        Err(rejection) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{}; parameters are state=firing|all, service=NAME, limit=N",
+                    rejection.body_text()
+                ),
+            );
+        }
+    };
+    let mut conditions = Vec::new();
+    match query.state.as_deref() {
+        None | Some("all") => {}
+        Some("firing") => conditions.push(
+            "state = 'FIRING' AND incident_id NOT IN \
+             (SELECT incident_id FROM alerts WHERE state = 'RESOLVED')"
+                .to_string(),
+        ),
+        Some(other) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!("state must be firing or all, not {other:?}"),
+            );
+        }
+    }
+    if let Some(service) = &query.service {
+        // Service names are plain identifiers; anything else cannot match
+        // and must not reach the SQL text.
+        if service.is_empty()
+            || !service
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c))
+        {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!("service {service:?} is not a service name"),
+            );
+        }
+        conditions.push(format!("service = '{service}'"));
+    }
+    let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT alert_id, incident_id, state, rule, severity, service, value, threshold, \
+         window_start, window_end, incident_start, detected_at, summary \
+         FROM alerts {filter} ORDER BY detected_at DESC, window_end DESC, alert_id LIMIT {limit}"
+    );
+    let result = match state.query.sql(&sql, limit).await {
+        Ok(result) => result,
+        Err(error) => return error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    };
+    match result.rows_json() {
+        Ok(rows) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            format!(r#"{{"alerts":{rows},"count":{}}}"#, result.rows),
+        )
+            .into_response(),
+        Err(error) => error_response(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
 }
 
 /// Pipeline progress at a glance: what the status line and benchmarks read.

@@ -71,6 +71,8 @@ pub enum StreamError {
     DataLoss(BusError),
     #[error("rolling forward commit {seq}: {reason}")]
     RollForward { seq: u64, reason: String },
+    #[error("the {job} job's checkpointed state is unreadable: {reason}")]
+    BadState { job: String, reason: String },
 }
 
 /// The raw → lake job.
@@ -114,7 +116,7 @@ type Parsed = (ConsumedRecord, Option<Result<Record, String>>);
 
 /// The per-partition map of `topic`, created when missing. Runs per record:
 /// looking up first avoids allocating the topic name every time.
-fn partitions_of<'a, V>(
+pub(crate) fn partitions_of<'a, V>(
     map: &'a mut BTreeMap<String, BTreeMap<u32, V>>,
     topic: &str,
 ) -> &'a mut BTreeMap<u32, V> {
@@ -408,6 +410,7 @@ impl RawToLake {
             files,
             invalid_records: buffer.invalid,
             committed_at: micros_to_rfc3339(now_micros()),
+            state: None,
         };
         let encoded = self.lake.encode(groups).await?;
         self.lake.commit(&record, encoded).await?;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 /// Relative accuracy of latency percentiles: 1 %.
 pub const DEFAULT_RELATIVE_ACCURACY: f64 = 0.01;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QuantileSketch {
     gamma_ln: f64,
     buckets: BTreeMap<i32, u64>,

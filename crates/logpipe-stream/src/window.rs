@@ -1,19 +1,25 @@
-//! Event-time tumbling windows over log records (groundwork for the window
-//! aggregator job; not wired into `logpipe up` yet).
+//! Event-time tumbling windows over log records (the state of the window
+//! job, [`crate::windows_job`]).
 //!
 //! A record at time `t` belongs to the window starting at
-//! `floor(t / size) * size` (UTC). The watermark is the largest event time
-//! seen minus `allowed_lateness`; a window closes once its end is at or
-//! before the watermark, and a record for a closed window is *late*: it is
+//! `floor(t / size) * size` (UTC). The watermark is the event clock minus
+//! `allowed_lateness`, where the event clock follows the largest event time
+//! seen but only as far as the caller allows ([`WindowAggregator::advance_to`]:
+//! the window job holds it at the progress of partitions that still have a
+//! backlog, so reading one partition ahead of another does not make the
+//! other's records late). A window closes once its end is at or before the
+//! watermark, and a record for a closed window is *late*: it is
 //! counted in `late_records` (it still reaches the lake through the raw job)
 //! and never reopens the window, so a closed window's figures are final.
 //! Closing order is deterministic (by window start, then service), which the
 //! exactly-once sink will rely on.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use logpipe_core::record::{Level, LogRecord};
+use serde::{Deserialize, Serialize};
 
 use crate::sketch::QuantileSketch;
 
@@ -34,8 +40,30 @@ impl Default for WindowOptions {
     }
 }
 
+/// The fields of a log record a window needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample<'a> {
+    pub timestamp_micros: i64,
+    pub level: Level,
+    pub service: Cow<'a, str>,
+    pub response_time_ms: Option<f64>,
+    pub status_code: Option<i32>,
+}
+
+impl<'a> From<&'a LogRecord> for Sample<'a> {
+    fn from(record: &'a LogRecord) -> Self {
+        Sample {
+            timestamp_micros: record.timestamp_micros,
+            level: record.level,
+            service: Cow::Borrowed(&record.service),
+            response_time_ms: record.metadata.response_time_ms,
+            status_code: record.metadata.status_code,
+        }
+    }
+}
+
 /// One service's figures within one window.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ServiceWindow {
     pub count: u64,
     pub by_level: BTreeMap<Level, u64>,
@@ -54,7 +82,7 @@ impl ServiceWindow {
 }
 
 /// A window that will not change any more.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClosedWindow {
     pub window_start_micros: i64,
     pub service: String,
@@ -69,12 +97,27 @@ pub enum Observed {
     Late,
 }
 
+/// The aggregator's whole state, as the window job checkpoints it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowSnapshot {
+    /// The event clock.
+    pub max_event_micros: Option<i64>,
+    /// The largest event time seen (may be ahead of the clock).
+    #[serde(default)]
+    pub max_seen_micros: Option<i64>,
+    pub late_records: u64,
+    pub open: Vec<ClosedWindow>,
+}
+
 #[derive(Debug, Clone)]
 pub struct WindowAggregator {
     size_micros: i64,
     lateness_micros: i64,
+    /// The event clock the watermark follows.
     max_event_micros: Option<i64>,
-    open: BTreeMap<(i64, String), ServiceWindow>,
+    max_seen_micros: Option<i64>,
+    /// Window start → service → figures.
+    open: BTreeMap<i64, BTreeMap<String, ServiceWindow>>,
     late_records: u64,
 }
 
@@ -84,9 +127,69 @@ impl WindowAggregator {
             size_micros: (options.size.as_micros() as i64).max(1),
             lateness_micros: options.allowed_lateness.as_micros() as i64,
             max_event_micros: None,
+            max_seen_micros: None,
             open: BTreeMap::new(),
             late_records: 0,
         }
+    }
+
+    /// Restores a checkpointed state (the options may differ from the run
+    /// that wrote it: open windows keep their start).
+    pub fn restore(options: WindowOptions, snapshot: WindowSnapshot) -> WindowAggregator {
+        let mut aggregator = WindowAggregator::new(options);
+        aggregator.max_event_micros = snapshot.max_event_micros;
+        aggregator.max_seen_micros = snapshot.max_seen_micros.or(snapshot.max_event_micros);
+        aggregator.late_records = snapshot.late_records;
+        for window in snapshot.open {
+            aggregator
+                .open
+                .entry(window.window_start_micros)
+                .or_default()
+                .insert(window.service, window.figures);
+        }
+        aggregator
+    }
+
+    /// The state to checkpoint.
+    pub fn snapshot(&self) -> WindowSnapshot {
+        WindowSnapshot {
+            max_event_micros: self.max_event_micros,
+            max_seen_micros: self.max_seen_micros,
+            late_records: self.late_records,
+            open: into_closed(self.open.clone()),
+        }
+    }
+
+    pub fn size_micros(&self) -> i64 {
+        self.size_micros
+    }
+
+    pub fn has_open_windows(&self) -> bool {
+        !self.open.is_empty()
+    }
+
+    /// Moves event time forward by `micros` without a record: when the input
+    /// is idle, open windows must still close eventually.
+    pub fn advance_idle(&mut self, micros: i64) {
+        if let Some(max) = &mut self.max_event_micros {
+            *max += micros.max(0);
+            self.max_seen_micros = self.max_seen_micros.max(Some(*max));
+        }
+    }
+
+    /// Moves the event clock up to the largest event time seen, but not
+    /// past `limit` (never backwards).
+    pub fn advance_to(&mut self, limit: Option<i64>) {
+        let Some(seen) = self.max_seen_micros else {
+            return;
+        };
+        let target = limit.map_or(seen, |limit| limit.min(seen));
+        self.max_event_micros = self.max_event_micros.max(Some(target));
+    }
+
+    /// The largest event time seen.
+    pub fn max_seen_micros(&self) -> Option<i64> {
+        self.max_seen_micros
     }
 
     /// Start of the window containing `micros`.
@@ -104,7 +207,7 @@ impl WindowAggregator {
     }
 
     /// Counts `record` into its window (or as late).
-    pub fn observe(&mut self, record: &LogRecord) -> Observed {
+    pub fn observe(&mut self, record: &Sample<'_>) -> Observed {
         let start = self.window_start(record.timestamp_micros);
         if self
             .watermark_micros()
@@ -113,22 +216,21 @@ impl WindowAggregator {
             self.late_records += 1;
             return Observed::Late;
         }
-        self.max_event_micros = Some(
-            self.max_event_micros
-                .map_or(record.timestamp_micros, |max| {
-                    max.max(record.timestamp_micros)
-                }),
-        );
-        let window = self
-            .open
-            .entry((start, record.service.clone()))
-            .or_default();
+        self.max_seen_micros = self.max_seen_micros.max(Some(record.timestamp_micros));
+        let services = self.open.entry(start).or_default();
+        // Look up before inserting: no String allocation per record.
+        if !services.contains_key(record.service.as_ref()) {
+            services.insert(record.service.as_ref().to_owned(), ServiceWindow::default());
+        }
+        let window = services
+            .get_mut(record.service.as_ref())
+            .expect("inserted above");
         window.count += 1;
         *window.by_level.entry(record.level).or_insert(0) += 1;
-        if let Some(ms) = record.metadata.response_time_ms {
+        if let Some(ms) = record.response_time_ms {
             window.latency.add(ms);
         }
-        if let Some(code) = record.metadata.status_code {
+        if let Some(code) = record.status_code {
             let class = (code / 100 - 1).clamp(0, 4) as usize;
             window.status_classes[class] += 1;
         }
@@ -142,7 +244,7 @@ impl WindowAggregator {
         };
         // Windows ending at or before the watermark: start <= watermark - size.
         let first_open = watermark - self.size_micros + 1;
-        let still_open = self.open.split_off(&(first_open, String::new()));
+        let still_open = self.open.split_off(&first_open);
         into_closed(std::mem::replace(&mut self.open, still_open))
     }
 
@@ -152,13 +254,17 @@ impl WindowAggregator {
     }
 }
 
-fn into_closed(windows: BTreeMap<(i64, String), ServiceWindow>) -> Vec<ClosedWindow> {
+fn into_closed(windows: BTreeMap<i64, BTreeMap<String, ServiceWindow>>) -> Vec<ClosedWindow> {
     windows
         .into_iter()
-        .map(|((start, service), figures)| ClosedWindow {
-            window_start_micros: start,
-            service,
-            figures,
+        .flat_map(|(start, services)| {
+            services
+                .into_iter()
+                .map(move |(service, figures)| ClosedWindow {
+                    window_start_micros: start,
+                    service,
+                    figures,
+                })
         })
         .collect()
 }
@@ -192,13 +298,18 @@ mod tests {
             (5_000, "a", "INFO"),
         ] {
             assert_eq!(
-                windows.observe(&log(ms, service, level, 10.0, 200)),
+                windows.observe(&(&log(ms, service, level, 10.0, 200)).into()),
                 Observed::Counted
             );
         }
         // Max event time 5.0 s, watermark 3.0 s: the first window (end 5 s) is still open.
+        windows.advance_to(None);
         assert!(windows.close_ready().is_empty());
-        windows.observe(&log(7_000, "a", "INFO", 10.0, 200));
+        windows.observe(&(&log(7_000, "a", "INFO", 10.0, 200)).into());
+        // A backlogged partition holds the clock at 6 s: nothing closes.
+        windows.advance_to(Some(T0 + 6_000_000));
+        assert!(windows.close_ready().is_empty());
+        windows.advance_to(None);
         let closed = windows.close_ready();
         let keys: Vec<_> = closed
             .iter()
@@ -214,7 +325,7 @@ mod tests {
         assert_eq!(closed[0].figures.error_rate(), 0.5);
         // A record for the closed window is late and changes nothing.
         assert_eq!(
-            windows.observe(&log(100, "a", "ERROR", 10.0, 500)),
+            windows.observe(&(&log(100, "a", "ERROR", 10.0, 500)).into()),
             Observed::Late
         );
         assert_eq!(windows.late_records(), 1);
@@ -238,7 +349,7 @@ mod tests {
             } else {
                 200
             };
-            windows.observe(&log(i * 10, "api", level, f64::from(i as i32 + 1), status));
+            windows.observe(&(&log(i * 10, "api", level, f64::from(i as i32 + 1), status)).into());
         }
         let closed = windows.close_all();
         let figures = &closed[0].figures;
