@@ -41,8 +41,48 @@ enum Command {
     Up(UpArgs),
     /// Send synthetic records to a collector, wait for every acknowledgement, report.
     Generate(GenerateArgs),
-    /// Run a read-only SQL statement over the lake (tables `logs`, `events`).
+    /// Run a read-only SQL statement over the lake (tables `logs`, `events`,
+    /// `windows`, `alerts`, `daily_report`, `weekly_analysis`,
+    /// `service_analysis`, `job_runs`).
     Sql(SqlArgs),
+    /// Run one batch report now (re-running a period replaces its output).
+    Batch(BatchArgs),
+}
+
+#[derive(Args)]
+struct BatchArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(subcommand)]
+    report: BatchReport,
+}
+
+#[derive(Subcommand)]
+enum BatchReport {
+    /// daily_report for one UTC day → DIR/reports/daily/date=YYYY-MM-DD/
+    Daily {
+        /// The day [default: yesterday, UTC].
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        date: Option<chrono::NaiveDate>,
+    },
+    /// weekly_analysis for one ISO week → DIR/reports/weekly/week=YYYY-Www/
+    Weekly {
+        /// The week, e.g. 2026-W02 [default: last week].
+        #[arg(long, value_name = "YYYY-Www", conflicts_with = "date")]
+        week: Option<String>,
+        /// Any day of the week instead of --week.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        date: Option<chrono::NaiveDate>,
+    },
+    /// service_analysis over whole UTC days → DIR/analysis/service/start_date=…/end_date=…/
+    Service {
+        /// First day [default: 7 days ago].
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        from: Option<chrono::NaiveDate>,
+        /// Last day, included [default: yesterday].
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        to: Option<chrono::NaiveDate>,
+    },
 }
 
 #[derive(Args)]
@@ -197,6 +237,7 @@ fn main() -> std::process::ExitCode {
             Command::Up(args) => up(args).await,
             Command::Generate(args) => generate(args).await,
             Command::Sql(args) => sql(args).await,
+            Command::Batch(args) => batch(args).await,
         }
     });
     match result {
@@ -249,15 +290,7 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
     bus.create_topics(&topic_specs(&config)).await?;
     let shared_bus: Arc<dyn Bus> = Arc::new(bus.clone());
 
-    let store = LocalFileSystem::new_with_prefix(&data_dir)
-        .with_context(|| format!("cannot open the lake at {}", data_dir.display()))?;
-    let lake = Lake::new(
-        Arc::new(store),
-        match config.lake.compression {
-            logpipe_config::Compression::Zstd => Codec::Zstd,
-            logpipe_config::Compression::Snappy => Codec::Snappy,
-        },
-    );
+    let lake = open_lake(&config)?;
     let query = Arc::new(QueryEngine::open_local(&data_dir).await?);
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -325,6 +358,24 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
         );
         tokio::spawn(job.run(stream_stopped.clone()))
     });
+    let scheduler = if config.reports.schedule {
+        let schedules = logpipe_batch::schedule::parse(&[
+            ("daily", &config.reports.daily_cron),
+            ("weekly", &config.reports.weekly_cron),
+            ("service", &config.reports.service_cron),
+        ])
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let runner =
+            logpipe_batch::BatchRunner::open_local(&data_dir, lake.clone(), postgres.clone())
+                .await?;
+        Some(tokio::spawn(logpipe_batch::schedule::run(
+            Arc::new(runner),
+            schedules,
+            ingest_stopped.clone(),
+        )))
+    } else {
+        None
+    };
     let mut stream = tokio::spawn(async move {
         let raw = async {
             match raw_job.await {
@@ -374,6 +425,9 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
         let _ = generator.await;
     }
     let _ = status.await;
+    if let Some(scheduler) = scheduler {
+        let _ = scheduler.await;
+    }
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(error)) => tracing::error!(%error, "HTTP server error"),
@@ -588,6 +642,80 @@ async fn generate(args: GenerateArgs) -> Result<std::process::ExitCode> {
     } else {
         std::process::ExitCode::FAILURE
     })
+}
+
+fn open_lake(config: &Config) -> Result<Lake> {
+    let store = LocalFileSystem::new_with_prefix(&config.data_dir)
+        .with_context(|| format!("cannot open the lake at {}", config.data_dir.display()))?;
+    Ok(Lake::new(
+        Arc::new(store),
+        match config.lake.compression {
+            logpipe_config::Compression::Zstd => Codec::Zstd,
+            logpipe_config::Compression::Snappy => Codec::Snappy,
+        },
+    ))
+}
+
+async fn batch(args: BatchArgs) -> Result<std::process::ExitCode> {
+    use logpipe_batch::Report;
+    let config = args.config.load()?;
+    if !config.data_dir.exists() {
+        bail!(
+            "data directory {} does not exist (run `logpipe up` first, or pass --data-dir)",
+            config.data_dir.display()
+        );
+    }
+    let today = chrono::Utc::now().date_naive();
+    let report = match args.report {
+        BatchReport::Daily { date } => Report::Daily {
+            date: date.unwrap_or(today - chrono::Duration::days(1)),
+        },
+        BatchReport::Weekly {
+            week: Some(week), ..
+        } => Report::parse_week(&week)?,
+        BatchReport::Weekly { date, .. } => {
+            Report::weekly_of(date.unwrap_or(today - chrono::Duration::days(7)))
+        }
+        BatchReport::Service { from, to } => {
+            let start = from.unwrap_or(today - chrono::Duration::days(7));
+            let end = to.unwrap_or(today - chrono::Duration::days(1));
+            if end < start {
+                bail!("--to {end} is before --from {start}");
+            }
+            Report::Service { start, end }
+        }
+    };
+    let postgres = connect_postgres(&config).await?;
+    let runner =
+        logpipe_batch::BatchRunner::open_local(&config.data_dir, open_lake(&config)?, postgres)
+            .await?;
+    let terminal = std::io::stderr().is_terminal();
+    let progress = |stage: &str| {
+        if terminal {
+            eprint!("\r\x1b[2K{stage} …");
+        }
+    };
+    let outcome = runner.run(&report, &progress).await;
+    if terminal {
+        eprint!("\r\x1b[2K");
+    }
+    let summary =
+        outcome.with_context(|| format!("{} {} failed", report.job(), report.target()))?;
+    println!(
+        "{} {}: {} rows in {} ms → {}/{}{}",
+        summary.job,
+        summary.target,
+        summary.rows,
+        summary.duration.as_millis(),
+        config.data_dir.display(),
+        summary.output,
+        if summary.postgres {
+            " and PostgreSQL"
+        } else {
+            ""
+        }
+    );
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 async fn sql(args: SqlArgs) -> Result<std::process::ExitCode> {

@@ -369,6 +369,14 @@ impl Columns {
                     let a = array.as_string::<i32>();
                     Param::Text(values(array, |i| a.value(i), str::to_string))
                 }
+                DataType::LargeUtf8 => {
+                    let a = array.as_string::<i64>();
+                    Param::Text(values(array, |i| a.value(i), str::to_string))
+                }
+                DataType::Utf8View => {
+                    let a = array.as_string_view();
+                    Param::Text(values(array, |i| a.value(i), str::to_string))
+                }
                 DataType::Int32 => {
                     let a = array.as_primitive::<Int32Type>();
                     Param::Int(values(array, |i| a.value(i), |v| v))
