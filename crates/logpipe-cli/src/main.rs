@@ -551,10 +551,30 @@ fn print_banner(config: &Config, base_url: &str) {
          \x20 health     {base_url}/health   metrics {base_url}/metrics   stats {base_url}/api/stats\n\
          \x20 samples    {base_url}/sample/log  {base_url}/sample/event\n\
          \x20 data       {dir}/bus (bus), {dir}/logs/raw and {dir}/events/raw (Parquet lake)\n\
+         \x20 windows    {windows}\n\
+         \x20 alerts     {base_url}/api/alerts (table `alerts`, topic alerts.realtime{webhook})\n\
          \x20 generator  {generator}\n\
          listening on {base_url}\n\
          Ctrl-C stops: ingest first, then the lake job drains and commits.",
         version = env!("CARGO_PKG_VERSION"),
+        windows = if config.windows.enabled {
+            format!(
+                "{:?} windows → table `windows`{}",
+                config.windows.size,
+                if config.postgres.url.is_empty() {
+                    ""
+                } else {
+                    " and PostgreSQL window_stats"
+                }
+            )
+        } else {
+            "off".to_string()
+        },
+        webhook = if config.alerts.webhook_url.is_empty() {
+            String::new()
+        } else {
+            format!(", webhook {}", config.alerts.webhook_url)
+        },
     );
     let _ = out.flush();
 }
