@@ -253,6 +253,23 @@ impl Lake {
         Ok(())
     }
 
+    /// Completes an interrupted commit: puts those of `files` (with their
+    /// bodies, in plan order) that are `missing`. Returns how many.
+    pub async fn put_missing(
+        &self,
+        files: Vec<CommittedFile>,
+        encoded: Vec<Bytes>,
+        missing: &[CommittedFile],
+    ) -> Result<usize> {
+        let (files, bytes): (Vec<_>, Vec<_>) = files
+            .into_iter()
+            .zip(encoded)
+            .filter(|(file, _)| missing.contains(file))
+            .unzip();
+        self.put_files(&files, bytes).await?;
+        Ok(files.len())
+    }
+
     async fn prune_commits(&self, job: &str, newest: u64) {
         let Some(cutoff) = newest.checked_sub(COMMIT_RECORDS_KEPT as u64) else {
             return;

@@ -10,6 +10,7 @@
 //!   and an alert [`webhook`].
 
 pub mod alerts;
+mod consume;
 pub mod raw_to_lake;
 pub mod sketch;
 pub mod webhook;

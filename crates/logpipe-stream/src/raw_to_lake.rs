@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use logpipe_bus::{Bus, BusError, ConsumedRecord, Consumer, TopicPartition};
+use logpipe_bus::{Bus, BusError, ConsumedRecord};
 use logpipe_core::metrics::metrics;
 use logpipe_core::record::{RecordKind, ValidationLimits};
 use logpipe_core::schema::{BatchBuilder, Record};
@@ -21,11 +21,8 @@ use logpipe_lake::{CommitRecord, FlushGroups, Lake, LakeError, Offsets};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Records fetched per poll: large enough to amortise the read, small
-/// enough that one poll's memory stays in the megabytes.
-const POLL_MAX_RECORDS: usize = 16_384;
-/// On shutdown, keep draining while records still arrive, at most this long.
-const SHUTDOWN_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+use crate::consume::{POLL_MAX_RECORDS, Polled, Poller, report_progress, resume};
+
 /// Invalid records logged per flush (all are counted in a metric).
 const INVALID_LOGGED_PER_FLUSH: u64 = 5;
 
@@ -223,23 +220,6 @@ impl Buffer {
     }
 }
 
-fn offsets_list(offsets: &Offsets) -> Vec<(TopicPartition, u64)> {
-    offsets
-        .iter()
-        .flat_map(|(topic, partitions)| {
-            partitions.iter().map(|(partition, offset)| {
-                (
-                    TopicPartition {
-                        topic: topic.clone(),
-                        partition: *partition,
-                    },
-                    *offset,
-                )
-            })
-        })
-        .collect()
-}
-
 impl RawToLake {
     pub fn new(bus: Arc<dyn Bus>, lake: Lake, options: RawToLakeOptions) -> RawToLake {
         RawToLake { bus, lake, options }
@@ -262,48 +242,28 @@ impl RawToLake {
             .bus
             .consumer(&self.options.group, &Self::topics())
             .await?;
-        for tp in consumer.assignment() {
-            let start = consumer.start_offsets(&tp.topic)?[tp.partition as usize];
-            let offset = positions
-                .get(&tp.topic)
-                .and_then(|p| p.get(&tp.partition))
-                .copied()
-                .unwrap_or(start);
-            consumer.seek(&tp.topic, tp.partition, offset)?;
-            positions
-                .entry(tp.topic.clone())
-                .or_default()
-                .insert(tp.partition, offset);
-        }
+        resume(consumer.as_mut(), &mut positions)?;
         tracing::info!(job, seq, ?positions, "raw→lake job resumes");
 
         let mut buffer = Buffer::default();
-        let mut draining_since: Option<Instant> = None;
+        let mut poller = Poller::new("raw", self.options.on_data_loss);
         loop {
             let wait = match buffer.since {
                 Some(since) => self.options.flush_interval.saturating_sub(since.elapsed()),
                 None => self.options.flush_interval,
             };
-            let polled = if draining_since.is_some() {
-                consumer
-                    .poll(POLL_MAX_RECORDS, Duration::from_millis(200))
-                    .await
-            } else {
-                tokio::select! {
-                    polled = consumer.poll(POLL_MAX_RECORDS, wait.max(Duration::from_millis(1))) => polled,
-                    _ = shutdown.changed() => {
-                        draining_since = Some(Instant::now());
-                        continue;
+            let records = match poller
+                .poll(consumer.as_mut(), wait, &mut shutdown, &mut positions)
+                .await?
+            {
+                Polled::Records(records) => records,
+                Polled::ShutdownStarted => continue,
+                Polled::Skipped { topic, lost } => {
+                    if let Some(kind) = kind_of_topic(&topic) {
+                        metrics().lake_records_lost.add(kind, lost);
                     }
-                }
-            };
-            let records = match polled {
-                Ok(records) => records,
-                Err(error @ BusError::OffsetOutOfRange { .. }) => {
-                    self.handle_data_loss(error, consumer.as_mut(), &mut positions)?;
                     continue;
                 }
-                Err(error) => return Err(error.into()),
             };
             let drained = records.is_empty();
             for (record, parsed) in parse_all(records).await? {
@@ -315,60 +275,17 @@ impl RawToLake {
             let due = buffer
                 .since
                 .is_some_and(|since| since.elapsed() >= self.options.flush_interval);
-            let finishing = draining_since
-                .is_some_and(|since| drained || since.elapsed() >= SHUTDOWN_DRAIN_LIMIT);
+            let finishing = poller.finishing(drained);
             if !buffer.is_empty()
                 && (due || finishing || buffer.rows >= self.options.max_buffered_rows)
             {
                 seq += 1;
                 self.flush(seq, &mut buffer, &positions).await?;
-                if let Err(error) = consumer.commit(&offsets_list(&positions)).await {
-                    tracing::warn!(%error, "could not record consumer progress (lag reporting only)");
-                }
+                report_progress(consumer.as_mut(), &positions).await;
             }
             if finishing {
                 tracing::info!(job, seq, "raw→lake job drained and committed");
                 return Ok(());
-            }
-        }
-    }
-
-    fn handle_data_loss(
-        &self,
-        error: BusError,
-        consumer: &mut dyn Consumer,
-        positions: &mut Offsets,
-    ) -> Result<(), StreamError> {
-        let BusError::OffsetOutOfRange {
-            topic,
-            partition,
-            requested,
-            log_start,
-        } = &error
-        else {
-            return Err(error.into());
-        };
-        match self.options.on_data_loss {
-            DataLossPolicy::Fail => Err(StreamError::DataLoss(error)),
-            DataLossPolicy::SkipAhead => {
-                let lost = log_start - requested;
-                tracing::error!(
-                    topic,
-                    partition,
-                    requested,
-                    log_start,
-                    lost,
-                    "records deleted by retention before reaching the lake; skipping ahead"
-                );
-                if let Some(kind) = kind_of_topic(topic) {
-                    metrics().lake_records_lost.add(kind, lost);
-                }
-                consumer.seek(topic, *partition, *log_start)?;
-                positions
-                    .entry(topic.clone())
-                    .or_default()
-                    .insert(*partition, *log_start);
-                Ok(())
             }
         }
     }
@@ -504,15 +421,10 @@ impl RawToLake {
             }));
         }
         let encoded = self.lake.encode(groups).await?;
-        let (missing_files, missing_bytes): (Vec<_>, Vec<_>) = files
-            .into_iter()
-            .zip(encoded)
-            .filter(|(file, _)| missing.contains(file))
-            .unzip();
-        self.lake.put_files(&missing_files, missing_bytes).await?;
+        let put = self.lake.put_missing(files, encoded, &missing).await?;
         tracing::info!(
             seq = record.seq,
-            files = missing_files.len(),
+            files = put,
             "interrupted lake commit completed"
         );
         Ok(())

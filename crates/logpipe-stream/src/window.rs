@@ -164,8 +164,9 @@ impl WindowAggregator {
         self.size_micros
     }
 
-    pub fn has_open_windows(&self) -> bool {
-        !self.open.is_empty()
+    /// Open (service, window) pairs.
+    pub fn open_windows(&self) -> usize {
+        self.open.values().map(BTreeMap::len).sum()
     }
 
     /// Moves event time forward by `micros` without a record: when the input

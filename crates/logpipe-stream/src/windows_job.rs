@@ -29,7 +29,7 @@ use std::time::Duration;
 use arrow::array::{
     Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
-use logpipe_bus::{Bus, BusError, BusRecord, TopicPartition};
+use logpipe_bus::{Bus, BusRecord};
 use logpipe_core::Level;
 use logpipe_core::metrics::{WindowGauges, analytics};
 use logpipe_core::schema::{alerts_schema, windows_schema};
@@ -44,11 +44,10 @@ use tokio::time::Instant;
 
 use crate::DataLossPolicy;
 use crate::alerts::{Alert, AlertRules, Detector, DetectorState};
+use crate::consume::{Polled, Poller, report_progress, resume};
 use crate::raw_to_lake::{StreamError, partitions_of};
 use crate::window::{ClosedWindow, Sample, WindowAggregator, WindowOptions, WindowSnapshot};
 
-const POLL_MAX_RECORDS: usize = 16_384;
-const SHUTDOWN_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Lake directory (and query table) of window rows.
 pub const WINDOWS_TABLE: &str = "windows";
 /// Lake directory (and query table) of alerts.
@@ -300,30 +299,28 @@ impl AlertMessage {
     }
 }
 
-/// Groups closed windows and alerts into files by table and hour.
+/// `items` grouped by the hour of their window start.
+fn by_hour<T: Clone>(items: &[T], start: impl Fn(&T) -> i64) -> BTreeMap<HourPartition, Vec<T>> {
+    let mut hours: BTreeMap<HourPartition, Vec<T>> = BTreeMap::new();
+    for item in items {
+        hours
+            .entry(HourPartition::of_micros(start(item)))
+            .or_default()
+            .push(item.clone());
+    }
+    hours
+}
+
+/// A step's output as files: closed windows and alerts by table and hour.
 fn output_groups(state: &JobState, size_micros: i64) -> Result<TableGroups, LakeError> {
-    let mut windows: BTreeMap<HourPartition, Vec<ClosedWindow>> = BTreeMap::new();
-    for window in &state.closed {
-        windows
-            .entry(HourPartition::of_micros(window.window_start_micros))
-            .or_default()
-            .push(window.clone());
-    }
-    let mut alerts: BTreeMap<HourPartition, Vec<Alert>> = BTreeMap::new();
-    for alert in &state.alerts {
-        alerts
-            .entry(HourPartition::of_micros(alert.window_start_micros))
-            .or_default()
-            .push(alert.clone());
-    }
     let mut groups = TableGroups::new();
-    for (hour, rows) in windows {
+    for (hour, rows) in by_hour(&state.closed, |w| w.window_start_micros) {
         groups.insert(
             (WINDOWS_TABLE.to_string(), hour),
             windows_batch(&rows, size_micros)?,
         );
     }
-    for (hour, rows) in alerts {
+    for (hour, rows) in by_hour(&state.alerts, |a| a.window_start_micros) {
         groups.insert(
             (ALERTS_TABLE.to_string(), hour),
             alerts_batch(&rows, state.step_micros)?,
@@ -372,6 +369,7 @@ impl WindowJob {
             .unwrap_or_default();
         if let Some(record) = &latest {
             // The last step's output may not have reached everyone.
+            let groups = output_groups(&state, self.size_micros())?;
             let missing = self.lake.missing_files(record).await?;
             if !missing.is_empty() {
                 tracing::warn!(
@@ -379,20 +377,14 @@ impl WindowJob {
                     files = missing.len(),
                     "completing the window job's interrupted commit"
                 );
-                let groups = output_groups(&state, self.size_micros())?;
                 let files = Lake::plan_table_files(&job, seq, &groups);
                 let encoded = self
                     .lake
-                    .encode_batches(groups.into_values().collect())
+                    .encode_batches(groups.values().cloned().collect())
                     .await?;
-                let (files, bytes): (Vec<_>, Vec<_>) = files
-                    .into_iter()
-                    .zip(encoded)
-                    .filter(|(file, _)| missing.contains(file))
-                    .unzip();
-                self.lake.put_files(&files, bytes).await?;
+                self.lake.put_missing(files, encoded, &missing).await?;
             }
-            if !self.deliver(&state, &mut shutdown).await {
+            if !self.deliver(&state, &groups, &mut shutdown).await {
                 return Ok(());
             }
         }
@@ -405,23 +397,11 @@ impl WindowJob {
         );
         let topic = self.options.logs_topic.clone();
         let mut consumer = self.bus.consumer(&self.options.group, &[&topic]).await?;
-        for tp in consumer.assignment() {
-            let start = consumer.start_offsets(&tp.topic)?[tp.partition as usize];
-            let offset = positions
-                .get(&tp.topic)
-                .and_then(|p| p.get(&tp.partition))
-                .copied()
-                .unwrap_or(start);
-            consumer.seek(&tp.topic, tp.partition, offset)?;
-            positions
-                .entry(tp.topic.clone())
-                .or_default()
-                .insert(tp.partition, offset);
-        }
+        resume(consumer.as_mut(), &mut positions)?;
         tracing::info!(
             job,
             seq,
-            open_windows = aggregator.snapshot().open.len(),
+            open_windows = aggregator.open_windows(),
             "window job resumes"
         );
 
@@ -429,51 +409,18 @@ impl WindowJob {
         let mut next_step = Instant::now() + self.options.step_interval;
         let mut last_record = Instant::now();
         let mut last_step = Instant::now();
-        let mut draining_since: Option<Instant> = None;
+        let mut poller = Poller::new("windows", self.options.on_data_loss);
         let mut invalid = 0u64;
         // Largest event time read from each partition since start.
         let mut partition_max: BTreeMap<u32, i64> = BTreeMap::new();
         loop {
             let wait = next_step.saturating_duration_since(Instant::now());
-            let polled = if draining_since.is_some() {
-                consumer
-                    .poll(POLL_MAX_RECORDS, Duration::from_millis(200))
-                    .await
-            } else {
-                tokio::select! {
-                    polled = consumer.poll(POLL_MAX_RECORDS, wait.max(Duration::from_millis(1))) => polled,
-                    _ = shutdown.changed() => {
-                        draining_since = Some(Instant::now());
-                        continue;
-                    }
-                }
-            };
-            let records = match polled {
-                Ok(records) => records,
-                Err(BusError::OffsetOutOfRange {
-                    topic,
-                    partition,
-                    requested,
-                    log_start,
-                }) if self.options.on_data_loss == DataLossPolicy::SkipAhead => {
-                    tracing::error!(
-                        topic,
-                        partition,
-                        requested,
-                        log_start,
-                        "log records deleted by retention before the window job read them; skipping ahead"
-                    );
-                    consumer.seek(&topic, partition, log_start)?;
-                    positions
-                        .entry(topic)
-                        .or_default()
-                        .insert(partition, log_start);
-                    continue;
-                }
-                Err(error @ BusError::OffsetOutOfRange { .. }) => {
-                    return Err(StreamError::DataLoss(error));
-                }
-                Err(error) => return Err(error.into()),
+            let records = match poller
+                .poll(consumer.as_mut(), wait, &mut shutdown, &mut positions)
+                .await?
+            {
+                Polled::Records(records) => records,
+                Polled::ShutdownStarted | Polled::Skipped { .. } => continue,
             };
             let drained = records.is_empty();
             if !drained {
@@ -492,8 +439,7 @@ impl WindowJob {
                     .insert(record.partition, record.offset + 1);
             }
             self.advance_clock(&mut aggregator, &positions, &partition_max);
-            let finishing = draining_since
-                .is_some_and(|since| drained || since.elapsed() >= SHUTDOWN_DRAIN_LIMIT);
+            let finishing = poller.finishing(drained);
             if Instant::now() < next_step && !finishing {
                 continue;
             }
@@ -528,13 +474,12 @@ impl WindowJob {
                     alerts,
                     step_micros: now_micros(),
                 };
-                self.commit(seq, &step, &positions).await?;
+                let groups = output_groups(&step, self.size_micros())?;
+                self.commit(seq, &step, &groups, &positions).await?;
                 committed_positions = positions.clone();
-                if let Err(error) = consumer.commit(&offsets_list(&positions)).await {
-                    tracing::warn!(%error, "could not record the window job's progress (lag reporting only)");
-                }
+                report_progress(consumer.as_mut(), &positions).await;
                 self.update_gauges(&step, aggregator.late_records(), detector.firing());
-                if !self.deliver(&step, &mut shutdown).await {
+                if !self.deliver(&step, &groups, &mut shutdown).await {
                     return Ok(());
                 }
             }
@@ -582,10 +527,10 @@ impl WindowJob {
         &self,
         seq: u64,
         state: &JobState,
+        groups: &TableGroups,
         positions: &Offsets,
     ) -> Result<(), StreamError> {
-        let groups = output_groups(state, self.size_micros())?;
-        let files = Lake::plan_table_files(&self.options.job, seq, &groups);
+        let files = Lake::plan_table_files(&self.options.job, seq, groups);
         let record = CommitRecord {
             job: self.options.job.clone(),
             seq,
@@ -603,7 +548,7 @@ impl WindowJob {
         };
         let encoded = self
             .lake
-            .encode_batches(groups.into_values().collect())
+            .encode_batches(groups.values().cloned().collect())
             .await?;
         self.lake.commit(&record, encoded).await?;
         Ok(())
@@ -646,38 +591,41 @@ impl WindowJob {
     /// Sends a step's output to PostgreSQL, the alerts topic and the
     /// webhook. Returns false when shutdown interrupted a PostgreSQL retry
     /// (the next start re-delivers the step).
-    async fn deliver(&self, state: &JobState, shutdown: &mut watch::Receiver<bool>) -> bool {
-        if let Some(postgres) = &self.postgres
-            && !state.closed.is_empty()
-        {
-            let batch = match windows_batch(&state.closed, self.size_micros()) {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::error!(%error, "cannot build window rows for PostgreSQL");
-                    return true;
-                }
-            };
-            let mut delay = Duration::from_millis(500);
-            loop {
-                match postgres
-                    .upsert(WINDOW_STATS_TABLE, &batch, &WINDOW_STATS_KEY)
-                    .await
-                {
-                    Ok(rows) => {
-                        analytics().postgres_rows_written += rows;
-                        break;
-                    }
-                    Err(error) => {
-                        analytics().postgres_errors += 1;
-                        tracing::warn!(%error, retry_in = ?delay, "writing windows to PostgreSQL failed; the window job waits for it");
-                        if *shutdown.borrow() {
-                            return false;
+    async fn deliver(
+        &self,
+        state: &JobState,
+        groups: &TableGroups,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        if let Some(postgres) = &self.postgres {
+            // The step's window files, one per hour (usually one).
+            let window_rows = groups
+                .iter()
+                .filter(|((table, _), _)| table == WINDOWS_TABLE)
+                .map(|(_, batch)| batch);
+            for batch in window_rows {
+                let mut delay = Duration::from_millis(500);
+                loop {
+                    match postgres
+                        .upsert(WINDOW_STATS_TABLE, batch, &WINDOW_STATS_KEY)
+                        .await
+                    {
+                        Ok(rows) => {
+                            analytics().postgres_rows_written += rows;
+                            break;
                         }
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = shutdown.changed() => return false,
+                        Err(error) => {
+                            analytics().postgres_errors += 1;
+                            tracing::warn!(%error, retry_in = ?delay, "writing windows to PostgreSQL failed; the window job waits for it");
+                            if *shutdown.borrow() {
+                                return false;
+                            }
+                            tokio::select! {
+                                _ = tokio::time::sleep(delay) => {}
+                                _ = shutdown.changed() => return false,
+                            }
+                            delay = (delay * 2).min(Duration::from_secs(30));
                         }
-                        delay = (delay * 2).min(Duration::from_secs(30));
                     }
                 }
             }
@@ -715,23 +663,6 @@ impl WindowJob {
         }
         true
     }
-}
-
-fn offsets_list(offsets: &Offsets) -> Vec<(TopicPartition, u64)> {
-    offsets
-        .iter()
-        .flat_map(|(topic, partitions)| {
-            partitions.iter().map(|(partition, offset)| {
-                (
-                    TopicPartition {
-                        topic: topic.clone(),
-                        partition: *partition,
-                    },
-                    *offset,
-                )
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]
