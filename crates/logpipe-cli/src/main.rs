@@ -15,7 +15,7 @@ use logpipe_core::RecordKind;
 use logpipe_lake::{Codec, Lake};
 use logpipe_query::{OutputFormat, QueryEngine};
 use logpipe_server::{AppState, CollectorSettings};
-use logpipe_stream::{DataLossPolicy, RawToLake, RawToLakeOptions, WindowJob, WindowJobOptions};
+use logpipe_stream::{RawToLake, RawToLakeOptions, WindowJob, WindowJobOptions};
 use object_store::local::LocalFileSystem;
 use tokio::sync::watch;
 
@@ -325,12 +325,7 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
     let job = RawToLake::new(
         shared_bus.clone(),
         lake.clone(),
-        RawToLakeOptions {
-            flush_interval: config.lake.flush_interval,
-            max_buffered_rows: config.lake.max_buffered_rows,
-            on_data_loss: data_loss_policy(&config),
-            ..RawToLakeOptions::default()
-        },
+        RawToLakeOptions::from(&config.lake),
     );
     let raw_job = tokio::spawn(job.run(stream_stopped.clone()));
 
@@ -352,7 +347,7 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
         let job = WindowJob::new(
             shared_bus.clone(),
             lake.clone(),
-            window_job_options(&config),
+            WindowJobOptions::from_config(&config.windows, &config.alerts, &config.lake),
             postgres.clone(),
             webhook.as_ref().map(|(sender, _)| sender.clone()),
         );
@@ -457,44 +452,6 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
         }
         Ok(Err(error)) => Err(error),
         Err(error) => bail!("a stream job panicked: {error}"),
-    }
-}
-
-fn data_loss_policy(config: &Config) -> DataLossPolicy {
-    match config.lake.on_data_loss {
-        logpipe_config::DataLossPolicy::Fail => DataLossPolicy::Fail,
-        logpipe_config::DataLossPolicy::SkipAhead => DataLossPolicy::SkipAhead,
-    }
-}
-
-fn window_job_options(config: &Config) -> WindowJobOptions {
-    let alerts = &config.alerts;
-    WindowJobOptions {
-        window: logpipe_stream::window::WindowOptions {
-            size: config.windows.size,
-            allowed_lateness: config.windows.allowed_lateness,
-        },
-        idle_close: config.windows.idle_close,
-        rules: alerts
-            .enabled
-            .then_some(logpipe_stream::alerts::AlertRules {
-                error_rate: logpipe_stream::alerts::ErrorRateRule {
-                    threshold: alerts.error_rate.threshold,
-                    windows: alerts.error_rate.windows,
-                    min_errors: alerts.error_rate.min_errors,
-                },
-                latency: logpipe_stream::alerts::LatencyRule {
-                    factor: alerts.latency.factor,
-                    windows: alerts.latency.windows,
-                    baseline_windows: alerts.latency.baseline_windows,
-                    min_records: alerts.latency.min_records,
-                },
-                silence: logpipe_stream::alerts::SilenceRule {
-                    windows: alerts.silence.windows,
-                },
-            }),
-        on_data_loss: data_loss_policy(config),
-        ..WindowJobOptions::default()
     }
 }
 

@@ -19,56 +19,27 @@
 
 use std::collections::BTreeMap;
 
+use logpipe_config::{AlertsConfig, ErrorRateAlertConfig, LatencyAlertConfig, SilenceAlertConfig};
 use logpipe_core::time::micros_to_rfc3339;
 use serde::{Deserialize, Serialize};
 
 use crate::window::ClosedWindow;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorRateRule {
-    pub threshold: f64,
-    pub windows: u32,
-    pub min_errors: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LatencyRule {
-    pub factor: f64,
-    pub windows: u32,
-    pub baseline_windows: u32,
-    /// Windows with fewer latency samples are not judged.
-    pub min_records: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SilenceRule {
-    pub windows: u32,
-}
-
-/// The rules and their thresholds (`[alerts]` in the config).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The rules and their thresholds: the `[alerts]` config sections, whose
+/// defaults are the rules' defaults.
+#[derive(Debug, Clone, Default)]
 pub struct AlertRules {
-    pub error_rate: ErrorRateRule,
-    pub latency: LatencyRule,
-    pub silence: SilenceRule,
+    pub error_rate: ErrorRateAlertConfig,
+    pub latency: LatencyAlertConfig,
+    pub silence: SilenceAlertConfig,
 }
 
-impl Default for AlertRules {
-    fn default() -> Self {
+impl From<&AlertsConfig> for AlertRules {
+    fn from(config: &AlertsConfig) -> Self {
         AlertRules {
-            // The seed's HighErrorRate: error rate > 5 %.
-            error_rate: ErrorRateRule {
-                threshold: 0.05,
-                windows: 2,
-                min_errors: 5,
-            },
-            latency: LatencyRule {
-                factor: 3.0,
-                windows: 2,
-                baseline_windows: 12,
-                min_records: 10,
-            },
-            silence: SilenceRule { windows: 6 },
+            error_rate: config.error_rate.clone(),
+            latency: config.latency.clone(),
+            silence: config.silence.clone(),
         }
     }
 }

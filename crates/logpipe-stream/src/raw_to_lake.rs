@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use logpipe_bus::{Bus, BusError, ConsumedRecord};
+use logpipe_config::LakeConfig;
 use logpipe_core::metrics::metrics;
 use logpipe_core::record::{RecordKind, ValidationLimits};
 use logpipe_core::schema::{BatchBuilder, Record};
@@ -27,11 +28,7 @@ use crate::consume::{POLL_MAX_RECORDS, Polled, Poller, report_progress, resume};
 const INVALID_LOGGED_PER_FLUSH: u64 = 5;
 
 /// What to do when offsets the job needs were deleted by retention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DataLossPolicy {
-    Fail,
-    SkipAhead,
-}
+pub use logpipe_config::DataLossPolicy;
 
 #[derive(Debug, Clone)]
 pub struct RawToLakeOptions {
@@ -44,15 +41,21 @@ pub struct RawToLakeOptions {
     pub on_data_loss: DataLossPolicy,
 }
 
-impl Default for RawToLakeOptions {
-    fn default() -> Self {
+impl From<&LakeConfig> for RawToLakeOptions {
+    fn from(config: &LakeConfig) -> Self {
         RawToLakeOptions {
             job: "raw".to_string(),
             group: "logpipe-lake".to_string(),
-            flush_interval: Duration::from_secs(1),
-            max_buffered_rows: 200_000,
-            on_data_loss: DataLossPolicy::Fail,
+            flush_interval: config.flush_interval,
+            max_buffered_rows: config.max_buffered_rows,
+            on_data_loss: config.on_data_loss,
         }
+    }
+}
+
+impl Default for RawToLakeOptions {
+    fn default() -> Self {
+        RawToLakeOptions::from(&LakeConfig::default())
     }
 }
 

@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use logpipe_config::WindowsConfig;
 use logpipe_core::record::{Level, LogRecord};
 use serde::{Deserialize, Serialize};
 
@@ -31,12 +32,18 @@ pub struct WindowOptions {
     pub allowed_lateness: Duration,
 }
 
+impl From<&WindowsConfig> for WindowOptions {
+    fn from(config: &WindowsConfig) -> Self {
+        WindowOptions {
+            size: config.size,
+            allowed_lateness: config.allowed_lateness,
+        }
+    }
+}
+
 impl Default for WindowOptions {
     fn default() -> Self {
-        WindowOptions {
-            size: Duration::from_secs(5),
-            allowed_lateness: Duration::from_secs(10),
-        }
+        WindowOptions::from(&WindowsConfig::default())
     }
 }
 

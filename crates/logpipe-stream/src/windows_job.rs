@@ -30,6 +30,7 @@ use arrow::array::{
     Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use logpipe_bus::{Bus, BusRecord};
+use logpipe_config::{AlertsConfig, LakeConfig, WindowsConfig};
 use logpipe_core::Level;
 use logpipe_core::metrics::{WindowGauges, analytics};
 use logpipe_core::schema::{alerts_schema, windows_schema};
@@ -75,19 +76,30 @@ pub struct WindowJobOptions {
     pub on_data_loss: DataLossPolicy,
 }
 
-impl Default for WindowJobOptions {
-    fn default() -> Self {
+impl WindowJobOptions {
+    /// The options `[windows]`, `[alerts]` and `lake.on_data_loss` describe.
+    pub fn from_config(windows: &WindowsConfig, alerts: &AlertsConfig, lake: &LakeConfig) -> Self {
         WindowJobOptions {
             job: "windows".to_string(),
             group: "logpipe-windows".to_string(),
             logs_topic: "logs.raw".to_string(),
             alerts_topic: "alerts.realtime".to_string(),
-            window: WindowOptions::default(),
+            window: WindowOptions::from(windows),
             step_interval: Duration::from_secs(1),
-            idle_close: Duration::from_secs(30),
-            rules: Some(AlertRules::default()),
-            on_data_loss: DataLossPolicy::Fail,
+            idle_close: windows.idle_close,
+            rules: alerts.enabled.then(|| AlertRules::from(alerts)),
+            on_data_loss: lake.on_data_loss,
         }
+    }
+}
+
+impl Default for WindowJobOptions {
+    fn default() -> Self {
+        WindowJobOptions::from_config(
+            &WindowsConfig::default(),
+            &AlertsConfig::default(),
+            &LakeConfig::default(),
+        )
     }
 }
 
