@@ -197,7 +197,7 @@ impl BatchRunner {
         let outcome = self.run_inner(report, progress).await;
         let duration = clock.elapsed();
         let (rows, error) = match &outcome {
-            Ok(summary) => (summary.rows, None),
+            Ok((rows, _)) => (*rows, None),
             Err(error) => (0, Some(error.to_string())),
         };
         {
@@ -218,22 +218,24 @@ impl BatchRunner {
         {
             tracing::warn!(%record_error, job = report.job(), "could not record the run in job_runs");
         }
-        outcome.map(|summary| RunSummary {
+        outcome.map(|(rows, postgres)| RunSummary {
+            job: report.job(),
+            target: report.target(),
+            rows,
             duration,
-            ..summary
+            output: format!("{}/{OUTPUT_FILE}", report.output_dir()),
+            postgres,
         })
     }
 
+    /// Writes the report; returns its rows and whether PostgreSQL got them.
     async fn run_inner(
         &self,
         report: &Report,
         progress: &(dyn Fn(&str) + Sync),
-    ) -> Result<RunSummary> {
-        progress(&format!(
-            "{} {}: querying the lake",
-            report.job(),
-            report.target()
-        ));
+    ) -> Result<(u64, bool)> {
+        let stage = |what: &str| progress(&format!("{} {}: {what}", report.job(), report.target()));
+        stage("querying the lake");
         let result = self.engine.sql(&report.sql(), usize::MAX).await?;
         let batch = if result.batches.is_empty() {
             RecordBatch::new_empty(result.schema.clone())
@@ -241,11 +243,7 @@ impl BatchRunner {
             arrow::compute::concat_batches(&result.schema, &result.batches)?
         };
         let rows = batch.num_rows() as u64;
-        progress(&format!(
-            "{} {}: writing {rows} rows",
-            report.job(),
-            report.target()
-        ));
+        stage(&format!("writing {rows} rows"));
         let dir = report.output_dir();
         let bytes = encode_parquet(&batch, Codec::Zstd)?;
         let path = StorePath::from(format!("{dir}/{OUTPUT_FILE}"));
@@ -267,11 +265,7 @@ impl BatchRunner {
         }
         let postgres = match &self.postgres {
             Some(postgres) => {
-                progress(&format!(
-                    "{} {}: writing to PostgreSQL",
-                    report.job(),
-                    report.target()
-                ));
+                stage("writing to PostgreSQL");
                 let (column, value) = report.period_column();
                 let written = postgres
                     .replace(report.job(), &batch, column, &value)
@@ -281,14 +275,7 @@ impl BatchRunner {
             }
             None => false,
         };
-        Ok(RunSummary {
-            job: report.job(),
-            target: report.target(),
-            rows,
-            duration: std::time::Duration::ZERO,
-            output: format!("{dir}/{OUTPUT_FILE}"),
-            postgres,
-        })
+        Ok((rows, postgres))
     }
 
     async fn record_run(

@@ -103,6 +103,18 @@ impl ConfigArgs {
         }
         Ok(config)
     }
+
+    /// For commands that read a lake `logpipe up` made.
+    fn load_existing(&self) -> Result<Config> {
+        let config = self.load()?;
+        if !config.data_dir.exists() {
+            bail!(
+                "data directory {} does not exist (run `logpipe up` first, or pass --data-dir)",
+                config.data_dir.display()
+            );
+        }
+        Ok(config)
+    }
 }
 
 #[derive(Args)]
@@ -635,13 +647,7 @@ fn open_lake(config: &Config) -> Result<Lake> {
 
 async fn batch(args: BatchArgs) -> Result<std::process::ExitCode> {
     use logpipe_batch::Report;
-    let config = args.config.load()?;
-    if !config.data_dir.exists() {
-        bail!(
-            "data directory {} does not exist (run `logpipe up` first, or pass --data-dir)",
-            config.data_dir.display()
-        );
-    }
+    let config = args.config.load_existing()?;
     let today = chrono::Utc::now().date_naive();
     let report = match args.report {
         BatchReport::Daily { date } => Report::Daily {
@@ -696,13 +702,7 @@ async fn batch(args: BatchArgs) -> Result<std::process::ExitCode> {
 }
 
 async fn sql(args: SqlArgs) -> Result<std::process::ExitCode> {
-    let config = args.config.load()?;
-    if !config.data_dir.exists() {
-        bail!(
-            "data directory {} does not exist (run `logpipe up` first, or pass --data-dir)",
-            config.data_dir.display()
-        );
-    }
+    let config = args.config.load_existing()?;
     let engine = QueryEngine::open_local(&config.data_dir).await?;
     let result = engine.sql(&args.sql, args.max_rows).await?;
     let format = match args.format {

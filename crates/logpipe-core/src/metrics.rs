@@ -118,159 +118,172 @@ pub struct Analytics {
     pub batch: BTreeMap<String, JobRunGauges>,
 }
 
-fn gauge_header(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+/// One metric family: its header, then one sample per (labels, value).
+fn family<V: std::fmt::Display>(
+    out: &mut String,
+    kind: &str,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, V)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{name}{labels} {value}");
+    }
+}
+
+fn service_label(service: &str) -> String {
+    format!("{{service=\"{service}\"}}")
+}
+
+fn job_label(job: &str) -> String {
+    format!("{{job=\"{job}\"}}")
 }
 
 impl Analytics {
     fn render(&self, out: &mut String) {
-        gauge_header(
+        let per_service = |out: &mut String, name, help, value: fn(&WindowGauges) -> f64| {
+            family(
+                out,
+                "gauge",
+                name,
+                help,
+                self.windows
+                    .iter()
+                    .map(|(service, w)| (service_label(service), value(w))),
+            );
+        };
+        per_service(
             out,
             "logpipe_window_records",
             "Records of each service in its latest closed window.",
+            |w| w.records as f64,
         );
-        for (service, w) in &self.windows {
-            let _ = writeln!(
-                out,
-                "logpipe_window_records{{service=\"{service}\"}} {}",
-                w.records
-            );
-        }
-        gauge_header(
+        per_service(
             out,
             "logpipe_window_error_rate",
             "Share of ERROR records of each service in its latest closed window.",
+            |w| w.error_rate,
         );
-        for (service, w) in &self.windows {
-            let _ = writeln!(
-                out,
-                "logpipe_window_error_rate{{service=\"{service}\"}} {}",
-                w.error_rate
-            );
-        }
-        gauge_header(
+        family(
             out,
+            "gauge",
             "logpipe_window_latency_ms",
             "response_time_ms percentiles of each service in its latest closed window.",
+            self.windows.iter().flat_map(|(service, w)| {
+                w.latency_ms.into_iter().flat_map(move |latency| {
+                    ["0.5", "0.95", "0.99"].into_iter().zip(latency).map(
+                        move |(quantile, value)| {
+                            (
+                                format!("{{service=\"{service}\",quantile=\"{quantile}\"}}"),
+                                value,
+                            )
+                        },
+                    )
+                })
+            }),
         );
-        for (service, w) in &self.windows {
-            if let Some(latency) = w.latency_ms {
-                for (quantile, value) in ["0.5", "0.95", "0.99"].iter().zip(latency) {
-                    let _ = writeln!(
-                        out,
-                        "logpipe_window_latency_ms{{service=\"{service}\",quantile=\"{quantile}\"}} {value}"
-                    );
-                }
-            }
-        }
-        gauge_header(
+        per_service(
             out,
             "logpipe_window_start_seconds",
             "Start (Unix time) of each service's latest closed window.",
+            |w| w.window_start_seconds,
         );
-        for (service, w) in &self.windows {
-            let _ = writeln!(
-                out,
-                "logpipe_window_start_seconds{{service=\"{service}\"}} {}",
-                w.window_start_seconds
-            );
-        }
-        counter(
+        let single = |value: u64| [(String::new(), value)];
+        family(
             out,
+            "counter",
             "logpipe_windows_closed_total",
             "Windows closed (one per service and window).",
-            self.windows_closed,
+            single(self.windows_closed),
         );
-        counter(
+        family(
             out,
+            "counter",
             "logpipe_window_late_records_total",
             "Log records that arrived after their window closed (they are in the lake, not in a window).",
-            self.late_records,
+            single(self.late_records),
         );
-        let _ = writeln!(
+        family(
             out,
-            "# HELP logpipe_alerts_total Alerts published, by rule and state.\n# TYPE logpipe_alerts_total counter"
+            "counter",
+            "logpipe_alerts_total",
+            "Alerts published, by rule and state.",
+            self.alerts.iter().map(|((rule, state), value)| {
+                (format!("{{rule=\"{rule}\",state=\"{state}\"}}"), *value)
+            }),
         );
-        for ((rule, state), value) in &self.alerts {
-            let _ = writeln!(
-                out,
-                "logpipe_alerts_total{{rule=\"{rule}\",state=\"{state}\"}} {value}"
-            );
+        family(
+            out,
+            "gauge",
+            "logpipe_alerts_firing",
+            "Incidents currently firing.",
+            [(String::new(), self.alerts_firing)],
+        );
+        for (name, help, value) in [
+            (
+                "logpipe_postgres_rows_written_total",
+                "Rows written to PostgreSQL (window upserts, reports, job runs).",
+                self.postgres_rows_written,
+            ),
+            (
+                "logpipe_postgres_errors_total",
+                "Failed PostgreSQL writes (window writes are retried).",
+                self.postgres_errors,
+            ),
+            (
+                "logpipe_alert_webhook_sent_total",
+                "Alert notifications delivered to the webhook.",
+                self.webhook_sent,
+            ),
+            (
+                "logpipe_alert_webhook_errors_total",
+                "Failed webhook deliveries (each is retried).",
+                self.webhook_errors,
+            ),
+        ] {
+            family(out, "counter", name, help, single(value));
         }
-        gauge_header(out, "logpipe_alerts_firing", "Incidents currently firing.");
-        let _ = writeln!(out, "logpipe_alerts_firing {}", self.alerts_firing);
-        counter(
+        family(
             out,
-            "logpipe_postgres_rows_written_total",
-            "Rows written to PostgreSQL (window upserts, reports, job runs).",
-            self.postgres_rows_written,
+            "counter",
+            "logpipe_batch_runs_total",
+            "Batch job runs, by job and status.",
+            self.batch.iter().flat_map(|(job, run)| {
+                [("succeeded", run.succeeded), ("failed", run.failed)].map(|(status, value)| {
+                    (format!("{{job=\"{job}\",status=\"{status}\"}}"), value)
+                })
+            }),
         );
-        counter(
-            out,
-            "logpipe_postgres_errors_total",
-            "Failed PostgreSQL writes (window writes are retried).",
-            self.postgres_errors,
-        );
-        counter(
-            out,
-            "logpipe_alert_webhook_sent_total",
-            "Alert notifications delivered to the webhook.",
-            self.webhook_sent,
-        );
-        counter(
-            out,
-            "logpipe_alert_webhook_errors_total",
-            "Failed webhook deliveries (each is retried).",
-            self.webhook_errors,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP logpipe_batch_runs_total Batch job runs, by job and status.\n# TYPE logpipe_batch_runs_total counter"
-        );
-        for (job, run) in &self.batch {
-            let _ = writeln!(
+        let per_job = |out: &mut String, name, help, value: fn(&JobRunGauges) -> f64| {
+            family(
                 out,
-                "logpipe_batch_runs_total{{job=\"{job}\",status=\"succeeded\"}} {}\n\
-                 logpipe_batch_runs_total{{job=\"{job}\",status=\"failed\"}} {}",
-                run.succeeded, run.failed
+                "gauge",
+                name,
+                help,
+                self.batch
+                    .iter()
+                    .map(|(job, run)| (job_label(job), value(run))),
             );
-        }
-        gauge_header(
+        };
+        per_job(
             out,
             "logpipe_batch_last_duration_seconds",
             "Duration of each batch job's last run.",
+            |run| run.last_duration_seconds,
         );
-        for (job, run) in &self.batch {
-            let _ = writeln!(
-                out,
-                "logpipe_batch_last_duration_seconds{{job=\"{job}\"}} {}",
-                run.last_duration_seconds
-            );
-        }
-        gauge_header(
+        per_job(
             out,
             "logpipe_batch_last_rows",
             "Rows written by each batch job's last run.",
+            |run| run.last_rows as f64,
         );
-        for (job, run) in &self.batch {
-            let _ = writeln!(
-                out,
-                "logpipe_batch_last_rows{{job=\"{job}\"}} {}",
-                run.last_rows
-            );
-        }
-        gauge_header(
+        per_job(
             out,
             "logpipe_batch_last_success",
             "1 when each batch job's last run succeeded.",
+            |run| f64::from(u8::from(run.last_success)),
         );
-        for (job, run) in &self.batch {
-            let _ = writeln!(
-                out,
-                "logpipe_batch_last_success{{job=\"{job}\"}} {}",
-                u8::from(run.last_success)
-            );
-        }
     }
 }
 

@@ -92,8 +92,7 @@ impl Level {
         }
     }
 
-    /// The level named `text` (exact, upper case).
-    pub fn parse(text: &str) -> Option<Level> {
+    fn parse(text: &str) -> Option<Level> {
         Level::ALL.into_iter().find(|level| level.as_str() == text)
     }
 }

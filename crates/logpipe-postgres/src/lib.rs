@@ -250,7 +250,7 @@ impl Postgres {
         let columns = Columns::of(batch)?;
         let create = format!(
             "CREATE TABLE IF NOT EXISTS {table} ({column} text NOT NULL, {})",
-            columns.definitions()?.join(", ")
+            columns.definitions().join(", ")
         );
         let insert = format!(
             "INSERT INTO {table} ({column}, {}) SELECT $1::text, * FROM UNNEST({})",
@@ -455,9 +455,8 @@ impl Columns {
         )
     }
 
-    fn definitions(&self) -> Result<Vec<String>> {
-        Ok(self
-            .columns
+    fn definitions(&self) -> Vec<String> {
+        self.columns
             .iter()
             .map(|(name, param, nullable)| {
                 format!(
@@ -466,7 +465,7 @@ impl Columns {
                     if *nullable { "" } else { " NOT NULL" }
                 )
             })
-            .collect())
+            .collect()
     }
 }
 
