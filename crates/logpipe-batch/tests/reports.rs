@@ -174,16 +174,10 @@ async fn reports_replace_their_period_in_postgres() {
     let admin = std::env::var("LOGPIPE_TEST_POSTGRES_URL").expect(
         "LOGPIPE_TEST_POSTGRES_URL is not set: run ./scripts/test.sh, which starts PostgreSQL 15",
     );
-    let server = Postgres::lazy(&admin);
-    server
-        .query_text("DROP DATABASE IF EXISTS logpipe_reports WITH (FORCE)")
+    let url = Postgres::lazy(&admin)
+        .fresh_database("logpipe_reports")
         .await
         .unwrap();
-    server
-        .query_text("CREATE DATABASE logpipe_reports")
-        .await
-        .unwrap();
-    let url = format!("{}/logpipe_reports", admin.rsplit_once('/').unwrap().0);
     let postgres = Postgres::connect(&url).await.unwrap();
 
     let tmp = tempfile::tempdir().unwrap();

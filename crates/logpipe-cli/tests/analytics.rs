@@ -29,17 +29,20 @@ async fn fresh_database(name: &str) -> String {
     let admin = std::env::var("LOGPIPE_TEST_POSTGRES_URL").expect(
         "LOGPIPE_TEST_POSTGRES_URL is not set: run ./scripts/test.sh, which starts PostgreSQL 15",
     );
-    let postgres = Postgres::lazy(&admin);
-    postgres
-        .query_text(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await
-        .unwrap();
-    postgres
-        .query_text(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
+    Postgres::lazy(&admin).fresh_database(name).await.unwrap()
+}
+
+/// POSTs one second of logs per second in `seconds`; each must be accepted.
+async fn send_seconds(client: &reqwest::Client, running: &Running, seconds: std::ops::Range<i64>) {
+    for second in seconds {
+        let (status, answer) = post(
+            client,
+            &format!("{}/api/collect/logs", running.base_url),
+            second_of_logs(second),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
 }
 
 /// One second of seeded logs: 30 records over three services, all levels.
@@ -124,15 +127,7 @@ async fn window_rows_equal_lake_counts_across_a_kill_and_restart() {
     let client = reqwest::Client::new();
 
     let running = up(&dir, &url);
-    for second in 0..SECONDS / 2 {
-        let (status, answer) = post(
-            &client,
-            &format!("{}/api/collect/logs", running.base_url),
-            second_of_logs(second),
-        )
-        .await;
-        assert_eq!(status, 200, "{answer}");
-    }
+    send_seconds(&client, &running, 0..SECONDS / 2).await;
     // Let some windows reach PostgreSQL, then kill without any shutdown.
     let deadline = Instant::now() + Duration::from_secs(30);
     while postgres_windows(&postgres).await.is_empty() {
@@ -146,15 +141,7 @@ async fn window_rows_equal_lake_counts_across_a_kill_and_restart() {
     running.kill_hard();
 
     let running = up(&dir, &url);
-    for second in SECONDS / 2..SECONDS {
-        let (status, answer) = post(
-            &client,
-            &format!("{}/api/collect/logs", running.base_url),
-            second_of_logs(second),
-        )
-        .await;
-        assert_eq!(status, 200, "{answer}");
-    }
+    send_seconds(&client, &running, SECONDS / 2..SECONDS).await;
     // The last record is at T0+59.97 s; with 1 s lateness every window up
     // to the one starting at T0+57 s closes.
     let last_closed = T0 + SECONDS - 3;

@@ -287,6 +287,20 @@ impl Postgres {
         Ok(rows)
     }
 
+    /// Drops database `name` if it exists, creates it empty, and returns its
+    /// URL on the same server (for tests and setup scripts; `name` must be a
+    /// plain identifier).
+    pub async fn fresh_database(&self, name: &str) -> Result<String> {
+        self.query_text(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        self.query_text(&format!("CREATE DATABASE {name}")).await?;
+        let base = self
+            .url
+            .rsplit_once('/')
+            .map_or(self.url.as_str(), |(base, _)| base);
+        Ok(format!("{base}/{name}"))
+    }
+
     /// Runs a query and returns each row's columns as text (for tests and
     /// diagnostics).
     pub async fn query_text(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {

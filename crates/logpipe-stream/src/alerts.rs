@@ -449,6 +449,21 @@ mod tests {
         }
     }
 
+    /// (rule, state, service, window number) of each alert.
+    fn seen(alerts: &[Alert]) -> Vec<(Rule, AlertState, &str, i64)> {
+        alerts
+            .iter()
+            .map(|a| {
+                (
+                    a.rule,
+                    a.state,
+                    a.service.as_str(),
+                    a.window_start_micros / SIZE,
+                )
+            })
+            .collect()
+    }
+
     fn run(detector: &mut Detector, n: i64, windows: &[ClosedWindow]) -> Vec<Alert> {
         detector.observe(windows, Some((n + 1) * SIZE))
     }
@@ -468,19 +483,8 @@ mod tests {
                 ],
             ));
         }
-        let seen: Vec<_> = alerts
-            .iter()
-            .map(|a| {
-                (
-                    a.rule,
-                    a.state,
-                    a.service.as_str(),
-                    a.window_start_micros / SIZE,
-                )
-            })
-            .collect();
         assert_eq!(
-            seen,
+            seen(&alerts),
             vec![
                 (Rule::HighErrorRate, AlertState::Firing, "a", 6),
                 (Rule::HighErrorRate, AlertState::Resolved, "a", 11),
@@ -547,19 +551,8 @@ mod tests {
             n,
             &[window(n, "a", 10, 0, 1.0), window(n, "b", 10, 0, 1.0)],
         ));
-        let seen: Vec<_> = alerts
-            .iter()
-            .map(|a| {
-                (
-                    a.rule,
-                    a.state,
-                    a.service.as_str(),
-                    a.window_start_micros / SIZE,
-                )
-            })
-            .collect();
         assert_eq!(
-            seen,
+            seen(&alerts),
             vec![
                 (Rule::ServiceSilent, AlertState::Firing, "a", needed),
                 (Rule::ServiceSilent, AlertState::Resolved, "a", n),
