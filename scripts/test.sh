@@ -7,8 +7,9 @@
 # Real services a test tier needs are installed and started here, bound to
 # 127.0.0.1 only, and stopped on exit. The embedded pipeline needs no
 # server; DuckDB (a PyPI package) checks that other engines read the lake;
-# PostgreSQL 15 (Debian) is the window and report sink. The Kafka-protocol
-# broker and S3 storage join as the features that use them land.
+# PostgreSQL 15 (Debian) is the window and report sink; tansu (crates.io) is
+# the Kafka-protocol broker, one private instance per Kafka test. S3 storage
+# joins when the feature that uses it lands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,12 +28,27 @@ step() { printf '\n==> %s\n' "$*"; }
 # External readers: DuckDB (from PyPI) must read the lake as plain
 # Hive-partitioned Parquet. Installed once into a venv outside the clone.
 VENV="$HOME/.cache/logpipe/venv"
-if ! "$VENV/bin/python" -c 'import duckdb' 2>/dev/null; then
-  step "installing duckdb (PyPI) into $VENV for the external-reader test"
+# confluent-kafka (PyPI, with its own librdkafka) is the outside Kafka client.
+if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka' 2>/dev/null; then
+  step "installing duckdb and confluent-kafka (PyPI) into $VENV for the external-client tests"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb confluent-kafka
 fi
 export LOGPIPE_TEST_PYTHON="$VENV/bin/python"
+
+# tansu: a Kafka-API broker in Rust, built once from crates.io (10-20 min on
+# two cores) into a cache outside the clone. Each Kafka test starts its own
+# on 127.0.0.1 and a free port (memory storage) and kills it at the end.
+# Set LOGPIPE_TEST_KAFKA_BROKERS=HOST:PORT to run them against a real
+# Kafka or Redpanda instead (docs/operations.md).
+TOOLS="$HOME/.cache/logpipe/tools"
+if [ -z "${LOGPIPE_TEST_KAFKA_BROKERS:-}" ] && [ ! -x "$TOOLS/bin/tansu" ]; then
+  step "installing the tansu broker 0.6.0 (crates.io) into $TOOLS for the Kafka tests"
+  CARGO_TARGET_DIR="$HOME/.cache/logpipe/tools-target" \
+    cargo install tansu --version 0.6.0 --locked --no-default-features --features dynostore \
+    --root "$TOOLS" --quiet
+fi
+export LOGPIPE_TEST_TANSU="$TOOLS/bin/tansu"
 
 # PostgreSQL 15: a throwaway cluster on 127.0.0.1 and a free port, stopped
 # and deleted on exit. Tests create one database each.

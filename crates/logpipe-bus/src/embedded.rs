@@ -698,6 +698,11 @@ impl Bus for EmbeddedBus {
         }))
     }
 
+    /// The embedded bus has no group balancing: a reader is a consumer.
+    async fn reader(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>> {
+        self.consumer(group, topics).await
+    }
+
     fn end_offsets(&self, topic: &str) -> Result<Vec<u64>> {
         Ok(self
             .topic(topic)?

@@ -8,7 +8,14 @@
 //!   of truth) and `seek` to them at start; `commit` only reports progress
 //!   for lag monitoring.
 //! - [`embedded::EmbeddedBus`] is the on-disk implementation used on one
-//!   machine. A Kafka implementation plugs in behind the same traits.
+//!   machine; `kafka::KafkaBus` (feature `kafka`) talks to a Kafka-protocol
+//!   broker cluster through librdkafka.
+//! - A group [`Consumer`] may have its partitions moved to another member
+//!   (a rebalance). It then stops returning records and reports a
+//!   [`Rebalance`]: the job commits what it read from revoked partitions, or
+//!   says where newly assigned ones start, and calls
+//!   [`Consumer::rebalance_done`]. Only then does the partition move, so two
+//!   members never write the same records.
 
 use std::time::Duration;
 
@@ -16,6 +23,8 @@ use async_trait::async_trait;
 
 pub mod embedded;
 pub mod format;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 
 pub use embedded::EmbeddedBus;
 
@@ -101,6 +110,13 @@ pub enum BusError {
     },
     #[error("the bus is shut down")]
     Closed,
+    /// The bus settings cannot work with this cluster (e.g. a replication
+    /// factor above the broker count).
+    #[error("{0}")]
+    Misconfigured(String),
+    /// The broker cluster cannot be reached or refused a request.
+    #[error("Kafka: {0}")]
+    Kafka(String),
 }
 
 impl BusError {
@@ -137,8 +153,16 @@ pub trait Bus: Send + Sync + 'static {
     /// (some may still have been written: callers retry, so at-least-once).
     async fn append(&self, topic: &str, records: Vec<BusRecord>) -> Result<()>;
 
-    /// A consumer of every partition of `topics` in consumer group `group`.
+    /// A member of consumer group `group` reading `topics`: the group
+    /// decides which partitions it reads (all of them for the embedded bus)
+    /// and may move them ([`Rebalance`]).
     async fn consumer(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>>;
+
+    /// A reader of every partition of `topics`, outside any group
+    /// membership: nothing moves its partitions. `commit` still reports
+    /// progress under `group`. For jobs that must see all partitions (the
+    /// window job) and for re-reading exact ranges (roll-forward).
+    async fn reader(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>>;
 
     /// The next offset to be written, per partition (the log end).
     fn end_offsets(&self, topic: &str) -> Result<Vec<u64>>;
@@ -163,4 +187,33 @@ pub trait Consumer: Send {
 
     /// Oldest offset still kept, per partition of `topic`.
     fn start_offsets(&self, topic: &str) -> Result<Vec<u64>>;
+
+    /// A rebalance waiting for the job (see the module docs); `poll`
+    /// returns no records until [`Consumer::rebalance_done`] is called.
+    fn rebalance(&self) -> Option<Rebalance> {
+        None
+    }
+
+    /// Lets a pending rebalance proceed. For [`Rebalance::Assign`], `starts`
+    /// says where each assigned partition starts (`None` or absent: the
+    /// oldest kept offset); for [`Rebalance::Revoke`] it is ignored.
+    fn rebalance_done(&mut self, starts: Vec<(TopicPartition, Option<u64>)>) -> Result<()> {
+        let _ = starts;
+        Ok(())
+    }
+
+    /// Leaves the group cleanly (its partitions move at once instead of
+    /// after the session timeout). Call after the last commit.
+    async fn close(&mut self) {}
+}
+
+/// A change of a group consumer's partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebalance {
+    /// These partitions go to another member once the job has committed
+    /// what it read from them.
+    Revoke(Vec<TopicPartition>),
+    /// These partitions are now this member's; the job says where each
+    /// starts (its last commit).
+    Assign(Vec<TopicPartition>),
 }

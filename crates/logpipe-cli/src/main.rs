@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use logpipe_bus::embedded::{EmbeddedOptions, FsyncMode};
+use logpipe_bus::kafka::{KafkaBus, KafkaOptions};
 use logpipe_bus::{Bus, EmbeddedBus, TopicSpec};
-use logpipe_config::{Config, FsyncPolicy};
+use logpipe_config::{BusKind, Config, FsyncPolicy};
 use logpipe_core::RecordKind;
 use logpipe_lake::{Codec, Lake};
 use logpipe_query::{OutputFormat, QueryEngine};
@@ -47,6 +48,63 @@ enum Command {
     Sql(SqlArgs),
     /// Run one batch report now (re-running a period replaces its output).
     Batch(BatchArgs),
+    /// Run only the HTTP collector (and query API) against a Kafka cluster;
+    /// start as many as the load needs.
+    Collector(CollectorArgs),
+    /// Run only stream jobs against a Kafka cluster. `raw` processes in one
+    /// consumer group share the partitions; run `windows` in one process.
+    Stream(StreamArgs),
+}
+
+#[derive(Args)]
+struct BusArgs {
+    /// Bus: `embedded` (inside this process) or `kafka` [default: bus.kind, embedded].
+    #[arg(long, value_name = "KIND")]
+    bus: Option<BusKind>,
+    /// Kafka bootstrap servers HOST:PORT[,HOST:PORT…] (sets bus.kafka.brokers).
+    #[arg(long, value_name = "HOST:PORT")]
+    brokers: Option<String>,
+}
+
+impl BusArgs {
+    fn apply(&self, config: &mut Config) {
+        if let Some(kind) = self.bus {
+            config.bus.kind = kind;
+        }
+        if let Some(brokers) = &self.brokers {
+            config.bus.kafka.brokers = brokers.clone();
+        }
+    }
+}
+
+#[derive(Args)]
+struct CollectorArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    bus: BusArgs,
+    /// HTTP address [default: listen from the config, 127.0.0.1:8081].
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StreamJobArg {
+    /// raw → lake, in the consumer group bus.kafka.group.
+    Raw,
+    /// Windows and alerts over all partitions (one process only).
+    Windows,
+}
+
+#[derive(Args)]
+struct StreamArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    bus: BusArgs,
+    /// Jobs to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "raw")]
+    jobs: Vec<StreamJobArg>,
 }
 
 #[derive(Args)]
@@ -121,6 +179,8 @@ impl ConfigArgs {
 struct UpArgs {
     #[command(flatten)]
     config: ConfigArgs,
+    #[command(flatten)]
+    bus: BusArgs,
     /// HTTP address for collector, query API, /health and /metrics [default: 127.0.0.1:8081].
     /// Port 0 picks a free port (printed at start).
     #[arg(long, value_name = "HOST:PORT")]
@@ -250,6 +310,8 @@ fn main() -> std::process::ExitCode {
             Command::Generate(args) => generate(args).await,
             Command::Sql(args) => sql(args).await,
             Command::Batch(args) => batch(args).await,
+            Command::Collector(args) => collector(args).await,
+            Command::Stream(args) => stream(args).await,
         }
     });
     match result {
@@ -283,24 +345,13 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
     if args.no_generator {
         config.generator.enabled = false;
     }
+    args.bus.apply(&mut config);
     config.validate()?;
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
 
-    let bus = EmbeddedBus::open(
-        data_dir.join("bus"),
-        EmbeddedOptions {
-            fsync: match config.bus.embedded.fsync {
-                FsyncPolicy::Always => FsyncMode::Always,
-                FsyncPolicy::Interval => FsyncMode::Interval(config.bus.embedded.fsync_interval),
-            },
-            segment_bytes: config.bus.embedded.segment_bytes,
-            max_pending_appends: config.bus.embedded.max_pending_appends,
-        },
-    )?;
-    bus.create_topics(&topic_specs(&config)).await?;
-    let shared_bus: Arc<dyn Bus> = Arc::new(bus.clone());
+    let (shared_bus, embedded) = open_bus(&config).await?;
 
     let lake = open_lake(&config)?;
     let query = Arc::new(QueryEngine::open_local(&data_dir).await?);
@@ -334,37 +385,22 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
             .await
     });
 
-    let job = RawToLake::new(
-        shared_bus.clone(),
-        lake.clone(),
-        RawToLakeOptions::from(&config.lake),
-    );
-    let raw_job = tokio::spawn(job.run(stream_stopped.clone()));
-
     let postgres = connect_postgres(&config).await?;
     let (stop_webhook, webhook_stopped) = watch::channel(false);
-    let webhook = (config.alerts.enabled && !config.alerts.webhook_url.is_empty()).then(|| {
-        logpipe_stream::webhook::spawn(
-            logpipe_stream::webhook::WebhookOptions {
-                url: config.alerts.webhook_url.clone(),
-                timeout: config.alerts.webhook_timeout,
-                resend_every: config.alerts.webhook_resend,
-                generator_url: format!("{base_url}/api/alerts"),
-                attempts: 8,
-            },
-            webhook_stopped,
-        )
-    });
-    let window_job = config.windows.enabled.then(|| {
-        let job = WindowJob::new(
-            shared_bus.clone(),
-            lake.clone(),
-            WindowJobOptions::from_config(&config.windows, &config.alerts, &config.lake),
-            postgres.clone(),
-            webhook.as_ref().map(|(sender, _)| sender.clone()),
-        );
-        tokio::spawn(job.run(stream_stopped.clone()))
-    });
+    let webhook = spawn_webhook(&config, &base_url, webhook_stopped);
+    let jobs = StreamJobs {
+        raw: true,
+        windows: config.windows.enabled,
+    };
+    let mut stream = spawn_stream_jobs(
+        &config,
+        jobs,
+        shared_bus.clone(),
+        lake.clone(),
+        postgres.clone(),
+        webhook.as_ref().map(|(sender, _)| sender.clone()),
+        stream_stopped,
+    );
     let scheduler = if config.reports.schedule {
         let schedules = logpipe_batch::schedule::parse(&[
             ("daily", &config.reports.daily_cron),
@@ -383,27 +419,6 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
     } else {
         None
     };
-    let mut stream = tokio::spawn(async move {
-        let raw = async {
-            match raw_job.await {
-                Ok(result) => result.map_err(|e| anyhow::anyhow!("the raw→lake job stopped: {e}")),
-                Err(e) => Err(anyhow::anyhow!("the raw→lake job panicked: {e}")),
-            }
-        };
-        let windows = async {
-            match window_job {
-                None => Ok(()),
-                Some(handle) => match handle.await {
-                    Ok(result) => {
-                        result.map_err(|e| anyhow::anyhow!("the window job stopped: {e}"))
-                    }
-                    Err(e) => Err(anyhow::anyhow!("the window job panicked: {e}")),
-                },
-            }
-        };
-        tokio::try_join!(raw, windows).map(|_| ())
-    });
-
     let generator = config.generator.enabled.then(|| {
         let target = if config.generator.target.is_empty() {
             base_url.clone()
@@ -452,7 +467,9 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
         drop(sender);
         let _ = task.await;
     }
-    bus.shutdown();
+    if let Some(bus) = embedded {
+        bus.shutdown();
+    }
     match stream_result {
         Ok(Ok(())) => {
             let stats = logpipe_server::stats_json();
@@ -462,6 +479,251 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
             );
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Ok(Err(error)) => Err(error),
+        Err(error) => bail!("a stream job panicked: {error}"),
+    }
+}
+
+/// Opens the configured bus and creates the topics. The embedded bus is
+/// also returned as itself, to be shut down at the end.
+async fn open_bus(config: &Config) -> Result<(Arc<dyn Bus>, Option<EmbeddedBus>)> {
+    match config.bus.kind {
+        BusKind::Embedded => {
+            let bus = EmbeddedBus::open(
+                config.data_dir.join("bus"),
+                EmbeddedOptions {
+                    fsync: match config.bus.embedded.fsync {
+                        FsyncPolicy::Always => FsyncMode::Always,
+                        FsyncPolicy::Interval => {
+                            FsyncMode::Interval(config.bus.embedded.fsync_interval)
+                        }
+                    },
+                    segment_bytes: config.bus.embedded.segment_bytes,
+                    max_pending_appends: config.bus.embedded.max_pending_appends,
+                },
+            )?;
+            bus.create_topics(&topic_specs(config)).await?;
+            Ok((Arc::new(bus.clone()), Some(bus)))
+        }
+        BusKind::Kafka => {
+            let kafka = &config.bus.kafka;
+            let bus = KafkaBus::connect(KafkaOptions {
+                brokers: kafka.brokers.clone(),
+                replication_factor: kafka.replication_factor,
+                delivery_timeout: kafka.delivery_timeout,
+                session_timeout: kafka.session_timeout,
+                properties: kafka.properties.clone(),
+            })
+            .await
+            .context(
+                "bus.kind is \"kafka\" but the cluster cannot be used (check bus.kafka.brokers)",
+            )?;
+            bus.create_topics(&topic_specs(config))
+                .await
+                .context("cannot create or check the Kafka topics")?;
+            Ok((Arc::new(bus), None))
+        }
+    }
+}
+
+/// The roles (`collector`, `stream`) need a bus outside this process.
+fn require_kafka(config: &Config, role: &str) -> Result<()> {
+    if config.bus.kind != BusKind::Kafka {
+        bail!(
+            "`logpipe {role}` runs one role against a Kafka cluster: set bus.kind = \"kafka\" \
+             (or pass --bus kafka --brokers HOST:PORT). The embedded bus lives inside one process; \
+             `logpipe up` runs every role there."
+        );
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct StreamJobs {
+    raw: bool,
+    windows: bool,
+}
+
+/// Starts the alert webhook sender when a URL is configured.
+fn spawn_webhook(
+    config: &Config,
+    base_url: &str,
+    stopped: watch::Receiver<bool>,
+) -> Option<(
+    tokio::sync::mpsc::Sender<Vec<logpipe_stream::windows_job::AlertMessage>>,
+    tokio::task::JoinHandle<()>,
+)> {
+    (config.alerts.enabled && !config.alerts.webhook_url.is_empty()).then(|| {
+        logpipe_stream::webhook::spawn(
+            logpipe_stream::webhook::WebhookOptions {
+                url: config.alerts.webhook_url.clone(),
+                timeout: config.alerts.webhook_timeout,
+                resend_every: config.alerts.webhook_resend,
+                generator_url: format!("{base_url}/api/alerts"),
+                attempts: 8,
+            },
+            stopped,
+        )
+    })
+}
+
+/// Runs the chosen stream jobs until `stopped`; ends with the first failure.
+fn spawn_stream_jobs(
+    config: &Config,
+    jobs: StreamJobs,
+    bus: Arc<dyn Bus>,
+    lake: Lake,
+    postgres: Option<logpipe_postgres::Postgres>,
+    webhook: Option<tokio::sync::mpsc::Sender<Vec<logpipe_stream::windows_job::AlertMessage>>>,
+    stopped: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<()>> {
+    let mut raw_options = RawToLakeOptions::from(&config.lake);
+    if config.bus.kind == BusKind::Kafka {
+        raw_options.group = config.bus.kafka.group.clone();
+    }
+    let raw_job = jobs.raw.then(|| {
+        tokio::spawn(RawToLake::new(bus.clone(), lake.clone(), raw_options).run(stopped.clone()))
+    });
+    let window_job = jobs.windows.then(|| {
+        let job = WindowJob::new(
+            bus.clone(),
+            lake.clone(),
+            WindowJobOptions::from_config(&config.windows, &config.alerts, &config.lake),
+            postgres,
+            webhook,
+        );
+        tokio::spawn(job.run(stopped.clone()))
+    });
+    async fn finished<E: std::fmt::Display>(
+        name: &str,
+        handle: Option<tokio::task::JoinHandle<Result<(), E>>>,
+    ) -> Result<()> {
+        match handle {
+            None => Ok(()),
+            Some(handle) => match handle.await {
+                Ok(result) => result.map_err(|e| anyhow::anyhow!("the {name} job stopped: {e}")),
+                Err(e) => Err(anyhow::anyhow!("the {name} job panicked: {e}")),
+            },
+        }
+    }
+    tokio::spawn(async move {
+        tokio::try_join!(
+            finished("raw→lake", raw_job),
+            finished("window", window_job)
+        )
+        .map(|_| ())
+    })
+}
+
+async fn collector(args: CollectorArgs) -> Result<std::process::ExitCode> {
+    let mut config = args.config.load()?;
+    args.bus.apply(&mut config);
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    config.validate()?;
+    require_kafka(&config, "collector")?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let (bus, _) = open_bus(&config).await?;
+    let query = Arc::new(QueryEngine::open_local(&config.data_dir).await?);
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    let app = logpipe_server::router(AppState {
+        bus,
+        collector: CollectorSettings::from(&config.collector),
+        query,
+    })
+    .merge(logpipe_gen::sample_router());
+    println!(
+        "logpipe collector → Kafka {} (POST /api/collect/logs, /api/collect/activities)\n\
+         listening on http://{address}",
+        config.bus.kafka.brokers
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let signal = shutdown_signal().await;
+            tracing::info!("{signal}: collector stopping");
+        })
+        .await?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn stream(args: StreamArgs) -> Result<std::process::ExitCode> {
+    let mut config = args.config.load()?;
+    args.bus.apply(&mut config);
+    config.validate()?;
+    require_kafka(&config, "stream")?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let jobs = StreamJobs {
+        raw: args.jobs.contains(&StreamJobArg::Raw),
+        windows: args.jobs.contains(&StreamJobArg::Windows),
+    };
+    let (bus, _) = open_bus(&config).await?;
+    let lake = open_lake(&config)?;
+    let postgres = if jobs.windows {
+        connect_postgres(&config).await?
+    } else {
+        None
+    };
+    let (stop_webhook, webhook_stopped) = watch::channel(false);
+    let webhook = if jobs.windows {
+        spawn_webhook(
+            &config,
+            &format!("http://{}", config.listen),
+            webhook_stopped,
+        )
+    } else {
+        None
+    };
+    let (stop, stopped) = watch::channel(false);
+    let mut handle = spawn_stream_jobs(
+        &config,
+        jobs,
+        bus,
+        lake,
+        postgres,
+        webhook.as_ref().map(|(sender, _)| sender.clone()),
+        stopped,
+    );
+    eprintln!(
+        "logpipe stream: jobs {} against Kafka {} (group {}), lake {}",
+        [(jobs.raw, "raw"), (jobs.windows, "windows")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| *name)
+            .collect::<Vec<_>>()
+            .join(","),
+        config.bus.kafka.brokers,
+        config.bus.kafka.group,
+        config.data_dir.display()
+    );
+    let result = tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!("{signal}: draining and committing");
+            let _ = stop.send(true);
+            handle.await
+        }
+        result = &mut handle => result,
+    };
+    let _ = stop_webhook.send(true);
+    if let Some((sender, task)) = webhook {
+        drop(sender);
+        let _ = task.await;
+    }
+    match result {
+        Ok(Ok(())) => Ok(std::process::ExitCode::SUCCESS),
         Ok(Err(error)) => Err(error),
         Err(error) => bail!("a stream job panicked: {error}"),
     }
@@ -519,13 +781,20 @@ fn print_banner(config: &Config, base_url: &str) {
          \x20 query      POST {base_url}/api/query  or  logpipe sql --data-dir {dir} \"SELECT count(*) FROM logs\"\n\
          \x20 health     {base_url}/health   metrics {base_url}/metrics   stats {base_url}/api/stats\n\
          \x20 samples    {base_url}/sample/log  {base_url}/sample/event\n\
-         \x20 data       {dir}/bus (bus), {dir}/logs/raw and {dir}/events/raw (Parquet lake)\n\
+         \x20 data       {bus}, {dir}/logs/raw and {dir}/events/raw (Parquet lake)\n\
          \x20 windows    {windows}\n\
          \x20 alerts     {base_url}/api/alerts (table `alerts`, topic alerts.realtime{webhook})\n\
          \x20 generator  {generator}\n\
          listening on {base_url}\n\
          Ctrl-C stops: ingest first, then the lake job drains and commits.",
         version = env!("CARGO_PKG_VERSION"),
+        bus = match config.bus.kind {
+            BusKind::Embedded => format!("{dir}/bus (embedded bus)"),
+            BusKind::Kafka => format!(
+                "Kafka {} (group {})",
+                config.bus.kafka.brokers, config.bus.kafka.group
+            ),
+        },
         windows = if config.windows.enabled {
             format!(
                 "{:?} windows → table `windows`{}",

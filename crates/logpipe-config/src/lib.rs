@@ -104,6 +104,20 @@ impl Default for CollectorConfig {
 pub enum BusKind {
     /// The on-disk log inside this process (`DIR/bus`).
     Embedded,
+    /// A Kafka-protocol broker cluster (`[bus.kafka]`).
+    Kafka,
+}
+
+impl std::str::FromStr for BusKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<BusKind, String> {
+        match text {
+            "embedded" => Ok(BusKind::Embedded),
+            "kafka" => Ok(BusKind::Kafka),
+            other => Err(format!("{other:?} is not a bus kind (embedded or kafka)")),
+        }
+    }
 }
 
 /// `[bus]`.
@@ -112,6 +126,7 @@ pub enum BusKind {
 pub struct BusConfig {
     pub kind: BusKind,
     pub embedded: EmbeddedBusConfig,
+    pub kafka: KafkaBusConfig,
 }
 
 impl Default for BusConfig {
@@ -119,6 +134,47 @@ impl Default for BusConfig {
         BusConfig {
             kind: BusKind::Embedded,
             embedded: EmbeddedBusConfig::default(),
+            kafka: KafkaBusConfig::default(),
+        }
+    }
+}
+
+/// `[bus.kafka]`: a Kafka-protocol broker cluster (Apache Kafka, Redpanda,
+/// tansu, a managed service).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaBusConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Replication factor of the topics logpipe creates. It cannot exceed
+    /// the number of brokers.
+    pub replication_factor: u32,
+    /// Consumer group of the raw→lake job (its members share the partitions).
+    pub group: String,
+    /// How long the collector waits for the broker to confirm a request's
+    /// records before answering 503 (librdkafka `message.timeout.ms`).
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// A group member that sends no heartbeat for this long is presumed dead
+    /// and its partitions go to the others (`session.timeout.ms`).
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// librdkafka client properties passed through as they are, for
+    /// security (`security.protocol`, `sasl.mechanisms`, `sasl.username`,
+    /// `ssl.ca.location`, …) and tuning. They apply to every client logpipe
+    /// creates and override logpipe's own settings.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaBusConfig {
+    fn default() -> Self {
+        KafkaBusConfig {
+            brokers: "127.0.0.1:9092".to_string(),
+            replication_factor: 1,
+            group: "logpipe-stream".to_string(),
+            delivery_timeout: Duration::from_secs(5),
+            session_timeout: Duration::from_secs(10),
+            properties: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -561,6 +617,27 @@ impl Config {
                 "bus.embedded.max_pending_appends",
                 "must be at least 1".into(),
             );
+        }
+        if self.bus.kind == BusKind::Kafka {
+            let kafka = &self.bus.kafka;
+            if kafka.brokers.trim().is_empty() {
+                return invalid(
+                    "bus.kafka.brokers",
+                    "is empty; set it to the bootstrap servers, e.g. 127.0.0.1:9092".into(),
+                );
+            }
+            if kafka.replication_factor == 0 {
+                return invalid("bus.kafka.replication_factor", "must be at least 1".into());
+            }
+            if kafka.group.trim().is_empty() {
+                return invalid("bus.kafka.group", "must not be empty".into());
+            }
+            if kafka.delivery_timeout < Duration::from_millis(100) {
+                return invalid(
+                    "bus.kafka.delivery_timeout",
+                    "must be at least 100ms".into(),
+                );
+            }
         }
         if self.lake.flush_interval.is_zero() {
             return invalid("lake.flush_interval", "must be more than 0".into());

@@ -21,6 +21,15 @@
 //! and nothing relies on renaming directories (which S3 lacks). The commit
 //! record's offsets are the source of truth for where the job resumes.
 //!
+//! **Several writers.** Stream processes that share a job's partitions (a
+//! Kafka consumer group) share its commit chain. A commit record is created
+//! only if its sequence number is free (`PutMode::Create`), so two writers
+//! never both commit step *n*: the loser reads the newer records, checks
+//! that nobody committed the partitions it read (if someone did, it lost
+//! them in a rebalance and drops its step), and retries at the next number.
+//! A record whose files are incomplete is never pruned, so whichever member
+//! next takes the partitions rolls it forward.
+//!
 //! Names starting with `_` are skipped by Spark, DuckDB and Hive partition
 //! discovery, so `_logpipe/` never shows up as data.
 
@@ -33,7 +42,7 @@ use futures::TryStreamExt;
 use logpipe_core::record::RecordKind;
 use logpipe_core::time::HourPartition;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -71,6 +80,11 @@ pub enum LakeError {
     },
     #[error("background task failed: {0}")]
     Task(String),
+    /// Another writer committed step `seq` of `job` first.
+    #[error(
+        "commit {seq} of job {job:?} was written by another process first (two processes run the same job?)"
+    )]
+    CommitTaken { job: String, seq: u64 },
 }
 
 pub type Result<T, E = LakeError> = std::result::Result<T, E>;
@@ -186,12 +200,7 @@ impl Lake {
             }
         }
         let Some(path) = newest else { return Ok(None) };
-        let bytes = self.store.get(&path).await?.bytes().await?;
-        let record = serde_json::from_slice(&bytes).map_err(|e| LakeError::BadCommit {
-            path: path.to_string(),
-            reason: e.to_string(),
-        })?;
-        Ok(Some(record))
+        self.read_commit(&path).await.map(Some)
     }
 
     /// Files of `record` not (yet) in the store.
@@ -231,12 +240,24 @@ impl Lake {
             path: Lake::commit_path(&record.job, record.seq).to_string(),
             reason: e.to_string(),
         })?;
-        self.store
-            .put(
+        let created = self
+            .store
+            .put_opts(
                 &Lake::commit_path(&record.job, record.seq),
                 PutPayload::from(body),
+                PutOptions::from(PutMode::Create),
             )
-            .await?;
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                return Err(LakeError::CommitTaken {
+                    job: record.job.clone(),
+                    seq: record.seq,
+                });
+            }
+            Err(error) => return Err(error.into()),
+        }
         self.put_files(&record.files, encoded).await?;
         self.prune_commits(&record.job, record.seq).await;
         Ok(())
@@ -270,13 +291,59 @@ impl Lake {
         Ok(files.len())
     }
 
+    /// Every kept commit record of `job` whose files are not all in the
+    /// store (a writer died half-way), oldest first.
+    pub async fn incomplete_commits(&self, job: &str) -> Result<Vec<CommitRecord>> {
+        let mut paths = Vec::new();
+        let mut listing = self.store.list(Some(&Lake::commit_dir(job)));
+        while let Some(meta) = listing.try_next().await? {
+            if meta.location.extension() == Some("json") {
+                paths.push(meta.location);
+            }
+        }
+        paths.sort();
+        let mut incomplete = Vec::new();
+        for path in paths {
+            let record = match self.read_commit(&path).await {
+                Ok(record) => record,
+                // Pruned by another writer meanwhile: it was complete.
+                Err(LakeError::Store(object_store::Error::NotFound { .. })) => continue,
+                Err(error) => return Err(error),
+            };
+            if !self.missing_files(&record).await?.is_empty() {
+                incomplete.push(record);
+            }
+        }
+        Ok(incomplete)
+    }
+
+    async fn read_commit(&self, path: &StorePath) -> Result<CommitRecord> {
+        let bytes = self.store.get(path).await?.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|e| LakeError::BadCommit {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
     async fn prune_commits(&self, job: &str, newest: u64) {
         let Some(cutoff) = newest.checked_sub(COMMIT_RECORDS_KEPT as u64) else {
             return;
         };
         // Only the one that just fell out of the window: each step prunes
-        // one, so the directory stays at COMMIT_RECORDS_KEPT records.
+        // one, so the directory stays at COMMIT_RECORDS_KEPT records. An
+        // incomplete one stays until it is rolled forward.
         let path = Lake::commit_path(job, cutoff);
+        match self.read_commit(&path).await {
+            Ok(record) => match self.missing_files(&record).await {
+                Ok(missing) if missing.is_empty() => {}
+                Ok(_) => {
+                    tracing::warn!(%path, "keeping an incomplete commit record for roll-forward");
+                    return;
+                }
+                Err(_) => return,
+            },
+            Err(_) => return,
+        }
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(error) => tracing::warn!(%error, %path, "could not prune an old commit record"),

@@ -572,6 +572,14 @@ mod tests {
         ) -> logpipe_bus::Result<Box<dyn logpipe_bus::Consumer>> {
             Err(BusError::Closed)
         }
+
+        async fn reader(
+            &self,
+            _: &str,
+            _: &[&str],
+        ) -> logpipe_bus::Result<Box<dyn logpipe_bus::Consumer>> {
+            Err(BusError::Closed)
+        }
         fn end_offsets(&self, _: &str) -> logpipe_bus::Result<Vec<u64>> {
             Ok(vec![0])
         }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use logpipe_bus::{BusError, ConsumedRecord, Consumer, TopicPartition};
+use logpipe_bus::{BusError, ConsumedRecord, Consumer, Rebalance, TopicPartition};
 use logpipe_lake::Offsets;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -69,6 +69,8 @@ pub(crate) enum Polled {
         topic: String,
         lost: u64,
     },
+    /// The group moves partitions: answer with `rebalance_done`.
+    Rebalance(Rebalance),
 }
 
 /// Polls until shutdown, then drains what the bus still holds.
@@ -108,6 +110,9 @@ impl Poller {
                 }
             }
         };
+        if let Some(event) = consumer.rebalance() {
+            return Ok(Polled::Rebalance(event));
+        }
         match polled {
             Ok(records) => Ok(Polled::Records(records)),
             Err(error @ BusError::OffsetOutOfRange { .. }) => {

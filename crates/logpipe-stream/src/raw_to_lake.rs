@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use logpipe_bus::{Bus, BusError, ConsumedRecord};
+use logpipe_bus::{Bus, BusError, ConsumedRecord, Consumer, Rebalance, TopicPartition};
 use logpipe_config::LakeConfig;
 use logpipe_core::metrics::metrics;
 use logpipe_core::record::{RecordKind, ValidationLimits};
@@ -73,6 +73,20 @@ pub enum StreamError {
     RollForward { seq: u64, reason: String },
     #[error("the {job} job's checkpointed state is unreadable: {reason}")]
     BadState { job: String, reason: String },
+}
+
+/// The newest commit this process knows of.
+#[derive(Debug, Default)]
+struct Chain {
+    seq: u64,
+    /// Where each partition resumes (all partitions any member committed).
+    offsets: Offsets,
+}
+
+enum Flushed {
+    Committed,
+    /// Another member committed partitions this step read.
+    Fenced,
 }
 
 /// The raw → lake job.
@@ -235,18 +249,26 @@ impl RawToLake {
     /// Runs until `shutdown` turns true, then drains, commits and returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
         let job = self.options.job.clone();
-        let latest = self.lake.latest_commit(&job).await?;
-        if let Some(record) = &latest {
-            self.roll_forward(record).await?;
-        }
-        let mut seq = latest.as_ref().map(|r| r.seq).unwrap_or(0);
-        let mut positions: Offsets = latest.map(|r| r.offsets).unwrap_or_default();
+        self.roll_forward_all().await?;
+        let mut chain = self.chain().await?;
         let mut consumer = self
             .bus
             .consumer(&self.options.group, &Self::topics())
             .await?;
+        // The embedded bus assigns every partition now; a Kafka group
+        // assigns them in the first polls (a `Rebalance`).
+        let mut positions: Offsets = chain.offsets.clone();
         resume(consumer.as_mut(), &mut positions)?;
-        tracing::info!(job, seq, ?positions, "raw→lake job resumes");
+        let assigned = consumer.assignment();
+        for (topic, partitions) in positions.iter_mut() {
+            partitions.retain(|partition, _| {
+                assigned
+                    .iter()
+                    .any(|tp| tp.topic == *topic && tp.partition == *partition)
+            });
+        }
+        positions.retain(|_, partitions| !partitions.is_empty());
+        tracing::info!(job, seq = chain.seq, ?positions, "raw→lake job resumes");
 
         let mut buffer = Buffer::default();
         let mut poller = Poller::new("raw", self.options.on_data_loss);
@@ -267,6 +289,17 @@ impl RawToLake {
                     }
                     continue;
                 }
+                Polled::Rebalance(event) => {
+                    self.rebalance(
+                        event,
+                        consumer.as_mut(),
+                        &mut chain,
+                        &mut buffer,
+                        &mut positions,
+                    )
+                    .await?;
+                    continue;
+                }
             };
             let drained = records.is_empty();
             for (record, parsed) in parse_all(records).await? {
@@ -282,15 +315,117 @@ impl RawToLake {
             if !buffer.is_empty()
                 && (due || finishing || buffer.rows >= self.options.max_buffered_rows)
             {
-                seq += 1;
-                self.flush(seq, &mut buffer, &positions).await?;
-                report_progress(consumer.as_mut(), &positions).await;
+                self.flush_or_restart(consumer.as_mut(), &mut chain, &mut buffer, &mut positions)
+                    .await?;
             }
             if finishing {
-                tracing::info!(job, seq, "raw→lake job drained and committed");
+                consumer.close().await;
+                tracing::info!(job, seq = chain.seq, "raw→lake job drained and committed");
                 return Ok(());
             }
         }
+    }
+
+    /// The newest commit of the job (sequence 0 and no offsets when none).
+    async fn chain(&self) -> Result<Chain, StreamError> {
+        Ok(match self.lake.latest_commit(&self.options.job).await? {
+            Some(record) => Chain {
+                seq: record.seq,
+                offsets: record.offsets,
+            },
+            None => Chain::default(),
+        })
+    }
+
+    /// Hands partitions over: commits what was read before a revoke; starts
+    /// assigned partitions at the offsets of the newest commit (whoever
+    /// made it), after completing any commit a dead member left half-done.
+    async fn rebalance(
+        &self,
+        event: Rebalance,
+        consumer: &mut dyn Consumer,
+        chain: &mut Chain,
+        buffer: &mut Buffer,
+        positions: &mut Offsets,
+    ) -> Result<(), StreamError> {
+        match event {
+            Rebalance::Revoke(revoked) => {
+                if !buffer.is_empty() {
+                    self.flush_or_restart(consumer, chain, buffer, positions)
+                        .await?;
+                }
+                for tp in &revoked {
+                    if let Some(partitions) = positions.get_mut(&tp.topic) {
+                        partitions.remove(&tp.partition);
+                    }
+                }
+                positions.retain(|_, partitions| !partitions.is_empty());
+                consumer.rebalance_done(Vec::new())?;
+            }
+            Rebalance::Assign(assigned) => {
+                self.roll_forward_all().await?;
+                *chain = self.chain().await?;
+                let starts: Vec<(TopicPartition, Option<u64>)> = assigned
+                    .into_iter()
+                    .map(|tp| {
+                        let start = chain
+                            .offsets
+                            .get(&tp.topic)
+                            .and_then(|p| p.get(&tp.partition))
+                            .copied();
+                        if let Some(start) = start {
+                            partitions_of(positions, &tp.topic).insert(tp.partition, start);
+                        }
+                        (tp, start)
+                    })
+                    .collect();
+                tracing::info!(
+                    job = self.options.job,
+                    seq = chain.seq,
+                    ?starts,
+                    "raw→lake job takes partitions"
+                );
+                consumer.rebalance_done(starts)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes; if another member committed these partitions meanwhile
+    /// (this process lost them without noticing), drops the step and
+    /// re-reads every assigned partition from the newest commit.
+    async fn flush_or_restart(
+        &self,
+        consumer: &mut dyn Consumer,
+        chain: &mut Chain,
+        buffer: &mut Buffer,
+        positions: &mut Offsets,
+    ) -> Result<(), StreamError> {
+        match self.flush(chain, buffer).await? {
+            Flushed::Committed => report_progress(consumer, positions).await,
+            Flushed::Fenced => {
+                tracing::warn!(
+                    job = self.options.job,
+                    seq = chain.seq,
+                    "another member committed partitions this process was reading; \
+                     dropping the step and re-reading from the newest commit"
+                );
+                for tp in consumer.assignment() {
+                    let start = chain
+                        .offsets
+                        .get(&tp.topic)
+                        .and_then(|p| p.get(&tp.partition))
+                        .copied();
+                    let start = match start {
+                        Some(start) => start,
+                        None => consumer.start_offsets(&tp.topic)?[tp.partition as usize],
+                    };
+                    consumer.seek(&tp.topic, tp.partition, start)?;
+                    partitions_of(positions, &tp.topic).insert(tp.partition, start);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn report_lag(&self, positions: &Offsets) {
@@ -298,42 +433,76 @@ impl RawToLake {
             let Ok(ends) = self.bus.end_offsets(kind.topic()) else {
                 continue;
             };
-            let consumed = positions.get(kind.topic());
-            let lag: u64 = ends
+            // The partitions this process reads (all of them on the
+            // embedded bus; its share in a Kafka group).
+            let Some(consumed) = positions.get(kind.topic()) else {
+                continue;
+            };
+            let lag: u64 = consumed
                 .iter()
-                .enumerate()
-                .map(|(p, end)| {
-                    let at = consumed
-                        .and_then(|c| c.get(&(p as u32)))
-                        .copied()
-                        .unwrap_or(0);
-                    end.saturating_sub(at)
-                })
+                .filter_map(|(p, at)| ends.get(*p as usize).map(|end| end.saturating_sub(*at)))
                 .sum();
             metrics().bus_consumer_lag.set(kind, lag as i64);
         }
     }
 
-    async fn flush(
-        &self,
-        seq: u64,
-        buffer: &mut Buffer,
-        positions: &Offsets,
-    ) -> Result<(), StreamError> {
+    async fn flush(&self, chain: &mut Chain, buffer: &mut Buffer) -> Result<Flushed, StreamError> {
         let groups = buffer.take_groups()?;
-        let files = Lake::plan_files(&self.options.job, seq, &groups);
-        let record = CommitRecord {
-            job: self.options.job.clone(),
-            seq,
-            ranges: std::mem::take(&mut buffer.ranges),
-            offsets: positions.clone(),
-            files,
-            invalid_records: buffer.invalid,
-            committed_at: micros_to_rfc3339(now_micros()),
-            state: None,
-        };
-        let encoded = self.lake.encode(groups).await?;
-        self.lake.commit(&record, encoded).await?;
+        let ranges = std::mem::take(&mut buffer.ranges);
+        let invalid = buffer.invalid;
+        let rows = buffer.rows;
+        *buffer = Buffer::default();
+        let encoded = self
+            .lake
+            .encode_batches(groups.values().cloned().collect())
+            .await?;
+        loop {
+            let seq = chain.seq + 1;
+            let mut offsets = chain.offsets.clone();
+            for (topic, partitions) in &ranges {
+                for (partition, (_, end)) in partitions {
+                    partitions_of(&mut offsets, topic).insert(*partition, *end);
+                }
+            }
+            let record = CommitRecord {
+                job: self.options.job.clone(),
+                seq,
+                ranges: ranges.clone(),
+                offsets,
+                files: Lake::plan_files(&self.options.job, seq, &groups),
+                invalid_records: invalid,
+                committed_at: micros_to_rfc3339(now_micros()),
+                state: None,
+            };
+            match self.lake.commit(&record, encoded.clone()).await {
+                Ok(()) => {
+                    chain.seq = seq;
+                    self.count_commit(&record, rows);
+                    chain.offsets = record.offsets;
+                    return Ok(Flushed::Committed);
+                }
+                Err(LakeError::CommitTaken { .. }) => {
+                    // Another member of the group committed meanwhile.
+                    *chain = self.chain().await?;
+                    let fenced = ranges.iter().any(|(topic, partitions)| {
+                        partitions.iter().any(|(partition, (start, _))| {
+                            chain
+                                .offsets
+                                .get(topic)
+                                .and_then(|p| p.get(partition))
+                                .is_some_and(|committed| committed > start)
+                        })
+                    });
+                    if fenced {
+                        return Ok(Flushed::Fenced);
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    fn count_commit(&self, record: &CommitRecord, rows: usize) {
         for file in &record.files {
             if let Some(kind) = RecordKind::ALL
                 .into_iter()
@@ -345,12 +514,19 @@ impl RawToLake {
         }
         metrics().lake_commits.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
-            seq,
-            rows = buffer.rows,
+            seq = record.seq,
+            rows,
             files = record.files.len(),
             "lake commit"
         );
-        *buffer = Buffer::default();
+    }
+
+    /// Completes every kept commit whose files are incomplete (a member
+    /// died between its commit record and its last file).
+    async fn roll_forward_all(&self) -> Result<(), StreamError> {
+        for record in self.lake.incomplete_commits(&self.options.job).await? {
+            self.roll_forward(&record).await?;
+        }
         Ok(())
     }
 
@@ -371,7 +547,7 @@ impl RawToLake {
             reason,
         };
         let topics: Vec<&str> = record.ranges.keys().map(String::as_str).collect();
-        let mut consumer = self.bus.consumer("logpipe-rollforward", &topics).await?;
+        let mut consumer = self.bus.reader("logpipe-rollforward", &topics).await?;
         let mut remaining: BTreeMap<(String, u32), (u64, u64)> = BTreeMap::new();
         for tp in consumer.assignment() {
             let range = record
@@ -384,8 +560,16 @@ impl RawToLake {
                     remaining.insert((tp.topic.clone(), tp.partition), (start, end));
                 }
                 None => {
-                    let end = self.bus.end_offsets(&tp.topic)?[tp.partition as usize];
-                    consumer.seek(&tp.topic, tp.partition, end)?;
+                    // Skip partitions the commit did not read, when the
+                    // bus knows their end (their records are ignored anyway).
+                    if let Some(end) = self
+                        .bus
+                        .end_offsets(&tp.topic)
+                        .ok()
+                        .and_then(|ends| ends.get(tp.partition as usize).copied())
+                    {
+                        consumer.seek(&tp.topic, tp.partition, end)?;
+                    }
                 }
             }
         }
@@ -414,6 +598,7 @@ impl RawToLake {
                 }
             }
         }
+        consumer.close().await;
         let groups = buffer.take_groups()?;
         let files = Lake::plan_files(&record.job, record.seq, &groups);
         if files != record.files {

@@ -408,7 +408,10 @@ impl WindowJob {
             std::mem::take(&mut state.detector),
         );
         let topic = self.options.logs_topic.clone();
-        let mut consumer = self.bus.consumer(&self.options.group, &[&topic]).await?;
+        // A reader of every partition, not a group member: windows and
+        // alerts are per service over all partitions, so one process runs
+        // this job (a second one fails on the commit chain).
+        let mut consumer = self.bus.reader(&self.options.group, &[&topic]).await?;
         resume(consumer.as_mut(), &mut positions)?;
         tracing::info!(
             job,
@@ -433,6 +436,11 @@ impl WindowJob {
             {
                 Polled::Records(records) => records,
                 Polled::ShutdownStarted | Polled::Skipped { .. } => continue,
+                Polled::Rebalance(_) => {
+                    // A reader has no group; nothing to hand back.
+                    consumer.rebalance_done(Vec::new())?;
+                    continue;
+                }
             };
             let drained = records.is_empty();
             if !drained {
@@ -492,10 +500,12 @@ impl WindowJob {
                 report_progress(consumer.as_mut(), &positions).await;
                 self.update_gauges(&step, aggregator.late_records(), detector.firing());
                 if !self.deliver(&step, &groups, &mut shutdown).await {
+                    consumer.close().await;
                     return Ok(());
                 }
             }
             if finishing {
+                consumer.close().await;
                 tracing::info!(job, seq, "window job drained and committed");
                 return Ok(());
             }

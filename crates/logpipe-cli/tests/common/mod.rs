@@ -24,8 +24,27 @@ impl Running {
     /// Starts `logpipe up --no-generator` on 127.0.0.1:0 over `data_dir`
     /// and waits until it prints its address.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Running {
+        Running::start_role(
+            &["up", "--no-generator", "--listen", "127.0.0.1:0"],
+            data_dir,
+            env,
+        )
+    }
+
+    /// Starts `logpipe ARGS… --data-dir DIR` and waits until it prints
+    /// `listening on URL`.
+    pub fn start_role(args: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Running {
+        let mut running = Running::spawn(args, data_dir, env);
+        running.base_url = running.wait_for_url();
+        running
+    }
+
+    /// Starts `logpipe ARGS… --data-dir DIR` without waiting for anything.
+    pub fn spawn(args: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Running {
         std::fs::create_dir_all(data_dir).unwrap();
-        let log_path = data_dir.with_extension(format!("{}.log", std::process::id()));
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log_path = data_dir.with_extension(format!("{}-{n}.log", std::process::id()));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -33,13 +52,8 @@ impl Running {
             .unwrap();
         let mut command = Command::new(binary());
         command
-            .args([
-                "up",
-                "--no-generator",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
+            .args(args)
+            .arg("--data-dir")
             .arg(data_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -47,8 +61,17 @@ impl Running {
         for (key, value) in env {
             command.env(key, value);
         }
-        let mut child = command.spawn().expect("start logpipe");
-        let stdout = child.stdout.take().unwrap();
+        let child = command.spawn().expect("start logpipe");
+        Running {
+            child,
+            base_url: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            log_path,
+        }
+    }
+
+    fn wait_for_url(&mut self) -> String {
+        let stdout = self.child.stdout.take().unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -57,21 +80,12 @@ impl Running {
                 }
             }
         });
-        let base_url = match receiver.recv_timeout(Duration::from_secs(60)) {
+        match receiver.recv_timeout(Duration::from_secs(60)) {
             Ok(url) => url,
             Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "logpipe did not start; its log:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                );
+                let _ = self.child.kill();
+                panic!("logpipe did not start; its log:\n{}", self.log());
             }
-        };
-        Running {
-            child,
-            base_url,
-            data_dir: data_dir.to_path_buf(),
-            log_path,
         }
     }
 
@@ -175,4 +189,108 @@ pub async fn wait_for_count(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The Kafka-protocol broker of a test: the one at
+/// `LOGPIPE_TEST_KAFKA_BROKERS` when set (Apache Kafka, Redpanda, …), else a
+/// private tansu (`LOGPIPE_TEST_TANSU`, installed by ./scripts/test.sh) on
+/// 127.0.0.1 and a free port, killed when dropped.
+pub struct Broker {
+    pub brokers: String,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        if let Ok(brokers) = std::env::var("LOGPIPE_TEST_KAFKA_BROKERS") {
+            return Broker {
+                brokers,
+                child: None,
+            };
+        }
+        let tansu = std::env::var("LOGPIPE_TEST_TANSU").expect(
+            "neither LOGPIPE_TEST_KAFKA_BROKERS nor LOGPIPE_TEST_TANSU is set: run ./scripts/test.sh, \
+             which installs the tansu broker",
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let brokers = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&brokers).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {brokers}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker {
+            brokers,
+            child: Some(child),
+        }
+    }
+
+    /// Whether this test controls the broker process (outage tests).
+    pub fn controllable(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the broker: it keeps its
+    /// data but answers nothing meanwhile, like a hung or unreachable host.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("a broker this test started");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a Python snippet with the test venv (`LOGPIPE_TEST_PYTHON`, which
+/// has confluent-kafka and duckdb) and returns its stdout.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let python = std::env::var("LOGPIPE_TEST_PYTHON")
+        .expect("LOGPIPE_TEST_PYTHON is not set: run ./scripts/test.sh");
+    let output = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "python failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
 }

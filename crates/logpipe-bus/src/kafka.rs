@@ -1,0 +1,1047 @@
+//! The Kafka bus: the same topics on a Kafka-protocol broker cluster, through
+//! librdkafka (rdkafka's bundled build).
+//!
+//! - **Producing.** One idempotent producer (`enable.idempotence`,
+//!   `acks=all`). `append` resolves only when every record of the call has a
+//!   delivery report; a full local queue or a broker that does not confirm
+//!   within `delivery_timeout` is [`BusError::Busy`] (HTTP 503 with
+//!   `Retry-After`), never a silent drop. Each record goes to the partition
+//!   [`partition_for_key`] picks, the hash Kafka's Java clients use, so keys
+//!   land where they land on the embedded bus and for other producers.
+//! - **Topics.** Created at start with the configured partitions,
+//!   replication and retention (no reliance on broker auto-creation);
+//!   existing topics are kept and a difference is logged.
+//! - **Consuming.** librdkafka serves rebalances inside `poll`, which runs
+//!   on a blocking thread. The rebalance callback hands the event to the
+//!   job (through [`Consumer::rebalance`]) and waits until the job has
+//!   committed (revoke) or said where each partition starts (assign): the
+//!   lake commit, not Kafka's committed offset, is the source of truth.
+//!   Kafka offsets are committed after each lake commit, for lag monitoring.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use logpipe_core::partition::partition_for_key;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use crate::{
+    Bus, BusError, BusRecord, ConsumedRecord, Consumer, Rebalance, Result, TopicPartition,
+    TopicSpec,
+};
+
+/// Metadata and watermark requests wait at most this long.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the log-end offsets (for lag) are refreshed in the background.
+const END_OFFSETS_REFRESH: Duration = Duration::from_secs(2);
+
+/// How to reach the cluster and what to create there.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    pub replication_factor: u32,
+    /// librdkafka `message.timeout.ms`: how long an append may wait.
+    pub delivery_timeout: Duration,
+    /// librdkafka `session.timeout.ms` of group consumers.
+    pub session_timeout: Duration,
+    /// Passed through to every client; they override logpipe's settings.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Forwards librdkafka's log lines and global errors to `tracing`.
+#[derive(Clone, Default)]
+pub struct LogContext;
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Broker connections come and go (a restarted broker): librdkafka
+        // reconnects by itself; appends that cannot wait fail as Busy.
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+    }
+}
+
+/// The Kafka implementation of [`Bus`].
+#[derive(Clone)]
+pub struct KafkaBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: KafkaOptions,
+    /// Replaced when it hits a fatal error (see [`Inner::replace_producer`]).
+    producer: Mutex<Arc<FutureProducer<LogContext>>>,
+    /// Partition counts of the topics this process created or looked up.
+    partitions: Mutex<HashMap<String, u32>>,
+    /// Log-end offsets per topic, refreshed in the background.
+    end_offsets: Mutex<HashMap<String, Vec<u64>>>,
+}
+
+impl KafkaOptions {
+    /// A client configuration with logpipe's settings, then the user's.
+    fn client_config(&self, settings: &[(&str, String)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (key, value) in settings {
+            config.set(*key, value);
+        }
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+fn kafka_error(what: &str, error: KafkaError) -> BusError {
+    BusError::Kafka(format!("{what}: {error}"))
+}
+
+impl KafkaBus {
+    /// Connects to the cluster (checks that a broker answers).
+    pub async fn connect(options: KafkaOptions) -> Result<KafkaBus> {
+        let producer = new_producer(&options)?;
+        let bus = KafkaBus {
+            inner: Arc::new(Inner {
+                options,
+                producer: Mutex::new(Arc::new(producer)),
+                partitions: Mutex::new(HashMap::new()),
+                end_offsets: Mutex::new(HashMap::new()),
+            }),
+        };
+        let metadata = bus.metadata(None).await?;
+        tracing::info!(
+            brokers = bus.inner.options.brokers,
+            broker_count = metadata.brokers,
+            "connected to Kafka"
+        );
+        spawn_end_offsets_refresh(Arc::downgrade(&bus.inner));
+        Ok(bus)
+    }
+
+    pub fn options(&self) -> &KafkaOptions {
+        &self.inner.options
+    }
+
+    /// Cluster metadata, off the async reactor.
+    async fn metadata(&self, topic: Option<&str>) -> Result<ClusterView> {
+        let inner = self.inner.clone();
+        let topic = topic.map(str::to_string);
+        tokio::task::spawn_blocking(move || inner.metadata(topic.as_deref()))
+            .await
+            .map_err(|e| BusError::Kafka(e.to_string()))?
+    }
+
+    fn admin(&self) -> Result<AdminClient<DefaultClientContext>> {
+        self.inner
+            .options
+            .client_config(&[])
+            .create()
+            .map_err(|e| kafka_error("cannot create the Kafka admin client", e))
+    }
+
+    /// Logs where an existing topic differs from its spec.
+    async fn verify_topic(&self, spec: &TopicSpec, existing: &TopicView) {
+        if existing.partitions != spec.partitions {
+            tracing::warn!(
+                topic = spec.name,
+                existing = existing.partitions,
+                configured = spec.partitions,
+                "the topic exists with a different partition count; keeping the existing one \
+                 (changing it would move keys between partitions)"
+            );
+        }
+        if existing.replicas != self.inner.options.replication_factor as usize {
+            tracing::warn!(
+                topic = spec.name,
+                existing = existing.replicas,
+                configured = self.inner.options.replication_factor,
+                "the topic exists with a different replication factor"
+            );
+        }
+        let Ok(admin) = self.admin() else { return };
+        let described = admin
+            .describe_configs(
+                &[ResourceSpecifier::Topic(&spec.name)],
+                &AdminOptions::new().request_timeout(Some(METADATA_TIMEOUT)),
+            )
+            .await;
+        let retention = match described {
+            Ok(results) => results.into_iter().flatten().find_map(|resource| {
+                resource
+                    .entries
+                    .into_iter()
+                    .find(|entry| entry.name == "retention.ms")
+                    .and_then(|entry| entry.value)
+            }),
+            Err(error) => {
+                tracing::debug!(topic = spec.name, %error, "cannot read the topic's settings");
+                None
+            }
+        };
+        let wanted = spec.retention.as_millis().to_string();
+        if let Some(retention) = retention
+            && retention != wanted
+        {
+            tracing::warn!(
+                topic = spec.name,
+                existing_ms = retention,
+                configured_ms = wanted,
+                "the topic exists with a different retention; keeping the existing one"
+            );
+        }
+    }
+}
+
+fn new_producer(options: &KafkaOptions) -> Result<FutureProducer<LogContext>> {
+    options
+        .client_config(&[
+            ("enable.idempotence", "true".into()),
+            ("acks", "all".into()),
+            (
+                "message.timeout.ms",
+                options.delivery_timeout.as_millis().to_string(),
+            ),
+            ("linger.ms", "5".into()),
+            ("client.id", "logpipe-collector".into()),
+        ])
+        .create_with_context(LogContext)
+        .map_err(|e| kafka_error("cannot create the Kafka producer", e))
+}
+
+impl KafkaBus {
+    async fn produce(
+        &self,
+        producer: &FutureProducer<LogContext>,
+        topic: &str,
+        partitions: u32,
+        records: &[BusRecord],
+    ) -> Result<()> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in records {
+            let partition = partition_for_key(&record.key, partitions) as i32;
+            let message = FutureRecord::to(topic)
+                .partition(partition)
+                .key(&record.key[..])
+                .payload(&record.value[..]);
+            match producer.send_result(message) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    return Err(BusError::Busy(
+                        "the Kafka producer queue is full (the brokers are slower than the input)"
+                            .into(),
+                    ));
+                }
+                Err((error, _)) => {
+                    return Err(BusError::Busy(format!(
+                        "the Kafka producer refused: {error}"
+                    )));
+                }
+            }
+        }
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((error, _))) => {
+                    return Err(BusError::Busy(format!(
+                        "the Kafka brokers did not confirm the records within {:?}: {error}",
+                        self.inner.options.delivery_timeout
+                    )));
+                }
+                Err(_) => return Err(BusError::Closed),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the cluster metadata says, copied out of librdkafka's structures.
+struct ClusterView {
+    brokers: usize,
+    topics: HashMap<String, TopicView>,
+}
+
+struct TopicView {
+    partitions: u32,
+    replicas: usize,
+}
+
+impl Inner {
+    fn producer(&self) -> Arc<FutureProducer<LogContext>> {
+        lock(&self.producer).clone()
+    }
+
+    /// An idempotent producer whose messages timed out must bump its epoch;
+    /// a broker that refuses (tansu answers ProducerFenced) leaves it in a
+    /// fatal state where every send fails. librdkafka's answer is a new
+    /// producer instance: records already refused were never acknowledged,
+    /// so nothing acknowledged is affected.
+    fn replace_producer_if_fatal(&self, failed: &Arc<FutureProducer<LogContext>>, fenced: bool) {
+        let (code, reason) = match failed.client().fatal_error() {
+            Some(fatal) => fatal,
+            None if fenced => (RDKafkaErrorCode::ProducerFenced, "fenced".to_string()),
+            None => return,
+        };
+        let mut current = lock(&self.producer);
+        if !Arc::ptr_eq(&current, failed) {
+            return; // another request replaced it already
+        }
+        match new_producer(&self.options) {
+            Ok(producer) => {
+                tracing::warn!(%code, reason, "the Kafka producer hit a fatal error; replaced it");
+                *current = Arc::new(producer);
+            }
+            Err(error) => tracing::error!(%error, "cannot replace the failed Kafka producer"),
+        }
+    }
+
+    fn metadata(&self, topic: Option<&str>) -> Result<ClusterView> {
+        let metadata = self
+            .producer()
+            .client()
+            .fetch_metadata(topic, METADATA_TIMEOUT)
+            .map_err(|e| {
+                BusError::Kafka(format!(
+                    "cannot reach the Kafka brokers at {} within {:?}: {e}",
+                    self.options.brokers, METADATA_TIMEOUT
+                ))
+            })?;
+        let topics = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| {
+                (
+                    t.name().to_string(),
+                    TopicView {
+                        partitions: t.partitions().len() as u32,
+                        replicas: t.partitions().first().map_or(0, |p| p.replicas().len()),
+                    },
+                )
+            })
+            .collect();
+        Ok(ClusterView {
+            brokers: metadata.brokers().len(),
+            topics,
+        })
+    }
+
+    fn partitions(&self, topic: &str) -> Result<u32> {
+        if let Some(count) = lock(&self.partitions).get(topic) {
+            return Ok(*count);
+        }
+        let view = self.metadata(Some(topic))?;
+        let count = view
+            .topics
+            .get(topic)
+            .map(|t| t.partitions)
+            .ok_or_else(|| BusError::UnknownTopic(topic.to_string()))?;
+        lock(&self.partitions).insert(topic.to_string(), count);
+        Ok(count)
+    }
+
+    fn refresh_end_offsets(&self) {
+        let topics: Vec<(String, u32)> = lock(&self.partitions)
+            .iter()
+            .map(|(topic, count)| (topic.clone(), *count))
+            .collect();
+        for (topic, count) in topics {
+            let ends: Option<Vec<u64>> = (0..count)
+                .map(|partition| {
+                    self.producer()
+                        .client()
+                        .fetch_watermarks(&topic, partition as i32, METADATA_TIMEOUT)
+                        .ok()
+                        .map(|(_, high)| high.max(0) as u64)
+                })
+                .collect();
+            if let Some(ends) = ends {
+                lock(&self.end_offsets).insert(topic, ends);
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Refreshes log-end offsets until the bus is dropped.
+fn spawn_end_offsets_refresh(inner: Weak<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("logpipe-kafka-ends".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(END_OFFSETS_REFRESH);
+                let Some(inner) = inner.upgrade() else { return };
+                inner.refresh_end_offsets();
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the Kafka end-offset refresher; lag is not reported");
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn create_topics(&self, specs: &[TopicSpec]) -> Result<()> {
+        let view = self.metadata(None).await?;
+        let replication = self.inner.options.replication_factor;
+        let mut missing = Vec::new();
+        for spec in specs {
+            match view.topics.get(&spec.name) {
+                Some(existing) => {
+                    self.verify_topic(spec, existing).await;
+                    lock(&self.inner.partitions).insert(spec.name.clone(), existing.partitions);
+                }
+                None => missing.push(spec),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if replication as usize > view.brokers {
+            return Err(BusError::Misconfigured(format!(
+                "bus.kafka.replication_factor is {replication} but the cluster at {} has {} broker{}; \
+                 a topic cannot have more replicas than brokers (the seed's InvalidReplicationFactor). \
+                 Set bus.kafka.replication_factor to at most {}",
+                self.inner.options.brokers,
+                view.brokers,
+                if view.brokers == 1 { "" } else { "s" },
+                view.brokers
+            )));
+        }
+        let settings: Vec<(String, String)> = missing
+            .iter()
+            .map(|spec| {
+                let bytes = if spec.retention_bytes == 0 {
+                    "-1".to_string()
+                } else {
+                    spec.retention_bytes.to_string()
+                };
+                (spec.retention.as_millis().to_string(), bytes)
+            })
+            .collect();
+        let new_topics: Vec<NewTopic<'_>> = missing
+            .iter()
+            .zip(&settings)
+            .map(|(spec, (retention_ms, retention_bytes))| {
+                NewTopic::new(
+                    &spec.name,
+                    spec.partitions as i32,
+                    TopicReplication::Fixed(replication as i32),
+                )
+                .set("retention.ms", retention_ms)
+                .set("retention.bytes", retention_bytes)
+            })
+            .collect();
+        let admin = self.admin()?;
+        let results = admin
+            .create_topics(
+                &new_topics,
+                &AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT)),
+            )
+            .await
+            .map_err(|e| kafka_error("creating topics failed", e))?;
+        for result in results {
+            match result {
+                Ok(name) => tracing::info!(topic = name, "created Kafka topic"),
+                // Another logpipe process created it first.
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(BusError::Kafka(format!(
+                        "creating topic {name:?} failed: {code}"
+                    )));
+                }
+            }
+        }
+        // Wait until the metadata shows every topic with its partitions.
+        let deadline = Instant::now() + METADATA_TIMEOUT;
+        loop {
+            let view = self.metadata(None).await?;
+            let shown: Vec<_> = missing
+                .iter()
+                .filter_map(|spec| view.topics.get(&spec.name).map(|t| (spec, t.partitions)))
+                .collect();
+            if shown.len() == missing.len() {
+                for (spec, partitions) in shown {
+                    lock(&self.inner.partitions).insert(spec.name.clone(), partitions);
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(BusError::Kafka(
+                    "created topics did not show up in the cluster metadata".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn partitions(&self, topic: &str) -> Result<u32> {
+        self.inner.partitions(topic)
+    }
+
+    async fn append(&self, topic: &str, records: Vec<BusRecord>) -> Result<()> {
+        let partitions = self.partitions(topic)?;
+        let producer = self.inner.producer();
+        let result = self.produce(&producer, topic, partitions, &records).await;
+        if let Err(error) = &result {
+            let fenced = matches!(error, BusError::Busy(reason) if reason.contains("ProducerFenced") || reason.contains("ProducerEpoch"));
+            self.inner.replace_producer_if_fatal(&producer, fenced);
+        }
+        result
+    }
+
+    async fn consumer(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>> {
+        let consumer = KafkaConsumer::open(self, group, topics, Membership::Group)?;
+        Ok(Box::new(consumer))
+    }
+
+    async fn reader(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>> {
+        let consumer = KafkaConsumer::open(self, group, topics, Membership::Reader)?;
+        Ok(Box::new(consumer))
+    }
+
+    fn end_offsets(&self, topic: &str) -> Result<Vec<u64>> {
+        lock(&self.inner.end_offsets)
+            .get(topic)
+            .cloned()
+            .ok_or_else(|| BusError::UnknownTopic(topic.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    /// Subscribed in a consumer group: the group assigns partitions.
+    Group,
+    /// Every partition assigned by hand; no group membership.
+    Reader,
+}
+
+/// A rebalance waiting for the job, and where to send its answer.
+struct PendingRebalance {
+    event: Rebalance,
+    reply: std_mpsc::SyncSender<Vec<(TopicPartition, Option<u64>)>>,
+}
+
+/// Shared between the consumer and its rebalance callback.
+struct Shared {
+    requests: mpsc::UnboundedSender<PendingRebalance>,
+    /// Set once the job is done: rebalances then proceed without asking.
+    closing: AtomicBool,
+    /// Bumped by every rebalance, so a poll drops what it read before one.
+    generation: AtomicU64,
+    assignment: Mutex<Vec<TopicPartition>>,
+}
+
+/// The rdkafka context of logpipe's consumers.
+struct RebalanceContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for RebalanceContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        LogContext.log(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        LogContext.error(error, reason);
+    }
+}
+
+fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
+    list.elements()
+        .iter()
+        .map(|e| TopicPartition {
+            topic: e.topic().to_string(),
+            partition: e.partition().max(0) as u32,
+        })
+        .collect()
+}
+
+impl RebalanceContext {
+    /// Hands `event` to the job and blocks this (librdkafka's poll) thread
+    /// until the job answers.
+    fn ask(&self, event: Rebalance) -> Vec<(TopicPartition, Option<u64>)> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let (reply, answer) = std_mpsc::sync_channel(1);
+        if self
+            .shared
+            .requests
+            .send(PendingRebalance { event, reply })
+            .is_err()
+        {
+            return Vec::new();
+        }
+        answer.recv().unwrap_or_default()
+    }
+}
+
+impl ConsumerContext for RebalanceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        list: &mut TopicPartitionList,
+    ) {
+        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let assigned = partitions_of(list);
+                tracing::info!(?assigned, "Kafka group assigned partitions");
+                let starts = self.ask(Rebalance::Assign(assigned.clone()));
+                let starts: HashMap<TopicPartition, Option<u64>> = starts.into_iter().collect();
+                for tp in &assigned {
+                    let offset = match starts.get(tp).copied().flatten() {
+                        Some(offset) => Offset::Offset(offset as i64),
+                        None => Offset::Beginning,
+                    };
+                    if let Err(error) =
+                        list.set_partition_offset(&tp.topic, tp.partition as i32, offset)
+                    {
+                        tracing::error!(%error, ?tp, "cannot set a start offset");
+                    }
+                }
+                if let Err(error) = consumer.assign(list) {
+                    tracing::error!(%error, "Kafka assign failed");
+                }
+                *lock(&self.shared.assignment) = assigned;
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked = partitions_of(list);
+                tracing::info!(?revoked, "Kafka group revokes partitions");
+                self.ask(Rebalance::Revoke(revoked));
+                if let Err(error) = consumer.unassign() {
+                    tracing::error!(%error, "Kafka unassign failed");
+                }
+                lock(&self.shared.assignment).clear();
+            }
+            other => {
+                tracing::error!(error = ?other, "Kafka rebalance failed; dropping the assignment");
+                let _ = consumer.unassign();
+                lock(&self.shared.assignment).clear();
+            }
+        }
+    }
+}
+
+type PollResult = std::result::Result<Vec<ConsumedRecord>, KafkaError>;
+
+/// A [`Consumer`] on Kafka (see the module docs).
+pub struct KafkaConsumer {
+    consumer: Arc<BaseConsumer<RebalanceContext>>,
+    shared: Arc<Shared>,
+    membership: Membership,
+    requests: mpsc::UnboundedReceiver<PendingRebalance>,
+    pending: Option<PendingRebalance>,
+    /// The poll running on a blocking thread; kept across calls so a
+    /// cancelled `poll` loses nothing.
+    inflight: Option<tokio::task::JoinHandle<PollResult>>,
+    /// Next offset per partition as the job sees it (after the records
+    /// returned, or where it seeked).
+    positions: HashMap<TopicPartition, u64>,
+    /// A `seek` happened: re-assign before the next poll.
+    reassign: bool,
+}
+
+impl KafkaConsumer {
+    fn open(bus: &KafkaBus, group: &str, topics: &[&str], membership: Membership) -> Result<Self> {
+        let options = &bus.inner.options;
+        let (sender, requests) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            requests: sender,
+            closing: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            assignment: Mutex::new(Vec::new()),
+        });
+        let consumer: BaseConsumer<RebalanceContext> = options
+            .client_config(&[
+                ("group.id", group.to_string()),
+                ("enable.auto.commit", "false".into()),
+                ("enable.auto.offset.store", "false".into()),
+                // The job decides where to start; an offset gone by
+                // retention is reported, not silently reset.
+                ("auto.offset.reset", "error".into()),
+                (
+                    "session.timeout.ms",
+                    options.session_timeout.as_millis().to_string(),
+                ),
+                (
+                    "heartbeat.interval.ms",
+                    (options.session_timeout.as_millis() / 5)
+                        .max(100)
+                        .to_string(),
+                ),
+                ("partition.assignment.strategy", "range,roundrobin".into()),
+                ("client.id", format!("logpipe-{group}")),
+            ])
+            .create_with_context(RebalanceContext {
+                shared: shared.clone(),
+            })
+            .map_err(|e| kafka_error("cannot create the Kafka consumer", e))?;
+        let mut positions = HashMap::new();
+        match membership {
+            Membership::Group => consumer
+                .subscribe(topics)
+                .map_err(|e| kafka_error("subscribing failed", e))?,
+            Membership::Reader => {
+                let mut list = TopicPartitionList::new();
+                let mut all = Vec::new();
+                for topic in topics {
+                    for partition in 0..bus.inner.partitions(topic)? {
+                        list.add_partition_offset(topic, partition as i32, Offset::Beginning)
+                            .map_err(|e| kafka_error("building the assignment failed", e))?;
+                        all.push(TopicPartition {
+                            topic: topic.to_string(),
+                            partition,
+                        });
+                    }
+                }
+                let starts = all
+                    .iter()
+                    .map(|tp| {
+                        let (low, _) = consumer
+                            .fetch_watermarks(&tp.topic, tp.partition as i32, METADATA_TIMEOUT)
+                            .map_err(|e| kafka_error("reading the oldest offsets failed", e))?;
+                        Ok((tp.clone(), low.max(0) as u64))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                positions.extend(starts);
+                *lock(&shared.assignment) = all;
+            }
+        }
+        Ok(KafkaConsumer {
+            consumer: Arc::new(consumer),
+            shared,
+            membership,
+            requests,
+            pending: None,
+            inflight: None,
+            positions,
+            reassign: membership == Membership::Reader,
+        })
+    }
+
+    /// Assigns the current partitions at `positions` (how `seek` takes
+    /// effect: reliable whatever state the fetcher is in).
+    fn apply_positions(&mut self) -> Result<()> {
+        let assignment = lock(&self.shared.assignment).clone();
+        let mut list = TopicPartitionList::new();
+        for tp in &assignment {
+            let offset = match self.positions.get(tp) {
+                Some(offset) => Offset::Offset(*offset as i64),
+                None => Offset::Beginning,
+            };
+            list.add_partition_offset(&tp.topic, tp.partition as i32, offset)
+                .map_err(|e| kafka_error("building the assignment failed", e))?;
+        }
+        self.consumer
+            .assign(&list)
+            .map_err(|e| kafka_error("assigning partitions failed", e))?;
+        self.reassign = false;
+        Ok(())
+    }
+
+    /// Which partition an offset-out-of-range error is about: the first
+    /// whose position lies below the oldest kept offset.
+    fn out_of_range(&self) -> BusError {
+        for (tp, requested) in &self.positions {
+            if let Ok((low, _)) =
+                self.consumer
+                    .fetch_watermarks(&tp.topic, tp.partition as i32, METADATA_TIMEOUT)
+            {
+                let low = low.max(0) as u64;
+                if *requested < low {
+                    return BusError::OffsetOutOfRange {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                        requested: *requested,
+                        log_start: low,
+                    };
+                }
+            }
+        }
+        BusError::Kafka(
+            "an offset is out of range but no partition is behind the oldest kept offset".into(),
+        )
+    }
+}
+
+/// Polls until `max` records or `timeout`, on a blocking thread. Records
+/// read before a rebalance are dropped: after it, each partition restarts
+/// from where the job said.
+fn poll_blocking(
+    consumer: &BaseConsumer<RebalanceContext>,
+    shared: &Shared,
+    max: usize,
+    timeout: Duration,
+) -> PollResult {
+    let deadline = Instant::now() + timeout;
+    let mut out: Vec<ConsumedRecord> = Vec::new();
+    let mut topics: HashMap<String, Arc<str>> = HashMap::new();
+    let mut generation = shared.generation.load(Ordering::Acquire);
+    loop {
+        let wait = if out.is_empty() {
+            deadline.saturating_duration_since(Instant::now())
+        } else {
+            Duration::ZERO
+        };
+        let polled = consumer.poll(wait);
+        let now_generation = shared.generation.load(Ordering::Acquire);
+        if now_generation != generation {
+            out.clear();
+            generation = now_generation;
+        }
+        match polled {
+            Some(Ok(message)) => {
+                let topic = match topics.get(message.topic()) {
+                    Some(topic) => topic.clone(),
+                    None => {
+                        let topic: Arc<str> = Arc::from(message.topic());
+                        topics.insert(message.topic().to_string(), topic.clone());
+                        topic
+                    }
+                };
+                out.push(ConsumedRecord {
+                    topic,
+                    partition: message.partition().max(0) as u32,
+                    offset: message.offset().max(0) as u64,
+                    key: Bytes::copy_from_slice(message.key().unwrap_or_default()),
+                    value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+                });
+                if out.len() >= max {
+                    return Ok(out);
+                }
+            }
+            Some(Err(error)) => {
+                if is_out_of_range(&error) {
+                    return Err(error);
+                }
+                tracing::warn!(%error, "Kafka consumer error (librdkafka retries by itself)");
+                if !out.is_empty() {
+                    return Ok(out);
+                }
+            }
+            None => {
+                if !out.is_empty() || Instant::now() >= deadline {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+}
+
+fn is_out_of_range(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)
+    )
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    fn assignment(&self) -> Vec<TopicPartition> {
+        lock(&self.shared.assignment).clone()
+    }
+
+    fn seek(&mut self, topic: &str, partition: u32, offset: u64) -> Result<()> {
+        let tp = TopicPartition {
+            topic: topic.to_string(),
+            partition,
+        };
+        if !lock(&self.shared.assignment).contains(&tp) {
+            return Err(BusError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+            });
+        }
+        self.positions.insert(tp, offset);
+        self.reassign = true;
+        Ok(())
+    }
+
+    async fn poll(&mut self, max_records: usize, timeout: Duration) -> Result<Vec<ConsumedRecord>> {
+        if self.pending.is_some() {
+            return Ok(Vec::new());
+        }
+        if self.inflight.is_none() {
+            if self.reassign {
+                self.apply_positions()?;
+            }
+            let consumer = self.consumer.clone();
+            let shared = self.shared.clone();
+            self.inflight = Some(tokio::task::spawn_blocking(move || {
+                poll_blocking(&consumer, &shared, max_records, timeout)
+            }));
+        }
+        let Some(task) = self.inflight.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let joined = tokio::select! {
+            joined = task => joined,
+            Some(request) = self.requests.recv() => {
+                self.pending = Some(request);
+                return Ok(Vec::new());
+            }
+        };
+        self.inflight = None;
+        let records = match joined {
+            Ok(Ok(records)) => records,
+            Ok(Err(error)) if is_out_of_range(&error) => return Err(self.out_of_range()),
+            Ok(Err(error)) => return Err(kafka_error("polling failed", error)),
+            Err(error) => {
+                return Err(BusError::Kafka(format!("the poll thread failed: {error}")));
+            }
+        };
+        // The last record of each partition sets its position.
+        let mut seen: Vec<(&str, u32)> = Vec::new();
+        for record in records.iter().rev() {
+            let key = (&*record.topic, record.partition);
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            let tp = TopicPartition {
+                topic: record.topic.to_string(),
+                partition: record.partition,
+            };
+            self.positions.insert(tp, record.offset + 1);
+        }
+        Ok(records)
+    }
+
+    async fn commit(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<()> {
+        let assignment = lock(&self.shared.assignment).clone();
+        let mut list = TopicPartitionList::new();
+        for (tp, offset) in offsets {
+            if assignment.contains(tp) {
+                list.add_partition_offset(
+                    &tp.topic,
+                    tp.partition as i32,
+                    Offset::Offset(*offset as i64),
+                )
+                .map_err(|e| kafka_error("building the commit failed", e))?;
+            }
+        }
+        if list.count() == 0 {
+            return Ok(());
+        }
+        match self.consumer.commit(&list, CommitMode::Async) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(error) => Err(kafka_error("committing offsets failed", error)),
+        }
+    }
+
+    fn start_offsets(&self, topic: &str) -> Result<Vec<u64>> {
+        let partitions = self
+            .consumer
+            .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+            .map_err(|e| kafka_error("reading metadata failed", e))?
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len());
+        (0..partitions)
+            .map(|partition| {
+                self.consumer
+                    .fetch_watermarks(topic, partition as i32, METADATA_TIMEOUT)
+                    .map(|(low, _)| low.max(0) as u64)
+                    .map_err(|e| kafka_error("reading the oldest offsets failed", e))
+            })
+            .collect()
+    }
+
+    fn rebalance(&self) -> Option<Rebalance> {
+        self.pending.as_ref().map(|p| p.event.clone())
+    }
+
+    fn rebalance_done(&mut self, starts: Vec<(TopicPartition, Option<u64>)>) -> Result<()> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        match &pending.event {
+            Rebalance::Revoke(revoked) => {
+                for tp in revoked {
+                    self.positions.remove(tp);
+                }
+            }
+            Rebalance::Assign(_) => {
+                for (tp, start) in &starts {
+                    if let Some(start) = start {
+                        self.positions.insert(tp.clone(), *start);
+                    }
+                }
+            }
+        }
+        // The callback may already have given up waiting (consumer closing).
+        let _ = pending.reply.send(starts);
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        self.shared.closing.store(true, Ordering::Release);
+        if let Some(pending) = self.pending.take() {
+            let _ = pending.reply.send(Vec::new());
+        }
+        if let Some(task) = self.inflight.take() {
+            let _ = task.await;
+        }
+        let consumer = self.consumer.clone();
+        let membership = self.membership;
+        // Leave the group and let librdkafka finish it (dropping a
+        // subscribed consumer without this can hang).
+        let _ = tokio::task::spawn_blocking(move || {
+            match membership {
+                Membership::Group => consumer.unsubscribe(),
+                Membership::Reader => {
+                    let _ = consumer.unassign();
+                }
+            }
+            for _ in 0..5 {
+                let _ = consumer.poll(Duration::from_millis(50));
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        // A job that failed without `close`: let any waiting rebalance go.
+        self.shared.closing.store(true, Ordering::Release);
+        if let Some(pending) = self.pending.take() {
+            let _ = pending.reply.send(Vec::new());
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The pipeline on a real Kafka-protocol broker. The tests take a bootstrap
+//! address, so they run unchanged against Apache Kafka or Redpanda
+//! (`LOGPIPE_TEST_KAFKA_BROKERS`); ./scripts/test.sh gives each test its own
+//! tansu broker (see docs/operations.md, "Kafka").
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Broker, Running, post, python, sql_json};
+use serde_json::json;
+
+/// Unique topic names per test are not needed: each test has its own
+/// broker, or (external broker) its own consumer group and record ids.
+fn kafka_env<'a>(broker: &'a Broker, group: &'a str) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("LOGPIPE__BUS__KIND", "kafka"),
+        ("LOGPIPE__BUS__KAFKA__BROKERS", broker.brokers.as_str()),
+        ("LOGPIPE__BUS__KAFKA__GROUP", group),
+        ("LOGPIPE__BUS__KAFKA__SESSION_TIMEOUT", "6s"),
+        ("LOGPIPE__LAKE__FLUSH_INTERVAL", "300ms"),
+        ("LOGPIPE__WINDOWS__ENABLED", "false"),
+        ("LOGPIPE__REPORTS__SCHEDULE", "false"),
+    ]
+}
+
+fn log(id: &str, service: &str, seq: u64) -> serde_json::Value {
+    json!({"timestamp": 1736645166.0 + seq as f64 * 0.01, "level": "INFO", "service": service,
+           "host": "worker-1", "message": "Request processed successfully",
+           "metadata": {"request_id": id, "response_time_ms": 45, "status_code": 200,
+                        "endpoint": "/api/users", "method": "GET"}})
+}
+
+/// request_id → rows in the lake.
+fn lake_counts(data: &Path, prefix: &str) -> BTreeMap<String, u64> {
+    sql_json(
+        data,
+        &format!(
+            "SELECT request_id, count(*) AS n FROM logs WHERE request_id LIKE '{prefix}%' GROUP BY request_id"
+        ),
+    )
+    .iter()
+    .map(|row| {
+        (
+            row["request_id"].as_str().unwrap().to_string(),
+            row["n"].as_u64().unwrap(),
+        )
+    })
+    .collect()
+}
+
+/// Waits until every id of `wanted` is in the lake (or 90 s pass).
+fn wait_for_lake(data: &Path, prefix: &str, wanted: &BTreeSet<String>) -> BTreeMap<String, u64> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let counts = if data.join("logs").exists() {
+            lake_counts(data, prefix)
+        } else {
+            BTreeMap::new()
+        };
+        if wanted.iter().all(|id| counts.contains_key(id)) || Instant::now() > deadline {
+            return counts;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+const TOPICS_AND_ORDER: &str = r#"
+import json, sys
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+brokers, group, produce_n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+topics = AdminClient({"bootstrap.servers": brokers}).list_topics(timeout=10).topics
+partitions = {name: len(t.partitions) for name, t in topics.items()}
+# What the collector produced: consume logs.raw from the start in a group.
+consumer = Consumer({"bootstrap.servers": brokers, "group.id": group,
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False})
+consumer.subscribe(["logs.raw"])
+seen = []
+idle = 0
+while idle < 20:
+    message = consumer.poll(0.5)
+    if message is None:
+        idle += 1
+        continue
+    if message.error():
+        continue
+    idle = 0
+    value = json.loads(message.value())
+    seen.append({"partition": message.partition(), "offset": message.offset(),
+                 "key": message.key().decode(), "service": value["service"],
+                 "request_id": value["metadata"]["request_id"]})
+consumer.close()
+# Records from an outside producer, in the documented format.
+producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True})
+for i in range(produce_n):
+    record = {"timestamp": "2025-01-12T01:30:00Z", "level": "WARN", "service": "billing",
+              "message": "produced by confluent-kafka",
+              "metadata": {"request_id": "ext-%05d" % i}}
+    producer.produce("logs.raw", key="billing", value=json.dumps(record))
+producer.flush(30)
+print(json.dumps({"partitions": partitions, "seen": seen}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_keys_and_external_clients_on_a_real_broker() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let running = Running::start(&data, &kafka_env(&broker, "logpipe-stream"));
+    let client = reqwest::Client::new();
+
+    // Keyed records: three services, each with an increasing sequence.
+    let services = ["api-gateway", "payment-service", "user-service"];
+    let mut sent = 0u64;
+    for batch in 0..5u64 {
+        let body: Vec<_> = (0..90u64)
+            .map(|i| {
+                let seq = batch * 90 + i;
+                let service = services[(seq % 3) as usize];
+                log(&format!("own-{service}-{seq:05}"), service, seq)
+            })
+            .collect();
+        let (status, answer) = post(
+            &client,
+            &format!("{}/api/collect/logs", running.base_url),
+            serde_json::Value::from(body).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}\n{}", running.log());
+        sent += 90;
+    }
+
+    let out = python(
+        TOPICS_AND_ORDER,
+        &[&broker.brokers, "external-reader", "200"],
+    );
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    // Topics were created by logpipe with the configured partitions.
+    assert_eq!(report["partitions"]["logs.raw"], 3, "{report}");
+    assert_eq!(report["partitions"]["events.activity"], 3, "{report}");
+    assert_eq!(report["partitions"]["alerts.realtime"], 1, "{report}");
+
+    // The external client read everything the collector produced; each key
+    // stayed in one partition, in the order it was sent.
+    let seen: Vec<&serde_json::Value> = report["seen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["request_id"].as_str().unwrap().starts_with("own-"))
+        .collect();
+    assert_eq!(seen.len() as u64, sent, "records read by confluent-kafka");
+    let mut partition_of: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut last: BTreeMap<&str, (u64, String)> = BTreeMap::new();
+    for record in &seen {
+        let key = record["key"].as_str().unwrap();
+        assert_eq!(key, record["service"].as_str().unwrap(), "key = service");
+        let partition = record["partition"].as_u64().unwrap();
+        assert_eq!(
+            *partition_of.entry(key).or_insert(partition),
+            partition,
+            "{key} spread over partitions"
+        );
+        let offset = record["offset"].as_u64().unwrap();
+        let id = record["request_id"].as_str().unwrap().to_string();
+        if let Some((last_offset, last_id)) = last.get(key) {
+            assert!(
+                offset > *last_offset && id > *last_id,
+                "{key}: {id} at offset {offset} after {last_id} at {last_offset}"
+            );
+        }
+        last.insert(key, (offset, id));
+    }
+    assert_eq!(partition_of.len(), 3);
+
+    // Records from confluent-kafka reach the lake like the collector's.
+    let wanted: BTreeSet<String> = (0..200).map(|i| format!("ext-{i:05}")).collect();
+    let counts = wait_for_lake(&data, "ext-", &wanted);
+    assert_eq!(
+        counts.len(),
+        200,
+        "external records in the lake\n{}",
+        running.log()
+    );
+    assert!(counts.values().all(|n| *n == 1), "external records doubled");
+    let own: BTreeSet<String> = seen
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap().to_string())
+        .collect();
+    let counts = wait_for_lake(&data, "own-", &own);
+    assert_eq!(counts.len() as u64, sent);
+    assert!(counts.values().all(|n| *n == 1));
+    assert!(running.terminate().success());
+}
+
+/// Posts batches of fresh ids until `stop` (or the collector goes away);
+/// retries a refused batch with the same ids. Returns (acked ids, ids of
+/// batches that were refused at least once).
+async fn load(
+    base_url: String,
+    task: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> (Vec<String>, Vec<String>) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let services = [
+        "api-gateway",
+        "payment-service",
+        "user-service",
+        "auth",
+        "search",
+    ];
+    let mut acked = Vec::new();
+    let mut retried = Vec::new();
+    for batch in 0u64.. {
+        if *stop.borrow() {
+            break;
+        }
+        let ids: Vec<String> = (0..100)
+            .map(|i| format!("k{task}-{batch:05}-{i:03}"))
+            .collect();
+        let body: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| log(id, services[i % services.len()], batch * 100 + i as u64))
+            .collect();
+        let body = serde_json::Value::from(body).to_string();
+        let mut refused = false;
+        loop {
+            let response = client
+                .post(format!("{base_url}/api/collect/logs"))
+                .body(body.clone())
+                .send()
+                .await;
+            match response {
+                Ok(r) if r.status().as_u16() == 200 => {
+                    acked.extend(ids.iter().cloned());
+                    break;
+                }
+                Ok(r) if r.status().as_u16() == 503 => {
+                    assert!(
+                        r.headers().contains_key("retry-after"),
+                        "503 without Retry-After"
+                    );
+                    refused = true;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Ok(r) => panic!("unexpected answer {}", r.status()),
+                Err(_) => return (acked, retried),
+            }
+        }
+        if refused {
+            retried.extend(ids);
+        }
+    }
+    (acked, retried)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stream_processes_share_partitions_and_a_kill_loses_nothing() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = kafka_env(&broker, "scale-out");
+    let collector = Running::start_role(&["collector", "--listen", "127.0.0.1:0"], &data, &env);
+    // tansu 0.6 workaround (test setup only): when a member dies, tansu
+    // evicts it after the session timeout and asks the survivor to rejoin,
+    // but keeps the group's generation and hands the survivor its old
+    // assignment again, so the dead member's partitions stay unread until
+    // the membership changes. The test therefore starts a replacement
+    // member after the kill (as a Kubernetes Deployment would); against
+    // Apache Kafka the survivor alone takes the partitions over.
+    let leader = Running::spawn(&["stream"], &data, &env);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let senders: Vec<_> = (0..2)
+        .map(|task| tokio::spawn(load(collector.base_url.clone(), task, stopped.clone())))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let taken = |log: &str| {
+        log.lines()
+            .rev()
+            .find(|l| l.contains("takes partitions"))
+            .map_or(0, |l| l.matches("partition:").count())
+    };
+    while taken(&leader.log()) != 6 {
+        assert!(
+            Instant::now() < deadline,
+            "the first member did not take all 6 partitions:\n{}",
+            leader.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let member = Running::spawn(&["stream"], &data, &env);
+    // Both members hold partitions once the group settles.
+    loop {
+        let (a, b) = (taken(&leader.log()), taken(&member.log()));
+        if a > 0 && b > 0 && a + b == 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the two members did not split the 6 partitions:\n--- first\n{}\n--- second\n{}",
+            leader.log(),
+            member.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // kill -9 one member mid-load; its partitions move on.
+    member.kill_hard();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let replacement = Running::spawn(&["stream"], &data, &env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (a, b) = (taken(&leader.log()), taken(&replacement.log()));
+        if a > 0 && b > 0 && a + b == 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the partitions of the killed member did not move:\n--- survivor\n{}\n--- replacement\n{}",
+            leader.log(),
+            replacement.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop.send(true);
+    let mut acked = Vec::new();
+    for sender in senders {
+        acked.extend(sender.await.unwrap().0);
+    }
+    assert!(
+        acked.len() >= 1000,
+        "only {} records acknowledged",
+        acked.len()
+    );
+    let wanted: BTreeSet<String> = acked.iter().cloned().collect();
+    let counts = wait_for_lake(&data, "k", &wanted);
+    let missing: Vec<_> = wanted
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged records missing from the lake, e.g. {missing:?}\n--- survivor\n{}",
+        leader.log()
+    );
+    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(
+        doubled.is_empty(),
+        "records in the lake more than once: {doubled:?}"
+    );
+    eprintln!(
+        "{} acknowledged records exactly once after a member was killed",
+        wanted.len()
+    );
+    assert!(leader.terminate().success());
+    assert!(replacement.terminate().success());
+    assert!(collector.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_is_503_and_loses_nothing_acknowledged() {
+    let broker = Broker::start();
+    if !broker.controllable() {
+        eprintln!("LOGPIPE_TEST_KAFKA_BROKERS is an outside broker: skipping the outage test");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut env = kafka_env(&broker, "outage");
+    env.push(("LOGPIPE__BUS__KAFKA__DELIVERY_TIMEOUT", "2s"));
+    // The freeze stays inside the group's session timeout. Known gap: a
+    // freeze longer than it makes tansu evict the consumer, and against
+    // tansu 0.6 the group was not re-formed afterwards (not yet diagnosed;
+    // see docs/operations.md).
+    env.retain(|(key, _)| *key != "LOGPIPE__BUS__KAFKA__SESSION_TIMEOUT");
+    env.push(("LOGPIPE__BUS__KAFKA__SESSION_TIMEOUT", "15s"));
+    let running = Running::start(&data, &env);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let senders: Vec<_> = (0..2)
+        .map(|task| tokio::spawn(load(running.base_url.clone(), task, stopped.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    broker.signal("-CONT");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let _ = stop.send(true);
+    let mut acked = Vec::new();
+    let mut retried = BTreeSet::new();
+    for sender in senders {
+        let (a, r) = sender.await.unwrap();
+        acked.extend(a);
+        retried.extend(r);
+    }
+    assert!(
+        !retried.is_empty(),
+        "the collector never answered 503 during the outage"
+    );
+    let wanted: BTreeSet<String> = acked.iter().cloned().collect();
+    let counts = wait_for_lake(&data, "k", &wanted);
+    let missing: Vec<_> = wanted
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged records missing after the outage, e.g. {missing:?}\n{}",
+        running.log()
+    );
+    // A record acknowledged at its first attempt is in the lake once. A
+    // refused request may have reached the broker before its answer was
+    // lost; its retry then adds a second copy (HTTP is at-least-once).
+    let doubled: Vec<_> = counts
+        .iter()
+        .filter(|(id, n)| **n > 1 && !retried.contains(*id))
+        .take(5)
+        .collect();
+    assert!(
+        doubled.is_empty(),
+        "records acknowledged once are in the lake twice: {doubled:?}"
+    );
+    let retried_doubled = counts
+        .iter()
+        .filter(|(id, n)| **n > 1 && retried.contains(*id))
+        .count();
+    eprintln!(
+        "outage: {} acknowledged, {} retried after 503, {} of those twice in the lake",
+        wanted.len(),
+        retried.len(),
+        retried_doubled
+    );
+    assert!(running.terminate().success());
+}
