@@ -239,7 +239,7 @@ fn new_producer(options: &KafkaOptions) -> Result<FutureProducer<LogContext>> {
 impl KafkaBus {
     async fn produce(
         &self,
-        producer: &FutureProducer<LogContext>,
+        producer: &Arc<FutureProducer<LogContext>>,
         topic: &str,
         partitions: u32,
         records: &[BusRecord],
@@ -260,6 +260,7 @@ impl KafkaBus {
                     ));
                 }
                 Err((error, _)) => {
+                    self.inner.replace_producer_if_broken(producer, &error);
                     return Err(BusError::Busy(format!(
                         "the Kafka producer refused: {error}"
                     )));
@@ -270,6 +271,7 @@ impl KafkaBus {
             match delivery.await {
                 Ok(Ok(_)) => {}
                 Ok(Err((error, _))) => {
+                    self.inner.replace_producer_if_broken(producer, &error);
                     return Err(BusError::Busy(format!(
                         "the Kafka brokers did not confirm the records within {:?}: {error}",
                         self.inner.options.delivery_timeout
@@ -300,22 +302,28 @@ impl Inner {
 
     /// An idempotent producer whose messages timed out must bump its epoch;
     /// a broker that refuses (tansu answers ProducerFenced) leaves it in a
-    /// fatal state where every send fails. librdkafka's answer is a new
-    /// producer instance: records already refused were never acknowledged,
-    /// so nothing acknowledged is affected.
-    fn replace_producer_if_fatal(&self, failed: &Arc<FutureProducer<LogContext>>, fenced: bool) {
-        let (code, reason) = match failed.client().fatal_error() {
-            Some(fatal) => fatal,
-            None if fenced => (RDKafkaErrorCode::ProducerFenced, "fenced".to_string()),
-            None => return,
-        };
+    /// state where every send fails, fatal or not. librdkafka's answer is a
+    /// new producer instance: records already refused were never
+    /// acknowledged, so nothing acknowledged is affected.
+    fn replace_producer_if_broken(
+        &self,
+        failed: &Arc<FutureProducer<LogContext>>,
+        error: &KafkaError,
+    ) {
+        let fenced = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch)
+        );
+        if !fenced && failed.client().fatal_error().is_none() {
+            return;
+        }
         let mut current = lock(&self.producer);
         if !Arc::ptr_eq(&current, failed) {
             return; // another request replaced it already
         }
         match new_producer(&self.options) {
             Ok(producer) => {
-                tracing::warn!(%code, reason, "the Kafka producer hit a fatal error; replaced it");
+                tracing::warn!(%error, "the Kafka producer cannot send any more; replaced it");
                 *current = Arc::new(producer);
             }
             Err(error) => tracing::error!(%error, "cannot replace the failed Kafka producer"),
@@ -513,13 +521,8 @@ impl Bus for KafkaBus {
 
     async fn append(&self, topic: &str, records: Vec<BusRecord>) -> Result<()> {
         let partitions = self.partitions(topic)?;
-        let producer = self.inner.producer();
-        let result = self.produce(&producer, topic, partitions, &records).await;
-        if let Err(error) = &result {
-            let fenced = matches!(error, BusError::Busy(reason) if reason.contains("ProducerFenced") || reason.contains("ProducerEpoch"));
-            self.inner.replace_producer_if_fatal(&producer, fenced);
-        }
-        result
+        self.produce(&self.inner.producer(), topic, partitions, &records)
+            .await
     }
 
     async fn consumer(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>> {
@@ -711,7 +714,6 @@ impl KafkaConsumer {
                 shared: shared.clone(),
             })
             .map_err(|e| kafka_error("cannot create the Kafka consumer", e))?;
-        let mut positions = HashMap::new();
         match membership {
             Membership::Group => consumer
                 .subscribe(topics)
@@ -729,16 +731,6 @@ impl KafkaConsumer {
                         });
                     }
                 }
-                let starts = all
-                    .iter()
-                    .map(|tp| {
-                        let (low, _) = consumer
-                            .fetch_watermarks(&tp.topic, tp.partition as i32, METADATA_TIMEOUT)
-                            .map_err(|e| kafka_error("reading the oldest offsets failed", e))?;
-                        Ok((tp.clone(), low.max(0) as u64))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                positions.extend(starts);
                 *lock(&shared.assignment) = all;
             }
         }
@@ -749,7 +741,8 @@ impl KafkaConsumer {
             requests,
             pending: None,
             inflight: None,
-            positions,
+            // No position yet: a partition starts at the oldest kept offset.
+            positions: HashMap::new(),
             reassign: membership == Membership::Reader,
         })
     }
@@ -774,23 +767,27 @@ impl KafkaConsumer {
         Ok(())
     }
 
+    /// The low watermark of a partition.
+    fn oldest_offset(&self, topic: &str, partition: u32) -> Result<u64> {
+        self.consumer
+            .fetch_watermarks(topic, partition as i32, METADATA_TIMEOUT)
+            .map(|(low, _)| low.max(0) as u64)
+            .map_err(|e| kafka_error("reading the oldest offsets failed", e))
+    }
+
     /// Which partition an offset-out-of-range error is about: the first
     /// whose position lies below the oldest kept offset.
     fn out_of_range(&self) -> BusError {
         for (tp, requested) in &self.positions {
-            if let Ok((low, _)) =
-                self.consumer
-                    .fetch_watermarks(&tp.topic, tp.partition as i32, METADATA_TIMEOUT)
+            if let Ok(low) = self.oldest_offset(&tp.topic, tp.partition)
+                && *requested < low
             {
-                let low = low.max(0) as u64;
-                if *requested < low {
-                    return BusError::OffsetOutOfRange {
-                        topic: tp.topic.clone(),
-                        partition: tp.partition,
-                        requested: *requested,
-                        log_start: low,
-                    };
-                }
+                return BusError::OffsetOutOfRange {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    requested: *requested,
+                    log_start: low,
+                };
             }
         }
         BusError::Kafka(
@@ -973,12 +970,7 @@ impl Consumer for KafkaConsumer {
             .first()
             .map_or(0, |t| t.partitions().len());
         (0..partitions)
-            .map(|partition| {
-                self.consumer
-                    .fetch_watermarks(topic, partition as i32, METADATA_TIMEOUT)
-                    .map(|(low, _)| low.max(0) as u64)
-                    .map_err(|e| kafka_error("reading the oldest offsets failed", e))
-            })
+            .map(|partition| self.oldest_offset(topic, partition as u32))
             .collect()
     }
 
