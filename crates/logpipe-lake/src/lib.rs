@@ -136,11 +136,18 @@ pub type TableGroups = BTreeMap<(String, HourPartition), RecordBatch>;
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
     codec: Codec,
+    /// (job, seq) of the commits this process wrote completely and has not
+    /// pruned yet: pruning those needs no check (one writer: all of them).
+    completed: Arc<std::sync::Mutex<std::collections::BTreeSet<(String, u64)>>>,
 }
 
 impl Lake {
     pub fn new(store: Arc<dyn ObjectStore>, codec: Codec) -> Lake {
-        Lake { store, codec }
+        Lake {
+            store,
+            codec,
+            completed: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -259,6 +266,8 @@ impl Lake {
             Err(error) => return Err(error.into()),
         }
         self.put_files(&record.files, encoded).await?;
+        self.completed_set()
+            .insert((record.job.clone(), record.seq));
         self.prune_commits(&record.job, record.seq).await;
         Ok(())
     }
@@ -325,6 +334,14 @@ impl Lake {
         })
     }
 
+    fn completed_set(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<(String, u64)>> {
+        self.completed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     async fn prune_commits(&self, job: &str, newest: u64) {
         let Some(cutoff) = newest.checked_sub(COMMIT_RECORDS_KEPT as u64) else {
             return;
@@ -333,16 +350,26 @@ impl Lake {
         // one, so the directory stays at COMMIT_RECORDS_KEPT records. An
         // incomplete one stays until it is rolled forward.
         let path = Lake::commit_path(job, cutoff);
-        match self.read_commit(&path).await {
-            Ok(record) => match self.missing_files(&record).await {
-                Ok(missing) if missing.is_empty() => {}
-                Ok(_) => {
-                    tracing::warn!(%path, "keeping an incomplete commit record for roll-forward");
-                    return;
-                }
+        // Another writer's record (a group member's) may be incomplete.
+        let mine = {
+            let mut completed = self.completed_set();
+            let mine = completed.contains(&(job.to_string(), cutoff));
+            // Older ones were pruned by whoever committed at their cutoff.
+            completed.retain(|(j, seq)| j != job || *seq > cutoff);
+            mine
+        };
+        if !mine {
+            match self.read_commit(&path).await {
+                Ok(record) => match self.missing_files(&record).await {
+                    Ok(missing) if missing.is_empty() => {}
+                    Ok(_) => {
+                        tracing::warn!(%path, "keeping an incomplete commit record for roll-forward");
+                        return;
+                    }
+                    Err(_) => return,
+                },
                 Err(_) => return,
-            },
-            Err(_) => return,
+            }
         }
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

@@ -17,24 +17,32 @@ pub(crate) const POLL_MAX_RECORDS: usize = 16_384;
 /// On shutdown, keep draining while records still arrive, at most this long.
 const SHUTDOWN_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
-/// Seeks each assigned partition to its offset in `positions` (from the
-/// job's last commit), or to the oldest kept offset when the job has none,
-/// and records where each partition starts.
-pub(crate) fn resume(consumer: &mut dyn Consumer, positions: &mut Offsets) -> Result<(), BusError> {
+/// Where `offsets` (a commit's) says `tp` resumes.
+pub(crate) fn offset_of(offsets: &Offsets, tp: &TopicPartition) -> Option<u64> {
+    offsets.get(&tp.topic)?.get(&tp.partition).copied()
+}
+
+/// Seeks each assigned partition to its offset in `committed` (the job's
+/// last commit), or to the oldest kept offset when the commit has none, and
+/// returns where each assigned partition starts. Partitions not assigned
+/// (another group member's) are left out.
+pub(crate) fn resume(
+    consumer: &mut dyn Consumer,
+    committed: &Offsets,
+) -> Result<Offsets, BusError> {
+    let mut positions = Offsets::new();
     for tp in consumer.assignment() {
-        let start = consumer.start_offsets(&tp.topic)?[tp.partition as usize];
-        let offset = positions
-            .get(&tp.topic)
-            .and_then(|p| p.get(&tp.partition))
-            .copied()
-            .unwrap_or(start);
+        let offset = match offset_of(committed, &tp) {
+            Some(offset) => offset,
+            None => consumer.start_offsets(&tp.topic)?[tp.partition as usize],
+        };
         consumer.seek(&tp.topic, tp.partition, offset)?;
         positions
-            .entry(tp.topic.clone())
+            .entry(tp.topic)
             .or_default()
             .insert(tp.partition, offset);
     }
-    Ok(())
+    Ok(positions)
 }
 
 /// Reports `positions` to the consumer group (for lag monitoring only: the

@@ -22,7 +22,7 @@ use logpipe_lake::{CommitRecord, FlushGroups, Lake, LakeError, Offsets};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::consume::{POLL_MAX_RECORDS, Polled, Poller, report_progress, resume};
+use crate::consume::{POLL_MAX_RECORDS, Polled, Poller, offset_of, report_progress, resume};
 
 /// Invalid records logged per flush (all are counted in a metric).
 const INVALID_LOGGED_PER_FLUSH: u64 = 5;
@@ -257,17 +257,7 @@ impl RawToLake {
             .await?;
         // The embedded bus assigns every partition now; a Kafka group
         // assigns them in the first polls (a `Rebalance`).
-        let mut positions: Offsets = chain.offsets.clone();
-        resume(consumer.as_mut(), &mut positions)?;
-        let assigned = consumer.assignment();
-        for (topic, partitions) in positions.iter_mut() {
-            partitions.retain(|partition, _| {
-                assigned
-                    .iter()
-                    .any(|tp| tp.topic == *topic && tp.partition == *partition)
-            });
-        }
-        positions.retain(|_, partitions| !partitions.is_empty());
+        let mut positions = resume(consumer.as_mut(), &chain.offsets)?;
         tracing::info!(job, seq = chain.seq, ?positions, "raw→lake job resumes");
 
         let mut buffer = Buffer::default();
@@ -368,11 +358,7 @@ impl RawToLake {
                 let starts: Vec<(TopicPartition, Option<u64>)> = assigned
                     .into_iter()
                     .map(|tp| {
-                        let start = chain
-                            .offsets
-                            .get(&tp.topic)
-                            .and_then(|p| p.get(&tp.partition))
-                            .copied();
+                        let start = offset_of(&chain.offsets, &tp);
                         if let Some(start) = start {
                             partitions_of(positions, &tp.topic).insert(tp.partition, start);
                         }
@@ -411,12 +397,7 @@ impl RawToLake {
                      dropping the step and re-reading from the newest commit"
                 );
                 for tp in consumer.assignment() {
-                    let start = chain
-                        .offsets
-                        .get(&tp.topic)
-                        .and_then(|p| p.get(&tp.partition))
-                        .copied();
-                    let start = match start {
+                    let start = match offset_of(&chain.offsets, &tp) {
                         Some(start) => start,
                         None => consumer.start_offsets(&tp.topic)?[tp.partition as usize],
                     };
@@ -456,35 +437,38 @@ impl RawToLake {
             .lake
             .encode_batches(groups.values().cloned().collect())
             .await?;
+        let mut record = CommitRecord {
+            job: self.options.job.clone(),
+            seq: 0,
+            ranges,
+            offsets: Offsets::new(),
+            files: Vec::new(),
+            invalid_records: invalid,
+            committed_at: micros_to_rfc3339(now_micros()),
+            state: None,
+        };
         loop {
-            let seq = chain.seq + 1;
-            let mut offsets = chain.offsets.clone();
-            for (topic, partitions) in &ranges {
+            // The step goes after the newest commit known; its offsets are
+            // that commit's, moved on for the partitions this step read.
+            record.seq = chain.seq + 1;
+            record.files = Lake::plan_files(&self.options.job, record.seq, &groups);
+            record.offsets = chain.offsets.clone();
+            for (topic, partitions) in &record.ranges {
                 for (partition, (_, end)) in partitions {
-                    partitions_of(&mut offsets, topic).insert(*partition, *end);
+                    partitions_of(&mut record.offsets, topic).insert(*partition, *end);
                 }
             }
-            let record = CommitRecord {
-                job: self.options.job.clone(),
-                seq,
-                ranges: ranges.clone(),
-                offsets,
-                files: Lake::plan_files(&self.options.job, seq, &groups),
-                invalid_records: invalid,
-                committed_at: micros_to_rfc3339(now_micros()),
-                state: None,
-            };
             match self.lake.commit(&record, encoded.clone()).await {
                 Ok(()) => {
-                    chain.seq = seq;
                     self.count_commit(&record, rows);
+                    chain.seq = record.seq;
                     chain.offsets = record.offsets;
                     return Ok(Flushed::Committed);
                 }
                 Err(LakeError::CommitTaken { .. }) => {
                     // Another member of the group committed meanwhile.
                     *chain = self.chain().await?;
-                    let fenced = ranges.iter().any(|(topic, partitions)| {
+                    let fenced = record.ranges.iter().any(|(topic, partitions)| {
                         partitions.iter().any(|(partition, (start, _))| {
                             chain
                                 .offsets

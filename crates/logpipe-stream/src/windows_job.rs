@@ -375,10 +375,6 @@ impl WindowJob {
             None => JobState::default(),
         };
         let mut seq = latest.as_ref().map(|r| r.seq).unwrap_or(0);
-        let mut positions: Offsets = latest
-            .as_ref()
-            .map(|r| r.offsets.clone())
-            .unwrap_or_default();
         if let Some(record) = &latest {
             // The last step's output may not have reached everyone.
             let groups = output_groups(&state, self.size_micros())?;
@@ -412,7 +408,8 @@ impl WindowJob {
         // alerts are per service over all partitions, so one process runs
         // this job (a second one fails on the commit chain).
         let mut consumer = self.bus.reader(&self.options.group, &[&topic]).await?;
-        resume(consumer.as_mut(), &mut positions)?;
+        let committed = latest.map(|r| r.offsets).unwrap_or_default();
+        let mut positions = resume(consumer.as_mut(), &committed)?;
         tracing::info!(
             job,
             seq,
