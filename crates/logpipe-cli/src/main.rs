@@ -346,10 +346,8 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
         config.generator.enabled = false;
     }
     args.bus.apply(&mut config);
-    config.validate()?;
+    prepare(&config, None)?;
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
 
     let (shared_bus, embedded) = open_bus(&config).await?;
 
@@ -526,15 +524,25 @@ async fn open_bus(config: &Config) -> Result<(Arc<dyn Bus>, Option<EmbeddedBus>)
     }
 }
 
-/// The roles (`collector`, `stream`) need a bus outside this process.
-fn require_kafka(config: &Config, role: &str) -> Result<()> {
-    if config.bus.kind != BusKind::Kafka {
+/// Checks the final configuration and creates the data directory. A single
+/// `role` (`collector`, `stream`) needs a bus outside this process.
+fn prepare(config: &Config, role: Option<&str>) -> Result<()> {
+    config.validate()?;
+    if let Some(role) = role
+        && config.bus.kind != BusKind::Kafka
+    {
         bail!(
             "`logpipe {role}` runs one role against a Kafka cluster: set bus.kind = \"kafka\" \
              (or pass --bus kafka --brokers HOST:PORT). The embedded bus lives inside one process; \
              `logpipe up` runs every role there."
         );
     }
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     Ok(())
 }
 
@@ -621,14 +629,7 @@ async fn collector(args: CollectorArgs) -> Result<std::process::ExitCode> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    config.validate()?;
-    require_kafka(&config, "collector")?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
+    prepare(&config, Some("collector"))?;
     let (bus, _) = open_bus(&config).await?;
     let query = Arc::new(QueryEngine::open_local(&config.data_dir).await?);
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -658,14 +659,7 @@ async fn collector(args: CollectorArgs) -> Result<std::process::ExitCode> {
 async fn stream(args: StreamArgs) -> Result<std::process::ExitCode> {
     let mut config = args.config.load()?;
     args.bus.apply(&mut config);
-    config.validate()?;
-    require_kafka(&config, "stream")?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
+    prepare(&config, Some("stream"))?;
     let jobs = StreamJobs {
         raw: args.jobs.contains(&StreamJobArg::Raw),
         windows: args.jobs.contains(&StreamJobArg::Windows),
