@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Running, post, sql_json, wait_for_count};
+use common::{Running, assert_exactly_once, post, sql_json, wait_for_count};
 use serde_json::json;
 
 fn log(id: &str, timestamp: serde_json::Value) -> serde_json::Value {
@@ -367,21 +367,7 @@ async fn restart_after_kill_loses_no_acked_record() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let missing: Vec<_> = wanted
-        .iter()
-        .filter(|id| !counts.contains_key(*id))
-        .take(5)
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged records missing from the lake, e.g. {missing:?}:\n{}",
-        running.log()
-    );
-    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(
-        doubled.is_empty(),
-        "records in the lake more than once: {doubled:?}"
-    );
+    assert_exactly_once(&wanted, &counts, &running.log());
     eprintln!(
         "{} acknowledged records survived two kill -9 restarts exactly once",
         wanted.len()

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Broker, Running, post, python, sql_json};
+use common::{Broker, Running, assert_exactly_once, assert_none_missing, post, python, sql_json};
 use serde_json::json;
 
 /// Unique topic names per test are not needed: each test has its own
@@ -262,6 +262,36 @@ async fn load(
     (acked, retried)
 }
 
+/// How many partitions a `logpipe stream` member's newest assignment holds
+/// (from its log).
+fn partitions_held(member: &Running) -> usize {
+    member
+        .log()
+        .lines()
+        .rev()
+        .find(|l| l.contains("takes partitions"))
+        .map_or(0, |l| l.matches("partition:").count())
+}
+
+/// Waits up to 60 s until `members` each hold some of the 6 partitions and
+/// together all of them.
+async fn wait_for_split(members: &[&Running], failure: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let held: Vec<usize> = members.iter().map(|m| partitions_held(m)).collect();
+        if held.iter().all(|n| *n > 0) && held.iter().sum::<usize>() == 6 {
+            return;
+        }
+        let logs: Vec<String> = members.iter().map(|m| m.log()).collect();
+        assert!(
+            Instant::now() < deadline,
+            "{failure} (held {held:?}):\n{}",
+            logs.join("\n---\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stream_processes_share_partitions_and_a_kill_loses_nothing() {
     let broker = Broker::start();
@@ -276,60 +306,32 @@ async fn two_stream_processes_share_partitions_and_a_kill_loses_nothing() {
     // the membership changes. The test therefore starts a replacement
     // member after the kill (as a Kubernetes Deployment would); against
     // Apache Kafka the survivor alone takes the partitions over.
-    let leader = Running::spawn(&["stream"], &data, &env);
+    let survivor = Running::spawn(&["stream"], &data, &env);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let senders: Vec<_> = (0..2)
         .map(|task| tokio::spawn(load(collector.base_url.clone(), task, stopped.clone())))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let taken = |log: &str| {
-        log.lines()
-            .rev()
-            .find(|l| l.contains("takes partitions"))
-            .map_or(0, |l| l.matches("partition:").count())
-    };
-    while taken(&leader.log()) != 6 {
-        assert!(
-            Instant::now() < deadline,
-            "the first member did not take all 6 partitions:\n{}",
-            leader.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_split(
+        &[&survivor],
+        "the first member did not take all 6 partitions",
+    )
+    .await;
     let member = Running::spawn(&["stream"], &data, &env);
-    // Both members hold partitions once the group settles.
-    loop {
-        let (a, b) = (taken(&leader.log()), taken(&member.log()));
-        if a > 0 && b > 0 && a + b == 6 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the two members did not split the 6 partitions:\n--- first\n{}\n--- second\n{}",
-            leader.log(),
-            member.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_split(
+        &[&survivor, &member],
+        "the two members did not split the 6 partitions",
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // kill -9 one member mid-load; its partitions move on.
     member.kill_hard();
     tokio::time::sleep(Duration::from_secs(8)).await;
     let replacement = Running::spawn(&["stream"], &data, &env);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (a, b) = (taken(&leader.log()), taken(&replacement.log()));
-        if a > 0 && b > 0 && a + b == 6 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the partitions of the killed member did not move:\n--- survivor\n{}\n--- replacement\n{}",
-            leader.log(),
-            replacement.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_split(
+        &[&survivor, &replacement],
+        "the partitions of the killed member did not move",
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop.send(true);
     let mut acked = Vec::new();
@@ -343,26 +345,12 @@ async fn two_stream_processes_share_partitions_and_a_kill_loses_nothing() {
     );
     let wanted: BTreeSet<String> = acked.iter().cloned().collect();
     let counts = wait_for_lake(&data, "k", &wanted);
-    let missing: Vec<_> = wanted
-        .iter()
-        .filter(|id| !counts.contains_key(*id))
-        .take(5)
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged records missing from the lake, e.g. {missing:?}\n--- survivor\n{}",
-        leader.log()
-    );
-    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(
-        doubled.is_empty(),
-        "records in the lake more than once: {doubled:?}"
-    );
+    assert_exactly_once(&wanted, &counts, &survivor.log());
     eprintln!(
         "{} acknowledged records exactly once after a member was killed",
         wanted.len()
     );
-    assert!(leader.terminate().success());
+    assert!(survivor.terminate().success());
     assert!(replacement.terminate().success());
     assert!(collector.terminate().success());
 }
@@ -382,7 +370,7 @@ async fn a_broker_outage_is_503_and_loses_nothing_acknowledged() {
     // freeze longer than it makes tansu evict the consumer, and against
     // tansu 0.6 the group was not re-formed afterwards (not yet diagnosed;
     // see docs/operations.md).
-    env.retain(|(key, _)| *key != "LOGPIPE__BUS__KAFKA__SESSION_TIMEOUT");
+    // (Later entries override earlier ones.)
     env.push(("LOGPIPE__BUS__KAFKA__SESSION_TIMEOUT", "15s"));
     let running = Running::start(&data, &env);
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -408,16 +396,7 @@ async fn a_broker_outage_is_503_and_loses_nothing_acknowledged() {
     );
     let wanted: BTreeSet<String> = acked.iter().cloned().collect();
     let counts = wait_for_lake(&data, "k", &wanted);
-    let missing: Vec<_> = wanted
-        .iter()
-        .filter(|id| !counts.contains_key(*id))
-        .take(5)
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged records missing after the outage, e.g. {missing:?}\n{}",
-        running.log()
-    );
+    assert_none_missing(&wanted, &counts, &running.log());
     // A record acknowledged at its first attempt is in the lake once. A
     // refused request may have reached the broker before its answer was
     // lost; its retry then adds a second copy (HTTP is at-least-once).

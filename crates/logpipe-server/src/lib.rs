@@ -575,10 +575,10 @@ mod tests {
 
         async fn reader(
             &self,
-            _: &str,
-            _: &[&str],
+            group: &str,
+            topics: &[&str],
         ) -> logpipe_bus::Result<Box<dyn logpipe_bus::Consumer>> {
-            Err(BusError::Closed)
+            self.consumer(group, topics).await
         }
         fn end_offsets(&self, _: &str) -> logpipe_bus::Result<Vec<u64>> {
             Ok(vec![0])
