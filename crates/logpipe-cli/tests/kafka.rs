@@ -421,3 +421,35 @@ async fn a_broker_outage_is_503_and_loses_nothing_acknowledged() {
     );
     assert!(running.terminate().success());
 }
+
+#[test]
+fn a_replication_factor_above_the_broker_count_fails_with_the_count() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(common::binary())
+        .args([
+            "up",
+            "--no-generator",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .args(["--bus", "kafka", "--brokers", &broker.brokers])
+        .env("LOGPIPE__BUS__KAFKA__REPLICATION_FACTOR", "5")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started anyway:\n{stderr}");
+    let brokers = python(
+        "import sys\nfrom confluent_kafka.admin import AdminClient\n\
+         print(len(AdminClient({'bootstrap.servers': sys.argv[1]}).list_topics(timeout=10).brokers))",
+        &[&broker.brokers],
+    );
+    let brokers = brokers.trim();
+    assert!(
+        stderr.contains("replication_factor is 5")
+            && stderr.contains(&format!("has {brokers} broker")),
+        "the error does not name the factor and the broker count ({brokers}):\n{stderr}"
+    );
+}
