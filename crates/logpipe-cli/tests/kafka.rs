@@ -453,3 +453,72 @@ fn a_replication_factor_above_the_broker_count_fails_with_the_count() {
         "the error does not name the factor and the broker count ({brokers}):\n{stderr}"
     );
 }
+
+/// Topics that already exist are kept as they are (changing the partition
+/// count would move keys between partitions), and each difference from the
+/// configuration is logged. Client properties reach librdkafka unchanged:
+/// one it does not know stops the start with its name in the error.
+#[test]
+fn existing_topics_are_kept_with_a_warning_and_properties_reach_librdkafka() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = kafka_env(&broker, "logpipe-settings");
+    // The first start creates the topics (on an external broker they may
+    // exist already, with the same defaults).
+    Running::start(&data, &env).terminate();
+
+    let mut changed = env.clone();
+    changed.push(("LOGPIPE__TOPICS__LOGS__PARTITIONS", "5"));
+    changed.push(("LOGPIPE__TOPICS__LOGS__RETENTION", "1h"));
+    let running = Running::start(&data, &changed);
+    let log = running.log();
+    running.terminate();
+    assert!(
+        log.contains("different partition count")
+            && log.contains("existing=3")
+            && log.contains("configured=5"),
+        "no warning names the partition counts:\n{log}"
+    );
+    assert!(
+        log.contains("different retention")
+            && log.contains("existing_ms=\"604800000\"")
+            && log.contains("configured_ms=\"3600000\""),
+        "no warning names the retentions:\n{log}"
+    );
+    let partitions = python(
+        "import sys\nfrom confluent_kafka.admin import AdminClient\n\
+         print(len(AdminClient({'bootstrap.servers': sys.argv[1]}).list_topics(timeout=10).topics['logs.raw'].partitions))",
+        &[&broker.brokers],
+    );
+    assert_eq!(partitions.trim(), "3", "the existing topic was changed");
+
+    let config = dir.path().join("logpipe.toml");
+    std::fs::write(
+        &config,
+        "[bus.kafka.properties]\n\"no.such.property\" = \"1\"\n",
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(common::binary());
+    command
+        .args([
+            "up",
+            "--no-generator",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data);
+    for (key, value) in &env {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started anyway:\n{stderr}");
+    assert!(
+        stderr.contains("no.such.property"),
+        "the error does not name the property:\n{stderr}"
+    );
+}

@@ -72,6 +72,10 @@ pub struct Metrics {
     pub lake_records_lost: PerKind,
     /// Lake commits (one per flush).
     pub lake_commits: AtomicU64,
+    /// Flushes dropped because another group member had already committed
+    /// the same records (this process had lost those partitions); the
+    /// records are re-read from the newest commit, never written twice.
+    pub lake_steps_fenced: AtomicU64,
     /// Records sent by the built-in generator and acknowledged.
     pub generator_records_sent: PerKind,
     /// Generator sends that failed and were retried.
@@ -410,6 +414,12 @@ impl Metrics {
             "logpipe_lake_commits_total",
             "Lake commits (one per flush).",
             load(&self.lake_commits),
+        );
+        counter(
+            &mut out,
+            "logpipe_lake_steps_fenced_total",
+            "Flushes dropped because another consumer-group member committed the same records first.",
+            load(&self.lake_steps_fenced),
         );
         per_kind(
             &mut out,

@@ -390,6 +390,7 @@ impl RawToLake {
         match self.flush(chain, buffer).await? {
             Flushed::Committed => report_progress(consumer, positions).await,
             Flushed::Fenced => {
+                metrics().lake_steps_fenced.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     job = self.options.job,
                     seq = chain.seq,

@@ -161,3 +161,76 @@ async fn interrupted_commit_is_rolled_forward_exactly_once() {
     assert!(lake.missing_files(&latest).await.unwrap().is_empty());
     bus.shutdown();
 }
+
+/// Two jobs that both believe they own every partition (a group member that
+/// lost its partitions without noticing, a "zombie"): each commits to the
+/// same chain, so whoever commits second finds its step taken, drops it and
+/// re-reads from the newest commit. Every record lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_member_is_fenced_and_nothing_is_doubled() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    std::fs::create_dir_all(&lake_dir).unwrap();
+    let lake = Lake::new(
+        Arc::new(LocalFileSystem::new_with_prefix(&lake_dir).unwrap()),
+        Codec::Zstd,
+    );
+    let bus = EmbeddedBus::open(dir.path().join("bus"), EmbeddedOptions::default()).unwrap();
+    bus.create_topics(&topics()).await.unwrap();
+    let shared: Arc<dyn Bus> = Arc::new(bus.clone());
+    let fenced_before = logpipe_core::metrics::metrics()
+        .lake_steps_fenced
+        .load(Ordering::Relaxed);
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let options = RawToLakeOptions {
+        flush_interval: Duration::from_millis(20),
+        ..RawToLakeOptions::default()
+    };
+    let jobs: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(
+                RawToLake::new(shared.clone(), lake.clone(), options.clone()).run(stopped.clone()),
+            )
+        })
+        .collect();
+    let total = 6000;
+    for wave in 0..30 {
+        let records: Vec<BusRecord> = (wave * 200..(wave + 1) * 200)
+            .map(|i| BusRecord {
+                key: format!("svc-{}", i % 5).into_bytes(),
+                value: log_json(i, (i % 2) as u64),
+            })
+            .collect();
+        bus.append("logs.raw", records).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    for _ in 0..400 {
+        if rows_in_lake(&lake).await.values().sum::<u64>() >= total as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    stop.send(true).unwrap();
+    for job in jobs {
+        job.await.unwrap().unwrap();
+    }
+
+    let fenced = logpipe_core::metrics::metrics()
+        .lake_steps_fenced
+        .load(Ordering::Relaxed)
+        - fenced_before;
+    let counts = rows_in_lake(&lake).await;
+    assert_eq!(counts.len(), total, "every record is in the lake");
+    let doubled: Vec<_> = counts.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "records written more than once: {doubled:?}"
+    );
+    assert!(
+        fenced > 0,
+        "the second committer of a step was never fenced"
+    );
+    bus.shutdown();
+}
