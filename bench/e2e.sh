@@ -5,6 +5,11 @@
 # Usage: bench/e2e.sh [COUNT=2000000] [KIND=logs] [BATCH=1000] [CONCURRENCY=4]
 # Env:   LOGPIPE_BIN (default: release build in $CARGO_TARGET_DIR), any
 #        LOGPIPE__… configuration variable for the server under test.
+#        BENCH_CONFIG=FILE passes `--config FILE` to `logpipe up`.
+#        BENCH_BUS=kafka runs `logpipe up --bus kafka` against a broker:
+#        BENCH_BROKERS=HOST:PORT for one you run, otherwise a fresh tansu
+#        (memory storage) on a free loopback port, from BENCH_TANSU or
+#        $HOME/.cache/logpipe/tools/bin/tansu (scripts/test.sh installs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${1:-2000000}
@@ -19,10 +24,31 @@ if [ ! -x "$BIN" ]; then
 fi
 
 WORK=$(mktemp -d)
-cleanup() { [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
+cleanup() {
+  [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null
+  [ -n "${BROKER_PID:-}" ] && kill "$BROKER_PID" 2>/dev/null
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
-"$BIN" up --no-generator --listen 127.0.0.1:0 --data-dir "$WORK/data" >"$WORK/out" 2>"$WORK/err" &
+BUS_ARGS=()
+[ -n "${BENCH_CONFIG:-}" ] && BUS_ARGS+=(--config "$BENCH_CONFIG")
+if [ "${BENCH_BUS:-embedded}" = kafka ]; then
+  BROKERS=${BENCH_BROKERS:-}
+  if [ -z "$BROKERS" ]; then
+    TANSU=${BENCH_TANSU:-$HOME/.cache/logpipe/tools/bin/tansu}
+    [ -x "$TANSU" ] || { echo "no tansu at $TANSU: run scripts/test.sh once, or set BENCH_BROKERS" >&2; exit 1; }
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    BROKERS=127.0.0.1:$PORT
+    "$TANSU" broker --listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
+      --storage-engine memory://tansu/ >"$WORK/broker.log" 2>&1 &
+    BROKER_PID=$!
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+  fi
+  BUS_ARGS+=(--bus kafka --brokers "$BROKERS")
+fi
+
+"$BIN" up --no-generator --listen 127.0.0.1:0 --data-dir "$WORK/data" "${BUS_ARGS[@]}" >"$WORK/out" 2>"$WORK/err" &
 PID=$!
 for _ in $(seq 100); do grep -q '^listening on ' "$WORK/out" 2>/dev/null && break; sleep 0.1; done
 URL=$(sed -n 's/^listening on //p' "$WORK/out")
@@ -38,11 +64,13 @@ DONE=$(date +%s.%N)
 RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
 # utime + stime of `logpipe up`, in clock ticks (fields 14 and 15).
 UP_TICKS=$(awk '{print $14 + $15}' "/proc/$PID/stat")
+BROKER_TICKS=0
+[ -n "${BROKER_PID:-}" ] && BROKER_TICKS=$(awk '{print $14 + $15}' "/proc/$BROKER_PID/stat")
 kill -TERM "$PID"; wait "$PID" || true; PID=
 
-python3 - "$COUNT" "$START" "$ACKED" "$DONE" "$RSS_KB" "$WORK/gen" "$UP_TICKS" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$COUNT" "$START" "$ACKED" "$DONE" "$RSS_KB" "$WORK/gen" "$UP_TICKS" "$(getconf CLK_TCK)" "$BROKER_TICKS" <<'PY'
 import sys
-count, start, acked, done, rss_kb, gen, up_ticks, hz = sys.argv[1:]
+count, start, acked, done, rss_kb, gen, up_ticks, hz, broker_ticks = sys.argv[1:]
 count = int(count); start, acked, done = float(start), float(acked), float(done)
 lines = open(gen).read().strip().splitlines()
 gen_cpu = sum(float(x) for l in lines if l.startswith('GEN_CPU') for x in l.split()[1:])
@@ -55,4 +83,7 @@ print(f"peak RSS (up)      {int(rss_kb) / 1024:.0f} MiB")
 up_cpu = int(up_ticks) / int(hz)
 print(f"CPU seconds        up {up_cpu:.1f} s ({up_cpu / (done - start):.2f} cores), generate {gen_cpu:.1f} s ({gen_cpu / (acked - start):.2f} cores)")
 print(f"server CPU/record  {up_cpu / count * 1e6:.2f} µs")
+if int(broker_ticks):
+    broker_cpu = int(broker_ticks) / int(hz)
+    print(f"broker CPU         {broker_cpu:.1f} s ({broker_cpu / (done - start):.2f} cores, {broker_cpu / count * 1e6:.2f} µs/record)")
 PY
