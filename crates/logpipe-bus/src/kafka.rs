@@ -838,7 +838,10 @@ fn poll_blocking(
                     key: Bytes::copy_from_slice(message.key().unwrap_or_default()),
                     value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
                 });
-                if out.len() >= max {
+                // Hand over what arrived when the caller's time is up, even
+                // if more keeps trickling in (a slow broker would otherwise
+                // hold a flush back until `max` records had arrived).
+                if out.len() >= max || Instant::now() >= deadline {
                     return Ok(out);
                 }
             }
