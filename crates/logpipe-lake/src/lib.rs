@@ -301,8 +301,11 @@ impl Lake {
     }
 
     /// Every kept commit record of `job` whose files are not all in the
-    /// store (a writer died half-way), oldest first.
-    pub async fn incomplete_commits(&self, job: &str) -> Result<Vec<CommitRecord>> {
+    /// store (a writer died half-way), oldest first, with its missing files.
+    pub async fn incomplete_commits(
+        &self,
+        job: &str,
+    ) -> Result<Vec<(CommitRecord, Vec<CommittedFile>)>> {
         let mut paths = Vec::new();
         let mut listing = self.store.list(Some(&Lake::commit_dir(job)));
         while let Some(meta) = listing.try_next().await? {
@@ -319,8 +322,9 @@ impl Lake {
                 Err(LakeError::Store(object_store::Error::NotFound { .. })) => continue,
                 Err(error) => return Err(error),
             };
-            if !self.missing_files(&record).await?.is_empty() {
-                incomplete.push(record);
+            let missing = self.missing_files(&record).await?;
+            if !missing.is_empty() {
+                incomplete.push((record, missing));
             }
         }
         Ok(incomplete)

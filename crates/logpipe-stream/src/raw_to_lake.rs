@@ -18,7 +18,7 @@ use logpipe_core::metrics::metrics;
 use logpipe_core::record::{RecordKind, ValidationLimits};
 use logpipe_core::schema::{BatchBuilder, Record};
 use logpipe_core::time::{HourPartition, micros_to_rfc3339, now_micros};
-use logpipe_lake::{CommitRecord, FlushGroups, Lake, LakeError, Offsets};
+use logpipe_lake::{CommitRecord, CommittedFile, FlushGroups, Lake, LakeError, Offsets};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -397,14 +397,7 @@ impl RawToLake {
                     "another member committed partitions this process was reading; \
                      dropping the step and re-reading from the newest commit"
                 );
-                for tp in consumer.assignment() {
-                    let start = match offset_of(&chain.offsets, &tp) {
-                        Some(start) => start,
-                        None => consumer.start_offsets(&tp.topic)?[tp.partition as usize],
-                    };
-                    consumer.seek(&tp.topic, tp.partition, start)?;
-                    partitions_of(positions, &tp.topic).insert(tp.partition, start);
-                }
+                *positions = resume(consumer, &chain.offsets)?;
             }
         }
         Ok(())
@@ -509,19 +502,19 @@ impl RawToLake {
     /// Completes every kept commit whose files are incomplete (a member
     /// died between its commit record and its last file).
     async fn roll_forward_all(&self) -> Result<(), StreamError> {
-        for record in self.lake.incomplete_commits(&self.options.job).await? {
-            self.roll_forward(&record).await?;
+        for (record, missing) in self.lake.incomplete_commits(&self.options.job).await? {
+            self.roll_forward(&record, &missing).await?;
         }
         Ok(())
     }
 
     /// Completes a commit whose files did not all reach the store: re-reads
     /// exactly its bus ranges and rebuilds the same files.
-    async fn roll_forward(&self, record: &CommitRecord) -> Result<(), StreamError> {
-        let missing = self.lake.missing_files(record).await?;
-        if missing.is_empty() {
-            return Ok(());
-        }
+    async fn roll_forward(
+        &self,
+        record: &CommitRecord,
+        missing: &[CommittedFile],
+    ) -> Result<(), StreamError> {
         tracing::warn!(
             seq = record.seq,
             missing = missing.len(),
@@ -594,7 +587,7 @@ impl RawToLake {
             }));
         }
         let encoded = self.lake.encode(groups).await?;
-        let put = self.lake.put_missing(files, encoded, &missing).await?;
+        let put = self.lake.put_missing(files, encoded, missing).await?;
         tracing::info!(
             seq = record.seq,
             files = put,
