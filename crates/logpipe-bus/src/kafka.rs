@@ -26,7 +26,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use logpipe_core::partition::partition_for_key;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext};
@@ -167,55 +170,74 @@ impl KafkaBus {
             .map_err(|e| kafka_error("cannot create the Kafka admin client", e))
     }
 
-    /// Logs where an existing topic differs from its spec.
-    async fn verify_topic(&self, spec: &TopicSpec, existing: &TopicView) {
-        if existing.partitions != spec.partitions {
-            tracing::warn!(
-                topic = spec.name,
-                existing = existing.partitions,
-                configured = spec.partitions,
-                "the topic exists with a different partition count; keeping the existing one \
-                 (changing it would move keys between partitions)"
-            );
-        }
-        if existing.replicas != self.inner.options.replication_factor as usize {
-            tracing::warn!(
-                topic = spec.name,
-                existing = existing.replicas,
-                configured = self.inner.options.replication_factor,
-                "the topic exists with a different replication factor"
-            );
+    /// Logs where existing topics differ from their specs.
+    async fn verify_topics(&self, existing: &[(&TopicSpec, &TopicView)]) {
+        let replication = self.inner.options.replication_factor as usize;
+        for (spec, view) in existing {
+            if view.partitions != spec.partitions {
+                tracing::warn!(
+                    topic = spec.name,
+                    existing = view.partitions,
+                    configured = spec.partitions,
+                    "the topic exists with a different partition count; keeping the existing one \
+                     (changing it would move keys between partitions)"
+                );
+            }
+            if view.replicas != replication {
+                tracing::warn!(
+                    topic = spec.name,
+                    existing = view.replicas,
+                    configured = replication,
+                    "the topic exists with a different replication factor"
+                );
+            }
         }
         let Ok(admin) = self.admin() else { return };
-        let described = admin
+        let resources: Vec<ResourceSpecifier<'_>> = existing
+            .iter()
+            .map(|(spec, _)| ResourceSpecifier::Topic(&spec.name))
+            .collect();
+        let described = match admin
             .describe_configs(
-                &[ResourceSpecifier::Topic(&spec.name)],
+                &resources,
                 &AdminOptions::new().request_timeout(Some(METADATA_TIMEOUT)),
             )
-            .await;
-        let retention = match described {
-            Ok(results) => results.into_iter().flatten().find_map(|resource| {
-                resource
-                    .entries
-                    .into_iter()
-                    .find(|entry| entry.name == "retention.ms")
-                    .and_then(|entry| entry.value)
-            }),
+            .await
+        {
+            Ok(described) => described,
             Err(error) => {
-                tracing::debug!(topic = spec.name, %error, "cannot read the topic's settings");
-                None
+                tracing::debug!(%error, "cannot read the topics' settings");
+                return;
             }
         };
-        let wanted = spec.retention.as_millis().to_string();
-        if let Some(retention) = retention
-            && retention != wanted
-        {
-            tracing::warn!(
-                topic = spec.name,
-                existing_ms = retention,
-                configured_ms = wanted,
-                "the topic exists with a different retention; keeping the existing one"
-            );
+        let retentions: HashMap<String, String> = described
+            .into_iter()
+            .flatten()
+            .filter_map(|resource| {
+                let OwnedResourceSpecifier::Topic(topic) = resource.specifier else {
+                    return None;
+                };
+                let retention = resource
+                    .entries
+                    .into_iter()
+                    .find(|entry| entry.name == "retention.ms")?
+                    .value?;
+                Some((topic, retention))
+            })
+            .collect();
+        for (spec, _) in existing {
+            let retention = retentions.get(&spec.name);
+            let wanted = spec.retention.as_millis().to_string();
+            if let Some(retention) = retention
+                && *retention != wanted
+            {
+                tracing::warn!(
+                    topic = spec.name,
+                    existing_ms = retention,
+                    configured_ms = wanted,
+                    "the topic exists with a different retention; keeping the existing one"
+                );
+            }
         }
     }
 }
@@ -425,14 +447,18 @@ impl Bus for KafkaBus {
         let view = self.metadata(None).await?;
         let replication = self.inner.options.replication_factor;
         let mut missing = Vec::new();
+        let mut existing = Vec::new();
         for spec in specs {
             match view.topics.get(&spec.name) {
-                Some(existing) => {
-                    self.verify_topic(spec, existing).await;
-                    lock(&self.inner.partitions).insert(spec.name.clone(), existing.partitions);
+                Some(topic) => {
+                    lock(&self.inner.partitions).insert(spec.name.clone(), topic.partitions);
+                    existing.push((spec, topic));
                 }
                 None => missing.push(spec),
             }
+        }
+        if !existing.is_empty() {
+            self.verify_topics(&existing).await;
         }
         if missing.is_empty() {
             return Ok(());
@@ -718,13 +744,11 @@ impl KafkaConsumer {
             Membership::Group => consumer
                 .subscribe(topics)
                 .map_err(|e| kafka_error("subscribing failed", e))?,
+            // Assigned by `apply_positions` before the first poll.
             Membership::Reader => {
-                let mut list = TopicPartitionList::new();
                 let mut all = Vec::new();
                 for topic in topics {
                     for partition in 0..bus.inner.partitions(topic)? {
-                        list.add_partition_offset(topic, partition as i32, Offset::Beginning)
-                            .map_err(|e| kafka_error("building the assignment failed", e))?;
                         all.push(TopicPartition {
                             topic: topic.to_string(),
                             partition,
