@@ -81,6 +81,11 @@ pub struct ServiceWindow {
 }
 
 impl ServiceWindow {
+    /// p50, p95 and p99 of `response_time_ms` (`None` without latencies).
+    pub fn latency_percentiles(&self) -> [Option<f64>; 3] {
+        [0.5, 0.95, 0.99].map(|q| self.latency.quantile(q))
+    }
+
     /// Share of records at ERROR level.
     pub fn error_rate(&self) -> f64 {
         let errors = self.by_level.get(&Level::Error).copied().unwrap_or(0);

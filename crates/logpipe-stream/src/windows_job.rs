@@ -187,7 +187,7 @@ pub fn windows_batch(windows: &[ClosedWindow], size_micros: i64) -> Result<Recor
     let mut classes: [Int64Builder; 5] = std::array::from_fn(|_| Int64Builder::new());
     for window in windows {
         let figures = &window.figures;
-        let latency = [0.5, 0.95, 0.99].map(|q| figures.latency.quantile(q));
+        let latency = figures.latency_percentiles();
         for (row_level, row_count) in &figures.by_level {
             start.append_value(window.window_start_micros);
             end.append_value(window.window_start_micros + size_micros);
@@ -579,20 +579,17 @@ impl WindowJob {
         figures.alerts_firing = firing;
         figures.windows_closed += state.closed.len() as u64;
         for window in &state.closed {
-            let latency = window.figures.latency.quantile(0.5).zip(
-                window
-                    .figures
-                    .latency
-                    .quantile(0.95)
-                    .zip(window.figures.latency.quantile(0.99)),
-            );
+            let latency = match window.figures.latency_percentiles() {
+                [Some(p50), Some(p95), Some(p99)] => Some([p50, p95, p99]),
+                _ => None,
+            };
             figures.windows.insert(
                 window.service.clone(),
                 WindowGauges {
                     window_start_seconds: window.window_start_micros as f64 / 1e6,
                     records: window.figures.count,
                     error_rate: window.figures.error_rate(),
-                    latency_ms: latency.map(|(p50, (p95, p99))| [p50, p95, p99]),
+                    latency_ms: latency,
                 },
             );
         }
