@@ -352,7 +352,7 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
     let (shared_bus, embedded) = open_bus(&config).await?;
 
     let lake = open_lake(&config)?;
-    let query = Arc::new(QueryEngine::open_local(&data_dir).await?);
+    let app = http_app(&config, shared_bus.clone()).await?;
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -368,12 +368,6 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
     let (stop_ingest, ingest_stopped) = watch::channel(false);
     let (stop_stream, stream_stopped) = watch::channel(false);
 
-    let app = logpipe_server::router(AppState {
-        bus: shared_bus.clone(),
-        collector: CollectorSettings::from(&config.collector),
-        query,
-    })
-    .merge(logpipe_gen::sample_router());
     let mut server_stop = ingest_stopped.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -384,8 +378,7 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
     });
 
     let postgres = connect_postgres(&config).await?;
-    let (stop_webhook, webhook_stopped) = watch::channel(false);
-    let webhook = spawn_webhook(&config, &base_url, webhook_stopped);
+    let webhook = Webhook::spawn(&config, &base_url);
     let jobs = StreamJobs {
         raw: true,
         windows: config.windows.enabled,
@@ -396,7 +389,7 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
         shared_bus.clone(),
         lake.clone(),
         postgres.clone(),
-        webhook.as_ref().map(|(sender, _)| sender.clone()),
+        webhook.as_ref().map(|webhook| webhook.sender.clone()),
         stream_stopped,
     );
     let scheduler = if config.reports.schedule {
@@ -460,10 +453,8 @@ async fn up(args: UpArgs) -> Result<std::process::ExitCode> {
             stream.await
         }
     };
-    let _ = stop_webhook.send(true);
-    if let Some((sender, task)) = webhook {
-        drop(sender);
-        let _ = task.await;
+    if let Some(webhook) = webhook {
+        webhook.finish().await;
     }
     if let Some(bus) = embedded {
         bus.shutdown();
@@ -552,17 +543,22 @@ struct StreamJobs {
     windows: bool,
 }
 
-/// Starts the alert webhook sender when a URL is configured.
-fn spawn_webhook(
-    config: &Config,
-    base_url: &str,
-    stopped: watch::Receiver<bool>,
-) -> Option<(
-    tokio::sync::mpsc::Sender<Vec<logpipe_stream::windows_job::AlertMessage>>,
-    tokio::task::JoinHandle<()>,
-)> {
-    (config.alerts.enabled && !config.alerts.webhook_url.is_empty()).then(|| {
-        logpipe_stream::webhook::spawn(
+type AlertSender = tokio::sync::mpsc::Sender<Vec<logpipe_stream::windows_job::AlertMessage>>;
+
+/// The alert webhook sender task, when a URL is configured.
+struct Webhook {
+    sender: AlertSender,
+    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Webhook {
+    fn spawn(config: &Config, base_url: &str) -> Option<Webhook> {
+        if !config.alerts.enabled || config.alerts.webhook_url.is_empty() {
+            return None;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let (sender, task) = logpipe_stream::webhook::spawn(
             logpipe_stream::webhook::WebhookOptions {
                 url: config.alerts.webhook_url.clone(),
                 timeout: config.alerts.webhook_timeout,
@@ -571,8 +567,27 @@ fn spawn_webhook(
                 attempts: 8,
             },
             stopped,
-        )
+        );
+        Some(Webhook { sender, task, stop })
+    }
+
+    /// Stops retrying and waits for the task (after the jobs are done).
+    async fn finish(self) {
+        let _ = self.stop.send(true);
+        drop(self.sender);
+        let _ = self.task.await;
+    }
+}
+
+/// The HTTP collector and query API over `bus` and the lake in `data_dir`.
+async fn http_app(config: &Config, bus: Arc<dyn Bus>) -> Result<axum::Router> {
+    let query = Arc::new(QueryEngine::open_local(&config.data_dir).await?);
+    Ok(logpipe_server::router(AppState {
+        bus,
+        collector: CollectorSettings::from(&config.collector),
+        query,
     })
+    .merge(logpipe_gen::sample_router()))
 }
 
 /// Runs the chosen stream jobs until `stopped`; ends with the first failure.
@@ -582,7 +597,7 @@ fn spawn_stream_jobs(
     bus: Arc<dyn Bus>,
     lake: Lake,
     postgres: Option<logpipe_postgres::Postgres>,
-    webhook: Option<tokio::sync::mpsc::Sender<Vec<logpipe_stream::windows_job::AlertMessage>>>,
+    webhook: Option<AlertSender>,
     stopped: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<Result<()>> {
     let mut raw_options = RawToLakeOptions::from(&config.lake);
@@ -631,17 +646,11 @@ async fn collector(args: CollectorArgs) -> Result<std::process::ExitCode> {
     }
     prepare(&config, Some("collector"))?;
     let (bus, _) = open_bus(&config).await?;
-    let query = Arc::new(QueryEngine::open_local(&config.data_dir).await?);
+    let app = http_app(&config, bus).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
-    let app = logpipe_server::router(AppState {
-        bus,
-        collector: CollectorSettings::from(&config.collector),
-        query,
-    })
-    .merge(logpipe_gen::sample_router());
     println!(
         "logpipe collector → Kafka {} (POST /api/collect/logs, /api/collect/activities)\n\
          listening on http://{address}",
@@ -671,13 +680,8 @@ async fn stream(args: StreamArgs) -> Result<std::process::ExitCode> {
     } else {
         None
     };
-    let (stop_webhook, webhook_stopped) = watch::channel(false);
     let webhook = if jobs.windows {
-        spawn_webhook(
-            &config,
-            &format!("http://{}", config.listen),
-            webhook_stopped,
-        )
+        Webhook::spawn(&config, &format!("http://{}", config.listen))
     } else {
         None
     };
@@ -688,7 +692,7 @@ async fn stream(args: StreamArgs) -> Result<std::process::ExitCode> {
         bus,
         lake,
         postgres,
-        webhook.as_ref().map(|(sender, _)| sender.clone()),
+        webhook.as_ref().map(|webhook| webhook.sender.clone()),
         stopped,
     );
     eprintln!(
@@ -711,10 +715,8 @@ async fn stream(args: StreamArgs) -> Result<std::process::ExitCode> {
         }
         result = &mut handle => result,
     };
-    let _ = stop_webhook.send(true);
-    if let Some((sender, task)) = webhook {
-        drop(sender);
-        let _ = task.await;
+    if let Some(webhook) = webhook {
+        webhook.finish().await;
     }
     match result {
         Ok(Ok(())) => Ok(std::process::ExitCode::SUCCESS),
