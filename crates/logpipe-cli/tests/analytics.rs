@@ -274,8 +274,8 @@ async fn an_error_burst_fires_once_and_resolves_once_at_the_webhook() {
     // 400 logs/s over four services for 15 s; payment-service has an error
     // burst from 5 s to 10 s. No other errors, so any other alert is wrong.
     let started_micros = chrono::Utc::now().timestamp_micros();
-    let output = Command::new(binary())
-        .args([
+    common::stdout_of(
+        Command::new(binary()).args([
             "generate",
             "--target",
             &running.base_url,
@@ -291,13 +291,8 @@ async fn an_error_burst_fires_once_and_resolves_once_at_the_webhook() {
             "0",
             "--incident",
             "error_burst:payment-service:5s:5s",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "generate failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        ]),
+        "logpipe generate",
     );
     let burst_start = started_micros + 5_000_000;
 

@@ -262,16 +262,11 @@ fn duckdb_reads_the_lake(data: &Path, expected_rows: u64) {
          print(json.dumps(rows[0]))",
         data.display()
     );
-    let output = std::process::Command::new(python)
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "duckdb failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = common::stdout_of(
+        std::process::Command::new(python).args(["-c", &script]),
+        "duckdb",
     );
-    let row: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let row: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(
         row,
         json!([expected_rows, expected_rows, 2024, 2025, expected_rows]),

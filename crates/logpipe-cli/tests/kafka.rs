@@ -422,10 +422,9 @@ async fn a_broker_outage_is_503_and_loses_nothing_acknowledged() {
     assert!(running.terminate().success());
 }
 
-#[test]
-fn a_replication_factor_above_the_broker_count_fails_with_the_count() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
+/// Runs `logpipe up ARGS` over `data` with `env`, which must refuse to
+/// start; returns its stderr.
+fn up_refused(data: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let output = std::process::Command::new(common::binary())
         .args([
             "up",
@@ -434,13 +433,25 @@ fn a_replication_factor_above_the_broker_count_fails_with_the_count() {
             "127.0.0.1:0",
             "--data-dir",
         ])
-        .arg(dir.path().join("data"))
-        .args(["--bus", "kafka", "--brokers", &broker.brokers])
-        .env("LOGPIPE__BUS__KAFKA__REPLICATION_FACTOR", "5")
+        .arg(data)
+        .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!output.status.success(), "started anyway:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn a_replication_factor_above_the_broker_count_fails_with_the_count() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = up_refused(
+        &dir.path().join("data"),
+        &["--bus", "kafka", "--brokers", &broker.brokers],
+        &[("LOGPIPE__BUS__KAFKA__REPLICATION_FACTOR", "5")],
+    );
     let brokers = python(
         "import sys\nfrom confluent_kafka.admin import AdminClient\n\
          print(len(AdminClient({'bootstrap.servers': sys.argv[1]}).list_topics(timeout=10).brokers))",
@@ -499,24 +510,7 @@ fn existing_topics_are_kept_with_a_warning_and_properties_reach_librdkafka() {
         "[bus.kafka.properties]\n\"no.such.property\" = \"1\"\n",
     )
     .unwrap();
-    let mut command = std::process::Command::new(common::binary());
-    command
-        .args([
-            "up",
-            "--no-generator",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data);
-    for (key, value) in &env {
-        command.env(key, value);
-    }
-    let output = command.output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "started anyway:\n{stderr}");
+    let stderr = up_refused(&data, &["--config", config.to_str().unwrap()], &env);
     assert!(
         stderr.contains("no.such.property"),
         "the error does not name the property:\n{stderr}"

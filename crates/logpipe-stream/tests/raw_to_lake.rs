@@ -36,6 +36,21 @@ fn log_json(i: usize, hour: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A local lake and an embedded bus with the raw topics, in a temporary
+/// directory (kept while the returned guard lives).
+async fn lake_and_bus() -> (tempfile::TempDir, Lake, EmbeddedBus) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake_dir = dir.path().join("lake");
+    std::fs::create_dir_all(&lake_dir).unwrap();
+    let lake = Lake::new(
+        Arc::new(LocalFileSystem::new_with_prefix(&lake_dir).unwrap()),
+        Codec::Zstd,
+    );
+    let bus = EmbeddedBus::open(dir.path().join("bus"), EmbeddedOptions::default()).unwrap();
+    bus.create_topics(&topics()).await.unwrap();
+    (dir, lake, bus)
+}
+
 async fn run_job_until_committed(bus: Arc<dyn Bus>, lake: Lake, expected_rows: u64) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let options = RawToLakeOptions {
@@ -96,15 +111,7 @@ async fn rows_in_lake(lake: &Lake) -> BTreeMap<String, u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_commit_is_rolled_forward_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake_dir = dir.path().join("lake");
-    std::fs::create_dir_all(&lake_dir).unwrap();
-    let lake = Lake::new(
-        Arc::new(LocalFileSystem::new_with_prefix(&lake_dir).unwrap()),
-        Codec::Zstd,
-    );
-    let bus = EmbeddedBus::open(dir.path().join("bus"), EmbeddedOptions::default()).unwrap();
-    bus.create_topics(&topics()).await.unwrap();
+    let (_dir, lake, bus) = lake_and_bus().await;
     let shared: Arc<dyn Bus> = Arc::new(bus.clone());
 
     let first: Vec<BusRecord> = (0..1000)
@@ -169,15 +176,7 @@ async fn interrupted_commit_is_rolled_forward_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zombie_member_is_fenced_and_nothing_is_doubled() {
     use std::sync::atomic::Ordering;
-    let dir = tempfile::tempdir().unwrap();
-    let lake_dir = dir.path().join("lake");
-    std::fs::create_dir_all(&lake_dir).unwrap();
-    let lake = Lake::new(
-        Arc::new(LocalFileSystem::new_with_prefix(&lake_dir).unwrap()),
-        Codec::Zstd,
-    );
-    let bus = EmbeddedBus::open(dir.path().join("bus"), EmbeddedOptions::default()).unwrap();
-    bus.create_topics(&topics()).await.unwrap();
+    let (_dir, lake, bus) = lake_and_bus().await;
     let shared: Arc<dyn Bus> = Arc::new(bus.clone());
     let fenced_before = logpipe_core::metrics::metrics()
         .lake_steps_fenced

@@ -125,23 +125,31 @@ impl Drop for Running {
     }
 }
 
-/// `logpipe sql --format json` over `data_dir`.
-pub fn sql_json(data_dir: &Path, sql: &str) -> Vec<serde_json::Value> {
-    let output = Command::new(binary())
-        .args(["sql", "--format", "json", "--data-dir"])
-        .arg(data_dir)
-        .arg(sql)
-        .output()
-        .unwrap();
+/// Runs `command` and returns its stdout; fails the test (with the
+/// command's stderr) unless it succeeds.
+pub fn stdout_of(command: &mut Command, what: &str) -> Vec<u8> {
+    let output = command.output().unwrap();
     assert!(
         output.status.success(),
-        "logpipe sql failed: {}",
+        "{what} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+    output.stdout
+}
+
+/// `logpipe sql --format json` over `data_dir`.
+pub fn sql_json(data_dir: &Path, sql: &str) -> Vec<serde_json::Value> {
+    let stdout = stdout_of(
+        Command::new(binary())
+            .args(["sql", "--format", "json", "--data-dir"])
+            .arg(data_dir)
+            .arg(sql),
+        "logpipe sql",
+    );
+    serde_json::from_slice(&stdout).unwrap_or_else(|e| {
         panic!(
             "bad JSON from logpipe sql ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
+            String::from_utf8_lossy(&stdout)
         )
     })
 }
@@ -281,18 +289,11 @@ impl Drop for Broker {
 pub fn python(script: &str, args: &[&str]) -> String {
     let python = std::env::var("LOGPIPE_TEST_PYTHON")
         .expect("LOGPIPE_TEST_PYTHON is not set: run ./scripts/test.sh");
-    let output = Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "python failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let stdout = stdout_of(
+        Command::new(python).arg("-c").arg(script).args(args),
+        "python",
     );
-    String::from_utf8(output.stdout).unwrap()
+    String::from_utf8(stdout).unwrap()
 }
 
 /// Fails unless every id of `acked` has a row in `counts` (id → rows in
