@@ -12,31 +12,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${1:-5000000}
 RUNS=${2:-5}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logpipe/target}"
-BIN=${LOGPIPE_BIN:-$CARGO_TARGET_DIR/release/logpipe}
-if [ ! -x "$BIN" ]; then
-  echo "building the release binary (once)…" >&2
-  cargo build --release --locked -p logpipe-cli >&2
-fi
-
-WORK=$(mktemp -d)
-cleanup() { [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
+. bench/lib.sh
 DATA=${BENCH_KEEP:-$WORK/data}
 
 if [ ! -d "$DATA/logs" ]; then
   # Windows off: only the raw lake matters here, and the load is quicker.
-  LOGPIPE__WINDOWS__ENABLED=false "$BIN" up --no-generator --listen 127.0.0.1:0 --data-dir "$DATA" \
-    >"$WORK/out" 2>"$WORK/err" &
-  PID=$!
-  for _ in $(seq 100); do grep -q '^listening on ' "$WORK/out" 2>/dev/null && break; sleep 0.1; done
-  URL=$(sed -n 's/^listening on //p' "$WORK/out")
-  [ -n "$URL" ] || { echo "logpipe up did not start:" >&2; cat "$WORK/err" >&2; exit 1; }
+  LOGPIPE__WINDOWS__ENABLED=false start_up "$DATA"
   echo "loading $COUNT logs…" >&2
   "$BIN" generate --target "$URL" --count "$COUNT" --kind logs >&2
-  lake_rows() { curl -sf "$URL/api/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['lake_rows'])"; }
-  until [ "$(lake_rows)" -ge "$COUNT" ]; do sleep 0.1; done
-  kill -TERM "$PID"; wait "$PID" || true; PID=
+  until [ "$(stat lake_rows)" -ge "$COUNT" ]; do sleep 0.1; done
+  stop_up
 fi
 
 # The day with the most rows (the load may cross midnight UTC).

@@ -16,20 +16,7 @@ COUNT=${1:-2000000}
 KIND=${2:-logs}
 BATCH=${3:-1000}
 CONCURRENCY=${4:-4}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logpipe/target}"
-BIN=${LOGPIPE_BIN:-$CARGO_TARGET_DIR/release/logpipe}
-if [ ! -x "$BIN" ]; then
-  echo "building the release binary (once)…" >&2
-  cargo build --release --locked -p logpipe-cli >&2
-fi
-
-WORK=$(mktemp -d)
-cleanup() {
-  [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null
-  [ -n "${BROKER_PID:-}" ] && kill "$BROKER_PID" 2>/dev/null
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+. bench/lib.sh
 
 BUS_ARGS=()
 [ -n "${BENCH_CONFIG:-}" ] && BUS_ARGS+=(--config "$BENCH_CONFIG")
@@ -48,13 +35,7 @@ if [ "${BENCH_BUS:-embedded}" = kafka ]; then
   BUS_ARGS+=(--bus kafka --brokers "$BROKERS")
 fi
 
-"$BIN" up --no-generator --listen 127.0.0.1:0 --data-dir "$WORK/data" "${BUS_ARGS[@]}" >"$WORK/out" 2>"$WORK/err" &
-PID=$!
-for _ in $(seq 100); do grep -q '^listening on ' "$WORK/out" 2>/dev/null && break; sleep 0.1; done
-URL=$(sed -n 's/^listening on //p' "$WORK/out")
-[ -n "$URL" ] || { echo "logpipe up did not start:" >&2; cat "$WORK/err" >&2; exit 1; }
-
-stat() { curl -sf "$URL/api/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+start_up "$WORK/data" "${BUS_ARGS[@]}"
 
 START=$(date +%s.%N)
 /usr/bin/env time -f 'GEN_CPU %U %S' "$BIN" generate --target "$URL" --count "$COUNT" --kind "$KIND" --batch-size "$BATCH" --concurrency "$CONCURRENCY" >"$WORK/gen" 2>&1
@@ -66,7 +47,7 @@ RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
 UP_TICKS=$(awk '{print $14 + $15}' "/proc/$PID/stat")
 BROKER_TICKS=0
 [ -n "${BROKER_PID:-}" ] && BROKER_TICKS=$(awk '{print $14 + $15}' "/proc/$BROKER_PID/stat")
-kill -TERM "$PID"; wait "$PID" || true; PID=
+stop_up
 
 python3 - "$COUNT" "$START" "$ACKED" "$DONE" "$RSS_KB" "$WORK/gen" "$UP_TICKS" "$(getconf CLK_TCK)" "$BROKER_TICKS" <<'PY'
 import sys

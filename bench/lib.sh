@@ -1,0 +1,35 @@
+# Shared by the bench scripts (sourced, not run): the release binary, a
+# work directory cleaned up on exit, and starting `logpipe up` on a free
+# port. Sets BIN and WORK; `start_up` sets PID and URL.
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/logpipe/target}"
+BIN=${LOGPIPE_BIN:-$CARGO_TARGET_DIR/release/logpipe}
+if [ ! -x "$BIN" ]; then
+  echo "building the release binary (once)…" >&2
+  cargo build --release --locked -p logpipe-cli >&2
+fi
+
+WORK=$(mktemp -d)
+cleanup() {
+  [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null
+  [ -n "${BROKER_PID:-}" ] && kill "$BROKER_PID" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# start_up DATA_DIR [ARGS…]: `logpipe up --no-generator` on 127.0.0.1:0.
+start_up() {
+  local data=$1
+  shift
+  "$BIN" up --no-generator --listen 127.0.0.1:0 --data-dir "$data" "$@" >"$WORK/out" 2>"$WORK/err" &
+  PID=$!
+  for _ in $(seq 100); do grep -q '^listening on ' "$WORK/out" 2>/dev/null && break; sleep 0.1; done
+  URL=$(sed -n 's/^listening on //p' "$WORK/out")
+  [ -n "$URL" ] || { echo "logpipe up did not start:" >&2; cat "$WORK/err" >&2; exit 1; }
+}
+
+# stat NAME: one figure of the running server's /api/stats.
+stat() { curl -sf "$URL/api/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+# stop_up: SIGTERM and wait (the server drains and commits).
+stop_up() { kill -TERM "$PID"; wait "$PID" || true; PID=; }
