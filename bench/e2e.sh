@@ -6,6 +6,7 @@
 # Env:   LOGPIPE_BIN (default: release build in $CARGO_TARGET_DIR), any
 #        LOGPIPE__… configuration variable for the server under test.
 #        BENCH_CONFIG=FILE passes `--config FILE` to `logpipe up`.
+#        BENCH_PIN=1 pins the server to CPU 0 and the load client to CPU 1.
 #        BENCH_BUS=kafka runs `logpipe up --bus kafka` against a broker:
 #        BENCH_BROKERS=HOST:PORT for one you run, otherwise a fresh tansu
 #        (memory storage) on a free loopback port, from BENCH_TANSU or
@@ -38,7 +39,7 @@ fi
 start_up "$WORK/data" "${BUS_ARGS[@]}"
 
 START=$(date +%s.%N)
-/usr/bin/env time -f 'GEN_CPU %U %S' "$BIN" generate --target "$URL" --count "$COUNT" --kind "$KIND" --batch-size "$BATCH" --concurrency "$CONCURRENCY" >"$WORK/gen" 2>&1
+/usr/bin/env time -f 'GEN_CPU %U %S' "${CLIENT_PIN[@]}" "$BIN" generate --target "$URL" --count "$COUNT" --kind "$KIND" --batch-size "$BATCH" --concurrency "$CONCURRENCY" >"$WORK/gen" 2>&1
 ACKED=$(date +%s.%N)
 until [ "$(stat lake_rows)" -ge "$COUNT" ]; do sleep 0.02; done
 DONE=$(date +%s.%N)

@@ -9,6 +9,16 @@ if [ ! -x "$BIN" ]; then
   cargo build --release --locked -p logpipe-cli >&2
 fi
 
+# BENCH_PIN=1: the server on CPU 0 and the load client on CPU 1, so the
+# server's CPU per record is not inflated by the two competing for cores
+# (compare costs this way; throughput is then that of one core).
+SERVER_PIN=()
+CLIENT_PIN=()
+if [ -n "${BENCH_PIN:-}" ]; then
+  SERVER_PIN=(taskset -c 0)
+  CLIENT_PIN=(taskset -c 1)
+fi
+
 WORK=$(mktemp -d)
 cleanup() {
   [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null
@@ -21,7 +31,7 @@ trap cleanup EXIT
 start_up() {
   local data=$1
   shift
-  "$BIN" up --no-generator --listen 127.0.0.1:0 --data-dir "$data" "$@" >"$WORK/out" 2>"$WORK/err" &
+  "${SERVER_PIN[@]}" "$BIN" up --no-generator --listen 127.0.0.1:0 --data-dir "$data" "$@" >"$WORK/out" 2>"$WORK/err" &
   PID=$!
   for _ in $(seq 100); do grep -q '^listening on ' "$WORK/out" 2>/dev/null && break; sleep 0.1; done
   URL=$(sed -n 's/^listening on //p' "$WORK/out")
