@@ -317,7 +317,7 @@ impl PartitionLog {
                     )));
                 }
                 let batch = bytes::Bytes::from(batch);
-                for (i, (key, value)) in format::decode_records(&batch).enumerate() {
+                for (i, (key, value, headers)) in format::decode_records(&batch).enumerate() {
                     let record_offset = header.base_offset + i as u64;
                     if record_offset < next {
                         continue;
@@ -331,6 +331,7 @@ impl PartitionLog {
                         offset: record_offset,
                         key: batch.slice_ref(key),
                         value: batch.slice_ref(value),
+                        headers,
                     });
                     bytes_read += key.len() + value.len();
                 }
@@ -1015,7 +1016,7 @@ fn write_group(
                 append_ms,
                 records
                     .iter()
-                    .map(|r| (r.key.as_slice(), r.value.as_slice())),
+                    .map(|r| (r.key.as_slice(), r.value.as_slice(), &r.headers)),
             );
             if let Err(e) = (&*file).write_all(&buffer) {
                 // A partial write must not stay behind the rolled-back group.

@@ -6,18 +6,29 @@
 //! ```text
 //! length      u32  bytes after this field
 //! crc32       u32  CRC-32 (IEEE) of every byte after this field
-//! magic       u8   1
+//! magic       u8   2
 //! base_offset u64  offset of the first record
 //! count       u32  records in the batch
 //! append_ms   i64  wall-clock time of the append (retention uses it)
-//! records     count × (key_len u32, key, value_len u32, value)
+//! records     count × (key_len u32, key, value_len u32, value,
+//!                      headers_len u32, headers)
 //! ```
+//!
+//! `headers` is a [`Headers`] block. Magic 1 batches, written before headers
+//! existed, have no `headers_len, headers` and are still read (their
+//! records have no headers), so a data directory survives the upgrade.
 //!
 //! All integers little-endian. A batch is valid only when it is complete and
 //! its CRC matches; recovery truncates the file at the first invalid batch (a
 //! write torn by a crash, which was never acknowledged).
 
-pub const MAGIC: u8 = 1;
+use bytes::Bytes;
+
+use crate::Headers;
+
+/// The magic byte written; [`MAGIC_WITHOUT_HEADERS`] is still read.
+pub const MAGIC: u8 = 2;
+pub const MAGIC_WITHOUT_HEADERS: u8 = 1;
 /// length + crc + magic + base_offset + count + append_ms.
 pub const HEADER_BYTES: usize = 4 + 4 + 1 + 8 + 4 + 8;
 /// No batch is larger than this (a request is capped far lower); a length
@@ -60,19 +71,22 @@ impl BatchHeader {
             append_ms: u64_at(21) as i64,
         };
         let minimum = (HEADER_BYTES - 4) as u32;
-        if bytes[8] != MAGIC || header.length < minimum || header.length > MAX_BATCH_BYTES {
+        if !matches!(bytes[8], MAGIC | MAGIC_WITHOUT_HEADERS)
+            || header.length < minimum
+            || header.length > MAX_BATCH_BYTES
+        {
             return None;
         }
         Some(header)
     }
 }
 
-/// Appends an encoded batch of `records` (key, value) to `out`.
+/// Appends an encoded batch of `records` (key, value, headers) to `out`.
 pub fn encode_batch<'a>(
     out: &mut Vec<u8>,
     base_offset: u64,
     append_ms: i64,
-    records: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])>,
+    records: impl ExactSizeIterator<Item = (&'a [u8], &'a [u8], &'a Headers)>,
 ) {
     let start = out.len();
     out.extend_from_slice(&[0; 8]); // length and crc, filled in below
@@ -80,11 +94,11 @@ pub fn encode_batch<'a>(
     out.extend_from_slice(&base_offset.to_le_bytes());
     out.extend_from_slice(&(records.len() as u32).to_le_bytes());
     out.extend_from_slice(&append_ms.to_le_bytes());
-    for (key, value) in records {
-        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        out.extend_from_slice(key);
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        out.extend_from_slice(value);
+    for (key, value, headers) in records {
+        for field in [key, value, headers.encoded()] {
+            out.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            out.extend_from_slice(field);
+        }
     }
     let length = (out.len() - start - 4) as u32;
     let crc = crc32fast::hash(&out[start + 8..]);
@@ -97,19 +111,24 @@ pub fn verify_batch(header: &BatchHeader, bytes: &[u8]) -> bool {
     bytes.len() as u64 == header.total_bytes() && crc32fast::hash(&bytes[8..]) == header.crc
 }
 
-/// Iterates the (key, value) records of a verified batch.
-pub fn decode_records(batch: &[u8]) -> RecordIter<'_> {
+/// Iterates the (key, value, headers) records of a verified batch; key,
+/// value and headers share the batch's buffer.
+pub fn decode_records(batch: &Bytes) -> RecordIter<'_> {
     RecordIter {
+        batch,
+        with_headers: batch.get(8) == Some(&MAGIC),
         rest: batch.get(HEADER_BYTES..).unwrap_or_default(),
     }
 }
 
 pub struct RecordIter<'a> {
+    batch: &'a Bytes,
+    with_headers: bool,
     rest: &'a [u8],
 }
 
 impl<'a> Iterator for RecordIter<'a> {
-    type Item = (&'a [u8], &'a [u8]);
+    type Item = (&'a [u8], &'a [u8], Headers);
 
     fn next(&mut self) -> Option<Self::Item> {
         let take = |rest: &mut &'a [u8]| -> Option<&'a [u8]> {
@@ -120,7 +139,15 @@ impl<'a> Iterator for RecordIter<'a> {
         };
         let key = take(&mut self.rest)?;
         let value = take(&mut self.rest)?;
-        Some((key, value))
+        let headers = match self.with_headers {
+            true => match take(&mut self.rest)? {
+                // No reference to the batch for a record without headers.
+                [] => Headers::default(),
+                block => Headers::from_encoded(self.batch.slice_ref(block)),
+            },
+            false => Headers::default(),
+        };
+        Some((key, value, headers))
     }
 }
 
@@ -130,7 +157,10 @@ mod tests {
 
     #[test]
     fn batch_round_trips_and_detects_corruption() {
-        let records: Vec<(&[u8], &[u8])> = vec![(b"k1", b"v1"), (b"", b"value two")];
+        let headers: Headers = [("h", &b"x"[..])].into_iter().collect();
+        let none = Headers::default();
+        let records: Vec<(&[u8], &[u8], &Headers)> =
+            vec![(b"k1", b"v1", &headers), (b"", b"value two", &none)];
         let mut bytes = Vec::new();
         encode_batch(&mut bytes, 42, 7, records.iter().copied());
         let header = BatchHeader::decode(bytes[..HEADER_BYTES].try_into().unwrap()).unwrap();
@@ -138,11 +168,44 @@ mod tests {
         assert_eq!(header.count, 2);
         assert_eq!(header.next_offset(), 44);
         assert!(verify_batch(&header, &bytes));
-        assert_eq!(decode_records(&bytes).collect::<Vec<_>>(), records);
+        let batch = Bytes::from(bytes.clone());
+        let decoded: Vec<_> = decode_records(&batch).collect();
+        let expected: Vec<_> = records
+            .iter()
+            .map(|(k, v, h)| (*k, *v, (*h).clone()))
+            .collect();
+        assert_eq!(decoded, expected);
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 1;
         assert!(!verify_batch(&header, &flipped));
         assert!(!verify_batch(&header, &bytes[..bytes.len() - 1]));
+    }
+
+    /// A batch as written before headers existed (magic 1), byte by byte.
+    #[test]
+    fn batches_without_headers_are_still_read() {
+        let mut bytes = vec![0u8; 8];
+        bytes.push(MAGIC_WITHOUT_HEADERS);
+        bytes.extend_from_slice(&5u64.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&9i64.to_le_bytes());
+        for field in [&b"key"[..], b"value"] {
+            bytes.extend_from_slice(&(field.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(field);
+        }
+        let length = (bytes.len() - 4) as u32;
+        let crc = crc32fast::hash(&bytes[8..]);
+        bytes[..4].copy_from_slice(&length.to_le_bytes());
+        bytes[4..8].copy_from_slice(&crc.to_le_bytes());
+
+        let header = BatchHeader::decode(bytes[..HEADER_BYTES].try_into().unwrap()).unwrap();
+        assert!(verify_batch(&header, &bytes));
+        let batch = Bytes::from(bytes);
+        let decoded: Vec<_> = decode_records(&batch).collect();
+        assert_eq!(
+            decoded,
+            vec![(&b"key"[..], &b"value"[..], Headers::default())]
+        );
     }
 }

@@ -34,14 +34,14 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message as _;
+use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::{
-    Bus, BusError, BusRecord, ConsumedRecord, Consumer, Rebalance, Result, TopicPartition,
+    Bus, BusError, BusRecord, ConsumedRecord, Consumer, Headers, Rebalance, Result, TopicPartition,
     TopicSpec,
 };
 
@@ -269,10 +269,13 @@ impl KafkaBus {
         let mut deliveries = Vec::with_capacity(records.len());
         for record in records {
             let partition = partition_for_key(&record.key, partitions) as i32;
-            let message = FutureRecord::to(topic)
+            let mut message = FutureRecord::to(topic)
                 .partition(partition)
                 .key(&record.key[..])
                 .payload(&record.value[..]);
+            if !record.headers.is_empty() {
+                message = message.headers(kafka_headers(&record.headers));
+            }
             match producer.send_result(message) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
@@ -820,6 +823,21 @@ impl KafkaConsumer {
     }
 }
 
+/// The librdkafka form of a record's headers. Header names are Kafka
+/// strings; a name that is not UTF-8 cannot have come from [`Headers`]'s
+/// constructors and is skipped.
+fn kafka_headers(headers: &Headers) -> OwnedHeaders {
+    headers
+        .iter()
+        .filter_map(|(name, value)| Some((std::str::from_utf8(name).ok()?, value)))
+        .fold(OwnedHeaders::new(), |out, (key, value)| {
+            out.insert(Header {
+                key,
+                value: Some(value),
+            })
+        })
+}
+
 /// Polls until `max` records or `timeout`, on a blocking thread. Records
 /// read before a rebalance are dropped: after it, each partition restarts
 /// from where the job said.
@@ -861,6 +879,15 @@ fn poll_blocking(
                     offset: message.offset().max(0) as u64,
                     key: Bytes::copy_from_slice(message.key().unwrap_or_default()),
                     value: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+                    headers: message
+                        .headers()
+                        .map(|headers| {
+                            headers
+                                .iter()
+                                .map(|h| (h.key, h.value.unwrap_or_default()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                 });
                 // Hand over what arrived when the caller's time is up, even
                 // if more keeps trickling in (a slow broker would otherwise

@@ -23,10 +23,12 @@ use async_trait::async_trait;
 
 pub mod embedded;
 pub mod format;
+pub mod headers;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 
 pub use embedded::EmbeddedBus;
+pub use headers::Headers;
 
 /// One topic to create at start (SPEC §1.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,18 @@ pub struct TopicSpec {
 pub struct BusRecord {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
+    pub headers: Headers,
+}
+
+impl BusRecord {
+    /// A record without headers.
+    pub fn new(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> BusRecord {
+        BusRecord {
+            key: key.into(),
+            value: value.into(),
+            headers: Headers::default(),
+        }
+    }
 }
 
 /// A record read from the bus. Topic, key and value are shared with the
@@ -57,6 +71,7 @@ pub struct ConsumedRecord {
     pub offset: u64,
     pub key: bytes::Bytes,
     pub value: bytes::Bytes,
+    pub headers: Headers,
 }
 
 /// A topic-partition.

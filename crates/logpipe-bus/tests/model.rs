@@ -31,7 +31,8 @@ async fn open(dir: &Path, options: &EmbeddedOptions) -> EmbeddedBus {
     bus
 }
 
-type Model = BTreeMap<u32, Vec<(Vec<u8>, Vec<u8>)>>;
+/// Per partition: (key, value, encoded headers) of each record in order.
+type Model = BTreeMap<u32, Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>>;
 
 /// With interval fsync, acknowledged records become visible at the next
 /// periodic sync; wait (bounded) until the bus shows `total` records.
@@ -70,7 +71,11 @@ async fn check(bus: &EmbeddedBus, model: &Model) {
                 for record in &records {
                     assert_eq!(record.offset, offset, "offsets are dense and ordered");
                     offset += 1;
-                    got.push((record.key.to_vec(), record.value.to_vec()));
+                    got.push((
+                        record.key.to_vec(),
+                        record.value.to_vec(),
+                        record.headers.encoded().to_vec(),
+                    ));
                 }
             }
             assert_eq!(got, expected[start..], "partition {partition} from {start}");
@@ -119,20 +124,32 @@ async fn run_model(seed: u64, steps: usize, options: EmbeddedOptions) {
             0..=5 => {
                 let count = rng.usize(1..60);
                 let records: Vec<BusRecord> = (0..count)
-                    .map(|i| BusRecord {
-                        key: format!("key-{}", rng.u8(0..12)).into_bytes(),
-                        value: format!("v{step}-{i}-{}", "x".repeat(rng.usize(0..300)))
-                            .into_bytes(),
+                    .map(|i| {
+                        let mut record = BusRecord::new(
+                            format!("key-{}", rng.u8(0..12)),
+                            format!("v{step}-{i}-{}", "x".repeat(rng.usize(0..300))),
+                        );
+                        // Some records carry headers, some none.
+                        let value = vec![rng.u8(..); rng.usize(0..30)];
+                        record.headers = match rng.u8(0..3) {
+                            0 => logpipe_bus::Headers::default(),
+                            1 => [("h", &value[..])].into_iter().collect(),
+                            _ => [("h", &value[..]), ("empty", &b""[..])]
+                                .into_iter()
+                                .collect(),
+                        };
+                        record
                     })
                     .collect();
                 bus.append(TOPIC, records.clone()).await.unwrap();
                 for record in records {
                     let partition =
                         logpipe_core::partition::partition_for_key(&record.key, PARTITIONS);
-                    model
-                        .entry(partition)
-                        .or_default()
-                        .push((record.key, record.value));
+                    model.entry(partition).or_default().push((
+                        record.key,
+                        record.value,
+                        record.headers.encoded().to_vec(),
+                    ));
                 }
             }
             6 => {
@@ -143,9 +160,8 @@ async fn run_model(seed: u64, steps: usize, options: EmbeddedOptions) {
                     let bus = bus.clone();
                     let key = format!("concurrent-{task}").into_bytes();
                     let records: Vec<BusRecord> = (0..20)
-                        .map(|i| BusRecord {
-                            key: key.clone(),
-                            value: format!("c{step}-{task}-{i}").into_bytes(),
+                        .map(|i| {
+                            BusRecord::new(key.clone(), format!("c{step}-{task}-{i}").into_bytes())
                         })
                         .collect();
                     tasks.push(tokio::spawn(async move {
@@ -165,7 +181,11 @@ async fn run_model(seed: u64, steps: usize, options: EmbeddedOptions) {
                     let read = bus.read(TOPIC, partition, before as u64, 10_000).unwrap();
                     let entry = model.entry(partition).or_default();
                     for record in read {
-                        entry.push((record.key.to_vec(), record.value.to_vec()));
+                        entry.push((
+                            record.key.to_vec(),
+                            record.value.to_vec(),
+                            record.headers.encoded().to_vec(),
+                        ));
                     }
                 }
                 for records in appended {
@@ -173,8 +193,8 @@ async fn run_model(seed: u64, steps: usize, options: EmbeddedOptions) {
                         logpipe_core::partition::partition_for_key(&records[0].key, PARTITIONS);
                     let in_partition: Vec<_> = model[&partition]
                         .iter()
-                        .filter(|(k, _)| *k == records[0].key)
-                        .map(|(_, v)| v.clone())
+                        .filter(|(k, _, _)| *k == records[0].key)
+                        .map(|(_, v, _)| v.clone())
                         .collect();
                     let expected: Vec<_> = records.iter().map(|r| r.value.clone()).collect();
                     assert!(in_partition.ends_with(&expected), "per-key order kept");
@@ -247,10 +267,7 @@ async fn retention_deletes_sealed_segments_and_reports_the_gap() {
     topic.retention_bytes = 8 * 1024;
     bus.create_topics(&[topic]).await.unwrap();
     for i in 0..100 {
-        let record = BusRecord {
-            key: b"k".to_vec(),
-            value: vec![b'a' + (i % 26) as u8; 500],
-        };
+        let record = BusRecord::new(b"k".to_vec(), vec![b'a' + (i % 26) as u8; 500]);
         bus.append(TOPIC, vec![record]).await.unwrap();
     }
     bus.enforce_retention().unwrap();
@@ -306,10 +323,7 @@ async fn consumer_commits_survive_restart_and_poll_waits_for_data() {
     let append = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let records = (0..5)
-            .map(|i| BusRecord {
-                key: b"same".to_vec(),
-                value: vec![i],
-            })
+            .map(|i| BusRecord::new(b"same".to_vec(), vec![i]))
             .collect();
         producer.append(TOPIC, records).await.unwrap();
     });

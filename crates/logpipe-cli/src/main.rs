@@ -584,7 +584,10 @@ async fn http_app(config: &Config, bus: Arc<dyn Bus>) -> Result<axum::Router> {
     let query = Arc::new(QueryEngine::open_local(&config.data_dir).await?);
     Ok(logpipe_server::router(AppState {
         bus,
-        collector: CollectorSettings::from(&config.collector),
+        collector: CollectorSettings {
+            summaries: config.windows.enabled,
+            ..CollectorSettings::from(&config.collector)
+        },
         query,
     })
     .merge(logpipe_gen::sample_router()))

@@ -93,7 +93,8 @@ while idle < 20:
     value = json.loads(message.value())
     seen.append({"partition": message.partition(), "offset": message.offset(),
                  "key": message.key().decode(), "service": value["service"],
-                 "request_id": value["metadata"]["request_id"]})
+                 "request_id": value["metadata"]["request_id"],
+                 "headers": [name for name, _ in message.headers() or []]})
 consumer.close()
 # Records from an outside producer, in the documented format.
 producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True})
@@ -159,6 +160,8 @@ async fn topics_keys_and_external_clients_on_a_real_broker() {
     for record in &seen {
         let key = record["key"].as_str().unwrap();
         assert_eq!(key, record["service"].as_str().unwrap(), "key = service");
+        // The window fields travel as a Kafka record header.
+        assert_eq!(record["headers"], serde_json::json!(["logpipe.summary"]));
         let partition = record["partition"].as_u64().unwrap();
         assert_eq!(
             *partition_of.entry(key).or_insert(partition),

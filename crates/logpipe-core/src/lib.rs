@@ -7,11 +7,14 @@
 //! - [`schema`]: Arrow schemas of the lake tables and builders that fill them.
 //! - [`partition`]: Kafka-compatible key → partition hashing.
 //! - [`metrics`]: the process-wide Prometheus metrics.
+//! - [`summary`]: a log record's window fields in a few bytes, carried as a
+//!   bus record header.
 
 pub mod metrics;
 pub mod partition;
 pub mod record;
 pub mod schema;
+pub mod summary;
 pub mod time;
 
 pub use record::{

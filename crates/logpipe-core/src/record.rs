@@ -680,7 +680,8 @@ impl ActivityEvent {
     }
 }
 
-fn seconds_value(micros: i64) -> f64 {
+/// Epoch seconds as the canonical JSON writes them.
+pub(crate) fn seconds_value(micros: i64) -> f64 {
     micros as f64 / time::MICROS_PER_SECOND as f64
 }
 

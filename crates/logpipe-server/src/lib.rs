@@ -22,10 +22,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use logpipe_bus::{Bus, BusError, BusRecord};
+use logpipe_bus::{Bus, BusError, BusRecord, Headers};
 use logpipe_core::metrics::metrics;
 use logpipe_core::record::{self, RecordKind, ValidationLimits};
 use logpipe_core::schema::Record;
+use logpipe_core::summary::{self, LogSummary};
 use logpipe_query::{QueryEngine, QueryError};
 use serde::Deserialize;
 use serde_json::json;
@@ -46,6 +47,10 @@ pub struct CollectorSettings {
     pub max_field_bytes: usize,
     pub max_future_skew: Duration,
     pub retry_after: Duration,
+    /// Give each log record its window fields as a header
+    /// ([`summary::HEADER`]), so the window job need not parse its JSON.
+    /// On when windows are enabled; off, it would only cost bytes.
+    pub summaries: bool,
 }
 
 impl From<&logpipe_config::CollectorConfig> for CollectorSettings {
@@ -55,6 +60,7 @@ impl From<&logpipe_config::CollectorConfig> for CollectorSettings {
             max_field_bytes: config.max_field_bytes,
             max_future_skew: config.max_future_skew,
             retry_after: config.retry_after,
+            summaries: true,
         }
     }
 }
@@ -110,20 +116,31 @@ fn parse_batch(
     kind: RecordKind,
     body: &[u8],
     limits: &ValidationLimits,
+    summaries: bool,
 ) -> Result<ParsedBatch, record::BodyError> {
     let raw_records = record::split_body(body)?;
     let mut records = Vec::with_capacity(raw_records.len());
     let mut rejected = Vec::new();
     for (index, raw) in raw_records.into_iter().enumerate() {
         match raw.and_then(|text| Record::parse(kind, text, limits)) {
-            Ok(record) => records.push(BusRecord {
-                key: record.key().as_bytes().to_vec(),
-                value: record.to_json(),
-            }),
+            Ok(record) => records.push(bus_record(&record, summaries)),
             Err(error) => rejected.push((index, error.to_string())),
         }
     }
     Ok(ParsedBatch { records, rejected })
+}
+
+/// The bus form of a valid record. With `summaries`, a log record also
+/// carries its window fields as a header.
+fn bus_record(record: &Record, summaries: bool) -> BusRecord {
+    let mut out = BusRecord::new(record.key(), record.to_json());
+    if let (Record::Log(log), true) = (record, summaries) {
+        let summary = LogSummary::of(log);
+        out.headers = Headers::single(summary::HEADER, summary.encoded_len(), |block| {
+            summary.encode_into(block)
+        });
+    }
+    out
 }
 
 async fn collect(
@@ -157,7 +174,9 @@ async fn collect(
         now_micros: logpipe_core::time::now_micros(),
     };
     // Parsing a large body takes milliseconds of CPU: keep it off the reactor.
-    let parsed = tokio::task::spawn_blocking(move || parse_batch(kind, &body, &limits)).await;
+    let summaries = state.collector.summaries;
+    let parsed =
+        tokio::task::spawn_blocking(move || parse_batch(kind, &body, &limits, summaries)).await;
     let parsed = match parsed {
         Ok(Ok(parsed)) => parsed,
         Ok(Err(body_error)) => {
@@ -385,6 +404,7 @@ mod tests {
     use http_body_util::BodyExt;
     use logpipe_bus::TopicSpec;
     use logpipe_bus::embedded::{EmbeddedBus, EmbeddedOptions};
+    use logpipe_core::Level;
     use tower::ServiceExt;
 
     async fn app(dir: &std::path::Path) -> (Router, EmbeddedBus) {
@@ -406,6 +426,7 @@ mod tests {
                 max_field_bytes: 256,
                 max_future_skew: Duration::from_secs(3600),
                 retry_after: Duration::from_secs(2),
+                summaries: true,
             },
             query: Arc::new(QueryEngine::open_local(dir).await.unwrap()),
         };
@@ -450,12 +471,31 @@ mod tests {
                 .contains("level")
         );
         assert_eq!(bus.end_offsets("logs.raw").unwrap().iter().sum::<u64>(), 2);
+        // Each log record carries its window fields as a header.
+        let read = |topic: &str| -> Vec<logpipe_bus::ConsumedRecord> {
+            (0..3)
+                .flat_map(|p| bus.read(topic, p, 0, 10).unwrap())
+                .collect()
+        };
+        let summaries: Vec<(i64, Level, String)> = read("logs.raw")
+            .iter()
+            .map(|r| LogSummary::decode(r.headers.get(summary::HEADER).unwrap()).unwrap())
+            .map(|s| (s.timestamp_micros, s.level, s.service.to_string()))
+            .collect();
+        assert_eq!(
+            summaries,
+            [
+                (1_736_645_166_290_000, Level::Info, "api".to_string()),
+                (1_736_645_166_000_000, Level::Error, "api".to_string())
+            ]
+        );
 
         let ok =
             r#"{"event_id": "e1", "timestamp": 1736645166, "user_id": "u1", "event_type": "VIEW"}"#;
         let (status, answer) = post(&router, "/api/collect/activities", ok).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(answer["accepted"], 1);
+        assert!(read("events.activity").iter().all(|r| r.headers.is_empty()));
         bus.shutdown();
     }
 
@@ -595,6 +635,7 @@ mod tests {
                 max_field_bytes: 256,
                 max_future_skew: Duration::from_secs(3600),
                 retry_after: Duration::from_secs(2),
+                summaries: true,
             },
             query: Arc::new(QueryEngine::open_local(dir.path()).await.unwrap()),
         });

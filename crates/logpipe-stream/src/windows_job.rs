@@ -29,11 +29,12 @@ use std::time::Duration;
 use arrow::array::{
     Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
-use logpipe_bus::{Bus, BusRecord};
+use logpipe_bus::{Bus, BusRecord, ConsumedRecord};
 use logpipe_config::{AlertsConfig, LakeConfig, WindowsConfig};
 use logpipe_core::Level;
 use logpipe_core::metrics::{WindowGauges, analytics};
 use logpipe_core::schema::{alerts_schema, windows_schema};
+use logpipe_core::summary::{self, LogSummary};
 use logpipe_core::time::{
     HourPartition, epoch_seconds_to_micros, micros_to_rfc3339, now_micros, parse_iso8601_micros,
 };
@@ -148,6 +149,22 @@ struct MetaFields {
     response_time_ms: Option<f64>,
     #[serde(default)]
     status_code: Option<i64>,
+}
+
+/// The window fields of a `logs.raw` record: from the summary header the
+/// collector writes, or else (a record from another producer) parsed from
+/// the JSON value.
+pub fn sample_of(record: &ConsumedRecord) -> Option<Sample<'_>> {
+    match record.headers.get(summary::HEADER) {
+        Some(bytes) => LogSummary::decode(bytes).map(|s| Sample {
+            timestamp_micros: s.timestamp_micros,
+            level: s.level,
+            service: Cow::Borrowed(s.service),
+            response_time_ms: s.response_time_ms,
+            status_code: s.status_code,
+        }),
+        None => parse_sample(&record.value),
+    }
 }
 
 /// Parses the window fields of a `logs.raw` value.
@@ -443,17 +460,25 @@ impl WindowJob {
             if !drained {
                 last_record = Instant::now();
             }
-            for record in &records {
-                match parse_sample(&record.value) {
-                    Some(sample) => {
-                        let seen = partition_max.entry(record.partition).or_insert(i64::MIN);
-                        *seen = (*seen).max(sample.timestamp_micros);
-                        aggregator.observe(&sample);
+            // A poll returns each partition's records together: the
+            // bookkeeping per partition is done once per run of them.
+            for run in records.chunk_by(|a, b| a.partition == b.partition && a.topic == b.topic) {
+                let mut max_micros = i64::MIN;
+                for record in run {
+                    match sample_of(record) {
+                        Some(sample) => {
+                            max_micros = max_micros.max(sample.timestamp_micros);
+                            aggregator.observe(&sample);
+                        }
+                        None => invalid += 1,
                     }
-                    None => invalid += 1,
                 }
-                partitions_of(&mut positions, &record.topic)
-                    .insert(record.partition, record.offset + 1);
+                let last = &run[run.len() - 1];
+                if max_micros > i64::MIN {
+                    let seen = partition_max.entry(last.partition).or_insert(i64::MIN);
+                    *seen = (*seen).max(max_micros);
+                }
+                partitions_of(&mut positions, &last.topic).insert(last.partition, last.offset + 1);
             }
             self.advance_clock(&mut aggregator, &positions, &partition_max);
             let finishing = poller.finishing(drained);
@@ -664,9 +689,11 @@ impl WindowJob {
         }
         let records = messages
             .iter()
-            .map(|message| BusRecord {
-                key: message.service.clone().into_bytes(),
-                value: serde_json::to_vec(message).unwrap_or_default(),
+            .map(|message| {
+                BusRecord::new(
+                    message.service.clone().into_bytes(),
+                    serde_json::to_vec(message).unwrap_or_default(),
+                )
             })
             .collect();
         if let Err(error) = self.bus.append(&self.options.alerts_topic, records).await {
@@ -702,5 +729,43 @@ mod tests {
         assert_eq!(sample.response_time_ms, None);
         assert!(parse_sample(br#"{"level": "INFO"}"#).is_none());
         assert!(parse_sample(br#"{"timestamp": 1, "level": "LOUD", "service": "a"}"#).is_none());
+    }
+
+    /// The summary header and the JSON value give the same sample, for
+    /// records of every shape, so a window counts a record where the lake
+    /// puts it whichever way it was read.
+    #[test]
+    fn the_summary_header_and_the_json_value_agree() {
+        use logpipe_core::LogRecord;
+        use logpipe_core::record::LogMetadata;
+        let mut rng = fastrand::Rng::with_seed(7);
+        let services = ["api", "pay-ü", "quote\"d", "tab\tbed"];
+        for i in 0..20_000 {
+            let record = LogRecord {
+                // 2001..2096, with any microsecond.
+                timestamp_micros: rng.i64(1_000_000_000_000_000..4_000_000_000_000_000),
+                level: Level::ALL[rng.usize(..4)],
+                service: services[i % services.len()].to_string(),
+                host: None,
+                message: "m".into(),
+                metadata: LogMetadata {
+                    response_time_ms: rng.bool().then(|| rng.f64() * 10_000.0),
+                    status_code: rng.bool().then(|| rng.i32(100..600)),
+                    ..LogMetadata::default()
+                },
+            };
+            let value = record.to_json();
+            let summary = LogSummary::of(&record).encode();
+            let consumed = ConsumedRecord {
+                topic: "logs.raw".into(),
+                partition: 0,
+                offset: i as u64,
+                key: record.service.clone().into(),
+                value: value.clone().into(),
+                headers: [(summary::HEADER, &summary[..])].into_iter().collect(),
+            };
+            let from_header = sample_of(&consumed).unwrap();
+            assert_eq!(Some(from_header), parse_sample(&value), "{record:?}");
+        }
     }
 }

@@ -115,19 +115,21 @@ async fn interrupted_commit_is_rolled_forward_exactly_once() {
     let shared: Arc<dyn Bus> = Arc::new(bus.clone());
 
     let first: Vec<BusRecord> = (0..1000)
-        .map(|i| BusRecord {
-            key: format!("svc-{}", i % 5).into_bytes(),
-            value: log_json(i, (i % 2) as u64),
+        .map(|i| {
+            BusRecord::new(
+                format!("svc-{}", i % 5).into_bytes(),
+                log_json(i, (i % 2) as u64),
+            )
         })
         .collect();
     bus.append("logs.raw", first).await.unwrap();
     // One invalid record from a "foreign producer": counted, skipped, never fatal.
     bus.append(
         "logs.raw",
-        vec![BusRecord {
-            key: b"x".to_vec(),
-            value: b"{\"not\": \"a log\"}".to_vec(),
-        }],
+        vec![BusRecord::new(
+            b"x".to_vec(),
+            b"{\"not\": \"a log\"}".to_vec(),
+        )],
     )
     .await
     .unwrap();
@@ -151,10 +153,7 @@ async fn interrupted_commit_is_rolled_forward_exactly_once() {
     // More records arrive; the restarted job first completes the interrupted
     // commit, then continues after it.
     let second: Vec<BusRecord> = (1000..1500)
-        .map(|i| BusRecord {
-            key: format!("svc-{}", i % 5).into_bytes(),
-            value: log_json(i, 0),
-        })
+        .map(|i| BusRecord::new(format!("svc-{}", i % 5).into_bytes(), log_json(i, 0)))
         .collect();
     bus.append("logs.raw", second).await.unwrap();
     run_job_until_committed(shared, lake.clone(), 1500).await;
@@ -197,9 +196,11 @@ async fn a_zombie_member_is_fenced_and_nothing_is_doubled() {
     let total = 6000;
     for wave in 0..30 {
         let records: Vec<BusRecord> = (wave * 200..(wave + 1) * 200)
-            .map(|i| BusRecord {
-                key: format!("svc-{}", i % 5).into_bytes(),
-                value: log_json(i, (i % 2) as u64),
+            .map(|i| {
+                BusRecord::new(
+                    format!("svc-{}", i % 5).into_bytes(),
+                    log_json(i, (i % 2) as u64),
+                )
             })
             .collect();
         bus.append("logs.raw", records).await.unwrap();
