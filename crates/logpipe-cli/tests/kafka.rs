@@ -112,7 +112,14 @@ async fn topics_keys_and_external_clients_on_a_real_broker() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let running = Running::start(&data, &kafka_env(&broker, "logpipe-stream"));
+    // Windows on (the other Kafka tests leave them off): the collector then
+    // writes the summary header, and the window job reads it from Kafka.
+    let mut env = kafka_env(&broker, "logpipe-stream");
+    env.extend([
+        ("LOGPIPE__WINDOWS__ENABLED", "true"),
+        ("LOGPIPE__WINDOWS__IDLE_CLOSE", "1s"),
+    ]);
+    let running = Running::start(&data, &env);
     let client = reqwest::Client::new();
 
     // Keyed records: three services, each with an increasing sequence.
@@ -197,6 +204,29 @@ async fn topics_keys_and_external_clients_on_a_real_broker() {
     let counts = wait_for_lake(&data, "own-", &own);
     assert_eq!(counts.len() as u64, sent);
     assert!(counts.values().all(|n| *n == 1));
+
+    // The window job counted each of the collector's records once, in its
+    // service's windows (read through the header).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let windowed: BTreeMap<String, u64> = loop {
+        let counts: BTreeMap<String, u64> = match data.join("windows").exists() {
+            true => sql_json(
+                &data,
+                r#"SELECT service, sum("count") AS n FROM windows WHERE service <> 'billing' GROUP BY service"#,
+            )
+            .iter()
+            .map(|row| (row["service"].as_str().unwrap().to_string(), row["n"].as_u64().unwrap()))
+            .collect(),
+            false => BTreeMap::new(),
+        };
+        if counts.values().sum::<u64>() >= sent || Instant::now() > deadline {
+            break counts;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let expected: BTreeMap<String, u64> =
+        services.iter().map(|s| (s.to_string(), sent / 3)).collect();
+    assert_eq!(windowed, expected, "{}", running.log());
     assert!(running.terminate().success());
 }
 
