@@ -48,6 +48,9 @@ const MAX_REQUESTS_PER_GROUP: usize = 512;
 const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// Bytes one partition read returns at most (bounds a poll's memory).
 const MAX_READ_BYTES_PER_PARTITION: usize = 8 * 1024 * 1024;
+/// Each partition keeps its newest batches in memory, up to this many
+/// bytes, as the writer made them (see [`RecentBatches`]).
+const RECENT_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// When appends are fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +110,59 @@ struct PartitionLog {
     /// Oldest offset still kept.
     log_start: AtomicU64,
     writer: Mutex<WriterState>,
+    recent: Mutex<RecentBatches>,
+}
+
+/// The newest batches of a partition, kept by the writer after a
+/// successful write. Consumers at the end of the log (the stream jobs at
+/// full speed; in `logpipe up` two of them read every log record) get them
+/// without a disk read, a zeroed buffer and a checksum each. Contiguous in
+/// offsets: only written batches are added, in order, and a group rolled
+/// back is never added. A read that starts before the oldest one goes to
+/// disk as before.
+#[derive(Default)]
+struct RecentBatches {
+    batches: std::collections::VecDeque<(BatchHeader, bytes::Bytes)>,
+    bytes: usize,
+}
+
+impl RecentBatches {
+    fn push(&mut self, header: BatchHeader, batch: bytes::Bytes) {
+        if let Some((last, _)) = self.batches.back()
+            && last.next_offset() != header.base_offset
+        {
+            // Not contiguous (cannot happen; be safe): start over.
+            self.batches.clear();
+            self.bytes = 0;
+        }
+        self.bytes += batch.len();
+        self.batches.push_back((header, batch));
+        while self.bytes > RECENT_BATCH_BYTES && self.batches.len() > 1 {
+            if let Some((_, old)) = self.batches.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    /// The kept batches holding offsets in `[offset, end)`; empty when
+    /// `offset` is before the oldest.
+    fn covering(&self, offset: u64, end: u64) -> Vec<(BatchHeader, bytes::Bytes)> {
+        let Some((first, _)) = self.batches.front() else {
+            return Vec::new();
+        };
+        if offset < first.base_offset {
+            return Vec::new();
+        }
+        let at = self
+            .batches
+            .partition_point(|(h, _)| h.base_offset <= offset)
+            .saturating_sub(1);
+        self.batches
+            .range(at..)
+            .take_while(|(h, _)| h.base_offset < end)
+            .cloned()
+            .collect()
+    }
 }
 
 struct TopicLog {
@@ -242,6 +298,7 @@ impl PartitionLog {
                 next_offset: expected_next,
                 bytes_since_index,
             }),
+            recent: Mutex::new(RecentBatches::default()),
         })
     }
 
@@ -250,6 +307,38 @@ impl PartitionLog {
             self.log_start.load(Ordering::Acquire),
             self.visible_end.load(Ordering::Acquire),
         )
+    }
+
+    /// Appends the records of `batch` in `[next, end)` to `out`; returns
+    /// their key and value bytes.
+    fn take_records(
+        &self,
+        header: &BatchHeader,
+        batch: &bytes::Bytes,
+        next: u64,
+        end: u64,
+        out: &mut Vec<ConsumedRecord>,
+    ) -> usize {
+        let mut bytes = 0;
+        for (i, (key, value, headers)) in format::decode_records(batch).enumerate() {
+            let record_offset = header.base_offset + i as u64;
+            if record_offset < next {
+                continue;
+            }
+            if record_offset >= end {
+                break;
+            }
+            out.push(ConsumedRecord {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                offset: record_offset,
+                key: batch.slice_ref(key),
+                value: batch.slice_ref(value),
+                headers,
+            });
+            bytes += key.len() + value.len();
+        }
+        bytes
     }
 
     /// Reads visible records from `offset`, at most `max_records`.
@@ -274,6 +363,25 @@ impl PartitionLog {
         let mut out = Vec::new();
         let mut bytes_read = 0usize;
         let mut next = offset;
+        let recent = self
+            .recent
+            .lock()
+            .map_err(lock_poisoned)?
+            .covering(next, end);
+        for (header, batch) in &recent {
+            if header.next_offset() <= next {
+                continue;
+            }
+            if header.base_offset > next // a gap: cannot happen, but the disk has it
+                || next >= end
+                || out.len() >= max_records
+                || bytes_read >= MAX_READ_BYTES_PER_PARTITION
+            {
+                break;
+            }
+            bytes_read += self.take_records(header, batch, next, end, &mut out);
+            next = header.next_offset().min(end);
+        }
         'segments: while next < end
             && out.len() < max_records
             && bytes_read < MAX_READ_BYTES_PER_PARTITION
@@ -317,24 +425,7 @@ impl PartitionLog {
                     )));
                 }
                 let batch = bytes::Bytes::from(batch);
-                for (i, (key, value, headers)) in format::decode_records(&batch).enumerate() {
-                    let record_offset = header.base_offset + i as u64;
-                    if record_offset < next {
-                        continue;
-                    }
-                    if record_offset >= end {
-                        break;
-                    }
-                    out.push(ConsumedRecord {
-                        topic: self.topic.clone(),
-                        partition: self.partition,
-                        offset: record_offset,
-                        key: batch.slice_ref(key),
-                        value: batch.slice_ref(value),
-                        headers,
-                    });
-                    bytes_read += key.len() + value.len();
-                }
+                bytes_read += self.take_records(&header, &batch, next, end, &mut out);
                 next = header.next_offset().min(end);
                 pos += header.total_bytes();
                 if next >= end
@@ -848,6 +939,8 @@ struct StagedWrite {
     index_entry: Option<(u64, u64)>,
     batch_bytes: u64,
     new_next: u64,
+    /// The batch as written, kept in the partition's recent batches.
+    batch: bytes::Bytes,
 }
 
 fn writer_loop(inner: std::sync::Weak<Inner>, receiver: Receiver<WriterMessage>) {
@@ -997,7 +1090,6 @@ fn write_group(
     }
     let append_ms = now_ms();
     let mut staged: Vec<StagedWrite> = Vec::with_capacity(by_partition.len());
-    let mut buffer = Vec::new();
     let mut failure = None;
     for (log, records) in by_partition.into_values() {
         let result = (|| -> Result<StagedWrite> {
@@ -1009,7 +1101,12 @@ fn write_group(
                     .ok_or_else(|| BusError::Corrupt("partition has no segment".into()))?;
                 (active.file.clone(), active.path.clone(), active.size)
             };
-            buffer.clear();
+            // Its own buffer: on success it is kept in the recent batches.
+            let size: usize = records
+                .iter()
+                .map(|r| 12 + r.key.len() + r.value.len() + r.headers.encoded().len())
+                .sum();
+            let mut buffer = Vec::with_capacity(HEADER_BYTES + size);
             format::encode_batch(
                 &mut buffer,
                 writer.next_offset,
@@ -1035,6 +1132,7 @@ fn write_group(
                 index_entry,
                 batch_bytes: buffer.len() as u64,
                 new_next: writer.next_offset,
+                batch: bytes::Bytes::from(buffer),
             })
         })();
         match result {
@@ -1081,6 +1179,14 @@ fn write_group(
         };
         active.size = write.size_before + write.batch_bytes;
         active.last_append_ms = append_ms;
+        if let Some(header) = write
+            .batch
+            .first_chunk::<HEADER_BYTES>()
+            .and_then(BatchHeader::decode)
+        {
+            let mut recent = write.log.recent.lock().map_err(lock_poisoned)?;
+            recent.push(header, write.batch.clone());
+        }
         match write.index_entry {
             Some(entry) => {
                 active.index.push(entry);
@@ -1151,5 +1257,51 @@ impl Drop for Inner {
         {
             let _ = handle.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(base_offset: u64, count: u32, value_bytes: usize) -> (BatchHeader, bytes::Bytes) {
+        let value = vec![b'v'; value_bytes];
+        let none = crate::Headers::default();
+        let mut out = Vec::new();
+        format::encode_batch(
+            &mut out,
+            base_offset,
+            0,
+            (0..count).map(|_| (&b"k"[..], &value[..], &none)),
+        );
+        let header = BatchHeader::decode(out.first_chunk().unwrap()).unwrap();
+        (header, bytes::Bytes::from(out))
+    }
+
+    #[test]
+    fn recent_batches_are_bounded_contiguous_and_found_by_offset() {
+        let mut recent = RecentBatches::default();
+        // 10 records a batch, about 1 MiB each: the bound keeps four.
+        for i in 0..10 {
+            let (header, bytes) = batch(i * 10, 10, 100_000);
+            recent.push(header, bytes);
+        }
+        assert!(recent.bytes <= RECENT_BATCH_BYTES);
+        assert_eq!(recent.batches.len(), 4);
+        let bases = |found: Vec<(BatchHeader, bytes::Bytes)>| -> Vec<u64> {
+            found.iter().map(|(h, _)| h.base_offset).collect()
+        };
+        assert_eq!(bases(recent.covering(65, 100)), vec![60, 70, 80, 90]);
+        assert_eq!(bases(recent.covering(75, 85)), vec![70, 80]);
+        assert_eq!(
+            bases(recent.covering(59, 100)),
+            Vec::<u64>::new(),
+            "evicted"
+        );
+        // A batch that does not follow the last one starts the cache over.
+        let (header, bytes) = batch(500, 1, 10);
+        recent.push(header, bytes);
+        assert_eq!(bases(recent.covering(500, 501)), vec![500]);
+        assert_eq!(bases(recent.covering(95, 100)), Vec::<u64>::new());
     }
 }
