@@ -76,16 +76,27 @@ fn take<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
     Some(field)
 }
 
-impl<'a> FromIterator<(&'a str, &'a [u8])> for Headers {
-    fn from_iter<I: IntoIterator<Item = (&'a str, &'a [u8])>>(headers: I) -> Headers {
-        let mut block = Vec::new();
-        for (name, value) in headers {
+impl Headers {
+    /// Headers from `(name, value)` pairs whose encoded size (8 bytes plus
+    /// name and value, each) is `size`: one allocation.
+    pub fn from_pairs<'a>(
+        size: usize,
+        pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Headers {
+        let mut block = Vec::with_capacity(size);
+        for (name, value) in pairs {
             for field in [name.as_bytes(), value] {
                 block.extend_from_slice(&(field.len() as u32).to_le_bytes());
                 block.extend_from_slice(field);
             }
         }
         Headers(Bytes::from(block))
+    }
+}
+
+impl<'a> FromIterator<(&'a str, &'a [u8])> for Headers {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a [u8])>>(headers: I) -> Headers {
+        Headers::from_pairs(0, headers)
     }
 }
 

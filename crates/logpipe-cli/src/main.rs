@@ -585,7 +585,8 @@ async fn http_app(config: &Config, bus: Arc<dyn Bus>) -> Result<axum::Router> {
     Ok(logpipe_server::router(AppState {
         bus,
         collector: CollectorSettings {
-            summaries: config.windows.enabled,
+            summaries: config.windows.enabled
+                && (config.windows.summary_header).unwrap_or(config.bus.kind == BusKind::Embedded),
             ..CollectorSettings::from(&config.collector)
         },
         query,

@@ -112,12 +112,14 @@ async fn topics_keys_and_external_clients_on_a_real_broker() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // Windows on (the other Kafka tests leave them off): the collector then
-    // writes the summary header, and the window job reads it from Kafka.
+    // Windows on (the other Kafka tests leave them off), with the summary
+    // header (off by default on Kafka): the collector writes it as a Kafka
+    // record header, and the window job reads it back.
     let mut env = kafka_env(&broker, "logpipe-stream");
     env.extend([
         ("LOGPIPE__WINDOWS__ENABLED", "true"),
         ("LOGPIPE__WINDOWS__IDLE_CLOSE", "1s"),
+        ("LOGPIPE__WINDOWS__SUMMARY_HEADER", "true"),
     ]);
     let running = Running::start(&data, &env);
     let client = reqwest::Client::new();

@@ -345,6 +345,12 @@ pub struct WindowsConfig {
     /// so the last windows close and silent services are noticed.
     #[serde(with = "humantime_serde")]
     pub idle_close: Duration,
+    /// Whether the collector gives each log record its window fields as a
+    /// record header, so the window job need not parse the JSON again.
+    /// Unset: on with the embedded bus, off with Kafka, where librdkafka
+    /// allocates for every header on both sides and that cost more than
+    /// the parse it saves (docs/BENCHMARKS.md).
+    pub summary_header: Option<bool>,
 }
 
 impl Default for WindowsConfig {
@@ -354,6 +360,7 @@ impl Default for WindowsConfig {
             size: Duration::from_secs(5),
             allowed_lateness: Duration::from_secs(10),
             idle_close: Duration::from_secs(30),
+            summary_header: None,
         }
     }
 }
