@@ -90,7 +90,11 @@ async fn table_csv(dir: &Path, sql: &str) -> String {
 }
 
 fn check_golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{name}.csv"));
+    // Read at run time, not compiled in: the target directory is shared
+    // between clones, and a binary built in another clone would look for
+    // that clone's files.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo test");
+    let path = Path::new(&manifest_dir).join(format!("tests/golden/{name}.csv"));
     if std::env::var_os("LOGPIPE_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
