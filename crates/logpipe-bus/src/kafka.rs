@@ -802,13 +802,21 @@ impl KafkaConsumer {
             .map_err(|e| kafka_error("reading the oldest offsets failed", e))
     }
 
-    /// Which partition an offset-out-of-range error is about: the first
-    /// whose position lies below the oldest kept offset.
+    /// Which partition an offset-out-of-range error is about, and why: the
+    /// first whose position lies below the oldest kept offset (retention
+    /// deleted records the job had not read) or past the end of the log
+    /// (the broker lost records the lake already holds, e.g. a topic that
+    /// was deleted and created again).
     fn out_of_range(&self) -> BusError {
         for (tp, requested) in &self.positions {
-            if let Ok(low) = self.oldest_offset(&tp.topic, tp.partition)
-                && *requested < low
-            {
+            let Ok((low, high)) =
+                self.consumer
+                    .fetch_watermarks(&tp.topic, tp.partition as i32, METADATA_TIMEOUT)
+            else {
+                continue;
+            };
+            let (low, high) = (low.max(0) as u64, high.max(0) as u64);
+            if *requested < low {
                 return BusError::OffsetOutOfRange {
                     topic: tp.topic.clone(),
                     partition: tp.partition,
@@ -816,9 +824,19 @@ impl KafkaConsumer {
                     log_start: low,
                 };
             }
+            if *requested > high {
+                return BusError::OffsetBeyondEnd {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    requested: *requested,
+                    log_end: high,
+                };
+            }
         }
         BusError::Kafka(
-            "an offset is out of range but no partition is behind the oldest kept offset".into(),
+            "the broker reported an offset out of range, but every partition's position is \
+             within its oldest and newest offsets"
+                .into(),
         )
     }
 }
