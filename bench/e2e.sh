@@ -9,8 +9,8 @@
 #        BENCH_PIN=1 pins the server to CPU 0 and the load client to CPU 1.
 #        BENCH_BUS=kafka runs `logpipe up --bus kafka` against a broker:
 #        BENCH_BROKERS=HOST:PORT for one you run, otherwise a fresh tansu
-#        (memory storage) on a free loopback port, from BENCH_TANSU or
-#        $HOME/.cache/logpipe/tools/bin/tansu (scripts/test.sh installs it).
+#        (memory storage) on a free loopback port, from BENCH_TANSU or the
+#        build scripts/test.sh installs under $HOME/.cache/logpipe/tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${1:-2000000}
@@ -24,7 +24,7 @@ BUS_ARGS=()
 if [ "${BENCH_BUS:-embedded}" = kafka ]; then
   BROKERS=${BENCH_BROKERS:-}
   if [ -z "$BROKERS" ]; then
-    TANSU=${BENCH_TANSU:-$HOME/.cache/logpipe/tools/bin/tansu}
+    TANSU=${BENCH_TANSU:-$HOME/.cache/logpipe/tools/tansu-0.6.0-dynostore-libsql/bin/tansu}
     [ -x "$TANSU" ] || { echo "no tansu at $TANSU: run scripts/test.sh once, or set BENCH_BROKERS" >&2; exit 1; }
     PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     BROKERS=127.0.0.1:$PORT

@@ -36,19 +36,22 @@ if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka' 2>/dev/null; then
 fi
 export LOGPIPE_TEST_PYTHON="$VENV/bin/python"
 
-# tansu: a Kafka-API broker in Rust, built once from crates.io (10-20 min on
+# tansu: a Kafka-API broker in Rust, built once from crates.io (15-25 min on
 # two cores) into a cache outside the clone. Each Kafka test starts its own
-# on 127.0.0.1 and a free port (memory storage) and kills it at the end.
+# on 127.0.0.1 and a free port and kills it at the end: memory storage, or
+# SQLite (the `libsql` feature) for the tests that restart the broker or
+# need SASL users. The directory names the features, so a cache holding an
+# older build without them is not mistaken for this one.
 # Set LOGPIPE_TEST_KAFKA_BROKERS=HOST:PORT to run them against a real
 # Kafka or Redpanda instead (docs/operations.md).
-TOOLS="$HOME/.cache/logpipe/tools"
-if [ -z "${LOGPIPE_TEST_KAFKA_BROKERS:-}" ] && [ ! -x "$TOOLS/bin/tansu" ]; then
-  step "installing the tansu broker 0.6.0 (crates.io) into $TOOLS for the Kafka tests"
+TANSU_ROOT="$HOME/.cache/logpipe/tools/tansu-0.6.0-dynostore-libsql"
+if [ -z "${LOGPIPE_TEST_KAFKA_BROKERS:-}" ] && [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
+  step "installing the tansu broker 0.6.0 (crates.io) into $TANSU_ROOT for the Kafka tests"
   CARGO_TARGET_DIR="$HOME/.cache/logpipe/tools-target" \
-    cargo install tansu --version 0.6.0 --locked --no-default-features --features dynostore \
-    --root "$TOOLS" --quiet
+    cargo install tansu --version 0.6.0 --locked --no-default-features --features dynostore,libsql \
+    --root "$TANSU_ROOT" --quiet
 fi
-export LOGPIPE_TEST_TANSU="$TOOLS/bin/tansu"
+export LOGPIPE_TEST_TANSU="$TANSU_ROOT/bin/tansu"
 
 # PostgreSQL 15: a throwaway cluster on 127.0.0.1 and a free port, stopped
 # and deleted on exit. Tests create one database each.

@@ -390,32 +390,57 @@ async fn two_stream_processes_share_partitions_and_a_kill_loses_nothing() {
     assert!(collector.terminate().success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_outage_is_503_and_loses_nothing_acknowledged() {
-    let broker = Broker::start();
-    if !broker.controllable() {
-        eprintln!("LOGPIPE_TEST_KAFKA_BROKERS is an outside broker: skipping the outage test");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut env = kafka_env(&broker, "outage");
-    env.push(("LOGPIPE__BUS__KAFKA__DELIVERY_TIMEOUT", "2s"));
-    // The freeze stays inside the group's session timeout. Known gap: a
+/// What an outage test does to the broker under load.
+#[derive(Clone, Copy, Debug)]
+enum Outage {
+    /// `SIGSTOP` for 5 s: the broker keeps its data and connections but
+    /// answers nothing, like a hung or unreachable host.
+    Freeze,
+    /// `kill -9`, 5 s down, then started again on its stored data.
+    Restart,
+}
+
+/// Runs `logpipe up` under load from two clients, interrupts the broker,
+/// and checks that every acknowledged record reaches the lake, and that
+/// none acknowledged at its first attempt is doubled.
+async fn outage_loses_nothing_acknowledged(broker: &mut Broker, outage: Outage, data: &Path) {
+    let mut env = kafka_env(broker, "outage");
+    // tansu 0.6 workaround (test setup only): when a delivery times out,
+    // librdkafka's idempotent producer bumps its epoch, and tansu's SQLite
+    // storage then panics on the next produce ("more or less than one row"
+    // in its idempotence check) and answers nothing after that. The restart
+    // therefore stays inside the delivery timeout, so the collector waits
+    // for the broker instead of answering 503; the freeze test covers the
+    // 503s (on memory storage, which bumps epochs correctly).
+    let delivery_timeout = match outage {
+        Outage::Freeze => "2s",
+        Outage::Restart => "25s",
+    };
+    env.push(("LOGPIPE__BUS__KAFKA__DELIVERY_TIMEOUT", delivery_timeout));
+    // The outage stays inside the group's session timeout. Known gap: a
     // freeze longer than it makes tansu evict the consumer, and against
     // tansu 0.6 the group was not re-formed afterwards (not yet diagnosed;
     // see docs/operations.md).
     // (Later entries override earlier ones.)
     env.push(("LOGPIPE__BUS__KAFKA__SESSION_TIMEOUT", "15s"));
-    let running = Running::start(&data, &env);
+    let running = Running::start(data, &env);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let senders: Vec<_> = (0..2)
         .map(|task| tokio::spawn(load(running.base_url.clone(), task, stopped.clone())))
         .collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    broker.signal("-STOP");
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    broker.signal("-CONT");
+    match outage {
+        Outage::Freeze => {
+            broker.signal("-STOP");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            broker.signal("-CONT");
+        }
+        Outage::Restart => {
+            broker.kill();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            broker.restart();
+        }
+    }
     tokio::time::sleep(Duration::from_secs(4)).await;
     let _ = stop.send(true);
     let mut acked = Vec::new();
@@ -425,13 +450,16 @@ async fn a_broker_outage_is_503_and_loses_nothing_acknowledged() {
         acked.extend(a);
         retried.extend(r);
     }
-    assert!(
-        !retried.is_empty(),
-        "the collector never answered 503 during the outage"
-    );
+    if let Outage::Freeze = outage {
+        assert!(
+            !retried.is_empty(),
+            "the collector never answered 503 during the outage"
+        );
+    }
     let wanted: BTreeSet<String> = acked.iter().cloned().collect();
-    let counts = wait_for_lake(&data, "k", &wanted);
-    assert_none_missing(&wanted, &counts, &running.log());
+    let counts = wait_for_lake(data, "k", &wanted);
+    let logs = format!("{}\n--- broker:\n{}", running.log(), broker.log());
+    assert_none_missing(&wanted, &counts, &logs);
     // A record acknowledged at its first attempt is in the lake once. A
     // refused request may have reached the broker before its answer was
     // lost; its retry then adds a second copy (HTTP is at-least-once).
@@ -442,19 +470,43 @@ async fn a_broker_outage_is_503_and_loses_nothing_acknowledged() {
         .collect();
     assert!(
         doubled.is_empty(),
-        "records acknowledged once are in the lake twice: {doubled:?}"
+        "records acknowledged once are in the lake twice ({outage:?}): {doubled:?}"
     );
     let retried_doubled = counts
         .iter()
         .filter(|(id, n)| **n > 1 && retried.contains(*id))
         .count();
     eprintln!(
-        "outage: {} acknowledged, {} retried after 503, {} of those twice in the lake",
+        "{outage:?}: {} acknowledged, {} retried after 503, {} of those twice in the lake",
         wanted.len(),
         retried.len(),
         retried_doubled
     );
     assert!(running.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_broker_is_503_and_loses_nothing_acknowledged() {
+    let mut broker = Broker::start();
+    if !broker.controllable() {
+        eprintln!("LOGPIPE_TEST_KAFKA_BROKERS is an outside broker: skipping the outage test");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    outage_loses_nothing_acknowledged(&mut broker, Outage::Freeze, &dir.path().join("data")).await;
+}
+
+/// The broker process is killed under load and started again on its
+/// stored data (tansu on SQLite here; against an outside broker this test
+/// is skipped, as the test cannot restart it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut broker) = Broker::start_persistent(dir.path()) else {
+        eprintln!("LOGPIPE_TEST_KAFKA_BROKERS is an outside broker: skipping the restart test");
+        return;
+    };
+    outage_loses_nothing_acknowledged(&mut broker, Outage::Restart, &dir.path().join("data")).await;
 }
 
 /// Runs `logpipe up ARGS` over `data` with `env`, which must refuse to

@@ -206,52 +206,100 @@ pub async fn wait_for_count(
 pub struct Broker {
     pub brokers: String,
     child: Option<Child>,
+    /// tansu's arguments, to start it again on the same port and storage.
+    args: Vec<String>,
+    /// tansu's working directory (its SQLite file) and output, for a
+    /// broker with stored data.
+    dir: Option<PathBuf>,
 }
 
 impl Broker {
+    /// A broker whose data lives in memory (lost when it stops).
     pub fn start() -> Broker {
         if let Ok(brokers) = std::env::var("LOGPIPE_TEST_KAFKA_BROKERS") {
             return Broker {
                 brokers,
                 child: None,
+                args: Vec::new(),
+                dir: None,
             };
         }
-        let tansu = std::env::var("LOGPIPE_TEST_TANSU").expect(
-            "neither LOGPIPE_TEST_KAFKA_BROKERS nor LOGPIPE_TEST_TANSU is set: run ./scripts/test.sh, \
-             which installs the tansu broker",
-        );
+        Broker::tansu("memory://tansu/", None)
+    }
+
+    /// A private tansu that keeps its data in an SQLite file in `dir`, so
+    /// it survives a restart or `kill -9`. None when the tests run against
+    /// an outside broker, which a test cannot restart.
+    pub fn start_persistent(dir: &Path) -> Option<Broker> {
+        if std::env::var("LOGPIPE_TEST_KAFKA_BROKERS").is_ok() {
+            return None;
+        }
+        // tansu reads the path after `sqlite://` relative to its working
+        // directory (an absolute path loses its leading slash).
+        Some(Broker::tansu("sqlite://tansu.db", Some(dir)))
+    }
+
+    fn tansu(storage: &str, dir: Option<&Path>) -> Broker {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let brokers = format!("127.0.0.1:{port}");
+        let args: Vec<String> = [
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            storage,
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut broker = Broker {
+            brokers: format!("127.0.0.1:{port}"),
+            child: None,
+            args,
+            dir: dir.map(Path::to_path_buf),
+        };
+        broker.run();
+        broker
+    }
+
+    /// Starts the tansu process and waits until it listens.
+    fn run(&mut self) {
+        let tansu = std::env::var("LOGPIPE_TEST_TANSU").expect(
+            "neither LOGPIPE_TEST_KAFKA_BROKERS nor LOGPIPE_TEST_TANSU is set: run ./scripts/test.sh, \
+             which installs the tansu broker",
+        );
+        let mut command = Command::new(tansu);
+        command.args(&self.args);
+        match &self.dir {
+            Some(dir) => {
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("tansu.log"))
+                    .unwrap();
+                command
+                    .current_dir(dir)
+                    .stdout(log.try_clone().unwrap())
+                    .stderr(log);
+            }
+            None => {
+                command.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        self.child = Some(command.spawn().expect("start tansu"));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&brokers).is_err() {
+        while std::net::TcpStream::connect(&self.brokers).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "tansu did not listen on {brokers}"
+                "tansu did not listen on {}",
+                self.brokers
             );
             std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker {
-            brokers,
-            child: Some(child),
         }
     }
 
@@ -269,6 +317,27 @@ impl Broker {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// `kill -9`: the broker process dies at once, as in a crash.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("a broker this test started");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Starts the broker again on the same port and storage.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the broker is still running");
+        self.run();
+    }
+
+    /// What tansu printed, for a failure report.
+    pub fn log(&self) -> String {
+        self.dir
+            .as_ref()
+            .and_then(|dir| std::fs::read_to_string(dir.join("tansu.log")).ok())
+            .unwrap_or_default()
     }
 }
 
