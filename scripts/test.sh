@@ -53,14 +53,25 @@ if [ -z "${LOGPIPE_TEST_KAFKA_BROKERS:-}" ] && [ ! -x "$TANSU_ROOT/bin/tansu" ];
 fi
 export LOGPIPE_TEST_TANSU="$TANSU_ROOT/bin/tansu"
 
+apt_install() {
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+# The openssl command (Debian) makes the self-signed certificate of the
+# SASL_SSL test.
+if ! command -v openssl >/dev/null 2>&1; then
+  step "installing openssl (Debian) for the TLS test"
+  apt_install openssl
+fi
+
 # PostgreSQL 15: a throwaway cluster on 127.0.0.1 and a free port, stopped
 # and deleted on exit. Tests create one database each.
 PG_BIN=/usr/lib/postgresql/15/bin
 if [ ! -x "$PG_BIN/postgres" ]; then
   step "installing PostgreSQL 15 (Debian) for the sink tests"
-  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  apt_install postgresql
 fi
 PG_DIR="$(mktemp -d /tmp/logpipe-pg.XXXXXX)"
 PG_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

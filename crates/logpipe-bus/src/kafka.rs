@@ -30,7 +30,7 @@ use rdkafka::admin::{
     AdminClient, AdminOptions, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
     TopicReplication,
 };
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -64,9 +64,43 @@ pub struct KafkaOptions {
     pub properties: BTreeMap<String, String>,
 }
 
-/// Forwards librdkafka's log lines and global errors to `tracing`.
+/// Forwards librdkafka's log lines and global errors to `tracing`, and
+/// remembers the newest reason a broker connection failed. librdkafka
+/// retries a refused password or an unverified certificate forever and a
+/// metadata request then only times out; with the reason kept, "cannot reach
+/// the brokers" says why.
 #[derive(Clone, Default)]
-pub struct LogContext;
+pub struct LogContext {
+    last_failure: Arc<Mutex<Option<ConnectionFailure>>>,
+}
+
+/// Why a broker connection failed, and when.
+#[derive(Clone, Debug)]
+struct ConnectionFailure {
+    at: Instant,
+    code: Option<RDKafkaErrorCode>,
+    reason: String,
+}
+
+impl LogContext {
+    /// The newest connection failure since `since`, with what to check.
+    fn failure_since(&self, since: Instant) -> Option<String> {
+        let failure = lock(&self.last_failure).clone()?;
+        if failure.at < since {
+            return None;
+        }
+        let check = match failure.code {
+            Some(RDKafkaErrorCode::Authentication) => {
+                "check sasl.mechanism, sasl.username and sasl.password in [bus.kafka.properties]"
+            }
+            Some(RDKafkaErrorCode::SSL) => {
+                "check security.protocol and the ssl.* settings (ssl.ca.location) in [bus.kafka.properties]"
+            }
+            _ => "check bus.kafka.brokers and security.protocol in [bus.kafka.properties]",
+        };
+        Some(format!("{}; {check}", failure.reason))
+    }
+}
 
 impl ClientContext for LogContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
@@ -89,6 +123,15 @@ impl ClientContext for LogContext {
         // Broker connections come and go (a restarted broker): librdkafka
         // reconnects by itself; appends that cannot wait fail as Busy.
         tracing::warn!(target: "librdkafka", %error, "{reason}");
+        let code = error.rdkafka_error_code();
+        // "All brokers are down" follows the failure that says why.
+        if code != Some(RDKafkaErrorCode::AllBrokersDown) {
+            *lock(&self.last_failure) = Some(ConnectionFailure {
+                at: Instant::now(),
+                code,
+                reason: reason.to_string(),
+            });
+        }
     }
 }
 
@@ -100,6 +143,8 @@ pub struct KafkaBus {
 
 struct Inner {
     options: KafkaOptions,
+    /// Shared by every client of this bus (see [`LogContext`]).
+    context: LogContext,
     /// Replaced when it hits a fatal error (see [`Inner::replace_producer`]).
     producer: Mutex<Arc<FutureProducer<LogContext>>>,
     /// Partition counts of the topics this process created or looked up.
@@ -130,10 +175,12 @@ fn kafka_error(what: &str, error: KafkaError) -> BusError {
 impl KafkaBus {
     /// Connects to the cluster (checks that a broker answers).
     pub async fn connect(options: KafkaOptions) -> Result<KafkaBus> {
-        let producer = new_producer(&options)?;
+        let context = LogContext::default();
+        let producer = new_producer(&options, &context)?;
         let bus = KafkaBus {
             inner: Arc::new(Inner {
                 options,
+                context,
                 producer: Mutex::new(Arc::new(producer)),
                 partitions: Mutex::new(HashMap::new()),
                 end_offsets: Mutex::new(HashMap::new()),
@@ -162,11 +209,11 @@ impl KafkaBus {
             .map_err(|e| BusError::Kafka(e.to_string()))?
     }
 
-    fn admin(&self) -> Result<AdminClient<DefaultClientContext>> {
+    fn admin(&self) -> Result<AdminClient<LogContext>> {
         self.inner
             .options
             .client_config(&[])
-            .create()
+            .create_with_context(self.inner.context.clone())
             .map_err(|e| kafka_error("cannot create the Kafka admin client", e))
     }
 
@@ -242,7 +289,10 @@ impl KafkaBus {
     }
 }
 
-fn new_producer(options: &KafkaOptions) -> Result<FutureProducer<LogContext>> {
+fn new_producer(
+    options: &KafkaOptions,
+    context: &LogContext,
+) -> Result<FutureProducer<LogContext>> {
     options
         .client_config(&[
             ("enable.idempotence", "true".into()),
@@ -254,7 +304,7 @@ fn new_producer(options: &KafkaOptions) -> Result<FutureProducer<LogContext>> {
             ("linger.ms", "5".into()),
             ("client.id", "logpipe-collector".into()),
         ])
-        .create_with_context(LogContext)
+        .create_with_context(context.clone())
         .map_err(|e| kafka_error("cannot create the Kafka producer", e))
 }
 
@@ -346,7 +396,7 @@ impl Inner {
         if !Arc::ptr_eq(&current, failed) {
             return; // another request replaced it already
         }
-        match new_producer(&self.options) {
+        match new_producer(&self.options, &self.context) {
             Ok(producer) => {
                 tracing::warn!(%error, "the Kafka producer cannot send any more; replaced it");
                 *current = Arc::new(producer);
@@ -356,13 +406,19 @@ impl Inner {
     }
 
     fn metadata(&self, topic: Option<&str>) -> Result<ClusterView> {
+        let asked = Instant::now();
         let metadata = self
             .producer()
             .client()
             .fetch_metadata(topic, METADATA_TIMEOUT)
             .map_err(|e| {
+                let why = self
+                    .context
+                    .failure_since(asked)
+                    .map(|why| format!("; the broker connection failed: {why}"))
+                    .unwrap_or_default();
                 BusError::Kafka(format!(
-                    "cannot reach the Kafka brokers at {} within {:?}: {e}",
+                    "cannot reach the Kafka brokers at {} within {:?}: {e}{why}",
                     self.options.brokers, METADATA_TIMEOUT
                 ))
             })?;
@@ -599,15 +655,16 @@ struct Shared {
 /// The rdkafka context of logpipe's consumers.
 struct RebalanceContext {
     shared: Arc<Shared>,
+    log: LogContext,
 }
 
 impl ClientContext for RebalanceContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        LogContext.log(level, facility, message);
+        self.log.log(level, facility, message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        LogContext.error(error, reason);
+        self.log.error(error, reason);
     }
 }
 
@@ -741,6 +798,7 @@ impl KafkaConsumer {
             ])
             .create_with_context(RebalanceContext {
                 shared: shared.clone(),
+                log: bus.inner.context.clone(),
             })
             .map_err(|e| kafka_error("cannot create the Kafka consumer", e))?;
         match membership {

@@ -504,9 +504,7 @@ async fn open_bus(config: &Config) -> Result<(Arc<dyn Bus>, Option<EmbeddedBus>)
                 properties: kafka.properties.clone(),
             })
             .await
-            .context(
-                "bus.kind is \"kafka\" but the cluster cannot be used (check bus.kafka.brokers)",
-            )?;
+            .context("bus.kind is \"kafka\" but the cluster at bus.kafka.brokers cannot be used")?;
             bus.create_topics(&topic_specs(config))
                 .await
                 .context("cannot create or check the Kafka topics")?;

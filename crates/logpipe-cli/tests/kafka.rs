@@ -611,3 +611,80 @@ fn existing_topics_are_kept_with_a_warning_and_properties_reach_librdkafka() {
         "the error does not name the property:\n{stderr}"
     );
 }
+
+/// Managed Kafka clusters require TLS and SASL (`SASL_SSL`). Against a
+/// broker that requires SCRAM-SHA-512, behind TLS with a self-signed
+/// certificate (`Broker::start_secured`), logpipe configured through
+/// `[bus.kafka.properties]` creates its topics and the records it accepts
+/// reach the lake. A wrong password and an unverifiable certificate each
+/// stop the start with librdkafka's reason and the settings to check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_scram_over_tls_reaches_the_lake_and_a_refusal_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Broker::start_secured(dir.path(), "s3cret-pass") else {
+        eprintln!("skipped: it configures the broker's users (LOGPIPE_TEST_KAFKA_BROKERS is set)");
+        return;
+    };
+    let config = |name: &str, password: &str, ca: bool| {
+        let mut text = format!(
+            "[bus.kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\
+             \"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"logpipe\"\n\
+             \"sasl.password\" = \"{password}\"\n"
+        );
+        if ca {
+            let cert = dir.path().join("cert.pem");
+            text.push_str(&format!(
+                "\"ssl.ca.location\" = {:?}\n",
+                cert.to_str().unwrap()
+            ));
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let data = dir.path().join("data");
+    let env = kafka_env(&broker, "logpipe-secured");
+
+    let good = config("secured.toml", "s3cret-pass", true);
+    let running = Running::start_role(
+        &[
+            "up",
+            "--no-generator",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            &good,
+        ],
+        &data,
+        &env,
+    );
+    let client = reqwest::Client::new();
+    let body: Vec<_> = (0..300u64)
+        .map(|seq| log(&format!("tls-{seq:05}"), "api-gateway", seq))
+        .collect();
+    let (status, answer) = post(
+        &client,
+        &format!("{}/api/collect/logs", running.base_url),
+        serde_json::to_string(&body).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}\n{}", running.log());
+    let acked: BTreeSet<String> = (0..300u64).map(|seq| format!("tls-{seq:05}")).collect();
+    let counts = wait_for_lake(&data, "tls-", &acked);
+    let log = running.log();
+    running.terminate();
+    assert_exactly_once(&acked, &counts, &log);
+
+    let wrong = config("wrong-password.toml", "not-the-password", true);
+    let stderr = up_refused(&data, &["--config", &wrong], &env);
+    assert!(
+        stderr.contains("SASL authentication error") && stderr.contains("sasl.password"),
+        "the error does not say the password was refused and what to check:\n{stderr}"
+    );
+    let no_ca = config("no-ca.toml", "s3cret-pass", false);
+    let stderr = up_refused(&data, &["--config", &no_ca], &env);
+    assert!(
+        stderr.contains("certificate verify failed") && stderr.contains("ssl.ca.location"),
+        "the error does not say the certificate was not verified and what to check:\n{stderr}"
+    );
+}

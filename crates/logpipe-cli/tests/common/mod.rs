@@ -204,8 +204,14 @@ pub async fn wait_for_count(
 /// private tansu (`LOGPIPE_TEST_TANSU`, installed by ./scripts/test.sh) on
 /// 127.0.0.1 and a free port, killed when dropped.
 pub struct Broker {
+    /// What clients bootstrap from.
     pub brokers: String,
+    /// Where tansu itself listens (`brokers`, unless a TLS terminator
+    /// stands in front of it).
+    listen: String,
     child: Option<Child>,
+    /// The TLS terminator of a secured broker.
+    proxy: Option<Child>,
     /// tansu's arguments, to start it again on the same port and storage.
     args: Vec<String>,
     /// tansu's working directory (its SQLite file) and output, for a
@@ -218,13 +224,16 @@ impl Broker {
     pub fn start() -> Broker {
         if let Ok(brokers) = std::env::var("LOGPIPE_TEST_KAFKA_BROKERS") {
             return Broker {
+                listen: brokers.clone(),
                 brokers,
                 child: None,
+                proxy: None,
                 args: Vec::new(),
                 dir: None,
             };
         }
-        Broker::tansu("memory://tansu/", None)
+        let port = free_port();
+        Broker::tansu("memory://tansu/", None, port, port)
     }
 
     /// A private tansu that keeps its data in an SQLite file in `dir`, so
@@ -236,30 +245,92 @@ impl Broker {
         }
         // tansu reads the path after `sqlite://` relative to its working
         // directory (an absolute path loses its leading slash).
-        Some(Broker::tansu("sqlite://tansu.db", Some(dir)))
+        let port = free_port();
+        Some(Broker::tansu("sqlite://tansu.db", Some(dir), port, port))
     }
 
-    fn tansu(storage: &str, dir: Option<&Path>) -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("tcp://127.0.0.1:{port}");
+    /// A private tansu (SQLite in `dir`) that requires SASL/SCRAM-SHA-512
+    /// from user `logpipe` with `password`, behind a TLS terminator whose
+    /// self-signed certificate for 127.0.0.1 is `dir/cert.pem`. tansu 0.6
+    /// takes `--cert` but never uses it, so Python's `ssl` module terminates
+    /// TLS in front of it (as a load balancer may) and tansu advertises the
+    /// terminator's port. None against an outside broker.
+    pub fn start_secured(dir: &Path, password: &str) -> Option<Broker> {
+        if std::env::var("LOGPIPE_TEST_KAFKA_BROKERS").is_ok() {
+            return None;
+        }
+        let (port, tls_port) = (free_port(), free_port());
+        // Users are created while the broker does not require them yet
+        // (tansu refuses `user create` from an unauthenticated client).
+        let mut broker = Broker::tansu("sqlite://tansu.db", Some(dir), port, port);
+        let tansu = std::env::var("LOGPIPE_TEST_TANSU").unwrap();
+        stdout_of(
+            Command::new(tansu).args([
+                "user",
+                "create",
+                "--broker",
+                &format!("tcp://127.0.0.1:{port}"),
+                "logpipe",
+                password,
+            ]),
+            "tansu user create",
+        );
+        broker.kill();
+        let advertised = format!("tcp://127.0.0.1:{tls_port}");
+        let at = broker
+            .args
+            .iter()
+            .position(|a| a == "--advertised-listener-url");
+        broker.args[at.unwrap() + 1] = advertised;
+        broker.args.push("--authentication".into());
+        broker.restart();
+
+        stdout_of(
+            Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
+                .args(["-days", "2", "-subj", "/CN=127.0.0.1"])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+                .arg("-keyout")
+                .arg(dir.join("key.pem"))
+                .arg("-out")
+                .arg(dir.join("cert.pem")),
+            "openssl req (a self-signed certificate)",
+        );
+        let python = std::env::var("LOGPIPE_TEST_PYTHON")
+            .expect("LOGPIPE_TEST_PYTHON is not set: run ./scripts/test.sh");
+        broker.proxy = Some(
+            Command::new(python)
+                .arg("-c")
+                .arg(TLS_TERMINATOR)
+                .args([tls_port.to_string(), port.to_string()])
+                .arg(dir.join("cert.pem"))
+                .arg(dir.join("key.pem"))
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start the TLS terminator"),
+        );
+        broker.brokers = format!("127.0.0.1:{tls_port}");
+        wait_for_listener(&broker.brokers, "the TLS terminator");
+        Some(broker)
+    }
+
+    fn tansu(storage: &str, dir: Option<&Path>, port: u16, advertised_port: u16) -> Broker {
         let args: Vec<String> = [
             "broker",
             "--listener-url",
-            &url,
+            &format!("tcp://127.0.0.1:{port}"),
             "--advertised-listener-url",
-            &url,
+            &format!("tcp://127.0.0.1:{advertised_port}"),
             "--storage-engine",
             storage,
         ]
         .map(String::from)
         .to_vec();
         let mut broker = Broker {
-            brokers: format!("127.0.0.1:{port}"),
+            brokers: format!("127.0.0.1:{advertised_port}"),
+            listen: format!("127.0.0.1:{port}"),
             child: None,
+            proxy: None,
             args,
             dir: dir.map(Path::to_path_buf),
         };
@@ -292,15 +363,7 @@ impl Broker {
             }
         }
         self.child = Some(command.spawn().expect("start tansu"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&self.brokers).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on {}",
-                self.brokers
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_listener(&self.listen, "tansu");
     }
 
     /// Whether this test controls the broker process (outage tests).
@@ -341,8 +404,63 @@ impl Broker {
     }
 }
 
+/// A port free on 127.0.0.1 a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (20 s at most) until something accepts connections on `address`.
+fn wait_for_listener(address: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {address}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Terminates TLS on 127.0.0.1:ARGV1 and forwards each connection to
+/// 127.0.0.1:ARGV2 (certificate ARGV3, key ARGV4).
+const TLS_TERMINATOR: &str = r#"
+import asyncio, ssl, sys
+listen_port, target_port, cert, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except Exception:
+        pass
+    finally:
+        writer.close()
+async def handle(client_reader, client_writer):
+    try:
+        broker_reader, broker_writer = await asyncio.open_connection("127.0.0.1", target_port)
+    except OSError:
+        client_writer.close()
+        return
+    await asyncio.gather(pipe(client_reader, broker_writer), pipe(broker_reader, client_writer))
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", listen_port, ssl=context)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"#;
+
 impl Drop for Broker {
     fn drop(&mut self) {
+        if let Some(proxy) = &mut self.proxy {
+            let _ = proxy.kill();
+            let _ = proxy.wait();
+        }
         if let Some(child) = &mut self.child {
             let _ = Command::new("kill")
                 .args(["-CONT", &child.id().to_string()])
