@@ -16,10 +16,10 @@ use serde_json::json;
 
 /// Unique topic names per test are not needed: each test has its own
 /// broker, or (external broker) its own consumer group and record ids.
-fn kafka_env<'a>(broker: &'a Broker, group: &'a str) -> Vec<(&'static str, &'a str)> {
+fn kafka_env<'a>(brokers: &'a str, group: &'a str) -> Vec<(&'static str, &'a str)> {
     vec![
         ("LOGPIPE__BUS__KIND", "kafka"),
-        ("LOGPIPE__BUS__KAFKA__BROKERS", broker.brokers.as_str()),
+        ("LOGPIPE__BUS__KAFKA__BROKERS", brokers),
         ("LOGPIPE__BUS__KAFKA__GROUP", group),
         ("LOGPIPE__BUS__KAFKA__SESSION_TIMEOUT", "6s"),
         ("LOGPIPE__LAKE__FLUSH_INTERVAL", "300ms"),
@@ -115,7 +115,7 @@ async fn topics_keys_and_external_clients_on_a_real_broker() {
     // Windows on (the other Kafka tests leave them off), with the summary
     // header (off by default on Kafka): the collector writes it as a Kafka
     // record header, and the window job reads it back.
-    let mut env = kafka_env(&broker, "logpipe-stream");
+    let mut env = kafka_env(&broker.brokers, "logpipe-stream");
     env.extend([
         ("LOGPIPE__WINDOWS__ENABLED", "true"),
         ("LOGPIPE__WINDOWS__IDLE_CLOSE", "1s"),
@@ -340,7 +340,7 @@ async fn two_stream_processes_share_partitions_and_a_kill_loses_nothing() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let env = kafka_env(&broker, "scale-out");
+    let env = kafka_env(&broker.brokers, "scale-out");
     let collector = Running::start_role(&["collector", "--listen", "127.0.0.1:0"], &data, &env);
     // tansu 0.6 workaround (test setup only): when a member dies, tansu
     // evicts it after the session timeout and asks the survivor to rejoin,
@@ -412,7 +412,7 @@ enum Outage {
 /// and checks that every acknowledged record reaches the lake, and that
 /// none acknowledged at its first attempt is doubled.
 async fn outage_loses_nothing_acknowledged(broker: &mut Broker, outage: Outage, data: &Path) {
-    let mut env = kafka_env(broker, "outage");
+    let mut env = kafka_env(&broker.brokers, "outage");
     // tansu 0.6 workaround (test setup only): when a delivery times out,
     // librdkafka's idempotent producer bumps its epoch, and tansu's SQLite
     // storage then panics on the next produce ("more or less than one row"
@@ -569,10 +569,28 @@ fn existing_topics_are_kept_with_a_warning_and_properties_reach_librdkafka() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let env = kafka_env(&broker, "logpipe-settings");
-    // The first start creates the topics (on an external broker they may
-    // exist already, with the same defaults).
-    Running::start(&data, &env).terminate();
+    let env = kafka_env(&broker.brokers, "logpipe-settings");
+    // A compacted alerts topic made by someone else (kept only if it did not
+    // exist yet, as on a fresh broker).
+    let made = python(
+        "import sys\nfrom confluent_kafka.admin import AdminClient, NewTopic\n\
+         admin = AdminClient({'bootstrap.servers': sys.argv[1]})\n\
+         topic = NewTopic('alerts.realtime', 1, 1, config={'cleanup.policy': 'compact'})\n\
+         try:\n    admin.create_topics([topic])['alerts.realtime'].result(10)\n    print('made')\n\
+         except Exception as error:\n    print(error)",
+        &[&broker.brokers],
+    );
+    // The first start creates the other topics (on an external broker they
+    // may exist already, with the same defaults).
+    let running = Running::start(&data, &env);
+    let log = running.log();
+    running.terminate();
+    if made.trim() == "made" {
+        assert!(
+            log.contains("the topic is compacted") && log.contains("alerts.realtime"),
+            "no warning that alerts.realtime is compacted:\n{log}"
+        );
+    }
 
     let mut changed = env.clone();
     changed.push(("LOGPIPE__TOPICS__LOGS__PARTITIONS", "5"));
@@ -643,7 +661,7 @@ async fn sasl_scram_over_tls_reaches_the_lake_and_a_refusal_says_why() {
         path.to_str().unwrap().to_string()
     };
     let data = dir.path().join("data");
-    let env = kafka_env(&broker, "logpipe-secured");
+    let env = kafka_env(&broker.brokers, "logpipe-secured");
 
     let good = config("secured.toml", "s3cret-pass", true);
     let running = Running::start_role(
@@ -686,5 +704,142 @@ async fn sasl_scram_over_tls_reaches_the_lake_and_a_refusal_says_why() {
     assert!(
         stderr.contains("certificate verify failed") && stderr.contains("ssl.ca.location"),
         "the error does not say the certificate was not verified and what to check:\n{stderr}"
+    );
+}
+
+/// Produces ARGV3 records `ARGV2-00000…` to logs.raw partition 0 in the
+/// documented format, stamped 8 days old (past the default 7-day
+/// retention) when ARGV4 is `old`; with `wait-low=N`, then waits until the
+/// partition's oldest kept offset reaches N. Prints the watermarks.
+const PRODUCE_TO_PARTITION_0: &str = r#"
+import json, sys, time
+from confluent_kafka import Consumer, Producer, TopicPartition
+brokers, prefix, n, age = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+wait_low = int(sys.argv[5].split("=")[1]) if len(sys.argv) > 5 else None
+producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True})
+stamp = int((time.time() - 8 * 86400) * 1000) if age == "old" else None
+for i in range(n):
+    record = {"timestamp": "2025-01-12T01:30:00Z", "level": "INFO", "service": "billing",
+              "message": "produced to partition 0", "metadata": {"request_id": "%s-%05d" % (prefix, i)}}
+    if stamp is None:
+        producer.produce("logs.raw", value=json.dumps(record), key="billing", partition=0)
+    else:
+        producer.produce("logs.raw", value=json.dumps(record), key="billing", partition=0, timestamp=stamp)
+assert producer.flush(30) == 0, "records not delivered"
+consumer = Consumer({"bootstrap.servers": brokers, "group.id": "watermarks"})
+deadline = time.time() + 60
+while True:
+    low, high = consumer.get_watermark_offsets(TopicPartition("logs.raw", 0), timeout=10)
+    if wait_low is None or low >= wait_low or time.time() > deadline:
+        break
+    time.sleep(0.2)
+consumer.close()
+print(low, high)
+"#;
+
+/// Retention deletes records the lake has not read (the job was down too
+/// long): `lake.on_data_loss = "fail"` (the default) stops the job with the
+/// partition and both offsets; `"skip_ahead"` continues from the oldest kept
+/// record and counts the lost ones. tansu 0.6 runs retention when it starts
+/// (and every 10 minutes), deleting by record timestamp, so the records are
+/// produced 8 days old and the broker is restarted; it then answers a fetch
+/// below the oldest offset with the records that follow instead of
+/// `OFFSET_OUT_OF_RANGE`, which logpipe must notice by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_deleted_by_retention_before_the_lake_read_them_follow_on_data_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut broker) = Broker::start_persistent(dir.path()) else {
+        eprintln!("skipped: it restarts the broker (LOGPIPE_TEST_KAFKA_BROKERS is set)");
+        return;
+    };
+    let data = dir.path().join("data");
+    let brokers = broker.brokers.clone();
+    let env = kafka_env(&brokers, "logpipe-retention");
+    let ids = |prefix: &str, n: u64| -> BTreeSet<String> {
+        (0..n).map(|i| format!("{prefix}-{i:05}")).collect()
+    };
+
+    // The lake reads 40 records (offsets 0-39 of logs.raw/0).
+    let running = Running::start(&data, &env);
+    python(
+        PRODUCE_TO_PARTITION_0,
+        &[&broker.brokers, "read", "40", "old"],
+    );
+    let counts = wait_for_lake(&data, "read-", &ids("read", 40));
+    let log = running.log();
+    running.terminate();
+    assert_exactly_once(&ids("read", 40), &counts, &log);
+
+    // 30 more arrive while no job runs; retention then deletes all 70.
+    python(
+        PRODUCE_TO_PARTITION_0,
+        &[&broker.brokers, "lost", "30", "old"],
+    );
+    broker.kill();
+    broker.restart();
+    let marks = python(
+        PRODUCE_TO_PARTITION_0,
+        &[&broker.brokers, "kept", "20", "now", "wait-low=70"],
+    );
+    assert_eq!(
+        marks.trim(),
+        "70 90",
+        "retention did not delete offsets 0-69"
+    );
+
+    let mut failing = Running::spawn(
+        &["up", "--no-generator", "--listen", "127.0.0.1:0"],
+        &data,
+        &env,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = failing.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job did not stop on lost records:\n{}",
+            failing.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = failing.log();
+    assert!(!status.success(), "exited successfully:\n{log}");
+    assert!(
+        log.contains("offset 40 of logs.raw/0 is gone: the oldest kept offset is 70")
+            && log.contains("lake.on_data_loss"),
+        "the error does not name the partition, both offsets and the setting:\n{log}"
+    );
+    assert!(
+        lake_counts(&data, "kept-").is_empty(),
+        "records after the gap were written although the job stopped"
+    );
+
+    let mut skipping = env.clone();
+    skipping.push(("LOGPIPE__LAKE__ON_DATA_LOSS", "skip_ahead"));
+    let running = Running::start(&data, &skipping);
+    let counts = wait_for_lake(&data, "kept-", &ids("kept", 20));
+    let metrics = reqwest::get(format!("{}/metrics", running.base_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let log = running.log();
+    running.terminate();
+    assert_exactly_once(&ids("kept", 20), &counts, &log);
+    assert!(
+        lake_counts(&data, "lost-").is_empty(),
+        "deleted records in the lake?"
+    );
+    assert!(
+        metrics.contains("logpipe_lake_records_lost_total{table=\"logs\"} 30"),
+        "the 30 lost records are not counted:\n{}",
+        metrics
+            .lines()
+            .filter(|line| line.contains("lost"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
