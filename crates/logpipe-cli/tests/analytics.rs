@@ -372,12 +372,7 @@ async fn an_error_burst_fires_once_and_resolves_once_at_the_webhook() {
         .await
         .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
-    let metrics = reqwest::get(format!("{}/metrics", running.base_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = running.metrics().await;
     assert!(
         metrics.contains("logpipe_alerts_total{rule=\"HighErrorRate\",state=\"FIRING\"} 1"),
         "{metrics}"

@@ -792,18 +792,7 @@ async fn records_deleted_by_retention_before_the_lake_read_them_follow_on_data_l
         &data,
         &env,
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = failing.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the job did not stop on lost records:\n{}",
-            failing.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = failing.wait_for_exit(Duration::from_secs(60), "on lost records");
     let log = failing.log();
     assert!(!status.success(), "exited successfully:\n{log}");
     assert!(
@@ -820,12 +809,7 @@ async fn records_deleted_by_retention_before_the_lake_read_them_follow_on_data_l
     skipping.push(("LOGPIPE__LAKE__ON_DATA_LOSS", "skip_ahead"));
     let running = Running::start(&data, &skipping);
     let counts = wait_for_lake(&data, "kept-", &ids("kept", 20));
-    let metrics = reqwest::get(format!("{}/metrics", running.base_url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = running.metrics().await;
     let log = running.log();
     running.terminate();
     assert_exactly_once(&ids("kept", 20), &counts, &log);

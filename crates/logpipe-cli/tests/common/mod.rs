@@ -97,18 +97,34 @@ impl Running {
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_for_exit(Duration::from_secs(30), "after SIGTERM")
+    }
+
+    /// Waits up to `limit` for the process to exit; fails the test (with
+    /// the log) otherwise, saying `when`.
+    pub fn wait_for_exit(&mut self, limit: Duration, when: &str) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
             assert!(
                 Instant::now() < deadline,
-                "logpipe did not stop within 30 s after SIGTERM:\n{}",
+                "logpipe did not stop within {limit:?} {when}:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// SIGKILL: no draining, no flushing.
