@@ -870,7 +870,6 @@ impl KafkaConsumer {
         Ok(())
     }
 
-    /// The low watermark of a partition.
     /// A broker may answer a fetch below a partition's oldest kept offset
     /// with the records that follow instead of `OFFSET_OUT_OF_RANGE` (tansu
     /// 0.6 does), which would skip records deleted by retention without a
@@ -880,24 +879,12 @@ impl KafkaConsumer {
     /// `lake.on_data_loss` handles) from one left by transaction markers or
     /// aborted transactions (nothing lost). Spark's Kafka source checks the
     /// same way. Costs a watermark request only when there is a gap.
-    async fn check_no_records_skipped(&self, records: &[ConsumedRecord]) -> Result<()> {
-        let mut firsts: Vec<(&str, u32, u64)> = Vec::new();
-        for record in records {
-            if !firsts.iter().any(|(topic, partition, _)| {
-                *topic == &*record.topic && *partition == record.partition
-            }) {
-                firsts.push((&record.topic, record.partition, record.offset));
-            }
-        }
-        let gaps: Vec<(TopicPartition, u64)> = firsts
-            .into_iter()
-            .filter_map(|(topic, partition, first)| {
-                let tp = TopicPartition {
-                    topic: topic.to_string(),
-                    partition,
-                };
-                let expected = *self.positions.get(&tp)?;
-                (first > expected).then_some((tp, expected))
+    async fn check_no_records_skipped(&self, spans: &[PartitionSpan]) -> Result<()> {
+        let gaps: Vec<(TopicPartition, u64)> = spans
+            .iter()
+            .filter_map(|span| {
+                let expected = *self.positions.get(&span.partition)?;
+                (span.first > expected).then(|| (span.partition.clone(), expected))
             })
             .collect();
         if gaps.is_empty() {
@@ -906,10 +893,7 @@ impl KafkaConsumer {
         let consumer = self.consumer.clone();
         tokio::task::spawn_blocking(move || {
             for (tp, requested) in gaps {
-                let (low, _) = consumer
-                    .fetch_watermarks(&tp.topic, tp.partition as i32, METADATA_TIMEOUT)
-                    .map_err(|e| kafka_error("reading the oldest offsets failed", e))?;
-                let log_start = low.max(0) as u64;
+                let log_start = low_watermark(&consumer, &tp.topic, tp.partition)?;
                 if log_start > requested {
                     return Err(BusError::OffsetOutOfRange {
                         topic: tp.topic,
@@ -923,13 +907,6 @@ impl KafkaConsumer {
         })
         .await
         .map_err(|e| BusError::Kafka(format!("the watermark thread failed: {e}")))?
-    }
-
-    fn oldest_offset(&self, topic: &str, partition: u32) -> Result<u64> {
-        self.consumer
-            .fetch_watermarks(topic, partition as i32, METADATA_TIMEOUT)
-            .map(|(low, _)| low.max(0) as u64)
-            .map_err(|e| kafka_error("reading the oldest offsets failed", e))
     }
 
     /// Which partition an offset-out-of-range error is about, and why: the
@@ -997,6 +974,47 @@ fn our_headers(headers: &rdkafka::message::BorrowedHeaders) -> Headers {
 /// Polls until `max` records or `timeout`, on a blocking thread. Records
 /// read before a rebalance are dropped: after it, each partition restarts
 /// from where the job said.
+/// The oldest kept offset of a partition (its low watermark).
+fn low_watermark(
+    consumer: &BaseConsumer<RebalanceContext>,
+    topic: &str,
+    partition: u32,
+) -> Result<u64> {
+    consumer
+        .fetch_watermarks(topic, partition as i32, METADATA_TIMEOUT)
+        .map(|(low, _)| low.max(0) as u64)
+        .map_err(|e| kafka_error("reading the oldest offsets failed", e))
+}
+
+/// The first and last offset one poll returned for a partition.
+struct PartitionSpan {
+    partition: TopicPartition,
+    first: u64,
+    last: u64,
+}
+
+/// One pass over a poll's records (in offset order within a partition):
+/// where each partition's records start and end.
+fn partition_spans(records: &[ConsumedRecord]) -> Vec<PartitionSpan> {
+    let mut spans: Vec<PartitionSpan> = Vec::new();
+    for record in records {
+        match spans.iter_mut().find(|span| {
+            span.partition.partition == record.partition && *span.partition.topic == *record.topic
+        }) {
+            Some(span) => span.last = record.offset,
+            None => spans.push(PartitionSpan {
+                partition: TopicPartition {
+                    topic: record.topic.to_string(),
+                    partition: record.partition,
+                },
+                first: record.offset,
+                last: record.offset,
+            }),
+        }
+    }
+    spans
+}
+
 fn poll_blocking(
     consumer: &BaseConsumer<RebalanceContext>,
     shared: &Shared,
@@ -1124,20 +1142,11 @@ impl Consumer for KafkaConsumer {
                 return Err(BusError::Kafka(format!("the poll thread failed: {error}")));
             }
         };
-        self.check_no_records_skipped(&records).await?;
+        let spans = partition_spans(&records);
+        self.check_no_records_skipped(&spans).await?;
         // The last record of each partition sets its position.
-        let mut seen: Vec<(&str, u32)> = Vec::new();
-        for record in records.iter().rev() {
-            let key = (&*record.topic, record.partition);
-            if seen.contains(&key) {
-                continue;
-            }
-            seen.push(key);
-            let tp = TopicPartition {
-                topic: record.topic.to_string(),
-                partition: record.partition,
-            };
-            self.positions.insert(tp, record.offset + 1);
+        for span in spans {
+            self.positions.insert(span.partition, span.last + 1);
         }
         Ok(records)
     }
@@ -1173,7 +1182,7 @@ impl Consumer for KafkaConsumer {
             .first()
             .map_or(0, |t| t.partitions().len());
         (0..partitions)
-            .map(|partition| self.oldest_offset(topic, partition as u32))
+            .map(|partition| low_watermark(&self.consumer, topic, partition as u32))
             .collect()
     }
 
@@ -1238,5 +1247,47 @@ impl Drop for KafkaConsumer {
         if let Some(pending) = self.pending.take() {
             let _ = pending.reply.send(Vec::new());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(topic: &Arc<str>, partition: u32, offset: u64) -> ConsumedRecord {
+        ConsumedRecord {
+            topic: topic.clone(),
+            partition,
+            offset,
+            key: Bytes::new(),
+            value: Bytes::new(),
+            headers: Headers::default(),
+        }
+    }
+
+    #[test]
+    fn spans_follow_interleaved_partitions_and_topics() {
+        let (logs, events): (Arc<str>, Arc<str>) = ("logs.raw".into(), "events.activity".into());
+        let records = [
+            record(&logs, 0, 7),
+            record(&logs, 1, 3),
+            record(&events, 0, 10),
+            record(&logs, 0, 8),
+            record(&logs, 1, 4),
+            record(&logs, 0, 9),
+        ];
+        let spans: Vec<(String, u32, u64, u64)> = partition_spans(&records)
+            .into_iter()
+            .map(|s| (s.partition.topic, s.partition.partition, s.first, s.last))
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                ("logs.raw".to_string(), 0, 7, 9),
+                ("logs.raw".to_string(), 1, 3, 4),
+                ("events.activity".to_string(), 0, 10, 10),
+            ]
+        );
+        assert!(partition_spans(&[]).is_empty());
     }
 }

@@ -717,14 +717,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 brokers, prefix, n, age = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 wait_low = int(sys.argv[5].split("=")[1]) if len(sys.argv) > 5 else None
 producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True})
-stamp = int((time.time() - 8 * 86400) * 1000) if age == "old" else None
+# timestamp 0: the producer stamps the current time
+stamp = int((time.time() - 8 * 86400) * 1000) if age == "old" else 0
 for i in range(n):
     record = {"timestamp": "2025-01-12T01:30:00Z", "level": "INFO", "service": "billing",
               "message": "produced to partition 0", "metadata": {"request_id": "%s-%05d" % (prefix, i)}}
-    if stamp is None:
-        producer.produce("logs.raw", value=json.dumps(record), key="billing", partition=0)
-    else:
-        producer.produce("logs.raw", value=json.dumps(record), key="billing", partition=0, timestamp=stamp)
+    producer.produce("logs.raw", value=json.dumps(record), key="billing", partition=0, timestamp=stamp)
 assert producer.flush(30) == 0, "records not delivered"
 consumer = Consumer({"bootstrap.servers": brokers, "group.id": "watermarks"})
 deadline = time.time() + 60

@@ -238,7 +238,7 @@ pub struct Broker {
 impl Broker {
     /// A broker whose data lives in memory (lost when it stops).
     pub fn start() -> Broker {
-        if let Ok(brokers) = std::env::var("LOGPIPE_TEST_KAFKA_BROKERS") {
+        if let Some(brokers) = outside_broker() {
             return Broker {
                 listen: brokers.clone(),
                 brokers,
@@ -256,7 +256,7 @@ impl Broker {
     /// it survives a restart or `kill -9`. None when the tests run against
     /// an outside broker, which a test cannot restart.
     pub fn start_persistent(dir: &Path) -> Option<Broker> {
-        if std::env::var("LOGPIPE_TEST_KAFKA_BROKERS").is_ok() {
+        if outside_broker().is_some() {
             return None;
         }
         // tansu reads the path after `sqlite://` relative to its working
@@ -272,7 +272,7 @@ impl Broker {
     /// TLS in front of it (as a load balancer may) and tansu advertises the
     /// terminator's port. None against an outside broker.
     pub fn start_secured(dir: &Path, password: &str) -> Option<Broker> {
-        if std::env::var("LOGPIPE_TEST_KAFKA_BROKERS").is_ok() {
+        if outside_broker().is_some() {
             return None;
         }
         let (port, tls_port) = (free_port(), free_port());
@@ -292,12 +292,7 @@ impl Broker {
             "tansu user create",
         );
         broker.kill();
-        let advertised = format!("tcp://127.0.0.1:{tls_port}");
-        let at = broker
-            .args
-            .iter()
-            .position(|a| a == "--advertised-listener-url");
-        broker.args[at.unwrap() + 1] = advertised;
+        broker.args = tansu_args("sqlite://tansu.db", port, tls_port);
         broker.args.push("--authentication".into());
         broker.restart();
 
@@ -331,23 +326,12 @@ impl Broker {
     }
 
     fn tansu(storage: &str, dir: Option<&Path>, port: u16, advertised_port: u16) -> Broker {
-        let args: Vec<String> = [
-            "broker",
-            "--listener-url",
-            &format!("tcp://127.0.0.1:{port}"),
-            "--advertised-listener-url",
-            &format!("tcp://127.0.0.1:{advertised_port}"),
-            "--storage-engine",
-            storage,
-        ]
-        .map(String::from)
-        .to_vec();
         let mut broker = Broker {
             brokers: format!("127.0.0.1:{advertised_port}"),
             listen: format!("127.0.0.1:{port}"),
             child: None,
             proxy: None,
-            args,
+            args: tansu_args(storage, port, advertised_port),
             dir: dir.map(Path::to_path_buf),
         };
         broker.run();
@@ -418,6 +402,28 @@ impl Broker {
             .and_then(|dir| std::fs::read_to_string(dir.join("tansu.log")).ok())
             .unwrap_or_default()
     }
+}
+
+/// The bootstrap address of an outside broker the tests must use instead of
+/// their own tansu (`LOGPIPE_TEST_KAFKA_BROKERS`).
+fn outside_broker() -> Option<String> {
+    std::env::var("LOGPIPE_TEST_KAFKA_BROKERS").ok()
+}
+
+/// `tansu broker` listening on 127.0.0.1:`port` and advertising
+/// 127.0.0.1:`advertised_port` (a TLS terminator's, if one stands in front).
+fn tansu_args(storage: &str, port: u16, advertised_port: u16) -> Vec<String> {
+    [
+        "broker",
+        "--listener-url",
+        &format!("tcp://127.0.0.1:{port}"),
+        "--advertised-listener-url",
+        &format!("tcp://127.0.0.1:{advertised_port}"),
+        "--storage-engine",
+        storage,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// A port free on 127.0.0.1 a moment ago.
