@@ -27,18 +27,9 @@ impl Headers {
     /// buffer it is given: one allocation, of the exact size (the collector
     /// builds one per log record).
     pub fn single(name: &str, value_len: usize, write: impl FnOnce(&mut Vec<u8>)) -> Headers {
-        let mut block = Vec::with_capacity(8 + name.len() + value_len);
-        block.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        block.extend_from_slice(name.as_bytes());
-        block.extend_from_slice(&(value_len as u32).to_le_bytes());
-        let start = block.len();
-        write(&mut block);
-        assert_eq!(
-            block.len() - start,
-            value_len,
-            "header {name}: wrote a value of another length than declared"
-        );
-        Headers(Bytes::from(block))
+        HeadersBuilder::with_capacity(8 + name.len() + value_len)
+            .push(name, value_len, write)
+            .finish()
     }
 
     /// The encoded block.
@@ -65,6 +56,47 @@ impl Headers {
             let value = take(&mut rest)?;
             Some((name, value))
         })
+    }
+}
+
+/// Builds a block header by header, each value written in place: one
+/// allocation when the capacity given covers them all (8 bytes plus name and
+/// value per header).
+#[derive(Debug, Default)]
+pub struct HeadersBuilder {
+    block: Vec<u8>,
+}
+
+impl HeadersBuilder {
+    pub fn with_capacity(bytes: usize) -> HeadersBuilder {
+        HeadersBuilder {
+            block: Vec::with_capacity(bytes),
+        }
+    }
+
+    /// Adds a header whose `value_len`-byte value `write` appends.
+    pub fn push(
+        mut self,
+        name: &str,
+        value_len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> HeadersBuilder {
+        let block = &mut self.block;
+        block.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        block.extend_from_slice(name.as_bytes());
+        block.extend_from_slice(&(value_len as u32).to_le_bytes());
+        let start = block.len();
+        write(block);
+        assert_eq!(
+            block.len() - start,
+            value_len,
+            "header {name}: wrote a value of another length than declared"
+        );
+        self
+    }
+
+    pub fn finish(self) -> Headers {
+        Headers(Bytes::from(self.block))
     }
 }
 
@@ -121,6 +153,12 @@ mod tests {
         let single = Headers::single("a", 3, |out| out.extend_from_slice(b"xyz"));
         assert_eq!(single.get("a"), Some(&b"xyz"[..]));
         assert_eq!(single.encoded().len(), 4 + 1 + 4 + 3);
+        let two = HeadersBuilder::with_capacity(24)
+            .push("a", 2, |out| out.extend_from_slice(b"12"))
+            .push("bc", 3, |out| out.extend_from_slice(b"345"))
+            .finish();
+        assert_eq!(two.get("bc"), Some(&b"345"[..]));
+        assert_eq!(two.encoded().len(), 24);
 
         let huge_length = Headers::from_encoded(Bytes::from_static(&[255, 255, 255, 255, 0]));
         assert_eq!(huge_length.iter().count(), 0);

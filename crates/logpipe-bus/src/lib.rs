@@ -28,7 +28,7 @@ pub mod headers;
 pub mod kafka;
 
 pub use embedded::EmbeddedBus;
-pub use headers::Headers;
+pub use headers::{Headers, HeadersBuilder};
 
 /// One topic to create at start (SPEC §1.4).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Running, binary, post, sql_json};
+use common::{Running, binary, sql_json};
 use logpipe_postgres::Postgres;
 use serde_json::Value;
 
@@ -32,16 +32,25 @@ async fn fresh_database(name: &str) -> String {
     Postgres::lazy(&admin).fresh_database(name).await.unwrap()
 }
 
-/// POSTs one second of logs per second in `seconds`; each must be accepted.
-async fn send_seconds(client: &reqwest::Client, running: &Running, seconds: std::ops::Range<i64>) {
+/// POSTs each second of `seconds` twice with the same `Idempotency-Key`,
+/// as a client does whose first answer was lost: the lake and the windows
+/// must count each record once.
+async fn send_seconds_twice(
+    client: &reqwest::Client,
+    running: &Running,
+    seconds: impl IntoIterator<Item = i64>,
+) {
     for second in seconds {
-        let (status, answer) = post(
-            client,
-            &format!("{}/api/collect/logs", running.base_url),
-            second_of_logs(second),
-        )
-        .await;
-        assert_eq!(status, 200, "{answer}");
+        for _attempt in 0..2 {
+            let response = client
+                .post(format!("{}/api/collect/logs", running.base_url))
+                .header("Idempotency-Key", format!("second-{second}"))
+                .body(second_of_logs(second))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+        }
     }
 }
 
@@ -126,8 +135,10 @@ async fn window_rows_equal_lake_counts_across_a_kill_and_restart() {
     let dir = tmp.path().join("data");
     let client = reqwest::Client::new();
 
+    // Every second is sent twice (a retry after a lost answer, with the
+    // same Idempotency-Key); the second copy must count nowhere.
     let running = up(&dir, &url);
-    send_seconds(&client, &running, 0..SECONDS / 2).await;
+    send_seconds_twice(&client, &running, 0..SECONDS / 2).await;
     // Let some windows reach PostgreSQL, then kill without any shutdown.
     let deadline = Instant::now() + Duration::from_secs(30);
     while postgres_windows(&postgres).await.is_empty() {
@@ -141,7 +152,10 @@ async fn window_rows_equal_lake_counts_across_a_kill_and_restart() {
     running.kill_hard();
 
     let running = up(&dir, &url);
-    send_seconds(&client, &running, SECONDS / 2..SECONDS).await;
+    // Retries of requests sent before the kill: both jobs rebuilt their
+    // duplicate check from the bus when they started again.
+    send_seconds_twice(&client, &running, SECONDS / 2 - 3..SECONDS / 2).await;
+    send_seconds_twice(&client, &running, SECONDS / 2..SECONDS).await;
     // The last record is at T0+59.97 s; with 1 s lateness every window up
     // to the one starting at T0+57 s closes.
     let last_closed = T0 + SECONDS - 3;
@@ -170,7 +184,7 @@ async fn window_rows_equal_lake_counts_across_a_kill_and_restart() {
     assert_eq!(
         from_lake.values().sum::<i64>(),
         SECONDS * PER_SECOND,
-        "the raw lake holds every record once"
+        "the raw lake holds every record once (each was sent twice, some again after a restart)"
     );
     let closed_from_lake: BTreeMap<_, _> = from_lake
         .into_iter()

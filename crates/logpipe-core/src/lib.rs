@@ -7,9 +7,12 @@
 //! - [`schema`]: Arrow schemas of the lake tables and builders that fill them.
 //! - [`partition`]: Kafka-compatible key → partition hashing.
 //! - [`metrics`]: the process-wide Prometheus metrics.
+//! - [`dedup`]: record ids from a client's `Idempotency-Key`, and the
+//!   filter that drops a retried record's second copy.
 //! - [`summary`]: a log record's window fields in a few bytes, carried as a
 //!   bus record header.
 
+pub mod dedup;
 pub mod metrics;
 pub mod partition;
 pub mod record;

@@ -70,6 +70,9 @@ pub struct Metrics {
     /// Records deleted by bus retention before they reached the lake
     /// (only with `lake.on_data_loss = "skip_ahead"`).
     pub lake_records_lost: PerKind,
+    /// Second copies of a record (same id) the raw→lake job dropped: a
+    /// client retried a request whose first attempt was stored after all.
+    pub lake_records_duplicate: PerKind,
     /// Lake commits (one per flush).
     pub lake_commits: AtomicU64,
     /// Flushes dropped because another group member had already committed
@@ -408,6 +411,13 @@ impl Metrics {
             "Records deleted by bus retention before they reached the lake.",
             "table",
             &self.lake_records_lost,
+        );
+        per_kind(
+            &mut out,
+            "logpipe_lake_records_duplicate_total",
+            "Second copies of a retried record (same Idempotency-Key and position) not written to the lake.",
+            "table",
+            &self.lake_records_duplicate,
         );
         counter(
             &mut out,

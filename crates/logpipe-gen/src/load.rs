@@ -51,9 +51,11 @@ struct CollectAnswer {
 }
 
 /// Posts `body` to `url`, retrying connection errors, 5xx and 503 (after
-/// `Retry-After`) with exponential backoff. Records are never acknowledged
-/// twice by this function, but a request whose answer was lost and which is
-/// then retried can be written twice: at-least-once, as any HTTP client.
+/// `Retry-After`) with exponential backoff. Every attempt carries the same
+/// random `Idempotency-Key`, so when an attempt the client saw fail was
+/// stored after all (its answer was lost, or the bus stored it after the
+/// collector gave up waiting), the lake keeps one copy of each record (see
+/// `logpipe_core::dedup`).
 pub async fn send_batch(
     client: &reqwest::Client,
     url: &str,
@@ -64,11 +66,13 @@ pub async fn send_batch(
     let started = Instant::now();
     let mut backoff = policy.initial_backoff;
     let mut retries = 0u32;
+    let key = format!("{:032x}", fastrand::u128(..));
     loop {
         let attempt = Instant::now();
         let result = client
             .post(url)
             .header("content-type", "application/json")
+            .header("idempotency-key", &key)
             .body(body.clone())
             .send()
             .await;

@@ -114,6 +114,15 @@ pub struct CommitRecord {
     /// Records in the ranges that failed validation and were not written.
     #[serde(default)]
     pub invalid_records: u64,
+    /// Records in the ranges that were second copies of a record already
+    /// written (a client's retry; see `logpipe_core::dedup`), not written.
+    #[serde(default)]
+    pub duplicate_records: u64,
+    /// The duplicate window the step was made with, so that rebuilding an
+    /// interrupted step drops the same copies whatever the configuration
+    /// says now (0, as in commits made before the check existed: none).
+    #[serde(default)]
+    pub dedup_window: u64,
     /// RFC 3339 time of the commit, for humans.
     pub committed_at: String,
     /// Job state checkpointed with the offsets (the window job's open
@@ -459,6 +468,8 @@ mod tests {
                 offsets: BTreeMap::from([("logs.raw".to_string(), BTreeMap::from([(0, seq)]))]),
                 files,
                 invalid_records: 0,
+                duplicate_records: 0,
+                dedup_window: 0,
                 committed_at: String::new(),
                 state: None,
             };

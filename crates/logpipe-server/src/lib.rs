@@ -9,6 +9,11 @@
 //! | 400 `{"error": …}` | the body is not JSON / NDJSON; nothing was accepted |
 //! | 413 `{"error": …}` | the body is larger than `collector.max_body_bytes`; nothing was accepted |
 //! | 503 `{"error": …}` + `Retry-After` | the bus cannot take more now; nothing was acknowledged, retry the whole request |
+//!
+//! A request sent with an `Idempotency-Key` header (the same key on every
+//! retry of it) is stored at most once in the lake even when it is retried
+//! after a 503 or a lost answer: each record carries an id
+//! ([`logpipe_core::dedup`]) and the raw→lake job drops a second copy.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,10 +24,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use logpipe_bus::{Bus, BusError, BusRecord, Headers};
+use logpipe_bus::{Bus, BusError, BusRecord, HeadersBuilder};
+use logpipe_core::dedup::{self, RecordId};
 use logpipe_core::metrics::metrics;
 use logpipe_core::record::{self, RecordKind, ValidationLimits};
 use logpipe_core::schema::Record;
@@ -94,16 +100,18 @@ fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
 
 async fn collect_logs(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    collect(state, RecordKind::Log, body).await
+    collect(state, RecordKind::Log, &headers, body).await
 }
 
 async fn collect_activities(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    collect(state, RecordKind::Event, body).await
+    collect(state, RecordKind::Event, &headers, body).await
 }
 
 /// Valid records ready for the bus, and why the others were refused.
@@ -112,18 +120,26 @@ struct ParsedBatch {
     rejected: Vec<(usize, String)>,
 }
 
+/// `request`: the request id when the client sent an `Idempotency-Key`.
 fn parse_batch(
     kind: RecordKind,
     body: &[u8],
     limits: &ValidationLimits,
     summaries: bool,
+    request: Option<u128>,
 ) -> Result<ParsedBatch, record::BodyError> {
     let raw_records = record::split_body(body)?;
     let mut records = Vec::with_capacity(raw_records.len());
     let mut rejected = Vec::new();
     for (index, raw) in raw_records.into_iter().enumerate() {
         match raw.and_then(|text| Record::parse(kind, text, limits)) {
-            Ok(record) => records.push(bus_record(&record, summaries)),
+            Ok(record) => {
+                let id = request.map(|request| RecordId {
+                    request,
+                    index: index as u32,
+                });
+                records.push(bus_record(&record, summaries, id));
+            }
             Err(error) => rejected.push((index, error.to_string())),
         }
     }
@@ -131,24 +147,54 @@ fn parse_batch(
 }
 
 /// The bus form of a valid record. With `summaries`, a log record also
-/// carries its window fields as a header.
-fn bus_record(record: &Record, summaries: bool) -> BusRecord {
+/// carries its window fields as a header; with `id`, the record carries its
+/// id (see [`dedup`]).
+fn bus_record(record: &Record, summaries: bool, id: Option<RecordId>) -> BusRecord {
     let mut out = BusRecord::new(record.key(), record.to_json());
-    if let (Record::Log(log), true) = (record, summaries) {
-        let summary = LogSummary::of(log);
-        out.headers = Headers::single(summary::HEADER, summary.encoded_len(), |block| {
+    let summary = match (record, summaries) {
+        (Record::Log(log), true) => Some(LogSummary::of(log)),
+        _ => None,
+    };
+    if summary.is_none() && id.is_none() {
+        return out;
+    }
+    let capacity = summary
+        .as_ref()
+        .map_or(0, |s| 8 + summary::HEADER.len() + s.encoded_len())
+        + id.map_or(0, |_| 8 + dedup::HEADER.len() + dedup::ENCODED_LEN);
+    let mut headers = HeadersBuilder::with_capacity(capacity);
+    if let Some(summary) = &summary {
+        headers = headers.push(summary::HEADER, summary.encoded_len(), |block| {
             summary.encode_into(block)
         });
     }
+    if let Some(id) = id {
+        headers = headers.push(dedup::HEADER, dedup::ENCODED_LEN, |block| {
+            block.extend_from_slice(&id.encode())
+        });
+    }
+    out.headers = headers.finish();
     out
 }
 
 async fn collect(
     state: AppState,
     kind: RecordKind,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let m = metrics();
+    let key = match headers.get(dedup::IDEMPOTENCY_KEY) {
+        None => None,
+        Some(value) => match dedup::parse_key(value.as_bytes()) {
+            Ok(key) => Some(key.to_vec()),
+            Err(reason) => {
+                m.collector_requests_bad_body
+                    .fetch_add(1, Ordering::Relaxed);
+                return error_response(StatusCode::BAD_REQUEST, reason);
+            }
+        },
+    };
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -175,8 +221,11 @@ async fn collect(
     };
     // Parsing a large body takes milliseconds of CPU: keep it off the reactor.
     let summaries = state.collector.summaries;
-    let parsed =
-        tokio::task::spawn_blocking(move || parse_batch(kind, &body, &limits, summaries)).await;
+    let parsed = tokio::task::spawn_blocking(move || {
+        let request = key.map(|key| dedup::request_id(&key, &body));
+        parse_batch(kind, &body, &limits, summaries, request)
+    })
+    .await;
     let parsed = match parsed {
         Ok(Ok(parsed)) => parsed,
         Ok(Err(body_error)) => {
@@ -496,6 +545,88 @@ mod tests {
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(answer["accepted"], 1);
         assert!(read("events.activity").iter().all(|r| r.headers.is_empty()));
+        bus.shutdown();
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_gives_each_record_its_id_and_a_bad_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (router, bus) = app(dir.path()).await;
+        let body = r#"[
+            {"timestamp": 1736645166, "level": "INFO", "service": "api", "message": "a"},
+            {"timestamp": 1736645166, "level": "FATAL", "service": "api", "message": "rejected"},
+            {"timestamp": 1736645166, "level": "INFO", "service": "api", "message": "b"}
+        ]"#;
+        let send = |key: Option<&'static str>| {
+            let router = router.clone();
+            async move {
+                let mut request = Request::post("/api/collect/logs");
+                if let Some(key) = key {
+                    request = request.header("Idempotency-Key", key);
+                }
+                let response = router
+                    .oneshot(request.body(Body::from(body)).unwrap())
+                    .await
+                    .unwrap();
+                let status = response.status();
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                (status, String::from_utf8_lossy(&bytes).to_string())
+            }
+        };
+        assert_eq!(
+            send(Some("req-1")).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(send(None).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+        let records: Vec<_> = (0..3)
+            .flat_map(|p| bus.read("logs.raw", p, 0, 10).unwrap())
+            .collect();
+        let ids: Vec<Option<RecordId>> = records
+            .iter()
+            .map(|r| {
+                r.headers
+                    .get(dedup::HEADER)
+                    .map(|v| RecordId::decode(v).unwrap())
+            })
+            .collect();
+        // The ids count the rejected record: a retry of the same body gives
+        // every record the same id. Without a key there is no id.
+        let request = dedup::request_id(b"req-1", body.as_bytes());
+        assert_eq!(
+            ids,
+            [
+                Some(RecordId { request, index: 0 }),
+                Some(RecordId { request, index: 2 }),
+                None,
+                None
+            ]
+        );
+        // The window summary is still there next to the id.
+        assert!(
+            records
+                .iter()
+                .all(|r| r.headers.get(summary::HEADER).is_some())
+        );
+
+        for bad in ["", "caf\u{e9}", "\"\""] {
+            let response = router
+                .clone()
+                .oneshot(
+                    Request::post("/api/collect/logs")
+                        .header(
+                            "Idempotency-Key",
+                            HeaderValue::from_bytes(bad.as_bytes()).unwrap(),
+                        )
+                        .body(Body::from(body))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "key {bad:?}");
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            assert!(String::from_utf8_lossy(&bytes).contains("Idempotency-Key"));
+        }
+        assert_eq!(bus.end_offsets("logs.raw").unwrap().iter().sum::<u64>(), 4);
         bus.shutdown();
     }
 

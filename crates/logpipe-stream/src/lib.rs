@@ -11,6 +11,7 @@
 
 pub mod alerts;
 mod consume;
+mod dedup;
 pub mod raw_to_lake;
 pub mod sketch;
 pub mod webhook;

@@ -6,6 +6,12 @@
 //! Arrow builders per (table, hour) and flushes every `flush_interval` (so a
 //! record is queryable about that long after its acknowledgement) or when
 //! `max_buffered_rows` are buffered (bounding memory).
+//!
+//! Before writing, it drops a second copy of a record a client retried
+//! (same `logpipe.id` header, see [`logpipe_core::dedup`]); the filter is a
+//! function of the log, rebuilt from the bus wherever the job starts reading
+//! a partition, so restarts, rebalances and roll-forwards drop the same
+//! copies.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +29,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::consume::{POLL_MAX_RECORDS, Polled, Poller, offset_of, report_progress, resume};
+use crate::dedup::Dedups;
 
 /// Invalid records logged per flush (all are counted in a metric).
 const INVALID_LOGGED_PER_FLUSH: u64 = 5;
@@ -39,6 +46,9 @@ pub struct RawToLakeOptions {
     pub flush_interval: Duration,
     pub max_buffered_rows: usize,
     pub on_data_loss: DataLossPolicy,
+    /// Offsets per partition within which a repeated record id is dropped
+    /// (0: off).
+    pub dedup_window: u64,
 }
 
 impl From<&LakeConfig> for RawToLakeOptions {
@@ -49,6 +59,7 @@ impl From<&LakeConfig> for RawToLakeOptions {
             flush_interval: config.flush_interval,
             max_buffered_rows: config.max_buffered_rows,
             on_data_loss: config.on_data_loss,
+            dedup_window: config.dedup_window,
         }
     }
 }
@@ -73,6 +84,10 @@ pub enum StreamError {
     RollForward { seq: u64, reason: String },
     #[error("the {job} job's checkpointed state is unreadable: {reason}")]
     BadState { job: String, reason: String },
+    #[error(
+        "the {job} job could not rebuild its duplicate check from the bus: {reason} (lake.dedup_window = 0 turns the check off)"
+    )]
+    WarmUp { job: String, reason: String },
 }
 
 /// The newest commit this process knows of.
@@ -120,6 +135,8 @@ struct Buffer {
     ranges: BTreeMap<String, BTreeMap<u32, (u64, u64)>>,
     rows: usize,
     invalid: u64,
+    /// Second copies of a record not written (a client's retry).
+    duplicates: u64,
     /// When the first record of this step arrived.
     since: Option<Instant>,
 }
@@ -183,10 +200,13 @@ async fn parse_all(records: Vec<ConsumedRecord>) -> Result<Vec<Parsed>, StreamEr
 }
 
 impl Buffer {
+    /// Adds the next record of its partition; one that `dedups` finds to be
+    /// a second copy only moves the range on.
     fn add(
         &mut self,
         record: &ConsumedRecord,
         parsed: Option<Result<Record, String>>,
+        dedups: &mut Dedups,
     ) -> Result<(), StreamError> {
         self.since.get_or_insert_with(Instant::now);
         let topic: &str = &record.topic;
@@ -197,6 +217,11 @@ impl Buffer {
         let (Some(parsed), Some(kind)) = (parsed, kind_of_topic(topic)) else {
             return Ok(());
         };
+        if dedups.is_repeat(record) {
+            self.duplicates += 1;
+            metrics().lake_records_duplicate.add(kind, 1);
+            return Ok(());
+        }
         match parsed {
             Ok(parsed) => {
                 let hour = HourPartition::of_micros(parsed.timestamp_micros());
@@ -259,6 +284,8 @@ impl RawToLake {
         // assigns them in the first polls (a `Rebalance`).
         let mut positions = resume(consumer.as_mut(), &chain.offsets)?;
         tracing::info!(job, seq = chain.seq, ?positions, "raw→lake job resumes");
+        let mut dedups = Dedups::new(self.options.dedup_window);
+        dedups.warm_up(&*self.bus, &job, &positions).await?;
 
         let mut buffer = Buffer::default();
         let mut poller = Poller::new("raw", self.options.on_data_loss);
@@ -286,6 +313,7 @@ impl RawToLake {
                         &mut chain,
                         &mut buffer,
                         &mut positions,
+                        &mut dedups,
                     )
                     .await?;
                     continue;
@@ -293,7 +321,7 @@ impl RawToLake {
             };
             let drained = records.is_empty();
             for (record, parsed) in parse_all(records).await? {
-                buffer.add(&record, parsed)?;
+                buffer.add(&record, parsed, &mut dedups)?;
                 partitions_of(&mut positions, &record.topic)
                     .insert(record.partition, record.offset + 1);
             }
@@ -305,8 +333,14 @@ impl RawToLake {
             if !buffer.is_empty()
                 && (due || finishing || buffer.rows >= self.options.max_buffered_rows)
             {
-                self.flush_or_restart(consumer.as_mut(), &mut chain, &mut buffer, &mut positions)
-                    .await?;
+                self.flush_or_restart(
+                    consumer.as_mut(),
+                    &mut chain,
+                    &mut buffer,
+                    &mut positions,
+                    &mut dedups,
+                )
+                .await?;
             }
             if finishing {
                 consumer.close().await;
@@ -337,17 +371,19 @@ impl RawToLake {
         chain: &mut Chain,
         buffer: &mut Buffer,
         positions: &mut Offsets,
+        dedups: &mut Dedups,
     ) -> Result<(), StreamError> {
         match event {
             Rebalance::Revoke(revoked) => {
                 if !buffer.is_empty() {
-                    self.flush_or_restart(consumer, chain, buffer, positions)
+                    self.flush_or_restart(consumer, chain, buffer, positions, dedups)
                         .await?;
                 }
                 for tp in &revoked {
                     if let Some(partitions) = positions.get_mut(&tp.topic) {
                         partitions.remove(&tp.partition);
                     }
+                    dedups.forget(&tp.topic, tp.partition);
                 }
                 positions.retain(|_, partitions| !partitions.is_empty());
                 consumer.rebalance_done(Vec::new())?;
@@ -355,16 +391,24 @@ impl RawToLake {
             Rebalance::Assign(assigned) => {
                 self.roll_forward_all().await?;
                 *chain = self.chain().await?;
+                let mut committed = Offsets::new();
                 let starts: Vec<(TopicPartition, Option<u64>)> = assigned
                     .into_iter()
                     .map(|tp| {
                         let start = offset_of(&chain.offsets, &tp);
                         if let Some(start) = start {
                             partitions_of(positions, &tp.topic).insert(tp.partition, start);
+                            partitions_of(&mut committed, &tp.topic).insert(tp.partition, start);
+                        } else {
+                            // Read from the oldest record: nothing before it.
+                            dedups.forget(&tp.topic, tp.partition);
                         }
                         (tp, start)
                     })
                     .collect();
+                dedups
+                    .warm_up(&*self.bus, &self.options.job, &committed)
+                    .await?;
                 tracing::info!(
                     job = self.options.job,
                     seq = chain.seq,
@@ -386,6 +430,7 @@ impl RawToLake {
         chain: &mut Chain,
         buffer: &mut Buffer,
         positions: &mut Offsets,
+        dedups: &mut Dedups,
     ) -> Result<(), StreamError> {
         match self.flush(chain, buffer).await? {
             Flushed::Committed => report_progress(consumer, positions).await,
@@ -398,6 +443,9 @@ impl RawToLake {
                      dropping the step and re-reading from the newest commit"
                 );
                 *positions = resume(consumer, &chain.offsets)?;
+                dedups
+                    .warm_up(&*self.bus, &self.options.job, positions)
+                    .await?;
             }
         }
         Ok(())
@@ -425,6 +473,7 @@ impl RawToLake {
         let groups = buffer.take_groups()?;
         let ranges = std::mem::take(&mut buffer.ranges);
         let invalid = buffer.invalid;
+        let duplicates = buffer.duplicates;
         let rows = buffer.rows;
         *buffer = Buffer::default();
         let encoded = self
@@ -438,6 +487,8 @@ impl RawToLake {
             offsets: Offsets::new(),
             files: Vec::new(),
             invalid_records: invalid,
+            duplicate_records: duplicates,
+            dedup_window: self.options.dedup_window,
             committed_at: micros_to_rfc3339(now_micros()),
             state: None,
         };
@@ -551,6 +602,17 @@ impl RawToLake {
                 }
             }
         }
+        // The same copies are dropped as when the commit was made.
+        let mut dedups = Dedups::new(record.dedup_window);
+        let starts: Offsets = record
+            .ranges
+            .iter()
+            .map(|(topic, partitions)| {
+                let starts = partitions.iter().map(|(p, (start, _))| (*p, *start));
+                (topic.clone(), starts.collect())
+            })
+            .collect();
+        dedups.warm_up(&*self.bus, &record.job, &starts).await?;
         let mut buffer = Buffer::default();
         let deadline = Instant::now() + Duration::from_secs(60);
         while !remaining.is_empty() {
@@ -569,7 +631,7 @@ impl RawToLake {
                 };
                 if consumed.offset < end {
                     let parsed = parse_one(&consumed);
-                    buffer.add(&consumed, parsed)?;
+                    buffer.add(&consumed, parsed, &mut dedups)?;
                 }
                 if consumed.offset + 1 >= end {
                     remaining.remove(&key);

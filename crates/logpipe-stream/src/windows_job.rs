@@ -47,6 +47,7 @@ use tokio::time::Instant;
 use crate::DataLossPolicy;
 use crate::alerts::{Alert, AlertRules, Detector, DetectorState};
 use crate::consume::{Polled, Poller, report_progress, resume};
+use crate::dedup::Dedups;
 use crate::raw_to_lake::{StreamError, partitions_of};
 use crate::window::{ClosedWindow, Sample, WindowAggregator, WindowOptions, WindowSnapshot};
 
@@ -74,6 +75,10 @@ pub struct WindowJobOptions {
     pub idle_close: Duration,
     /// `None`: no anomaly detection.
     pub rules: Option<AlertRules>,
+    /// Second copies of a record (same id, within this many offsets) are
+    /// not counted: `lake.dedup_window`, so windows count what the lake
+    /// holds.
+    pub dedup_window: u64,
     pub on_data_loss: DataLossPolicy,
 }
 
@@ -90,6 +95,7 @@ impl WindowJobOptions {
             idle_close: windows.idle_close,
             rules: alerts.enabled.then(|| AlertRules::from(alerts)),
             on_data_loss: lake.on_data_loss,
+            dedup_window: lake.dedup_window,
         }
     }
 }
@@ -427,6 +433,8 @@ impl WindowJob {
         let mut consumer = self.bus.reader(&self.options.group, &[&topic]).await?;
         let committed = latest.map(|r| r.offsets).unwrap_or_default();
         let mut positions = resume(consumer.as_mut(), &committed)?;
+        let mut dedups = Dedups::new(self.options.dedup_window);
+        dedups.warm_up(&*self.bus, &job, &positions).await?;
         tracing::info!(
             job,
             seq,
@@ -440,6 +448,7 @@ impl WindowJob {
         let mut last_step = Instant::now();
         let mut poller = Poller::new("windows", self.options.on_data_loss);
         let mut invalid = 0u64;
+        let mut duplicates = 0u64;
         // Largest event time read from each partition since start.
         let mut partition_max: BTreeMap<u32, i64> = BTreeMap::new();
         loop {
@@ -465,6 +474,10 @@ impl WindowJob {
             for run in records.chunk_by(|a, b| a.partition == b.partition && a.topic == b.topic) {
                 let mut max_micros = i64::MIN;
                 for record in run {
+                    if dedups.is_repeat(record) {
+                        duplicates += 1;
+                        continue;
+                    }
                     match sample_of(record) {
                         Some(sample) => {
                             max_micros = max_micros.max(sample.timestamp_micros);
@@ -492,6 +505,13 @@ impl WindowJob {
                     "log records the window job could not read were skipped (the raw→lake job reports them)"
                 );
                 invalid = 0;
+            }
+            if duplicates > 0 {
+                tracing::info!(
+                    duplicates,
+                    "second copies of retried log records were not counted in windows"
+                );
+                duplicates = 0;
             }
             let since_last_step = last_step.elapsed();
             last_step = Instant::now();
@@ -582,6 +602,8 @@ impl WindowJob {
             offsets: positions.clone(),
             files,
             invalid_records: 0,
+            duplicate_records: 0,
+            dedup_window: 0,
             committed_at: micros_to_rfc3339(state.step_micros),
             state: Some(
                 serde_json::to_value(state).map_err(|e| StreamError::BadState {

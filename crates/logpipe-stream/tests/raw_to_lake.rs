@@ -52,10 +52,21 @@ async fn lake_and_bus() -> (tempfile::TempDir, Lake, EmbeddedBus) {
 }
 
 async fn run_job_until_committed(bus: Arc<dyn Bus>, lake: Lake, expected_rows: u64) {
+    run_job_with(bus, lake, expected_rows, RawToLakeOptions::default()).await;
+}
+
+/// Runs the job with `options` (a short flush interval) until the lake has
+/// `expected_rows` rows, then stops it.
+async fn run_job_with(
+    bus: Arc<dyn Bus>,
+    lake: Lake,
+    expected_rows: u64,
+    options: RawToLakeOptions,
+) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let options = RawToLakeOptions {
         flush_interval: Duration::from_millis(50),
-        ..RawToLakeOptions::default()
+        ..options
     };
     let job = tokio::spawn(RawToLake::new(bus, lake.clone(), options).run(stopped));
     for _ in 0..200 {
@@ -232,5 +243,142 @@ async fn a_zombie_member_is_fenced_and_nothing_is_doubled() {
         fenced > 0,
         "the second committer of a step was never fenced"
     );
+    bus.shutdown();
+}
+
+/// Log record `i` (key `svc-{i % 5}`), with the id `(request, i)` when
+/// `request` is given, as the collector writes it for a request sent with an
+/// `Idempotency-Key`.
+fn record(i: usize, request: Option<u128>) -> BusRecord {
+    use logpipe_core::dedup::{ENCODED_LEN, HEADER, RecordId};
+    let mut out = BusRecord::new(format!("svc-{}", i % 5).into_bytes(), log_json(i, 0));
+    if let Some(request) = request {
+        let id = RecordId {
+            request,
+            index: i as u32,
+        };
+        out.headers = logpipe_bus::Headers::single(HEADER, ENCODED_LEN, |block| {
+            block.extend_from_slice(&id.encode())
+        });
+    }
+    out
+}
+
+fn records(range: impl IntoIterator<Item = usize>, request: Option<u128>) -> Vec<BusRecord> {
+    range.into_iter().map(|i| record(i, request)).collect()
+}
+
+fn count_of(counts: &BTreeMap<String, u64>, range: impl IntoIterator<Item = usize>) -> Vec<u64> {
+    let mut found: Vec<u64> = range
+        .into_iter()
+        .map(|i| counts.get(&format!("r{i}")).copied().unwrap_or(0))
+        .collect();
+    found.dedup();
+    found
+}
+
+/// A client retried requests whose first attempt was stored after all: the
+/// second copy of a record with an id is not written, in the same run, after
+/// a restart (the check is rebuilt from the bus), and when an interrupted
+/// commit is rebuilt. Records without an id, and copies further apart than
+/// the window, are written (the check never drops what it cannot prove is a
+/// copy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_records_with_an_id_reach_the_lake_once() {
+    let (_dir, lake, bus) = lake_and_bus().await;
+    let shared: Arc<dyn Bus> = Arc::new(bus.clone());
+    let options = RawToLakeOptions {
+        dedup_window: 1000,
+        ..RawToLakeOptions::default()
+    };
+    // Request A (300 records) and 50 records without an id; then a retry
+    // of A's first 100 records and a second copy of the 50.
+    bus.append("logs.raw", records(0..300, Some(1)))
+        .await
+        .unwrap();
+    bus.append("logs.raw", records(300..350, None))
+        .await
+        .unwrap();
+    bus.append("logs.raw", records(0..100, Some(1)))
+        .await
+        .unwrap();
+    bus.append("logs.raw", records(300..350, None))
+        .await
+        .unwrap();
+    run_job_with(shared.clone(), lake.clone(), 400, options.clone()).await;
+    let counts = rows_in_lake(&lake).await;
+    assert_eq!(count_of(&counts, 0..300), [1], "request A");
+    assert_eq!(count_of(&counts, 300..350), [2], "records without an id");
+
+    // The rest of A is retried after the job stopped, next to new request C.
+    bus.append("logs.raw", records(100..300, Some(1)))
+        .await
+        .unwrap();
+    bus.append("logs.raw", records(400..500, Some(3)))
+        .await
+        .unwrap();
+    run_job_with(shared.clone(), lake.clone(), 500, options.clone()).await;
+    let counts = rows_in_lake(&lake).await;
+    assert_eq!(count_of(&counts, 0..300), [1], "request A after a restart");
+    assert_eq!(count_of(&counts, 400..500), [1], "request C");
+    let latest = lake.latest_commit("raw").await.unwrap().unwrap();
+    assert_eq!(latest.dedup_window, 1000);
+    assert_eq!(latest.duplicate_records, 200);
+
+    // That commit's files are lost (a crash before they were written): the
+    // rebuild drops the same copies, so it plans the same files.
+    assert!(!latest.files.is_empty());
+    for file in &latest.files {
+        lake.store()
+            .delete(&StorePath::from(file.path.as_str()))
+            .await
+            .unwrap();
+    }
+    run_job_with(shared.clone(), lake.clone(), 500, options.clone()).await;
+    assert!(lake.missing_files(&latest).await.unwrap().is_empty());
+    let counts = rows_in_lake(&lake).await;
+    assert_eq!(
+        count_of(&counts, 0..300),
+        [1],
+        "request A after a roll-forward"
+    );
+    assert_eq!(
+        count_of(&counts, 400..500),
+        [1],
+        "request C after a roll-forward"
+    );
+
+    // The window: request D (all on key svc-0, one partition), 1500 other
+    // records there, then D again (further apart than 1000 offsets: kept),
+    // and request E twice in a row (dropped).
+    let svc0 = |from: usize, n: usize| (from..from + 5 * n).step_by(5);
+    bus.append("logs.raw", records(svc0(1000, 10), Some(4)))
+        .await
+        .unwrap();
+    bus.append("logs.raw", records(svc0(2000, 1500), None))
+        .await
+        .unwrap();
+    bus.append("logs.raw", records(svc0(1000, 10), Some(4)))
+        .await
+        .unwrap();
+    bus.append("logs.raw", records(svc0(20000, 10), Some(5)))
+        .await
+        .unwrap();
+    bus.append("logs.raw", records(svc0(20000, 10), Some(5)))
+        .await
+        .unwrap();
+    run_job_with(shared, lake.clone(), 500 + 20 + 1500 + 10, options).await;
+    let counts = rows_in_lake(&lake).await;
+    assert_eq!(
+        count_of(&counts, svc0(1000, 10)),
+        [2],
+        "copies outside the window"
+    );
+    assert_eq!(
+        count_of(&counts, svc0(20000, 10)),
+        [1],
+        "copies inside the window"
+    );
+    assert_eq!(count_of(&counts, svc0(2000, 1500)), [1]);
     bus.shutdown();
 }
