@@ -98,6 +98,15 @@ struct Chain {
     offsets: Offsets,
 }
 
+/// Where the job stands: the commit chain, what it read since its last
+/// commit, where each partition it holds resumes, and its duplicate check.
+struct Reading {
+    chain: Chain,
+    buffer: Buffer,
+    positions: Offsets,
+    dedups: Dedups,
+}
+
 enum Flushed {
     Committed,
     /// Another member committed partitions this step read.
@@ -275,27 +284,37 @@ impl RawToLake {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
         let job = self.options.job.clone();
         self.roll_forward_all().await?;
-        let mut chain = self.chain().await?;
+        let chain = self.chain().await?;
         let mut consumer = self
             .bus
             .consumer(&self.options.group, &Self::topics())
             .await?;
         // The embedded bus assigns every partition now; a Kafka group
         // assigns them in the first polls (a `Rebalance`).
-        let mut positions = resume(consumer.as_mut(), &chain.offsets)?;
+        let positions = resume(consumer.as_mut(), &chain.offsets)?;
         tracing::info!(job, seq = chain.seq, ?positions, "raw→lake job resumes");
         let mut dedups = Dedups::new(self.options.dedup_window);
         dedups.warm_up(&*self.bus, &job, &positions).await?;
+        let mut reading = Reading {
+            chain,
+            buffer: Buffer::default(),
+            positions,
+            dedups,
+        };
 
-        let mut buffer = Buffer::default();
         let mut poller = Poller::new("raw", self.options.on_data_loss);
         loop {
-            let wait = match buffer.since {
+            let wait = match reading.buffer.since {
                 Some(since) => self.options.flush_interval.saturating_sub(since.elapsed()),
                 None => self.options.flush_interval,
             };
             let records = match poller
-                .poll(consumer.as_mut(), wait, &mut shutdown, &mut positions)
+                .poll(
+                    consumer.as_mut(),
+                    wait,
+                    &mut shutdown,
+                    &mut reading.positions,
+                )
                 .await?
             {
                 Polled::Records(records) => records,
@@ -307,25 +326,23 @@ impl RawToLake {
                     continue;
                 }
                 Polled::Rebalance(event) => {
-                    self.rebalance(
-                        event,
-                        consumer.as_mut(),
-                        &mut chain,
-                        &mut buffer,
-                        &mut positions,
-                        &mut dedups,
-                    )
-                    .await?;
+                    self.rebalance(event, consumer.as_mut(), &mut reading)
+                        .await?;
                     continue;
                 }
             };
             let drained = records.is_empty();
+            let Reading {
+                buffer,
+                positions,
+                dedups,
+                ..
+            } = &mut reading;
             for (record, parsed) in parse_all(records).await? {
-                buffer.add(&record, parsed, &mut dedups)?;
-                partitions_of(&mut positions, &record.topic)
-                    .insert(record.partition, record.offset + 1);
+                buffer.add(&record, parsed, dedups)?;
+                partitions_of(positions, &record.topic).insert(record.partition, record.offset + 1);
             }
-            self.report_lag(&positions);
+            self.report_lag(positions);
             let due = buffer
                 .since
                 .is_some_and(|since| since.elapsed() >= self.options.flush_interval);
@@ -333,18 +350,16 @@ impl RawToLake {
             if !buffer.is_empty()
                 && (due || finishing || buffer.rows >= self.options.max_buffered_rows)
             {
-                self.flush_or_restart(
-                    consumer.as_mut(),
-                    &mut chain,
-                    &mut buffer,
-                    &mut positions,
-                    &mut dedups,
-                )
-                .await?;
+                self.flush_or_restart(consumer.as_mut(), &mut reading)
+                    .await?;
             }
             if finishing {
                 consumer.close().await;
-                tracing::info!(job, seq = chain.seq, "raw→lake job drained and committed");
+                tracing::info!(
+                    job,
+                    seq = reading.chain.seq,
+                    "raw→lake job drained and committed"
+                );
                 return Ok(());
             }
         }
@@ -368,17 +383,16 @@ impl RawToLake {
         &self,
         event: Rebalance,
         consumer: &mut dyn Consumer,
-        chain: &mut Chain,
-        buffer: &mut Buffer,
-        positions: &mut Offsets,
-        dedups: &mut Dedups,
+        reading: &mut Reading,
     ) -> Result<(), StreamError> {
         match event {
             Rebalance::Revoke(revoked) => {
-                if !buffer.is_empty() {
-                    self.flush_or_restart(consumer, chain, buffer, positions, dedups)
-                        .await?;
+                if !reading.buffer.is_empty() {
+                    self.flush_or_restart(consumer, reading).await?;
                 }
+                let Reading {
+                    positions, dedups, ..
+                } = reading;
                 for tp in &revoked {
                     if let Some(partitions) = positions.get_mut(&tp.topic) {
                         partitions.remove(&tp.partition);
@@ -389,6 +403,12 @@ impl RawToLake {
                 consumer.rebalance_done(Vec::new())?;
             }
             Rebalance::Assign(assigned) => {
+                let Reading {
+                    chain,
+                    positions,
+                    dedups,
+                    ..
+                } = reading;
                 self.roll_forward_all().await?;
                 *chain = self.chain().await?;
                 let mut committed = Offsets::new();
@@ -427,11 +447,14 @@ impl RawToLake {
     async fn flush_or_restart(
         &self,
         consumer: &mut dyn Consumer,
-        chain: &mut Chain,
-        buffer: &mut Buffer,
-        positions: &mut Offsets,
-        dedups: &mut Dedups,
+        reading: &mut Reading,
     ) -> Result<(), StreamError> {
+        let Reading {
+            chain,
+            buffer,
+            positions,
+            dedups,
+        } = reading;
         match self.flush(chain, buffer).await? {
             Flushed::Committed => report_progress(consumer, positions).await,
             Flushed::Fenced => {

@@ -293,30 +293,23 @@ async fn retried_records_with_an_id_reach_the_lake_once() {
     };
     // Request A (300 records) and 50 records without an id; then a retry
     // of A's first 100 records and a second copy of the 50.
-    bus.append("logs.raw", records(0..300, Some(1)))
-        .await
-        .unwrap();
-    bus.append("logs.raw", records(300..350, None))
-        .await
-        .unwrap();
-    bus.append("logs.raw", records(0..100, Some(1)))
-        .await
-        .unwrap();
-    bus.append("logs.raw", records(300..350, None))
-        .await
-        .unwrap();
+    for batch in [
+        records(0..300, Some(1)),
+        records(300..350, None),
+        records(0..100, Some(1)),
+        records(300..350, None),
+    ] {
+        bus.append("logs.raw", batch).await.unwrap();
+    }
     run_job_with(shared.clone(), lake.clone(), 400, options.clone()).await;
     let counts = rows_in_lake(&lake).await;
     assert_eq!(count_of(&counts, 0..300), [1], "request A");
     assert_eq!(count_of(&counts, 300..350), [2], "records without an id");
 
     // The rest of A is retried after the job stopped, next to new request C.
-    bus.append("logs.raw", records(100..300, Some(1)))
-        .await
-        .unwrap();
-    bus.append("logs.raw", records(400..500, Some(3)))
-        .await
-        .unwrap();
+    for batch in [records(100..300, Some(1)), records(400..500, Some(3))] {
+        bus.append("logs.raw", batch).await.unwrap();
+    }
     run_job_with(shared.clone(), lake.clone(), 500, options.clone()).await;
     let counts = rows_in_lake(&lake).await;
     assert_eq!(count_of(&counts, 0..300), [1], "request A after a restart");
@@ -352,21 +345,15 @@ async fn retried_records_with_an_id_reach_the_lake_once() {
     // records there, then D again (further apart than 1000 offsets: kept),
     // and request E twice in a row (dropped).
     let svc0 = |from: usize, n: usize| (from..from + 5 * n).step_by(5);
-    bus.append("logs.raw", records(svc0(1000, 10), Some(4)))
-        .await
-        .unwrap();
-    bus.append("logs.raw", records(svc0(2000, 1500), None))
-        .await
-        .unwrap();
-    bus.append("logs.raw", records(svc0(1000, 10), Some(4)))
-        .await
-        .unwrap();
-    bus.append("logs.raw", records(svc0(20000, 10), Some(5)))
-        .await
-        .unwrap();
-    bus.append("logs.raw", records(svc0(20000, 10), Some(5)))
-        .await
-        .unwrap();
+    for batch in [
+        records(svc0(1000, 10), Some(4)),
+        records(svc0(2000, 1500), None),
+        records(svc0(1000, 10), Some(4)),
+        records(svc0(20000, 10), Some(5)),
+        records(svc0(20000, 10), Some(5)),
+    ] {
+        bus.append("logs.raw", batch).await.unwrap();
+    }
     run_job_with(shared, lake.clone(), 500 + 20 + 1500 + 10, options).await;
     let counts = rows_in_lake(&lake).await;
     assert_eq!(
