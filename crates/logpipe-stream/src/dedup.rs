@@ -88,12 +88,16 @@ impl Dedups {
                     reader.seek(&tp.topic, tp.partition, from)?;
                     remaining.insert((tp.topic.clone(), tp.partition), (from, start));
                 }
-                _ => {
-                    // Not wanted, or nothing before the start: read from the
-                    // end, where records (ignored) arrive only if new.
-                    let end = bus.end_offsets(&tp.topic)?;
-                    let end = end.get(tp.partition as usize).copied().unwrap_or(0);
-                    reader.seek(&tp.topic, tp.partition, end)?;
+                Some(&start) => reader.seek(&tp.topic, tp.partition, start)?,
+                None => {
+                    // Not wanted: read from the end when the bus knows it
+                    // (a Kafka bus learns ends only after a while), where
+                    // records (ignored) arrive only if new.
+                    let end = bus
+                        .end_offsets(&tp.topic)
+                        .ok()
+                        .and_then(|ends| ends.get(tp.partition as usize).copied());
+                    reader.seek(&tp.topic, tp.partition, end.unwrap_or(oldest))?;
                 }
             }
         }

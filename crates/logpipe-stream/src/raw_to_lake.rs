@@ -426,16 +426,19 @@ impl RawToLake {
                         (tp, start)
                     })
                     .collect();
-                dedups
-                    .warm_up(&*self.bus, &self.options.job, &committed)
-                    .await?;
                 tracing::info!(
                     job = self.options.job,
                     seq = chain.seq,
                     ?starts,
                     "raw→lake job takes partitions"
                 );
+                // Answer the group first: the warm-up reads for seconds
+                // under load, and the group waits for the answer. The job
+                // polls the new partitions only after the warm-up.
                 consumer.rebalance_done(starts)?;
+                dedups
+                    .warm_up(&*self.bus, &self.options.job, &committed)
+                    .await?;
             }
         }
         Ok(())
