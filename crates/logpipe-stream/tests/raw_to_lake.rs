@@ -79,6 +79,17 @@ async fn run_job_with(
     job.await.unwrap().unwrap();
 }
 
+/// A crash after a commit record but before its files: removes the files.
+async fn delete_files(lake: &Lake, commit: &logpipe_lake::CommitRecord) {
+    assert!(!commit.files.is_empty());
+    for file in &commit.files {
+        lake.store()
+            .delete(&StorePath::from(file.path.as_str()))
+            .await
+            .unwrap();
+    }
+}
+
 /// Rows per request id, read back from every Parquet file in the lake.
 async fn rows_in_lake(lake: &Lake) -> BTreeMap<String, u64> {
     use arrow::array::AsArray;
@@ -152,13 +163,7 @@ async fn interrupted_commit_is_rolled_forward_exactly_once() {
     // Simulate a crash after the commit record but before its files: remove
     // the files of the newest commit.
     let latest = lake.latest_commit("raw").await.unwrap().unwrap();
-    assert!(!latest.files.is_empty());
-    for file in &latest.files {
-        lake.store()
-            .delete(&StorePath::from(file.path.as_str()))
-            .await
-            .unwrap();
-    }
+    delete_files(&lake, &latest).await;
     assert!(rows_in_lake(&lake).await.len() < 1000);
 
     // More records arrive; the restarted job first completes the interrupted
@@ -320,13 +325,7 @@ async fn retried_records_with_an_id_reach_the_lake_once() {
 
     // That commit's files are lost (a crash before they were written): the
     // rebuild drops the same copies, so it plans the same files.
-    assert!(!latest.files.is_empty());
-    for file in &latest.files {
-        lake.store()
-            .delete(&StorePath::from(file.path.as_str()))
-            .await
-            .unwrap();
-    }
+    delete_files(&lake, &latest).await;
     run_job_with(shared.clone(), lake.clone(), 500, options.clone()).await;
     assert!(lake.missing_files(&latest).await.unwrap().is_empty());
     let counts = rows_in_lake(&lake).await;
