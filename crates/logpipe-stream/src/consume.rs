@@ -1,10 +1,12 @@
 //! What every stream job does with its consumer: resume at the offsets of
 //! its last lake commit, poll until shutdown and then drain, apply the
-//! data-loss policy, and report progress to the bus.
+//! data-loss policy, and report progress to the bus; and reading exact
+//! offset ranges again (a roll-forward, the duplicate check's warm-up).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use logpipe_bus::{BusError, ConsumedRecord, Consumer, Rebalance, TopicPartition};
+use logpipe_bus::{Bus, BusError, ConsumedRecord, Consumer, Rebalance, TopicPartition};
 use logpipe_lake::Offsets;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -16,6 +18,123 @@ use crate::raw_to_lake::{DataLossPolicy, StreamError};
 pub(crate) const POLL_MAX_RECORDS: usize = 16_384;
 /// On shutdown, keep draining while records still arrive, at most this long.
 const SHUTDOWN_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// Offset ranges: topic → partition → `[from, to)` (a commit record's
+/// `ranges` has this shape).
+pub(crate) type Ranges = BTreeMap<String, BTreeMap<u32, (u64, u64)>>;
+
+/// How [`read_ranges`] reads.
+pub(crate) struct RangeRead {
+    /// Fail when the bus has not returned every range by then.
+    pub(crate) limit: Duration,
+    /// Start a range that begins below its partition's oldest kept offset
+    /// there; without it, the bus reports the deleted records as an error.
+    pub(crate) from_oldest: bool,
+    /// End early after this many empty polls in a row (a range whose last
+    /// offsets hold no record: transaction markers, compaction).
+    pub(crate) idle_polls: Option<u32>,
+}
+
+/// Reads `ranges` with a reader of its own (no group membership) and hands
+/// each record in them to `each`, in offset order within a partition. The
+/// other partitions of the topics are skipped where the bus knows their
+/// end. Returns the records handed over; when `how.limit` passes first,
+/// fails with `timeout(the ranges not read)`.
+pub(crate) async fn read_ranges(
+    bus: &dyn Bus,
+    ranges: &Ranges,
+    how: RangeRead,
+    timeout: impl FnOnce(String) -> StreamError,
+    mut each: impl FnMut(&ConsumedRecord) -> Result<(), StreamError>,
+) -> Result<u64, StreamError> {
+    let topics: Vec<&str> = ranges.keys().map(String::as_str).collect();
+    let mut reader = bus.reader("logpipe-range-reader", &topics).await?;
+    let mut remaining = Ranges::new();
+    let mut oldest: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for tp in reader.assignment() {
+        match ranges.get(&tp.topic).and_then(|p| p.get(&tp.partition)) {
+            Some(&(from, to)) => {
+                let from = if how.from_oldest {
+                    if !oldest.contains_key(&tp.topic) {
+                        oldest.insert(tp.topic.clone(), reader.start_offsets(&tp.topic)?);
+                    }
+                    let kept = oldest[&tp.topic].get(tp.partition as usize).copied();
+                    from.max(kept.unwrap_or(0))
+                } else {
+                    from
+                };
+                if from < to {
+                    reader.seek(&tp.topic, tp.partition, from)?;
+                    remaining
+                        .entry(tp.topic.clone())
+                        .or_default()
+                        .insert(tp.partition, (from, to));
+                } else {
+                    // Nothing to read: records from `to` on are ignored.
+                    reader.seek(&tp.topic, tp.partition, to)?;
+                }
+            }
+            None => {
+                // Records of these partitions are ignored: skip them when the
+                // bus knows where they end (a Kafka bus learns it later).
+                if let Some(end) = bus
+                    .end_offsets(&tp.topic)
+                    .ok()
+                    .and_then(|ends| ends.get(tp.partition as usize).copied())
+                {
+                    reader.seek(&tp.topic, tp.partition, end)?;
+                }
+            }
+        }
+    }
+    let deadline = Instant::now() + how.limit;
+    let mut handed = 0u64;
+    let mut empty_polls = 0;
+    while !remaining.is_empty() {
+        if Instant::now() > deadline {
+            reader.close().await;
+            return Err(timeout(format!(
+                "the bus did not return the ranges {remaining:?} within {:?}",
+                how.limit
+            )));
+        }
+        let records = reader
+            .poll(POLL_MAX_RECORDS, Duration::from_millis(500))
+            .await?;
+        if records.is_empty() {
+            empty_polls += 1;
+            if how.idle_polls.is_some_and(|idle| empty_polls >= idle) {
+                tracing::info!(
+                    ?remaining,
+                    "no more records before the end of these ranges; reading stops there"
+                );
+                break;
+            }
+            continue;
+        }
+        empty_polls = 0;
+        for record in &records {
+            let Some(partitions) = remaining.get_mut(&*record.topic) else {
+                continue;
+            };
+            let Some(&(_, to)) = partitions.get(&record.partition) else {
+                continue;
+            };
+            if record.offset < to {
+                each(record)?;
+                handed += 1;
+            }
+            if record.offset + 1 >= to {
+                partitions.remove(&record.partition);
+                if partitions.is_empty() {
+                    remaining.remove(&*record.topic);
+                }
+            }
+        }
+    }
+    reader.close().await;
+    Ok(handed)
+}
 
 /// Where `offsets` (a commit's) says `tp` resumes.
 pub(crate) fn offset_of(offsets: &Offsets, tp: &TopicPartition) -> Option<u64> {

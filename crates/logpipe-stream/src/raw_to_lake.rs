@@ -28,7 +28,9 @@ use logpipe_lake::{CommitRecord, CommittedFile, FlushGroups, Lake, LakeError, Of
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::consume::{POLL_MAX_RECORDS, Polled, Poller, offset_of, report_progress, resume};
+use crate::consume::{
+    Polled, Poller, RangeRead, Ranges, offset_of, read_ranges, report_progress, resume,
+};
 use crate::dedup::Dedups;
 
 /// Invalid records logged per flush (all are counted in a metric).
@@ -141,7 +143,7 @@ fn kind_of_topic(topic: &str) -> Option<RecordKind> {
 #[derive(Default)]
 struct Buffer {
     builders: BTreeMap<(RecordKind, HourPartition), BatchBuilder>,
-    ranges: BTreeMap<String, BTreeMap<u32, (u64, u64)>>,
+    ranges: Ranges,
     rows: usize,
     invalid: u64,
     /// Second copies of a record not written (a client's retry).
@@ -601,33 +603,6 @@ impl RawToLake {
             seq: record.seq,
             reason,
         };
-        let topics: Vec<&str> = record.ranges.keys().map(String::as_str).collect();
-        let mut consumer = self.bus.reader("logpipe-rollforward", &topics).await?;
-        let mut remaining: BTreeMap<(String, u32), (u64, u64)> = BTreeMap::new();
-        for tp in consumer.assignment() {
-            let range = record
-                .ranges
-                .get(&tp.topic)
-                .and_then(|p| p.get(&tp.partition));
-            match range {
-                Some(&(start, end)) => {
-                    consumer.seek(&tp.topic, tp.partition, start)?;
-                    remaining.insert((tp.topic.clone(), tp.partition), (start, end));
-                }
-                None => {
-                    // Skip partitions the commit did not read, when the
-                    // bus knows their end (their records are ignored anyway).
-                    if let Some(end) = self
-                        .bus
-                        .end_offsets(&tp.topic)
-                        .ok()
-                        .and_then(|ends| ends.get(tp.partition as usize).copied())
-                    {
-                        consumer.seek(&tp.topic, tp.partition, end)?;
-                    }
-                }
-            }
-        }
         // The same copies are dropped as when the commit was made.
         let mut dedups = Dedups::new(record.dedup_window);
         let starts: Offsets = record
@@ -640,31 +615,15 @@ impl RawToLake {
             .collect();
         dedups.warm_up(&*self.bus, &record.job, &starts).await?;
         let mut buffer = Buffer::default();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !remaining.is_empty() {
-            if Instant::now() > deadline {
-                return Err(fail(format!(
-                    "the bus did not return the ranges {remaining:?}"
-                )));
-            }
-            for consumed in consumer
-                .poll(POLL_MAX_RECORDS, Duration::from_millis(500))
-                .await?
-            {
-                let key = (consumed.topic.to_string(), consumed.partition);
-                let Some(&(_, end)) = remaining.get(&key) else {
-                    continue;
-                };
-                if consumed.offset < end {
-                    let parsed = parse_one(&consumed);
-                    buffer.add(&consumed, parsed, &mut dedups)?;
-                }
-                if consumed.offset + 1 >= end {
-                    remaining.remove(&key);
-                }
-            }
-        }
-        consumer.close().await;
+        let how = RangeRead {
+            limit: Duration::from_secs(60),
+            from_oldest: false,
+            idle_polls: None,
+        };
+        read_ranges(&*self.bus, &record.ranges, how, fail, |consumed| {
+            buffer.add(consumed, parse_one(consumed), &mut dedups)
+        })
+        .await?;
         let groups = buffer.take_groups()?;
         let files = Lake::plan_files(&record.job, record.seq, &groups);
         if files != record.files {
