@@ -315,8 +315,8 @@ pub struct LakeConfig {
     pub on_data_loss: DataLossPolicy,
     /// Offsets per partition within which a second copy of a record (same
     /// id: a client retried a request sent with an `Idempotency-Key`) is
-    /// dropped. 0 turns the check off. A job that starts re-reads this many
-    /// offsets before its start to rebuild the check.
+    /// dropped. 0 turns the check off; at most 2^30. A job that starts
+    /// re-reads this many offsets before its start to rebuild the check.
     pub dedup_window: u64,
 }
 
@@ -330,8 +330,8 @@ impl Default for LakeConfig {
             max_buffered_rows: 200_000,
             on_data_loss: DataLossPolicy::Fail,
             // 25 s of a partition at 60,000 records/s over three
-            // partitions; about 6 MB per partition when every record has
-            // an id.
+            // partitions; about 4 MB per partition and job when every
+            // record has an id (8 bytes a record, plus vector growth).
             dedup_window: 500_000,
         }
     }
@@ -616,6 +616,16 @@ impl Config {
                 return invalid(key, format!("is {}, must be 1 to 1024", topic.partitions));
             }
         }
+        if self.lake.dedup_window > logpipe_core::dedup::MAX_WINDOW {
+            return invalid(
+                "lake.dedup_window",
+                format!(
+                    "is {}, must be at most {} offsets",
+                    self.lake.dedup_window,
+                    logpipe_core::dedup::MAX_WINDOW
+                ),
+            );
+        }
         if self.collector.max_body_bytes < 1024 {
             return invalid("collector.max_body_bytes", "must be at least 1024".into());
         }
@@ -856,6 +866,12 @@ mod tests {
             jail.set_env("LOGPIPE__TOPICS__LOGS__PARTITIONS", "0");
         });
         assert!(error.contains("topics.logs.partitions"), "{error}");
+
+        let error = load_error(|jail| {
+            jail.create_file("given.toml", "").unwrap();
+            jail.set_env("LOGPIPE__LAKE__DEDUP_WINDOW", "5000000000");
+        });
+        assert!(error.contains("lake.dedup_window"), "{error}");
 
         let error = load_error(|jail| {
             jail.create_file("given.toml", "listen = \"nowhere\"")

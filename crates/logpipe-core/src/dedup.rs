@@ -132,38 +132,36 @@ impl Hasher for IdHasher {
     }
 }
 
+/// Largest window [`Dedup`] takes: offsets are kept as 32-bit distances
+/// from a base no further back than a window and a quarter.
+pub const MAX_WINDOW: u64 = 1 << 30;
+
 /// The duplicate filter of one partition.
 ///
 /// Remembers, per request, the offset where each of its records was last
-/// seen; memory is about 12 bytes per record with an id in the window (the
-/// forgotten ones are swept out every quarter window).
+/// seen: 8 bytes per record with an id in the window, plus vector growth
+/// (the forgotten ones are swept out every quarter window).
 #[derive(Debug)]
 pub struct Dedup {
     window: u64,
-    /// Request → (index, offset last seen), sorted by index.
-    seen: HashMap<u128, Vec<(u32, u64)>, BuildHasherDefault<IdHasher>>,
+    /// Offsets are stored as `offset - base`; each sweep moves `base` up to
+    /// the oldest offset that can still match.
+    base: u64,
+    /// Request → (index, offset last seen - base), sorted by index.
+    seen: HashMap<u128, Vec<(u32, u32)>, BuildHasherDefault<IdHasher>>,
     next_sweep: u64,
 }
 
 impl Dedup {
-    /// A filter over `window` offsets (0: nothing is ever a repeat).
+    /// A filter over `window` offsets (0: nothing is ever a repeat; at
+    /// most [`MAX_WINDOW`]).
     pub fn new(window: u64) -> Dedup {
         Dedup {
-            window,
+            window: window.min(MAX_WINDOW),
+            base: 0,
             seen: HashMap::default(),
             next_sweep: 0,
         }
-    }
-
-    pub fn window(&self) -> u64 {
-        self.window
-    }
-
-    /// The offset from which a partition must be re-read so that the
-    /// filter decides the records from `start` on as if it had never
-    /// stopped.
-    pub fn warm_up_from(&self, start: u64) -> u64 {
-        start.saturating_sub(self.window)
     }
 
     /// Whether `id`, read at `offset`, appeared in `[offset - window,
@@ -176,19 +174,27 @@ impl Dedup {
         if offset >= self.next_sweep {
             self.sweep(offset);
         }
+        // Below the base: a record older than anything remembered, read
+        // again; it is no copy of what the filter holds.
+        let Some(distance) = offset.checked_sub(self.base) else {
+            return false;
+        };
+        // Less than a window and a quarter (plus 1024) since the last sweep.
+        let distance = distance as u32;
         let floor = offset.saturating_sub(self.window);
+        let base = self.base;
         let records = self.seen.entry(id.request).or_default();
         match records.binary_search_by_key(&id.index, |(index, _)| *index) {
             // The same record read again (never at a lower offset than a
             // copy) is not a copy of itself.
-            Ok(at) if records[at].1 >= offset => false,
+            Ok(at) if records[at].1 >= distance => false,
             Ok(at) => {
-                let repeat = records[at].1 >= floor;
-                records[at].1 = offset;
+                let repeat = base + u64::from(records[at].1) >= floor;
+                records[at].1 = distance;
                 repeat
             }
             Err(at) => {
-                records.insert(at, (id.index, offset));
+                records.insert(at, (id.index, distance));
                 false
             }
         }
@@ -199,13 +205,22 @@ impl Dedup {
         self.seen.values().map(Vec::len).sum()
     }
 
-    /// Forgets what no later offset can match.
+    /// Forgets what no later offset can match, and moves the base up to
+    /// the oldest offset that still can.
     fn sweep(&mut self, offset: u64) {
-        let floor = offset.saturating_sub(self.window);
+        let new_base = offset.saturating_sub(self.window).max(self.base);
+        let shift = new_base - self.base;
         self.seen.retain(|_, records| {
-            records.retain(|(_, at)| *at >= floor);
+            records.retain_mut(|(_, at)| match u64::from(*at).checked_sub(shift) {
+                Some(moved) => {
+                    *at = moved as u32;
+                    true
+                }
+                None => false,
+            });
             !records.is_empty()
         });
+        self.base = new_base;
         self.next_sweep = offset + (self.window / 4).max(1024);
     }
 }
@@ -260,6 +275,12 @@ mod tests {
         // A third copy counts from the second.
         assert!(dedup.is_repeat(id(1, 0), 120));
         assert!(!Dedup::new(0).is_repeat(id(1, 0), 5));
+        // Offsets far from zero (a long-lived Kafka partition).
+        let far = 1u64 << 40;
+        let mut old_topic = Dedup::new(10);
+        assert!(!old_topic.is_repeat(id(1, 0), far));
+        assert!(old_topic.is_repeat(id(1, 0), far + 10));
+        assert!(!old_topic.is_repeat(id(1, 0), far + 21));
         // Reading a record again is not reading a copy of it.
         assert!(!dedup.is_repeat(id(1, 0), 120));
     }
@@ -314,7 +335,7 @@ mod tests {
             .collect();
         for start in [0u64, 1, 399, 400, 1234, 4999] {
             let mut restarted = Dedup::new(400);
-            for (offset, id) in &log[restarted.warm_up_from(start) as usize..start as usize] {
+            for (offset, id) in &log[start.saturating_sub(400) as usize..start as usize] {
                 restarted.is_repeat(*id, *offset);
             }
             for (offset, id) in &log[start as usize..] {
