@@ -72,7 +72,7 @@ pub async fn send_batch(
         let result = client
             .post(url)
             .header("content-type", "application/json")
-            .header("idempotency-key", &key)
+            .header(logpipe_core::dedup::IDEMPOTENCY_KEY, &key)
             .body(body.clone())
             .send()
             .await;

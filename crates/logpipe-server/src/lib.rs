@@ -487,9 +487,23 @@ mod tests {
         path: &str,
         body: impl Into<Body>,
     ) -> (StatusCode, serde_json::Value) {
+        post_with_key(router, path, None, body).await
+    }
+
+    /// POSTs `body`, with `Idempotency-Key: key` when given.
+    async fn post_with_key(
+        router: &Router,
+        path: &str,
+        key: Option<&[u8]>,
+        body: impl Into<Body>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut request = Request::post(path);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", HeaderValue::from_bytes(key).unwrap());
+        }
         let response = router
             .clone()
-            .oneshot(Request::post(path).body(body.into()).unwrap())
+            .oneshot(request.body(body.into()).unwrap())
             .await
             .unwrap();
         let status = response.status();
@@ -557,27 +571,15 @@ mod tests {
             {"timestamp": 1736645166, "level": "FATAL", "service": "api", "message": "rejected"},
             {"timestamp": 1736645166, "level": "INFO", "service": "api", "message": "b"}
         ]"#;
-        let send = |key: Option<&'static str>| {
-            let router = router.clone();
-            async move {
-                let mut request = Request::post("/api/collect/logs");
-                if let Some(key) = key {
-                    request = request.header("Idempotency-Key", key);
-                }
-                let response = router
-                    .oneshot(request.body(Body::from(body)).unwrap())
-                    .await
-                    .unwrap();
-                let status = response.status();
-                let bytes = response.into_body().collect().await.unwrap().to_bytes();
-                (status, String::from_utf8_lossy(&bytes).to_string())
-            }
-        };
+        let path = "/api/collect/logs";
         assert_eq!(
-            send(Some("req-1")).await.0,
+            post_with_key(&router, path, Some(b"req-1"), body).await.0,
             StatusCode::UNPROCESSABLE_ENTITY
         );
-        assert_eq!(send(None).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            post(&router, path, body).await.0,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
         let records: Vec<_> = (0..3)
             .flat_map(|p| bus.read("logs.raw", p, 0, 10).unwrap())
             .collect();
@@ -609,22 +611,14 @@ mod tests {
         );
 
         for bad in ["", "caf\u{e9}", "\"\""] {
-            let response = router
-                .clone()
-                .oneshot(
-                    Request::post("/api/collect/logs")
-                        .header(
-                            "Idempotency-Key",
-                            HeaderValue::from_bytes(bad.as_bytes()).unwrap(),
-                        )
-                        .body(Body::from(body))
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "key {bad:?}");
-            let bytes = response.into_body().collect().await.unwrap().to_bytes();
-            assert!(String::from_utf8_lossy(&bytes).contains("Idempotency-Key"));
+            let (status, answer) = post_with_key(&router, path, Some(bad.as_bytes()), body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "key {bad:?}");
+            assert!(
+                answer["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("Idempotency-Key")
+            );
         }
         assert_eq!(bus.end_offsets("logs.raw").unwrap().iter().sum::<u64>(), 4);
         bus.shutdown();
