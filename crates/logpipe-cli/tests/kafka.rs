@@ -344,7 +344,24 @@ async fn two_stream_processes_share_partitions_and_a_kill_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let env = kafka_env(&broker.brokers, "scale-out");
-    let collector = Running::start_role(&["collector", "--listen", "127.0.0.1:0"], &data, &env);
+    // tansu 0.6 workaround (test setup only): a fetch from an offset in the
+    // middle of a record batch returns the batches *after* it (Apache Kafka
+    // returns the batch holding it), so a member that starts a partition
+    // where another stopped mid-batch silently skips the rest of that batch.
+    // Members stop mid-batch here whenever a poll ends at its record limit.
+    // One record per batch makes every offset a batch start.
+    let single_record_batches = dir.path().join("batches.toml");
+    std::fs::write(
+        &single_record_batches,
+        "[bus.kafka.properties]\n\"batch.num.messages\" = \"1\"\n",
+    )
+    .unwrap();
+    let config = single_record_batches.to_str().unwrap();
+    let collector = Running::start_role(
+        &["collector", "--listen", "127.0.0.1:0", "--config", config],
+        &data,
+        &env,
+    );
     // tansu 0.6 workaround (test setup only): when a member dies, tansu
     // evicts it after the session timeout and asks the survivor to rejoin,
     // but keeps the group's generation and hands the survivor its old
@@ -391,7 +408,13 @@ async fn two_stream_processes_share_partitions_and_a_kill_loses_nothing() {
     );
     let wanted: BTreeSet<String> = acked.iter().cloned().collect();
     let counts = wait_for_lake(&data, "k", &wanted);
-    assert_exactly_once(&wanted, &counts, &survivor.log());
+    let logs = format!(
+        "{}\n--- replacement:\n{}\n--- collector:\n{}",
+        survivor.log(),
+        replacement.log(),
+        collector.log()
+    );
+    assert_exactly_once(&wanted, &counts, &logs);
     eprintln!(
         "{} acknowledged records exactly once after a member was killed",
         wanted.len()
