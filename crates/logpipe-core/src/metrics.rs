@@ -123,6 +123,8 @@ pub struct Analytics {
     pub webhook_sent: u64,
     pub webhook_errors: u64,
     pub batch: BTreeMap<String, JobRunGauges>,
+    /// Stream job → times it was started again after the bus failed it.
+    pub stream_restarts: BTreeMap<String, u64>,
 }
 
 /// One metric family: its header, then one sample per (labels, value).
@@ -251,6 +253,15 @@ impl Analytics {
         ] {
             family(out, "counter", name, help, single(value));
         }
+        family(
+            out,
+            "counter",
+            "logpipe_stream_job_restarts_total",
+            "Times a stream job was started again from its last lake commit after the bus failed it (broker unreachable or too slow).",
+            self.stream_restarts
+                .iter()
+                .map(|(job, restarts)| (job_label(job), *restarts)),
+        );
         family(
             out,
             "counter",

@@ -45,10 +45,24 @@ pub(crate) async fn read_ranges(
     ranges: &Ranges,
     how: RangeRead,
     timeout: impl FnOnce(String) -> StreamError,
-    mut each: impl FnMut(&ConsumedRecord) -> Result<(), StreamError>,
+    each: impl FnMut(&ConsumedRecord) -> Result<(), StreamError>,
 ) -> Result<u64, StreamError> {
     let topics: Vec<&str> = ranges.keys().map(String::as_str).collect();
     let mut reader = bus.reader("logpipe-range-reader", &topics).await?;
+    let read = read_with(bus, &mut *reader, ranges, how, timeout, each).await;
+    reader.close().await;
+    read
+}
+
+/// [`read_ranges`] with its reader.
+async fn read_with(
+    bus: &dyn Bus,
+    reader: &mut dyn Consumer,
+    ranges: &Ranges,
+    how: RangeRead,
+    timeout: impl FnOnce(String) -> StreamError,
+    mut each: impl FnMut(&ConsumedRecord) -> Result<(), StreamError>,
+) -> Result<u64, StreamError> {
     let mut remaining = Ranges::new();
     let mut oldest: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for tp in reader.assignment() {
@@ -92,7 +106,6 @@ pub(crate) async fn read_ranges(
     let mut empty_polls = 0;
     while !remaining.is_empty() {
         if Instant::now() > deadline {
-            reader.close().await;
             return Err(timeout(format!(
                 "the bus did not return the ranges {remaining:?} within {:?}",
                 how.limit
@@ -132,7 +145,6 @@ pub(crate) async fn read_ranges(
             }
         }
     }
-    reader.close().await;
     Ok(handed)
 }
 

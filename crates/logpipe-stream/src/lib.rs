@@ -13,6 +13,7 @@ pub mod alerts;
 mod consume;
 mod dedup;
 pub mod raw_to_lake;
+mod restart;
 pub mod sketch;
 pub mod webhook;
 pub mod window;

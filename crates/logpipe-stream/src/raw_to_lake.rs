@@ -32,6 +32,7 @@ use crate::consume::{
     Polled, Poller, RangeRead, Ranges, offset_of, read_ranges, report_progress, resume,
 };
 use crate::dedup::Dedups;
+use crate::restart::Restarts;
 
 /// Invalid records logged per flush (all are counted in a metric).
 const INVALID_LOGGED_PER_FLUSH: u64 = 5;
@@ -90,6 +91,21 @@ pub enum StreamError {
         "the {job} job could not rebuild its duplicate check from the bus: {reason} (lake.dedup_window = 0 turns the check off)"
     )]
     WarmUp { job: String, reason: String },
+}
+
+impl StreamError {
+    /// Whether starting the job again from its last lake commit can get
+    /// past this: the broker did not answer or refused for now, or did not
+    /// return the records of a warm-up or roll-forward in time (see
+    /// `restart`).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StreamError::Bus(BusError::Kafka(_) | BusError::Busy(_))
+                | StreamError::WarmUp { .. }
+                | StreamError::RollForward { .. }
+        )
+    }
 }
 
 /// The newest commit this process knows of.
@@ -283,20 +299,50 @@ impl RawToLake {
     }
 
     /// Runs until `shutdown` turns true, then drains, commits and returns.
+    /// Starts again from the last commit after a transient bus failure
+    /// (see `restart`).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
         let job = self.options.job.clone();
+        let mut restarts = Restarts::new(&job);
+        loop {
+            let outcome = self.attempt(&mut shutdown).await;
+            if let Some(done) = restarts.after(outcome, &mut shutdown).await {
+                return done;
+            }
+        }
+    }
+
+    /// One run of the job from its last lake commit.
+    async fn attempt(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), StreamError> {
         self.roll_forward_all().await?;
         let chain = self.chain().await?;
         let mut consumer = self
             .bus
             .consumer(&self.options.group, &Self::topics())
             .await?;
+        let read = self.read(consumer.as_mut(), chain, shutdown).await;
+        if read.is_err() {
+            // Leave the group now: the partitions move at once, and a
+            // subscribed Kafka consumer must not be dropped without it.
+            consumer.close().await;
+        }
+        read
+    }
+
+    /// Reads from `chain` on until `shutdown`, then drains and commits.
+    async fn read(
+        &self,
+        consumer: &mut dyn Consumer,
+        chain: Chain,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), StreamError> {
+        let job = self.options.job.as_str();
         // The embedded bus assigns every partition now; a Kafka group
         // assigns them in the first polls (a `Rebalance`).
-        let positions = resume(consumer.as_mut(), &chain.offsets)?;
+        let positions = resume(consumer, &chain.offsets)?;
         tracing::info!(job, seq = chain.seq, ?positions, "raw→lake job resumes");
         let mut dedups = Dedups::new(self.options.dedup_window);
-        dedups.warm_up(&*self.bus, &job, &positions).await?;
+        dedups.warm_up(&*self.bus, job, &positions).await?;
         let mut reading = Reading {
             chain,
             buffer: Buffer::default(),
@@ -311,12 +357,7 @@ impl RawToLake {
                 None => self.options.flush_interval,
             };
             let records = match poller
-                .poll(
-                    consumer.as_mut(),
-                    wait,
-                    &mut shutdown,
-                    &mut reading.positions,
-                )
+                .poll(consumer, wait, shutdown, &mut reading.positions)
                 .await?
             {
                 Polled::Records(records) => records,
@@ -328,8 +369,7 @@ impl RawToLake {
                     continue;
                 }
                 Polled::Rebalance(event) => {
-                    self.rebalance(event, consumer.as_mut(), &mut reading)
-                        .await?;
+                    self.rebalance(event, consumer, &mut reading).await?;
                     continue;
                 }
             };
@@ -352,8 +392,7 @@ impl RawToLake {
             if !buffer.is_empty()
                 && (due || finishing || buffer.rows >= self.options.max_buffered_rows)
             {
-                self.flush_or_restart(consumer.as_mut(), &mut reading)
-                    .await?;
+                self.flush_or_restart(consumer, &mut reading).await?;
             }
             if finishing {
                 consumer.close().await;

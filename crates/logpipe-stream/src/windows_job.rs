@@ -49,6 +49,7 @@ use crate::alerts::{Alert, AlertRules, Detector, DetectorState};
 use crate::consume::{Polled, Poller, report_progress, resume};
 use crate::dedup::Dedups;
 use crate::raw_to_lake::{StreamError, partitions_of};
+use crate::restart::Restarts;
 use crate::window::{ClosedWindow, Sample, WindowAggregator, WindowOptions, WindowSnapshot};
 
 /// Lake directory (and query table) of window rows.
@@ -386,8 +387,22 @@ impl WindowJob {
     }
 
     /// Runs until `shutdown` turns true, then drains, commits and returns.
-    /// Windows still open at shutdown stay open in the checkpoint.
+    /// Windows still open at shutdown stay open in the checkpoint. Starts
+    /// again from the last commit after a transient bus failure (see
+    /// `restart`).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
+        let job = self.options.job.clone();
+        let mut restarts = Restarts::new(&job);
+        loop {
+            let outcome = self.attempt(&mut shutdown).await;
+            if let Some(done) = restarts.after(outcome, &mut shutdown).await {
+                return done;
+            }
+        }
+    }
+
+    /// One run of the job from its last lake commit.
+    async fn attempt(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), StreamError> {
         let job = self.options.job.clone();
         let latest = self.lake.latest_commit(&job).await?;
         let mut state: JobState = match latest.as_ref().and_then(|r| r.state.clone()) {
@@ -415,7 +430,7 @@ impl WindowJob {
                     .await?;
                 self.lake.put_missing(files, encoded, &missing).await?;
             }
-            if !self.deliver(&state, &groups, &mut shutdown).await {
+            if !self.deliver(&state, &groups, shutdown).await {
                 return Ok(());
             }
         }
@@ -431,127 +446,134 @@ impl WindowJob {
         // alerts are per service over all partitions, so one process runs
         // this job (a second one fails on the commit chain).
         let mut consumer = self.bus.reader(&self.options.group, &[&topic]).await?;
-        let committed = latest.map(|r| r.offsets).unwrap_or_default();
-        let mut positions = resume(consumer.as_mut(), &committed)?;
-        let mut dedups = Dedups::new(self.options.dedup_window);
-        dedups.warm_up(&*self.bus, &job, &positions).await?;
-        tracing::info!(
-            job,
-            seq,
-            open_windows = aggregator.open_windows(),
-            "window job resumes"
-        );
+        let read: Result<(), StreamError> = async {
+            let committed = latest.map(|r| r.offsets).unwrap_or_default();
+            let mut positions = resume(consumer.as_mut(), &committed)?;
+            let mut dedups = Dedups::new(self.options.dedup_window);
+            dedups.warm_up(&*self.bus, &job, &positions).await?;
+            tracing::info!(
+                job,
+                seq,
+                open_windows = aggregator.open_windows(),
+                "window job resumes"
+            );
 
-        let mut committed_positions = positions.clone();
-        let mut next_step = Instant::now() + self.options.step_interval;
-        let mut last_record = Instant::now();
-        let mut last_step = Instant::now();
-        let mut poller = Poller::new("windows", self.options.on_data_loss);
-        let mut invalid = 0u64;
-        let mut duplicates = 0u64;
-        // Largest event time read from each partition since start.
-        let mut partition_max: BTreeMap<u32, i64> = BTreeMap::new();
-        loop {
-            let wait = next_step.saturating_duration_since(Instant::now());
-            let records = match poller
-                .poll(consumer.as_mut(), wait, &mut shutdown, &mut positions)
-                .await?
-            {
-                Polled::Records(records) => records,
-                Polled::ShutdownStarted | Polled::Skipped { .. } => continue,
-                Polled::Rebalance(_) => {
-                    // A reader has no group; nothing to hand back.
-                    consumer.rebalance_done(Vec::new())?;
-                    continue;
-                }
-            };
-            let drained = records.is_empty();
-            if !drained {
-                last_record = Instant::now();
-            }
-            // A poll returns each partition's records together: the
-            // bookkeeping per partition is done once per run of them.
-            for run in records.chunk_by(|a, b| a.partition == b.partition && a.topic == b.topic) {
-                let mut max_micros = i64::MIN;
-                for record in run {
-                    if dedups.is_repeat(record) {
-                        duplicates += 1;
+            let mut committed_positions = positions.clone();
+            let mut next_step = Instant::now() + self.options.step_interval;
+            let mut last_record = Instant::now();
+            let mut last_step = Instant::now();
+            let mut poller = Poller::new("windows", self.options.on_data_loss);
+            let mut invalid = 0u64;
+            let mut duplicates = 0u64;
+            // Largest event time read from each partition since start.
+            let mut partition_max: BTreeMap<u32, i64> = BTreeMap::new();
+            loop {
+                let wait = next_step.saturating_duration_since(Instant::now());
+                let records = match poller
+                    .poll(consumer.as_mut(), wait, shutdown, &mut positions)
+                    .await?
+                {
+                    Polled::Records(records) => records,
+                    Polled::ShutdownStarted | Polled::Skipped { .. } => continue,
+                    Polled::Rebalance(_) => {
+                        // A reader has no group; nothing to hand back.
+                        consumer.rebalance_done(Vec::new())?;
                         continue;
                     }
-                    match sample_of(record) {
-                        Some(sample) => {
-                            max_micros = max_micros.max(sample.timestamp_micros);
-                            aggregator.observe(&sample);
+                };
+                let drained = records.is_empty();
+                if !drained {
+                    last_record = Instant::now();
+                }
+                // A poll returns each partition's records together: the
+                // bookkeeping per partition is done once per run of them.
+                for run in records.chunk_by(|a, b| a.partition == b.partition && a.topic == b.topic) {
+                    let mut max_micros = i64::MIN;
+                    for record in run {
+                        if dedups.is_repeat(record) {
+                            duplicates += 1;
+                            continue;
                         }
-                        None => invalid += 1,
+                        match sample_of(record) {
+                            Some(sample) => {
+                                max_micros = max_micros.max(sample.timestamp_micros);
+                                aggregator.observe(&sample);
+                            }
+                            None => invalid += 1,
+                        }
+                    }
+                    let last = &run[run.len() - 1];
+                    if max_micros > i64::MIN {
+                        let seen = partition_max.entry(last.partition).or_insert(i64::MIN);
+                        *seen = (*seen).max(max_micros);
+                    }
+                    partitions_of(&mut positions, &last.topic).insert(last.partition, last.offset + 1);
+                }
+                self.advance_clock(&mut aggregator, &positions, &partition_max);
+                let finishing = poller.finishing(drained);
+                if Instant::now() < next_step && !finishing {
+                    continue;
+                }
+                next_step = Instant::now() + self.options.step_interval;
+                if invalid > 0 {
+                    tracing::warn!(
+                        invalid,
+                        "log records the window job could not read were skipped (the raw→lake job reports them)"
+                    );
+                    invalid = 0;
+                }
+                if duplicates > 0 {
+                    tracing::info!(
+                        duplicates,
+                        "second copies of retried log records were not counted in windows"
+                    );
+                    duplicates = 0;
+                }
+                let since_last_step = last_step.elapsed();
+                last_step = Instant::now();
+                if last_record.elapsed() >= self.options.idle_close && !finishing {
+                    aggregator.advance_idle(since_last_step.as_micros() as i64);
+                }
+                let closed = aggregator.close_ready();
+                let closed_through = aggregator
+                    .watermark_micros()
+                    .map(|w| w.div_euclid(self.size_micros()) * self.size_micros());
+                let alerts = match &self.options.rules {
+                    Some(_) => detector.observe(&closed, closed_through),
+                    None => Vec::new(),
+                };
+                let moved = positions != committed_positions;
+                if moved || !closed.is_empty() || !alerts.is_empty() {
+                    seq += 1;
+                    let step = JobState {
+                        windows: aggregator.snapshot(),
+                        detector: detector.state().clone(),
+                        closed,
+                        alerts,
+                        step_micros: now_micros(),
+                    };
+                    let groups = output_groups(&step, self.size_micros())?;
+                    self.commit(seq, &step, &groups, &positions).await?;
+                    committed_positions = positions.clone();
+                    report_progress(consumer.as_mut(), &positions).await;
+                    self.update_gauges(&step, aggregator.late_records(), detector.firing());
+                    if !self.deliver(&step, &groups, shutdown).await {
+                        consumer.close().await;
+                        return Ok(());
                     }
                 }
-                let last = &run[run.len() - 1];
-                if max_micros > i64::MIN {
-                    let seen = partition_max.entry(last.partition).or_insert(i64::MIN);
-                    *seen = (*seen).max(max_micros);
-                }
-                partitions_of(&mut positions, &last.topic).insert(last.partition, last.offset + 1);
-            }
-            self.advance_clock(&mut aggregator, &positions, &partition_max);
-            let finishing = poller.finishing(drained);
-            if Instant::now() < next_step && !finishing {
-                continue;
-            }
-            next_step = Instant::now() + self.options.step_interval;
-            if invalid > 0 {
-                tracing::warn!(
-                    invalid,
-                    "log records the window job could not read were skipped (the raw→lake job reports them)"
-                );
-                invalid = 0;
-            }
-            if duplicates > 0 {
-                tracing::info!(
-                    duplicates,
-                    "second copies of retried log records were not counted in windows"
-                );
-                duplicates = 0;
-            }
-            let since_last_step = last_step.elapsed();
-            last_step = Instant::now();
-            if last_record.elapsed() >= self.options.idle_close && !finishing {
-                aggregator.advance_idle(since_last_step.as_micros() as i64);
-            }
-            let closed = aggregator.close_ready();
-            let closed_through = aggregator
-                .watermark_micros()
-                .map(|w| w.div_euclid(self.size_micros()) * self.size_micros());
-            let alerts = match &self.options.rules {
-                Some(_) => detector.observe(&closed, closed_through),
-                None => Vec::new(),
-            };
-            let moved = positions != committed_positions;
-            if moved || !closed.is_empty() || !alerts.is_empty() {
-                seq += 1;
-                let step = JobState {
-                    windows: aggregator.snapshot(),
-                    detector: detector.state().clone(),
-                    closed,
-                    alerts,
-                    step_micros: now_micros(),
-                };
-                let groups = output_groups(&step, self.size_micros())?;
-                self.commit(seq, &step, &groups, &positions).await?;
-                committed_positions = positions.clone();
-                report_progress(consumer.as_mut(), &positions).await;
-                self.update_gauges(&step, aggregator.late_records(), detector.firing());
-                if !self.deliver(&step, &groups, &mut shutdown).await {
+                if finishing {
                     consumer.close().await;
+                    tracing::info!(job, seq, "window job drained and committed");
                     return Ok(());
                 }
             }
-            if finishing {
-                consumer.close().await;
-                tracing::info!(job, seq, "window job drained and committed");
-                return Ok(());
-            }
         }
+        .await;
+        if read.is_err() {
+            consumer.close().await;
+        }
+        read
     }
 
     /// Advances the event clock, but not past the progress of a partition

@@ -368,3 +368,162 @@ async fn retried_records_with_an_id_reach_the_lake_once() {
     assert_eq!(count_of(&counts, svc0(2000, 1500)), [1]);
     bus.shutdown();
 }
+
+/// The embedded bus, with a fault planted in the next poll of any of its
+/// consumers: a stand-in for a broker that stops answering for a moment.
+struct Faulty {
+    inner: EmbeddedBus,
+    fault: Arc<std::sync::Mutex<Option<logpipe_bus::BusError>>>,
+}
+
+struct FaultyConsumer {
+    inner: Box<dyn logpipe_bus::Consumer>,
+    fault: Arc<std::sync::Mutex<Option<logpipe_bus::BusError>>>,
+}
+
+#[async_trait::async_trait]
+impl Bus for Faulty {
+    async fn create_topics(&self, topics: &[TopicSpec]) -> logpipe_bus::Result<()> {
+        self.inner.create_topics(topics).await
+    }
+    fn partitions(&self, topic: &str) -> logpipe_bus::Result<u32> {
+        self.inner.partitions(topic)
+    }
+    async fn append(&self, topic: &str, records: Vec<BusRecord>) -> logpipe_bus::Result<()> {
+        self.inner.append(topic, records).await
+    }
+    async fn consumer(
+        &self,
+        group: &str,
+        topics: &[&str],
+    ) -> logpipe_bus::Result<Box<dyn logpipe_bus::Consumer>> {
+        Ok(Box::new(FaultyConsumer {
+            inner: self.inner.consumer(group, topics).await?,
+            fault: self.fault.clone(),
+        }))
+    }
+    async fn reader(
+        &self,
+        group: &str,
+        topics: &[&str],
+    ) -> logpipe_bus::Result<Box<dyn logpipe_bus::Consumer>> {
+        self.inner.reader(group, topics).await
+    }
+    fn end_offsets(&self, topic: &str) -> logpipe_bus::Result<Vec<u64>> {
+        self.inner.end_offsets(topic)
+    }
+}
+
+#[async_trait::async_trait]
+impl logpipe_bus::Consumer for FaultyConsumer {
+    fn assignment(&self) -> Vec<logpipe_bus::TopicPartition> {
+        self.inner.assignment()
+    }
+    fn seek(&mut self, topic: &str, partition: u32, offset: u64) -> logpipe_bus::Result<()> {
+        self.inner.seek(topic, partition, offset)
+    }
+    async fn poll(
+        &mut self,
+        max_records: usize,
+        timeout: Duration,
+    ) -> logpipe_bus::Result<Vec<logpipe_bus::ConsumedRecord>> {
+        if let Some(fault) = self.fault.lock().unwrap().take() {
+            return Err(fault);
+        }
+        self.inner.poll(max_records, timeout).await
+    }
+    async fn commit(
+        &mut self,
+        offsets: &[(logpipe_bus::TopicPartition, u64)],
+    ) -> logpipe_bus::Result<()> {
+        self.inner.commit(offsets).await
+    }
+    fn start_offsets(&self, topic: &str) -> logpipe_bus::Result<Vec<u64>> {
+        self.inner.start_offsets(topic)
+    }
+    async fn close(&mut self) {
+        self.inner.close().await
+    }
+}
+
+fn restarts_of_raw() -> u64 {
+    logpipe_core::metrics::analytics()
+        .stream_restarts
+        .get("raw")
+        .copied()
+        .unwrap_or(0)
+}
+
+/// A poll that fails the way a broker that went away does: the job starts
+/// again from its last commit by itself (counted in a metric) and every
+/// record still lands exactly once. A failure that is not the bus's to
+/// recover from (a corrupt log) still stops the job with its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_failure_restarts_the_job_from_its_last_commit() {
+    let (_dir, lake, bus) = lake_and_bus().await;
+    let fault = Arc::new(std::sync::Mutex::new(None));
+    let faulty: Arc<dyn Bus> = Arc::new(Faulty {
+        inner: bus.clone(),
+        fault: fault.clone(),
+    });
+    let records = |range: std::ops::Range<usize>| -> Vec<BusRecord> {
+        range
+            .map(|i| BusRecord::new(format!("svc-{}", i % 5).into_bytes(), log_json(i, 0)))
+            .collect()
+    };
+    let restarts_before = restarts_of_raw();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let options = RawToLakeOptions {
+        flush_interval: Duration::from_millis(50),
+        ..RawToLakeOptions::default()
+    };
+    let job =
+        tokio::spawn(RawToLake::new(faulty.clone(), lake.clone(), options.clone()).run(stopped));
+    let wait_for_rows = async |rows: usize| {
+        for _ in 0..400 {
+            if rows_in_lake(&lake).await.len() >= rows {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the lake did not reach {rows} records");
+    };
+    bus.append("logs.raw", records(0..300)).await.unwrap();
+    wait_for_rows(300).await;
+    *fault.lock().unwrap() = Some(logpipe_bus::BusError::Kafka(
+        "injected: broker transport failure".into(),
+    ));
+    // Appended while the job fails and waits to start again.
+    bus.append("logs.raw", records(300..600)).await.unwrap();
+    wait_for_rows(600).await;
+    assert!(fault.lock().unwrap().is_none(), "the fault was never hit");
+    assert_eq!(
+        restarts_of_raw() - restarts_before,
+        1,
+        "one restart counted"
+    );
+    bus.append("logs.raw", records(600..700)).await.unwrap();
+    wait_for_rows(700).await;
+    stop.send(true).unwrap();
+    job.await.unwrap().unwrap();
+    let counts = rows_in_lake(&lake).await;
+    assert_eq!(counts.len(), 700, "every record is in the lake");
+    let doubled: Vec<_> = counts.iter().filter(|(_, c)| **c != 1).collect();
+    assert!(doubled.is_empty(), "records written twice: {doubled:?}");
+
+    // Not transient: the job stops and says why.
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    *fault.lock().unwrap() = Some(logpipe_bus::BusError::Corrupt(
+        "injected: bad segment".into(),
+    ));
+    let error = RawToLake::new(faulty, lake.clone(), options)
+        .run(stopped)
+        .await
+        .expect_err("a corrupt bus stops the job");
+    assert!(
+        error.to_string().contains("injected: bad segment"),
+        "{error}"
+    );
+    assert_eq!(restarts_of_raw() - restarts_before, 1, "no restart for it");
+    bus.shutdown();
+}
