@@ -17,9 +17,12 @@
 //!   committed (revoke) or said where each partition starts (assign): the
 //!   lake commit, not Kafka's committed offset, is the source of truth.
 //!   Kafka offsets are committed after each lake commit, for lag monitoring.
+//!   The group rebalances cooperatively by default (`cooperative-sticky`:
+//!   only the partitions that move are revoked and assigned); the eager
+//!   strategies (`range`, `roundrobin`) work as well.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
@@ -32,7 +35,9 @@ use rdkafka::admin::{
 };
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, ConsumerContext};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, RebalanceProtocol,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
@@ -665,8 +670,11 @@ struct Shared {
     requests: mpsc::UnboundedSender<PendingRebalance>,
     /// Set once the job is done: rebalances then proceed without asking.
     closing: AtomicBool,
-    /// Bumped by every rebalance, so a poll drops what it read before one.
-    generation: AtomicU64,
+    /// Partitions revoked since the poll thread last looked: it drops what
+    /// it read from them before the revoke (the job starts them again
+    /// where it says, if they come back). Written by the rebalance
+    /// callback, which librdkafka runs inside that thread's `poll`.
+    revoked: Mutex<Vec<TopicPartition>>,
     assignment: Mutex<Vec<TopicPartition>>,
 }
 
@@ -712,23 +720,45 @@ impl RebalanceContext {
         {
             return Vec::new();
         }
-        answer.recv().unwrap_or_default()
+        // Wait for the job; give up once it is closing (it answers no
+        // more) so librdkafka's thread is never stuck here.
+        loop {
+            match answer.recv_timeout(Duration::from_millis(200)) {
+                Ok(starts) => return starts,
+                Err(std_mpsc::RecvTimeoutError::Timeout)
+                    if !self.shared.closing.load(Ordering::Acquire) => {}
+                Err(_) => return Vec::new(),
+            }
+        }
     }
 }
 
 impl ConsumerContext for RebalanceContext {
+    /// Eager protocols (`range`, `roundrobin`: every rebalance revokes all
+    /// partitions and assigns a full set) and the cooperative one
+    /// (`cooperative-sticky`: only the partitions that move are revoked or
+    /// assigned, the others keep being read) are both served: the job sees
+    /// the partitions that come and go either way.
     fn rebalance(
         &self,
         consumer: &BaseConsumer<Self>,
         err: RDKafkaRespErr,
         list: &mut TopicPartitionList,
     ) {
-        self.shared.generation.fetch_add(1, Ordering::AcqRel);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let assigned = partitions_of(list);
-                tracing::info!(?assigned, "Kafka group assigned partitions");
-                let starts = self.ask(Rebalance::Assign(assigned.clone()));
+                // A cooperative rebalance can assign nothing new to this
+                // member: nothing for the job to do.
+                let starts = if assigned.is_empty() {
+                    Vec::new()
+                } else {
+                    self.ask(Rebalance::Assign(assigned.clone()))
+                };
                 let starts: HashMap<TopicPartition, Option<u64>> = starts.into_iter().collect();
                 for tp in &assigned {
                     let offset = match starts.get(tp).copied().flatten() {
@@ -741,24 +771,51 @@ impl ConsumerContext for RebalanceContext {
                         tracing::error!(%error, ?tp, "cannot set a start offset");
                     }
                 }
-                if let Err(error) = consumer.assign(list) {
+                let done = if cooperative {
+                    consumer.incremental_assign(list)
+                } else {
+                    consumer.assign(list)
+                };
+                if let Err(error) = done {
                     tracing::error!(%error, "Kafka assign failed");
                 }
-                *lock(&self.shared.assignment) = assigned;
+                let mut assignment = lock(&self.shared.assignment);
+                if !cooperative {
+                    assignment.clear();
+                }
+                assignment.extend(assigned.iter().cloned());
+                tracing::info!(
+                    ?assigned,
+                    cooperative,
+                    held = assignment.len(),
+                    "Kafka group assigned partitions"
+                );
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let revoked = partitions_of(list);
-                tracing::info!(?revoked, "Kafka group revokes partitions");
-                self.ask(Rebalance::Revoke(revoked));
-                if let Err(error) = consumer.unassign() {
+                tracing::info!(?revoked, cooperative, "Kafka group revokes partitions");
+                self.ask(Rebalance::Revoke(revoked.clone()));
+                let done = if cooperative {
+                    consumer.incremental_unassign(list)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(error) = done {
                     tracing::error!(%error, "Kafka unassign failed");
                 }
-                lock(&self.shared.assignment).clear();
+                let held = {
+                    let mut assignment = lock(&self.shared.assignment);
+                    assignment.retain(|tp| !revoked.contains(tp));
+                    assignment.len()
+                };
+                tracing::info!(held, "Kafka group revoked partitions");
+                lock(&self.shared.revoked).extend(revoked);
             }
             other => {
                 tracing::error!(error = ?other, "Kafka rebalance failed; dropping the assignment");
                 let _ = consumer.unassign();
-                lock(&self.shared.assignment).clear();
+                let dropped = std::mem::take(&mut *lock(&self.shared.assignment));
+                lock(&self.shared.revoked).extend(dropped);
             }
         }
     }
@@ -790,7 +847,7 @@ impl KafkaConsumer {
         let shared = Arc::new(Shared {
             requests: sender,
             closing: AtomicBool::new(false),
-            generation: AtomicU64::new(0),
+            revoked: Mutex::new(Vec::new()),
             assignment: Mutex::new(Vec::new()),
         });
         let consumer: BaseConsumer<RebalanceContext> = options
@@ -811,7 +868,10 @@ impl KafkaConsumer {
                         .max(100)
                         .to_string(),
                 ),
-                ("partition.assignment.strategy", "range,roundrobin".into()),
+                // Incremental rebalances: partitions that do not move keep
+                // being read while others change hands. `range` (eager) in
+                // [bus.kafka.properties] works too.
+                ("partition.assignment.strategy", "cooperative-sticky".into()),
                 ("client.id", format!("logpipe-{group}")),
             ])
             .create_with_context(RebalanceContext {
@@ -863,9 +923,19 @@ impl KafkaConsumer {
             list.add_partition_offset(&tp.topic, tp.partition as i32, offset)
                 .map_err(|e| kafka_error("building the assignment failed", e))?;
         }
-        self.consumer
-            .assign(&list)
-            .map_err(|e| kafka_error("assigning partitions failed", e))?;
+        let assigned = if matches!(
+            self.consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        ) {
+            // A cooperative group refuses `assign`: take the partitions out
+            // and put them back at the new positions.
+            self.consumer
+                .incremental_unassign(&list)
+                .and_then(|()| self.consumer.incremental_assign(&list))
+        } else {
+            self.consumer.assign(&list)
+        };
+        assigned.map_err(|e| kafka_error("assigning partitions failed", e))?;
         self.reassign = false;
         Ok(())
     }
@@ -1024,7 +1094,7 @@ fn poll_blocking(
     let deadline = Instant::now() + timeout;
     let mut out: Vec<ConsumedRecord> = Vec::new();
     let mut topics: HashMap<String, Arc<str>> = HashMap::new();
-    let mut generation = shared.generation.load(Ordering::Acquire);
+    lock(&shared.revoked).clear();
     loop {
         let wait = if out.is_empty() {
             deadline.saturating_duration_since(Instant::now())
@@ -1032,10 +1102,16 @@ fn poll_blocking(
             Duration::ZERO
         };
         let polled = consumer.poll(wait);
-        let now_generation = shared.generation.load(Ordering::Acquire);
-        if now_generation != generation {
-            out.clear();
-            generation = now_generation;
+        {
+            let mut revoked = lock(&shared.revoked);
+            if !revoked.is_empty() {
+                out.retain(|record| {
+                    !revoked
+                        .iter()
+                        .any(|tp| tp.partition == record.partition && *tp.topic == *record.topic)
+                });
+                revoked.clear();
+            }
         }
         match polled {
             Some(Ok(message)) => {
@@ -1218,8 +1294,18 @@ impl Consumer for KafkaConsumer {
         if let Some(pending) = self.pending.take() {
             let _ = pending.reply.send(Vec::new());
         }
-        if let Some(task) = self.inflight.take() {
-            let _ = task.await;
+        if let Some(mut task) = self.inflight.take() {
+            // A rebalance callback that began before `closing` was set may
+            // be waiting for an answer inside this poll: answer it, or the
+            // poll never ends.
+            loop {
+                tokio::select! {
+                    _ = &mut task => break,
+                    Some(request) = self.requests.recv() => {
+                        let _ = request.reply.send(Vec::new());
+                    }
+                }
+            }
         }
         let consumer = self.consumer.clone();
         let membership = self.membership;
