@@ -1041,9 +1041,6 @@ fn our_headers(headers: &rdkafka::message::BorrowedHeaders) -> Headers {
     Headers::from_pairs(size, pairs())
 }
 
-/// Polls until `max` records or `timeout`, on a blocking thread. Records
-/// read before a rebalance are dropped: after it, each partition restarts
-/// from where the job said.
 /// The oldest kept offset of a partition (its low watermark).
 fn low_watermark(
     consumer: &BaseConsumer<RebalanceContext>,
@@ -1085,6 +1082,9 @@ fn partition_spans(records: &[ConsumedRecord]) -> Vec<PartitionSpan> {
     spans
 }
 
+/// Polls until `max` records or `timeout`, on a blocking thread. Records
+/// read from a partition before it was revoked are dropped: if it comes
+/// back, it restarts where the job says.
 fn poll_blocking(
     consumer: &BaseConsumer<RebalanceContext>,
     shared: &Shared,
