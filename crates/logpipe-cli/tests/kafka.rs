@@ -518,10 +518,9 @@ async fn outage_loses_nothing_acknowledged(broker: &mut Broker, outage: Outage, 
         Outage::Restart => "25s",
     };
     env.push(("LOGPIPE__BUS__KAFKA__DELIVERY_TIMEOUT", delivery_timeout));
-    // The outage stays inside the group's session timeout. Known gap: a
-    // freeze longer than it makes tansu evict the consumer, and against
-    // tansu 0.6 the group was not re-formed afterwards (not yet diagnosed;
-    // see docs/operations.md).
+    // The outage stays inside the group's session timeout: after a longer
+    // freeze tansu 0.6 evicts the consumer and does not let it back in
+    // (docs/operations.md, tansu gaps).
     // (Later entries override earlier ones.)
     env.push(("LOGPIPE__BUS__KAFKA__SESSION_TIMEOUT", "15s"));
     let running = Running::start(data, &env);
