@@ -534,18 +534,7 @@ async fn outage_loses_nothing_acknowledged(broker: &mut Broker, outage: Outage, 
     env.push(("LOGPIPE__BUS__KAFKA__SESSION_TIMEOUT", "15s"));
     // The job may start again after the outage (a request that timed out).
     let single_record_batches = single_record_batches(data.parent().unwrap());
-    let running = Running::start_role(
-        &[
-            "up",
-            "--no-generator",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            single_record_batches.to_str().unwrap(),
-        ],
-        data,
-        &env,
-    );
+    let running = Running::start_with_config(data, &env, &single_record_batches);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let senders: Vec<_> = (0..2)
         .map(|task| {
@@ -775,24 +764,13 @@ async fn sasl_scram_over_tls_reaches_the_lake_and_a_refusal_says_why() {
         }
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
+        path
     };
     let data = dir.path().join("data");
     let env = kafka_env(&broker.brokers, "logpipe-secured");
 
     let good = config("secured.toml", "s3cret-pass", true);
-    let running = Running::start_role(
-        &[
-            "up",
-            "--no-generator",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            &good,
-        ],
-        &data,
-        &env,
-    );
+    let running = Running::start_with_config(&data, &env, &good);
     let client = reqwest::Client::new();
     let body: Vec<_> = (0..300u64)
         .map(|seq| log(&format!("tls-{seq:05}"), "api-gateway", seq))
@@ -811,13 +789,13 @@ async fn sasl_scram_over_tls_reaches_the_lake_and_a_refusal_says_why() {
     assert_exactly_once(&acked, &counts, &log);
 
     let wrong = config("wrong-password.toml", "not-the-password", true);
-    let stderr = up_refused(&data, &["--config", &wrong], &env);
+    let stderr = up_refused(&data, &["--config", wrong.to_str().unwrap()], &env);
     assert!(
         stderr.contains("SASL authentication error") && stderr.contains("sasl.password"),
         "the error does not say the password was refused and what to check:\n{stderr}"
     );
     let no_ca = config("no-ca.toml", "s3cret-pass", false);
-    let stderr = up_refused(&data, &["--config", &no_ca], &env);
+    let stderr = up_refused(&data, &["--config", no_ca.to_str().unwrap()], &env);
     assert!(
         stderr.contains("certificate verify failed") && stderr.contains("ssl.ca.location"),
         "the error does not say the certificate was not verified and what to check:\n{stderr}"
@@ -902,11 +880,7 @@ async fn records_deleted_by_retention_before_the_lake_read_them_follow_on_data_l
         "retention did not delete offsets 0-69"
     );
 
-    let mut failing = Running::spawn(
-        &["up", "--no-generator", "--listen", "127.0.0.1:0"],
-        &data,
-        &env,
-    );
+    let mut failing = Running::spawn(common::UP, &data, &env);
     let status = failing.wait_for_exit(Duration::from_secs(60), "on lost records");
     let log = failing.log();
     assert!(!status.success(), "exited successfully:\n{log}");

@@ -32,7 +32,7 @@ use crate::consume::{
     Polled, Poller, RangeRead, Ranges, offset_of, read_ranges, report_progress, resume,
 };
 use crate::dedup::Dedups;
-use crate::restart::Restarts;
+use crate::restart::{Restartable, run_restarting};
 
 /// Invalid records logged per flush (all are counted in a metric).
 const INVALID_LOGGED_PER_FLUSH: u64 = 5;
@@ -301,18 +301,16 @@ impl RawToLake {
     /// Runs until `shutdown` turns true, then drains, commits and returns.
     /// Starts again from the last commit after a transient bus failure
     /// (see `restart`).
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
-        let job = self.options.job.clone();
-        let mut restarts = Restarts::new(&job);
-        loop {
-            let outcome = self.attempt(&mut shutdown).await;
-            if let Some(done) = restarts.after(outcome, &mut shutdown).await {
-                return done;
-            }
-        }
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
+        run_restarting(&self, shutdown).await
+    }
+}
+
+impl Restartable for RawToLake {
+    fn job(&self) -> &str {
+        &self.options.job
     }
 
-    /// One run of the job from its last lake commit.
     async fn attempt(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), StreamError> {
         self.roll_forward_all().await?;
         let chain = self.chain().await?;
@@ -328,7 +326,9 @@ impl RawToLake {
         }
         read
     }
+}
 
+impl RawToLake {
     /// Reads from `chain` on until `shutdown`, then drains and commits.
     async fn read(
         &self,

@@ -36,17 +36,43 @@ const MAX_DELAY: Duration = Duration::from_secs(30);
 /// [`FIRST_DELAY`] again.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
-/// The restarts of one job. The job loops:
-/// `if let Some(done) = restarts.after(self.attempt(..).await, ..).await
-/// { return done }`.
-pub(crate) struct Restarts {
+/// A stream job that can be started again from its last lake commit.
+pub(crate) trait Restartable {
+    /// The job's name (labels the restart metric).
+    fn job(&self) -> &str;
+
+    /// One run of the job from its last lake commit, until `shutdown` (it
+    /// drains and returns `Ok`) or a failure.
+    fn attempt(
+        &self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> impl Future<Output = Result<(), StreamError>> + Send;
+}
+
+/// Runs `job`'s attempts until one drains after `shutdown`, fails for
+/// good, or `shutdown` comes while it waits to start again.
+pub(crate) async fn run_restarting(
+    job: &impl Restartable,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), StreamError> {
+    let mut restarts = Restarts::new(job.job());
+    loop {
+        let outcome = job.attempt(&mut shutdown).await;
+        if let Some(done) = restarts.after(outcome, &mut shutdown).await {
+            return done;
+        }
+    }
+}
+
+/// The restarts of one job.
+struct Restarts {
     job: String,
     delay: Duration,
     began: Instant,
 }
 
 impl Restarts {
-    pub(crate) fn new(job: &str) -> Restarts {
+    fn new(job: &str) -> Restarts {
         Restarts {
             job: job.to_string(),
             delay: FIRST_DELAY,
@@ -58,7 +84,7 @@ impl Restarts {
     /// the job with it (it drained after shutdown, or failed for good, or
     /// shutdown came during the wait), `None` to start it again after
     /// waiting.
-    pub(crate) async fn after(
+    async fn after(
         &mut self,
         outcome: Result<(), StreamError>,
         shutdown: &mut watch::Receiver<bool>,

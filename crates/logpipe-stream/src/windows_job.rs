@@ -49,7 +49,7 @@ use crate::alerts::{Alert, AlertRules, Detector, DetectorState};
 use crate::consume::{Polled, Poller, report_progress, resume};
 use crate::dedup::Dedups;
 use crate::raw_to_lake::{StreamError, partitions_of};
-use crate::restart::Restarts;
+use crate::restart::{Restartable, run_restarting};
 use crate::window::{ClosedWindow, Sample, WindowAggregator, WindowOptions, WindowSnapshot};
 
 /// Lake directory (and query table) of window rows.
@@ -390,18 +390,16 @@ impl WindowJob {
     /// Windows still open at shutdown stay open in the checkpoint. Starts
     /// again from the last commit after a transient bus failure (see
     /// `restart`).
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
-        let job = self.options.job.clone();
-        let mut restarts = Restarts::new(&job);
-        loop {
-            let outcome = self.attempt(&mut shutdown).await;
-            if let Some(done) = restarts.after(outcome, &mut shutdown).await {
-                return done;
-            }
-        }
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), StreamError> {
+        run_restarting(&self, shutdown).await
+    }
+}
+
+impl Restartable for WindowJob {
+    fn job(&self) -> &str {
+        &self.options.job
     }
 
-    /// One run of the job from its last lake commit.
     async fn attempt(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), StreamError> {
         let job = self.options.job.clone();
         let latest = self.lake.latest_commit(&job).await?;
@@ -575,7 +573,9 @@ impl WindowJob {
         }
         read
     }
+}
 
+impl WindowJob {
     /// Advances the event clock, but not past the progress of a partition
     /// that still has records to read: partitions are read one after
     /// another, and one read ahead must not make another's records late.

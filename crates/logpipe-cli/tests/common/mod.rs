@@ -20,15 +20,20 @@ pub struct Running {
     pub log_path: PathBuf,
 }
 
+/// `logpipe up` without the generator, on a free loopback port.
+pub const UP: &[&str] = &["up", "--no-generator", "--listen", "127.0.0.1:0"];
+
 impl Running {
     /// Starts `logpipe up --no-generator` on 127.0.0.1:0 over `data_dir`
     /// and waits until it prints its address.
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Running {
-        Running::start_role(
-            &["up", "--no-generator", "--listen", "127.0.0.1:0"],
-            data_dir,
-            env,
-        )
+        Running::start_role(UP, data_dir, env)
+    }
+
+    /// [`Running::start`] with `--config CONFIG`.
+    pub fn start_with_config(data_dir: &Path, env: &[(&str, &str)], config: &Path) -> Running {
+        let config = config.to_str().unwrap();
+        Running::start_role(&[UP, &["--config", config]].concat(), data_dir, env)
     }
 
     /// Starts `logpipe ARGS… --data-dir DIR` and waits until it prints
