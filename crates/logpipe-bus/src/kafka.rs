@@ -794,7 +794,9 @@ impl ConsumerContext for RebalanceContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let revoked = partitions_of(list);
                 tracing::info!(?revoked, cooperative, "Kafka group revokes partitions");
-                self.ask(Rebalance::Revoke(revoked.clone()));
+                if !revoked.is_empty() {
+                    self.ask(Rebalance::Revoke(revoked.clone()));
+                }
                 let done = if cooperative {
                     consumer.incremental_unassign(list)
                 } else {
