@@ -55,64 +55,31 @@ pub(crate) async fn run_restarting(
     job: &impl Restartable,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), StreamError> {
-    let mut restarts = Restarts::new(job.job());
+    let mut delay = FIRST_DELAY;
     loop {
-        let outcome = job.attempt(&mut shutdown).await;
-        if let Some(done) = restarts.after(outcome, &mut shutdown).await {
-            return done;
-        }
-    }
-}
-
-/// The restarts of one job.
-struct Restarts {
-    job: String,
-    delay: Duration,
-    began: Instant,
-}
-
-impl Restarts {
-    fn new(job: &str) -> Restarts {
-        Restarts {
-            job: job.to_string(),
-            delay: FIRST_DELAY,
-            began: Instant::now(),
-        }
-    }
-
-    /// What follows an attempt that ended with `outcome`: `Some` to end
-    /// the job with it (it drained after shutdown, or failed for good, or
-    /// shutdown came during the wait), `None` to start it again after
-    /// waiting.
-    async fn after(
-        &mut self,
-        outcome: Result<(), StreamError>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Option<Result<(), StreamError>> {
-        let error = match outcome {
+        let began = Instant::now();
+        let error = match job.attempt(&mut shutdown).await {
             Err(error) if error.is_transient() && !*shutdown.borrow() => error,
-            done => return Some(done),
+            done => return done,
         };
-        if self.began.elapsed() >= HEALTHY_RUN {
-            self.delay = FIRST_DELAY;
+        if began.elapsed() >= HEALTHY_RUN {
+            delay = FIRST_DELAY;
         }
-        let job = self.job.as_str();
+        let name = job.job();
         *analytics()
             .stream_restarts
-            .entry(job.to_string())
+            .entry(name.to_string())
             .or_default() += 1;
         tracing::error!(
-            job,
+            job = name,
             %error,
-            retry_in_ms = self.delay.as_millis() as u64,
-            "the {job} job failed on the bus; starting it again from the last lake commit"
+            retry_in_ms = delay.as_millis() as u64,
+            "the {name} job failed on the bus; starting it again from the last lake commit"
         );
         tokio::select! {
-            _ = tokio::time::sleep(self.delay) => {}
-            Ok(_) = shutdown.wait_for(|stop| *stop) => return Some(Ok(())),
+            _ = tokio::time::sleep(delay) => {}
+            Ok(_) = shutdown.wait_for(|stop| *stop) => return Ok(()),
         }
-        self.delay = (self.delay * 2).min(MAX_DELAY);
-        self.began = Instant::now();
-        None
+        delay = (delay * 2).min(MAX_DELAY);
     }
 }
