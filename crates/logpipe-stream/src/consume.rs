@@ -148,6 +148,21 @@ async fn read_with(
     Ok(handed)
 }
 
+/// Returns what a job read with `consumer`, closing the consumer first if
+/// it failed: a group member then leaves at once (its partitions move
+/// without waiting for the session timeout), and a subscribed Kafka
+/// consumer must not be dropped without closing it. A job that ends well
+/// closes its consumer itself, after its last commit.
+pub(crate) async fn closed_on_error<T>(
+    consumer: &mut dyn Consumer,
+    read: Result<T, StreamError>,
+) -> Result<T, StreamError> {
+    if read.is_err() {
+        consumer.close().await;
+    }
+    read
+}
+
 /// Where `offsets` (a commit's) says `tp` resumes.
 pub(crate) fn offset_of(offsets: &Offsets, tp: &TopicPartition) -> Option<u64> {
     offsets.get(&tp.topic)?.get(&tp.partition).copied()

@@ -29,7 +29,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::consume::{
-    Polled, Poller, RangeRead, Ranges, offset_of, read_ranges, report_progress, resume,
+    Polled, Poller, RangeRead, Ranges, closed_on_error, offset_of, read_ranges, report_progress,
+    resume,
 };
 use crate::dedup::Dedups;
 use crate::restart::{Restartable, run_restarting};
@@ -319,12 +320,7 @@ impl Restartable for RawToLake {
             .consumer(&self.options.group, &Self::topics())
             .await?;
         let read = self.read(consumer.as_mut(), chain, shutdown).await;
-        if read.is_err() {
-            // Leave the group now: the partitions move at once, and a
-            // subscribed Kafka consumer must not be dropped without it.
-            consumer.close().await;
-        }
-        read
+        closed_on_error(consumer.as_mut(), read).await
     }
 }
 

@@ -46,7 +46,7 @@ use tokio::time::Instant;
 
 use crate::DataLossPolicy;
 use crate::alerts::{Alert, AlertRules, Detector, DetectorState};
-use crate::consume::{Polled, Poller, report_progress, resume};
+use crate::consume::{Polled, Poller, closed_on_error, report_progress, resume};
 use crate::dedup::Dedups;
 use crate::raw_to_lake::{StreamError, partitions_of};
 use crate::restart::{Restartable, run_restarting};
@@ -568,10 +568,7 @@ impl Restartable for WindowJob {
             }
         }
         .await;
-        if read.is_err() {
-            consumer.close().await;
-        }
-        read
+        closed_on_error(consumer.as_mut(), read).await
     }
 }
 
