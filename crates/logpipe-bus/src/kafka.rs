@@ -694,6 +694,15 @@ impl ClientContext for RebalanceContext {
     }
 }
 
+/// Whether the group rebalances incrementally (`cooperative-sticky`):
+/// librdkafka then refuses `assign`/`unassign` for `incremental_*`.
+fn is_cooperative(consumer: &BaseConsumer<RebalanceContext>) -> bool {
+    matches!(
+        consumer.rebalance_protocol(),
+        RebalanceProtocol::Cooperative
+    )
+}
+
 fn partitions_of(list: &TopicPartitionList) -> Vec<TopicPartition> {
     list.elements()
         .iter()
@@ -720,16 +729,10 @@ impl RebalanceContext {
         {
             return Vec::new();
         }
-        // Wait for the job; give up once it is closing (it answers no
-        // more) so librdkafka's thread is never stuck here.
-        loop {
-            match answer.recv_timeout(Duration::from_millis(200)) {
-                Ok(starts) => return starts,
-                Err(std_mpsc::RecvTimeoutError::Timeout)
-                    if !self.shared.closing.load(Ordering::Acquire) => {}
-                Err(_) => return Vec::new(),
-            }
-        }
+        // The job answers, or `close` does (it answers every request that
+        // arrives while it waits for the poll), or the consumer is dropped
+        // and the reply's sender with it.
+        answer.recv().unwrap_or_default()
     }
 }
 
@@ -745,10 +748,7 @@ impl ConsumerContext for RebalanceContext {
         err: RDKafkaRespErr,
         list: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
+        let cooperative = is_cooperative(consumer);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let assigned = partitions_of(list);
@@ -925,10 +925,7 @@ impl KafkaConsumer {
             list.add_partition_offset(&tp.topic, tp.partition as i32, offset)
                 .map_err(|e| kafka_error("building the assignment failed", e))?;
         }
-        let assigned = if matches!(
-            self.consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        ) {
+        let assigned = if is_cooperative(&self.consumer) {
             // A cooperative group refuses `assign`: take the partitions out
             // and put them back at the new positions.
             self.consumer
@@ -1096,7 +1093,6 @@ fn poll_blocking(
     let deadline = Instant::now() + timeout;
     let mut out: Vec<ConsumedRecord> = Vec::new();
     let mut topics: HashMap<String, Arc<str>> = HashMap::new();
-    lock(&shared.revoked).clear();
     loop {
         let wait = if out.is_empty() {
             deadline.saturating_duration_since(Instant::now())
