@@ -734,6 +734,37 @@ impl RebalanceContext {
         // and the reply's sender with it.
         answer.recv().unwrap_or_default()
     }
+
+    /// Gives `revoked` (`list` in librdkafka's form) up: the job commits
+    /// what it read of them, librdkafka stops fetching them, and the poll
+    /// thread drops what it read of them but did not hand over yet.
+    fn give_up(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        revoked: Vec<TopicPartition>,
+        list: &TopicPartitionList,
+        cooperative: bool,
+    ) {
+        tracing::info!(?revoked, cooperative, "Kafka group revokes partitions");
+        if !revoked.is_empty() {
+            self.ask(Rebalance::Revoke(revoked.clone()));
+        }
+        let done = if cooperative {
+            consumer.incremental_unassign(list)
+        } else {
+            consumer.unassign()
+        };
+        if let Err(error) = done {
+            tracing::error!(%error, "Kafka unassign failed");
+        }
+        let held = {
+            let mut assignment = lock(&self.shared.assignment);
+            assignment.retain(|tp| !revoked.contains(tp));
+            assignment.len()
+        };
+        tracing::info!(held, "Kafka group revoked partitions");
+        lock(&self.shared.revoked).extend(revoked);
+    }
 }
 
 impl ConsumerContext for RebalanceContext {
@@ -792,32 +823,21 @@ impl ConsumerContext for RebalanceContext {
                 );
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                let revoked = partitions_of(list);
-                tracing::info!(?revoked, cooperative, "Kafka group revokes partitions");
-                if !revoked.is_empty() {
-                    self.ask(Rebalance::Revoke(revoked.clone()));
-                }
-                let done = if cooperative {
-                    consumer.incremental_unassign(list)
-                } else {
-                    consumer.unassign()
-                };
-                if let Err(error) = done {
-                    tracing::error!(%error, "Kafka unassign failed");
-                }
-                let held = {
-                    let mut assignment = lock(&self.shared.assignment);
-                    assignment.retain(|tp| !revoked.contains(tp));
-                    assignment.len()
-                };
-                tracing::info!(held, "Kafka group revoked partitions");
-                lock(&self.shared.revoked).extend(revoked);
+                self.give_up(consumer, partitions_of(list), list, cooperative);
             }
             other => {
-                tracing::error!(error = ?other, "Kafka rebalance failed; dropping the assignment");
-                let _ = consumer.unassign();
-                let dropped = std::mem::take(&mut *lock(&self.shared.assignment));
-                lock(&self.shared.revoked).extend(dropped);
+                // librdkafka (2.12) calls this only with the two codes above;
+                // its docs ask an application to drop its assignment on any
+                // other. Do it the way a revoke does: the job commits what
+                // it read first, and a cooperative group is answered with
+                // `incremental_unassign` (it refuses `unassign`).
+                tracing::error!(error = ?other, "Kafka rebalance failed; giving up every partition");
+                let held = lock(&self.shared.assignment).clone();
+                let mut list = TopicPartitionList::new();
+                for tp in &held {
+                    list.add_partition(&tp.topic, tp.partition as i32);
+                }
+                self.give_up(consumer, held, &list, cooperative);
             }
         }
     }
