@@ -115,7 +115,7 @@ async fn topics_keys_and_external_clients_on_a_real_broker() {
     // Windows on (the other Kafka tests leave them off), with the summary
     // header (off by default on Kafka): the collector writes it as a Kafka
     // record header, and the window job reads it back.
-    let mut env = kafka_env(&broker.brokers, "logpipe-stream");
+    let mut env = kafka_env(&broker.brokers, "logpipe-topics");
     env.extend([
         ("LOGPIPE__WINDOWS__ENABLED", "true"),
         ("LOGPIPE__WINDOWS__IDLE_CLOSE", "1s"),
@@ -660,15 +660,42 @@ fn up_refused(data: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     stderr
 }
 
+/// A replication factor above the broker count stops the start with both
+/// numbers (the seed's InvalidReplicationFactor). On a broker the tests
+/// share (`LOGPIPE_TEST_KAFKA_BROKERS`) another test may have created the
+/// topics already; nothing is created then, and the start goes on with a
+/// warning that names the difference, which is checked instead.
 #[test]
 fn a_replication_factor_above_the_broker_count_fails_with_the_count() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let stderr = up_refused(
-        &dir.path().join("data"),
-        &["--bus", "kafka", "--brokers", &broker.brokers],
-        &[("LOGPIPE__BUS__KAFKA__REPLICATION_FACTOR", "5")],
-    );
+    // Its own group: a member of another test's group would hold that
+    // test's partitions while it runs.
+    let mut env = kafka_env(&broker.brokers, "logpipe-replication");
+    env.push(("LOGPIPE__BUS__KAFKA__REPLICATION_FACTOR", "5"));
+    let mut up = Running::spawn(common::UP, &dir.path().join("data"), &env);
+    let warning = "the topic exists with a different replication factor";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = up.child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if up.log().contains(warning) {
+            break None;
+        }
+        assert!(Instant::now() < deadline, "neither refused nor warned:\n{}", up.log());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = up.log();
+    let Some(status) = status else {
+        assert!(
+            log.lines().any(|l| l.contains(warning) && l.contains("configured=5")),
+            "the warning does not name the configured factor:\n{log}"
+        );
+        assert!(up.terminate().success());
+        return;
+    };
+    assert!(!status.success(), "started anyway:\n{log}");
     let brokers = python(
         "import sys\nfrom confluent_kafka.admin import AdminClient\n\
          print(len(AdminClient({'bootstrap.servers': sys.argv[1]}).list_topics(timeout=10).brokers))",
@@ -676,9 +703,8 @@ fn a_replication_factor_above_the_broker_count_fails_with_the_count() {
     );
     let brokers = brokers.trim();
     assert!(
-        stderr.contains("replication_factor is 5")
-            && stderr.contains(&format!("has {brokers} broker")),
-        "the error does not name the factor and the broker count ({brokers}):\n{stderr}"
+        log.contains("replication_factor is 5") && log.contains(&format!("has {brokers} broker")),
+        "the error does not name the factor and the broker count ({brokers}):\n{log}"
     );
 }
 
