@@ -1072,22 +1072,37 @@ fn low_watermark(
         .map_err(|e| kafka_error("reading the oldest offsets failed", e))
 }
 
-/// The first and last offset one poll returned for a partition.
+/// The first and last offset one poll returned for a partition, and how
+/// many offsets between them it passed over.
 struct PartitionSpan {
     partition: TopicPartition,
     first: u64,
     last: u64,
+    skipped: u64,
 }
 
 /// One pass over a poll's records (in offset order within a partition):
-/// where each partition's records start and end.
+/// where each partition's records start and end, and the offsets missing
+/// in between (each gap is logged at debug level).
 fn partition_spans(records: &[ConsumedRecord]) -> Vec<PartitionSpan> {
     let mut spans: Vec<PartitionSpan> = Vec::new();
     for record in records {
         match spans.iter_mut().find(|span| {
             span.partition.partition == record.partition && *span.partition.topic == *record.topic
         }) {
-            Some(span) => span.last = record.offset,
+            Some(span) => {
+                if record.offset > span.last + 1 {
+                    tracing::debug!(
+                        topic = %record.topic,
+                        partition = record.partition,
+                        from = span.last + 1,
+                        to = record.offset,
+                        "the broker passed over offsets"
+                    );
+                    span.skipped += record.offset - span.last - 1;
+                }
+                span.last = span.last.max(record.offset);
+            }
             None => spans.push(PartitionSpan {
                 partition: TopicPartition {
                     topic: record.topic.to_string(),
@@ -1095,10 +1110,48 @@ fn partition_spans(records: &[ConsumedRecord]) -> Vec<PartitionSpan> {
                 },
                 first: record.offset,
                 last: record.offset,
+                skipped: 0,
             }),
         }
     }
     spans
+}
+
+/// Counts the offsets passed over in `spans`, per topic, in
+/// `logpipe_bus_offsets_skipped_total`: those between the records of a
+/// poll and those between a partition's position and its first record
+/// (`positions`, before this poll moves them). Kafka leaves such gaps for
+/// transaction markers and compacted records; with plain producers and
+/// `cleanup.policy=delete` topics, any gap is a record the broker did not
+/// return, which no later check can notice (the lake's commit chain
+/// follows offsets, not gaps).
+fn count_skipped(spans: &[PartitionSpan], positions: &HashMap<TopicPartition, u64>) {
+    for span in spans {
+        let before = positions
+            .get(&span.partition)
+            .map_or(0, |expected| span.first.saturating_sub(*expected));
+        if before > 0 {
+            tracing::debug!(
+                topic = %span.partition.topic,
+                partition = span.partition.partition,
+                from = span.first - before,
+                to = span.first,
+                "the broker passed over offsets"
+            );
+        }
+        let skipped = span.skipped + before;
+        if skipped == 0 {
+            continue;
+        }
+        if let Some(kind) = logpipe_core::RecordKind::ALL
+            .into_iter()
+            .find(|kind| kind.topic() == span.partition.topic)
+        {
+            logpipe_core::metrics::metrics()
+                .bus_offsets_skipped
+                .add(kind, skipped);
+        }
+    }
 }
 
 /// Polls until `max` records or `timeout`, on a blocking thread. Records
@@ -1238,6 +1291,7 @@ impl Consumer for KafkaConsumer {
         };
         let spans = partition_spans(&records);
         self.check_no_records_skipped(&spans).await?;
+        count_skipped(&spans, &self.positions);
         // The last record of each partition sets its position.
         for span in spans {
             self.positions.insert(span.partition, span.last + 1);
@@ -1393,5 +1447,52 @@ mod tests {
             ]
         );
         assert!(partition_spans(&[]).is_empty());
+    }
+
+    #[test]
+    fn offsets_passed_over_are_counted_per_topic() {
+        let (logs, events): (Arc<str>, Arc<str>) = ("logs.raw".into(), "events.activity".into());
+        // logs.raw/0 was asked for from 5: 6 and 9..=10 are missing; 1 has
+        // no position (just assigned), so its first record counts nothing.
+        let records = [
+            record(&logs, 0, 5),
+            record(&logs, 0, 7),
+            record(&logs, 1, 40),
+            record(&logs, 0, 8),
+            record(&logs, 0, 11),
+            record(&events, 2, 12),
+        ];
+        let spans = partition_spans(&records);
+        let skipped: Vec<u64> = spans.iter().map(|s| s.skipped).collect();
+        assert_eq!(skipped, [3, 0, 0]);
+        // events.activity/2 was asked for from 10: 10 and 11 are missing.
+        let positions = HashMap::from([
+            (
+                TopicPartition {
+                    topic: "logs.raw".into(),
+                    partition: 0,
+                },
+                5,
+            ),
+            (
+                TopicPartition {
+                    topic: "events.activity".into(),
+                    partition: 2,
+                },
+                10,
+            ),
+        ]);
+        let counted = || {
+            let metrics = logpipe_core::metrics::metrics();
+            [
+                logpipe_core::RecordKind::Log,
+                logpipe_core::RecordKind::Event,
+            ]
+            .map(|kind| metrics.bus_offsets_skipped.get(kind))
+        };
+        let before = counted();
+        count_skipped(&spans, &positions);
+        let after = counted();
+        assert_eq!([after[0] - before[0], after[1] - before[1]], [3, 2]);
     }
 }

@@ -58,6 +58,9 @@ pub struct Metrics {
     pub bus_records_appended: PerKind,
     /// fsync calls made by the bus (group commits).
     pub bus_fsyncs: AtomicU64,
+    /// Offsets a Kafka broker passed over inside what it returned: a
+    /// record read at offset 9 right after offset 5 counts 3.
+    pub bus_offsets_skipped: PerKind,
     /// Records on the bus not yet committed to the lake.
     pub bus_consumer_lag: PerKindGauge,
     /// Rows committed to the lake.
@@ -381,6 +384,13 @@ impl Metrics {
             "logpipe_bus_fsyncs_total",
             "fsync calls made by the embedded bus (one per group commit).",
             load(&self.bus_fsyncs),
+        );
+        per_kind(
+            &mut out,
+            "logpipe_bus_offsets_skipped_total",
+            "Offsets a Kafka broker passed over between the records it returned: transaction markers and compacted records, or records the broker failed to return.",
+            "topic",
+            &self.bus_offsets_skipped,
         );
         let _ = writeln!(
             out,
