@@ -122,6 +122,11 @@ async fn topics_keys_and_external_clients_on_a_real_broker() {
         ("LOGPIPE__WINDOWS__SUMMARY_HEADER", "true"),
     ]);
     let running = Running::start(&data, &env);
+    // A `logpipe collector` process beside the one in `up`: the batches
+    // below go to each in turn and land in the same topics, keyed and in
+    // order, as collectors are stateless producers. In turn, not at once:
+    // see the tansu produce race in the scale-out test.
+    let collector = Running::start_role(&["collector", "--listen", "127.0.0.1:0"], &data, &env);
     let client = reqwest::Client::new();
 
     // Keyed records: three services, each with an increasing sequence.
@@ -137,13 +142,14 @@ async fn topics_keys_and_external_clients_on_a_real_broker() {
                 log(&format!("own-{service}-{seq:05}"), service, seq)
             })
             .collect();
+        let to = if batch % 2 == 0 { &running } else { &collector };
         let (status, answer) = post(
             &client,
-            &format!("{}/api/collect/logs", running.base_url),
+            &format!("{}/api/collect/logs", to.base_url),
             serde_json::Value::from(body).to_string(),
         )
         .await;
-        assert_eq!(status, 200, "{answer}\n{}", running.log());
+        assert_eq!(status, 200, "{answer}\n{}", to.log());
         sent += 90;
     }
 
@@ -232,6 +238,7 @@ async fn topics_keys_and_external_clients_on_a_real_broker() {
         services.iter().map(|s| (s.to_string(), sent / 3)).collect();
     assert_eq!(windowed, expected, "{}", running.log());
     assert!(running.terminate().success());
+    assert!(collector.terminate().success());
 }
 
 /// Posts batches of fresh ids until `stop` (or the collector goes away);
@@ -367,7 +374,7 @@ fn single_record_batches(dir: &Path) -> std::path::PathBuf {
 }
 
 /// Two `logpipe stream` processes in one group split the 6 partitions
-/// under load from two `logpipe collector` processes; one stream process
+/// under load from two clients of a `logpipe collector` process; one stream process
 /// is killed with `kill -9` and the lake must still end with every
 /// acknowledged record exactly once. With the default
 /// cooperative rebalancing the survivor takes the partitions over alone.
@@ -400,20 +407,29 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
         Rebalancing::Cooperative => ("scale-out", "c"),
         Rebalancing::Eager => ("scale-out-eager", "e"),
     };
-    let env = kafka_env(&broker.brokers, group);
+    let mut env = kafka_env(&broker.brokers, group);
+    // A record missing from the lake then shows in the members' logs as
+    // offsets the broker passed over (or not).
+    env.push(("LOGPIPE_LOG", "info,logpipe_bus::kafka=debug"));
     // Members stop mid-batch here whenever a poll ends at its record limit.
     let single_record_batches = single_record_batches(dir.path());
     let config = single_record_batches.to_str().unwrap();
-    // Two collectors, one load client each: collectors share the work too.
-    let collectors: Vec<Running> = (0..2)
-        .map(|_| {
-            Running::start_role(
-                &["collector", "--listen", "127.0.0.1:0", "--config", config],
-                &data,
-                &env,
-            )
-        })
-        .collect();
+    // One collector. tansu 0.6 workaround (test setup only): a produce
+    // takes its offsets (raises the high watermark) before it stores the
+    // batch, and a fetch returns the stored batches below the high
+    // watermark from the requested offset on, so a member reading the
+    // head while two producer connections write the same partition can be
+    // handed a later batch before an earlier one is stored and never see
+    // the earlier one (tansu-storage 0.6.0, dynostore.rs, `produce` and
+    // `fetch`). tansu serves one connection's requests in order, so one
+    // collector (one producer connection) cannot race itself. Two
+    // collectors sharing the load are shown in the topics test, which
+    // sends to them in turn. Check: scripts/tansu/produce_race.py.
+    let collector = Running::start_role(
+        &["collector", "--listen", "127.0.0.1:0", "--config", config],
+        &data,
+        &env,
+    );
     let eager_config = dir.path().join("eager.toml");
     std::fs::write(
         &eager_config,
@@ -428,7 +444,7 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let senders: Vec<_> = (0..2)
         .map(|task| {
-            let url = collectors[task].base_url.clone();
+            let url = collector.base_url.clone();
             tokio::spawn(load(url, format!("{ids}{task}"), stopped.clone()))
         })
         .collect();
@@ -481,13 +497,13 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
     let _ = stop.send(true);
     let mut acked = Vec::new();
     for (task, sender) in senders.into_iter().enumerate() {
-        let by_this_collector = sender.await.unwrap().0;
+        let by_this_client = sender.await.unwrap().0;
         assert!(
-            by_this_collector.len() >= 500,
-            "collector {task} acknowledged only {} records",
-            by_this_collector.len()
+            by_this_client.len() >= 500,
+            "load client {task} had only {} records acknowledged",
+            by_this_client.len()
         );
-        acked.extend(by_this_collector);
+        acked.extend(by_this_client);
     }
     let wanted: BTreeSet<String> = acked.iter().cloned().collect();
     let counts = wait_for_lake(&data, ids, &wanted);
@@ -496,11 +512,10 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
         eprintln!("kept for inspection: {:?}", dir.keep());
     }
     let logs = format!(
-        "{}\n--- replacement:\n{}\n--- collectors:\n{}\n{}",
+        "{}\n--- replacement:\n{}\n--- collector:\n{}",
         survivor.log(),
         replacement.as_ref().map(Running::log).unwrap_or_default(),
-        collectors[0].log(),
-        collectors[1].log()
+        collector.log(),
     );
     assert_exactly_once(&wanted, &counts, &logs);
     eprintln!(
@@ -511,9 +526,7 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
     if let Some(replacement) = replacement {
         assert!(replacement.terminate().success());
     }
-    for collector in collectors {
-        assert!(collector.terminate().success());
-    }
+    assert!(collector.terminate().success());
 }
 
 /// What an outage test does to the broker under load.
@@ -683,13 +696,18 @@ fn a_replication_factor_above_the_broker_count_fails_with_the_count() {
         if up.log().contains(warning) {
             break None;
         }
-        assert!(Instant::now() < deadline, "neither refused nor warned:\n{}", up.log());
+        assert!(
+            Instant::now() < deadline,
+            "neither refused nor warned:\n{}",
+            up.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let log = up.log();
     let Some(status) = status else {
         assert!(
-            log.lines().any(|l| l.contains(warning) && l.contains("configured=5")),
+            log.lines()
+                .any(|l| l.contains(warning) && l.contains("configured=5")),
             "the warning does not name the configured factor:\n{log}"
         );
         assert!(up.terminate().success());
