@@ -997,9 +997,7 @@ fn writer_loop(inner: std::sync::Weak<Inner>, receiver: Receiver<WriterMessage>)
                     }
                     let appended: usize = requests.iter().map(|r| r.records.len()).sum();
                     for request in &requests {
-                        if let Some(kind) = logpipe_core::RecordKind::ALL
-                            .into_iter()
-                            .find(|k| k.topic() == request.topic.name)
+                        if let Some(kind) = logpipe_core::RecordKind::of_topic(&request.topic.name)
                         {
                             logpipe_core::metrics::metrics()
                                 .bus_records_appended

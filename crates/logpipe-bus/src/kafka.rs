@@ -735,14 +735,13 @@ impl RebalanceContext {
         answer.recv().unwrap_or_default()
     }
 
-    /// Gives `revoked` (`list` in librdkafka's form) up: the job commits
-    /// what it read of them, librdkafka stops fetching them, and the poll
-    /// thread drops what it read of them but did not hand over yet.
+    /// Gives `revoked` up: the job commits what it read of them, librdkafka
+    /// stops fetching them, and the poll thread drops what it read of them
+    /// but did not hand over yet.
     fn give_up(
         &self,
         consumer: &BaseConsumer<Self>,
         revoked: Vec<TopicPartition>,
-        list: &TopicPartitionList,
         cooperative: bool,
     ) {
         tracing::info!(?revoked, cooperative, "Kafka group revokes partitions");
@@ -750,7 +749,11 @@ impl RebalanceContext {
             self.ask(Rebalance::Revoke(revoked.clone()));
         }
         let done = if cooperative {
-            consumer.incremental_unassign(list)
+            let mut list = TopicPartitionList::new();
+            for tp in &revoked {
+                list.add_partition(&tp.topic, tp.partition as i32);
+            }
+            consumer.incremental_unassign(&list)
         } else {
             consumer.unassign()
         };
@@ -823,7 +826,7 @@ impl ConsumerContext for RebalanceContext {
                 );
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                self.give_up(consumer, partitions_of(list), list, cooperative);
+                self.give_up(consumer, partitions_of(list), cooperative);
             }
             other => {
                 // librdkafka (2.12) calls this only with the two codes above;
@@ -833,11 +836,7 @@ impl ConsumerContext for RebalanceContext {
                 // `incremental_unassign` (it refuses `unassign`).
                 tracing::error!(error = ?other, "Kafka rebalance failed; giving up every partition");
                 let held = lock(&self.shared.assignment).clone();
-                let mut list = TopicPartitionList::new();
-                for tp in &held {
-                    list.add_partition(&tp.topic, tp.partition as i32);
-                }
-                self.give_up(consumer, held, &list, cooperative);
+                self.give_up(consumer, held, cooperative);
             }
         }
     }
@@ -1091,16 +1090,7 @@ fn partition_spans(records: &[ConsumedRecord]) -> Vec<PartitionSpan> {
             span.partition.partition == record.partition && *span.partition.topic == *record.topic
         }) {
             Some(span) => {
-                if record.offset > span.last + 1 {
-                    tracing::debug!(
-                        topic = %record.topic,
-                        partition = record.partition,
-                        from = span.last + 1,
-                        to = record.offset,
-                        "the broker passed over offsets"
-                    );
-                    span.skipped += record.offset - span.last - 1;
-                }
+                span.skipped += passed_over(&span.partition, span.last + 1, record.offset);
                 span.last = span.last.max(record.offset);
             }
             None => spans.push(PartitionSpan {
@@ -1117,6 +1107,22 @@ fn partition_spans(records: &[ConsumedRecord]) -> Vec<PartitionSpan> {
     spans
 }
 
+/// How many offsets lie in `from..to` (none when `to <= from`), logged at
+/// debug level with the partition when there are some.
+fn passed_over(partition: &TopicPartition, from: u64, to: u64) -> u64 {
+    let skipped = to.saturating_sub(from);
+    if skipped > 0 {
+        tracing::debug!(
+            topic = %partition.topic,
+            partition = partition.partition,
+            from,
+            to,
+            "the broker passed over offsets"
+        );
+    }
+    skipped
+}
+
 /// Counts the offsets passed over in `spans`, per topic, in
 /// `logpipe_bus_offsets_skipped_total`: those between the records of a
 /// poll and those between a partition's position and its first record
@@ -1127,26 +1133,14 @@ fn partition_spans(records: &[ConsumedRecord]) -> Vec<PartitionSpan> {
 /// follows offsets, not gaps).
 fn count_skipped(spans: &[PartitionSpan], positions: &HashMap<TopicPartition, u64>) {
     for span in spans {
-        let before = positions
-            .get(&span.partition)
-            .map_or(0, |expected| span.first.saturating_sub(*expected));
-        if before > 0 {
-            tracing::debug!(
-                topic = %span.partition.topic,
-                partition = span.partition.partition,
-                from = span.first - before,
-                to = span.first,
-                "the broker passed over offsets"
-            );
-        }
+        let before = positions.get(&span.partition).map_or(0, |expected| {
+            passed_over(&span.partition, *expected, span.first)
+        });
         let skipped = span.skipped + before;
         if skipped == 0 {
             continue;
         }
-        if let Some(kind) = logpipe_core::RecordKind::ALL
-            .into_iter()
-            .find(|kind| kind.topic() == span.partition.topic)
-        {
+        if let Some(kind) = logpipe_core::RecordKind::of_topic(&span.partition.topic) {
             logpipe_core::metrics::metrics()
                 .bus_offsets_skipped
                 .add(kind, skipped);

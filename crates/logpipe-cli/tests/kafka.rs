@@ -693,21 +693,11 @@ fn a_replication_factor_above_the_broker_count_fails_with_the_count() {
     env.push(("LOGPIPE__BUS__KAFKA__REPLICATION_FACTOR", "5"));
     let mut up = Running::spawn(common::UP, &dir.path().join("data"), &env);
     let warning = "the topic exists with a different replication factor";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = up.child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if up.log().contains(warning) {
-            break None;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "neither refused nor warned:\n{}",
-            up.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = up.wait_for_exit_or(
+        Duration::from_secs(60),
+        "nor warned that the topics differ",
+        |up| up.log().contains(warning),
+    );
     let log = up.log();
     let Some(status) = status else {
         assert!(

@@ -43,6 +43,13 @@ impl RecordKind {
         }
     }
 
+    /// The kind whose bus topic is `topic`, if any.
+    pub fn of_topic(topic: &str) -> Option<RecordKind> {
+        RecordKind::ALL
+            .into_iter()
+            .find(|kind| kind.topic() == topic)
+    }
+
     /// The SQL table name and the lake directory (`DIR/<table>/raw/…`).
     pub fn table(self) -> &'static str {
         match self {

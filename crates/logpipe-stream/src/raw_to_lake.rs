@@ -150,12 +150,6 @@ fn consumer_limits() -> ValidationLimits {
     }
 }
 
-fn kind_of_topic(topic: &str) -> Option<RecordKind> {
-    RecordKind::ALL
-        .into_iter()
-        .find(|kind| kind.topic() == topic)
-}
-
 /// The records of one step, grouped for writing.
 #[derive(Default)]
 struct Buffer {
@@ -186,7 +180,7 @@ pub(crate) fn partitions_of<'a, V>(
 }
 
 fn parse_one(record: &ConsumedRecord) -> Option<Result<Record, String>> {
-    let kind = kind_of_topic(&record.topic)?;
+    let kind = RecordKind::of_topic(&record.topic)?;
     Some(
         std::str::from_utf8(&record.value)
             .map_err(|e| format!("value is not UTF-8: {e}"))
@@ -242,7 +236,7 @@ impl Buffer {
             .entry(record.partition)
             .or_insert((record.offset, record.offset));
         range.1 = record.offset + 1;
-        let (Some(parsed), Some(kind)) = (parsed, kind_of_topic(topic)) else {
+        let (Some(parsed), Some(kind)) = (parsed, RecordKind::of_topic(topic)) else {
             return Ok(());
         };
         if dedups.is_repeat(record) {
@@ -359,7 +353,7 @@ impl RawToLake {
                 Polled::Records(records) => records,
                 Polled::ShutdownStarted => continue,
                 Polled::Skipped { topic, lost } => {
-                    if let Some(kind) = kind_of_topic(&topic) {
+                    if let Some(kind) = RecordKind::of_topic(&topic) {
                         metrics().lake_records_lost.add(kind, lost);
                     }
                     continue;

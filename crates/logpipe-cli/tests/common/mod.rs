@@ -108,10 +108,26 @@ impl Running {
     /// Waits up to `limit` for the process to exit; fails the test (with
     /// the log) otherwise, saying `when`.
     pub fn wait_for_exit(&mut self, limit: Duration, when: &str) -> std::process::ExitStatus {
+        self.wait_for_exit_or(limit, when, |_| false)
+            .expect("only an exit ends the wait")
+    }
+
+    /// Waits up to `limit` for the process to exit (its status) or for
+    /// `done` to hold (`None`); fails the test (with the log) otherwise,
+    /// saying `when`.
+    pub fn wait_for_exit_or(
+        &mut self,
+        limit: Duration,
+        when: &str,
+        done: impl Fn(&Running) -> bool,
+    ) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+                return Some(status);
+            }
+            if done(self) {
+                return None;
             }
             assert!(
                 Instant::now() < deadline,
