@@ -11,28 +11,6 @@ use tokio::sync::watch;
 
 use crate::{BatchRunner, Report};
 
-/// A report kind and when it runs.
-pub struct Scheduled {
-    pub name: &'static str,
-    pub cron: Cron,
-}
-
-/// Parses the configured expressions; an empty string disables one.
-pub fn parse(entries: &[(&'static str, &str)]) -> Result<Vec<Scheduled>, String> {
-    entries
-        .iter()
-        .filter(|(_, expression)| !expression.trim().is_empty())
-        .map(|(name, expression)| {
-            expression
-                .parse::<Cron>()
-                .map(|cron| Scheduled { name, cron })
-                .map_err(|e| {
-                    format!("reports.{name}_cron = {expression:?} is not a cron expression: {e}")
-                })
-        })
-        .collect()
-}
-
 fn report_for(name: &str, today: chrono::NaiveDate) -> Report {
     match name {
         "daily" => Report::Daily {
@@ -47,9 +25,11 @@ fn report_for(name: &str, today: chrono::NaiveDate) -> Report {
 }
 
 /// Runs until `stop` turns true.
+/// Runs until `stop` turns true. `schedules` are `[reports]`'s, parsed
+/// and validated by `ReportsConfig::schedules`.
 pub async fn run(
     runner: Arc<BatchRunner>,
-    schedules: Vec<Scheduled>,
+    schedules: Vec<(&'static str, Cron)>,
     mut stop: watch::Receiver<bool>,
 ) {
     if schedules.is_empty() {
@@ -59,11 +39,10 @@ pub async fn run(
         let now = Utc::now();
         let next = schedules
             .iter()
-            .filter_map(|s| {
-                s.cron
-                    .find_next_occurrence(&now, false)
+            .filter_map(|(name, cron)| {
+                cron.find_next_occurrence(&now, false)
                     .ok()
-                    .map(|t| (t, s))
+                    .map(|t| (t, *name))
             })
             .min_by_key(|(t, _)| *t);
         let Some((at, scheduled)) = next else { return };
@@ -72,7 +51,7 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
-        let report = report_for(scheduled.name, at.date_naive());
+        let report = report_for(scheduled, at.date_naive());
         match runner.run(&report, &|_| {}).await {
             Ok(summary) => tracing::info!(
                 job = summary.job,
@@ -93,16 +72,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expressions_parse_or_name_the_key() {
-        let parsed = parse(&[
-            ("daily", "10 0 * * *"),
-            ("weekly", ""),
-            ("service", "30 0 * * *"),
-        ])
-        .unwrap();
-        assert_eq!(parsed.len(), 2);
-        let error = parse(&[("daily", "every day")]).err().unwrap();
-        assert!(error.contains("reports.daily_cron"), "{error}");
+    fn each_schedule_runs_its_report_for_the_period_before() {
         let today = chrono::NaiveDate::from_ymd_opt(2026, 1, 13).unwrap();
         assert_eq!(report_for("daily", today).target(), "2026-01-12");
         assert_eq!(report_for("weekly", today).target(), "2026-W02");

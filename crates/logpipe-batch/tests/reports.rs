@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use logpipe_batch::{BatchRunner, Report};
+use logpipe_config::Compression;
 use logpipe_core::record::{LogRecord, ValidationLimits};
-use logpipe_core::schema::LogBatchBuilder;
+use logpipe_core::tables::LogBatchBuilder;
 use logpipe_core::time::HourPartition;
-use logpipe_lake::{Codec, Lake, encode_parquet};
-use logpipe_postgres::Postgres;
+use logpipe_lake::{Lake, LakeStore, encode_parquet};
 use logpipe_query::{OutputFormat, QueryEngine};
-use object_store::local::LocalFileSystem;
+use logpipe_sinks::StepSink;
+use logpipe_sinks::postgres::{Postgres, PostgresSink};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
 
@@ -26,11 +27,7 @@ const ENDPOINTS: [&str; 4] = ["/api/orders", "/api/pay", "/api/users", "/api/car
 /// 2026-01-05 (Monday) to 2026-01-11 (Sunday): 24 files, one per 7 hours,
 /// of seeded records.
 async fn seed_lake(dir: &Path) -> Lake {
-    std::fs::create_dir_all(dir).unwrap();
-    let lake = Lake::new(
-        Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap()),
-        Codec::Zstd,
-    );
+    let lake = Lake::open(&store_of(dir), Compression::Zstd);
     let mut rng = fastrand::Rng::with_seed(20260111);
     let start = 1_767_571_200_i64; // 2026-01-05T00:00:00Z
     let limits = ValidationLimits::now();
@@ -71,7 +68,7 @@ async fn seed_lake(dir: &Path) -> Lake {
         lake.store()
             .put(
                 &StorePath::from(path),
-                PutPayload::from(encode_parquet(&batch, Codec::Zstd).unwrap()),
+                PutPayload::from(encode_parquet(&batch, Compression::Zstd).unwrap()),
             )
             .await
             .unwrap();
@@ -79,8 +76,13 @@ async fn seed_lake(dir: &Path) -> Lake {
     lake
 }
 
+/// The lake in `dir`.
+fn store_of(dir: &Path) -> LakeStore {
+    logpipe_lake::resolve(dir.to_str().unwrap()).unwrap()
+}
+
 async fn table_csv(dir: &Path, sql: &str) -> String {
-    let engine = QueryEngine::open_local(dir).await.unwrap();
+    let engine = QueryEngine::open(&store_of(dir)).await.unwrap();
     engine
         .sql(sql, usize::MAX)
         .await
@@ -136,9 +138,7 @@ fn reports() -> [(Report, &'static str, &'static str); 3] {
 async fn reports_match_their_golden_files_and_reruns_are_identical() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = seed_lake(tmp.path()).await;
-    let runner = BatchRunner::open_local(tmp.path(), lake, None)
-        .await
-        .unwrap();
+    let runner = BatchRunner::open(lake, Vec::new()).await.unwrap();
     for (report, name, query) in reports() {
         let first = runner.run(&report, &|_| {}).await.unwrap();
         assert!(first.rows > 0, "{name} wrote nothing");
@@ -186,9 +186,8 @@ async fn reports_replace_their_period_in_postgres() {
 
     let tmp = tempfile::tempdir().unwrap();
     let lake = seed_lake(tmp.path()).await;
-    let runner = BatchRunner::open_local(tmp.path(), lake, Some(postgres.clone()))
-        .await
-        .unwrap();
+    let sink: Arc<dyn StepSink> = Arc::new(PostgresSink::new(postgres.clone()));
+    let runner = BatchRunner::open(lake, vec![sink]).await.unwrap();
     for (report, name, _) in reports() {
         let first = runner.run(&report, &|_| {}).await.unwrap();
         runner.run(&report, &|_| {}).await.unwrap();
@@ -233,9 +232,7 @@ async fn a_failed_run_is_recorded_with_its_reason() {
         "not a directory",
     )
     .unwrap();
-    let runner = BatchRunner::open_local(tmp.path(), lake, None)
-        .await
-        .unwrap();
+    let runner = BatchRunner::open(lake, Vec::new()).await.unwrap();
     let report = Report::Daily {
         date: NaiveDate::from_ymd_opt(2026, 1, 11).unwrap(),
     };

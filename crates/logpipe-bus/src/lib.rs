@@ -9,7 +9,10 @@
 //!   for lag monitoring.
 //! - [`embedded::EmbeddedBus`] is the on-disk implementation used on one
 //!   machine; `kafka::KafkaBus` (feature `kafka`) talks to a Kafka-protocol
-//!   broker cluster through librdkafka.
+//!   broker cluster through librdkafka. Both folders have the same shape:
+//!   `mod.rs` with the [`Bus`] implementation, then one file per part.
+//! - [`open()`] turns `[bus]` and `[topics]` into a running bus with its
+//!   topics: the one constructor the application calls.
 //! - A group [`Consumer`] may have its partitions moved to another member
 //!   (a rebalance). It then stops returning records and reports a
 //!   [`Rebalance`]: the job commits what it read from revoked partitions, or
@@ -22,13 +25,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub mod embedded;
-pub mod format;
+mod error;
 pub mod headers;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod metrics;
+mod open;
 
 pub use embedded::EmbeddedBus;
+pub use error::BusError;
 pub use headers::{Headers, HeadersBuilder};
+pub use open::{BusHandle, OpenError, open, topic_specs};
 
 /// One topic to create at start (SPEC §1.4).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,76 +86,6 @@ pub struct ConsumedRecord {
 pub struct TopicPartition {
     pub topic: String,
     pub partition: u32,
-}
-
-/// Errors of any bus implementation.
-#[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    /// The bus cannot take more right now; retry later (HTTP 503).
-    #[error("the bus is busy ({0}); retry later")]
-    Busy(String),
-    #[error("topic {0:?} does not exist")]
-    UnknownTopic(String),
-    #[error("partition {partition} of topic {topic:?} does not exist")]
-    UnknownPartition { topic: String, partition: u32 },
-    /// The wanted offset is no longer kept (retention), the seed's
-    /// `failOnDataLoss` situation.
-    #[error(
-        "offset {requested} of {topic}/{partition} is gone: the oldest kept offset is {log_start} (deleted by retention)"
-    )]
-    OffsetOutOfRange {
-        topic: String,
-        partition: u32,
-        requested: u64,
-        log_start: u64,
-    },
-    /// The wanted offset lies beyond the end of the log: the log lost data the
-    /// reader had already seen (e.g. a bus directory restored from backup).
-    #[error(
-        "offset {requested} of {topic}/{partition} is past the end of the log ({log_end}); the bus lost records that were already consumed"
-    )]
-    OffsetBeyondEnd {
-        topic: String,
-        partition: u32,
-        requested: u64,
-        log_end: u64,
-    },
-    #[error("the data directory {0} is in use by another logpipe process")]
-    Locked(String),
-    #[error("bus storage is corrupt: {0}")]
-    Corrupt(String),
-    #[error("bus I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the bus is shut down")]
-    Closed,
-    /// The bus settings cannot work with this cluster (e.g. a replication
-    /// factor above the broker count).
-    #[error("{0}")]
-    Misconfigured(String),
-    /// The broker cluster cannot be reached or refused a request.
-    #[error("Kafka: {0}")]
-    Kafka(String),
-}
-
-impl BusError {
-    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> BusError {
-        BusError::Io {
-            path: path.as_ref().display().to_string(),
-            source,
-        }
-    }
-
-    /// Whether a client should retry the same request later.
-    pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            BusError::Busy(_) | BusError::Io { .. } | BusError::Closed
-        )
-    }
 }
 
 pub type Result<T, E = BusError> = std::result::Result<T, E>;

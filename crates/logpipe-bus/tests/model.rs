@@ -10,8 +10,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use logpipe_bus::embedded::{EmbeddedOptions, FsyncMode};
 use logpipe_bus::{Bus, BusRecord, EmbeddedBus, TopicSpec};
+use logpipe_config::{EmbeddedBusConfig, FsyncPolicy};
 
 const TOPIC: &str = "model.topic";
 const PARTITIONS: u32 = 3;
@@ -25,8 +25,8 @@ fn spec() -> TopicSpec {
     }
 }
 
-async fn open(dir: &Path, options: &EmbeddedOptions) -> EmbeddedBus {
-    let bus = EmbeddedBus::open(dir, options.clone()).unwrap();
+async fn open(dir: &Path, options: &EmbeddedBusConfig) -> EmbeddedBus {
+    let bus = EmbeddedBus::open(dir, options).unwrap();
     bus.create_topics(&[spec()]).await.unwrap();
     bus
 }
@@ -114,7 +114,7 @@ fn tear_tail(dir: &Path, rng: &mut fastrand::Rng) {
     file.write_all(&garbage).unwrap();
 }
 
-async fn run_model(seed: u64, steps: usize, options: EmbeddedOptions) {
+async fn run_model(seed: u64, steps: usize, options: EmbeddedBusConfig) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut bus = open(dir.path(), &options).await;
@@ -226,11 +226,12 @@ async fn embedded_log_matches_model_with_fsync_always() {
         run_model(
             seed,
             120,
-            EmbeddedOptions {
-                fsync: FsyncMode::Always,
+            EmbeddedBusConfig {
+                fsync: FsyncPolicy::Always,
                 // Tiny segments: rolling and cross-segment reads happen often.
                 segment_bytes: 4 * 1024,
                 max_pending_appends: 64,
+                ..EmbeddedBusConfig::default()
             },
         )
         .await;
@@ -243,10 +244,12 @@ async fn embedded_log_matches_model_with_interval_fsync() {
         run_model(
             seed,
             80,
-            EmbeddedOptions {
-                fsync: FsyncMode::Interval(Duration::from_millis(5)),
+            EmbeddedBusConfig {
+                fsync: FsyncPolicy::Interval,
+                fsync_interval: Duration::from_millis(5),
                 segment_bytes: 16 * 1024,
                 max_pending_appends: 64,
+                ..EmbeddedBusConfig::default()
             },
         )
         .await;
@@ -256,12 +259,13 @@ async fn embedded_log_matches_model_with_interval_fsync() {
 #[tokio::test]
 async fn retention_deletes_sealed_segments_and_reports_the_gap() {
     let dir = tempfile::tempdir().unwrap();
-    let options = EmbeddedOptions {
-        fsync: FsyncMode::Always,
+    let options = EmbeddedBusConfig {
+        fsync: FsyncPolicy::Always,
         segment_bytes: 2 * 1024,
         max_pending_appends: 8,
+        ..EmbeddedBusConfig::default()
     };
-    let bus = EmbeddedBus::open(dir.path(), options).unwrap();
+    let bus = EmbeddedBus::open(dir.path(), &options).unwrap();
     let mut topic = spec();
     topic.partitions = 1;
     topic.retention_bytes = 8 * 1024;
@@ -293,8 +297,8 @@ async fn retention_deletes_sealed_segments_and_reports_the_gap() {
 #[tokio::test]
 async fn a_second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = EmbeddedBus::open(dir.path(), EmbeddedOptions::default()).unwrap();
-    let second = EmbeddedBus::open(dir.path(), EmbeddedOptions::default());
+    let bus = EmbeddedBus::open(dir.path(), &EmbeddedBusConfig::default()).unwrap();
+    let second = EmbeddedBus::open(dir.path(), &EmbeddedBusConfig::default());
     let Err(error) = second else {
         panic!("second open must fail")
     };
@@ -310,7 +314,7 @@ async fn a_second_process_cannot_open_the_same_directory() {
 #[tokio::test]
 async fn consumer_commits_survive_restart_and_poll_waits_for_data() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = open(dir.path(), &EmbeddedOptions::default()).await;
+    let bus = open(dir.path(), &EmbeddedBusConfig::default()).await;
     let mut consumer = bus.consumer("lake", &[TOPIC]).await.unwrap();
     assert!(
         consumer
@@ -344,7 +348,7 @@ async fn consumer_commits_survive_restart_and_poll_waits_for_data() {
     drop(consumer);
     bus.shutdown();
     drop(bus);
-    let bus = open(dir.path(), &EmbeddedOptions::default()).await;
+    let bus = open(dir.path(), &EmbeddedBusConfig::default()).await;
     let mut consumer = bus.consumer("lake", &[TOPIC]).await.unwrap();
     let polled = consumer.poll(10, Duration::from_millis(100)).await.unwrap();
     assert_eq!(

@@ -1,57 +1,42 @@
-//! Shared vocabulary of logpipe.
+//! Shared vocabulary of logpipe: no I/O here, only what every stage agrees on.
 //!
-//! - [`record`]: the two record kinds (system logs, user activity events),
-//!   their validation and their canonical JSON form on the bus.
-//! - [`time`]: event-time parsing (epoch seconds or ISO-8601) and the hour
+//! - [`record`] — the two record kinds (system logs, user activity events),
+//!   their validation, their canonical JSON form on the bus, and the window
+//!   fields of a log read cheaply ([`record::sample`]).
+//! - [`tables`] — the catalog of lake tables (directory, partitioning,
+//!   schema) and the builders that fill them.
+//! - [`topics`] and [`api`]: the bus topics and the HTTP paths, spelled once.
+//! - [`time`] — event-time parsing (epoch seconds or ISO-8601) and the hour
 //!   partition a time falls into.
-//! - [`schema`]: Arrow schemas of the lake tables and builders that fill them.
-//! - [`partition`]: Kafka-compatible key → partition hashing.
-//! - [`metrics`]: the process-wide Prometheus metrics.
-//! - [`dedup`]: record ids from a client's `Idempotency-Key`, and the
+//! - [`partition`] — Kafka-compatible key → partition hashing.
+//! - [`dedup`] — record ids from a client's `Idempotency-Key`, and the
 //!   filter that drops a retried record's second copy.
-//! - [`summary`]: a log record's window fields in a few bytes, carried as a
+//! - [`summary`] — a log record's window fields in a few bytes, carried as a
 //!   bus record header.
+//! - [`error`] — the kind of a failure ([`error::ErrorKind`]), which the HTTP
+//!   edge, job restarts and sinks all read.
+//! - [`retry`] — the one backoff.
+//! - [`job`] — a job that runs until shutdown and starts again after a
+//!   transient failure.
+//! - [`telemetry`] — metric families, the registry behind `/metrics`, and the
+//!   catalog of names.
 
+pub mod api;
 pub mod dedup;
-pub mod metrics;
+pub mod error;
+pub mod job;
 pub mod partition;
 pub mod record;
-pub mod schema;
+pub mod retry;
 pub mod summary;
+pub mod tables;
+pub mod telemetry;
 pub mod time;
+pub mod topics;
 
+pub use error::{Classify, ErrorKind};
 pub use record::{
-    ActivityEvent, BodyError, EventType, Level, LogRecord, RecordError, RecordKind,
+    ActivityEvent, BodyError, EventType, Level, LogRecord, Record, RecordError, RecordKind,
     ValidationLimits,
 };
-pub use schema::{BatchBuilder, Record};
-
-impl Record {
-    /// Parses a record of `kind` from its JSON text.
-    pub fn parse(
-        kind: RecordKind,
-        raw: &str,
-        limits: &ValidationLimits,
-    ) -> Result<Record, RecordError> {
-        match kind {
-            RecordKind::Log => LogRecord::parse(raw, limits).map(Record::Log),
-            RecordKind::Event => ActivityEvent::parse(raw, limits).map(Record::Event),
-        }
-    }
-
-    /// The bus key.
-    pub fn key(&self) -> &str {
-        match self {
-            Record::Log(record) => record.key(),
-            Record::Event(event) => event.key(),
-        }
-    }
-
-    /// Canonical JSON for the bus.
-    pub fn to_json(&self) -> Vec<u8> {
-        match self {
-            Record::Log(record) => record.to_json(),
-            Record::Event(event) => event.to_json(),
-        }
-    }
-}
+pub use tables::{BatchBuilder, TableDef};

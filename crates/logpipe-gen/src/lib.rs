@@ -1,14 +1,16 @@
 //! Synthetic data for logpipe (SPEC §1.2).
 //!
-//! - [`synthetic`]: seed-shaped log records and activity events.
-//! - [`scheduled`]: the generator that `logpipe up` runs: a batch of logs
+//! - [`synthetic`] — seed-shaped log records and activity events.
+//! - [`scheduled`] — the generator that `logpipe up` runs: a batch of logs
 //!   every 5 s and of events every 10 s, retrying with backoff while the
 //!   collector is down, never dropping a batch it has built.
-//! - [`load`]: the load client behind `logpipe generate`: sends N records as
+//! - [`load`] — the load client behind `logpipe generate`: sends N records as
 //!   fast as allowed, waits for every acknowledgement, reports.
-//! - [`sample_router`]: `GET /sample/log`, `/sample/event`, `/health`.
+//! - [`sample_router`] — `GET /sample/log`, `/sample/event`.
+//! - [`metrics`] — `logpipe_generator_*`.
 
 pub mod load;
+pub mod metrics;
 pub mod scheduled;
 pub mod synthetic;
 
@@ -33,9 +35,12 @@ pub fn sample_router() -> Router {
         }
     }
     Router::new()
-        .route("/sample/log", get(|| sample(logpipe_core::RecordKind::Log)))
         .route(
-            "/sample/event",
+            logpipe_core::api::SAMPLE_LOG,
+            get(|| sample(logpipe_core::RecordKind::Log)),
+        )
+        .route(
+            logpipe_core::api::SAMPLE_EVENT,
             get(|| sample(logpipe_core::RecordKind::Event)),
         )
 }
@@ -43,8 +48,5 @@ pub fn sample_router() -> Router {
 /// The collector endpoint for a record kind, under a base URL.
 pub fn collect_url(base: &str, kind: logpipe_core::RecordKind) -> String {
     let base = base.trim_end_matches('/');
-    match kind {
-        logpipe_core::RecordKind::Log => format!("{base}/api/collect/logs"),
-        logpipe_core::RecordKind::Event => format!("{base}/api/collect/activities"),
-    }
+    format!("{base}{}", logpipe_core::api::collect_path(kind))
 }

@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use logpipe_core::RecordKind;
+use logpipe_core::retry::Backoff;
 use tokio::sync::watch;
 
+use crate::metrics::generator_metrics;
 use crate::synthetic::{SyntheticOptions, SyntheticSource};
 
 /// How a failed send is retried.
@@ -64,7 +66,7 @@ pub async fn send_batch(
     mut stop: Option<watch::Receiver<bool>>,
 ) -> SendOutcome {
     let started = Instant::now();
-    let mut backoff = policy.initial_backoff;
+    let mut backoff = Backoff::new(policy.initial_backoff, policy.max_backoff);
     let mut retries = 0u32;
     let key = format!("{:032x}", fastrand::u128(..));
     loop {
@@ -76,6 +78,7 @@ pub async fn send_batch(
             .body(body.clone())
             .send()
             .await;
+        let delay = backoff.next_delay();
         let (reason, wait) = match result {
             Ok(response) => {
                 let status = response.status();
@@ -108,10 +111,10 @@ pub async fn send_batch(
                 }
                 (
                     format!("{status}: {text}"),
-                    retry_after.unwrap_or(backoff).min(policy.max_backoff),
+                    retry_after.unwrap_or(delay).min(policy.max_backoff),
                 )
             }
-            Err(error) => (format!("{error}"), backoff),
+            Err(error) => (format!("{error}"), delay),
         };
         if policy
             .give_up_after
@@ -123,9 +126,7 @@ pub async fn send_batch(
             };
         }
         retries += 1;
-        logpipe_core::metrics::metrics()
-            .generator_send_retries
-            .fetch_add(1, Ordering::Relaxed);
+        generator_metrics().send_retries.inc();
         tracing::debug!(url, %reason, ?wait, "send failed; retrying");
         match stop.as_mut() {
             Some(stop) => {
@@ -138,7 +139,6 @@ pub async fn send_batch(
             }
             None => tokio::time::sleep(wait).await,
         }
-        backoff = (backoff * 2).min(policy.max_backoff);
     }
 }
 

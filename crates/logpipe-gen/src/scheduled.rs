@@ -7,6 +7,7 @@ use logpipe_core::RecordKind;
 use tokio::sync::watch;
 
 use crate::load::{RetryPolicy, SendOutcome, send_batch};
+use crate::metrics::generator_metrics;
 use crate::synthetic::{SyntheticOptions, SyntheticSource};
 
 /// Runs until `stop` turns true: a batch of logs every `log_interval` and
@@ -71,9 +72,9 @@ async fn run_kind(
             SendOutcome::Acked {
                 accepted, retries, ..
             } => {
-                logpipe_core::metrics::metrics()
-                    .generator_records_sent
-                    .add(kind, accepted);
+                generator_metrics()
+                    .records_sent
+                    .add(&[kind.topic()], accepted);
                 if retries > 0 || warned {
                     tracing::info!(%kind, retries, "generator delivered again after retries");
                     warned = false;

@@ -1,133 +1,58 @@
 //! SQL over the lake with DataFusion.
 //!
-//! Tables `logs`, `events`, `windows` and `alerts` are listing tables over
-//! the Hive-partitioned Parquet tree, with `year`, `month`, `day`, `hour` as
-//! partition columns, so `WHERE year = 2025 AND month = 1 AND day = 12`
-//! reads only that day's directories. The batch outputs `daily_report`
-//! (partition `date`), `weekly_analysis` (`week`), `service_analysis`
-//! (`start_date`, `end_date`) and `job_runs` are registered once their first
-//! file exists, with the schema read from it. The listing is redone for every query, so a query sees every
-//! file committed before it started (and `logpipe sql` works while
-//! `logpipe up` is writing). Statements are read-only: no DDL, DML or `SET`.
+//! The tables are the catalog's (`logpipe_core::tables`): `logs`, `events`,
+//! `windows` and `alerts` are listing tables over the Hive-partitioned
+//! Parquet tree, with `year`, `month`, `day`, `hour` as partition columns,
+//! so `WHERE year = 2025 AND month = 1 AND day = 12` reads only that day's
+//! directories. The batch outputs `daily_report` (partition `date`),
+//! `weekly_analysis` (`week`), `service_analysis` (`start_date`,
+//! `end_date`) and `job_runs` are registered once their first file exists,
+//! with the schema read from it. The listing is redone for every query, so
+//! a query sees every file committed before it started (and `logpipe sql`
+//! works while `logpipe up` is writing). Statements are read-only: no DDL,
+//! DML or `SET`.
+//!
+//! The engine reads through the lake's [`LakeStore`] (the storage
+//! resolver's), registered in DataFusion's runtime, so it works on any
+//! store the lake does and opens nothing on disk until a query runs.
+//!
+//! - `catalog.rs`: registering the catalog's tables.
+//! - [`alerts`] — the typed query behind `/api/alerts`.
+//! - [`render`] — results as a table, CSV or JSON.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, SchemaRef};
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::dataframe::DataFrame;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
-use logpipe_core::record::RecordKind;
-use logpipe_core::schema;
+use logpipe_core::tables::{self, TableDef};
+use logpipe_lake::LakeStore;
 
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    /// The statement is wrong (syntax, unknown column, …): the user's to fix.
-    #[error("{0}")]
-    Sql(String),
-    #[error("query failed: {0}")]
-    Execution(String),
-    #[error("formatting the result failed: {0}")]
-    Format(String),
-    #[error("lake directory {path}: {reason}")]
-    Lake { path: String, reason: String },
-}
+pub mod alerts;
+mod catalog;
+mod error;
+pub mod render;
 
-impl From<datafusion::error::DataFusionError> for QueryError {
-    fn from(error: datafusion::error::DataFusionError) -> Self {
-        use datafusion::error::DataFusionError as E;
-        match error.find_root() {
-            E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_) => {
-                QueryError::Sql(error.find_root().to_string())
-            }
-            _ => QueryError::Execution(error.to_string()),
-        }
-    }
-}
-
-pub type Result<T, E = QueryError> = std::result::Result<T, E>;
-
-/// The Hive partition columns, in directory order.
-pub const PARTITION_COLUMNS: [&str; 4] = ["year", "month", "day", "hour"];
-
-/// A query result, possibly cut at a row limit.
-#[derive(Debug)]
-pub struct QueryResult {
-    pub schema: SchemaRef,
-    pub batches: Vec<RecordBatch>,
-    pub rows: usize,
-    /// True when more rows existed than the limit allowed.
-    pub truncated: bool,
-}
-
-/// A table of the lake: where it lives and how it is partitioned.
-struct TableSpec {
-    name: &'static str,
-    /// Directory under the lake root.
-    dir: &'static str,
-    partitions: &'static [&'static str],
-    partition_type: DataType,
-    /// Known file schema; `None`: read from the first file.
-    schema: Option<SchemaRef>,
-}
-
-const HOURLY: &[&str] = &PARTITION_COLUMNS;
-
-fn table_specs() -> Vec<TableSpec> {
-    let hourly = |name, dir, schema| TableSpec {
-        name,
-        dir,
-        partitions: HOURLY,
-        partition_type: DataType::Int32,
-        schema: Some(schema),
-    };
-    let report = |name, dir, partitions| TableSpec {
-        name,
-        dir,
-        partitions,
-        partition_type: DataType::Utf8,
-        schema: None,
-    };
-    vec![
-        hourly("logs", "logs/raw", schema::schema(RecordKind::Log)),
-        hourly("events", "events/raw", schema::schema(RecordKind::Event)),
-        hourly("windows", "windows", schema::windows_schema()),
-        hourly("alerts", "alerts", schema::alerts_schema()),
-        report("daily_report", "reports/daily", &["date"]),
-        report("weekly_analysis", "reports/weekly", &["week"]),
-        report(
-            "service_analysis",
-            "analysis/service",
-            &["start_date", "end_date"],
-        ),
-        TableSpec {
-            name: "job_runs",
-            dir: "job_runs",
-            partitions: &[],
-            partition_type: DataType::Utf8,
-            schema: Some(schema::job_runs_schema()),
-        },
-    ]
-}
+pub use alerts::AlertFilter;
+pub use catalog::LAKE_URL;
+pub use error::{QueryError, Result};
+pub use render::{OutputFormat, QueryResult};
 
 /// A DataFusion session with the lake tables registered.
 pub struct QueryEngine {
     ctx: SessionContext,
-    root: std::path::PathBuf,
+    store: LakeStore,
     /// Tables registered once their first file appears.
-    pending: std::sync::Mutex<Vec<TableSpec>>,
+    pending: Mutex<Vec<&'static TableDef>>,
 }
 
 impl QueryEngine {
-    /// Registers the lake tables of the local lake at `data_dir`.
-    pub async fn open_local(data_dir: &Path) -> Result<QueryEngine> {
+    /// Registers the catalog's tables over `store`.
+    pub async fn open(store: &LakeStore) -> Result<QueryEngine> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("logpipe", "lake");
@@ -138,29 +63,19 @@ impl QueryEngine {
             .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
-        let root = std::path::absolute(data_dir).map_err(|e| QueryError::Lake {
-            path: data_dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let url = ObjectStoreUrl::parse(LAKE_URL)?;
+        ctx.register_object_store(url.as_ref(), store.store().clone());
         let mut pending = Vec::new();
-        for spec in table_specs() {
-            match &spec.schema {
-                Some(file_schema) => {
-                    let dir = root.join(spec.dir);
-                    std::fs::create_dir_all(&dir).map_err(|e| QueryError::Lake {
-                        path: dir.display().to_string(),
-                        reason: e.to_string(),
-                    })?;
-                    let url = ListingTableUrl::parse(format!("{}/", dir.display()))?;
-                    register_listing_table(&ctx, &spec, url, Some(file_schema.clone())).await?;
-                }
-                None => pending.push(spec),
+        for table in tables::ALL {
+            match table.schema {
+                Some(schema) => catalog::register(&ctx, table, Some(schema())).await?,
+                None => pending.push(table),
             }
         }
         let engine = QueryEngine {
             ctx,
-            root,
-            pending: std::sync::Mutex::new(pending),
+            store: store.clone(),
+            pending: Mutex::new(pending),
         };
         engine.register_new_tables().await?;
         Ok(engine)
@@ -168,20 +83,19 @@ impl QueryEngine {
 
     /// Registers the pending tables whose first file now exists.
     async fn register_new_tables(&self) -> Result<()> {
-        let ready: Vec<TableSpec> = {
-            let mut pending = self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (ready, waiting) = std::mem::take(&mut *pending)
-                .into_iter()
-                .partition(|spec| has_parquet(&self.root.join(spec.dir)));
-            *pending = waiting;
-            ready
-        };
-        for spec in ready {
-            let url = ListingTableUrl::parse(format!("{}/", self.root.join(spec.dir).display()))?;
-            register_listing_table(&self.ctx, &spec, url, None).await?;
+        let waiting = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for table in waiting {
+            if catalog::has_parquet(&self.store, table).await? {
+                catalog::register(&self.ctx, table, None).await?;
+                self.pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|t| t.name != table.name);
+            }
         }
         Ok(())
     }
@@ -194,7 +108,12 @@ impl QueryEngine {
             .with_allow_dml(false)
             .with_allow_statements(false);
         let frame = self.ctx.sql_with_options(sql, options).await?;
-        let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+        self.collect(frame, max_rows).await
+    }
+
+    /// Runs `frame`, keeping at most `max_rows` rows.
+    async fn collect(&self, frame: DataFrame, max_rows: usize) -> Result<QueryResult> {
+        let schema: arrow::datatypes::SchemaRef = Arc::new(frame.schema().as_arrow().clone());
         let mut stream = frame.execute_stream().await?;
         let mut batches = Vec::new();
         let mut rows = 0usize;
@@ -222,126 +141,18 @@ impl QueryEngine {
     }
 }
 
-/// True when `dir` holds a Parquet file at any depth.
-fn has_parquet(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let path = entry.path();
-        if path.is_dir() {
-            has_parquet(&path)
-        } else {
-            path.extension().is_some_and(|e| e == "parquet")
-        }
-    })
-}
-
-async fn register_listing_table(
-    ctx: &SessionContext,
-    spec: &TableSpec,
-    url: ListingTableUrl,
-    file_schema: Option<SchemaRef>,
-) -> Result<()> {
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-        .with_file_extension(".parquet")
-        .with_table_partition_cols(
-            spec.partitions
-                .iter()
-                .map(|column| (column.to_string(), spec.partition_type.clone()))
-                .collect(),
-        );
-    let config = ListingTableConfig::new(url).with_listing_options(options);
-    let config = match file_schema {
-        Some(file_schema) => config.with_schema(file_schema),
-        None => config.infer_schema(&ctx.state()).await?,
-    };
-    let table = ListingTable::try_new(config)?;
-    ctx.register_table(spec.name, Arc::new(table))?;
-    Ok(())
-}
-
-/// How `logpipe sql` prints a result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputFormat {
-    Table,
-    Csv,
-    Json,
-}
-
-impl QueryResult {
-    fn batches_or_empty(&self) -> Vec<RecordBatch> {
-        if self.batches.is_empty() {
-            vec![RecordBatch::new_empty(self.schema.clone())]
-        } else {
-            self.batches.clone()
-        }
-    }
-
-    /// Renders the result.
-    pub fn render(&self, format: OutputFormat) -> Result<String> {
-        let error = |e: arrow::error::ArrowError| QueryError::Format(e.to_string());
-        match format {
-            OutputFormat::Table => Ok(arrow::util::pretty::pretty_format_batches(
-                &self.batches_or_empty(),
-            )
-            .map_err(error)?
-            .to_string()),
-            OutputFormat::Csv => {
-                let mut out = Vec::new();
-                {
-                    let mut writer = arrow::csv::WriterBuilder::new()
-                        .with_header(true)
-                        .build(&mut out);
-                    for batch in self.batches_or_empty() {
-                        writer.write(&batch).map_err(error)?;
-                    }
-                }
-                String::from_utf8(out).map_err(|e| QueryError::Format(e.to_string()))
-            }
-            OutputFormat::Json => self.rows_json(),
-        }
-    }
-
-    /// The rows as a JSON array of objects (`[]` when empty).
-    pub fn rows_json(&self) -> Result<String> {
-        let mut out = Vec::new();
-        {
-            let mut writer = arrow::json::WriterBuilder::new()
-                .with_explicit_nulls(true)
-                .build::<_, arrow::json::writer::JsonArray>(&mut out);
-            for batch in &self.batches {
-                writer
-                    .write(batch)
-                    .map_err(|e| QueryError::Format(e.to_string()))?;
-            }
-            writer
-                .finish()
-                .map_err(|e| QueryError::Format(e.to_string()))?;
-        }
-        if out.is_empty() {
-            return Ok("[]".to_string());
-        }
-        String::from_utf8(out).map_err(|e| QueryError::Format(e.to_string()))
-    }
-
-    /// Column names in order.
-    pub fn columns(&self) -> Vec<String> {
-        self.schema
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use logpipe_config::Compression;
     use logpipe_core::record::{LogRecord, ValidationLimits};
-    use logpipe_core::schema::LogBatchBuilder;
+    use logpipe_core::tables::LogBatchBuilder;
     use logpipe_core::time::HourPartition;
 
+    /// Written with `std::fs` behind the lake's back, as another writer
+    /// (Spark, a copy) would.
     fn write_log_file(root: &Path, raw: &[&str]) {
         let mut builder = LogBatchBuilder::default();
         let mut hour = None;
@@ -353,7 +164,7 @@ mod tests {
         let batch = builder.finish().unwrap();
         let dir = root.join("logs/raw").join(hour.unwrap().hive_path());
         std::fs::create_dir_all(&dir).unwrap();
-        let bytes = logpipe_lake::encode_parquet(&batch, logpipe_lake::Codec::Snappy).unwrap();
+        let bytes = logpipe_lake::encode_parquet(&batch, Compression::Snappy).unwrap();
         std::fs::write(dir.join(format!("part-{}.parquet", raw.len())), bytes).unwrap();
     }
 
@@ -373,7 +184,10 @@ mod tests {
                 r#"{"timestamp": "2025-01-13T05:00:00Z", "level": "INFO", "service": "b", "message": "z"}"#,
             ],
         );
-        let engine = QueryEngine::open_local(dir.path()).await.unwrap();
+        let engine =
+            QueryEngine::open(&logpipe_lake::resolve(dir.path().to_str().unwrap()).unwrap())
+                .await
+                .unwrap();
         let result = engine
             .sql(
                 "SELECT day, hour, count(*) AS n FROM logs GROUP BY day, hour ORDER BY day",
@@ -444,7 +258,10 @@ mod tests {
     #[tokio::test]
     async fn a_long_lived_engine_sees_files_committed_after_its_first_query() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = QueryEngine::open_local(dir.path()).await.unwrap();
+        let engine =
+            QueryEngine::open(&logpipe_lake::resolve(dir.path().to_str().unwrap()).unwrap())
+                .await
+                .unwrap();
         assert_eq!(count(&engine).await, r#"[{"n":0}]"#);
         write_log_file(
             dir.path(),
@@ -463,5 +280,27 @@ mod tests {
             r#"[{"n":3}]"#,
             "a new partition directory is seen"
         );
+    }
+
+    #[tokio::test]
+    async fn opening_the_engine_creates_nothing_and_alerts_filter_without_sql_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("lake");
+        let engine = QueryEngine::open(&logpipe_lake::resolve(root.to_str().unwrap()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(count(&engine).await, r#"[{"n":0}]"#);
+        assert!(
+            !root.exists(),
+            "a query over an empty lake creates no directory"
+        );
+        let filter = AlertFilter {
+            firing_only: true,
+            service: Some("x' OR '1'='1".to_string()),
+            limit: 10,
+        };
+        let result = engine.alerts(&filter).await.unwrap();
+        assert_eq!(result.rows, 0);
+        assert_eq!(result.columns()[0], "alert_id");
     }
 }

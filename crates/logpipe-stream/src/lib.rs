@@ -1,23 +1,26 @@
-//! Stream jobs that consume the bus.
+//! Stream jobs: the job runtime, and the jobs that consume the bus.
 //!
-//! - [`raw_to_lake::RawToLake`] writes `logs.raw` and `events.activity` into
-//!   the Parquet lake, partitioned by event time, exactly once (see
-//!   `logpipe_lake` for the commit protocol).
-//! - [`windows_job::WindowJob`] aggregates `logs.raw` into event-time
-//!   windows ([`window`], with the percentile [`sketch`]), runs the anomaly
-//!   detector ([`alerts`]) on each closed window, and writes the results to
-//!   the lake tables `windows` and `alerts`, PostgreSQL, `alerts.realtime`
-//!   and an alert [`webhook`].
+//! - [`runtime`] — what every job does with the bus (restarts, polling and
+//!   draining, positions, exact range reads, the duplicate check). It sits
+//!   below the jobs and never imports one.
+//! - [`raw`] — [`RawToLake`] writes `logs.raw` and `events.activity` into the
+//!   Parquet lake, partitioned by event time, exactly once (the commit
+//!   protocol is `logpipe_lake::commit`).
+//! - [`windows`] — [`WindowJob`] aggregates `logs.raw` into event-time
+//!   windows, runs the anomaly detector ([`alerts`]) on each closed window,
+//!   and writes the results to the lake tables `windows` and `alerts` and
+//!   to its sinks (`logpipe_sinks`).
+//! - [`error`] — [`StreamError`], whose kind decides what restarts.
+//!
+//! A new job (a CDC upsert, a job written in SQL) is one more folder that
+//! implements [`runtime::Job`] and uses the runtime.
 
 pub mod alerts;
-mod consume;
-mod dedup;
-pub mod raw_to_lake;
-mod restart;
-pub mod sketch;
-pub mod webhook;
-pub mod window;
-pub mod windows_job;
+pub mod error;
+pub mod raw;
+pub mod runtime;
+pub mod windows;
 
-pub use raw_to_lake::{DataLossPolicy, RawToLake, RawToLakeOptions, StreamError};
-pub use windows_job::{WindowJob, WindowJobOptions};
+pub use error::StreamError;
+pub use raw::{RawToLake, RawToLakeOptions};
+pub use windows::{WindowJob, WindowJobOptions};

@@ -6,25 +6,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use logpipe_bus::embedded::EmbeddedOptions;
-use logpipe_bus::{Bus, BusRecord, EmbeddedBus, TopicSpec};
-use logpipe_lake::{Codec, Lake};
+use logpipe_bus::{Bus, BusRecord, EmbeddedBus};
+use logpipe_config::Compression;
+use logpipe_core::job::job_metrics;
+use logpipe_lake::Lake;
+use logpipe_stream::raw::metrics::raw_metrics;
 use logpipe_stream::{RawToLake, RawToLakeOptions};
-use object_store::local::LocalFileSystem;
+use logpipe_test_utils::{FaultyBus, embedded_bus};
+use object_store::ObjectStoreExt;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt};
-
-fn topics() -> Vec<TopicSpec> {
-    ["logs.raw", "events.activity"]
-        .into_iter()
-        .map(|name| TopicSpec {
-            name: name.to_string(),
-            partitions: 3,
-            retention: Duration::from_secs(3600),
-            retention_bytes: 0,
-        })
-        .collect()
-}
 
 fn log_json(i: usize, hour: u64) -> Vec<u8> {
     // Spread over two event hours so files land in two partitions.
@@ -40,14 +30,9 @@ fn log_json(i: usize, hour: u64) -> Vec<u8> {
 /// directory (kept while the returned guard lives).
 async fn lake_and_bus() -> (tempfile::TempDir, Lake, EmbeddedBus) {
     let dir = tempfile::tempdir().unwrap();
-    let lake_dir = dir.path().join("lake");
-    std::fs::create_dir_all(&lake_dir).unwrap();
-    let lake = Lake::new(
-        Arc::new(LocalFileSystem::new_with_prefix(&lake_dir).unwrap()),
-        Codec::Zstd,
-    );
-    let bus = EmbeddedBus::open(dir.path().join("bus"), EmbeddedOptions::default()).unwrap();
-    bus.create_topics(&topics()).await.unwrap();
+    let store = logpipe_lake::resolve(dir.path().join("lake").to_str().unwrap()).unwrap();
+    let lake = Lake::open(&store, Compression::Zstd);
+    let bus = embedded_bus(&dir.path().join("bus")).await;
     (dir, lake, bus)
 }
 
@@ -190,12 +175,9 @@ async fn interrupted_commit_is_rolled_forward_exactly_once() {
 /// re-reads from the newest commit. Every record lands exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zombie_member_is_fenced_and_nothing_is_doubled() {
-    use std::sync::atomic::Ordering;
     let (_dir, lake, bus) = lake_and_bus().await;
     let shared: Arc<dyn Bus> = Arc::new(bus.clone());
-    let fenced_before = logpipe_core::metrics::metrics()
-        .lake_steps_fenced
-        .load(Ordering::Relaxed);
+    let fenced_before = raw_metrics().steps_fenced.get();
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let options = RawToLakeOptions {
@@ -233,10 +215,7 @@ async fn a_zombie_member_is_fenced_and_nothing_is_doubled() {
         job.await.unwrap().unwrap();
     }
 
-    let fenced = logpipe_core::metrics::metrics()
-        .lake_steps_fenced
-        .load(Ordering::Relaxed)
-        - fenced_before;
+    let fenced = raw_metrics().steps_fenced.get() - fenced_before;
     let counts = rows_in_lake(&lake).await;
     assert_eq!(counts.len(), total, "every record is in the lake");
     let doubled: Vec<_> = counts.iter().filter(|(_, c)| **c != 1).collect();
@@ -369,89 +348,8 @@ async fn retried_records_with_an_id_reach_the_lake_once() {
     bus.shutdown();
 }
 
-/// The embedded bus, with a fault planted in the next poll of any of its
-/// consumers: a stand-in for a broker that stops answering for a moment.
-struct Faulty {
-    inner: EmbeddedBus,
-    fault: Arc<std::sync::Mutex<Option<logpipe_bus::BusError>>>,
-}
-
-struct FaultyConsumer {
-    inner: Box<dyn logpipe_bus::Consumer>,
-    fault: Arc<std::sync::Mutex<Option<logpipe_bus::BusError>>>,
-}
-
-#[async_trait::async_trait]
-impl Bus for Faulty {
-    async fn create_topics(&self, topics: &[TopicSpec]) -> logpipe_bus::Result<()> {
-        self.inner.create_topics(topics).await
-    }
-    fn partitions(&self, topic: &str) -> logpipe_bus::Result<u32> {
-        self.inner.partitions(topic)
-    }
-    async fn append(&self, topic: &str, records: Vec<BusRecord>) -> logpipe_bus::Result<()> {
-        self.inner.append(topic, records).await
-    }
-    async fn consumer(
-        &self,
-        group: &str,
-        topics: &[&str],
-    ) -> logpipe_bus::Result<Box<dyn logpipe_bus::Consumer>> {
-        Ok(Box::new(FaultyConsumer {
-            inner: self.inner.consumer(group, topics).await?,
-            fault: self.fault.clone(),
-        }))
-    }
-    async fn reader(
-        &self,
-        group: &str,
-        topics: &[&str],
-    ) -> logpipe_bus::Result<Box<dyn logpipe_bus::Consumer>> {
-        self.inner.reader(group, topics).await
-    }
-    fn end_offsets(&self, topic: &str) -> logpipe_bus::Result<Vec<u64>> {
-        self.inner.end_offsets(topic)
-    }
-}
-
-#[async_trait::async_trait]
-impl logpipe_bus::Consumer for FaultyConsumer {
-    fn assignment(&self) -> Vec<logpipe_bus::TopicPartition> {
-        self.inner.assignment()
-    }
-    fn seek(&mut self, topic: &str, partition: u32, offset: u64) -> logpipe_bus::Result<()> {
-        self.inner.seek(topic, partition, offset)
-    }
-    async fn poll(
-        &mut self,
-        max_records: usize,
-        timeout: Duration,
-    ) -> logpipe_bus::Result<Vec<logpipe_bus::ConsumedRecord>> {
-        if let Some(fault) = self.fault.lock().unwrap().take() {
-            return Err(fault);
-        }
-        self.inner.poll(max_records, timeout).await
-    }
-    async fn commit(
-        &mut self,
-        offsets: &[(logpipe_bus::TopicPartition, u64)],
-    ) -> logpipe_bus::Result<()> {
-        self.inner.commit(offsets).await
-    }
-    fn start_offsets(&self, topic: &str) -> logpipe_bus::Result<Vec<u64>> {
-        self.inner.start_offsets(topic)
-    }
-    async fn close(&mut self) {
-        self.inner.close().await
-    }
-}
-
 fn restarts_of_raw() -> u64 {
-    logpipe_core::metrics::analytics()
-        .stream_restarts
-        .get("raw")
-        .copied()
-        .unwrap_or(0)
+    job_metrics().restarts.get(&["raw"])
 }
 
 /// A poll that fails the way a broker that went away does: the job starts
@@ -461,11 +359,7 @@ fn restarts_of_raw() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bus_failure_restarts_the_job_from_its_last_commit() {
     let (_dir, lake, bus) = lake_and_bus().await;
-    let fault = Arc::new(std::sync::Mutex::new(None));
-    let faulty: Arc<dyn Bus> = Arc::new(Faulty {
-        inner: bus.clone(),
-        fault: fault.clone(),
-    });
+    let faulty = FaultyBus::new(Arc::new(bus.clone()));
     let records = |range: std::ops::Range<usize>| -> Vec<BusRecord> {
         range
             .map(|i| BusRecord::new(format!("svc-{}", i % 5).into_bytes(), log_json(i, 0)))
@@ -477,8 +371,9 @@ async fn a_bus_failure_restarts_the_job_from_its_last_commit() {
         flush_interval: Duration::from_millis(50),
         ..RawToLakeOptions::default()
     };
-    let job =
-        tokio::spawn(RawToLake::new(faulty.clone(), lake.clone(), options.clone()).run(stopped));
+    let job = tokio::spawn(
+        RawToLake::new(Arc::new(faulty.clone()), lake.clone(), options.clone()).run(stopped),
+    );
     let wait_for_rows = async |rows: usize| {
         for _ in 0..400 {
             if rows_in_lake(&lake).await.len() >= rows {
@@ -490,13 +385,13 @@ async fn a_bus_failure_restarts_the_job_from_its_last_commit() {
     };
     bus.append("logs.raw", records(0..300)).await.unwrap();
     wait_for_rows(300).await;
-    *fault.lock().unwrap() = Some(logpipe_bus::BusError::Kafka(
+    faulty.fail_next_poll(logpipe_bus::BusError::Kafka(
         "injected: broker transport failure".into(),
     ));
     // Appended while the job fails and waits to start again.
     bus.append("logs.raw", records(300..600)).await.unwrap();
     wait_for_rows(600).await;
-    assert!(fault.lock().unwrap().is_none(), "the fault was never hit");
+    assert!(!faulty.poll_fault_pending(), "the fault was never hit");
     assert_eq!(
         restarts_of_raw() - restarts_before,
         1,
@@ -513,10 +408,10 @@ async fn a_bus_failure_restarts_the_job_from_its_last_commit() {
 
     // Not transient: the job stops and says why.
     let (_stop, stopped) = tokio::sync::watch::channel(false);
-    *fault.lock().unwrap() = Some(logpipe_bus::BusError::Corrupt(
+    faulty.fail_next_poll(logpipe_bus::BusError::Corrupt(
         "injected: bad segment".into(),
     ));
-    let error = RawToLake::new(faulty, lake.clone(), options)
+    let error = RawToLake::new(Arc::new(faulty), lake.clone(), options)
         .run(stopped)
         .await
         .expect_err("a corrupt bus stops the job");

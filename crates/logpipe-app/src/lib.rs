@@ -1,0 +1,313 @@
+//! The application: which roles a process runs, how the crates are put
+//! together for them, and the supervisor that runs and stops them.
+//!
+//! `logpipe up` is a [`Pipeline`] with every role; `logpipe collector` has
+//! the collector (and the query API); `logpipe stream` has stream jobs. The
+//! binary only parses arguments and picks the roles.
+//!
+//! - [`Role`]: one part of the pipeline a process can run.
+//! - `wiring.rs`: opening each component from its config section.
+//! - [`supervisor`]: named tasks in stages, the ordered shutdown.
+//! - [`console`]: the banner and the status line of `logpipe up`.
+//!
+//! A process opens only what its roles need: a collector-only process has
+//! no lake, creates no lake directory, and serves no query API unless
+//! asked.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use logpipe_bus::BusHandle;
+use logpipe_config::{BusKind, Resolved};
+use logpipe_core::job::Shutdown;
+use logpipe_core::topics;
+use logpipe_ingest::{Collector, CollectorSettings};
+use logpipe_query::QueryEngine;
+use logpipe_sinks::bus_topic::BusTopicSink;
+use logpipe_stream::{RawToLake, RawToLakeOptions, WindowJob, WindowJobOptions};
+
+pub mod console;
+pub mod supervisor;
+pub mod wiring;
+
+use supervisor::{Ends, StageId, Supervisor};
+
+/// One part of the pipeline a process can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// The HTTP collector (a source of bus records).
+    Collector,
+    /// `POST /api/query` and `GET /api/alerts` over the lake.
+    QueryApi,
+    /// The raw→lake job (a member of the bus group on Kafka).
+    RawJob,
+    /// Windows and alerts (one process over all partitions).
+    WindowJob,
+    /// The report scheduler.
+    Reports,
+    /// The built-in generator, posting to this process's collector (or
+    /// `generator.target`).
+    Generator,
+}
+
+impl Role {
+    /// Every role the configuration turns on: what `logpipe up` runs.
+    pub fn all_enabled(resolved: &Resolved) -> BTreeSet<Role> {
+        let config = &resolved.config;
+        let mut roles = BTreeSet::from([Role::Collector, Role::QueryApi, Role::RawJob]);
+        if config.windows.enabled {
+            roles.insert(Role::WindowJob);
+        }
+        if config.reports.schedule {
+            roles.insert(Role::Reports);
+        }
+        if config.generator.enabled {
+            roles.insert(Role::Generator);
+        }
+        roles
+    }
+
+    fn is_job(self) -> bool {
+        matches!(self, Role::RawJob | Role::WindowJob)
+    }
+}
+
+/// Fails unless the bus is shared by processes: a single role of `command`
+/// needs a bus outside this process.
+pub fn require_shared_bus(resolved: &Resolved, command: &str) -> Result<()> {
+    if resolved.config.bus.kind != BusKind::Kafka {
+        bail!(
+            "`logpipe {command}` runs one role against a Kafka cluster: set bus.kind = \"kafka\" \
+             (or pass --bus kafka --brokers HOST:PORT). The embedded bus lives inside one process; \
+             `logpipe up` runs every role there."
+        );
+    }
+    Ok(())
+}
+
+/// A process's roles over a resolved configuration.
+pub struct Pipeline {
+    resolved: Resolved,
+    roles: BTreeSet<Role>,
+}
+
+/// The stages of a running pipeline, in shutdown order.
+struct Stages {
+    ingest: StageId,
+    jobs: StageId,
+    sinks: StageId,
+}
+
+/// A started pipeline: its tasks run until [`Running::wait`] sees a signal
+/// or a failure.
+pub struct Running {
+    supervisor: Supervisor,
+    stages: Stages,
+    bus: BusHandle,
+    /// `http://HOST:PORT` when the process serves HTTP.
+    pub base_url: Option<String>,
+}
+
+impl Pipeline {
+    pub fn new(resolved: Resolved, roles: BTreeSet<Role>) -> Pipeline {
+        Pipeline { resolved, roles }
+    }
+
+    pub fn resolved(&self) -> &Resolved {
+        &self.resolved
+    }
+
+    fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    /// Opens what the roles need and starts their tasks.
+    pub async fn start(self) -> Result<Running> {
+        let resolved = &self.resolved;
+        let config = &resolved.config;
+        config.validate()?;
+        let bus = logpipe_bus::open(&config.bus, &resolved.bus_dir, &config.topics).await?;
+
+        let mut supervisor = Supervisor::new();
+        let stages = Stages {
+            ingest: supervisor.stage("ingest", Ends::Nothing),
+            jobs: supervisor.stage("jobs", Ends::Run),
+            sinks: supervisor.stage("sinks", Ends::Nothing),
+        };
+
+        let needs_lake = self.roles.iter().any(|r| r.is_job() || *r == Role::Reports);
+        let store = if needs_lake || self.has(Role::QueryApi) {
+            Some(wiring::lake_store(resolved)?)
+        } else {
+            None
+        };
+        let lake = match (&store, needs_lake) {
+            (Some(store), true) => Some(wiring::lake(resolved, store)?),
+            _ => None,
+        };
+
+        let listener = if self.has(Role::Collector) || self.has(Role::QueryApi) {
+            let listener = tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {} (is another logpipe running?)",
+                        config.listen
+                    )
+                })?;
+            Some(listener)
+        } else {
+            None
+        };
+        let base_url = match &listener {
+            Some(listener) => Some(format!("http://{}", listener.local_addr()?)),
+            None => None,
+        };
+        // The alerts' links and the generator's target when nothing serves.
+        let public_url = base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.listen));
+
+        let postgres = if self.has(Role::WindowJob) || self.has(Role::Reports) {
+            wiring::postgres(resolved).await?.map(Arc::new)
+        } else {
+            None
+        };
+
+        if let Some(listener) = listener {
+            let mut router = logpipe_http::ops_routes();
+            if self.has(Role::Collector) {
+                let settings = CollectorSettings::from_config(resolved);
+                router = router
+                    .merge(Collector::new(bus.bus.clone(), settings).routes())
+                    .merge(logpipe_gen::sample_router());
+            }
+            if let Some(store) = store.as_ref().filter(|_| self.has(Role::QueryApi)) {
+                let engine = Arc::new(QueryEngine::open(store).await?);
+                router = router.merge(logpipe_http::query_routes(engine));
+            }
+            let mut stop = supervisor.shutdown(stages.ingest);
+            supervisor.spawn(stages.ingest, "HTTP server", async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                    })
+                    .await
+                    .context("HTTP server error")
+            });
+        }
+
+        if let Some(lake) = &lake {
+            if self.has(Role::RawJob) {
+                let job = RawToLake::new(
+                    bus.bus.clone(),
+                    lake.clone(),
+                    RawToLakeOptions::from_config(resolved),
+                );
+                let stop = supervisor.shutdown(stages.jobs);
+                supervisor.spawn(stages.jobs, "raw→lake job", async move {
+                    Ok(job.run(stop).await?)
+                });
+            }
+            if self.has(Role::WindowJob) {
+                let webhook = wiring::webhook(resolved, &public_url);
+                let sinks = wiring::window_sinks(
+                    postgres.as_ref(),
+                    BusTopicSink::new(bus.bus.clone(), topics::ALERTS_REALTIME),
+                    webhook.as_ref(),
+                );
+                let job = WindowJob::new(
+                    bus.bus.clone(),
+                    lake.clone(),
+                    WindowJobOptions::from_config(&config.windows, &config.alerts, &config.lake),
+                    sinks,
+                );
+                let stop = supervisor.shutdown(stages.jobs);
+                supervisor.spawn(stages.jobs, "window job", async move {
+                    Ok(job.run(stop).await?)
+                });
+                if let Some(webhook) = webhook {
+                    let mut stop = supervisor.shutdown(stages.sinks);
+                    supervisor.spawn(stages.sinks, "alert webhook", async move {
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                        webhook.finish().await;
+                        Ok(())
+                    });
+                }
+            }
+            if self.has(Role::Reports) {
+                let schedules = config.reports.schedules()?;
+                let sinks: Vec<Arc<dyn logpipe_sinks::StepSink>> = postgres
+                    .iter()
+                    .map(|p| p.clone() as Arc<dyn logpipe_sinks::StepSink>)
+                    .collect();
+                let runner = logpipe_batch::BatchRunner::open(lake.clone(), sinks).await?;
+                let stop = supervisor.shutdown(stages.ingest);
+                supervisor.spawn(stages.ingest, "report scheduler", async move {
+                    logpipe_batch::schedule::run(Arc::new(runner), schedules, stop).await;
+                    Ok(())
+                });
+            }
+        }
+
+        if self.has(Role::Generator) {
+            let generator = config.generator.clone();
+            let target = if generator.target.is_empty() {
+                public_url.clone()
+            } else {
+                generator.target.clone()
+            };
+            let stop = supervisor.shutdown(stages.ingest);
+            supervisor.spawn(stages.ingest, "generator", async move {
+                logpipe_gen::scheduled::run(generator, target, stop).await;
+                Ok(())
+            });
+        }
+
+        Ok(Running {
+            supervisor,
+            stages,
+            bus,
+            base_url,
+        })
+    }
+}
+
+impl Running {
+    /// Adds a task that stops with ingest (the status line).
+    pub fn spawn_with_ingest(
+        &mut self,
+        name: &'static str,
+        task: impl FnOnce(Shutdown) -> futures::future::BoxFuture<'static, Result<()>>,
+    ) {
+        let stop = self.supervisor.shutdown(self.stages.ingest);
+        self.supervisor.spawn(self.stages.ingest, name, task(stop));
+    }
+
+    /// Runs until Ctrl-C, SIGTERM or a failure; then stops ingest, lets the
+    /// jobs drain the bus and commit, stops the sinks, and shuts the bus
+    /// down. Returns the first failure, named after its task.
+    pub async fn wait(self) -> Result<()> {
+        let result = self.supervisor.run(shutdown_signal()).await;
+        self.bus.shutdown();
+        result
+    }
+}
+
+/// Ctrl-C or SIGTERM, whichever comes first.
+pub async fn shutdown_signal() -> &'static str {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops logpipe");
+                let _ = tokio::signal::ctrl_c().await;
+                return "Ctrl-C";
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "Ctrl-C",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}

@@ -1,0 +1,81 @@
+//! Opening each runtime component from its config section: the one place
+//! the crates are put together.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use logpipe_config::Resolved;
+use logpipe_lake::{Lake, LakeStore};
+use logpipe_sinks::StepSink;
+use logpipe_sinks::bus_topic::BusTopicSink;
+use logpipe_sinks::postgres::{Postgres, PostgresSink};
+use logpipe_sinks::webhook::{WebhookOptions, WebhookSink};
+
+/// Attempts per alert POST before the webhook drops it (logged and counted).
+const WEBHOOK_ATTEMPTS: u32 = 8;
+
+/// Opens the lake root `lake.root` (or `data_dir`) names.
+pub fn lake_store(resolved: &Resolved) -> Result<LakeStore> {
+    logpipe_lake::resolve(&resolved.lake_root).context("cannot open the lake")
+}
+
+/// The lake over `store`, writing with `[lake]`'s compression. A local
+/// root is created here, by the roles that write it, so `logpipe sql` finds
+/// it even before the first commit.
+pub fn lake(resolved: &Resolved, store: &LakeStore) -> Result<Lake> {
+    if let Some(dir) = store.local_dir() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the lake directory {}", dir.display()))?;
+    }
+    Ok(Lake::open(store, resolved.config.lake.compression))
+}
+
+/// Connects to `postgres.url` when set (and migrates its schema).
+pub async fn postgres(resolved: &Resolved) -> Result<Option<PostgresSink>> {
+    let url = &resolved.config.postgres.url;
+    if url.is_empty() {
+        return Ok(None);
+    }
+    let client = Postgres::connect(url)
+        .await
+        .context("postgres.url is set but PostgreSQL cannot be used (unset it to keep results in the lake only)")?;
+    tracing::info!(
+        url = client.url_redacted(),
+        "PostgreSQL connected, schema up to date"
+    );
+    Ok(Some(PostgresSink::new(client)))
+}
+
+/// The alert webhook, when alerts are on and a URL is configured. Its
+/// alerts link to `base_url`'s `/api/alerts`.
+pub fn webhook(resolved: &Resolved, base_url: &str) -> Option<Arc<WebhookSink>> {
+    let alerts = &resolved.config.alerts;
+    if !alerts.enabled || alerts.webhook_url.is_empty() {
+        return None;
+    }
+    Some(Arc::new(WebhookSink::spawn(WebhookOptions {
+        url: alerts.webhook_url.clone(),
+        timeout: alerts.webhook_timeout,
+        resend_every: alerts.webhook_resend,
+        generator_url: format!("{base_url}{}", logpipe_core::api::ALERTS),
+        attempts: WEBHOOK_ATTEMPTS,
+    })))
+}
+
+/// The window job's sinks: PostgreSQL (blocking), the alerts topic and the
+/// webhook (best effort), in that order.
+pub fn window_sinks(
+    postgres: Option<&Arc<PostgresSink>>,
+    alerts_topic: BusTopicSink,
+    webhook: Option<&Arc<WebhookSink>>,
+) -> Vec<Arc<dyn StepSink>> {
+    let mut sinks: Vec<Arc<dyn StepSink>> = Vec::new();
+    if let Some(postgres) = postgres {
+        sinks.push(postgres.clone());
+    }
+    sinks.push(Arc::new(alerts_topic));
+    if let Some(webhook) = webhook {
+        sinks.push(webhook.clone());
+    }
+    sinks
+}

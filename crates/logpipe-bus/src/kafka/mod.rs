@@ -1,0 +1,201 @@
+//! The Kafka bus: the same topics on a Kafka-protocol broker cluster, through
+//! librdkafka (rdkafka's bundled build).
+//!
+//! - **Producing.** One idempotent producer (`enable.idempotence`,
+//!   `acks=all`). `append` resolves only when every record of the call has a
+//!   delivery report; a full local queue or a broker that does not confirm
+//!   within `delivery_timeout` is [`BusError::Busy`] (HTTP 503 with
+//!   `Retry-After`), never a silent drop. Each record goes to the partition
+//!   [`partition_for_key`] picks, the hash Kafka's Java clients use, so keys
+//!   land where they land on the embedded bus and for other producers.
+//! - **Topics.** Created at start with the configured partitions,
+//!   replication and retention (no reliance on broker auto-creation);
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use logpipe_config::KafkaBusConfig;
+use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
+
+use crate::kafka::consumer::KafkaConsumer;
+use crate::kafka::context::LogContext;
+use crate::kafka::rebalance::Membership;
+use crate::{Bus, BusError, BusRecord, Consumer, Result, TopicSpec};
+
+mod cluster;
+mod consumer;
+mod context;
+mod gaps;
+mod headers;
+mod producer;
+mod rebalance;
+
+/// Metadata and watermark requests wait at most this long.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the log-end offsets (for lag) are refreshed in the background.
+const END_OFFSETS_REFRESH: Duration = Duration::from_secs(2);
+
+/// The Kafka implementation of [`Bus`].
+#[derive(Clone)]
+pub struct KafkaBus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: KafkaBusConfig,
+    /// Shared by every client of this bus (see [`LogContext`]).
+    context: LogContext,
+    /// Replaced when it hits a fatal error (see [`Inner::replace_producer`]).
+    producer: Mutex<Arc<FutureProducer<LogContext>>>,
+    /// Partition counts of the topics this process created or looked up.
+    partitions: Mutex<HashMap<String, u32>>,
+    /// Log-end offsets per topic, refreshed in the background.
+    end_offsets: Mutex<HashMap<String, Vec<u64>>>,
+}
+
+fn kafka_error(what: &str, error: KafkaError) -> BusError {
+    BusError::Kafka(format!("{what}: {error}"))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn create_topics(&self, specs: &[TopicSpec]) -> Result<()> {
+        let view = self.metadata(None).await?;
+        let replication = self.inner.options.replication_factor;
+        let mut missing = Vec::new();
+        let mut existing = Vec::new();
+        for spec in specs {
+            match view.topics.get(&spec.name) {
+                Some(topic) => {
+                    lock(&self.inner.partitions).insert(spec.name.clone(), topic.partitions);
+                    existing.push((spec, topic));
+                }
+                None => missing.push(spec),
+            }
+        }
+        if !existing.is_empty() {
+            self.verify_topics(&existing).await;
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if replication as usize > view.brokers {
+            return Err(BusError::Misconfigured(format!(
+                "bus.kafka.replication_factor is {replication} but the cluster at {} has {} broker{}; \
+                 a topic cannot have more replicas than brokers (the seed's InvalidReplicationFactor). \
+                 Set bus.kafka.replication_factor to at most {}",
+                self.inner.options.brokers,
+                view.brokers,
+                if view.brokers == 1 { "" } else { "s" },
+                view.brokers
+            )));
+        }
+        let settings: Vec<(String, String)> = missing
+            .iter()
+            .map(|spec| {
+                let bytes = if spec.retention_bytes == 0 {
+                    "-1".to_string()
+                } else {
+                    spec.retention_bytes.to_string()
+                };
+                (spec.retention.as_millis().to_string(), bytes)
+            })
+            .collect();
+        let new_topics: Vec<NewTopic<'_>> = missing
+            .iter()
+            .zip(&settings)
+            .map(|(spec, (retention_ms, retention_bytes))| {
+                NewTopic::new(
+                    &spec.name,
+                    spec.partitions as i32,
+                    TopicReplication::Fixed(replication as i32),
+                )
+                .set("retention.ms", retention_ms)
+                .set("retention.bytes", retention_bytes)
+                // Explicit, not the broker's default: a compacted topic
+                // keeps only the newest record per key, and logpipe's keys
+                // are service names and user ids.
+                .set("cleanup.policy", "delete")
+            })
+            .collect();
+        let admin = self.admin()?;
+        let results = admin
+            .create_topics(
+                &new_topics,
+                &AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT)),
+            )
+            .await
+            .map_err(|e| kafka_error("creating topics failed", e))?;
+        for result in results {
+            match result {
+                Ok(name) => tracing::info!(topic = name, "created Kafka topic"),
+                // Another logpipe process created it first.
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(BusError::Kafka(format!(
+                        "creating topic {name:?} failed: {code}"
+                    )));
+                }
+            }
+        }
+        // Wait until the metadata shows every topic with its partitions.
+        let deadline = Instant::now() + METADATA_TIMEOUT;
+        loop {
+            let view = self.metadata(None).await?;
+            let shown: Vec<_> = missing
+                .iter()
+                .filter_map(|spec| view.topics.get(&spec.name).map(|t| (spec, t.partitions)))
+                .collect();
+            if shown.len() == missing.len() {
+                for (spec, partitions) in shown {
+                    lock(&self.inner.partitions).insert(spec.name.clone(), partitions);
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(BusError::Kafka(
+                    "created topics did not show up in the cluster metadata".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn partitions(&self, topic: &str) -> Result<u32> {
+        self.inner.partitions(topic)
+    }
+
+    async fn append(&self, topic: &str, records: Vec<BusRecord>) -> Result<()> {
+        let partitions = self.partitions(topic)?;
+        self.produce(&self.inner.producer(), topic, partitions, &records)
+            .await
+    }
+
+    async fn consumer(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>> {
+        let consumer = KafkaConsumer::open(self, group, topics, Membership::Group)?;
+        Ok(Box::new(consumer))
+    }
+
+    async fn reader(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>> {
+        let consumer = KafkaConsumer::open(self, group, topics, Membership::Reader)?;
+        Ok(Box::new(consumer))
+    }
+
+    fn end_offsets(&self, topic: &str) -> Result<Vec<u64>> {
+        lock(&self.inner.end_offsets)
+            .get(topic)
+            .cloned()
+            .ok_or_else(|| BusError::UnknownTopic(topic.to_string()))
+    }
+}

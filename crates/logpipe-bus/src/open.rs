@@ -1,0 +1,91 @@
+//! From `[bus]` and `[topics]` to a running bus with its topics.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use logpipe_config::{BusConfig, BusKind, TopicsConfig};
+
+use crate::{Bus, BusError, EmbeddedBus, TopicSpec};
+
+/// Why the bus could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the embedded bus in {dir}: {source}")]
+    Embedded { dir: String, source: BusError },
+    #[error("bus.kind is \"kafka\" but the cluster at bus.kafka.brokers cannot be used: {0}")]
+    Connect(BusError),
+    #[error("cannot create or check the topics: {0}")]
+    Topics(BusError),
+    #[error(
+        "bus.kind is \"kafka\" but this logpipe was built without Kafka (cargo feature `kafka`); build it with default features"
+    )]
+    KafkaNotBuilt,
+}
+
+/// A running bus. The embedded bus is kept as itself too, to be shut down
+/// (its writer fsyncs what is queued) after every job has drained.
+pub struct BusHandle {
+    pub bus: Arc<dyn Bus>,
+    embedded: Option<EmbeddedBus>,
+}
+
+impl BusHandle {
+    /// Stops the embedded bus's writer after the appends already queued.
+    /// Nothing to do for Kafka.
+    pub fn shutdown(&self) {
+        if let Some(bus) = &self.embedded {
+            bus.shutdown();
+        }
+    }
+}
+
+/// The topics `[topics]` describes.
+pub fn topic_specs(topics: &TopicsConfig) -> Vec<TopicSpec> {
+    topics
+        .all()
+        .into_iter()
+        .map(|(name, topic)| TopicSpec {
+            name: name.to_string(),
+            partitions: topic.partitions,
+            retention: topic.retention,
+            retention_bytes: topic.retention_bytes,
+        })
+        .collect()
+}
+
+/// Opens the configured bus (the embedded one in `dir`) and creates the
+/// topics that are missing.
+pub async fn open(
+    config: &BusConfig,
+    dir: &Path,
+    topics: &TopicsConfig,
+) -> Result<BusHandle, OpenError> {
+    let specs = topic_specs(topics);
+    match config.kind {
+        BusKind::Embedded => {
+            let bus =
+                EmbeddedBus::open(dir, &config.embedded).map_err(|source| OpenError::Embedded {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
+            bus.create_topics(&specs).await.map_err(OpenError::Topics)?;
+            Ok(BusHandle {
+                bus: Arc::new(bus.clone()),
+                embedded: Some(bus),
+            })
+        }
+        #[cfg(feature = "kafka")]
+        BusKind::Kafka => {
+            let bus = crate::kafka::KafkaBus::connect(&config.kafka)
+                .await
+                .map_err(OpenError::Connect)?;
+            bus.create_topics(&specs).await.map_err(OpenError::Topics)?;
+            Ok(BusHandle {
+                bus: Arc::new(bus),
+                embedded: None,
+            })
+        }
+        #[cfg(not(feature = "kafka"))]
+        BusKind::Kafka => Err(OpenError::KafkaNotBuilt),
+    }
+}

@@ -1,0 +1,271 @@
+//! The command line: every flag of every command, as clap types.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use logpipe_config::{BusKind, Config, Resolved};
+use logpipe_lake::LakeStore;
+
+#[derive(Parser)]
+#[command(
+    name = "logpipe",
+    version,
+    about = "A log and event pipeline in one binary: collector, bus, Parquet lake, SQL.",
+    long_about = "A log and event pipeline in one binary.\n\n\
+        `logpipe up` runs generator, HTTP collector, embedded bus, raw→lake job and query API \
+        in one process with built-in defaults (no config file needed).\n\n\
+        Configuration layers: built-in defaults → logpipe.toml (or --config) → LOGPIPE__SECTION__KEY \
+        environment variables → flags. Log verbosity: LOGPIPE_LOG (e.g. LOGPIPE_LOG=debug)."
+)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the whole pipeline in this process until Ctrl-C or SIGTERM.
+    Up(UpArgs),
+    /// Send synthetic records to a collector, wait for every acknowledgement, report.
+    Generate(GenerateArgs),
+    /// Run a read-only SQL statement over the lake (tables `logs`, `events`,
+    /// `windows`, `alerts`, `daily_report`, `weekly_analysis`,
+    /// `service_analysis`, `job_runs`).
+    Sql(SqlArgs),
+    /// Run one batch report now (re-running a period replaces its output).
+    Batch(BatchArgs),
+    /// Run only the HTTP collector (and query API) against a Kafka cluster;
+    /// start as many as the load needs.
+    Collector(CollectorArgs),
+    /// Run only stream jobs against a Kafka cluster. `raw` processes in one
+    /// consumer group share the partitions; run `windows` in one process.
+    Stream(StreamArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct BusArgs {
+    /// Bus: `embedded` (inside this process) or `kafka` [default: bus.kind, embedded].
+    #[arg(long, value_name = "KIND")]
+    pub(crate) bus: Option<BusKind>,
+    /// Kafka bootstrap servers HOST:PORT[,HOST:PORT…] (sets bus.kafka.brokers).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) brokers: Option<String>,
+}
+
+impl BusArgs {
+    pub(crate) fn apply(&self, config: &mut Config) {
+        if let Some(kind) = self.bus {
+            config.bus.kind = kind;
+        }
+        if let Some(brokers) = &self.brokers {
+            config.bus.kafka.brokers = brokers.clone();
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct CollectorArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    #[command(flatten)]
+    pub(crate) bus: BusArgs,
+    /// HTTP address [default: listen from the config, 127.0.0.1:8081].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) listen: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StreamJobArg {
+    /// raw → lake, in the consumer group bus.kafka.group.
+    Raw,
+    /// Windows and alerts over all partitions (one process only).
+    Windows,
+}
+
+#[derive(Args)]
+pub(crate) struct StreamArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    #[command(flatten)]
+    pub(crate) bus: BusArgs,
+    /// Jobs to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "raw")]
+    pub(crate) jobs: Vec<StreamJobArg>,
+}
+
+#[derive(Args)]
+pub(crate) struct BatchArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    #[command(subcommand)]
+    pub(crate) report: BatchReport,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum BatchReport {
+    /// daily_report for one UTC day → DIR/reports/daily/date=YYYY-MM-DD/
+    Daily {
+        /// The day [default: yesterday, UTC].
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        date: Option<chrono::NaiveDate>,
+    },
+    /// weekly_analysis for one ISO week → DIR/reports/weekly/week=YYYY-Www/
+    Weekly {
+        /// The week, e.g. 2026-W02 [default: last week].
+        #[arg(long, value_name = "YYYY-Www", conflicts_with = "date")]
+        week: Option<String>,
+        /// Any day of the week instead of --week.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        date: Option<chrono::NaiveDate>,
+    },
+    /// service_analysis over whole UTC days → DIR/analysis/service/start_date=…/end_date=…/
+    Service {
+        /// First day [default: 7 days ago].
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        from: Option<chrono::NaiveDate>,
+        /// Last day, included [default: yesterday].
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        to: Option<chrono::NaiveDate>,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct ConfigArgs {
+    /// Configuration file (default: ./logpipe.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Where the bus, the lake and checkpoints live [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    pub(crate) fn load(&self) -> Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+
+    /// For commands that read a lake `logpipe up` made: the resolved
+    /// configuration and the lake's store, which must exist when local.
+    pub(crate) fn load_existing(&self) -> Result<(Resolved, LakeStore)> {
+        let resolved = self.load()?.resolve();
+        let store = logpipe_app::wiring::lake_store(&resolved)?;
+        if let Some(dir) = store.local_dir()
+            && !dir.exists()
+        {
+            bail!(
+                "data directory {} does not exist (run `logpipe up` first, or pass --data-dir)",
+                dir.display()
+            );
+        }
+        Ok((resolved, store))
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    #[command(flatten)]
+    pub(crate) bus: BusArgs,
+    /// HTTP address for collector, query API, /health and /metrics [default: 127.0.0.1:8081].
+    /// Port 0 picks a free port (printed at start).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) listen: Option<String>,
+    /// Do not run the built-in generator (only accept records over HTTP).
+    #[arg(long)]
+    pub(crate) no_generator: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum KindArg {
+    Logs,
+    Events,
+}
+
+#[derive(Args)]
+pub(crate) struct GenerateArgs {
+    /// Collector base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    pub(crate) target: String,
+    /// Records to send.
+    #[arg(long)]
+    pub(crate) count: u64,
+    /// Record kind.
+    #[arg(long, value_enum, default_value = "logs")]
+    pub(crate) kind: KindArg,
+    /// Records per second (default: as fast as acknowledgements allow).
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+    /// Records per request.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) batch_size: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) concurrency: usize,
+    /// Share of logs at ERROR level.
+    #[arg(long, default_value_t = 0.05)]
+    pub(crate) error_rate: f64,
+    /// Give up on a batch after retrying this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub(crate) retry_for_secs: u64,
+    /// Inject an anomaly: KIND:SERVICE:START:DURATION, KIND one of
+    /// error_burst, latency_spike, silence; START counted from the first
+    /// record (e.g. error_burst:payment-service:30s:1m). Repeatable.
+    #[arg(long, value_name = "KIND:SERVICE:START:DURATION", value_parser = parse_incident)]
+    pub(crate) incident: Vec<logpipe_config::IncidentConfig>,
+}
+
+pub(crate) fn parse_incident(text: &str) -> Result<logpipe_config::IncidentConfig, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let [kind, service, start, duration] = parts[..] else {
+        return Err(format!(
+            "{text:?} is not KIND:SERVICE:START:DURATION (e.g. error_burst:payment-service:30s:1m)"
+        ));
+    };
+    let kind = match kind {
+        "error_burst" => logpipe_config::IncidentKind::ErrorBurst,
+        "latency_spike" => logpipe_config::IncidentKind::LatencySpike,
+        "silence" => logpipe_config::IncidentKind::Silence,
+        other => {
+            return Err(format!(
+                "unknown incident kind {other:?}: use error_burst, latency_spike or silence"
+            ));
+        }
+    };
+    let duration_of = |what: &str, value: &str| {
+        humantime::parse_duration(value)
+            .map_err(|e| format!("incident {what} {value:?} is not a duration (e.g. 30s): {e}"))
+    };
+    Ok(logpipe_config::IncidentConfig {
+        kind,
+        service: service.to_string(),
+        start: duration_of("start", start)?,
+        duration: duration_of("duration", duration)?,
+    })
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum FormatArg {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Args)]
+pub(crate) struct SqlArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub(crate) format: FormatArg,
+    /// Print at most this many rows.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) max_rows: usize,
+    /// The statement, e.g. "SELECT level, count(*) FROM logs GROUP BY level".
+    pub(crate) sql: String,
+}

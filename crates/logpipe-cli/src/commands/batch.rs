@@ -1,0 +1,68 @@
+//! `logpipe batch`: one report now.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use logpipe_app::wiring;
+use logpipe_batch::{BatchRunner, Report};
+use logpipe_sinks::StepSink;
+
+use crate::args::{BatchArgs, BatchReport};
+
+pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode> {
+    let (resolved, store) = args.config.load_existing()?;
+    let today = chrono::Utc::now().date_naive();
+    let report = match args.report {
+        BatchReport::Daily { date } => Report::Daily {
+            date: date.unwrap_or(today - chrono::Duration::days(1)),
+        },
+        BatchReport::Weekly {
+            week: Some(week), ..
+        } => Report::parse_week(&week)?,
+        BatchReport::Weekly { date, .. } => {
+            Report::weekly_of(date.unwrap_or(today - chrono::Duration::days(7)))
+        }
+        BatchReport::Service { from, to } => {
+            let start = from.unwrap_or(today - chrono::Duration::days(7));
+            let end = to.unwrap_or(today - chrono::Duration::days(1));
+            if end < start {
+                bail!("--to {end} is before --from {start}");
+            }
+            Report::Service { start, end }
+        }
+    };
+    let sinks: Vec<Arc<dyn StepSink>> = match wiring::postgres(&resolved).await? {
+        Some(postgres) => vec![Arc::new(postgres)],
+        None => Vec::new(),
+    };
+    let runner = BatchRunner::open(wiring::lake(&resolved, &store)?, sinks).await?;
+    let terminal = std::io::stderr().is_terminal();
+    let progress = |stage: &str| {
+        if terminal {
+            eprint!("\r\x1b[2K{stage} …");
+        }
+    };
+    let outcome = runner.run(&report, &progress).await;
+    if terminal {
+        eprint!("\r\x1b[2K");
+    }
+    let summary =
+        outcome.with_context(|| format!("{} {} failed", report.job(), report.target()))?;
+    let also = if summary.sinks.contains(&"postgres") {
+        " and PostgreSQL"
+    } else {
+        ""
+    };
+    println!(
+        "{} {}: {} rows in {} ms → {}/{}{also}",
+        summary.job,
+        summary.target,
+        summary.rows,
+        summary.duration.as_millis(),
+        store,
+        summary.output,
+    );
+    Ok(ExitCode::SUCCESS)
+}

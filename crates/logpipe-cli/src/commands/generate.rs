@@ -1,0 +1,60 @@
+//! `logpipe generate`: the load client.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use logpipe_core::RecordKind;
+
+use crate::args::{GenerateArgs, KindArg};
+
+pub(crate) async fn run(args: GenerateArgs) -> Result<ExitCode> {
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&args.error_rate) {
+        bail!(
+            "--error-rate must be between 0 and 1, got {}",
+            args.error_rate
+        );
+    }
+    let kind = match args.kind {
+        KindArg::Logs => RecordKind::Log,
+        KindArg::Events => RecordKind::Event,
+    };
+    eprintln!(
+        "sending {} {} to {} ({} per request, {} in flight{})",
+        args.count,
+        kind,
+        logpipe_gen::collect_url(&args.target, kind),
+        args.batch_size,
+        args.concurrency,
+        args.rate
+            .map(|r| format!(", {r} records/s"))
+            .unwrap_or_default()
+    );
+    let report = logpipe_gen::load::run_load(logpipe_gen::load::LoadOptions {
+        target: args.target,
+        count: args.count,
+        kind,
+        rate: args.rate,
+        batch_size: args.batch_size,
+        concurrency: args.concurrency,
+        retry: logpipe_gen::load::RetryPolicy {
+            give_up_after: Some(Duration::from_secs(args.retry_for_secs)),
+            ..Default::default()
+        },
+        synthetic: logpipe_gen::synthetic::SyntheticOptions {
+            error_rate: args.error_rate,
+            incidents: args.incident,
+            ..Default::default()
+        },
+    })
+    .await;
+    println!("{}", report.summary());
+    Ok(if report.complete() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,8 @@
+//! One file per command, each a few lines over `logpipe_app`.
+
+pub(crate) mod batch;
+pub(crate) mod collector;
+pub(crate) mod generate;
+pub(crate) mod sql;
+pub(crate) mod stream;
+pub(crate) mod up;

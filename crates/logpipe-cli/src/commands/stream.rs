@@ -1,0 +1,40 @@
+//! `logpipe stream`: stream jobs against a shared bus. `raw` processes in
+//! one consumer group share the partitions; `windows` runs in one process.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use logpipe_app::{Pipeline, Role, require_shared_bus};
+
+use crate::args::{StreamArgs, StreamJobArg};
+
+pub(crate) async fn run(args: StreamArgs) -> Result<ExitCode> {
+    let mut config = args.config.load()?;
+    args.bus.apply(&mut config);
+    let resolved = config.resolve();
+    resolved.config.validate()?;
+    require_shared_bus(&resolved, "stream")?;
+    let roles: BTreeSet<Role> = args
+        .jobs
+        .iter()
+        .map(|job| match job {
+            StreamJobArg::Raw => Role::RawJob,
+            StreamJobArg::Windows => Role::WindowJob,
+        })
+        .collect();
+    let names: Vec<&str> = [(Role::RawJob, "raw"), (Role::WindowJob, "windows")]
+        .into_iter()
+        .filter(|(role, _)| roles.contains(role))
+        .map(|(_, name)| name)
+        .collect();
+    eprintln!(
+        "logpipe stream: jobs {} against Kafka {} (group {}), lake {}",
+        names.join(","),
+        resolved.config.bus.kafka.brokers,
+        resolved.config.bus.kafka.group,
+        resolved.lake_root
+    );
+    Pipeline::new(resolved, roles).start().await?.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,16 @@
+//! The binary's end-to-end tests, in one test binary (one link instead of
+//! one per file): the real `logpipe`, real HTTP, the real bus and lake, and
+//! the real services `./scripts/test.sh` starts.
+//!
+//! - `pipeline.rs`: ingest to lake, exactly once across kill -9, SQL.
+//! - `analytics.rs`: windows, alerts, PostgreSQL, the webhook.
+//! - `kafka.rs`: the same on a Kafka-protocol broker.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+/// The harnesses every module uses.
+use logpipe_test_utils as common;
+
+mod analytics;
+mod kafka;
+mod pipeline;

@@ -1,0 +1,367 @@
+//! End-to-end: the real binary, real HTTP, the real bus and lake on disk.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::{Running, assert_exactly_once, post, sql_json, wait_for_count};
+use serde_json::json;
+
+fn log(id: &str, timestamp: serde_json::Value) -> serde_json::Value {
+    json!({"timestamp": timestamp, "level": "INFO", "service": "api-gateway", "host": "worker-1",
+           "message": "Request processed successfully",
+           "metadata": {"request_id": id, "response_time_ms": 45, "status_code": 200,
+                        "endpoint": "/api/users", "method": "GET"}})
+}
+
+/// (request_id, "year/month/day/hour" from the directory, hour of the
+/// timestamp column) for every row of every Parquet file under `logs/raw`.
+fn rows_from_parquet_files(data_dir: &Path) -> Vec<(String, String, String)> {
+    use arrow::array::{AsArray, TimestampMicrosecondArray};
+    let mut rows = Vec::new();
+    let mut stack = vec![data_dir.join("logs/raw")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            assert_eq!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("parquet"),
+                "only committed Parquet files under a table: {}",
+                path.display()
+            );
+            let relative = path
+                .parent()
+                .unwrap()
+                .strip_prefix(data_dir.join("logs/raw"))
+                .unwrap();
+            let partition: Vec<String> = relative
+                .components()
+                .map(|c| {
+                    c.as_os_str()
+                        .to_string_lossy()
+                        .split('=')
+                        .nth(1)
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            let file = std::fs::File::open(&path).unwrap();
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .unwrap()
+                    .build()
+                    .unwrap();
+            for batch in reader {
+                let batch = batch.unwrap();
+                let ids = batch
+                    .column_by_name("request_id")
+                    .unwrap()
+                    .as_string::<i32>()
+                    .clone();
+                let times = batch
+                    .column_by_name("timestamp")
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .unwrap()
+                    .clone();
+                for row in 0..batch.num_rows() {
+                    let time = chrono::DateTime::from_timestamp_micros(times.value(row)).unwrap();
+                    rows.push((
+                        ids.value(row).to_string(),
+                        partition.join("/"),
+                        time.format("%Y/%-m/%-d/%-H").to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    rows.sort();
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_batches_reach_the_right_partitions_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let running = Running::start(&data, &[("LOGPIPE__COLLECTOR__MAX_BODY_BYTES", "65536")]);
+    let client = reqwest::Client::new();
+    let logs_url = format!("{}/api/collect/logs", running.base_url);
+
+    // Epoch floats and ISO strings (with Z, without offset, with +09:00),
+    // mixed with records that must be refused, each for a reason.
+    let batch = json!([
+        log("epoch", json!(1736645166.291045)),
+        {"timestamp": 1736645166, "level": "INFO", "service": "s"},
+        log("iso-z", json!("2024-01-15T10:30:00.123Z")),
+        log("iso-naive", json!("2024-01-15 10:31:00")),
+        {"timestamp": "15/01/2024", "level": "INFO", "service": "s", "message": "m"},
+        log("iso-offset", json!("2024-01-15T19:30:00+09:00")),
+        log("year-end", json!("2024-12-31T23:59:59.999999Z")),
+        {"timestamp": 1736645166, "level": "CRITICAL", "service": "s", "message": "m"},
+        log("midnight", json!(1735689600)),
+    ]);
+    let (status, answer) = post(&client, &logs_url, batch.to_string()).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["accepted"], 6);
+    let rejected: Vec<(u64, String)> = answer["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["index"].as_u64().unwrap(),
+                r["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rejected.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![1, 4, 7]
+    );
+    assert!(
+        rejected[0].1.contains("missing field `message`"),
+        "{rejected:?}"
+    );
+    assert!(rejected[1].1.contains("timestamp"), "{rejected:?}");
+    assert!(rejected[2].1.contains("level"), "{rejected:?}");
+
+    // NDJSON events, one bad line.
+    let events = concat!(
+        r#"{"event_id": "evt-1", "timestamp": 1736645166.456789, "user_id": "user_12345", "session_id": "sess_abcde", "event_type": "CLICK", "event_data": {"page": "/products/123", "element": "add_to_cart_button", "position": {"x": 450, "y": 320}}, "device": {"type": "mobile", "os": "iOS", "browser": "Safari"}}"#,
+        "\n{\"event_id\": \"evt-2\", \"timestamp\": 1736645167, \"user_id\": \"u\", \"event_type\": \"TELEPORT\"}\n",
+        r#"{"event_id": "evt-3", "timestamp": "2025-01-12T01:30:00Z", "user_id": "user_9", "event_type": "PURCHASE", "event_data": {"amount": 12.5}}"#,
+        "\n"
+    );
+    let (status, answer) = post(
+        &client,
+        &format!("{}/api/collect/activities", running.base_url),
+        events,
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["accepted"], 2);
+    assert_eq!(answer["rejected"][0]["index"], 1);
+
+    // Hostile requests against the real server: 4xx with a reason, never 5xx.
+    for (body, expected) in [
+        (b"not json at all".to_vec(), 400),
+        (b"[{\"timestamp\": 17".to_vec(), 400),
+        (vec![0xff, 0xfe, 0x00], 400),
+        (vec![b'['; 70_000], 413),
+        (format!("[{}]", log("huge", json!(1e300))).into_bytes(), 422),
+    ] {
+        let (status, answer) = post(&client, &logs_url, body).await;
+        assert_eq!(status, expected, "{answer}");
+        assert!(
+            answer["error"].is_string() || answer["rejected"].is_array(),
+            "{answer}"
+        );
+    }
+    // Valid records keep flowing, and become queryable quickly.
+    let more: Vec<_> = (0..50)
+        .map(|i| log(&format!("more-{i:02}"), json!(1736645200 + i)))
+        .collect();
+    let (status, answer) = post(
+        &client,
+        &logs_url,
+        serde_json::Value::from(more).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let visible_after = wait_for_count(
+        &client,
+        &running.base_url,
+        "SELECT count(*) AS n FROM logs",
+        56,
+        Duration::from_secs(20),
+    )
+    .await;
+    eprintln!("rows queryable {visible_after:?} after the acknowledgement");
+
+    // Through `logpipe sql`: exactly the accepted rows, in the right partitions.
+    let rows = sql_json(
+        &data,
+        "SELECT request_id, year, month, day, hour FROM logs WHERE request_id NOT LIKE 'more-%' ORDER BY request_id",
+    );
+    let expected = json!([
+        {"request_id": "epoch", "year": 2025, "month": 1, "day": 12, "hour": 1},
+        {"request_id": "iso-naive", "year": 2024, "month": 1, "day": 15, "hour": 10},
+        {"request_id": "iso-offset", "year": 2024, "month": 1, "day": 15, "hour": 10},
+        {"request_id": "iso-z", "year": 2024, "month": 1, "day": 15, "hour": 10},
+        {"request_id": "midnight", "year": 2025, "month": 1, "day": 1, "hour": 0},
+        {"request_id": "year-end", "year": 2024, "month": 12, "day": 31, "hour": 23},
+    ]);
+    assert_eq!(serde_json::Value::from(rows), expected);
+    let flattened = sql_json(
+        &data,
+        "SELECT CAST(timestamp AS VARCHAR) AS ts, level, service, host, message, response_time_ms, status_code, endpoint, method FROM logs WHERE request_id = 'epoch'",
+    );
+    assert_eq!(
+        flattened[0],
+        json!({"ts": "2025-01-12T01:26:06.291045Z", "level": "INFO", "service": "api-gateway", "host": "worker-1",
+               "message": "Request processed successfully", "response_time_ms": 45.0, "status_code": 200,
+               "endpoint": "/api/users", "method": "GET"})
+    );
+    let events = sql_json(
+        &data,
+        "SELECT event_id, event_type, page, position_x, device_os, event_data, day, hour FROM events ORDER BY event_id",
+    );
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["page"], "/products/123");
+    assert_eq!(events[0]["position_x"], 450.0);
+    assert_eq!(events[0]["device_os"], "iOS");
+    assert_eq!(events[1]["event_data"], r#"{"amount":12.5}"#);
+    assert_eq!(
+        (events[1]["day"].clone(), events[1]["hour"].clone()),
+        (json!(12), json!(1))
+    );
+
+    // Reading the Parquet files directly: every row once, each in the
+    // directory of its own event hour, nothing in a default partition.
+    let files = rows_from_parquet_files(&data);
+    assert_eq!(files.len(), 56);
+    for (id, directory, hour) in &files {
+        assert_eq!(
+            directory, hour,
+            "{id} is in the partition of its event time"
+        );
+    }
+    let ids: BTreeSet<_> = files.iter().map(|r| r.0.clone()).collect();
+    assert_eq!(ids.len(), 56, "no row twice");
+
+    // Another engine reads the same tree as plain Hive-partitioned Parquet.
+    duckdb_reads_the_lake(&data, 56);
+
+    let status = running.terminate();
+    assert!(status.success(), "clean exit after SIGTERM: {status}");
+}
+
+/// DuckDB (the test script provides it through `LOGPIPE_TEST_PYTHON`)
+/// reads `logs/raw` with hive partitioning and finds every row once.
+fn duckdb_reads_the_lake(data: &Path, expected_rows: u64) {
+    let Ok(python) = std::env::var("LOGPIPE_TEST_PYTHON") else {
+        eprintln!(
+            "LOGPIPE_TEST_PYTHON not set: skipping the DuckDB reader check (./scripts/test.sh sets it)"
+        );
+        return;
+    };
+    let script = format!(
+        "import duckdb, json\n\
+         rows = duckdb.sql(\"SELECT count(*), count(DISTINCT request_id), min(year), max(year), \
+         sum(CASE WHEN hour = hour(timestamp AT TIME ZONE 'UTC') THEN 1 ELSE 0 END) \
+         FROM read_parquet('{}/logs/raw/**/*.parquet', hive_partitioning = true)\").fetchall()\n\
+         print(json.dumps(rows[0]))",
+        data.display()
+    );
+    let stdout = crate::common::stdout_of(
+        std::process::Command::new(python).args(["-c", &script]),
+        "duckdb",
+    );
+    let row: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    assert_eq!(
+        row,
+        json!([expected_rows, expected_rows, 2024, 2025, expected_rows]),
+        "DuckDB sees every row once, each in the hour partition of its timestamp"
+    );
+}
+
+/// One sender: posts batches with unique request ids until the server goes
+/// away; returns the ids of every record the server acknowledged.
+async fn send_until_refused(base_url: String, task: usize) -> Vec<String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut acked = Vec::new();
+    for batch in 0.. {
+        let ids: Vec<String> = (0..200)
+            .map(|i| format!("t{task}-b{batch:04}-{i:03}"))
+            .collect();
+        let body: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| log(id, json!(1736645166.0 + (batch * 200 + i) as f64 * 0.37)))
+            .collect();
+        let response = client
+            .post(format!("{base_url}/api/collect/logs"))
+            .body(serde_json::Value::from(body).to_string())
+            .send()
+            .await;
+        match response {
+            Ok(response) if response.status().as_u16() == 200 => acked.extend(ids),
+            Ok(response) if response.status().as_u16() == 503 => continue,
+            _ => break,
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_kill_loses_no_acked_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut acked: Vec<String> = Vec::new();
+    // Two rounds: kill -9 under load, restart on the same directory.
+    for round in 0..2 {
+        let running = Running::start(&data, &[("LOGPIPE__LAKE__FLUSH_INTERVAL", "200ms")]);
+        let senders: Vec<_> = (0..3)
+            .map(|task| {
+                tokio::spawn(send_until_refused(
+                    running.base_url.clone(),
+                    round * 10 + task,
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        running.kill_hard();
+        for sender in senders {
+            acked.extend(sender.await.unwrap());
+        }
+        assert!(
+            !acked.is_empty(),
+            "round {round}: the load was acknowledged at all"
+        );
+    }
+
+    let running = Running::start(&data, &[]);
+    let client = reqwest::Client::new();
+    // Wait for the lake to hold every acknowledged record.
+    let wanted: BTreeSet<String> = acked.iter().cloned().collect();
+    assert_eq!(wanted.len(), acked.len());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let counts: BTreeMap<String, u64> = loop {
+        let (status, answer) = post(
+            &client,
+            &format!("{}/api/query", running.base_url),
+            json!({"sql": "SELECT request_id, count(*) AS n FROM logs GROUP BY request_id", "max_rows": 1_000_000}).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let counts: BTreeMap<String, u64> = answer["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["request_id"].as_str().unwrap().to_string(),
+                    r["n"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        if wanted.iter().all(|id| counts.contains_key(id)) || std::time::Instant::now() > deadline {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_exactly_once(&wanted, &counts, &running.log());
+    eprintln!(
+        "{} acknowledged records survived two kill -9 restarts exactly once",
+        wanted.len()
+    );
+    assert!(running.terminate().success());
+}

@@ -1,0 +1,1054 @@
+//! The two record kinds, their validation and their canonical JSON form.
+//!
+//! One parser serves every entry point: the collector validates client input
+//! with it, and the lake job validates what it reads from the bus with it
+//! (an external Kafka client may have produced that). The canonical form on
+//! the bus is the seed's own JSON shape with `timestamp` as epoch seconds, so
+//! any Kafka client can produce and consume it (see docs/architecture.md).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+use crate::tables::{self, TableDef};
+use crate::time::{self, TimestampError, truncate_for_message};
+use crate::topics;
+
+pub mod sample;
+
+/// The seed's services (SPEC §1.1): the generator's default set.
+pub const DEFAULT_SERVICES: [&str; 4] = [
+    "api-gateway",
+    "user-service",
+    "order-service",
+    "payment-service",
+];
+
+/// Which stream a record belongs to. Closed: adding a kind means adding a
+/// topic, a table and a schema, so the compiler should find every `match`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordKind {
+    Log,
+    Event,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 2] = [RecordKind::Log, RecordKind::Event];
+
+    /// The bus topic (SPEC §1.4).
+    pub fn topic(self) -> &'static str {
+        match self {
+            RecordKind::Log => topics::LOGS_RAW,
+            RecordKind::Event => topics::EVENTS_ACTIVITY,
+        }
+    }
+
+    /// The kind whose bus topic is `topic`, if any.
+    pub fn of_topic(topic: &str) -> Option<RecordKind> {
+        RecordKind::ALL
+            .into_iter()
+            .find(|kind| kind.topic() == topic)
+    }
+
+    /// The lake table the kind's records land in.
+    pub fn table_def(self) -> &'static TableDef {
+        match self {
+            RecordKind::Log => &tables::LOGS,
+            RecordKind::Event => &tables::EVENTS,
+        }
+    }
+
+    /// The SQL table name (`logs`, `events`).
+    pub fn table(self) -> &'static str {
+        self.table_def().name
+    }
+
+    /// Which field keys the record on the bus (same key → same partition).
+    pub fn key_field(self) -> &'static str {
+        match self {
+            RecordKind::Log => "service",
+            RecordKind::Event => "user_id",
+        }
+    }
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.table())
+    }
+}
+
+/// Log severity. The seed's four values, upper case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub const ALL: [Level; 4] = [Level::Info, Level::Debug, Level::Warn, Level::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Level> {
+        Level::ALL.into_iter().find(|level| level.as_str() == text)
+    }
+}
+
+/// User activity type (SPEC §1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Click,
+    View,
+    Purchase,
+    Login,
+    Logout,
+    Search,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 6] = [
+        EventType::Click,
+        EventType::View,
+        EventType::Purchase,
+        EventType::Login,
+        EventType::Logout,
+        EventType::Search,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Click => "CLICK",
+            EventType::View => "VIEW",
+            EventType::Purchase => "PURCHASE",
+            EventType::Login => "LOGIN",
+            EventType::Logout => "LOGOUT",
+            EventType::Search => "SEARCH",
+        }
+    }
+
+    fn parse(text: &str) -> Option<EventType> {
+        EventType::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+}
+
+/// A validated system log record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRecord {
+    pub timestamp_micros: i64,
+    pub level: Level,
+    pub service: String,
+    pub host: Option<String>,
+    pub message: String,
+    pub metadata: LogMetadata,
+}
+
+/// The seed's metadata object: known keys become columns, any other keys are
+/// kept losslessly as a JSON object in the `metadata_extra` column.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogMetadata {
+    pub request_id: Option<String>,
+    pub response_time_ms: Option<f64>,
+    pub status_code: Option<i32>,
+    pub endpoint: Option<String>,
+    pub method: Option<String>,
+    pub extra: Option<Map<String, Value>>,
+}
+
+/// A validated user activity event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityEvent {
+    pub event_id: String,
+    pub timestamp_micros: i64,
+    pub user_id: String,
+    pub session_id: Option<String>,
+    pub event_type: EventType,
+    /// The free-form `event_data` object as compact JSON text. It is kept
+    /// as text end to end, never as a `Map`, because building and
+    /// re-serialising a map per event cost more than the rest of the record.
+    pub event_data: Option<String>,
+    /// `event_data.page`, `.element`, `.position.x`, `.position.y`, when
+    /// present with the expected types (flattened into columns).
+    pub page: Option<String>,
+    pub element: Option<String>,
+    pub position_x: Option<f64>,
+    pub position_y: Option<f64>,
+    pub device: Device,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<String>,
+}
+
+impl Device {
+    fn is_empty(&self) -> bool {
+        self.device_type.is_none() && self.os.is_none() && self.browser.is_none()
+    }
+}
+
+/// Limits applied to every record.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidationLimits {
+    /// Longest accepted string field, in bytes.
+    pub max_field_bytes: usize,
+    /// How far in the future a timestamp may lie (clock skew between hosts).
+    pub max_future_skew_secs: i64,
+    /// The reference "now" for the future check, in µs since the epoch.
+    pub now_micros: i64,
+}
+
+impl ValidationLimits {
+    pub const DEFAULT_MAX_FIELD_BYTES: usize = 64 * 1024;
+    pub const DEFAULT_MAX_FUTURE_SKEW_SECS: i64 = 24 * 3600;
+
+    /// Defaults with the current wall clock.
+    pub fn now() -> ValidationLimits {
+        ValidationLimits {
+            max_field_bytes: Self::DEFAULT_MAX_FIELD_BYTES,
+            max_future_skew_secs: Self::DEFAULT_MAX_FUTURE_SKEW_SECS,
+            now_micros: time::now_micros(),
+        }
+    }
+}
+
+/// Why one record was refused. `Display` is the reason sent to the client.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("record must be a JSON object, found {0}")]
+    NotObject(&'static str),
+    #[error("{0}")]
+    Shape(String),
+    #[error("field `{field}`: {reason}")]
+    Field { field: &'static str, reason: String },
+    #[error("field `timestamp`: {0}")]
+    Timestamp(#[from] TimestampError),
+}
+
+impl RecordError {
+    fn field(field: &'static str, reason: impl Into<String>) -> RecordError {
+        RecordError::Field {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    fn from_serde(error: serde_json::Error) -> RecordError {
+        // serde's text already names the field ("missing field `level`",
+        // "unknown field `levle`, expected one of …"). Positions are within
+        // the record, which is what the client needs.
+        match error.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                RecordError::NotJson(error.to_string())
+            }
+            _ => RecordError::Shape(error.to_string()),
+        }
+    }
+}
+
+/// A timestamp as sent: epoch seconds (number) or an ISO-8601 string.
+enum TimestampIn<'a> {
+    Seconds(f64),
+    Text(Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for TimestampIn<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TimestampVisitor;
+        impl<'de> Visitor<'de> for TimestampVisitor {
+            type Value = TimestampIn<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("epoch seconds (a number) or an ISO-8601 string")
+            }
+            fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
+                Ok(TimestampIn::Seconds(value))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
+                Ok(TimestampIn::Seconds(value as f64))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
+                Ok(TimestampIn::Seconds(value as f64))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Self::Value, E> {
+                Ok(TimestampIn::Text(Cow::Borrowed(value)))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
+                Ok(TimestampIn::Text(Cow::Owned(value.to_string())))
+            }
+        }
+        deserializer.deserialize_any(TimestampVisitor)
+    }
+}
+
+impl TimestampIn<'_> {
+    fn to_micros(&self, limits: &ValidationLimits) -> Result<i64, TimestampError> {
+        let micros = match self {
+            TimestampIn::Seconds(seconds) => time::epoch_seconds_to_micros(*seconds)?,
+            TimestampIn::Text(text) => time::parse_iso8601_micros(text)?,
+        };
+        time::check_range(micros, limits.now_micros, limits.max_future_skew_secs)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogIn<'a> {
+    #[serde(borrow)]
+    timestamp: TimestampIn<'a>,
+    #[serde(borrow)]
+    level: Cow<'a, str>,
+    #[serde(borrow)]
+    service: Cow<'a, str>,
+    #[serde(borrow, default)]
+    host: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    message: Cow<'a, str>,
+    #[serde(default)]
+    metadata: Option<MetadataIn>,
+}
+
+/// Metadata keeps unknown keys, so it has a hand-written visitor instead of
+/// `#[serde(flatten)]` (which buffers every value and is several times slower).
+struct MetadataIn(LogMetadata);
+
+impl<'de> Deserialize<'de> for MetadataIn {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MetadataVisitor;
+        impl<'de> Visitor<'de> for MetadataVisitor {
+            type Value = MetadataIn;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a metadata object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetadataIn, A::Error> {
+                let mut metadata = LogMetadata::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "request_id" => metadata.request_id = map.next_value()?,
+                        "response_time_ms" => {
+                            let value: Option<f64> = map.next_value()?;
+                            if let Some(ms) = value
+                                && !(ms.is_finite() && ms >= 0.0)
+                            {
+                                return Err(de::Error::custom(format!(
+                                    "metadata.response_time_ms must be a non-negative number, got {ms}"
+                                )));
+                            }
+                            metadata.response_time_ms = value;
+                        }
+                        "status_code" => {
+                            let value: Option<i64> = map.next_value()?;
+                            if let Some(code) = value
+                                && !(100..=599).contains(&code)
+                            {
+                                return Err(de::Error::custom(format!(
+                                    "metadata.status_code must be an HTTP status 100-599, got {code}"
+                                )));
+                            }
+                            metadata.status_code = value.map(|code| code as i32);
+                        }
+                        "endpoint" => metadata.endpoint = map.next_value()?,
+                        "method" => metadata.method = map.next_value()?,
+                        _ => {
+                            let value: Value = map.next_value()?;
+                            metadata
+                                .extra
+                                .get_or_insert_with(Map::new)
+                                .insert(key.into_owned(), value);
+                        }
+                    }
+                }
+                Ok(MetadataIn(metadata))
+            }
+        }
+        deserializer.deserialize_map(MetadataVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventIn<'a> {
+    #[serde(borrow)]
+    event_id: Cow<'a, str>,
+    #[serde(borrow)]
+    timestamp: TimestampIn<'a>,
+    #[serde(borrow)]
+    user_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event_type: Cow<'a, str>,
+    #[serde(borrow, default)]
+    event_data: Option<&'a RawValue>,
+    #[serde(default)]
+    device: Option<Device>,
+}
+
+/// The columns flattened out of `event_data`; everything else in it is
+/// skipped without being materialised. A `page` that is not a string (or a
+/// `position` without numbers) simply leaves that column null: the whole
+/// object is still kept in the `event_data` column.
+#[derive(Default)]
+struct EventDataView {
+    page: Option<String>,
+    element: Option<String>,
+    position_x: Option<f64>,
+    position_y: Option<f64>,
+}
+
+impl<'de> Deserialize<'de> for EventDataView {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ViewVisitor;
+        impl<'de> Visitor<'de> for ViewVisitor {
+            type Value = EventDataView;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event_data object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventDataView, A::Error> {
+                let mut view = EventDataView::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "page" => view.page = map.next_value::<Lenient<String>>()?.0,
+                        "element" => view.element = map.next_value::<Lenient<String>>()?.0,
+                        "position" => {
+                            let position = map.next_value::<Lenient<PositionView>>()?.0;
+                            if let Some(position) = position {
+                                view.position_x = position.x.and_then(|x| x.0);
+                                view.position_y = position.y.and_then(|y| y.0);
+                            }
+                        }
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(view)
+            }
+        }
+        deserializer.deserialize_map(ViewVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+struct PositionView {
+    #[serde(default)]
+    x: Option<Lenient<f64>>,
+    #[serde(default)]
+    y: Option<Lenient<f64>>,
+}
+
+/// `Some(T)` when the value has T's shape, `None` (not an error) otherwise.
+struct Lenient<T>(Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        Ok(Lenient(serde_json::from_str(raw.get()).ok()))
+    }
+}
+
+/// Removes insignificant white space from valid JSON text, so the bus and
+/// the `event_data` column hold one compact spelling whatever the client sent.
+fn compact_json(raw: &str) -> String {
+    // Nearly all input is compact already (machine-written); copy it as is.
+    if !raw.bytes().any(|byte| byte.is_ascii_whitespace()) {
+        return raw.to_owned();
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in raw.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_ascii_whitespace() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn check_object(raw: &str) -> Result<(), RecordError> {
+    match raw.trim_start().as_bytes().first() {
+        Some(b'{') => Ok(()),
+        Some(b'[') => Err(RecordError::NotObject("an array")),
+        Some(b'"') => Err(RecordError::NotObject("a string")),
+        Some(b'n') => Err(RecordError::NotObject("null")),
+        Some(b't' | b'f') => Err(RecordError::NotObject("a boolean")),
+        Some(_) => Err(RecordError::NotObject("a number")),
+        None => Err(RecordError::NotObject("nothing")),
+    }
+}
+
+fn check_len(
+    field: &'static str,
+    value: &str,
+    limits: &ValidationLimits,
+) -> Result<(), RecordError> {
+    if value.len() > limits.max_field_bytes {
+        return Err(RecordError::field(
+            field,
+            format!(
+                "{} bytes, longer than the limit of {} bytes",
+                value.len(),
+                limits.max_field_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn required_text(
+    field: &'static str,
+    value: Cow<'_, str>,
+    limits: &ValidationLimits,
+) -> Result<String, RecordError> {
+    if value.trim().is_empty() {
+        return Err(RecordError::field(field, "must not be empty"));
+    }
+    check_len(field, &value, limits)?;
+    Ok(value.into_owned())
+}
+
+fn optional_text(
+    field: &'static str,
+    value: Option<Cow<'_, str>>,
+    limits: &ValidationLimits,
+) -> Result<Option<String>, RecordError> {
+    match value {
+        Some(text) => {
+            check_len(field, &text, limits)?;
+            Ok(Some(text.into_owned()))
+        }
+        None => Ok(None),
+    }
+}
+
+fn check_json_len(
+    field: &'static str,
+    value: &Option<Map<String, Value>>,
+    limits: &ValidationLimits,
+) -> Result<(), RecordError> {
+    if let Some(map) = value {
+        // Serialised size is what lands in the column; cheap next to parsing.
+        let size = serde_json::to_vec(map)
+            .map(|bytes| bytes.len())
+            .unwrap_or(0);
+        if size > limits.max_field_bytes {
+            return Err(RecordError::field(
+                field,
+                format!(
+                    "{size} bytes of JSON, longer than the limit of {} bytes",
+                    limits.max_field_bytes
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl LogRecord {
+    /// Parses and validates one log record from its JSON text.
+    pub fn parse(raw: &str, limits: &ValidationLimits) -> Result<LogRecord, RecordError> {
+        check_object(raw)?;
+        let input: LogIn<'_> = serde_json::from_str(raw).map_err(RecordError::from_serde)?;
+        let timestamp_micros = input.timestamp.to_micros(limits)?;
+        let level = Level::parse(&input.level).ok_or_else(|| {
+            RecordError::field(
+                "level",
+                format!(
+                    "{:?} is not one of INFO, DEBUG, WARN, ERROR",
+                    truncate_for_message(&input.level)
+                ),
+            )
+        })?;
+        let metadata = input.metadata.map(|m| m.0).unwrap_or_default();
+        for (field, value) in [
+            ("metadata.request_id", &metadata.request_id),
+            ("metadata.endpoint", &metadata.endpoint),
+            ("metadata.method", &metadata.method),
+        ] {
+            if let Some(text) = value {
+                check_len(field, text, limits)?;
+            }
+        }
+        check_json_len("metadata", &metadata.extra, limits)?;
+        Ok(LogRecord {
+            timestamp_micros,
+            level,
+            service: required_text("service", input.service, limits)?,
+            host: optional_text("host", input.host, limits)?,
+            message: {
+                check_len("message", &input.message, limits)?;
+                input.message.into_owned()
+            },
+            metadata,
+        })
+    }
+
+    /// The bus key (SPEC §1.4): the service name.
+    pub fn key(&self) -> &str {
+        &self.service
+    }
+
+    /// Canonical JSON for the bus.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+impl ActivityEvent {
+    /// Parses and validates one activity event from its JSON text.
+    pub fn parse(raw: &str, limits: &ValidationLimits) -> Result<ActivityEvent, RecordError> {
+        check_object(raw)?;
+        let input: EventIn<'_> = serde_json::from_str(raw).map_err(RecordError::from_serde)?;
+        let timestamp_micros = input.timestamp.to_micros(limits)?;
+        let event_type = EventType::parse(&input.event_type).ok_or_else(|| {
+            RecordError::field(
+                "event_type",
+                format!(
+                    "{:?} is not one of CLICK, VIEW, PURCHASE, LOGIN, LOGOUT, SEARCH",
+                    truncate_for_message(&input.event_type)
+                ),
+            )
+        })?;
+        let (event_data, view) = match input.event_data {
+            None => (None, EventDataView::default()),
+            Some(raw) if raw.get() == "null" => (None, EventDataView::default()),
+            Some(raw) => {
+                if !raw.get().starts_with('{') {
+                    return Err(RecordError::field("event_data", "must be a JSON object"));
+                }
+                check_len("event_data", raw.get(), limits)?;
+                let view: EventDataView = serde_json::from_str(raw.get())
+                    .map_err(|e| RecordError::field("event_data", e.to_string()))?;
+                (Some(compact_json(raw.get())), view)
+            }
+        };
+        let device = input.device.unwrap_or_default();
+        for (field, value) in [
+            ("device.type", &device.device_type),
+            ("device.os", &device.os),
+            ("device.browser", &device.browser),
+        ] {
+            if let Some(text) = value {
+                check_len(field, text, limits)?;
+            }
+        }
+        Ok(ActivityEvent {
+            event_id: required_text("event_id", input.event_id, limits)?,
+            timestamp_micros,
+            user_id: required_text("user_id", input.user_id, limits)?,
+            session_id: optional_text("session_id", input.session_id, limits)?,
+            event_type,
+            event_data,
+            page: view.page,
+            element: view.element,
+            position_x: view.position_x,
+            position_y: view.position_y,
+            device,
+        })
+    }
+
+    /// The bus key (SPEC §1.4): the user id.
+    pub fn key(&self) -> &str {
+        &self.user_id
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Epoch seconds as the canonical JSON writes them.
+pub(crate) fn seconds_value(micros: i64) -> f64 {
+    micros as f64 / time::MICROS_PER_SECOND as f64
+}
+
+impl Serialize for LogRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("timestamp", &seconds_value(self.timestamp_micros))?;
+        map.serialize_entry("level", self.level.as_str())?;
+        map.serialize_entry("service", &self.service)?;
+        if let Some(host) = &self.host {
+            map.serialize_entry("host", host)?;
+        }
+        map.serialize_entry("message", &self.message)?;
+        let m = &self.metadata;
+        if *m != LogMetadata::default() {
+            map.serialize_entry("metadata", &MetadataOut(m))?;
+        }
+        map.end()
+    }
+}
+
+struct MetadataOut<'a>(&'a LogMetadata);
+
+impl Serialize for MetadataOut<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let m = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(value) = &m.request_id {
+            map.serialize_entry("request_id", value)?;
+        }
+        if let Some(value) = &m.response_time_ms {
+            map.serialize_entry("response_time_ms", value)?;
+        }
+        if let Some(value) = &m.status_code {
+            map.serialize_entry("status_code", value)?;
+        }
+        if let Some(value) = &m.endpoint {
+            map.serialize_entry("endpoint", value)?;
+        }
+        if let Some(value) = &m.method {
+            map.serialize_entry("method", value)?;
+        }
+        if let Some(extra) = &m.extra {
+            for (key, value) in extra {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+impl Serialize for ActivityEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("event_id", &self.event_id)?;
+        map.serialize_entry("timestamp", &seconds_value(self.timestamp_micros))?;
+        map.serialize_entry("user_id", &self.user_id)?;
+        if let Some(session) = &self.session_id {
+            map.serialize_entry("session_id", session)?;
+        }
+        map.serialize_entry("event_type", self.event_type.as_str())?;
+        if let Some(data) = &self.event_data {
+            // Validated and compacted at parse time; borrowed, not copied.
+            let raw: &RawValue = serde_json::from_str(data).map_err(serde::ser::Error::custom)?;
+            map.serialize_entry("event_data", raw)?;
+        }
+        if !self.device.is_empty() {
+            map.serialize_entry("device", &self.device)?;
+        }
+        map.end()
+    }
+}
+
+/// Why a whole request body was refused (HTTP 400).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body is empty; send a JSON array of records or NDJSON")]
+    Empty,
+    #[error("request body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error(
+        "request body must be a JSON array of records or NDJSON (one object per line), found {0}"
+    )]
+    WrongShape(&'static str),
+}
+
+/// One record's text, or why it could not even be cut out of the body.
+pub type RawRecord<'a> = Result<&'a str, RecordError>;
+
+/// Cuts a request body into record texts: a JSON array (`[{…}, {…}]`) or
+/// NDJSON (one object per line). An array body that is not JSON as a whole is
+/// refused; an NDJSON line that is not JSON refuses only that record.
+pub fn split_body(body: &[u8]) -> Result<Vec<RawRecord<'_>>, BodyError> {
+    let first = body.iter().position(|byte| !byte.is_ascii_whitespace());
+    let Some(first) = first else {
+        return Err(BodyError::Empty);
+    };
+    match body[first] {
+        b'[' => {
+            let records: Vec<&RawValue> = serde_json::from_slice(body)
+                .map_err(|error| BodyError::NotJson(error.to_string()))?;
+            Ok(records.into_iter().map(|raw| Ok(raw.get())).collect())
+        }
+        b'{' => Ok(body
+            .split(|byte| *byte == b'\n')
+            .filter(|line| line.iter().any(|byte| !byte.is_ascii_whitespace()))
+            .map(|line| {
+                serde_json::from_slice::<&RawValue>(line)
+                    .map(RawValue::get)
+                    .map_err(|error| RecordError::NotJson(error.to_string()))
+            })
+            .collect()),
+        b'"' => Err(BodyError::WrongShape("a string")),
+        _ if std::str::from_utf8(&body[first..body.len().min(first + 4)]).is_err() => {
+            Err(BodyError::NotJson("body is not UTF-8 text".to_string()))
+        }
+        _ => Err(BodyError::WrongShape(
+            "something that is neither `[` nor `{`",
+        )),
+    }
+}
+
+/// A validated record of either kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Log(LogRecord),
+    Event(ActivityEvent),
+}
+
+impl Record {
+    pub fn timestamp_micros(&self) -> i64 {
+        match self {
+            Record::Log(record) => record.timestamp_micros,
+            Record::Event(event) => event.timestamp_micros,
+        }
+    }
+}
+
+impl Record {
+    /// Parses a record of `kind` from its JSON text.
+    pub fn parse(
+        kind: RecordKind,
+        raw: &str,
+        limits: &ValidationLimits,
+    ) -> Result<Record, RecordError> {
+        match kind {
+            RecordKind::Log => LogRecord::parse(raw, limits).map(Record::Log),
+            RecordKind::Event => ActivityEvent::parse(raw, limits).map(Record::Event),
+        }
+    }
+
+    /// The kind of record this is.
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Record::Log(_) => RecordKind::Log,
+            Record::Event(_) => RecordKind::Event,
+        }
+    }
+
+    /// The bus key.
+    pub fn key(&self) -> &str {
+        match self {
+            Record::Log(record) => record.key(),
+            Record::Event(event) => event.key(),
+        }
+    }
+
+    /// Canonical JSON for the bus.
+    pub fn to_json(&self) -> Vec<u8> {
+        match self {
+            Record::Log(record) => record.to_json(),
+            Record::Event(event) => event.to_json(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> ValidationLimits {
+        ValidationLimits {
+            now_micros: 1_763_800_000_000_000,
+            ..ValidationLimits::now()
+        }
+    }
+
+    const SEED_LOG: &str = r#"{"timestamp": 1736645166.291045, "level": "INFO", "service": "api-gateway",
+ "host": "worker-1", "message": "Request processed successfully",
+ "metadata": {"request_id": "uuid-1234", "response_time_ms": 45,
+              "status_code": 200, "endpoint": "/api/users", "method": "GET"}}"#;
+
+    const SEED_EVENT: &str = r#"{"event_id": "evt-uuid-5678", "timestamp": 1736645166.456789,
+ "user_id": "user_12345", "session_id": "sess_abcde", "event_type": "CLICK",
+ "event_data": {"page": "/products/123", "element": "add_to_cart_button",
+                "position": {"x": 450, "y": 320}},
+ "device": {"type": "mobile", "os": "iOS", "browser": "Safari"}}"#;
+
+    #[test]
+    fn seed_log_parses_and_round_trips_through_canonical_json() {
+        let record = LogRecord::parse(SEED_LOG, &limits()).unwrap();
+        assert_eq!(record.timestamp_micros, 1_736_645_166_291_045);
+        assert_eq!(record.level, Level::Info);
+        assert_eq!(record.metadata.status_code, Some(200));
+        assert_eq!(record.metadata.response_time_ms, Some(45.0));
+        let json = record.to_json();
+        let again = LogRecord::parse(std::str::from_utf8(&json).unwrap(), &limits()).unwrap();
+        assert_eq!(again, record);
+    }
+
+    #[test]
+    fn seed_event_parses_flattens_and_round_trips() {
+        let event = ActivityEvent::parse(SEED_EVENT, &limits()).unwrap();
+        assert_eq!(event.event_type, EventType::Click);
+        assert_eq!(event.page.as_deref(), Some("/products/123"));
+        assert_eq!(
+            (event.position_x, event.position_y),
+            (Some(450.0), Some(320.0))
+        );
+        assert_eq!(
+            event.event_data.as_deref(),
+            Some(
+                r#"{"page":"/products/123","element":"add_to_cart_button","position":{"x":450,"y":320}}"#
+            )
+        );
+        assert_eq!(event.device.device_type.as_deref(), Some("mobile"));
+        let json = event.to_json();
+        let again = ActivityEvent::parse(std::str::from_utf8(&json).unwrap(), &limits()).unwrap();
+        assert_eq!(again, event);
+    }
+
+    #[test]
+    fn event_data_of_unexpected_shape_is_kept_but_not_flattened() {
+        let raw = r#"{"event_id": "e", "timestamp": 1736645166, "user_id": "u", "event_type": "SEARCH",
+            "event_data": {"page": 7, "position": "top", "query": "shoes \" here", "nested": {"a": [1, {"b": null}]}}}"#;
+        let event = ActivityEvent::parse(raw, &limits()).unwrap();
+        assert_eq!(event.page, None);
+        assert_eq!((event.position_x, event.position_y), (None, None));
+        let data: Value = serde_json::from_str(event.event_data.as_deref().unwrap()).unwrap();
+        assert_eq!(data["query"], "shoes \" here");
+        assert_eq!(data["nested"]["a"][1]["b"], Value::Null);
+        let again = ActivityEvent::parse(std::str::from_utf8(&event.to_json()).unwrap(), &limits())
+            .unwrap();
+        assert_eq!(again, event);
+        let not_object = r#"{"event_id": "e", "timestamp": 1736645166, "user_id": "u", "event_type": "SEARCH", "event_data": [1]}"#;
+        let error = ActivityEvent::parse(not_object, &limits())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("field `event_data`: must be a JSON object"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unknown_metadata_keys_are_kept() {
+        let raw = r#"{"timestamp": "2025-01-12T01:26:06Z", "level": "WARN", "service": "s",
+            "message": "m", "metadata": {"region": "eu", "retries": 3}}"#;
+        let record = LogRecord::parse(raw, &limits()).unwrap();
+        let extra = record.metadata.extra.clone().unwrap();
+        assert_eq!(extra["region"], "eu");
+        assert_eq!(extra["retries"], 3);
+        let again =
+            LogRecord::parse(std::str::from_utf8(&record.to_json()).unwrap(), &limits()).unwrap();
+        assert_eq!(again, record);
+    }
+
+    fn reason(raw: &str) -> String {
+        LogRecord::parse(raw, &limits()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_what_was_wrong() {
+        let missing = reason(r#"{"timestamp": 1736645166, "service": "s", "message": "m"}"#);
+        assert!(missing.contains("missing field `level`"), "{missing}");
+        let level =
+            reason(r#"{"timestamp": 1736645166, "level": "info", "service": "s", "message": "m"}"#);
+        assert!(
+            level.contains("field `level`") && level.contains("INFO"),
+            "{level}"
+        );
+        let typo =
+            reason(r#"{"timestamp": 1736645166, "levle": "INFO", "service": "s", "message": "m"}"#);
+        assert!(typo.contains("unknown field `levle`"), "{typo}");
+        let time = reason(
+            r#"{"timestamp": "yesterday", "level": "INFO", "service": "s", "message": "m"}"#,
+        );
+        assert!(
+            time.contains("field `timestamp`") && time.contains("ISO-8601"),
+            "{time}"
+        );
+        let old = reason(r#"{"timestamp": 12, "level": "INFO", "service": "s", "message": "m"}"#);
+        assert!(old.contains("before 2000"), "{old}");
+        let boolean =
+            reason(r#"{"timestamp": true, "level": "INFO", "service": "s", "message": "m"}"#);
+        assert!(boolean.contains("epoch seconds"), "{boolean}");
+        let status = reason(
+            r#"{"timestamp": 1736645166, "level": "INFO", "service": "s", "message": "m", "metadata": {"status_code": 42}}"#,
+        );
+        assert!(status.contains("status_code"), "{status}");
+        let empty =
+            reason(r#"{"timestamp": 1736645166, "level": "INFO", "service": " ", "message": "m"}"#);
+        assert!(
+            empty.contains("field `service`: must not be empty"),
+            "{empty}"
+        );
+        assert!(reason("[1,2]").contains("must be a JSON object"));
+        assert!(reason("42").contains("must be a JSON object"));
+    }
+
+    #[test]
+    fn oversized_fields_are_refused_by_name() {
+        let long = "x".repeat(ValidationLimits::DEFAULT_MAX_FIELD_BYTES + 1);
+        let raw = format!(
+            r#"{{"timestamp": 1736645166, "level": "INFO", "service": "s", "message": "{long}"}}"#
+        );
+        let text = reason(&raw);
+        assert!(
+            text.contains("field `message`") && text.contains("limit"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn body_splitting_handles_array_ndjson_and_garbage() {
+        let array = br#"[{"a":1}, {"b":2}]"#;
+        assert_eq!(split_body(array).unwrap().len(), 2);
+        let ndjson = b"{\"a\":1}\n\n{\"b\":\n{\"c\":3}\n";
+        let records = split_body(ndjson).unwrap();
+        assert_eq!(records.len(), 3);
+        assert!(records[0].is_ok() && records[1].is_err() && records[2].is_ok());
+        assert_eq!(split_body(b"  ").unwrap_err(), BodyError::Empty);
+        assert!(matches!(
+            split_body(b"[{\"a\":"),
+            Err(BodyError::NotJson(_))
+        ));
+        assert!(matches!(
+            split_body(b"\xff\xfe"),
+            Err(BodyError::NotJson(_))
+        ));
+        assert!(matches!(
+            split_body(b"hello"),
+            Err(BodyError::WrongShape(_))
+        ));
+        let deep = "[".repeat(10_000);
+        assert!(matches!(
+            split_body(deep.as_bytes()),
+            Err(BodyError::NotJson(_))
+        ));
+        assert!(matches!(
+            split_body(b"[\"\xff\"]"),
+            Err(BodyError::NotJson(_))
+        ));
+    }
+}

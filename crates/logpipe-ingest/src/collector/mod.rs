@@ -1,0 +1,214 @@
+//! The HTTP collector: clients POST records, which are validated and made
+//! durable on the bus before the answer.
+//!
+//! Status codes are part of the contract with load clients:
+//!
+//! | answer | meaning |
+//! |---|---|
+//! | 200 `{"accepted": N, "rejected": []}` | every record is durable on the bus |
+//! | 422 `{"accepted": N, "rejected": [{"index": i, "reason": …}]}` | the `accepted` records are durable; resend only the rejected ones, fixed |
+//! | 400 `{"error": …}` | the body is not JSON / NDJSON; nothing was accepted |
+//! | 413 `{"error": …}` | the body is larger than `collector.max_body_bytes`; nothing was accepted |
+//! | 503 `{"error": …}` + `Retry-After` | the bus cannot take more now; nothing was acknowledged, retry the whole request |
+//!
+//! A request sent with an `Idempotency-Key` header (the same key on every
+//! retry of it) is stored at most once in the lake even when it is retried
+//! after a 503 or a lost answer: each record carries an id
+//! ([`logpipe_core::dedup`]) and the raw→lake job drops a second copy.
+//!
+//! - `parse.rs`: a body to bus records.
+//! - [`metrics`] — `logpipe_collector_*`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use logpipe_bus::Bus;
+use logpipe_config::Resolved;
+use logpipe_core::api;
+use logpipe_core::dedup;
+use logpipe_core::error::{Classify, ErrorKind};
+use logpipe_core::record::{RecordKind, ValidationLimits};
+use logpipe_http::ApiError;
+use serde_json::json;
+
+pub mod metrics;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+use metrics::{Refused, collector_metrics};
+use parse::parse_batch;
+
+/// Rejection details listed per response at most; `rejected_total` always
+/// has the full count. Keeps a 50,000-record garbage batch from producing a
+/// multi-megabyte answer.
+const MAX_REJECTIONS_LISTED: usize = 1000;
+
+/// Collector settings (from `[collector]`, and the summary-header choice
+/// the configuration resolved).
+#[derive(Debug, Clone)]
+pub struct CollectorSettings {
+    pub max_body_bytes: usize,
+    pub max_field_bytes: usize,
+    pub max_future_skew: Duration,
+    pub retry_after: Duration,
+    /// Give each log record its window fields as a header
+    /// (`logpipe_core::summary`), so the window job need not parse its JSON.
+    pub summaries: bool,
+}
+
+impl CollectorSettings {
+    pub fn from_config(resolved: &Resolved) -> CollectorSettings {
+        let config = &resolved.config.collector;
+        CollectorSettings {
+            max_body_bytes: config.max_body_bytes,
+            max_field_bytes: config.max_field_bytes,
+            max_future_skew: config.max_future_skew,
+            retry_after: config.retry_after,
+            summaries: resolved.summary_header,
+        }
+    }
+}
+
+/// The collector over a bus.
+#[derive(Clone)]
+pub struct Collector {
+    bus: Arc<dyn Bus>,
+    settings: CollectorSettings,
+}
+
+impl Collector {
+    pub fn new(bus: Arc<dyn Bus>, settings: CollectorSettings) -> Collector {
+        collector_metrics();
+        Collector { bus, settings }
+    }
+
+    /// `POST /api/collect/logs` and `POST /api/collect/activities`.
+    pub fn routes(self) -> Router {
+        let body_limit = self.settings.max_body_bytes;
+        Router::new()
+            .route(api::COLLECT_LOGS, post(collect_logs))
+            .route(api::COLLECT_ACTIVITIES, post(collect_activities))
+            .layer(DefaultBodyLimit::max(body_limit))
+            .with_state(self)
+    }
+}
+
+async fn collect_logs(
+    State(collector): State<Collector>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    collector.collect(RecordKind::Log, &headers, body).await
+}
+
+async fn collect_activities(
+    State(collector): State<Collector>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    collector.collect(RecordKind::Event, &headers, body).await
+}
+
+/// Counts a refused request and passes its answer on.
+fn refused(reason: Refused, error: ApiError) -> ApiError {
+    collector_metrics().refused(reason);
+    error
+}
+
+impl Collector {
+    async fn collect(
+        &self,
+        kind: RecordKind,
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Result<Response, ApiError> {
+        let key = match headers.get(dedup::IDEMPOTENCY_KEY) {
+            None => None,
+            Some(value) => Some(
+                dedup::parse_key(value.as_bytes())
+                    .map_err(|reason| refused(Refused::BadBody, ApiError::BadRequest(reason)))?
+                    .to_vec(),
+            ),
+        };
+        let body = body.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                refused(
+                    Refused::TooLarge,
+                    ApiError::TooLarge {
+                        limit_bytes: self.settings.max_body_bytes,
+                        setting: "collector.max_body_bytes",
+                    },
+                )
+            } else {
+                refused(Refused::BadBody, logpipe_http::rejection(rejection))
+            }
+        })?;
+        let limits = ValidationLimits {
+            max_field_bytes: self.settings.max_field_bytes,
+            max_future_skew_secs: self.settings.max_future_skew.as_secs() as i64,
+            now_micros: logpipe_core::time::now_micros(),
+        };
+        // Parsing a large body takes milliseconds of CPU: keep it off the reactor.
+        let summaries = self.settings.summaries;
+        let parsed = tokio::task::spawn_blocking(move || {
+            let request = key.map(|key| dedup::request_id(&key, &body));
+            parse_batch(kind, &body, &limits, summaries, request)
+        })
+        .await
+        .map_err(|join_error| ApiError::Internal(format!("parser failed: {join_error}")))?
+        .map_err(|body_error| {
+            refused(
+                Refused::BadBody,
+                ApiError::BadRequest(body_error.to_string()),
+            )
+        })?;
+        let accepted = parsed.records.len();
+        let topic = kind.topic();
+        if let Err(error) = self.bus.append(topic, parsed.records).await {
+            if error.kind() == ErrorKind::Transient {
+                return Err(refused(
+                    Refused::Busy,
+                    ApiError::Unavailable {
+                        message: format!(
+                            "{error}; nothing in this request was acknowledged, retry it"
+                        ),
+                        retry_after: self.settings.retry_after,
+                    },
+                ));
+            }
+            tracing::error!(%error, "bus append failed");
+            return Err(ApiError::from_error(&error, self.settings.retry_after));
+        }
+        let metrics = collector_metrics();
+        metrics.records_accepted.add(&[topic], accepted as u64);
+        metrics
+            .records_rejected
+            .add(&[topic], parsed.rejected.len() as u64);
+        let status = if parsed.rejected.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        let rejected_total = parsed.rejected.len();
+        let listed: Vec<_> = parsed
+            .rejected
+            .into_iter()
+            .take(MAX_REJECTIONS_LISTED)
+            .map(|(index, reason)| json!({ "index": index, "reason": reason }))
+            .collect();
+        Ok((
+            status,
+            Json(json!({ "accepted": accepted, "rejected": listed, "rejected_total": rejected_total })),
+        )
+            .into_response())
+    }
+}

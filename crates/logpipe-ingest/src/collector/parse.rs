@@ -1,0 +1,71 @@
+//! A request body to bus records: split the body (a JSON array or NDJSON),
+//! validate each record, and give each valid one its bus form (canonical
+//! JSON, key, and the headers: window summary, record id).
+
+use logpipe_bus::{BusRecord, HeadersBuilder};
+use logpipe_core::dedup::{self, RecordId};
+use logpipe_core::record::{self, Record, RecordKind, ValidationLimits};
+use logpipe_core::summary::{self, LogSummary};
+
+/// Valid records ready for the bus, and why the others were refused.
+pub(super) struct ParsedBatch {
+    pub(super) records: Vec<BusRecord>,
+    pub(super) rejected: Vec<(usize, String)>,
+}
+
+/// `request`: the request id when the client sent an `Idempotency-Key`.
+pub(super) fn parse_batch(
+    kind: RecordKind,
+    body: &[u8],
+    limits: &ValidationLimits,
+    summaries: bool,
+    request: Option<u128>,
+) -> Result<ParsedBatch, record::BodyError> {
+    let raw_records = record::split_body(body)?;
+    let mut records = Vec::with_capacity(raw_records.len());
+    let mut rejected = Vec::new();
+    for (index, raw) in raw_records.into_iter().enumerate() {
+        match raw.and_then(|text| Record::parse(kind, text, limits)) {
+            Ok(record) => {
+                let id = request.map(|request| RecordId {
+                    request,
+                    index: index as u32,
+                });
+                records.push(bus_record(&record, summaries, id));
+            }
+            Err(error) => rejected.push((index, error.to_string())),
+        }
+    }
+    Ok(ParsedBatch { records, rejected })
+}
+
+/// The bus form of a valid record. With `summaries`, a log record also
+/// carries its window fields as a header; with `id`, the record carries its
+/// id (see [`dedup`]).
+pub(super) fn bus_record(record: &Record, summaries: bool, id: Option<RecordId>) -> BusRecord {
+    let mut out = BusRecord::new(record.key(), record.to_json());
+    let summary = match (record, summaries) {
+        (Record::Log(log), true) => Some(LogSummary::of(log)),
+        _ => None,
+    };
+    if summary.is_none() && id.is_none() {
+        return out;
+    }
+    let capacity = summary
+        .as_ref()
+        .map_or(0, |s| 8 + summary::HEADER.len() + s.encoded_len())
+        + id.map_or(0, |_| 8 + dedup::HEADER.len() + dedup::ENCODED_LEN);
+    let mut headers = HeadersBuilder::with_capacity(capacity);
+    if let Some(summary) = &summary {
+        headers = headers.push(summary::HEADER, summary.encoded_len(), |block| {
+            summary.encode_into(block)
+        });
+    }
+    if let Some(id) = id {
+        headers = headers.push(dedup::HEADER, dedup::ENCODED_LEN, |block| {
+            block.extend_from_slice(&id.encode())
+        });
+    }
+    out.headers = headers.finish();
+    out
+}

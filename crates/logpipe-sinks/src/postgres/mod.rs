@@ -1,0 +1,75 @@
+//! PostgreSQL as a sink: the client ([`client`]: migrations, array-bound
+//! upserts and period replacement) and the [`StepSink`] over it.
+//!
+//! Blocking: the window job takes no further step until PostgreSQL has this
+//! one, so `window_stats` never misses a window while the database is down
+//! (records wait on the bus; the lag metric shows it). Idempotent by key:
+//! a replayed step replaces its rows.
+
+use logpipe_core::error::{Classify, ErrorKind};
+
+use crate::metrics::sink_metrics;
+use crate::{Delivery, RowWrite, SinkError, StepOutput, StepSink};
+
+mod client;
+
+pub use client::{PgError, Postgres, redact};
+
+impl Classify for PgError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            PgError::Connect { .. } => ErrorKind::Transient,
+            PgError::Query { source, .. } if source.is_closed() => ErrorKind::Transient,
+            PgError::Query { .. } => ErrorKind::Internal,
+            PgError::UnsupportedType { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Writes a step's table rows into PostgreSQL.
+pub struct PostgresSink {
+    client: Postgres,
+}
+
+impl PostgresSink {
+    pub fn new(client: Postgres) -> PostgresSink {
+        PostgresSink { client }
+    }
+
+    pub fn client(&self) -> &Postgres {
+        &self.client
+    }
+}
+
+#[async_trait::async_trait]
+impl StepSink for PostgresSink {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::Blocking
+    }
+
+    async fn deliver(&self, output: &StepOutput<'_>) -> Result<(), SinkError> {
+        let metrics = sink_metrics();
+        for rows in &output.tables {
+            let written = match &rows.write {
+                RowWrite::Upsert { key } => self.client.upsert(rows.name, rows.batch, key).await,
+                RowWrite::ReplacePeriod { column, value } => {
+                    self.client
+                        .replace(rows.name, rows.batch, column, value)
+                        .await
+                }
+            };
+            match written {
+                Ok(rows) => metrics.postgres_rows_written.add(rows),
+                Err(error) => {
+                    metrics.postgres_errors.inc();
+                    return Err(error.into());
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,28 @@
+//! An alert as [`AlertMessage`]: what `alerts.realtime`, the webhook and
+//! `/api/alerts` carry.
+
+use logpipe_core::tables::AlertMessage;
+use logpipe_core::time::micros_to_rfc3339;
+
+use super::Alert;
+
+impl Alert {
+    /// The message of this alert, detected at `detected_at_micros`.
+    pub fn message(&self, detected_at_micros: i64) -> AlertMessage {
+        AlertMessage {
+            alert_id: self.alert_id.clone(),
+            incident_id: self.incident_id.clone(),
+            state: self.state.as_str().to_string(),
+            rule: self.rule.as_str().to_string(),
+            severity: self.rule.severity().to_string(),
+            service: self.service.clone(),
+            value: self.value,
+            threshold: self.threshold,
+            window_start: micros_to_rfc3339(self.window_start_micros),
+            window_end: micros_to_rfc3339(self.window_end_micros),
+            incident_start: micros_to_rfc3339(self.incident_start_micros),
+            detected_at: micros_to_rfc3339(detected_at_micros),
+            summary: self.summary.clone(),
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Talking to a running logpipe over HTTP.
+
+use std::time::{Duration, Instant};
+
+/// POSTs `body`, returning status and parsed JSON answer.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, serde_json::Value) {
+    let response = client.post(url).body(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// Polls the query API until `sql`'s first row's `n` reaches `expected`.
+pub async fn wait_for_count(
+    client: &reqwest::Client,
+    base_url: &str,
+    sql: &str,
+    expected: u64,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let (status, answer) = post(
+            client,
+            &format!("{base_url}/api/query"),
+            serde_json::json!({ "sql": sql }).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+        let n = answer["rows"][0]["n"].as_u64().unwrap_or(0);
+        if n >= expected {
+            assert_eq!(n, expected, "more rows than sent: {answer}");
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "only {n} of {expected} rows after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

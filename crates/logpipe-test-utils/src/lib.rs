@@ -1,0 +1,26 @@
+//! Test doubles, fixtures and service harnesses, shared by every crate's
+//! tests (DataFusion's `test-utils`, InfluxDB's `influxdb3_test_helpers`).
+//! Not published; a dev-dependency only.
+//!
+//! - [`bus`] — [`FaultyBus`] (a real bus with faults planted per call) and
+//!   topic fixtures.
+//! - [`running`] — the real `logpipe` binary on `127.0.0.1:0`.
+//! - [`services`] — a Kafka-protocol broker per test.
+//! - [`http`], [`process`]: talking to what runs.
+//! - [`assertions`] — exactly-once checks on the lake.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+pub mod assertions;
+pub mod bus;
+pub mod http;
+pub mod process;
+pub mod running;
+pub mod services;
+
+pub use assertions::{assert_exactly_once, assert_none_missing};
+pub use bus::{FaultyBus, embedded_bus, record_topics};
+pub use http::{post, wait_for_count};
+pub use process::{python, stdout_of};
+pub use running::{Running, UP, binary, sql_json};
+pub use services::kafka::Broker;

@@ -1,0 +1,192 @@
+//! Starting the real `logpipe` binary for end-to-end tests, as InfluxDB's
+//! `TestServer` does: on `127.0.0.1:0`, reading the address it prints,
+//! killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::process::stdout_of;
+
+/// The `logpipe` binary under test: `LOGPIPE_BIN`, else the one cargo
+/// built next to the test executable (`target/<profile>/logpipe`; an
+/// integration test of the binary's package makes cargo build it first).
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("LOGPIPE_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    // target/<profile>/deps/<test> → target/<profile>/logpipe
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("logpipe"))
+        .expect("the test executable lives in target/<profile>/deps")
+}
+
+/// A running `logpipe up`, killed when dropped.
+pub struct Running {
+    pub child: Child,
+    pub base_url: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+}
+
+/// `logpipe up` without the generator, on a free loopback port.
+pub const UP: &[&str] = &["up", "--no-generator", "--listen", "127.0.0.1:0"];
+
+impl Running {
+    /// Starts `logpipe up --no-generator` on 127.0.0.1:0 over `data_dir`
+    /// and waits until it prints its address.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Running {
+        Running::start_role(UP, data_dir, env)
+    }
+
+    /// [`Running::start`] with `--config CONFIG`.
+    pub fn start_with_config(data_dir: &Path, env: &[(&str, &str)], config: &Path) -> Running {
+        let config = config.to_str().unwrap();
+        Running::start_role(&[UP, &["--config", config]].concat(), data_dir, env)
+    }
+
+    /// Starts `logpipe ARGS… --data-dir DIR` and waits until it prints
+    /// `listening on URL`.
+    pub fn start_role(args: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Running {
+        let mut running = Running::spawn(args, data_dir, env);
+        running.base_url = running.wait_for_url();
+        running
+    }
+
+    /// Starts `logpipe ARGS… --data-dir DIR` without waiting for anything.
+    pub fn spawn(args: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Running {
+        std::fs::create_dir_all(data_dir).unwrap();
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log_path = data_dir.with_extension(format!("{}-{n}.log", std::process::id()));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let mut command = Command::new(binary());
+        command
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .env("LOGPIPE_LOG", "info");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("start logpipe");
+        Running {
+            child,
+            base_url: String::new(),
+            data_dir: data_dir.to_path_buf(),
+            log_path,
+        }
+    }
+
+    fn wait_for_url(&mut self) -> String {
+        let stdout = self.child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = sender.send(url.trim().to_string());
+                }
+            }
+        });
+        match receiver.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = self.child.kill();
+                panic!("logpipe did not start; its log:\n{}", self.log());
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.wait_for_exit(Duration::from_secs(30), "after SIGTERM")
+    }
+
+    /// Waits up to `limit` for the process to exit; fails the test (with
+    /// the log) otherwise, saying `when`.
+    pub fn wait_for_exit(&mut self, limit: Duration, when: &str) -> std::process::ExitStatus {
+        self.wait_for_exit_or(limit, when, |_| false)
+            .expect("only an exit ends the wait")
+    }
+
+    /// Waits up to `limit` for the process to exit (its status) or for
+    /// `done` to hold (`None`); fails the test (with the log) otherwise,
+    /// saying `when`.
+    pub fn wait_for_exit_or(
+        &mut self,
+        limit: Duration,
+        when: &str,
+        done: impl Fn(&Running) -> bool,
+    ) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if done(self) {
+                return None;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "logpipe did not stop within {limit:?} {when}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base_url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// SIGKILL: no draining, no flushing.
+    pub fn kill_hard(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `logpipe sql --format json` over `data_dir`.
+pub fn sql_json(data_dir: &Path, sql: &str) -> Vec<serde_json::Value> {
+    let stdout = stdout_of(
+        Command::new(binary())
+            .args(["sql", "--format", "json", "--data-dir"])
+            .arg(data_dir)
+            .arg(sql),
+        "logpipe sql",
+    );
+    serde_json::from_slice(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON from logpipe sql ({e}): {}",
+            String::from_utf8_lossy(&stdout)
+        )
+    })
+}
