@@ -26,6 +26,7 @@ use logpipe_ingest::{Collector, CollectorSettings};
 use logpipe_query::QueryEngine;
 use logpipe_sinks::bus_topic::BusTopicSink;
 use logpipe_stream::{RawToLake, RawToLakeOptions, WindowJob, WindowJobOptions};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub mod console;
 pub mod supervisor;
@@ -105,6 +106,7 @@ pub struct Running {
     supervisor: Supervisor,
     stages: Stages,
     bus: BusHandle,
+    signals: Signals,
     /// `http://HOST:PORT` when the process serves HTTP.
     pub base_url: Option<String>,
 }
@@ -122,8 +124,11 @@ impl Pipeline {
         self.roles.contains(&role)
     }
 
-    /// Opens what the roles need and starts their tasks.
+    /// Opens what the roles need and starts their tasks. Ctrl-C and
+    /// SIGTERM are caught from here on: one that arrives while the
+    /// pipeline is still starting stops it cleanly once it has started.
     pub async fn start(self) -> Result<Running> {
+        let signals = Signals::install()?;
         let resolved = &self.resolved;
         let config = &resolved.config;
         config.validate()?;
@@ -269,6 +274,7 @@ impl Pipeline {
             supervisor,
             stages,
             bus,
+            signals,
             base_url,
         })
     }
@@ -289,25 +295,34 @@ impl Running {
     /// jobs drain the bus and commit, stops the sinks, and shuts the bus
     /// down. Returns the first failure, named after its task.
     pub async fn wait(self) -> Result<()> {
-        let result = self.supervisor.run(shutdown_signal()).await;
+        let mut signals = self.signals;
+        let result = self.supervisor.run(signals.recv()).await;
         self.bus.shutdown();
         result
     }
 }
 
-/// Ctrl-C or SIGTERM, whichever comes first.
-pub async fn shutdown_signal() -> &'static str {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops logpipe");
-                let _ = tokio::signal::ctrl_c().await;
-                return "Ctrl-C";
-            }
-        };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "Ctrl-C",
-        _ = terminate.recv() => "SIGTERM",
+/// Ctrl-C and SIGTERM, caught from the moment they are installed (a signal
+/// that arrives before anyone waits is kept, not lost to the default
+/// action that would kill the process mid-start).
+pub struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    pub fn install() -> Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
+    /// The next signal's name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "Ctrl-C",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
     }
 }

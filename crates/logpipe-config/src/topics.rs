@@ -1,8 +1,8 @@
 //! `[topics.*]`: the bus topics logpipe creates (SPEC §1.4).
 
-use logpipe_core::topics;
 use std::time::Duration;
 
+use logpipe_core::topics;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, invalid};

@@ -1,8 +1,9 @@
 //! Shared vocabulary of logpipe: no I/O here, only what every stage agrees on.
 //!
 //! - [`record`] — the two record kinds (system logs, user activity events),
-//!   their validation, their canonical JSON form on the bus, and the window
-//!   fields of a log read cheaply ([`record::sample`]).
+//!   their validation, their canonical JSON form on the bus, a log's window
+//!   fields in a few bytes as a bus header ([`record::summary`]), and those
+//!   fields read cheaply ([`record::sample`]).
 //! - [`tables`] — the catalog of lake tables (directory, partitioning,
 //!   schema) and the builders that fill them.
 //! - [`topics`] and [`api`]: the bus topics and the HTTP paths, spelled once.
@@ -11,8 +12,6 @@
 //! - [`partition`] — Kafka-compatible key → partition hashing.
 //! - [`dedup`] — record ids from a client's `Idempotency-Key`, and the
 //!   filter that drops a retried record's second copy.
-//! - [`summary`] — a log record's window fields in a few bytes, carried as a
-//!   bus record header.
 //! - [`error`] — the kind of a failure ([`error::ErrorKind`]), which the HTTP
 //!   edge, job restarts and sinks all read.
 //! - [`retry`] — the one backoff.
@@ -28,7 +27,6 @@ pub mod job;
 pub mod partition;
 pub mod record;
 pub mod retry;
-pub mod summary;
 pub mod tables;
 pub mod telemetry;
 pub mod time;

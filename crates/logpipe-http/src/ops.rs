@@ -1,10 +1,9 @@
 //! What every role serves: `/health`, `/metrics`, `/api/stats`.
 
-use axum::Json;
-use axum::Router;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
 use logpipe_core::api;
 use logpipe_core::record::RecordKind;
 use logpipe_core::telemetry::registry;

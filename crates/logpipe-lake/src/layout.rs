@@ -11,8 +11,6 @@ use logpipe_core::TableDef;
 use logpipe_core::time::HourPartition;
 use object_store::path::Path as StorePath;
 
-use crate::commit::CommittedFile;
-
 pub(crate) const COMMIT_PREFIX: &str = "_logpipe/commits";
 
 /// Record batches grouped the way they are written: one file per (table,
@@ -28,20 +26,19 @@ pub(crate) fn commit_path(job: &str, seq: u64) -> StorePath {
     StorePath::from(format!("{COMMIT_PREFIX}/{job}/{seq:020}.json"))
 }
 
-/// The files step `seq` of `job` writes for `groups`, in order:
-/// `<table dir>/<hour>/part-<job>-<seq>-<n>.parquet`.
-pub fn plan_files(job: &str, seq: u64, groups: &TableGroups) -> Vec<CommittedFile> {
-    groups
-        .iter()
-        .enumerate()
-        .map(|(n, ((table, hour), batch))| CommittedFile {
-            path: format!(
-                "{}/{}/part-{job}-{seq:010}-{n:03}.parquet",
-                table.dir,
-                hour.hive_path()
-            ),
-            table: table.name.to_string(),
-            rows: batch.num_rows() as u64,
-        })
-        .collect()
+/// Where file `n` of step `seq` of `job` goes for `table` and `hour`:
+/// `<table dir>/<hour>/part-<job>-<seq>-<n>.parquet`. Deterministic, so a
+/// roll-forward rebuilds the same names.
+pub fn data_file_path(
+    table: &TableDef,
+    hour: &HourPartition,
+    job: &str,
+    seq: u64,
+    n: usize,
+) -> String {
+    format!(
+        "{}/{}/part-{job}-{seq:010}-{n:03}.parquet",
+        table.dir,
+        hour.hive_path()
+    )
 }

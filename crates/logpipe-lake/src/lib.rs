@@ -13,8 +13,8 @@
 //!
 //! - [`storage`] — `lake.root` → a [`LakeStore`] with its capabilities; the
 //!   query engine and the batch reports open the same store.
-//! - [`layout`] — table directories (from `logpipe_core::tables`), file
-//!   names of a step, commit record paths.
+//! - [`layout`] — table directories (from `logpipe_core::tables`), data
+//!   file names, commit record paths.
 //! - [`commit`] — the protocol (commit record first, then files; roll
 //!   forward; fencing of several writers), and the chain of records.
 //! - [`parquet`] — encoding batches, off the async reactor.
@@ -35,9 +35,11 @@ pub mod metrics;
 pub mod parquet;
 pub mod storage;
 
-pub use commit::{Chain, CommitRecord, CommittedFile, Offsets, Ranges, Step, StepOutcome};
+pub use commit::{
+    Chain, CommitRecord, CommittedFile, Offsets, Ranges, Step, StepOutcome, plan_files,
+};
 pub use error::{LakeError, Result};
-pub use layout::{TableGroups, plan_files};
+pub use layout::TableGroups;
 pub use parquet::encode_parquet;
 pub use storage::{LakeStore, StorageError, resolve};
 

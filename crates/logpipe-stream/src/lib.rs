@@ -6,8 +6,10 @@
 //! - [`raw`] — [`RawToLake`] writes `logs.raw` and `events.activity` into the
 //!   Parquet lake, partitioned by event time, exactly once (the commit
 //!   protocol is `logpipe_lake::commit`).
+//! - [`aggregate`] — event-time tumbling windows and their figures.
+//! - [`alerts`] — the anomaly detector: rules over closed windows.
 //! - [`windows`] — [`WindowJob`] aggregates `logs.raw` into event-time
-//!   windows, runs the anomaly detector ([`alerts`]) on each closed window,
+//!   windows, runs the anomaly detector on each closed window,
 //!   and writes the results to the lake tables `windows` and `alerts` and
 //!   to its sinks (`logpipe_sinks`).
 //! - [`error`] — [`StreamError`], whose kind decides what restarts.
@@ -15,6 +17,7 @@
 //! A new job (a CDC upsert, a job written in SQL) is one more folder that
 //! implements [`runtime::Job`] and uses the runtime.
 
+pub mod aggregate;
 pub mod alerts;
 pub mod error;
 pub mod raw;

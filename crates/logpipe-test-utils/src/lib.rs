@@ -8,12 +8,15 @@
 //! - [`services`] — a Kafka-protocol broker per test.
 //! - [`http`], [`process`]: talking to what runs.
 //! - [`assertions`] — exactly-once checks on the lake.
+//! - [`modules`] — the module graph of a crate and its cycles (the
+//!   architecture test in `tests/architecture.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 pub mod assertions;
 pub mod bus;
 pub mod http;
+pub mod modules;
 pub mod process;
 pub mod running;
 pub mod services;

@@ -1,37 +1,18 @@
 //! Reading every partition of a topic in one process (the embedded bus has
 //! no group balancing: it serves one machine).
 
-//! The embedded bus: a partitioned append-only log on local disk.
-//!
-//! Layout: `ROOT/<topic>/topic.json` (partition count) and
-//! `ROOT/<topic>/<partition>/<base_offset:020>.log` segment files in the
-//! [`crate::format`] batch format; consumer-group progress in
-//! `ROOT/_offsets/<group>.json`; `ROOT/.lock` keeps a second process out.
-//!
-//! One writer thread owns every file handle that is written. Appends reach it
-//! through a bounded queue (full → [`BusError::Busy`], which the collector
-//! turns into 503 + `Retry-After`). It takes whatever requests are waiting,
-//! writes one batch per partition, fsyncs each touched file once for the
-//! whole group (group commit), and only then makes the records visible to
-//! readers and acknowledges the requests. Readers therefore never see a
-//! record that a crash could take back, so nothing downstream gets ahead of
-//! the disk. With `FsyncMode::Interval` requests are acknowledged once
-//! written and become visible at the next periodic fsync.
-//!
-//! Recovery at open scans the active segment, checks each batch's CRC and
-//! truncates at the first torn or corrupt batch: such a batch was never
-//! acknowledged, so truncating it loses nothing that was promised.
-
-use crate::EmbeddedBus;
-use crate::embedded::TopicLog;
-use crate::embedded::offsets::write_atomically;
-use crate::embedded::partition_log::PartitionLog;
-use crate::{BusError, ConsumedRecord, Consumer, Result, TopicPartition};
-use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+
+use async_trait::async_trait;
 use tokio::sync::watch;
+
+use super::TopicLog;
+use super::offsets::write_atomically;
+use super::partition_log::PartitionLog;
+use crate::EmbeddedBus;
+use crate::{BusError, ConsumedRecord, Consumer, Result, TopicPartition};
 
 /// Reads every partition of its topics in one process (no group balancing:
 /// the embedded bus serves one machine).

@@ -1,45 +1,29 @@
 //! One partition: its segments, the offsets readers may see, and reads.
 
-//! The embedded bus: a partitioned append-only log on local disk.
-//!
-//! Layout: `ROOT/<topic>/topic.json` (partition count) and
-//! `ROOT/<topic>/<partition>/<base_offset:020>.log` segment files in the
-//! [`crate::format`] batch format; consumer-group progress in
-//! `ROOT/_offsets/<group>.json`; `ROOT/.lock` keeps a second process out.
-//!
-//! One writer thread owns every file handle that is written. Appends reach it
-//! through a bounded queue (full → [`BusError::Busy`], which the collector
-//! turns into 503 + `Retry-After`). It takes whatever requests are waiting,
-//! writes one batch per partition, fsyncs each touched file once for the
-//! whole group (group commit), and only then makes the records visible to
-//! readers and acknowledges the requests. Readers therefore never see a
-//! record that a crash could take back, so nothing downstream gets ahead of
-//! the disk. With `FsyncMode::Interval` requests are acknowledged once
-//! written and become visible at the next periodic fsync.
-//!
-//! Recovery at open scans the active segment, checks each batch's CRC and
-//! truncates at the first torn or corrupt batch: such a batch was never
-//! acknowledged, so truncating it loses nothing that was promised.
-
-use super::format::{self, BatchHeader};
-use crate::embedded::lock_poisoned;
-use crate::embedded::recent::RecentBatches;
-use crate::embedded::segment::Segment;
-use crate::embedded::segment::open_append;
-use crate::embedded::segment::read_header;
-use crate::embedded::segment::recover_segment;
-use crate::embedded::segment::segment_end;
-use crate::embedded::segment::segment_path;
-use crate::embedded::writer::WriterState;
-use crate::{BusError, ConsumedRecord, Result};
 use std::fs::{self};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::format::{self, BatchHeader};
+use super::lock_poisoned;
+use super::recent::RecentBatches;
+use super::segment::{
+    Segment, open_append, read_header, recover_segment, segment_end, segment_path,
+};
+use crate::{BusError, ConsumedRecord, Result};
+
 /// Bytes one partition read returns at most (bounds a poll's memory).
 pub(super) const MAX_READ_BYTES_PER_PARTITION: usize = 8 * 1024 * 1024;
+
+/// The part of a partition only the writer thread touches.
+pub(super) struct WriterState {
+    /// Next offset to assign.
+    pub(super) next_offset: u64,
+    /// Bytes written since the last index entry of the active segment.
+    pub(super) bytes_since_index: u64,
+}
 
 pub(super) struct PartitionLog {
     pub(super) topic: Arc<str>,

@@ -1,43 +1,6 @@
 //! The writer thread: group commit of waiting appends (one batch per
 //! partition, one fsync per touched file), then visibility and acks.
 
-//! The embedded bus: a partitioned append-only log on local disk.
-//!
-//! Layout: `ROOT/<topic>/topic.json` (partition count) and
-//! `ROOT/<topic>/<partition>/<base_offset:020>.log` segment files in the
-//! [`crate::format`] batch format; consumer-group progress in
-//! `ROOT/_offsets/<group>.json`; `ROOT/.lock` keeps a second process out.
-//!
-//! One writer thread owns every file handle that is written. Appends reach it
-//! through a bounded queue (full → [`BusError::Busy`], which the collector
-//! turns into 503 + `Retry-After`). It takes whatever requests are waiting,
-//! writes one batch per partition, fsyncs each touched file once for the
-//! whole group (group commit), and only then makes the records visible to
-//! readers and acknowledges the requests. Readers therefore never see a
-//! record that a crash could take back, so nothing downstream gets ahead of
-//! the disk. With `FsyncMode::Interval` requests are acknowledged once
-//! written and become visible at the next periodic fsync.
-//!
-//! Recovery at open scans the active segment, checks each batch's CRC and
-//! truncates at the first torn or corrupt batch: such a batch was never
-//! acknowledged, so truncating it loses nothing that was promised.
-
-use super::format::{self, BatchHeader, HEADER_BYTES};
-use crate::EmbeddedBus;
-use crate::embedded::AppendRequest;
-use crate::embedded::Inner;
-use crate::embedded::WriterMessage;
-use crate::embedded::lock_poisoned;
-use crate::embedded::now_ms;
-use crate::embedded::partition_log::PartitionLog;
-use crate::embedded::segment::INDEX_INTERVAL_BYTES;
-use crate::embedded::segment::Segment;
-use crate::embedded::segment::open_append;
-use crate::embedded::segment::segment_path;
-use crate::embedded::segment::sync_dir;
-use crate::metrics::bus_metrics;
-use crate::{BusError, BusRecord, Result};
-use logpipe_config::FsyncPolicy;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
@@ -45,20 +8,22 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use logpipe_config::FsyncPolicy;
+
+use super::format::{self, BatchHeader, HEADER_BYTES};
+use super::partition_log::PartitionLog;
+use super::segment::{INDEX_INTERVAL_BYTES, Segment, open_append, segment_path, sync_dir};
+use super::{AppendRequest, Inner, WriterMessage, lock_poisoned, now_ms};
+use crate::EmbeddedBus;
+use crate::metrics::bus_metrics;
+use crate::{BusError, BusRecord, Result};
+
 /// The writer takes at most this many waiting requests into one group, so
 /// one group's memory stays bounded and acknowledgements keep flowing.
 pub(super) const MAX_REQUESTS_PER_GROUP: usize = 512;
 
 /// How often the writer checks retention.
 pub(super) const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
-
-/// What only the writer thread touches.
-pub(super) struct WriterState {
-    /// Next offset to assign.
-    pub(super) next_offset: u64,
-    /// Bytes written since the last index entry of the active segment.
-    pub(super) bytes_since_index: u64,
-}
 
 /// A partition and the records a group appends to it, in order.
 pub(super) type PartitionRecords<'a> = (Arc<PartitionLog>, Vec<&'a BusRecord>);

@@ -1,23 +1,18 @@
 //! Connecting, and what the cluster looks like: metadata, topic views, the
 //! checks of existing topics against the configuration, log-end offsets.
 
-use crate::kafka::END_OFFSETS_REFRESH;
-use crate::kafka::HashMap;
-use crate::kafka::Inner;
-use crate::kafka::KafkaBus;
-use crate::kafka::METADATA_TIMEOUT;
-use crate::kafka::context::LogContext;
-use crate::kafka::context::client_config;
-use crate::kafka::kafka_error;
-use crate::kafka::lock;
-use crate::kafka::producer::new_producer;
-use crate::{BusError, Result, TopicSpec};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
 use logpipe_config::KafkaBusConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, OwnedResourceSpecifier, ResourceSpecifier};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, Producer as _};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+
+use super::context::{LogContext, client_config};
+use super::producer::new_producer;
+use super::{END_OFFSETS_REFRESH, HashMap, Inner, KafkaBus, METADATA_TIMEOUT, kafka_error, lock};
+use crate::{BusError, Result, TopicSpec};
 
 impl KafkaBus {
     /// Connects to the cluster (checks that a broker answers).

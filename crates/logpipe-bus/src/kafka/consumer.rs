@@ -1,33 +1,26 @@
 //! A group member or a reader of every partition: polling on a blocking
 //! thread, seeks, commits for lag.
 
-use crate::kafka::HashMap;
-use crate::kafka::KafkaBus;
-use crate::kafka::METADATA_TIMEOUT;
-use crate::kafka::context::client_config;
-use crate::kafka::gaps::PartitionSpan;
-use crate::kafka::gaps::count_skipped;
-use crate::kafka::gaps::partition_spans;
-use crate::kafka::headers::our_headers;
-use crate::kafka::kafka_error;
-use crate::kafka::lock;
-use crate::kafka::rebalance::Membership;
-use crate::kafka::rebalance::PendingRebalance;
-use crate::kafka::rebalance::REBALANCES_IN_FLIGHT;
-use crate::kafka::rebalance::RebalanceContext;
-use crate::kafka::rebalance::Shared;
-use crate::kafka::rebalance::is_cooperative;
-use crate::{BusError, ConsumedRecord, Consumer, Rebalance, Result, TopicPartition};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+
+use super::context::client_config;
+use super::gaps::{PartitionSpan, count_skipped, partition_spans};
+use super::headers::our_headers;
+use super::rebalance::{
+    Membership, PendingRebalance, REBALANCES_IN_FLIGHT, RebalanceContext, Shared, is_cooperative,
+};
+use super::{HashMap, KafkaBus, METADATA_TIMEOUT, kafka_error, lock};
+use crate::{BusError, ConsumedRecord, Consumer, Rebalance, Result, TopicPartition};
 
 pub(super) type PollResult = std::result::Result<Vec<ConsumedRecord>, KafkaError>;
 

@@ -2,13 +2,15 @@
 //! failure it reports first (a wrong address, TLS or SASL setting) kept for
 //! the start-up error.
 
-use crate::kafka::lock;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use logpipe_config::KafkaBusConfig;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+
+use super::lock;
 
 /// Forwards librdkafka's log lines and global errors to `tracing`, and
 /// remembers the newest reason a broker connection failed. librdkafka

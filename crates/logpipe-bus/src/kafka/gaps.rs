@@ -2,7 +2,7 @@
 //! (transaction markers, compaction, or records it failed to return):
 //! counted in `logpipe_bus_offsets_skipped_total`.
 
-use crate::kafka::HashMap;
+use super::HashMap;
 use crate::metrics::bus_metrics;
 use crate::{ConsumedRecord, TopicPartition};
 

@@ -1,7 +1,8 @@
 //! Record headers between logpipe's form and librdkafka's.
 
-use crate::Headers;
 use rdkafka::message::{Header, Headers as _, OwnedHeaders};
+
+use crate::Headers;
 
 /// The librdkafka form of a record's headers. Header names are Kafka
 /// strings; a name that is not UTF-8 cannot have come from [`Headers`]'s

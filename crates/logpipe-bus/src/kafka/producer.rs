@@ -1,17 +1,17 @@
 //! Producing: one idempotent producer, every record to the partition its
 //! key hashes to, resolved once every delivery report arrived.
 
-use crate::kafka::KafkaBus;
-use crate::kafka::context::LogContext;
-use crate::kafka::context::client_config;
-use crate::kafka::headers::kafka_headers;
-use crate::kafka::kafka_error;
-use crate::{BusError, BusRecord, Result};
+use std::sync::Arc;
+
 use logpipe_config::KafkaBusConfig;
 use logpipe_core::partition::partition_for_key;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use std::sync::Arc;
+
+use super::context::{LogContext, client_config};
+use super::headers::kafka_headers;
+use super::{KafkaBus, kafka_error};
+use crate::{BusError, BusRecord, Result};
 
 pub(super) fn new_producer(
     options: &KafkaBusConfig,

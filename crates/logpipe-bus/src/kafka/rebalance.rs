@@ -2,19 +2,20 @@
 //! job and waits until it committed (revoke) or said where each partition
 //! starts (assign).
 
-use crate::kafka::HashMap;
-use crate::kafka::context::LogContext;
-use crate::kafka::lock;
-use crate::{Rebalance, TopicPartition};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc as std_mpsc};
 use tokio::sync::mpsc;
+
+use super::context::LogContext;
+use super::{HashMap, lock};
+use crate::{Rebalance, TopicPartition};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Membership {

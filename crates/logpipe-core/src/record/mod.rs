@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::tables::{self, TableDef};
 use crate::time::{self, TimestampError, truncate_for_message};
 use crate::topics;
 
 pub mod sample;
+pub mod summary;
 
 /// The seed's services (SPEC §1.1): the generator's default set.
 pub const DEFAULT_SERVICES: [&str; 4] = [
@@ -54,17 +54,13 @@ impl RecordKind {
             .find(|kind| kind.topic() == topic)
     }
 
-    /// The lake table the kind's records land in.
-    pub fn table_def(self) -> &'static TableDef {
-        match self {
-            RecordKind::Log => &tables::LOGS,
-            RecordKind::Event => &tables::EVENTS,
-        }
-    }
-
-    /// The SQL table name (`logs`, `events`).
+    /// The SQL table name (`logs`, `events`): the name of
+    /// `tables::of_kind(self)`.
     pub fn table(self) -> &'static str {
-        self.table_def().name
+        match self {
+            RecordKind::Log => "logs",
+            RecordKind::Event => "events",
+        }
     }
 
     /// Which field keys the record on the bus (same key → same partition).

@@ -1,6 +1,6 @@
 //! The fields of a log record a window needs, read without building the
 //! whole record: from the summary header the collector writes
-//! ([`crate::summary`]), or else parsed from the JSON value by a borrowing
+//! ([`crate::record::summary`]), or else parsed from the JSON value by a borrowing
 //! parser that skips every other field. This keeps the window job's cost
 //! well below the raw→lake job's full parse, and sits here, beside the full
 //! parser and the summary, so a change to the log's shape touches one
@@ -10,8 +10,8 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use super::summary::LogSummary;
 use super::{Level, LogRecord};
-use crate::summary::LogSummary;
 use crate::time::{epoch_seconds_to_micros, parse_iso8601_micros};
 
 /// The fields of a log record a window needs.
@@ -96,7 +96,7 @@ pub fn parse_sample(value: &[u8]) -> Option<Sample<'_>> {
 }
 
 /// The window fields of a `logs.raw` record with headers `summary` (the
-/// [`crate::summary::HEADER`] value, when the producer wrote one) and
+/// [`crate::record::summary::HEADER`] value, when the producer wrote one) and
 /// JSON `value`.
 pub fn sample_of<'a>(summary: Option<&'a [u8]>, value: &'a [u8]) -> Option<Sample<'a>> {
     match summary {

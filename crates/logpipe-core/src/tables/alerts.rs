@@ -4,7 +4,6 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-
 use serde::{Deserialize, Serialize};
 
 use super::{Partitioning, TableDef, timestamp_type};

@@ -100,6 +100,14 @@ pub static ALL: [&TableDef; 8] = [
     &JOB_RUNS,
 ];
 
+/// The table records of `kind` land in.
+pub fn of_kind(kind: RecordKind) -> &'static TableDef {
+    match kind {
+        RecordKind::Log => &LOGS,
+        RecordKind::Event => &EVENTS,
+    }
+}
+
 /// The table named `name`.
 pub fn by_name(name: &str) -> Option<&'static TableDef> {
     ALL.iter().copied().find(|table| table.name == name)
@@ -174,5 +182,8 @@ mod tests {
         assert_eq!(dirs.len(), ALL.len());
         assert_eq!(by_name("events"), Some(&EVENTS));
         assert!(LOGS < EVENTS && ALERTS < WINDOWS);
+        for kind in RecordKind::ALL {
+            assert_eq!(of_kind(kind).name, kind.table());
+        }
     }
 }

@@ -22,20 +22,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::{Json, Router};
 use logpipe_bus::Bus;
 use logpipe_config::Resolved;
-use logpipe_core::api;
-use logpipe_core::dedup;
 use logpipe_core::error::{Classify, ErrorKind};
 use logpipe_core::record::{RecordKind, ValidationLimits};
+use logpipe_core::{api, dedup};
 use logpipe_http::ApiError;
 use serde_json::json;
 
@@ -61,7 +59,7 @@ pub struct CollectorSettings {
     pub max_future_skew: Duration,
     pub retry_after: Duration,
     /// Give each log record its window fields as a header
-    /// (`logpipe_core::summary`), so the window job need not parse its JSON.
+    /// (`logpipe_core::record::summary`), so the window job need not parse its JSON.
     pub summaries: bool,
 }
 

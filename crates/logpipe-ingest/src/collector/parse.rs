@@ -4,8 +4,8 @@
 
 use logpipe_bus::{BusRecord, HeadersBuilder};
 use logpipe_core::dedup::{self, RecordId};
+use logpipe_core::record::summary::{self, LogSummary};
 use logpipe_core::record::{self, Record, RecordKind, ValidationLimits};
-use logpipe_core::summary::{self, LogSummary};
 
 /// Valid records ready for the bus, and why the others were refused.
 pub(super) struct ParsedBatch {

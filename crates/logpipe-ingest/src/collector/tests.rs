@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use logpipe_bus::{Bus, BusError, EmbeddedBus};
 use logpipe_core::Level;
 use logpipe_core::dedup::{self, RecordId};
-use logpipe_core::summary::{self, LogSummary};
+use logpipe_core::record::summary::{self, LogSummary};
 use logpipe_test_utils::{FaultyBus, embedded_bus};
 use tower::ServiceExt;
 

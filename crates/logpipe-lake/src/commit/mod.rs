@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Lake;
 use crate::error::{LakeError, Result};
-use crate::layout::{TableGroups, commit_path, plan_files};
+use crate::layout::{TableGroups, commit_path, data_file_path};
 use crate::metrics::lake_metrics;
 
 pub mod chain;
@@ -84,6 +84,20 @@ pub struct CommitRecord {
     /// windows, detector state and this step's output rows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<serde_json::Value>,
+}
+
+/// The files step `seq` of `job` writes for `groups`, in order (see
+/// [`data_file_path`]).
+pub fn plan_files(job: &str, seq: u64, groups: &TableGroups) -> Vec<CommittedFile> {
+    groups
+        .iter()
+        .enumerate()
+        .map(|(n, ((table, hour), batch))| CommittedFile {
+            path: data_file_path(table, hour, job, seq, n),
+            table: table.name.to_string(),
+            rows: batch.num_rows() as u64,
+        })
+        .collect()
 }
 
 /// The newest commit of a job this process knows of.

@@ -1,12 +1,13 @@
 //! The detector: per-service streaks of anomalous and normal windows, and
 //! the alerts that start and end an incident.
 
-use crate::alerts::AlertRules;
-use crate::alerts::Rule;
-use crate::windows::aggregator::ClosedWindow;
+use std::collections::BTreeMap;
+
 use logpipe_core::time::micros_to_rfc3339;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+
+use super::{AlertRules, Rule};
+use crate::aggregate::ClosedWindow;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -367,7 +368,7 @@ pub(super) fn make_alert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::windows::aggregator::ServiceWindow;
+    use crate::aggregate::ServiceWindow;
     use logpipe_core::Level;
 
     const SIZE: i64 = 5_000_000;

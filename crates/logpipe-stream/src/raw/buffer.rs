@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use logpipe_bus::ConsumedRecord;
 use logpipe_core::record::{Record, RecordKind};
-use logpipe_core::tables::BatchBuilder;
+use logpipe_core::tables::{self, BatchBuilder};
 use logpipe_core::time::HourPartition;
 use logpipe_lake::{LakeError, Ranges, TableGroups};
 use tokio::time::Instant;
@@ -89,7 +89,7 @@ impl Buffer {
         let mut groups = TableGroups::new();
         for ((kind, hour), mut builder) in std::mem::take(&mut self.builders) {
             groups.insert(
-                (kind.table_def(), hour),
+                (tables::of_kind(kind), hour),
                 builder.finish().map_err(LakeError::from)?,
             );
         }

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use logpipe_bus::{BusError, ConsumedRecord, Consumer, Rebalance};
 use logpipe_config::DataLossPolicy;
+use logpipe_core::job::Shutdown;
 use logpipe_lake::Offsets;
 use tokio::time::Instant;
 
 use crate::error::StreamError;
-use logpipe_core::job::Shutdown;
 
 /// Records fetched per poll: large enough to amortise the read, small
 /// enough that one poll's memory stays in the megabytes.

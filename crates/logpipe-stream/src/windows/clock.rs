@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use logpipe_lake::Offsets;
 
 use super::WindowJob;
-use super::aggregator::WindowAggregator;
+use crate::aggregate::WindowAggregator;
 
 impl WindowJob {
     /// Advances the event clock, but not past the progress of a partition

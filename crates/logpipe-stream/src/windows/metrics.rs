@@ -5,7 +5,7 @@ use logpipe_core::telemetry::{
     Counter, CounterVec, Family, Gauge, GaugeVec, MetricDef, MetricSet, MetricType,
 };
 
-use super::aggregator::ClosedWindow;
+use crate::aggregate::ClosedWindow;
 use crate::alerts::Alert;
 
 pub static WINDOW_RECORDS: MetricDef = MetricDef {

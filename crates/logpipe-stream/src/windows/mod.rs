@@ -1,4 +1,6 @@
-//! The window job: 5-second aggregates and anomaly alerts from `logs.raw`.
+//! The window job: 5-second aggregates and anomaly alerts from `logs.raw`,
+//! with the windows of [`crate::aggregate`] and the detector of
+//! [`crate::alerts`].
 //!
 //! **Exactly once, by checkpointing state with offsets.** Every step (one
 //! second by default) the job writes a lake commit record holding the bus
@@ -25,8 +27,6 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | [`aggregator`] | event-time tumbling windows, watermark, lateness |
-//! | [`sketch`] | the mergeable latency sketch |
 //! | `clock.rs` | how far the event clock may move |
 //! | `state.rs` | the state checkpointed in each commit record |
 //! | `output.rs` | a step's rows for the `windows` and `alerts` tables |
@@ -39,7 +39,7 @@ use std::time::Duration;
 use logpipe_bus::Bus;
 use logpipe_config::{AlertsConfig, DataLossPolicy, LakeConfig, WINDOWS_GROUP, WindowsConfig};
 use logpipe_core::record::sample::sample_of;
-use logpipe_core::summary;
+use logpipe_core::record::summary;
 use logpipe_core::tables::windows::{WINDOW_STATS_KEY, WINDOW_STATS_TABLE};
 use logpipe_core::tables::{AlertMessage, WINDOWS};
 use logpipe_core::time::{micros_to_rfc3339, now_micros};
@@ -55,14 +55,12 @@ use crate::runtime::poller::{Polled, Poller};
 use crate::runtime::positions::{closed_on_error, partitions_of, report_progress, resume};
 use crate::runtime::{Job, Shutdown, run_restarting};
 
-pub mod aggregator;
 mod clock;
 pub mod metrics;
 mod output;
-pub mod sketch;
 mod state;
 
-use aggregator::{WindowAggregator, WindowOptions};
+use crate::aggregate::{WindowAggregator, WindowOptions};
 use metrics::window_metrics;
 use output::output_groups;
 use state::JobState;

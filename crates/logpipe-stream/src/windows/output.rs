@@ -12,8 +12,8 @@ use logpipe_core::tables::{ALERTS, WINDOWS, alerts, windows};
 use logpipe_core::time::HourPartition;
 use logpipe_lake::TableGroups;
 
-use super::aggregator::ClosedWindow;
 use super::state::JobState;
+use crate::aggregate::ClosedWindow;
 use crate::alerts::Alert;
 
 /// One row per (window, service, level), with the service's figures.

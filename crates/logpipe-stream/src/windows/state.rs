@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::aggregator::{ClosedWindow, WindowSnapshot};
+use crate::aggregate::{ClosedWindow, WindowSnapshot};
 use crate::alerts::{Alert, DetectorState};
 
 /// What a commit record holds for this job.

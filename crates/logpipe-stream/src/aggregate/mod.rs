@@ -1,5 +1,6 @@
-//! Event-time tumbling windows over log records (the state of the window
-//! job, [`super::WindowJob`]).
+//! Event-time tumbling windows over log records, and the figures of each
+//! (with the mergeable latency [`sketch`]): the state of the window job
+//! ([`crate::windows::WindowJob`]).
 //!
 //! A record at time `t` belongs to the window starting at
 //! `floor(t / size) * size` (UTC). The watermark is the event clock minus
@@ -19,10 +20,13 @@ use std::time::Duration;
 
 use logpipe_config::WindowsConfig;
 use logpipe_core::record::Level;
+
 pub use logpipe_core::record::sample::Sample;
 use serde::{Deserialize, Serialize};
 
-use super::sketch::QuantileSketch;
+pub mod sketch;
+
+use sketch::QuantileSketch;
 
 #[derive(Debug, Clone, Copy)]
 pub struct WindowOptions {

@@ -22,7 +22,7 @@
 //! service          the rest, UTF-8
 //! ```
 
-use crate::record::{Level, LogRecord, seconds_value};
+use super::{Level, LogRecord, seconds_value};
 use crate::time::epoch_seconds_to_micros;
 
 /// The bus record header that carries a [`LogSummary`].
