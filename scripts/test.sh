@@ -7,9 +7,12 @@
 # Real services a test tier needs are installed and started here, bound to
 # 127.0.0.1 only, and stopped on exit. The embedded pipeline needs no
 # server; DuckDB (a PyPI package) checks that other engines read the lake;
-# PostgreSQL 15 (Debian) is the window and report sink; tansu (crates.io) is
-# the Kafka-protocol broker, one private instance per Kafka test. S3 storage
-# joins when the feature that uses it lands.
+# PostgreSQL 15 (Debian) is the window and report sink; tansu (the crate
+# registry) is the Kafka-protocol broker, one private instance per Kafka
+# test. S3 storage joins when the feature that uses it lands.
+#
+# Each tier's time is printed at the end (also when one fails), so the CI
+# budget is visible before CI runs out of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,14 +28,33 @@ fi
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# tier NAME COMMAND…: runs a tier and records how long it took.
+TIMES=()
+SUITE_STARTED=$SECONDS
+tier() {
+  local name=$1 started=$SECONDS status=0
+  shift
+  step "$name"
+  "$@" || status=$?
+  TIMES+=("$(printf '%5ds  %s%s' $((SECONDS - started)) "$name" "$([ $status -eq 0 ] || echo '  (FAILED)')")")
+  return $status
+}
+print_times() {
+  [ ${#TIMES[@]} -gt 0 ] || return 0
+  printf '\n==> time per tier (total %ds)\n' $((SECONDS - SUITE_STARTED))
+  printf '%s\n' "${TIMES[@]}"
+}
+
 # External readers: DuckDB (from PyPI) must read the lake as plain
 # Hive-partitioned Parquet. Installed once into a venv outside the clone.
 VENV="$HOME/.cache/logpipe/venv"
 # confluent-kafka (PyPI, with its own librdkafka) is the outside Kafka client.
-if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka' 2>/dev/null; then
-  step "installing duckdb and confluent-kafka (PyPI) into $VENV for the external-client tests"
+install_venv() {
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb confluent-kafka
+}
+if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka' 2>/dev/null; then
+  tier "installing duckdb and confluent-kafka (PyPI) into $VENV for the external-client tests" install_venv
 fi
 export LOGPIPE_TEST_PYTHON="$VENV/bin/python"
 
@@ -45,11 +67,13 @@ export LOGPIPE_TEST_PYTHON="$VENV/bin/python"
 # Set LOGPIPE_TEST_KAFKA_BROKERS=HOST:PORT to run them against a real
 # Kafka or Redpanda instead (docs/operations.md).
 TANSU_ROOT="$HOME/.cache/logpipe/tools/tansu-0.6.0-dynostore-libsql"
-if [ -z "${LOGPIPE_TEST_KAFKA_BROKERS:-}" ] && [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
-  step "installing the tansu broker 0.6.0 (crates.io) into $TANSU_ROOT for the Kafka tests"
+install_tansu() {
   CARGO_TARGET_DIR="$HOME/.cache/logpipe/tools-target" \
     cargo install tansu --version 0.6.0 --locked --no-default-features --features dynostore,libsql \
     --root "$TANSU_ROOT" --quiet
+}
+if [ -z "${LOGPIPE_TEST_KAFKA_BROKERS:-}" ] && [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
+  tier "installing the tansu broker 0.6.0 (the crate registry) into $TANSU_ROOT for the Kafka tests" install_tansu
 fi
 export LOGPIPE_TEST_TANSU="$TANSU_ROOT/bin/tansu"
 
@@ -70,8 +94,7 @@ fi
 # and deleted on exit. Tests create one database each.
 PG_BIN=/usr/lib/postgresql/15/bin
 if [ ! -x "$PG_BIN/postgres" ]; then
-  step "installing PostgreSQL 15 (Debian) for the sink tests"
-  apt_install postgresql
+  tier "installing PostgreSQL 15 (Debian) for the sink tests" apt_install postgresql
 fi
 PG_DIR="$(mktemp -d /tmp/logpipe-pg.XXXXXX)"
 PG_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -84,17 +107,16 @@ stop_postgres() {
   as_pg "$PG_BIN/pg_ctl -D $PG_DIR/data -m immediate stop" >/dev/null 2>&1 || true
   rm -rf "$PG_DIR"
 }
-trap stop_postgres EXIT
+trap 'stop_postgres; print_times' EXIT
 as_pg "$PG_BIN/initdb -D $PG_DIR/data -A trust -U postgres" >/dev/null
 as_pg "$PG_BIN/pg_ctl -D $PG_DIR/data -l $PG_DIR/log -w -o '-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off'  start" >/dev/null
 export LOGPIPE_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 echo "PostgreSQL 15 on 127.0.0.1:$PG_PORT (data in $PG_DIR)"
 
-step "cargo fmt --check"
-cargo fmt --all -- --check
-
-step "cargo clippy (warnings are errors)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-
-step "cargo test"
-cargo test --workspace --locked "$@"
+tier "cargo fmt --check" cargo fmt --all -- --check
+tier "cargo clippy (warnings are errors)" \
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+# The embedded-only binary (no librdkafka, no OpenSSL) must keep compiling.
+tier "cargo clippy of the build without Kafka (--no-default-features)" \
+  cargo clippy -p logpipe-cli --no-default-features --locked -- -D warnings
+tier "cargo test" cargo test --workspace --locked "$@"

@@ -30,6 +30,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub mod console;
 pub mod supervisor;
+pub mod telemetry;
 pub mod wiring;
 
 use supervisor::{Ends, StageId, Supervisor};
@@ -129,6 +130,7 @@ impl Pipeline {
     /// pipeline is still starting stops it cleanly once it has started.
     pub async fn start(self) -> Result<Running> {
         let signals = Signals::install()?;
+        telemetry::register(&self.roles);
         let resolved = &self.resolved;
         let config = &resolved.config;
         config.validate()?;

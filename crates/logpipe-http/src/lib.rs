@@ -57,8 +57,7 @@ pub fn rejection(rejection: BytesRejection) -> ApiError {
 mod tests {
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
+    use logpipe_test_utils::call;
 
     use super::*;
 
@@ -67,17 +66,7 @@ mod tests {
         path: &str,
         body: &'static str,
     ) -> (StatusCode, serde_json::Value) {
-        let response = router
-            .clone()
-            .oneshot(Request::post(path).body(Body::from(body)).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-        )
+        call(router, Request::post(path).body(Body::from(body)).unwrap()).await
     }
 
     #[tokio::test]
@@ -107,24 +96,15 @@ mod tests {
             .await
             .unwrap();
         let router = query_routes(Arc::new(engine));
-        let response = router
-            .clone()
-            .oneshot(
-                Request::get("/api/alerts?state=maybe")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-        let response = router
-            .oneshot(
-                Request::get("/api/alerts?state=firing&service=api")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+        let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
+        let (status, answer) = call(&router, get("/api/alerts?state=maybe")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            answer["error"].as_str().unwrap().contains("firing or all"),
+            "{answer}"
+        );
+        let (status, answer) = call(&router, get("/api/alerts?state=firing&service=api")).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["count"], 0);
     }
 }

@@ -1,4 +1,4 @@
-//! Talking to a running logpipe over HTTP.
+//! Talking to logpipe over HTTP: a running binary, or a router in-process.
 
 use std::time::{Duration, Instant};
 
@@ -45,4 +45,21 @@ pub async fn wait_for_count(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Sends `request` through `router` in-process (no socket) and returns the
+/// status and the JSON answer (`Null` when it is not JSON).
+pub async fn call(
+    router: &axum::Router,
+    request: axum::http::Request<axum::body::Body>,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
 }

@@ -676,6 +676,43 @@ fn up_refused(data: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     stderr
 }
 
+/// A collector-only process is a producer: it opens no lake and no bus
+/// directory (a collector pod needs no volume), and its query API answers
+/// over the lake without creating one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_process_creates_no_directory() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("collector-data");
+    let env = kafka_env(&broker.brokers, "logpipe-collector-only");
+    let collector = Running::start_role(&["collector", "--listen", "127.0.0.1:0"], &data, &env);
+    let client = reqwest::Client::new();
+    let batch = json!([log("collector-only-1", "billing", 1)]).to_string();
+    let (status, answer) = post(
+        &client,
+        &format!("{}/api/collect/logs", collector.base_url),
+        batch,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = post(
+        &client,
+        &format!("{}/api/query", collector.base_url),
+        json!({"sql": "SELECT count(*) AS n FROM logs"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let created: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert!(
+        created.is_empty(),
+        "the collector created {created:?} in its data directory"
+    );
+    assert!(collector.terminate().success());
+}
+
 /// A replication factor above the broker count stops the start with both
 /// numbers (the seed's InvalidReplicationFactor). On a broker the tests
 /// share (`LOGPIPE_TEST_KAFKA_BROKERS`) another test may have created the

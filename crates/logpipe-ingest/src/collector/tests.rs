@@ -13,7 +13,7 @@ use logpipe_bus::{Bus, BusError, EmbeddedBus};
 use logpipe_core::Level;
 use logpipe_core::dedup::{self, RecordId};
 use logpipe_core::record::summary::{self, LogSummary};
-use logpipe_test_utils::{FaultyBus, embedded_bus};
+use logpipe_test_utils::{FaultyBus, call, embedded_bus};
 use tower::ServiceExt;
 
 use super::{Collector, CollectorSettings};
@@ -53,17 +53,7 @@ async fn post_with_key(
     if let Some(key) = key {
         request = request.header("Idempotency-Key", HeaderValue::from_bytes(key).unwrap());
     }
-    let response = router
-        .clone()
-        .oneshot(request.body(body.into()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
+    call(router, request.body(body.into()).unwrap()).await
 }
 
 #[tokio::test]

@@ -1,0 +1,106 @@
+//! Which metric families each role shows, and the catalog of all of them.
+//!
+//! Families are declared by the component that counts them (each crate's
+//! `metrics.rs`). A process registers the families of the roles it runs at
+//! start, so they show at zero before anything happened, and only those:
+//! a collector-only process does not expose lake figures it never counts.
+//! [`catalog`] lists every family of every role: `docs/METRICS.md` is
+//! checked against it by a test, and dashboards and alert rules can be.
+
+use std::collections::BTreeSet;
+
+use logpipe_core::telemetry::{MetricDef, registry};
+
+use crate::Role;
+
+/// Registers the families the `roles` count.
+pub fn register(roles: &BTreeSet<Role>) {
+    logpipe_bus::metrics::bus_metrics();
+    for role in roles {
+        match role {
+            Role::Collector => {
+                logpipe_ingest::collector::metrics::collector_metrics();
+            }
+            Role::QueryApi => {}
+            Role::RawJob => {
+                logpipe_stream::raw::metrics::raw_metrics();
+                logpipe_lake::metrics::lake_metrics();
+                logpipe_core::job::job_metrics();
+            }
+            Role::WindowJob => {
+                logpipe_stream::windows::metrics::window_metrics();
+                logpipe_lake::metrics::lake_metrics();
+                logpipe_core::job::job_metrics();
+                logpipe_sinks::metrics::sink_metrics();
+            }
+            Role::Reports => {
+                logpipe_batch::metrics::batch_metrics();
+                logpipe_sinks::metrics::sink_metrics();
+            }
+            Role::Generator => {
+                logpipe_gen::metrics::generator_metrics();
+            }
+        }
+    }
+}
+
+/// Every metric family any role exposes, by name.
+pub fn catalog() -> Vec<&'static MetricDef> {
+    register(&BTreeSet::from([
+        Role::Collector,
+        Role::QueryApi,
+        Role::RawJob,
+        Role::WindowJob,
+        Role::Reports,
+        Role::Generator,
+    ]));
+    registry().defs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/METRICS.md` lists exactly the families the code declares, with
+    /// their type and labels. `LOGPIPE_UPDATE_DOCS=1` rewrites its table.
+    #[test]
+    fn the_metrics_page_lists_exactly_the_catalog() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/METRICS.md");
+        let page = std::fs::read_to_string(&path).unwrap_or_default();
+        let table: String = catalog()
+            .iter()
+            .map(|def| {
+                format!(
+                    "| `{}` | {} | {} | {} |\n",
+                    def.name,
+                    def.kind.as_str(),
+                    def.labels
+                        .iter()
+                        .map(|l| format!("`{l}`"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    def.help
+                )
+            })
+            .collect();
+        let (begin, end) = ("<!-- catalog:begin -->\n", "<!-- catalog:end -->");
+        if std::env::var_os("LOGPIPE_UPDATE_DOCS").is_some() {
+            let start = page.find(begin).map(|i| i + begin.len()).unwrap();
+            let stop = page.find(end).unwrap();
+            let header = "| name | type | labels | meaning |\n|---|---|---|---|\n";
+            let updated = format!("{}{header}{table}{}", &page[..start], &page[stop..]);
+            std::fs::write(&path, updated).unwrap();
+            return;
+        }
+        let listed = page
+            .split(begin)
+            .nth(1)
+            .and_then(|rest| rest.split(end).next())
+            .unwrap_or_default();
+        assert!(
+            listed.ends_with(&table),
+            "{} is not the catalog; LOGPIPE_UPDATE_DOCS=1 cargo test -p logpipe-app rewrites its table. Expected:\n{table}",
+            path.display()
+        );
+    }
+}
