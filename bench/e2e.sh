@@ -8,9 +8,10 @@
 #        BENCH_CONFIG=FILE passes `--config FILE` to `logpipe up`.
 #        BENCH_PIN=1 pins the server to CPU 0 and the load client to CPU 1.
 #        BENCH_BUS=kafka runs `logpipe up --bus kafka` against a broker:
-#        BENCH_BROKERS=HOST:PORT for one you run, otherwise a fresh tansu
-#        (memory storage) on a free loopback port, from BENCH_TANSU or the
-#        build scripts/test.sh installs under $HOME/.cache/logpipe/tools.
+#        BENCH_BROKERS=HOST:PORT for one you run, otherwise a fresh Apache
+#        Kafka cluster of BENCH_KAFKA_NODES (1 or 3, default 1) KRaft nodes
+#        on free loopback ports (deploy/kafka/kafka.sh); with 3 nodes the
+#        topics get replication factor 3 and min.insync.replicas 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${1:-2000000}
@@ -24,14 +25,13 @@ BUS_ARGS=()
 if [ "${BENCH_BUS:-embedded}" = kafka ]; then
   BROKERS=${BENCH_BROKERS:-}
   if [ -z "$BROKERS" ]; then
-    TANSU=${BENCH_TANSU:-$HOME/.cache/logpipe/tools/tansu-0.6.0-dynostore-libsql/bin/tansu}
-    [ -x "$TANSU" ] || { echo "no tansu at $TANSU: run scripts/test.sh once, or set BENCH_BROKERS" >&2; exit 1; }
+    NODES=${BENCH_KAFKA_NODES:-1}
     PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    BROKERS=127.0.0.1:$PORT
-    "$TANSU" broker --listener-url "tcp://$BROKERS" --advertised-listener-url "tcp://$BROKERS" \
-      --storage-engine memory://tansu/ >"$WORK/broker.log" 2>&1 &
-    BROKER_PID=$!
-    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+    BROKERS=$(deploy/kafka/kafka.sh start "$WORK/kafka" "$NODES" "$PORT" | tail -n 1)
+    KAFKA_DIR=$WORK/kafka
+    if [ "$NODES" = 3 ]; then
+      export LOGPIPE__BUS__KAFKA__REPLICATION_FACTOR=3 LOGPIPE__BUS__KAFKA__MIN_INSYNC_REPLICAS=2
+    fi
   fi
   BUS_ARGS+=(--bus kafka --brokers "$BROKERS")
 fi
@@ -47,7 +47,9 @@ RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
 # utime + stime of `logpipe up`, in clock ticks (fields 14 and 15).
 UP_TICKS=$(awk '{print $14 + $15}' "/proc/$PID/stat")
 BROKER_TICKS=0
-[ -n "${BROKER_PID:-}" ] && BROKER_TICKS=$(awk '{print $14 + $15}' "/proc/$BROKER_PID/stat")
+for pidfile in ${KAFKA_DIR:+$KAFKA_DIR/node*/pid}; do
+  BROKER_TICKS=$((BROKER_TICKS + $(awk '{print $14 + $15}' "/proc/$(cat "$pidfile")/stat")))
+done
 stop_up
 
 python3 - "$COUNT" "$START" "$ACKED" "$DONE" "$RSS_KB" "$WORK/gen" "$UP_TICKS" "$(getconf CLK_TCK)" "$BROKER_TICKS" <<'PY'

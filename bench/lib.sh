@@ -22,7 +22,7 @@ fi
 WORK=$(mktemp -d)
 cleanup() {
   [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null
-  [ -n "${BROKER_PID:-}" ] && kill "$BROKER_PID" 2>/dev/null
+  [ -n "${KAFKA_DIR:-}" ] && deploy/kafka/kafka.sh stop "$KAFKA_DIR" 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT

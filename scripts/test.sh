@@ -7,9 +7,10 @@
 # Real services a test tier needs are installed and started here, bound to
 # 127.0.0.1 only, and stopped on exit. The embedded pipeline needs no
 # server; DuckDB (a PyPI package) checks that other engines read the lake;
-# PostgreSQL 15 (Debian) is the window and report sink; tansu (the crate
-# registry) is the Kafka-protocol broker, one private instance per Kafka
-# test. S3 storage joins when the feature that uses it lands.
+# PostgreSQL 15 (Debian) is the window and report sink; Apache Kafka (jars
+# from Maven Central, run on the machine's JDK 17) is the broker, a private
+# KRaft cluster per Kafka test started by deploy/kafka/kafka.sh. S3 storage
+# joins when the feature that uses it lands.
 #
 # Each tier's time is printed at the end (also when one fails), so the CI
 # budget is visible before CI runs out of it.
@@ -58,24 +59,20 @@ if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka' 2>/dev/null; then
 fi
 export LOGPIPE_TEST_PYTHON="$VENV/bin/python"
 
-# tansu: a Kafka-API broker in Rust, built once from crates.io (15-25 min on
-# two cores) into a cache outside the clone. Each Kafka test starts its own
-# on 127.0.0.1 and a free port and kills it at the end: memory storage, or
-# SQLite (the `libsql` feature) for the tests that restart the broker or
-# need SASL users. The directory names the features, so a cache holding an
-# older build without them is not mistaken for this one.
-# Set LOGPIPE_TEST_KAFKA_BROKERS=HOST:PORT to run them against a real
-# Kafka or Redpanda instead (docs/operations.md).
-TANSU_ROOT="$HOME/.cache/logpipe/tools/tansu-0.6.0-dynostore-libsql"
-install_tansu() {
-  CARGO_TARGET_DIR="$HOME/.cache/logpipe/tools-target" \
-    cargo install tansu --version 0.6.0 --locked --no-default-features --features dynostore,libsql \
-    --root "$TANSU_ROOT" --quiet
-}
-if [ -z "${LOGPIPE_TEST_KAFKA_BROKERS:-}" ] && [ ! -x "$TANSU_ROOT/bin/tansu" ]; then
-  tier "installing the tansu broker 0.6.0 (the crate registry) into $TANSU_ROOT for the Kafka tests" install_tansu
+# Apache Kafka 4.x for the Kafka tests: its jars are fetched from Maven
+# Central once (about half a minute) into $HOME/.cache/logpipe/kafka, outside
+# the clone; each Kafka test starts its own cluster on free loopback ports
+# and kills it at the end. Set LOGPIPE_TEST_KAFKA_BROKERS=HOST:PORT to run
+# them against a cluster of yours instead (docs/operations.md).
+if [ -z "${LOGPIPE_TEST_KAFKA_BROKERS:-}" ]; then
+  for tool in java mvn; do
+    command -v "$tool" >/dev/null 2>&1 || {
+      echo "$tool is not installed: the Kafka tests run Apache Kafka on a JDK (17 or newer) with jars Maven fetches" >&2
+      exit 1
+    }
+  done
+  tier "fetching Apache Kafka (Maven Central) for the Kafka tests" deploy/kafka/kafka.sh fetch
 fi
-export LOGPIPE_TEST_TANSU="$TANSU_ROOT/bin/tansu"
 
 apt_install() {
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

@@ -46,6 +46,12 @@ pub struct TopicSpec {
     pub retention: Duration,
     /// Per partition size bound (0 = none).
     pub retention_bytes: u64,
+    /// Kafka: replicas of each partition (`None`: the bus's default). The
+    /// embedded bus keeps one copy.
+    pub replication_factor: Option<u32>,
+    /// Kafka: `min.insync.replicas` (`None`: the bus's default, else the
+    /// broker's).
+    pub min_insync_replicas: Option<u32>,
 }
 
 /// A record to append: the key chooses the partition (same key → same

@@ -49,6 +49,8 @@ pub fn topic_specs(topics: &TopicsConfig) -> Vec<TopicSpec> {
             partitions: topic.partitions,
             retention: topic.retention,
             retention_bytes: topic.retention_bytes,
+            replication_factor: topic.replication_factor,
+            min_insync_replicas: topic.min_insync_replicas,
         })
         .collect()
 }

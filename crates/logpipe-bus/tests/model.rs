@@ -22,6 +22,8 @@ fn spec() -> TopicSpec {
         partitions: PARTITIONS,
         retention: Duration::from_secs(3600),
         retention_bytes: 0,
+        replication_factor: None,
+        min_insync_replicas: None,
     }
 }
 

@@ -48,16 +48,23 @@ impl Default for BusConfig {
     }
 }
 
-/// `[bus.kafka]`: a Kafka-protocol broker cluster (Apache Kafka, Redpanda,
-/// tansu, a managed service).
+/// `[bus.kafka]`: a Kafka-protocol broker cluster (Apache Kafka, Redpanda, a
+/// managed service).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaBusConfig {
     /// Bootstrap servers, `host:port[,host:port…]`.
     pub brokers: String,
-    /// Replication factor of the topics logpipe creates. It cannot exceed
+    /// Replication factor of the topics logpipe creates (a topic's
+    /// `replication_factor` in `[topics.*]` overrides it). It cannot exceed
     /// the number of brokers.
     pub replication_factor: u32,
+    /// `min.insync.replicas` of the topics logpipe creates: with `acks=all`
+    /// (logpipe's producer) a write is confirmed once this many replicas
+    /// hold it, and refused while fewer are in sync. 2 with a replication
+    /// factor of 3 survives the loss of one broker. Unset: the broker's
+    /// default. A topic's `min_insync_replicas` overrides it.
+    pub min_insync_replicas: Option<u32>,
     /// Consumer group of the raw→lake job (its members share the partitions).
     pub group: String,
     /// How long the collector waits for the broker to confirm a request's
@@ -80,6 +87,7 @@ impl Default for KafkaBusConfig {
         KafkaBusConfig {
             brokers: "127.0.0.1:9092".to_string(),
             replication_factor: 1,
+            min_insync_replicas: None,
             group: "logpipe-stream".to_string(),
             delivery_timeout: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
@@ -167,6 +175,17 @@ impl KafkaBusConfig {
         }
         if self.replication_factor == 0 {
             return invalid("bus.kafka.replication_factor", "must be at least 1");
+        }
+        if let Some(isr) = self.min_insync_replicas
+            && !(1..=self.replication_factor).contains(&isr)
+        {
+            return invalid(
+                "bus.kafka.min_insync_replicas",
+                format!(
+                    "is {isr}, must be 1 to bus.kafka.replication_factor ({}): a write could never be confirmed",
+                    self.replication_factor
+                ),
+            );
         }
         if self.group.trim().is_empty() {
             return invalid("bus.kafka.group", "must not be empty");

@@ -18,6 +18,14 @@ pub struct TopicConfig {
     /// Per partition: oldest segments are deleted past this size (0 = no limit).
     #[serde(default)]
     pub retention_bytes: u64,
+    /// Kafka: this topic's replication factor (unset:
+    /// `bus.kafka.replication_factor`).
+    #[serde(default)]
+    pub replication_factor: Option<u32>,
+    /// Kafka: this topic's `min.insync.replicas` (unset:
+    /// `bus.kafka.min_insync_replicas`).
+    #[serde(default)]
+    pub min_insync_replicas: Option<u32>,
 }
 
 /// `[topics.*]` (SPEC §1.4).
@@ -40,16 +48,22 @@ impl Default for TopicsConfig {
                 partitions: 3,
                 retention: week,
                 retention_bytes: 0,
+                replication_factor: None,
+                min_insync_replicas: None,
             },
             events: TopicConfig {
                 partitions: 3,
                 retention: week,
                 retention_bytes: 0,
+                replication_factor: None,
+                min_insync_replicas: None,
             },
             alerts: TopicConfig {
                 partitions: 1,
                 retention: Duration::from_secs(24 * 3600),
                 retention_bytes: 0,
+                replication_factor: None,
+                min_insync_replicas: None,
             },
         }
     }
@@ -75,6 +89,36 @@ impl TopicsConfig {
         ] {
             if !(1..=1024).contains(&topic.partitions) {
                 return invalid(key, format!("is {}, must be 1 to 1024", topic.partitions));
+            }
+        }
+        for (replicas_key, isr_key, topic) in [
+            (
+                "topics.logs.replication_factor",
+                "topics.logs.min_insync_replicas",
+                &self.logs,
+            ),
+            (
+                "topics.events.replication_factor",
+                "topics.events.min_insync_replicas",
+                &self.events,
+            ),
+            (
+                "topics.alerts.replication_factor",
+                "topics.alerts.min_insync_replicas",
+                &self.alerts,
+            ),
+        ] {
+            if topic.replication_factor == Some(0) {
+                return invalid(replicas_key, "must be at least 1");
+            }
+            if let (Some(isr), Some(replicas)) =
+                (topic.min_insync_replicas, topic.replication_factor)
+                && !(1..=replicas).contains(&isr)
+            {
+                return invalid(
+                    isr_key,
+                    format!("is {isr}, must be 1 to the topic's replication factor ({replicas})"),
+                );
             }
         }
         Ok(())

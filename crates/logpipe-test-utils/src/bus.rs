@@ -22,6 +22,8 @@ pub fn record_topics(partitions: u32) -> Vec<TopicSpec> {
             partitions,
             retention: Duration::from_secs(3600),
             retention_bytes: 0,
+            replication_factor: None,
+            min_insync_replicas: None,
         })
         .collect()
 }

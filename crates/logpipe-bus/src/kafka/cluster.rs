@@ -30,6 +30,7 @@ impl KafkaBus {
             }),
         };
         let metadata = bus.metadata(None).await?;
+        check_advertised_addresses(&metadata.addresses, &bus.inner.options.brokers).await?;
         tracing::info!(
             brokers = bus.inner.options.brokers,
             broker_count = metadata.brokers,
@@ -58,10 +59,23 @@ impl KafkaBus {
             .map_err(|e| kafka_error("cannot create the Kafka admin client", e))
     }
 
-    /// Logs where existing topics differ from their specs.
+    /// The replication factor `spec` asks for.
+    pub(super) fn replicas_of(&self, spec: &TopicSpec) -> u32 {
+        spec.replication_factor
+            .unwrap_or(self.inner.options.replication_factor)
+    }
+
+    /// The `min.insync.replicas` `spec` asks for, if any.
+    pub(super) fn min_in_sync_of(&self, spec: &TopicSpec) -> Option<u32> {
+        spec.min_insync_replicas
+            .or(self.inner.options.min_insync_replicas)
+    }
+
+    /// Logs where existing topics differ from their specs, and partitions
+    /// with fewer replicas in sync than writes need.
     pub(super) async fn verify_topics(&self, existing: &[(&TopicSpec, &TopicView)]) {
-        let replication = self.inner.options.replication_factor as usize;
         for (spec, view) in existing {
+            let replication = self.replicas_of(spec) as usize;
             if view.partitions != spec.partitions {
                 tracing::warn!(
                     topic = spec.name,
@@ -114,6 +128,7 @@ impl KafkaBus {
                 Some((topic, entries))
             })
             .collect();
+        let existing_views = existing;
         for (spec, _) in existing {
             let Some(settings) = settings.get(&spec.name) else {
                 continue;
@@ -128,6 +143,41 @@ impl KafkaBus {
                      (a service, a user), so records the lake has not read yet can vanish; \
                      set cleanup.policy=delete on it"
                 );
+            }
+            let min_in_sync = settings
+                .get("min.insync.replicas")
+                .and_then(|v| v.parse::<usize>().ok());
+            if let (Some(wanted), Some(existing)) = (self.min_in_sync_of(spec), min_in_sync)
+                && wanted as usize != existing
+            {
+                tracing::warn!(
+                    topic = spec.name,
+                    existing,
+                    configured = wanted,
+                    "the topic exists with a different min.insync.replicas; keeping the existing one"
+                );
+            }
+            if let (Some(min_in_sync), Some(view)) = (
+                min_in_sync,
+                existing_views
+                    .iter()
+                    .find(|(s, _)| s.name == spec.name)
+                    .map(|(_, v)| v),
+            ) {
+                for (partition, in_sync) in view.in_sync.iter().enumerate() {
+                    if *in_sync < min_in_sync {
+                        tracing::warn!(
+                            topic = spec.name,
+                            partition,
+                            in_sync,
+                            replicas = view.replicas,
+                            min_insync_replicas = min_in_sync,
+                            "fewer replicas are in sync than min.insync.replicas: the collector's \
+                             writes to this partition are refused (503) until a replica catches \
+                             up; check the brokers that host it"
+                        );
+                    }
+                }
             }
             let wanted = spec.retention.as_millis().to_string();
             if let Some(retention) = settings.get("retention.ms")
@@ -147,12 +197,16 @@ impl KafkaBus {
 /// What the cluster metadata says, copied out of librdkafka's structures.
 pub(super) struct ClusterView {
     pub(super) brokers: usize,
+    /// (node id, advertised host, port) of each broker.
+    pub(super) addresses: Vec<(i32, String, u16)>,
     pub(super) topics: HashMap<String, TopicView>,
 }
 
 pub(super) struct TopicView {
     pub(super) partitions: u32,
     pub(super) replicas: usize,
+    /// In-sync replicas of each partition, in partition order.
+    pub(super) in_sync: Vec<usize>,
 }
 
 impl Inner {
@@ -161,7 +215,7 @@ impl Inner {
     }
 
     /// An idempotent producer whose messages timed out must bump its epoch;
-    /// a broker that refuses (tansu answers ProducerFenced) leaves it in a
+    /// a broker that refuses (tansu 0.6 answered ProducerFenced) leaves it in a
     /// state where every send fails, fatal or not. librdkafka's answer is a
     /// new producer instance: records already refused were never
     /// acknowledged, so nothing acknowledged is affected.
@@ -217,12 +271,22 @@ impl Inner {
                     TopicView {
                         partitions: t.partitions().len() as u32,
                         replicas: t.partitions().first().map_or(0, |p| p.replicas().len()),
+                        in_sync: {
+                            let mut partitions: Vec<_> = t.partitions().iter().collect();
+                            partitions.sort_by_key(|p| p.id());
+                            partitions.iter().map(|p| p.isr().len()).collect()
+                        },
                     },
                 )
             })
             .collect();
         Ok(ClusterView {
             brokers: metadata.brokers().len(),
+            addresses: metadata
+                .brokers()
+                .iter()
+                .map(|b| (b.id(), b.host().to_string(), b.port() as u16))
+                .collect(),
             topics,
         })
     }
@@ -261,6 +325,68 @@ impl Inner {
             }
         }
     }
+}
+
+/// How long the start-up check waits for a broker's advertised address.
+const ADDRESS_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Every broker's advertised address must resolve and accept a connection
+/// from this process: clients bootstrap from `bus.kafka.brokers` but then
+/// talk to each broker at the address it advertises, and an address only
+/// the brokers can resolve (the seed's `UnknownHostException: broker2`, a
+/// container host name, `localhost` inside a pod) otherwise shows up later
+/// as requests that time out.
+async fn check_advertised_addresses(
+    addresses: &[(i32, String, u16)],
+    bootstrap: &str,
+) -> Result<()> {
+    for (id, host, port) in addresses {
+        let target = format!("{host}:{port}");
+        let resolved = match tokio::net::lookup_host(target.as_str()).await {
+            Ok(resolved) => resolved.collect::<Vec<_>>(),
+            Err(error) => {
+                return Err(BusError::Misconfigured(format!(
+                    "Kafka broker {id} advertises {target}, which does not resolve from this host \
+                     ({error}). Clients reach each broker at the address it advertises after \
+                     bootstrapping from {bootstrap}: set that broker's advertised.listeners to an \
+                     address this host can resolve (not a container or pod name only the brokers \
+                     know), or make the name resolvable here"
+                )));
+            }
+        };
+        let mut last_error = None;
+        let mut reached = false;
+        for address in &resolved {
+            match tokio::time::timeout(
+                ADDRESS_CHECK_TIMEOUT,
+                tokio::net::TcpStream::connect(address),
+            )
+            .await
+            {
+                Ok(Ok(_)) => {
+                    reached = true;
+                    break;
+                }
+                Ok(Err(error)) => last_error = Some(error.to_string()),
+                Err(_) => last_error = Some(format!("no answer within {ADDRESS_CHECK_TIMEOUT:?}")),
+            }
+        }
+        if !reached {
+            return Err(BusError::Misconfigured(format!(
+                "Kafka broker {id} advertises {target} ({}), which does not accept connections \
+                 from this host: {}. Clients reach each broker at the address it advertises \
+                 after bootstrapping from {bootstrap}: set that broker's advertised.listeners \
+                 to an address this host can reach",
+                resolved
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                last_error.unwrap_or_else(|| "it resolves to no address".to_string())
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Refreshes log-end offsets until the bus is dropped.

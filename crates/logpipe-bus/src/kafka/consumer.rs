@@ -147,7 +147,7 @@ impl KafkaConsumer {
 
     /// A broker may answer a fetch below a partition's oldest kept offset
     /// with the records that follow instead of `OFFSET_OUT_OF_RANGE` (tansu
-    /// 0.6 does), which would skip records deleted by retention without a
+    /// 0.6 did; Apache Kafka answers the error), which would skip records deleted by retention without a
     /// word. So the first record of each partition in a poll must be the one
     /// asked for. Where it is later, the oldest kept offset tells a gap left
     /// by retention (records lost: `OffsetOutOfRange`, which

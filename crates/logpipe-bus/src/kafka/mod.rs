@@ -72,7 +72,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Bus for KafkaBus {
     async fn create_topics(&self, specs: &[TopicSpec]) -> Result<()> {
         let view = self.metadata(None).await?;
-        let replication = self.inner.options.replication_factor;
         let mut missing = Vec::new();
         let mut existing = Vec::new();
         for spec in specs {
@@ -90,18 +89,25 @@ impl Bus for KafkaBus {
         if missing.is_empty() {
             return Ok(());
         }
-        if replication as usize > view.brokers {
-            return Err(BusError::Misconfigured(format!(
-                "bus.kafka.replication_factor is {replication} but the cluster at {} has {} broker{}; \
-                 a topic cannot have more replicas than brokers (the seed's InvalidReplicationFactor). \
-                 Set bus.kafka.replication_factor to at most {}",
-                self.inner.options.brokers,
-                view.brokers,
-                if view.brokers == 1 { "" } else { "s" },
-                view.brokers
-            )));
+        for spec in &missing {
+            let replication = self.replicas_of(spec);
+            if replication as usize > view.brokers {
+                let key = match spec.replication_factor {
+                    Some(_) => format!("the replication_factor of topic {}", spec.name),
+                    None => "bus.kafka.replication_factor".to_string(),
+                };
+                return Err(BusError::Misconfigured(format!(
+                    "{key} is {replication} but the cluster at {} has {} broker{}; \
+                     a topic cannot have more replicas than brokers (the seed's InvalidReplicationFactor). \
+                     Set it to at most {}",
+                    self.inner.options.brokers,
+                    view.brokers,
+                    if view.brokers == 1 { "" } else { "s" },
+                    view.brokers
+                )));
+            }
         }
-        let settings: Vec<(String, String)> = missing
+        let settings: Vec<(String, String, Option<String>)> = missing
             .iter()
             .map(|spec| {
                 let bytes = if spec.retention_bytes == 0 {
@@ -109,24 +115,29 @@ impl Bus for KafkaBus {
                 } else {
                     spec.retention_bytes.to_string()
                 };
-                (spec.retention.as_millis().to_string(), bytes)
+                let min_in_sync = self.min_in_sync_of(spec).map(|n| n.to_string());
+                (spec.retention.as_millis().to_string(), bytes, min_in_sync)
             })
             .collect();
         let new_topics: Vec<NewTopic<'_>> = missing
             .iter()
             .zip(&settings)
-            .map(|(spec, (retention_ms, retention_bytes))| {
-                NewTopic::new(
+            .map(|(spec, (retention_ms, retention_bytes, min_in_sync))| {
+                let topic = NewTopic::new(
                     &spec.name,
                     spec.partitions as i32,
-                    TopicReplication::Fixed(replication as i32),
+                    TopicReplication::Fixed(self.replicas_of(spec) as i32),
                 )
                 .set("retention.ms", retention_ms)
                 .set("retention.bytes", retention_bytes)
                 // Explicit, not the broker's default: a compacted topic
                 // keeps only the newest record per key, and logpipe's keys
                 // are service names and user ids.
-                .set("cleanup.policy", "delete")
+                .set("cleanup.policy", "delete");
+                match min_in_sync {
+                    Some(min_in_sync) => topic.set("min.insync.replicas", min_in_sync),
+                    None => topic,
+                }
             })
             .collect();
         let admin = self.admin()?;

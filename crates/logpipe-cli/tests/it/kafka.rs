@@ -1,7 +1,8 @@
-//! The pipeline on a real Kafka-protocol broker. The tests take a bootstrap
-//! address, so they run unchanged against Apache Kafka or Redpanda
-//! (`LOGPIPE_TEST_KAFKA_BROKERS`); ./scripts/test.sh gives each test its own
-//! tansu broker (see docs/operations.md, "Kafka").
+//! The pipeline on Apache Kafka: each test starts its own KRaft cluster with
+//! `deploy/kafka/kafka.sh` (the profiles users run), one node or three. The
+//! tests take a bootstrap address, so they also run against a cluster you
+//! run (`LOGPIPE_TEST_KAFKA_BROKERS`), skipping the ones that stop or
+//! configure the broker (see docs/operations.md, "Kafka").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -122,8 +123,7 @@ async fn topics_keys_and_external_clients_on_a_real_broker() {
     let running = Running::start(&data, &env);
     // A `logpipe collector` process beside the one in `up`: the batches
     // below go to each in turn and land in the same topics, keyed and in
-    // order, as collectors are stateless producers. In turn, not at once:
-    // see the tansu produce race in the scale-out test.
+    // order, as collectors are stateless producers.
     let collector = Running::start_role(&["collector", "--listen", "127.0.0.1:0"], &data, &env);
     let client = reqwest::Client::new();
 
@@ -357,30 +357,12 @@ async fn wait_for_split(members: &[&Running], failure: &str) {
     }
 }
 
-/// A config file in `dir` that makes the collector produce one record per
-/// batch.
-///
-/// tansu 0.6 workaround (test setup only): a fetch from an offset in the
-/// middle of a record batch returns the batches *after* it (Apache Kafka
-/// returns the batch holding it), so a job that starts a partition where it
-/// or another member stopped mid-batch (a member taking partitions over, a
-/// job started again after a bus failure) silently skips the rest of that
-/// batch. One record per batch makes every offset a batch start.
-fn single_record_batches(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("batches.toml");
-    std::fs::write(
-        &path,
-        "[bus.kafka.properties]\n\"batch.num.messages\" = \"1\"\n",
-    )
-    .unwrap();
-    path
-}
-
 /// Two `logpipe stream` processes in one group split the 6 partitions
-/// under load from two clients of a `logpipe collector` process; one stream process
-/// is killed with `kill -9` and the lake must still end with every
-/// acknowledged record exactly once. With the default
-/// cooperative rebalancing the survivor takes the partitions over alone.
+/// under load from two `logpipe collector` processes (a load client each);
+/// one stream process is killed with `kill -9` and the survivor takes its
+/// partitions over, starting each where the lake's last commit ended, in
+/// the middle of a record batch as often as not. The lake must end with
+/// every acknowledged record exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stream_processes_share_partitions_and_a_kill_loses_nothing() {
     kill_one_of_two_members(Rebalancing::Cooperative).await;
@@ -414,25 +396,10 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
     // A record missing from the lake then shows in the members' logs as
     // offsets the broker passed over (or not).
     env.push(("LOGPIPE_LOG", "info,logpipe_bus::kafka=debug"));
-    // Members stop mid-batch here whenever a poll ends at its record limit.
-    let single_record_batches = single_record_batches(dir.path());
-    let config = single_record_batches.to_str().unwrap();
-    // One collector. tansu 0.6 workaround (test setup only): a produce
-    // takes its offsets (raises the high watermark) before it stores the
-    // batch, and a fetch returns the stored batches below the high
-    // watermark from the requested offset on, so a member reading the
-    // head while two producer connections write the same partition can be
-    // handed a later batch before an earlier one is stored and never see
-    // the earlier one (tansu-storage 0.6.0, dynostore.rs, `produce` and
-    // `fetch`). tansu serves one connection's requests in order, so one
-    // collector (one producer connection) cannot race itself. Two
-    // collectors sharing the load are shown in the topics test, which
-    // sends to them in turn. Check: scripts/tansu/produce_race.py.
-    let collector = Running::start_role(
-        &["collector", "--listen", "127.0.0.1:0", "--config", config],
-        &data,
-        &env,
-    );
+    // Two collectors, both producing to every partition at once.
+    let collectors: Vec<Running> = (0..2)
+        .map(|_| Running::start_role(&["collector", "--listen", "127.0.0.1:0"], &data, &env))
+        .collect();
     let eager_config = dir.path().join("eager.toml");
     std::fs::write(
         &eager_config,
@@ -445,8 +412,10 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
     };
     let survivor = Running::spawn(&stream_args, &data, &env);
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let senders: Vec<_> = (0..2)
-        .map(|task| {
+    let senders: Vec<_> = collectors
+        .iter()
+        .enumerate()
+        .map(|(task, collector)| {
             let url = collector.base_url.clone();
             tokio::spawn(load(url, format!("{ids}{task}"), stopped.clone()))
         })
@@ -465,37 +434,11 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     // kill -9 one member mid-load; its partitions move on.
     member.kill_hard();
-    let replacement = match rebalancing {
-        Rebalancing::Cooperative => {
-            wait_for_split(
-                &[&survivor],
-                "the survivor did not take the killed member's partitions over",
-            )
-            .await;
-            None
-        }
-        Rebalancing::Eager => {
-            // tansu 0.6 workaround (test setup only): when a member dies,
-            // tansu evicts it but keeps the group's generation, and its
-            // SyncGroup in that state hands back the stored assignments,
-            // ignoring the leader's new ones (tansu-broker 0.6.0,
-            // coordinator/group/administrator.rs, `Inner<O, Formed>::sync`).
-            // An eager member rejoins with the same metadata, so the
-            // survivor gets its old partitions back and the dead member's
-            // stay unread until the membership changes: a replacement member
-            // is started (as a Kubernetes Deployment would). A cooperative
-            // member's metadata carries its current assignment and
-            // generation, which makes tansu form a new generation.
-            tokio::time::sleep(Duration::from_secs(8)).await;
-            let replacement = Running::spawn(&stream_args, &data, &env);
-            wait_for_split(
-                &[&survivor, &replacement],
-                "the partitions of the killed member did not move",
-            )
-            .await;
-            Some(replacement)
-        }
-    };
+    wait_for_split(
+        &[&survivor],
+        "the survivor did not take the killed member's partitions over",
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop.send(true);
     let mut acked = Vec::new();
@@ -515,10 +458,13 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
         eprintln!("kept for inspection: {:?}", dir.keep());
     }
     let logs = format!(
-        "{}\n--- replacement:\n{}\n--- collector:\n{}",
+        "{}\n--- collectors:\n{}",
         survivor.log(),
-        replacement.as_ref().map(Running::log).unwrap_or_default(),
-        collector.log(),
+        collectors
+            .iter()
+            .map(Running::log)
+            .collect::<Vec<_>>()
+            .join("\n---\n"),
     );
     assert_exactly_once(&wanted, &counts, &logs);
     eprintln!(
@@ -526,19 +472,21 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
         wanted.len()
     );
     assert!(survivor.terminate().success());
-    if let Some(replacement) = replacement {
-        assert!(replacement.terminate().success());
+    for collector in collectors {
+        assert!(collector.terminate().success());
     }
-    assert!(collector.terminate().success());
 }
 
-/// What an outage test does to the broker under load.
+/// What an outage test does to the broker under load. Both last longer
+/// than the collector's delivery timeout (2 s), so requests are refused
+/// with 503 meanwhile and retried.
 #[derive(Clone, Copy, Debug)]
 enum Outage {
     /// `SIGSTOP` for 5 s: the broker keeps its data and connections but
     /// answers nothing, like a hung or unreachable host.
     Freeze,
-    /// `kill -9`, 5 s down, then started again on its stored data.
+    /// `kill -9`, 5 s down, then started again on its stored data (which
+    /// takes the JVM another 10 s or so).
     Restart,
 }
 
@@ -547,26 +495,8 @@ enum Outage {
 /// also those acknowledged only on a retry after a 503.
 async fn outage_loses_nothing_acknowledged(broker: &mut Broker, outage: Outage, data: &Path) {
     let mut env = kafka_env(&broker.brokers, "outage");
-    // tansu 0.6 workaround (test setup only): when a delivery times out,
-    // librdkafka's idempotent producer bumps its epoch, and tansu's SQLite
-    // storage then panics on the next produce ("more or less than one row"
-    // in its idempotence check) and answers nothing after that. The restart
-    // therefore stays inside the delivery timeout, so the collector waits
-    // for the broker instead of answering 503; the freeze test covers the
-    // 503s (on memory storage, which bumps epochs correctly).
-    let delivery_timeout = match outage {
-        Outage::Freeze => "2s",
-        Outage::Restart => "25s",
-    };
-    env.push(("LOGPIPE__BUS__KAFKA__DELIVERY_TIMEOUT", delivery_timeout));
-    // The outage stays inside the group's session timeout: after a longer
-    // freeze tansu 0.6 evicts the consumer and does not let it back in
-    // (docs/operations.md, tansu gaps).
-    // (Later entries override earlier ones.)
-    env.push(("LOGPIPE__BUS__KAFKA__SESSION_TIMEOUT", "15s"));
-    // The job may start again after the outage (a request that timed out).
-    let single_record_batches = single_record_batches(data.parent().unwrap());
-    let running = Running::start_with_config(data, &env, &single_record_batches);
+    env.push(("LOGPIPE__BUS__KAFKA__DELIVERY_TIMEOUT", "2s"));
+    let running = Running::start(data, &env);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let senders: Vec<_> = (0..2)
         .map(|task| {
@@ -596,12 +526,10 @@ async fn outage_loses_nothing_acknowledged(broker: &mut Broker, outage: Outage, 
         acked.extend(a);
         retried.extend(r);
     }
-    if let Outage::Freeze = outage {
-        assert!(
-            !retried.is_empty(),
-            "the collector never answered 503 during the outage"
-        );
-    }
+    assert!(
+        !retried.is_empty(),
+        "the collector never answered 503 during the outage ({outage:?})"
+    );
     let wanted: BTreeSet<String> = acked.iter().cloned().collect();
     let counts = wait_for_lake(data, "k", &wanted);
     let logs = format!("{}\n--- broker:\n{}", running.log(), broker.log());
@@ -643,8 +571,8 @@ async fn a_frozen_broker_is_503_and_loses_nothing_acknowledged() {
 }
 
 /// The broker process is killed under load and started again on its
-/// stored data (tansu on SQLite here; against an outside broker this test
-/// is skipped, as the test cannot restart it).
+/// stored data, an outage longer than the delivery timeout (against an
+/// outside broker this test is skipped, as the test cannot restart it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -901,7 +829,11 @@ import json, sys, time
 from confluent_kafka import Consumer, Producer, TopicPartition
 brokers, prefix, n, age = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 wait_low = int(sys.argv[5].split("=")[1]) if len(sys.argv) > 5 else None
-producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True})
+# All n records in one batch, so each call adds one segment's worth: old
+# records roll the segment on the next append, and retention must not
+# delete records the lake is still reading.
+producer = Producer({"bootstrap.servers": brokers, "enable.idempotence": True,
+                     "linger.ms": 1000, "batch.num.messages": 10000})
 # timestamp 0: the producer stamps the current time
 stamp = int((time.time() - 8 * 86400) * 1000) if age == "old" else 0
 for i in range(n):
@@ -923,18 +855,21 @@ print(low, high)
 /// Retention deletes records the lake has not read (the job was down too
 /// long): `lake.on_data_loss = "fail"` (the default) stops the job with the
 /// partition and both offsets; `"skip_ahead"` continues from the oldest kept
-/// record and counts the lost ones. tansu 0.6 runs retention when it starts
-/// (and every 10 minutes), deleting by record timestamp, so the records are
-/// produced 8 days old and the broker is restarted; it then answers a fetch
-/// below the oldest offset with the records that follow instead of
-/// `OFFSET_OUT_OF_RANGE`, which logpipe must notice by itself.
+/// record and counts the lost ones. The records are produced 8 days old
+/// (the topics keep 7 days): the next record rolls their segment, and the
+/// broker deletes it at its next retention check (every half second on the
+/// test broker), so the lake's next fetch gets the broker's own
+/// `OFFSET_OUT_OF_RANGE`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_deleted_by_retention_before_the_lake_read_them_follow_on_data_loss() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(mut broker) = Broker::start_persistent(dir.path()) else {
-        eprintln!("skipped: it restarts the broker (LOGPIPE_TEST_KAFKA_BROKERS is set)");
+    let broker = Broker::start();
+    if !broker.controllable() {
+        eprintln!(
+            "skipped: it needs a broker that checks retention often (LOGPIPE_TEST_KAFKA_BROKERS is set)"
+        );
         return;
-    };
+    }
     let data = dir.path().join("data");
     let brokers = broker.brokers.clone();
     let env = kafka_env(&brokers, "logpipe-retention");
@@ -958,8 +893,6 @@ async fn records_deleted_by_retention_before_the_lake_read_them_follow_on_data_l
         PRODUCE_TO_PARTITION_0,
         &[&broker.brokers, "lost", "30", "old"],
     );
-    broker.kill();
-    broker.restart();
     let marks = python(
         PRODUCE_TO_PARTITION_0,
         &[&broker.brokers, "kept", "20", "now", "wait-low=70"],
@@ -1005,4 +938,191 @@ async fn records_deleted_by_retention_before_the_lake_read_them_follow_on_data_l
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// A broker that advertises an address this host cannot reach (behind NAT,
+/// a container's inner address, a port nobody forwarded) stops the start at
+/// once with the broker and the address, instead of requests that time out
+/// later (the seed's unreachable `advertised.listeners`).
+#[test]
+fn an_advertised_address_this_host_cannot_reach_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1: nothing listens there.
+    let Some(broker) =
+        Broker::start_with(dir.path(), "advertised.listeners=PLAINTEXT://127.0.0.1:1\n")
+    else {
+        eprintln!("skipped: it configures the broker (LOGPIPE_TEST_KAFKA_BROKERS is set)");
+        return;
+    };
+    let env = kafka_env(&broker.brokers, "logpipe-advertised");
+    let started = Instant::now();
+    let stderr = up_refused(&dir.path().join("data"), &[], &env);
+    assert!(
+        stderr.contains("broker 1 advertises 127.0.0.1:1")
+            && stderr.contains("advertised.listeners"),
+        "the error does not name the broker, its address and the setting:\n{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the start took {:?} to fail",
+        started.elapsed()
+    );
+}
+
+/// Deletes `logs.raw` and waits until the broker no longer lists it.
+const DELETE_LOGS_TOPIC: &str = r#"
+import sys, time
+from confluent_kafka.admin import AdminClient
+admin = AdminClient({"bootstrap.servers": sys.argv[1]})
+for future in admin.delete_topics(["logs.raw"]).values():
+    future.result(30)
+deadline = time.time() + 60
+while "logs.raw" in admin.list_topics(timeout=10).topics:
+    assert time.time() < deadline, "logs.raw is still listed"
+    time.sleep(0.2)
+print("deleted")
+"#;
+
+/// A topic deleted and created again behind the lake's back starts empty,
+/// below offsets the lake already committed: the job stops with
+/// `OffsetBeyondEnd` whatever `lake.on_data_loss` says, since reading on
+/// could skip or double records (the broker lost what the lake holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_again_behind_the_lakes_back_stops_the_job_past_its_end() {
+    let broker = Broker::start();
+    if !broker.controllable() {
+        eprintln!("skipped: it deletes a topic (LOGPIPE_TEST_KAFKA_BROKERS is set)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut env = kafka_env(&broker.brokers, "logpipe-recreated");
+    env.push(("LOGPIPE__LAKE__ON_DATA_LOSS", "skip_ahead"));
+    let running = Running::start(&data, &env);
+    let ids: BTreeSet<String> = (0..300u64).map(|i| format!("gone-{i:05}")).collect();
+    let body: Vec<_> = (0..300u64)
+        .map(|i| log(&format!("gone-{i:05}"), ["a", "b", "c"][i as usize % 3], i))
+        .collect();
+    let client = reqwest::Client::new();
+    let (status, answer) = post(
+        &client,
+        &format!("{}/api/collect/logs", running.base_url),
+        serde_json::to_string(&body).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let counts = wait_for_lake(&data, "gone-", &ids);
+    let log = running.log();
+    assert!(running.terminate().success());
+    assert_exactly_once(&ids, &counts, &log);
+
+    assert_eq!(
+        python(DELETE_LOGS_TOPIC, &[&broker.brokers]).trim(),
+        "deleted"
+    );
+    // logpipe creates the topic again at start, empty.
+    let mut failing = Running::spawn(crate::common::UP, &data, &env);
+    let status = failing.wait_for_exit(Duration::from_secs(60), "on a topic behind the lake");
+    let log = failing.log();
+    assert!(!status.success(), "exited successfully:\n{log}");
+    assert!(
+        log.contains("is past the end of the log") && log.contains("logs.raw"),
+        "the error does not say the lake is past the end of logs.raw:\n{log}"
+    );
+}
+
+/// Three brokers, replication factor 3, `min.insync.replicas` 2: the leader
+/// of `logs.raw` partition 0 is killed with `kill -9` under load, and later
+/// every broker is restarted in turn (a rolling restart). The collector
+/// keeps acknowledging or answers 503 and the load client retries; the
+/// killed broker rejoins and catches up; the lake ends with every
+/// acknowledged record exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_and_a_rolling_restart_on_three_brokers_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mut broker) = Broker::start_cluster(dir.path()) else {
+        eprintln!("skipped: it kills brokers (LOGPIPE_TEST_KAFKA_BROKERS is set)");
+        return;
+    };
+    let data = dir.path().join("data");
+    let brokers = broker.brokers.clone();
+    let mut env = kafka_env(&brokers, "logpipe-failover");
+    env.extend([
+        ("LOGPIPE__BUS__KAFKA__REPLICATION_FACTOR", "3"),
+        ("LOGPIPE__BUS__KAFKA__MIN_INSYNC_REPLICAS", "2"),
+        ("LOGPIPE__BUS__KAFKA__DELIVERY_TIMEOUT", "10s"),
+    ]);
+    let running = Running::start(&data, &env);
+    assert_eq!(
+        broker.in_sync("logs.raw"),
+        3,
+        "logs.raw is not on every broker"
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let senders: Vec<_> = (0..2)
+        .map(|task| {
+            tokio::spawn(load(
+                running.base_url.clone(),
+                format!("f{task}"),
+                stopped.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let leader = broker.leader("logs.raw", 0);
+    broker.kill_node(leader);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    broker.start_node(leader);
+    wait_for_in_sync(&broker, 3, "the killed broker did not catch up");
+
+    for node in 1..=3 {
+        broker.stop_node(node);
+        broker.start_node(node);
+        wait_for_in_sync(&broker, 3, "a restarted broker did not catch up");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = stop.send(true);
+    let mut acked = Vec::new();
+    let mut retried = BTreeSet::new();
+    for sender in senders {
+        let (a, r) = sender.await.unwrap();
+        acked.extend(a);
+        retried.extend(r);
+    }
+    let wanted: BTreeSet<String> = acked.iter().cloned().collect();
+    let counts = wait_for_lake(&data, "f", &wanted);
+    let logs = format!("{}\n--- brokers:\n{}", running.log(), broker.log());
+    assert_exactly_once(&wanted, &counts, &logs);
+    eprintln!(
+        "three brokers: {} acknowledged, {} retried after 503, every one in the lake once",
+        wanted.len(),
+        retried.len()
+    );
+    assert!(running.terminate().success());
+
+    // With a broker down and a topic that needs every replica in sync, a
+    // start names the partitions whose writes will be refused.
+    broker.alter_topic("logs.raw", "min.insync.replicas=3");
+    let leader = broker.leader("logs.raw", 0);
+    broker.kill_node(leader);
+    wait_for_in_sync(&broker, 2, "a partition kept 3 replicas in sync");
+    let collector = Running::start_role(&["collector", "--listen", "127.0.0.1:0"], &data, &env);
+    let log = collector.log();
+    assert!(
+        log.contains("fewer replicas are in sync than min.insync.replicas")
+            && log.contains("logs.raw"),
+        "no warning about the partitions short of in-sync replicas:\n{log}"
+    );
+    assert!(collector.terminate().success());
+}
+
+/// Waits up to 90 s until the partitions of `logs.raw` have at least (and
+/// the fewest exactly) `replicas` in sync.
+fn wait_for_in_sync(broker: &Broker, replicas: usize, failure: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while broker.in_sync("logs.raw") != replicas {
+        assert!(Instant::now() < deadline, "{failure}:\n{}", broker.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -1,92 +1,116 @@
-//! A Kafka-protocol broker for a test.
+//! A Kafka broker for a test: Apache Kafka (KRaft) from Maven Central,
+//! started by `deploy/kafka/kafka.sh` (the profile users run) in a directory
+//! of the test's own, on free loopback ports, and stopped when dropped.
+//!
+//! `LOGPIPE_TEST_KAFKA_BROKERS=HOST:PORT` makes every test use that broker
+//! instead (a cluster you run); the tests that stop, restart or configure
+//! the broker are skipped then. A test that needs no broker control starts
+//! its own broker anyway: tests do not share topics, groups or offsets.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use crate::process::stdout_of;
-use crate::services::{free_port, wait_for_listener};
+use crate::services::free_port;
 
-/// The Kafka-protocol broker of a test: the one at
-/// `LOGPIPE_TEST_KAFKA_BROKERS` when set (Apache Kafka, Redpanda, …), else a
-/// private tansu (`LOGPIPE_TEST_TANSU`, installed by ./scripts/test.sh) on
-/// 127.0.0.1 and a free port, killed when dropped.
+/// Broker settings every test broker gets: retention applied within a
+/// second (the retention test), not every five minutes.
+const TEST_PROPERTIES: &str = "log.retention.check.interval.ms=500\n";
+
+/// A Kafka cluster of one or three nodes for one test.
 pub struct Broker {
     /// What clients bootstrap from.
     pub brokers: String,
-    /// Where tansu itself listens (`brokers`, unless a TLS terminator
-    /// stands in front of it).
-    listen: String,
-    child: Option<Child>,
-    /// The TLS terminator of a secured broker.
-    proxy: Option<Child>,
-    /// tansu's arguments, to start it again on the same port and storage.
-    args: Vec<String>,
-    /// tansu's working directory (its SQLite file) and output, for a
-    /// broker with stored data.
+    /// The cluster's state (`kafka.sh start DIR`); `None` for an outside one.
     dir: Option<PathBuf>,
+    /// Keeps a temporary state directory alive.
+    _temp: Option<tempfile::TempDir>,
+    nodes: u32,
+    /// Nodes this test stopped (not restarted yet).
+    stopped: Vec<u32>,
+}
+
+/// `deploy/kafka/kafka.sh` of this checkout.
+pub fn kafka_sh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kafka/kafka.sh")
+}
+
+/// The bootstrap address of an outside broker the tests must use
+/// (`LOGPIPE_TEST_KAFKA_BROKERS`).
+fn outside_broker() -> Option<String> {
+    std::env::var("LOGPIPE_TEST_KAFKA_BROKERS").ok()
+}
+
+/// A base port with `span` free ports above it (a node uses three, and
+/// node n of a cluster starts ten above node n-1).
+fn free_base(span: u16) -> u16 {
+    for _ in 0..50 {
+        let base = free_port();
+        if base.checked_add(span).is_none() {
+            continue;
+        }
+        let free = (0..span)
+            .all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no {span} free ports in a row on 127.0.0.1");
 }
 
 impl Broker {
-    /// A broker whose data lives in memory (lost when it stops).
+    /// A one-node cluster of this test's own.
     pub fn start() -> Broker {
-        if let Some(brokers) = outside_broker() {
-            return Broker {
-                listen: brokers.clone(),
+        match outside_broker() {
+            Some(brokers) => Broker {
                 brokers,
-                child: None,
-                proxy: None,
-                args: Vec::new(),
                 dir: None,
-            };
+                _temp: None,
+                nodes: 1,
+                stopped: Vec::new(),
+            },
+            None => {
+                let temp = tempfile::tempdir().unwrap();
+                let mut broker = Broker::launch(temp.path(), 1, &[]);
+                broker._temp = Some(temp);
+                broker
+            }
         }
-        let port = free_port();
-        Broker::tansu("memory://tansu/", None, port, port)
     }
 
-    /// A private tansu that keeps its data in an SQLite file in `dir`, so
-    /// it survives a restart or `kill -9`. None when the tests run against
-    /// an outside broker, which a test cannot restart.
+    /// A one-node cluster of this test's own with `properties` added to
+    /// its server properties (later keys win). `None` against an outside
+    /// broker.
+    pub fn start_with(dir: &Path, properties: &str) -> Option<Broker> {
+        outside_broker()
+            .is_none()
+            .then(|| Broker::launch_with(&dir.join("kafka"), 1, &[], properties))
+    }
+
+    /// A one-node cluster whose data lives in `dir/kafka`, to be stopped and
+    /// restarted on it. `None` against an outside broker.
     pub fn start_persistent(dir: &Path) -> Option<Broker> {
-        if outside_broker().is_some() {
-            return None;
-        }
-        // tansu reads the path after `sqlite://` relative to its working
-        // directory (an absolute path loses its leading slash).
-        let port = free_port();
-        Some(Broker::tansu("sqlite://tansu.db", Some(dir), port, port))
+        outside_broker()
+            .is_none()
+            .then(|| Broker::launch(&dir.join("kafka"), 1, &[]))
     }
 
-    /// A private tansu (SQLite in `dir`) that requires SASL/SCRAM-SHA-512
-    /// from user `logpipe` with `password`, behind a TLS terminator whose
-    /// self-signed certificate for 127.0.0.1 is `dir/cert.pem`. tansu 0.6
-    /// takes `--cert` but never uses it, so Python's `ssl` module terminates
-    /// TLS in front of it (as a load balancer may) and tansu advertises the
-    /// terminator's port. None against an outside broker.
+    /// A three-node cluster (replication factor 3, `min.insync.replicas` 2)
+    /// in `dir/kafka`. `None` against an outside broker.
+    pub fn start_cluster(dir: &Path) -> Option<Broker> {
+        outside_broker()
+            .is_none()
+            .then(|| Broker::launch(&dir.join("kafka"), 3, &[]))
+    }
+
+    /// A one-node cluster that also serves SASL_SSL (SCRAM-SHA-512, user
+    /// `logpipe` with `password`) with a self-signed certificate for
+    /// 127.0.0.1 in `dir/cert.pem`; `brokers` is the SASL_SSL address.
+    /// `None` against an outside broker.
     pub fn start_secured(dir: &Path, password: &str) -> Option<Broker> {
         if outside_broker().is_some() {
             return None;
         }
-        let (port, tls_port) = (free_port(), free_port());
-        // Users are created while the broker does not require them yet
-        // (tansu refuses `user create` from an unauthenticated client).
-        let mut broker = Broker::tansu("sqlite://tansu.db", Some(dir), port, port);
-        let tansu = std::env::var("LOGPIPE_TEST_TANSU").unwrap();
-        stdout_of(
-            Command::new(tansu).args([
-                "user",
-                "create",
-                "--broker",
-                &format!("tcp://127.0.0.1:{port}"),
-                "logpipe",
-                password,
-            ]),
-            "tansu user create",
-        );
-        broker.kill();
-        broker.args = tansu_args("sqlite://tansu.db", port, tls_port);
-        broker.args.push("--authentication".into());
-        broker.restart();
-
         stdout_of(
             Command::new("openssl")
                 .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
@@ -98,167 +122,207 @@ impl Broker {
                 .arg(dir.join("cert.pem")),
             "openssl req (a self-signed certificate)",
         );
-        let python = std::env::var("LOGPIPE_TEST_PYTHON")
-            .expect("LOGPIPE_TEST_PYTHON is not set: run ./scripts/test.sh");
-        broker.proxy = Some(
-            Command::new(python)
-                .arg("-c")
-                .arg(TLS_TERMINATOR)
-                .args([tls_port.to_string(), port.to_string()])
-                .arg(dir.join("cert.pem"))
-                .arg(dir.join("key.pem"))
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("start the TLS terminator"),
+        let scram = format!("logpipe:{password}");
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        let mut broker = Broker::launch(
+            &dir.join("kafka"),
+            1,
+            &[
+                ("KAFKA_SCRAM", scram.as_str()),
+                ("KAFKA_TLS_CERT", cert.to_str().unwrap()),
+                ("KAFKA_TLS_KEY", key.to_str().unwrap()),
+            ],
         );
-        broker.brokers = format!("127.0.0.1:{tls_port}");
-        wait_for_listener(&broker.brokers, "the TLS terminator");
+        // The SASL_SSL listener is two ports above the plaintext one.
+        let port: u16 = broker.brokers.rsplit(':').next().unwrap().parse().unwrap();
+        broker.brokers = format!("127.0.0.1:{}", port + 2);
         Some(broker)
     }
 
-    fn tansu(storage: &str, dir: Option<&Path>, port: u16, advertised_port: u16) -> Broker {
-        let mut broker = Broker {
-            brokers: format!("127.0.0.1:{advertised_port}"),
-            listen: format!("127.0.0.1:{port}"),
-            child: None,
-            proxy: None,
-            args: tansu_args(storage, port, advertised_port),
-            dir: dir.map(Path::to_path_buf),
-        };
-        broker.run();
-        broker
+    fn launch(dir: &Path, nodes: u32, env: &[(&str, &str)]) -> Broker {
+        Broker::launch_with(dir, nodes, env, "")
     }
 
-    /// Starts the tansu process and waits until it listens.
-    fn run(&mut self) {
-        let tansu = std::env::var("LOGPIPE_TEST_TANSU").expect(
-            "neither LOGPIPE_TEST_KAFKA_BROKERS nor LOGPIPE_TEST_TANSU is set: run ./scripts/test.sh, \
-             which installs the tansu broker",
-        );
-        let mut command = Command::new(tansu);
-        command.args(&self.args);
-        match &self.dir {
-            Some(dir) => {
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join("tansu.log"))
-                    .unwrap();
-                command
-                    .current_dir(dir)
-                    .stdout(log.try_clone().unwrap())
-                    .stderr(log);
-            }
-            None => {
-                command.stdout(Stdio::null()).stderr(Stdio::null());
-            }
+    fn launch_with(dir: &Path, nodes: u32, env: &[(&str, &str)], extra: &str) -> Broker {
+        std::fs::create_dir_all(dir).unwrap();
+        let properties = dir.join("test.properties");
+        let base = free_base(if nodes == 1 { 3 } else { 23 });
+        // `{PORT}` in `extra` is node 1's client port.
+        let extra = extra.replace("{PORT}", &base.to_string());
+        std::fs::write(&properties, format!("{TEST_PROPERTIES}{extra}")).unwrap();
+        let mut command = Command::new("bash");
+        command
+            .arg(kafka_sh())
+            .arg("start")
+            .arg(dir)
+            .arg(nodes.to_string())
+            .arg(base.to_string())
+            .env("KAFKA_PROPERTIES", &properties);
+        for (key, value) in env {
+            command.env(key, value);
         }
-        self.child = Some(command.spawn().expect("start tansu"));
-        wait_for_listener(&self.listen, "tansu");
+        let stdout = stdout_of(&mut command, "kafka.sh start (Apache Kafka for a test)");
+        let brokers = String::from_utf8(stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string();
+        Broker {
+            brokers,
+            dir: Some(dir.to_path_buf()),
+            _temp: None,
+            nodes,
+            stopped: Vec::new(),
+        }
     }
 
-    /// Whether this test controls the broker process (outage tests).
+    /// Whether this test controls the broker processes (outage tests).
     pub fn controllable(&self) -> bool {
-        self.child.is_some()
+        self.dir.is_some()
     }
 
-    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the broker: it keeps its
-    /// data but answers nothing meanwhile, like a hung or unreachable host.
+    fn dir(&self) -> &Path {
+        self.dir.as_deref().expect("a broker this test started")
+    }
+
+    fn pid(&self, node: u32) -> String {
+        std::fs::read_to_string(self.dir().join(format!("node{node}/pid")))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn kafka_sh(&self, args: &[&str]) -> Vec<u8> {
+        stdout_of(
+            Command::new("bash").arg(kafka_sh()).args(args),
+            &format!("kafka.sh {}", args.join(" ")),
+        )
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) every node: they keep their
+    /// data but answer nothing meanwhile, like a hung or unreachable host.
     pub fn signal(&self, signal: &str) {
-        let child = self.child.as_ref().expect("a broker this test started");
-        let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        for node in 1..=self.nodes {
+            let status = Command::new("kill")
+                .args([signal, &self.pid(node)])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
     }
 
-    /// `kill -9`: the broker process dies at once, as in a crash.
+    /// `kill -9` of every node, as in a crash of the whole cluster.
     pub fn kill(&mut self) {
-        let mut child = self.child.take().expect("a broker this test started");
-        let _ = child.kill();
-        let _ = child.wait();
+        for node in 1..=self.nodes {
+            self.kill_node(node);
+        }
     }
 
-    /// Starts the broker again on the same port and storage.
+    /// Starts every stopped node again on its data.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "the broker is still running");
-        self.run();
+        assert!(!self.stopped.is_empty(), "the broker is still running");
+        for node in std::mem::take(&mut self.stopped) {
+            self.start_node(node);
+        }
     }
 
-    /// What tansu printed, for a failure report.
+    /// `kill -9` of one node.
+    pub fn kill_node(&mut self, node: u32) {
+        let dir = self.dir().to_str().unwrap().to_string();
+        self.kafka_sh(&["kill", &dir, &node.to_string()]);
+        self.stopped.push(node);
+    }
+
+    /// A clean shutdown of one node (`SIGTERM`, waiting until it exited).
+    pub fn stop_node(&mut self, node: u32) {
+        let dir = self.dir().to_str().unwrap().to_string();
+        self.kafka_sh(&["stop-node", &dir, &node.to_string()]);
+        self.stopped.push(node);
+    }
+
+    /// Sets `config` (`key=value`) on `topic` with Kafka's own tool.
+    pub fn alter_topic(&self, topic: &str, config: &str) {
+        let dir = self.dir().to_str().unwrap().to_string();
+        let bootstrap = self.brokers.split(',').next().unwrap().to_string();
+        self.kafka_sh(&[
+            "cli",
+            &dir,
+            "org.apache.kafka.tools.ConfigCommand",
+            "--bootstrap-server",
+            &bootstrap,
+            "--alter",
+            "--entity-type",
+            "topics",
+            "--entity-name",
+            topic,
+            "--add-config",
+            config,
+        ]);
+    }
+
+    /// The fewest in-sync replicas of any partition of `topic`.
+    pub fn in_sync(&self, topic: &str) -> usize {
+        let dir = self.dir().to_str().unwrap().to_string();
+        let out = self.kafka_sh(&["in-sync", &dir, topic]);
+        String::from_utf8_lossy(&out).trim().parse().unwrap_or(0)
+    }
+
+    /// Starts one node again on its data and waits until it serves.
+    pub fn start_node(&mut self, node: u32) {
+        let dir = self.dir().to_str().unwrap().to_string();
+        self.kafka_sh(&["start-node", &dir, &node.to_string()]);
+        self.stopped.retain(|n| *n != node);
+    }
+
+    /// The node leading `partition` of `topic`.
+    pub fn leader(&self, topic: &str, partition: u32) -> u32 {
+        let dir = self.dir().to_str().unwrap().to_string();
+        let out = self.kafka_sh(&["leader", &dir, topic, &partition.to_string()]);
+        String::from_utf8_lossy(&out)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no leader of {topic}/{partition}: {:?}",
+                    String::from_utf8_lossy(&out)
+                )
+            })
+    }
+
+    /// What the nodes logged, for a failure report.
     pub fn log(&self) -> String {
-        self.dir
-            .as_ref()
-            .and_then(|dir| std::fs::read_to_string(dir.join("tansu.log")).ok())
-            .unwrap_or_default()
+        let Some(dir) = &self.dir else {
+            return String::new();
+        };
+        (1..=self.nodes)
+            .map(|node| {
+                let log = std::fs::read_to_string(dir.join(format!("node{node}/server.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                format!(
+                    "--- node {node} (last lines)\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
-
-/// The bootstrap address of an outside broker the tests must use instead of
-/// their own tansu (`LOGPIPE_TEST_KAFKA_BROKERS`).
-fn outside_broker() -> Option<String> {
-    std::env::var("LOGPIPE_TEST_KAFKA_BROKERS").ok()
-}
-
-/// `tansu broker` listening on 127.0.0.1:`port` and advertising
-/// 127.0.0.1:`advertised_port` (a TLS terminator's, if one stands in front).
-fn tansu_args(storage: &str, port: u16, advertised_port: u16) -> Vec<String> {
-    [
-        "broker",
-        "--listener-url",
-        &format!("tcp://127.0.0.1:{port}"),
-        "--advertised-listener-url",
-        &format!("tcp://127.0.0.1:{advertised_port}"),
-        "--storage-engine",
-        storage,
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-/// Terminates TLS on 127.0.0.1:ARGV1 and forwards each connection to
-/// 127.0.0.1:ARGV2 (certificate ARGV3, key ARGV4).
-const TLS_TERMINATOR: &str = r#"
-import asyncio, ssl, sys
-listen_port, target_port, cert, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(cert, key)
-async def pipe(reader, writer):
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except Exception:
-        pass
-    finally:
-        writer.close()
-async def handle(client_reader, client_writer):
-    try:
-        broker_reader, broker_writer = await asyncio.open_connection("127.0.0.1", target_port)
-    except OSError:
-        client_writer.close()
-        return
-    await asyncio.gather(pipe(client_reader, broker_writer), pipe(broker_reader, client_writer))
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", listen_port, ssl=context)
-    async with server:
-        await server.serve_forever()
-asyncio.run(main())
-"#;
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if let Some(proxy) = &mut self.proxy {
-            let _ = proxy.kill();
-            let _ = proxy.wait();
-        }
-        if let Some(child) = &mut self.child {
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
+        let Some(dir) = &self.dir else { return };
+        // Thaw a frozen node first, so it can be stopped; then kill: the
+        // data is the test's to throw away.
+        for node in 1..=self.nodes {
+            if let Ok(pid) = std::fs::read_to_string(dir.join(format!("node{node}/pid"))) {
+                let pid = pid.trim();
+                let _ = Command::new("kill").args(["-CONT", pid]).status();
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
         }
     }
 }
