@@ -74,6 +74,31 @@ if [ -z "${LOGPIPE_TEST_KAFKA_BROKERS:-}" ]; then
   tier "fetching Apache Kafka (Maven Central) for the Kafka tests" deploy/kafka/kafka.sh fetch
 fi
 
+# Spark reading logpipe's topics, as the seed's stream job did: PyPI's
+# pyspark pinned to the Spark version whose Kafka source Maven Central
+# serves (4.2.0), and that source's jars, both cached outside the clone.
+SPARK_VERSION=4.2.0
+SPARK_VENV="$HOME/.cache/logpipe/spark-venv-$SPARK_VERSION"
+SPARK_JARS="$HOME/.cache/logpipe/spark-kafka-$SPARK_VERSION"
+install_spark() {
+  if ! "$SPARK_VENV/bin/python" -c 'import pyspark' 2>/dev/null; then
+    python3 -m venv "$SPARK_VENV"
+    "$SPARK_VENV/bin/pip" install --quiet --disable-pip-version-check "pyspark==$SPARK_VERSION"
+  fi
+  if [ ! -f "$SPARK_JARS/.complete" ]; then
+    rm -rf "$SPARK_JARS.tmp"
+    mvn -q -B -Dstyle.color=never -f deploy/spark/pom.xml -Dspark.version=$SPARK_VERSION \
+      dependency:copy-dependencies -DoutputDirectory="$SPARK_JARS.tmp" >&2
+    rm -rf "$SPARK_JARS"
+    mv "$SPARK_JARS.tmp" "$SPARK_JARS"
+    touch "$SPARK_JARS/.complete"
+  fi
+}
+if ! "$SPARK_VENV/bin/python" -c 'import pyspark' 2>/dev/null || [ ! -f "$SPARK_JARS/.complete" ]; then
+  tier "installing pyspark $SPARK_VERSION (PyPI) and its Kafka source (Maven Central)" install_spark
+fi
+export LOGPIPE_TEST_SPARK_PYTHON="$SPARK_VENV/bin/python" LOGPIPE_TEST_SPARK_JARS="$SPARK_JARS"
+
 apt_install() {
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq

@@ -1126,3 +1126,70 @@ fn wait_for_in_sync(broker: &Broker, replicas: usize, failure: &str) {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// The seed's own stream job reads logpipe's topics: Spark Structured
+/// Streaming (PyPI `pyspark` with Spark's Kafka source from Maven Central,
+/// `deploy/spark/read_logs_raw.py`) reads `logs.raw`, parses the documented
+/// JSON and finds every record logpipe's lake holds, with an event time. A
+/// user of the seed's stack can swap one part at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spark_reads_logs_raw_and_finds_what_the_lake_holds() {
+    let (Ok(spark_python), Ok(jars)) = (
+        std::env::var("LOGPIPE_TEST_SPARK_PYTHON"),
+        std::env::var("LOGPIPE_TEST_SPARK_JARS"),
+    ) else {
+        panic!(
+            "LOGPIPE_TEST_SPARK_PYTHON and LOGPIPE_TEST_SPARK_JARS are not set: run ./scripts/test.sh, \
+             which installs pyspark and Spark's Kafka source"
+        );
+    };
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = kafka_env(&broker.brokers, "logpipe-spark");
+    let running = Running::start(&data, &env);
+    let ids: BTreeSet<String> = (0..1000u64).map(|i| format!("spark-{i:05}")).collect();
+    let body: Vec<_> = (0..1000u64)
+        .map(|i| {
+            log(
+                &format!("spark-{i:05}"),
+                ["api", "billing", "search"][i as usize % 3],
+                i,
+            )
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    let (status, answer) = post(
+        &client,
+        &format!("{}/api/collect/logs", running.base_url),
+        serde_json::to_string(&body).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let counts = wait_for_lake(&data, "spark-", &ids);
+    let log = running.log();
+    assert!(running.terminate().success());
+    assert_exactly_once(&ids, &counts, &log);
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/spark/read_logs_raw.py");
+    let output = std::process::Command::new(&spark_python)
+        .arg(&script)
+        .args([&broker.brokers, "spark-"])
+        .arg(dir.path().join("spark-out"))
+        .env("SPARK_KAFKA_JARS", &jars)
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the Spark job failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let totals: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(totals["rows"], ids.len(), "Spark counted {totals}");
+    assert_eq!(
+        totals["unparsed"], 0,
+        "records Spark could not parse: {totals}"
+    );
+}

@@ -1,0 +1,98 @@
+"""The seed's Spark job on logpipe's topics: Spark Structured Streaming reads
+`logs.raw` from Kafka, parses each record with the documented schema (README,
+"Records": the collector's canonical JSON, `timestamp` as epoch seconds) and
+derives the event time as the seed's `raw_to_hdfs.py` did. It reads what the
+topic holds now (`availableNow`) and prints one JSON line: the records whose
+`metadata.request_id` starts with PREFIX, and how many of those did not parse.
+
+    SPARK_KAFKA_JARS=DIR SPARK_LOCAL_IP=127.0.0.1 python read_logs_raw.py BOOTSTRAP PREFIX [OUT_DIR]
+
+With OUT_DIR it also writes them as Parquet partitioned by event hour, the
+seed's HDFS layout (year=/month=/day=/hour=), which DuckDB, Spark and
+logpipe's own lake tables all read the same way.
+
+Jars: Spark's Kafka source at exactly pyspark's version (deploy/spark/pom.xml).
+"""
+import glob
+import json
+import os
+import sys
+import tempfile
+
+import pyspark
+from pyspark.sql import SparkSession
+from pyspark.sql.functions import col, dayofmonth, from_json, hour, month, to_timestamp, year
+from pyspark.sql.types import DoubleType, IntegerType, MapType, StringType, StructField, StructType
+
+bootstrap, prefix = sys.argv[1], sys.argv[2]
+out_dir = sys.argv[3] if len(sys.argv) > 3 else None
+
+jars = sorted(glob.glob(os.path.join(os.environ["SPARK_KAFKA_JARS"], "*.jar")))
+wanted = f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar"
+assert any(j.endswith(wanted) for j in jars), f"no {wanted} in {jars}: the jars must match pyspark"
+
+spark = (
+    SparkSession.builder.master("local[1]")
+    .appName("logpipe-read-logs-raw")
+    .config("spark.jars", ",".join(jars))
+    .config("spark.driver.host", "127.0.0.1")
+    .config("spark.driver.bindAddress", "127.0.0.1")
+    .config("spark.ui.enabled", "false")
+    .config("spark.sql.shuffle.partitions", "1")
+    .config("spark.sql.session.timeZone", "UTC")
+    .getOrCreate()
+)
+spark.sparkContext.setLogLevel("WARN")
+
+# The documented log record (README "Records"), as logpipe writes it on the bus.
+metadata = StructType([
+    StructField("request_id", StringType()),
+    StructField("response_time_ms", DoubleType()),
+    StructField("status_code", IntegerType()),
+    StructField("endpoint", StringType()),
+    StructField("method", StringType()),
+])
+schema = StructType([
+    StructField("timestamp", DoubleType()),
+    StructField("level", StringType()),
+    StructField("service", StringType()),
+    StructField("host", StringType()),
+    StructField("message", StringType()),
+    StructField("metadata", metadata),
+])
+
+raw = (
+    spark.readStream.format("kafka")
+    .option("kafka.bootstrap.servers", bootstrap)
+    .option("subscribe", "logs.raw")
+    .option("startingOffsets", "earliest")
+    .load()
+)
+logs = (
+    raw.select(from_json(col("value").cast("string"), schema).alias("log"))
+    .select("log.*")
+    .withColumn("event_time", to_timestamp(col("timestamp")))
+    .filter(col("metadata.request_id").startswith(prefix))
+)
+
+def each_batch(batch, batch_id):
+    batch.persist()
+    if out_dir:
+        (batch.withColumn("year", year("event_time")).withColumn("month", month("event_time"))
+         .withColumn("day", dayofmonth("event_time")).withColumn("hour", hour("event_time"))
+         .write.mode("append").partitionBy("year", "month", "day", "hour").parquet(out_dir))
+    counts = batch.selectExpr("count(*) AS rows", "count_if(event_time IS NULL OR level IS NULL) AS unparsed").first()
+    totals["rows"] += counts["rows"]
+    totals["unparsed"] += counts["unparsed"]
+    batch.unpersist()
+
+totals = {"rows": 0, "unparsed": 0}
+query = (
+    logs.writeStream.foreachBatch(each_batch)
+    .option("checkpointLocation", tempfile.mkdtemp(prefix="logpipe-spark-checkpoint-"))
+    .trigger(availableNow=True)
+    .start()
+)
+query.awaitTermination()
+print(json.dumps(totals))
+spark.stop()
