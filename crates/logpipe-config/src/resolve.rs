@@ -24,7 +24,7 @@ pub struct Resolved {
     /// header. `windows.summary_header` when set; else on with the embedded
     /// bus and off with Kafka, where librdkafka allocates for every header
     /// on both sides and that cost more than the parse it saves
-    /// (docs/BENCHMARKS.md). Never without the window job, which alone
+    /// (docs/benchmarks/log.md, session 5). Never without the window job, which alone
     /// reads it.
     pub summary_header: bool,
     /// The raw→lake job's consumer group: `bus.kafka.group` on Kafka, whose

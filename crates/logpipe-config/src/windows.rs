@@ -27,7 +27,7 @@ pub struct WindowsConfig {
     /// record header, so the window job need not parse the JSON again.
     /// Unset: on with the embedded bus, off with Kafka, where librdkafka
     /// allocates for every header on both sides and that cost more than
-    /// the parse it saves (docs/BENCHMARKS.md).
+    /// the parse it saves (docs/benchmarks/log.md, session 5).
     pub summary_header: Option<bool>,
 }
 
