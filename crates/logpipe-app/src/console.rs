@@ -43,8 +43,14 @@ pub fn print_banner(resolved: &Resolved, base_url: &str) {
         bus = match config.bus.kind {
             BusKind::Embedded => format!("{bus_dir} (embedded bus)"),
             BusKind::Kafka => format!(
-                "Kafka {} (group {})",
-                config.bus.kafka.brokers, config.bus.kafka.group
+                "Kafka {} (group {}, {})",
+                config.bus.kafka.brokers,
+                config.bus.kafka.group,
+                if config.bus.kafka.transactions {
+                    "transactions: a 503 stores nothing"
+                } else {
+                    "no transactions: a 503 may be stored"
+                }
             ),
         },
         windows = if config.windows.enabled {

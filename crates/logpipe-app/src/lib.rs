@@ -134,7 +134,37 @@ impl Pipeline {
         let resolved = &self.resolved;
         let config = &resolved.config;
         config.validate()?;
-        let bus = logpipe_bus::open(&config.bus, &resolved.bus_dir, &config.topics).await?;
+        let listener = if self.has(Role::Collector) || self.has(Role::QueryApi) {
+            let listener = tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {} (is another logpipe running?)",
+                        config.listen
+                    )
+                })?;
+            Some(listener)
+        } else {
+            None
+        };
+        // The collector's name as a producer: stable across restarts on the
+        // same host and port, unique among running processes (each listens
+        // on its own address), so a restarted collector fences its old
+        // self at once.
+        let producer = match &listener {
+            Some(listener) if self.has(Role::Collector) => Some(wiring::producer_name(
+                "collector",
+                listener.local_addr()?.port(),
+            )),
+            _ => None,
+        };
+        let bus = logpipe_bus::open(
+            &config.bus,
+            &resolved.bus_dir,
+            &config.topics,
+            producer.as_deref(),
+        )
+        .await?;
 
         let mut supervisor = Supervisor::new();
         let stages = Stages {
@@ -154,19 +184,6 @@ impl Pipeline {
             _ => None,
         };
 
-        let listener = if self.has(Role::Collector) || self.has(Role::QueryApi) {
-            let listener = tokio::net::TcpListener::bind(&config.listen)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot listen on {} (is another logpipe running?)",
-                        config.listen
-                    )
-                })?;
-            Some(listener)
-        } else {
-            None
-        };
         let base_url = match &listener {
             Some(listener) => Some(format!("http://{}", listener.local_addr()?)),
             None => None,

@@ -79,3 +79,26 @@ pub fn window_sinks(
     }
     sinks
 }
+
+/// `ROLE-HOST-PORT`: this process's name as a producer (see
+/// `logpipe_bus::open`). The host is the machine's name (a pod's name on
+/// Kubernetes), in the characters a `transactional.id` keeps readable.
+pub fn producer_name(role: &str, port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{role}-{host}-{port}")
+}

@@ -107,8 +107,11 @@ pub trait Bus: Send + Sync + 'static {
     fn partitions(&self, topic: &str) -> Result<u32>;
 
     /// Appends records, each to the partition its key hashes to. Resolves
-    /// when every record is durable; on error none of them is acknowledged
-    /// (some may still have been written: callers retry, so at-least-once).
+    /// when every record is durable. On error none of them is acknowledged,
+    /// and none will be read: the embedded bus truncates a failed write
+    /// back and Kafka aborts the transaction, except on Kafka without
+    /// transactions, where some may still have been written (callers retry
+    /// with an Idempotency-Key: at-least-once).
     async fn append(&self, topic: &str, records: Vec<BusRecord>) -> Result<()>;
 
     /// A member of consumer group `group` reading `topics`: the group
@@ -142,6 +145,17 @@ pub trait Consumer: Send {
 
     /// Records progress (next offset to read) for lag monitoring.
     async fn commit(&mut self, offsets: &[(TopicPartition, u64)]) -> Result<()>;
+
+    /// Where the bus itself stands in each partition, when it read past
+    /// offsets that hold no record for the job: Kafka's transaction
+    /// markers and aborted records, which keep a partition's log end one
+    /// or more offsets past its last record. Tells a partition read to its
+    /// end from one with records left (lag, the window clock); never where
+    /// to resume or what to commit. Empty when the job's own positions are
+    /// all there is (the embedded bus writes no markers).
+    fn read_positions(&self) -> Vec<(TopicPartition, u64)> {
+        Vec::new()
+    }
 
     /// Oldest offset still kept, per partition of `topic`.
     fn start_offsets(&self, topic: &str) -> Result<Vec<u64>>;

@@ -57,10 +57,18 @@ pub fn topic_specs(topics: &TopicsConfig) -> Vec<TopicSpec> {
 
 /// Opens the configured bus (the embedded one in `dir`) and creates the
 /// topics that are missing.
+///
+/// `producer` names this process as a producer of requests (the
+/// collector): stable across its restarts, unique among the processes
+/// running. On Kafka with `bus.kafka.transactions` its appends then go in
+/// transactions under the `transactional.id`
+/// `<bus.kafka.transactional_id_prefix>-<producer>`. The embedded bus needs
+/// no name: its single writer already stores a refused append nowhere.
 pub async fn open(
     config: &BusConfig,
     dir: &Path,
     topics: &TopicsConfig,
+    producer: Option<&str>,
 ) -> Result<BusHandle, OpenError> {
     let specs = topic_specs(topics);
     match config.kind {
@@ -78,7 +86,9 @@ pub async fn open(
         }
         #[cfg(feature = "kafka")]
         BusKind::Kafka => {
-            let bus = crate::kafka::KafkaBus::connect(&config.kafka)
+            let transactional_id =
+                producer.map(|name| format!("{}-{name}", config.kafka.transactional_id_prefix));
+            let bus = crate::kafka::KafkaBus::connect(&config.kafka, transactional_id)
                 .await
                 .map_err(OpenError::Connect)?;
             bus.create_topics(&specs).await.map_err(OpenError::Topics)?;
@@ -88,6 +98,9 @@ pub async fn open(
             })
         }
         #[cfg(not(feature = "kafka"))]
-        BusKind::Kafka => Err(OpenError::KafkaNotBuilt),
+        BusKind::Kafka => {
+            let _ = producer;
+            Err(OpenError::KafkaNotBuilt)
+        }
     }
 }

@@ -75,6 +75,24 @@ pub struct KafkaBusConfig {
     /// and its partitions go to the others (`session.timeout.ms`).
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// Write each request's records in a Kafka transaction, committed
+    /// before the 2xx and aborted before a 503, so a refused request leaves
+    /// nothing any `read_committed` reader sees. Off by default: it costs
+    /// more than 10 % of throughput on the benchmark machine
+    /// (docs/BENCHMARKS.md); without it a 503 means "maybe stored", and a
+    /// client's Idempotency-Key makes its retry safe.
+    pub transactions: bool,
+    /// Prefix of the `transactional.id`s: each producing process uses
+    /// `<prefix>-<role>-<host>-<port>`, stable across its restarts (so a
+    /// restarted collector fences its old self at once) and unique per
+    /// process (two processes with one id fence each other). Give every
+    /// deployment sharing a cluster its own prefix.
+    pub transactional_id_prefix: String,
+    /// How long the brokers keep a transaction of a producer that went
+    /// silent before aborting it (`transaction.timeout.ms`): until then
+    /// `read_committed` readers wait at it. At least `delivery_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub transaction_timeout: Duration,
     /// librdkafka client properties passed through as they are, for
     /// security (`security.protocol`, `sasl.mechanisms`, `sasl.username`,
     /// `ssl.ca.location`, …) and tuning. They apply to every client logpipe
@@ -91,6 +109,9 @@ impl Default for KafkaBusConfig {
             group: "logpipe-stream".to_string(),
             delivery_timeout: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
+            transactions: false,
+            transactional_id_prefix: "logpipe".to_string(),
+            transaction_timeout: Duration::from_secs(15),
             properties: std::collections::BTreeMap::new(),
         }
     }
@@ -192,6 +213,26 @@ impl KafkaBusConfig {
         }
         if self.delivery_timeout < Duration::from_millis(100) {
             return invalid("bus.kafka.delivery_timeout", "must be at least 100ms");
+        }
+        if self.transaction_timeout < self.delivery_timeout {
+            return invalid(
+                "bus.kafka.transaction_timeout",
+                format!(
+                    "is {:?}, must be at least bus.kafka.delivery_timeout ({:?}): a transaction waits for its records",
+                    self.transaction_timeout, self.delivery_timeout
+                ),
+            );
+        }
+        let prefix = &self.transactional_id_prefix;
+        if prefix.is_empty()
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return invalid(
+                "bus.kafka.transactional_id_prefix",
+                format!("{prefix:?} must be letters, digits, '-', '_' or '.'"),
+            );
         }
         Ok(())
     }

@@ -281,6 +281,28 @@ mod tests {
         });
         assert!(error.contains("reports.daily_cron"), "{error}");
 
+        let error = load_error(|jail| {
+            jail.create_file(
+                "given.toml",
+                "[bus]\nkind = \"kafka\"\n[bus.kafka]\ntransaction_timeout = \"1s\"\n",
+            )
+            .unwrap();
+        });
+        assert!(
+            error.contains("bus.kafka.transaction_timeout") && error.contains("delivery_timeout"),
+            "{error}"
+        );
+
+        let error = load_error(|jail| {
+            jail.create_file("given.toml", "").unwrap();
+            jail.set_env("LOGPIPE__BUS__KIND", "kafka");
+            jail.set_env("LOGPIPE__BUS__KAFKA__TRANSACTIONAL_ID_PREFIX", "team a");
+        });
+        assert!(
+            error.contains("bus.kafka.transactional_id_prefix") && error.contains("team a"),
+            "{error}"
+        );
+
         let error = load_error(|_| {});
         assert!(error.contains("does not exist"), "{error}");
     }

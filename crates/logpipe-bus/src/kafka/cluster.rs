@@ -1,7 +1,7 @@
 //! Connecting, and what the cluster looks like: metadata, topic views, the
 //! checks of existing topics against the configuration, log-end offsets.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 use logpipe_config::KafkaBusConfig;
@@ -11,12 +11,19 @@ use rdkafka::producer::{FutureProducer, Producer as _};
 
 use super::context::{LogContext, client_config};
 use super::producer::new_producer;
+use super::transactions::TransactionalWriter;
 use super::{END_OFFSETS_REFRESH, HashMap, Inner, KafkaBus, METADATA_TIMEOUT, kafka_error, lock};
 use crate::{BusError, Result, TopicSpec};
 
 impl KafkaBus {
-    /// Connects to the cluster (checks that a broker answers).
-    pub async fn connect(options: &KafkaBusConfig) -> Result<KafkaBus> {
+    /// Connects to the cluster (checks that a broker answers). With
+    /// `transactional_id` (and `transactions` on) appends go in
+    /// transactions under that id, registered here: brokers that cannot do
+    /// transactions stop the start with the setting to change.
+    pub async fn connect(
+        options: &KafkaBusConfig,
+        transactional_id: Option<String>,
+    ) -> Result<KafkaBus> {
         let options = options.clone();
         let context = LogContext::default();
         let producer = new_producer(&options, &context)?;
@@ -25,6 +32,7 @@ impl KafkaBus {
                 options,
                 context,
                 producer: Mutex::new(Arc::new(producer)),
+                writer: OnceLock::new(),
                 partitions: Mutex::new(HashMap::new()),
                 end_offsets: Mutex::new(HashMap::new()),
             }),
@@ -36,6 +44,16 @@ impl KafkaBus {
             broker_count = metadata.brokers,
             "connected to Kafka"
         );
+        if let Some(id) = transactional_id.filter(|_| bus.inner.options.transactions) {
+            let options = bus.inner.options.clone();
+            let context = bus.inner.context.clone();
+            let writer = tokio::task::spawn_blocking(move || {
+                TransactionalWriter::start(&options, &context, id)
+            })
+            .await
+            .map_err(|e| BusError::Kafka(format!("the transaction set-up failed: {e}")))??;
+            let _ = bus.inner.writer.set(writer);
+        }
         spawn_end_offsets_refresh(Arc::downgrade(&bus.inner));
         Ok(bus)
     }

@@ -62,6 +62,10 @@ impl KafkaConsumer {
                 ("group.id", group.to_string()),
                 ("enable.auto.commit", "false".into()),
                 ("enable.auto.offset.store", "false".into()),
+                // Records of aborted transactions (requests answered 503)
+                // and of open ones are never handed to a job. librdkafka's
+                // default, stated because the collector's promise rests on it.
+                ("isolation.level", "read_committed".into()),
                 // The job decides where to start; an offset gone by
                 // retention is reported, not silently reset.
                 ("auto.offset.reset", "error".into()),
@@ -400,6 +404,31 @@ impl Consumer for KafkaConsumer {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
             Err(error) => Err(kafka_error("committing offsets failed", error)),
         }
+    }
+
+    fn read_positions(&self) -> Vec<(TopicPartition, u64)> {
+        // librdkafka's position moves past the transaction markers and
+        // aborted records it skipped. While a poll runs, or before a seek
+        // took effect, it is not the job's: the job's own positions stand.
+        if self.inflight.is_some() || self.reassign || self.pending.is_some() {
+            return Vec::new();
+        }
+        let Ok(list) = self.consumer.position() else {
+            return Vec::new();
+        };
+        list.elements()
+            .iter()
+            .filter_map(|element| match element.offset() {
+                Offset::Offset(offset) if offset >= 0 => Some((
+                    TopicPartition {
+                        topic: element.topic().to_string(),
+                        partition: element.partition() as u32,
+                    },
+                    offset as u64,
+                )),
+                _ => None,
+            })
+            .collect()
     }
 
     fn start_offsets(&self, topic: &str) -> Result<Vec<u64>> {

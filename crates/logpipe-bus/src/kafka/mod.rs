@@ -1,18 +1,37 @@
 //! The Kafka bus: the same topics on a Kafka-protocol broker cluster, through
 //! librdkafka (rdkafka's bundled build).
 //!
-//! - **Producing.** One idempotent producer (`enable.idempotence`,
-//!   `acks=all`). `append` resolves only when every record of the call has a
-//!   delivery report; a full local queue or a broker that does not confirm
-//!   within `delivery_timeout` is [`BusError::Busy`] (HTTP 503 with
-//!   `Retry-After`), never a silent drop. Each record goes to the partition
-//!   [`partition_for_key`] picks, the hash Kafka's Java clients use, so keys
-//!   land where they land on the embedded bus and for other producers.
+//! - **Producing.** With `bus.kafka.transactions` a process that takes
+//!   requests (the collector) writes them in Kafka transactions
+//!   ([`transactions`]): committed before the 2xx, aborted before a 503, so
+//!   a refused request leaves nothing any `read_committed` reader sees.
+//!   Without them (the default, and a process that only publishes alerts)
+//!   one idempotent producer (`enable.idempotence`, `acks=all`)
+//!   resolves an `append` once every record has a delivery report; a 503
+//!   then means "maybe stored". Either way a full local queue or brokers
+//!   that do not confirm within `delivery_timeout` is [`BusError::Busy`]
+//!   (HTTP 503 with `Retry-After`), never a silent drop. Each record goes
+//!   to the partition [`partition_for_key`] picks, the hash Kafka's Java
+//!   clients use, so keys land where they land on the embedded bus and for
+//!   other producers.
 //! - **Topics.** Created at start with the configured partitions,
 //!   replication and retention (no reliance on broker auto-creation);
+//!   existing topics are kept and a difference is logged.
+//! - **Consuming.** With `isolation.level = read_committed`. librdkafka
+//!   serves rebalances inside `poll`, which runs on a blocking thread. The
+//!   rebalance callback hands the event to the job (through
+//!   [`Consumer::rebalance`]) and waits until the job has committed
+//!   (revoke) or said where each partition starts (assign): the lake
+//!   commit, not Kafka's committed offset, is the source of truth. Kafka
+//!   offsets are committed after each lake commit, for lag monitoring. The
+//!   group rebalances cooperatively by default (`cooperative-sticky`: only
+//!   the partitions that move are revoked and assigned); the eager
+//!   strategies (`range`, `roundrobin`) work as well.
+//!
+//! [`partition_for_key`]: logpipe_core::partition::partition_for_key
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -24,6 +43,7 @@ use rdkafka::producer::FutureProducer;
 use crate::kafka::consumer::KafkaConsumer;
 use crate::kafka::context::LogContext;
 use crate::kafka::rebalance::Membership;
+use crate::kafka::transactions::TransactionalWriter;
 use crate::{Bus, BusError, BusRecord, Consumer, Result, TopicSpec};
 
 mod cluster;
@@ -33,6 +53,7 @@ mod gaps;
 mod headers;
 mod producer;
 mod rebalance;
+mod transactions;
 
 /// Metadata and watermark requests wait at most this long.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,7 +72,11 @@ struct Inner {
     /// Shared by every client of this bus (see [`LogContext`]).
     context: LogContext,
     /// Replaced when it hits a fatal error (see [`Inner::replace_producer`]).
+    /// Appends go through it only without transactions; it also serves
+    /// metadata requests.
     producer: Mutex<Arc<FutureProducer<LogContext>>>,
+    /// Set once at connect when this process appends in transactions.
+    writer: OnceLock<TransactionalWriter>,
     /// Partition counts of the topics this process created or looked up.
     partitions: Mutex<HashMap<String, u32>>,
     /// Log-end offsets per topic, refreshed in the background.
@@ -189,8 +214,13 @@ impl Bus for KafkaBus {
 
     async fn append(&self, topic: &str, records: Vec<BusRecord>) -> Result<()> {
         let partitions = self.partitions(topic)?;
-        self.produce(&self.inner.producer(), topic, partitions, &records)
-            .await
+        match self.inner.writer.get() {
+            Some(writer) => writer.append(topic, partitions, records).await,
+            None => {
+                self.produce(&self.inner.producer(), topic, partitions, &records)
+                    .await
+            }
+        }
     }
 
     async fn consumer(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>> {

@@ -1,5 +1,7 @@
-//! Producing: one idempotent producer, every record to the partition its
-//! key hashes to, resolved once every delivery report arrived.
+//! Producing without transactions (`bus.kafka.transactions = false`, and
+//! the alerts a `logpipe stream` process publishes): one idempotent
+//! producer, every record to the partition its key hashes to, resolved once
+//! every delivery report arrived.
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use super::context::{LogContext, client_config};
 use super::headers::kafka_headers;
 use super::{KafkaBus, kafka_error};
+use crate::metrics::bus_metrics;
 use crate::{BusError, BusRecord, Result};
 
 pub(super) fn new_producer(
@@ -81,6 +84,9 @@ impl KafkaBus {
                 Err(_) => return Err(BusError::Closed),
             }
         }
+        bus_metrics()
+            .records_appended
+            .add(&[topic], records.len() as u64);
         Ok(())
     }
 }

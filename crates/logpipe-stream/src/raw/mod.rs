@@ -25,7 +25,7 @@ use crate::error::StreamError;
 use crate::runtime::dedup::Dedups;
 use crate::runtime::poller::{Polled, Poller};
 use crate::runtime::positions::{
-    closed_on_error, offset_of, partitions_of, report_progress, resume,
+    closed_on_error, offset_of, partitions_of, read_through, report_progress, resume,
 };
 use crate::runtime::{Job, Shutdown, run_restarting};
 
@@ -182,7 +182,7 @@ impl RawToLake {
                 buffer.add(&record, parsed, dedups)?;
                 partitions_of(positions, &record.topic).insert(record.partition, record.offset + 1);
             }
-            self.report_lag(positions);
+            self.report_lag(&read_through(consumer, positions));
             let due = buffer
                 .since
                 .is_some_and(|since| since.elapsed() >= self.options.flush_interval);

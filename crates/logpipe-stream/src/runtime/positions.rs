@@ -1,6 +1,7 @@
 //! Where a job's partitions stand: resuming at a commit's offsets, reporting
 //! progress to the group, and the per-partition maps every job keeps.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use logpipe_bus::{BusError, Consumer, TopicPartition};
@@ -48,9 +49,34 @@ pub fn resume(consumer: &mut dyn Consumer, committed: &Offsets) -> Result<Offset
     Ok(positions)
 }
 
-/// Reports `positions` to the consumer group (for lag monitoring only: the
-/// lake commit is the source of truth).
+/// `positions` (the job's: after the last record it was handed) moved on
+/// to where the bus stands when it read past offsets without a record for
+/// the job (Kafka's transaction markers and aborted records; see
+/// [`Consumer::read_positions`]). For telling a partition read to its end
+/// from one with records left; never for what the lake commits.
+pub fn read_through<'a>(consumer: &dyn Consumer, positions: &'a Offsets) -> Cow<'a, Offsets> {
+    let ahead = consumer.read_positions();
+    if ahead.is_empty() {
+        return Cow::Borrowed(positions);
+    }
+    let mut moved = positions.clone();
+    for (tp, offset) in ahead {
+        // Only partitions the job holds a position for are its own.
+        if let Some(at) = moved
+            .get_mut(&tp.topic)
+            .and_then(|partitions| partitions.get_mut(&tp.partition))
+        {
+            *at = (*at).max(offset);
+        }
+    }
+    Cow::Owned(moved)
+}
+
+/// Reports `positions` (read through markers, so a partition read to its
+/// end shows no lag) to the consumer group, for lag monitoring only: the
+/// lake commit is the source of truth.
 pub async fn report_progress(consumer: &mut dyn Consumer, positions: &Offsets) {
+    let positions = read_through(consumer, positions);
     let offsets: Vec<(TopicPartition, u64)> = positions
         .iter()
         .flat_map(|(topic, partitions)| {

@@ -52,7 +52,9 @@ use crate::alerts::{AlertRules, Detector};
 use crate::error::StreamError;
 use crate::runtime::dedup::Dedups;
 use crate::runtime::poller::{Polled, Poller};
-use crate::runtime::positions::{closed_on_error, partitions_of, report_progress, resume};
+use crate::runtime::positions::{
+    closed_on_error, partitions_of, read_through, report_progress, resume,
+};
 use crate::runtime::{Job, Shutdown, run_restarting};
 
 mod clock;
@@ -264,7 +266,11 @@ impl Job for WindowJob {
                     }
                     partitions_of(&mut positions, &last.topic).insert(last.partition, last.offset + 1);
                 }
-                self.advance_clock(&mut aggregator, &positions, &partition_max);
+                self.advance_clock(
+                    &mut aggregator,
+                    &read_through(consumer.as_ref(), &positions),
+                    &partition_max,
+                );
                 let finishing = poller.finishing(drained);
                 if Instant::now() < next_step && !finishing {
                     continue;
