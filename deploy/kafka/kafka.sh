@@ -31,7 +31,9 @@
 #   KAFKA_PROPERTIES   a file of server properties appended to every node (tests:
 #                      fast retention; any tuning)
 #   KAFKA_SCRAM        USER:PASSWORD — also serve SASL_SSL (SCRAM-SHA-512) on PORT+2 of
-#                      each node, with KAFKA_TLS_CERT and KAFKA_TLS_KEY (PEM files)
+#                      each node, with KAFKA_TLS_CERT and KAFKA_TLS_KEY (PEM files), and
+#                      enforce ACLs there (everything no ACL denies is allowed; add them
+#                      with `cli DIR org.apache.kafka.tools.AclCommand` on PORT)
 #   KAFKA_HEAP_OPTS    broker heap (default "-Xms64m -Xmx256m")
 #   KAFKA_START_TIMEOUT, KAFKA_STOP_TIMEOUT   seconds (default 120, 30)
 #   LOGPIPE_KAFKA_CACHE  where the jars go (default ~/.cache/logpipe/kafka)
@@ -142,6 +144,11 @@ sasl.enabled.mechanisms=SCRAM-SHA-512
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.ssl.keystore.type=PEM
 listener.name.sasl_ssl.ssl.keystore.location=$(node_dir "$dir" "$n")/keystore.pem
+# ACLs are enforced (the SASL users get what no ACL denies; the loopback
+# PLAINTEXT listener, the controllers' and the brokers' own, is the admin).
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=true
+super.users=User:ANONYMOUS
 PROPS
   fi
   if [ -n "${KAFKA_PROPERTIES:-}" ]; then

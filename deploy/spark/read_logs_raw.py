@@ -2,8 +2,15 @@
 `logs.raw` from Kafka, parses each record with the documented schema (README,
 "Records": the collector's canonical JSON, `timestamp` as epoch seconds) and
 derives the event time as the seed's `raw_to_hdfs.py` did. It reads what the
-topic holds now (`availableNow`) and prints one JSON line: the records whose
-`metadata.request_id` starts with PREFIX, and how many of those did not parse.
+topic holds now (`availableNow`) and prints one JSON line: how many records
+have a `metadata.request_id` starting with PREFIX (`rows`), how many of those
+did not parse (`unparsed`) and, with LOGPIPE_SPARK_IDS=1, the rows per
+request_id (`ids`: what a test compares with the lake).
+
+It reads committed records only (`kafka.isolation.level=read_committed`):
+logpipe's collector writes each request in a Kafka transaction and aborts the
+transaction of a request it answers 503, and Spark's default (Kafka's Java
+consumer default, `read_uncommitted`) would read those aborted records too.
 
     SPARK_KAFKA_JARS=DIR SPARK_LOCAL_IP=127.0.0.1 python read_logs_raw.py BOOTSTRAP PREFIX [OUT_DIR]
 
@@ -26,6 +33,7 @@ from pyspark.sql.types import DoubleType, IntegerType, MapType, StringType, Stru
 
 bootstrap, prefix = sys.argv[1], sys.argv[2]
 out_dir = sys.argv[3] if len(sys.argv) > 3 else None
+per_id = os.environ.get("LOGPIPE_SPARK_IDS") == "1"
 
 jars = sorted(glob.glob(os.path.join(os.environ["SPARK_KAFKA_JARS"], "*.jar")))
 wanted = f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar"
@@ -66,6 +74,7 @@ raw = (
     .option("kafka.bootstrap.servers", bootstrap)
     .option("subscribe", "logs.raw")
     .option("startingOffsets", "earliest")
+    .option("kafka.isolation.level", "read_committed")
     .load()
 )
 logs = (
@@ -84,9 +93,14 @@ def each_batch(batch, batch_id):
     counts = batch.selectExpr("count(*) AS rows", "count_if(event_time IS NULL OR level IS NULL) AS unparsed").first()
     totals["rows"] += counts["rows"]
     totals["unparsed"] += counts["unparsed"]
+    if per_id:
+        for row in batch.groupBy("metadata.request_id").count().collect():
+            totals["ids"][row["request_id"]] = totals["ids"].get(row["request_id"], 0) + row["count"]
     batch.unpersist()
 
 totals = {"rows": 0, "unparsed": 0}
+if per_id:
+    totals["ids"] = {}
 query = (
     logs.writeStream.foreachBatch(each_batch)
     .option("checkpointLocation", tempfile.mkdtemp(prefix="logpipe-spark-checkpoint-"))

@@ -58,6 +58,29 @@ impl Running {
 
     /// Starts `logpipe ARGS… --data-dir DIR` without waiting for anything.
     pub fn spawn(args: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Running {
+        Running::spawn_limited(args, data_dir, env, None)
+    }
+
+    /// [`Running::start_role`] with no file of the process growing past
+    /// `bytes` (`ulimit -f`; SIGXFSZ ignored, so a write past it fails
+    /// with EFBIG as on a full disk). Its log (stderr) counts too.
+    pub fn start_with_file_limit(
+        args: &[&str],
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        bytes: u64,
+    ) -> Running {
+        let mut running = Running::spawn_limited(args, data_dir, env, Some(bytes));
+        running.base_url = running.wait_for_url();
+        running
+    }
+
+    fn spawn_limited(
+        args: &[&str],
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        file_limit: Option<u64>,
+    ) -> Running {
         std::fs::create_dir_all(data_dir).unwrap();
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -67,7 +90,17 @@ impl Running {
             .append(true)
             .open(&log_path)
             .unwrap();
-        let mut command = Command::new(binary());
+        let mut command = match file_limit {
+            None => Command::new(binary()),
+            Some(bytes) => {
+                let mut bash = Command::new("bash");
+                // An ignored signal stays ignored across exec.
+                bash.args(["-c", "trap '' XFSZ; ulimit -f \"$0\" && exec \"$@\""])
+                    .arg(bytes.div_ceil(1024).to_string())
+                    .arg(binary());
+                bash
+            }
+        };
         command
             .args(args)
             .arg("--data-dir")

@@ -8,14 +8,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::{
-    Broker, Running, assert_exactly_once, assert_none_missing, post, python, sql_json,
-};
 use serde_json::json;
+
+use crate::common::{Broker, Running, assert_exactly_once, post, python, sql_json};
+use crate::load::{Retries, check_answers, lake_counts, load, log, outcomes_of, wait_for_lake};
+
+/// Attempts of the load clients that retry without an Idempotency-Key.
+pub const ATTEMPTS: u32 = 5;
+
+/// Kafka transactions on (off by default): what the tests of "a 503 stores
+/// nothing" run with. The other Kafka tests run the default.
+pub const TRANSACTIONS: (&str, &str) = ("LOGPIPE__BUS__KAFKA__TRANSACTIONS", "true");
 
 /// Unique topic names per test are not needed: each test has its own
 /// broker, or (external broker) its own consumer group and record ids.
-fn kafka_env<'a>(brokers: &'a str, group: &'a str) -> Vec<(&'static str, &'a str)> {
+pub fn kafka_env<'a>(brokers: &'a str, group: &'a str) -> Vec<(&'static str, &'a str)> {
     vec![
         ("LOGPIPE__BUS__KIND", "kafka"),
         ("LOGPIPE__BUS__KAFKA__BROKERS", brokers),
@@ -25,47 +32,6 @@ fn kafka_env<'a>(brokers: &'a str, group: &'a str) -> Vec<(&'static str, &'a str
         ("LOGPIPE__WINDOWS__ENABLED", "false"),
         ("LOGPIPE__REPORTS__SCHEDULE", "false"),
     ]
-}
-
-fn log(id: &str, service: &str, seq: u64) -> serde_json::Value {
-    json!({"timestamp": 1736645166.0 + seq as f64 * 0.01, "level": "INFO", "service": service,
-           "host": "worker-1", "message": "Request processed successfully",
-           "metadata": {"request_id": id, "response_time_ms": 45, "status_code": 200,
-                        "endpoint": "/api/users", "method": "GET"}})
-}
-
-/// request_id → rows in the lake.
-fn lake_counts(data: &Path, prefix: &str) -> BTreeMap<String, u64> {
-    sql_json(
-        data,
-        &format!(
-            "SELECT request_id, count(*) AS n FROM logs WHERE request_id LIKE '{prefix}%' GROUP BY request_id"
-        ),
-    )
-    .iter()
-    .map(|row| {
-        (
-            row["request_id"].as_str().unwrap().to_string(),
-            row["n"].as_u64().unwrap(),
-        )
-    })
-    .collect()
-}
-
-/// Waits until every id of `wanted` is in the lake (or 90 s pass).
-fn wait_for_lake(data: &Path, prefix: &str, wanted: &BTreeSet<String>) -> BTreeMap<String, u64> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let counts = if data.join("logs").exists() {
-            lake_counts(data, prefix)
-        } else {
-            BTreeMap::new()
-        };
-        if wanted.iter().all(|id| counts.contains_key(id)) || Instant::now() > deadline {
-            return counts;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 const TOPICS_AND_ORDER: &str = r#"
@@ -248,78 +214,6 @@ async fn topics_keys_and_external_clients_on_a_real_broker() {
 /// retries a refused batch with the same ids and the same `Idempotency-Key`
 /// until `stop`. Returns (acked ids, ids of batches that were refused at
 /// least once).
-async fn load(
-    base_url: String,
-    task: String,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> (Vec<String>, Vec<String>) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let services = [
-        "api-gateway",
-        "payment-service",
-        "user-service",
-        "auth",
-        "search",
-    ];
-    let mut acked = Vec::new();
-    let mut retried = Vec::new();
-    for batch in 0u64.. {
-        if *stop.borrow() {
-            break;
-        }
-        let ids: Vec<String> = (0..100)
-            .map(|i| format!("{task}-{batch:05}-{i:03}"))
-            .collect();
-        let body: Vec<_> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| log(id, services[i % services.len()], batch * 100 + i as u64))
-            .collect();
-        let body = serde_json::Value::from(body).to_string();
-        let key = format!("load-{task}-{batch}");
-        let mut refused = false;
-        loop {
-            let response = client
-                .post(format!("{base_url}/api/collect/logs"))
-                .header("Idempotency-Key", &key)
-                .body(body.clone())
-                .send()
-                .await;
-            match response {
-                Ok(r) if r.status().as_u16() == 200 => {
-                    acked.extend(ids.iter().cloned());
-                    break;
-                }
-                Ok(r) if r.status().as_u16() == 503 => {
-                    assert!(
-                        r.headers().contains_key("retry-after"),
-                        "503 without Retry-After"
-                    );
-                    if *stop.borrow() {
-                        // Still refused when the load ends: the batch was
-                        // never acknowledged, so nothing of it is owed to
-                        // the lake (and a broken broker cannot hang the
-                        // test).
-                        retried.extend(ids);
-                        return (acked, retried);
-                    }
-                    refused = true;
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-                Ok(r) => panic!("unexpected answer {}", r.status()),
-                Err(_) => return (acked, retried),
-            }
-        }
-        if refused {
-            retried.extend(ids);
-        }
-    }
-    (acked, retried)
-}
-
 /// How many partitions a `logpipe stream` member holds after its newest
 /// rebalance (from its log).
 fn partitions_held(member: &Running) -> usize {
@@ -417,7 +311,13 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
         .enumerate()
         .map(|(task, collector)| {
             let url = collector.base_url.clone();
-            tokio::spawn(load(url, format!("{ids}{task}"), stopped.clone()))
+            tokio::spawn(load(
+                url,
+                format!("{ids}{task}"),
+                100,
+                Retries::Keyed,
+                stopped.clone(),
+            ))
         })
         .collect();
     wait_for_split(
@@ -443,7 +343,7 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
     let _ = stop.send(true);
     let mut acked = Vec::new();
     for (task, sender) in senders.into_iter().enumerate() {
-        let by_this_client = sender.await.unwrap().0;
+        let by_this_client = sender.await.unwrap().acked;
         assert!(
             by_this_client.len() >= 500,
             "load client {task} had only {} records acknowledged",
@@ -490,18 +390,31 @@ enum Outage {
     Restart,
 }
 
-/// Runs `logpipe up` under load from two clients, interrupts the broker,
-/// and checks that every acknowledged record reaches the lake exactly once,
-/// also those acknowledged only on a retry after a 503.
-async fn outage_loses_nothing_acknowledged(broker: &mut Broker, outage: Outage, data: &Path) {
+/// Runs `logpipe up` with Kafka transactions under load from two clients
+/// that retry a 503 without an Idempotency-Key (as the seed's generator),
+/// up to [`ATTEMPTS`] times,
+/// interrupts the broker, and checks what the collector's answers promise:
+/// every record of a request finally answered 200 is in the lake exactly
+/// once (also those acknowledged only on a retry), and no record of a
+/// request finally refused is there at all (its transactions were
+/// aborted, so the retries did not double anything either).
+async fn outage_keeps_every_answer_true(broker: &mut Broker, outage: Outage, data: &Path) {
     let mut env = kafka_env(&broker.brokers, "outage");
     env.push(("LOGPIPE__BUS__KAFKA__DELIVERY_TIMEOUT", "2s"));
+    env.push(TRANSACTIONS);
     let running = Running::start(data, &env);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let senders: Vec<_> = (0..2)
         .map(|task| {
             let task = format!("k{task}");
-            tokio::spawn(load(running.base_url.clone(), task, stopped.clone()))
+            let retries = Retries::Unkeyed(ATTEMPTS);
+            tokio::spawn(load(
+                running.base_url.clone(),
+                task,
+                500,
+                retries,
+                stopped.clone(),
+            ))
         })
         .collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -519,68 +432,44 @@ async fn outage_loses_nothing_acknowledged(broker: &mut Broker, outage: Outage, 
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     let _ = stop.send(true);
-    let mut acked = Vec::new();
-    let mut retried = BTreeSet::new();
-    for sender in senders {
-        let (a, r) = sender.await.unwrap();
-        acked.extend(a);
-        retried.extend(r);
-    }
+    let outcomes = outcomes_of(senders).await;
     assert!(
-        !retried.is_empty(),
+        !outcomes.refused_once.is_empty(),
         "the collector never answered 503 during the outage ({outage:?})"
     );
-    let wanted: BTreeSet<String> = acked.iter().cloned().collect();
-    let counts = wait_for_lake(data, "k", &wanted);
-    let logs = format!("{}\n--- broker:\n{}", running.log(), broker.log());
-    assert_none_missing(&wanted, &counts, &logs);
-    // A refused request may have reached the broker before the collector
-    // gave up waiting (a "possibly persisted" delivery); its retry then
-    // writes a second copy to the bus, which the lake job drops by its id.
-    let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    let copies_dropped = running
-        .metrics()
-        .await
-        .lines()
-        .find(|l| l.starts_with("logpipe_lake_records_duplicate_total{table=\"logs\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .unwrap_or(0);
-    assert!(
-        doubled.is_empty(),
-        "records in the lake twice ({outage:?}; {} retried after 503): {:?}",
-        retried.len(),
-        &doubled[..doubled.len().min(5)]
-    );
+    let logs = || format!("{}\n--- broker:\n{}", running.log(), broker.log());
+    check_answers(data, "k", &outcomes, &logs());
     eprintln!(
-        "{outage:?}: {} acknowledged, {} retried after 503, {copies_dropped} second copies dropped by the lake job",
-        wanted.len(),
-        retried.len(),
+        "{outage:?}: {} acknowledged, {} answered 503 at least once, {} finally refused and not in the lake",
+        outcomes.acked.len(),
+        outcomes.refused_once.len(),
+        outcomes.failed.len(),
     );
     assert!(running.terminate().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_broker_is_503_and_loses_nothing_acknowledged() {
+async fn a_frozen_broker_is_503_and_every_answer_holds() {
     let mut broker = Broker::start();
     if !broker.controllable() {
         eprintln!("LOGPIPE_TEST_KAFKA_BROKERS is an outside broker: skipping the outage test");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    outage_loses_nothing_acknowledged(&mut broker, Outage::Freeze, &dir.path().join("data")).await;
+    outage_keeps_every_answer_true(&mut broker, Outage::Freeze, &dir.path().join("data")).await;
 }
 
 /// The broker process is killed under load and started again on its
 /// stored data, an outage longer than the delivery timeout (against an
 /// outside broker this test is skipped, as the test cannot restart it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broker_restart_loses_nothing_acknowledged() {
+async fn a_broker_restart_under_unkeyed_retries_stores_each_answer_as_given() {
     let dir = tempfile::tempdir().unwrap();
     let Some(mut broker) = Broker::start_persistent(dir.path()) else {
         eprintln!("LOGPIPE_TEST_KAFKA_BROKERS is an outside broker: skipping the restart test");
         return;
     };
-    outage_loses_nothing_acknowledged(&mut broker, Outage::Restart, &dir.path().join("data")).await;
+    outage_keeps_every_answer_true(&mut broker, Outage::Restart, &dir.path().join("data")).await;
 }
 
 /// Runs `logpipe up ARGS` over `data` with `env`, which must refuse to
@@ -761,7 +650,7 @@ fn existing_topics_are_kept_with_a_warning_and_properties_reach_librdkafka() {
 /// reach the lake. A wrong password and an unverifiable certificate each
 /// stop the start with librdkafka's reason and the settings to check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sasl_scram_over_tls_reaches_the_lake_and_a_refusal_says_why() {
+async fn sasl_scram_over_tls_reaches_the_lake_and_each_refusal_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let Some(broker) = Broker::start_secured(dir.path(), "s3cret-pass") else {
         eprintln!("skipped: it configures the broker's users (LOGPIPE_TEST_KAFKA_BROKERS is set)");
@@ -818,6 +707,30 @@ async fn sasl_scram_over_tls_reaches_the_lake_and_a_refusal_says_why() {
         stderr.contains("certificate verify failed") && stderr.contains("ssl.ca.location"),
         "the error does not say the certificate was not verified and what to check:\n{stderr}"
     );
+
+    // A user the cluster does not let use transactions: the start says so
+    // and which setting to change, instead of failing the first request.
+    broker.acl(&[
+        "--add",
+        "--deny-principal",
+        "User:logpipe",
+        "--operation",
+        "Write",
+        "--transactional-id",
+        "logpipe",
+        "--resource-pattern-type",
+        "prefixed",
+    ]);
+    let mut with = env.clone();
+    with.push(TRANSACTIONS);
+    let stderr = up_refused(&data, &["--config", good.to_str().unwrap()], &with);
+    assert!(
+        stderr.contains("do not let logpipe use transactions")
+            && stderr.contains("bus.kafka.transactions = false"),
+        "the error does not say transactions are refused and what to set:\n{stderr}"
+    );
+    let running = Running::start_with_config(&data, &env, &good);
+    assert!(running.terminate().success());
 }
 
 /// Produces ARGV3 records `ARGV2-00000…` to logs.raw partition 0 in the
@@ -1038,7 +951,7 @@ async fn a_topic_created_again_behind_the_lakes_back_stops_the_job_past_its_end(
 /// killed broker rejoins and catches up; the lake ends with every
 /// acknowledged record exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_killed_and_a_rolling_restart_on_three_brokers_lose_nothing() {
+async fn a_leader_killed_and_a_rolling_restart_on_three_brokers_keep_every_answer_true() {
     let dir = tempfile::tempdir().unwrap();
     let Some(mut broker) = Broker::start_cluster(dir.path()) else {
         eprintln!("skipped: it kills brokers (LOGPIPE_TEST_KAFKA_BROKERS is set)");
@@ -1051,6 +964,7 @@ async fn a_leader_killed_and_a_rolling_restart_on_three_brokers_lose_nothing() {
         ("LOGPIPE__BUS__KAFKA__REPLICATION_FACTOR", "3"),
         ("LOGPIPE__BUS__KAFKA__MIN_INSYNC_REPLICAS", "2"),
         ("LOGPIPE__BUS__KAFKA__DELIVERY_TIMEOUT", "10s"),
+        TRANSACTIONS,
     ]);
     let running = Running::start(&data, &env);
     assert_eq!(
@@ -1064,6 +978,8 @@ async fn a_leader_killed_and_a_rolling_restart_on_three_brokers_lose_nothing() {
             tokio::spawn(load(
                 running.base_url.clone(),
                 format!("f{task}"),
+                500,
+                Retries::Unkeyed(ATTEMPTS),
                 stopped.clone(),
             ))
         })
@@ -1083,21 +999,14 @@ async fn a_leader_killed_and_a_rolling_restart_on_three_brokers_lose_nothing() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _ = stop.send(true);
-    let mut acked = Vec::new();
-    let mut retried = BTreeSet::new();
-    for sender in senders {
-        let (a, r) = sender.await.unwrap();
-        acked.extend(a);
-        retried.extend(r);
-    }
-    let wanted: BTreeSet<String> = acked.iter().cloned().collect();
-    let counts = wait_for_lake(&data, "f", &wanted);
+    let outcomes = outcomes_of(senders).await;
     let logs = format!("{}\n--- brokers:\n{}", running.log(), broker.log());
-    assert_exactly_once(&wanted, &counts, &logs);
+    check_answers(&data, "f", &outcomes, &logs);
     eprintln!(
-        "three brokers: {} acknowledged, {} retried after 503, every one in the lake once",
-        wanted.len(),
-        retried.len()
+        "three brokers: {} acknowledged, {} answered 503 at least once, {} finally refused and not in the lake",
+        outcomes.acked.len(),
+        outcomes.refused_once.len(),
+        outcomes.failed.len(),
     );
     assert!(running.terminate().success());
 
@@ -1125,71 +1034,4 @@ fn wait_for_in_sync(broker: &Broker, replicas: usize, failure: &str) {
         assert!(Instant::now() < deadline, "{failure}:\n{}", broker.log());
         std::thread::sleep(Duration::from_millis(500));
     }
-}
-
-/// The seed's own stream job reads logpipe's topics: Spark Structured
-/// Streaming (PyPI `pyspark` with Spark's Kafka source from Maven Central,
-/// `deploy/spark/read_logs_raw.py`) reads `logs.raw`, parses the documented
-/// JSON and finds every record logpipe's lake holds, with an event time. A
-/// user of the seed's stack can swap one part at a time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spark_reads_logs_raw_and_finds_what_the_lake_holds() {
-    let (Ok(spark_python), Ok(jars)) = (
-        std::env::var("LOGPIPE_TEST_SPARK_PYTHON"),
-        std::env::var("LOGPIPE_TEST_SPARK_JARS"),
-    ) else {
-        panic!(
-            "LOGPIPE_TEST_SPARK_PYTHON and LOGPIPE_TEST_SPARK_JARS are not set: run ./scripts/test.sh, \
-             which installs pyspark and Spark's Kafka source"
-        );
-    };
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let env = kafka_env(&broker.brokers, "logpipe-spark");
-    let running = Running::start(&data, &env);
-    let ids: BTreeSet<String> = (0..1000u64).map(|i| format!("spark-{i:05}")).collect();
-    let body: Vec<_> = (0..1000u64)
-        .map(|i| {
-            log(
-                &format!("spark-{i:05}"),
-                ["api", "billing", "search"][i as usize % 3],
-                i,
-            )
-        })
-        .collect();
-    let client = reqwest::Client::new();
-    let (status, answer) = post(
-        &client,
-        &format!("{}/api/collect/logs", running.base_url),
-        serde_json::to_string(&body).unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{answer}");
-    let counts = wait_for_lake(&data, "spark-", &ids);
-    let log = running.log();
-    assert!(running.terminate().success());
-    assert_exactly_once(&ids, &counts, &log);
-
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/spark/read_logs_raw.py");
-    let output = std::process::Command::new(&spark_python)
-        .arg(&script)
-        .args([&broker.brokers, "spark-"])
-        .arg(dir.path().join("spark-out"))
-        .env("SPARK_KAFKA_JARS", &jars)
-        .env("SPARK_LOCAL_IP", "127.0.0.1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the Spark job failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let totals: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    assert_eq!(totals["rows"], ids.len(), "Spark counted {totals}");
-    assert_eq!(
-        totals["unparsed"], 0,
-        "records Spark could not parse: {totals}"
-    );
 }

@@ -5,6 +5,8 @@
 //! - `pipeline.rs`: ingest to lake, exactly once across kill -9, SQL.
 //! - `analytics.rs`: windows, alerts, PostgreSQL, the webhook.
 //! - `kafka.rs`: the same on a Kafka-protocol broker.
+//! - `answers.rs`: a refused request stores nothing, on both buses.
+//! - `load.rs`: load clients and what the lake holds of their records.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -12,5 +14,7 @@
 use logpipe_test_utils as common;
 
 mod analytics;
+mod answers;
 mod kafka;
+mod load;
 mod pipeline;

@@ -21,6 +21,8 @@ const TEST_PROPERTIES: &str = "log.retention.check.interval.ms=500\n";
 pub struct Broker {
     /// What clients bootstrap from.
     pub brokers: String,
+    /// Node 1's PLAINTEXT address: the admin's (ACLs, topic changes).
+    admin: String,
     /// The cluster's state (`kafka.sh start DIR`); `None` for an outside one.
     dir: Option<PathBuf>,
     /// Keeps a temporary state directory alive.
@@ -63,6 +65,7 @@ impl Broker {
     pub fn start() -> Broker {
         match outside_broker() {
             Some(brokers) => Broker {
+                admin: brokers.split(',').next().unwrap_or_default().to_string(),
                 brokers,
                 dir: None,
                 _temp: None,
@@ -171,6 +174,7 @@ impl Broker {
             .trim()
             .to_string();
         Broker {
+            admin: brokers.split(',').next().unwrap_or_default().to_string(),
             brokers,
             dir: Some(dir.to_path_buf()),
             _temp: None,
@@ -246,13 +250,12 @@ impl Broker {
     /// Sets `config` (`key=value`) on `topic` with Kafka's own tool.
     pub fn alter_topic(&self, topic: &str, config: &str) {
         let dir = self.dir().to_str().unwrap().to_string();
-        let bootstrap = self.brokers.split(',').next().unwrap().to_string();
         self.kafka_sh(&[
             "cli",
             &dir,
             "org.apache.kafka.tools.ConfigCommand",
             "--bootstrap-server",
-            &bootstrap,
+            &self.admin,
             "--alter",
             "--entity-type",
             "topics",
@@ -261,6 +264,21 @@ impl Broker {
             "--add-config",
             config,
         ]);
+    }
+
+    /// Runs Kafka's ACL tool with `args` on the admin (PLAINTEXT) listener,
+    /// e.g. `--add --deny-principal User:logpipe …`.
+    pub fn acl(&self, args: &[&str]) {
+        let dir = self.dir().to_str().unwrap().to_string();
+        let mut command = vec![
+            "cli",
+            &dir,
+            "org.apache.kafka.tools.AclCommand",
+            "--bootstrap-server",
+            &self.admin,
+        ];
+        command.extend_from_slice(args);
+        self.kafka_sh(&command);
     }
 
     /// The fewest in-sync replicas of any partition of `topic`.
