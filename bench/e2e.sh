@@ -7,7 +7,9 @@
 #        LOGPIPE__… configuration variable for the server under test.
 #        BENCH_CONFIG=FILE passes `--config FILE` to `logpipe up`.
 #        BENCH_PIN=1 pins the server to CPU 0 and the load client to CPU 1.
-#        BENCH_BUS=kafka runs `logpipe up --bus kafka` against a broker:
+#        BENCH_BUS=kafka runs `logpipe up --bus kafka` against a broker
+#        (LOGPIPE__BUS__KAFKA__TRANSACTIONS=false: without transactions;
+#        bench/transactions.sh compares):
 #        BENCH_BROKERS=HOST:PORT for one you run, otherwise a fresh Apache
 #        Kafka cluster of BENCH_KAFKA_NODES (1 or 3, default 1) KRaft nodes
 #        on free loopback ports (deploy/kafka/kafka.sh); with 3 nodes the
@@ -26,7 +28,25 @@ if [ "${BENCH_BUS:-embedded}" = kafka ]; then
   BROKERS=${BENCH_BROKERS:-}
   if [ -z "$BROKERS" ]; then
     NODES=${BENCH_KAFKA_NODES:-1}
-    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    # Node n listens on PORT+10(n-1) and the two ports after it: pick a
+    # base below the ephemeral range with every one of them free.
+    PORT=$(python3 - "$NODES" <<'PY'
+import random, socket, sys
+nodes = int(sys.argv[1])
+for _ in range(200):
+    base = random.randrange(20000, 32000)
+    try:
+        for port in [base + 10 * n + k for n in range(nodes) for k in range(3)]:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(base)
+    break
+else:
+    sys.exit("no free ports for the Kafka nodes")
+PY
+)
     BROKERS=$(deploy/kafka/kafka.sh start "$WORK/kafka" "$NODES" "$PORT" | tail -n 1)
     KAFKA_DIR=$WORK/kafka
     if [ "$NODES" = 3 ]; then
@@ -43,6 +63,8 @@ START=$(date +%s.%N)
 ACKED=$(date +%s.%N)
 until [ "$(stat lake_rows)" -ge "$COUNT" ]; do sleep 0.02; done
 DONE=$(date +%s.%N)
+# Kafka transactions and the appends they carried (0 0 without them).
+TXNS=$(curl -sf "$URL/metrics" | awk '/^logpipe_bus_transactions_total\{outcome="committed"\}/ {t=$2} /^logpipe_bus_transaction_requests_total / {r=$2} END {print t+0, r+0}')
 RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
 # utime + stime of `logpipe up`, in clock ticks (fields 14 and 15).
 UP_TICKS=$(awk '{print $14 + $15}' "/proc/$PID/stat")
@@ -52,9 +74,9 @@ for pidfile in ${KAFKA_DIR:+$KAFKA_DIR/node*/pid}; do
 done
 stop_up
 
-python3 - "$COUNT" "$START" "$ACKED" "$DONE" "$RSS_KB" "$WORK/gen" "$UP_TICKS" "$(getconf CLK_TCK)" "$BROKER_TICKS" <<'PY'
+python3 - "$COUNT" "$START" "$ACKED" "$DONE" "$RSS_KB" "$WORK/gen" "$UP_TICKS" "$(getconf CLK_TCK)" "$BROKER_TICKS" $TXNS <<'PY'
 import sys
-count, start, acked, done, rss_kb, gen, up_ticks, hz, broker_ticks = sys.argv[1:]
+count, start, acked, done, rss_kb, gen, up_ticks, hz, broker_ticks, txns, txn_appends = sys.argv[1:]
 count = int(count); start, acked, done = float(start), float(acked), float(done)
 lines = open(gen).read().strip().splitlines()
 gen_cpu = sum(float(x) for l in lines if l.startswith('GEN_CPU') for x in l.split()[1:])
@@ -70,4 +92,6 @@ print(f"server CPU/record  {up_cpu / count * 1e6:.2f} µs")
 if int(broker_ticks):
     broker_cpu = int(broker_ticks) / int(hz)
     print(f"broker CPU         {broker_cpu:.1f} s ({broker_cpu / (done - start):.2f} cores, {broker_cpu / count * 1e6:.2f} µs/record)")
+if float(txns):
+    print(f"transactions       {float(txns):.0f} committed, {float(txn_appends) / float(txns):.2f} requests each")
 PY
