@@ -20,6 +20,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use logpipe_bus::BusHandle;
 use logpipe_config::{BusKind, Resolved};
+use logpipe_core::health::{self, readiness};
 use logpipe_core::job::Shutdown;
 use logpipe_core::topics;
 use logpipe_ingest::{Collector, CollectorSettings};
@@ -51,6 +52,10 @@ pub enum Role {
     /// The built-in generator, posting to this process's collector (or
     /// `generator.target`).
     Generator,
+    /// `/health`, `/ready` and `/metrics` on `listen` (every role with an
+    /// HTTP server serves them; `logpipe stream --listen` asks for them
+    /// alone).
+    Ops,
 }
 
 impl Role {
@@ -134,19 +139,21 @@ impl Pipeline {
         let resolved = &self.resolved;
         let config = &resolved.config;
         config.validate()?;
-        let listener = if self.has(Role::Collector) || self.has(Role::QueryApi) {
-            let listener = tokio::net::TcpListener::bind(&config.listen)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot listen on {} (is another logpipe running?)",
-                        config.listen
-                    )
-                })?;
-            Some(listener)
-        } else {
-            None
-        };
+        logpipe_core::telemetry::process::watch_data_dir(config.data_dir.clone());
+        let listener =
+            if self.has(Role::Collector) || self.has(Role::QueryApi) || self.has(Role::Ops) {
+                let listener = tokio::net::TcpListener::bind(&config.listen)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot listen on {} (is another logpipe running?)",
+                            config.listen
+                        )
+                    })?;
+                Some(listener)
+            } else {
+                None
+            };
         // The collector's name as a producer: stable across restarts on the
         // same host and port, unique among running processes (each listens
         // on its own address), so a restarted collector fences its old
@@ -289,6 +296,7 @@ impl Pipeline {
             });
         }
 
+        readiness().pass(health::checks::STARTED);
         Ok(Running {
             supervisor,
             stages,
@@ -315,7 +323,16 @@ impl Running {
     /// down. Returns the first failure, named after its task.
     pub async fn wait(self) -> Result<()> {
         let mut signals = self.signals;
-        let result = self.supervisor.run(signals.recv()).await;
+        let stopping = async {
+            let signal = signals.recv().await;
+            // Load balancers and probes stop sending work while it drains.
+            readiness().fail(
+                health::checks::STARTED,
+                format!("stopping after {signal}: draining and committing"),
+            );
+            signal
+        };
+        let result = self.supervisor.run(stopping).await;
         self.bus.shutdown();
         result
     }

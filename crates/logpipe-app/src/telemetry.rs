@@ -15,13 +15,14 @@ use crate::Role;
 
 /// Registers the families the `roles` count.
 pub fn register(roles: &BTreeSet<Role>) {
+    logpipe_core::telemetry::process::process_metrics();
     logpipe_bus::metrics::bus_metrics();
     for role in roles {
         match role {
             Role::Collector => {
                 logpipe_ingest::collector::metrics::collector_metrics();
             }
-            Role::QueryApi => {}
+            Role::QueryApi | Role::Ops => {}
             Role::RawJob => {
                 logpipe_stream::raw::metrics::raw_metrics();
                 logpipe_lake::metrics::lake_metrics();
@@ -53,6 +54,7 @@ pub fn catalog() -> Vec<&'static MetricDef> {
         Role::WindowJob,
         Role::Reports,
         Role::Generator,
+        Role::Ops,
     ]));
     registry().defs()
 }

@@ -92,6 +92,11 @@ pub(crate) struct StreamArgs {
     /// Jobs to run, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "raw")]
     pub(crate) jobs: Vec<StreamJobArg>,
+    /// Serve /health, /ready and /metrics on this address (Prometheus
+    /// scrapes it; give each stream process on a host its own port).
+    /// Without it the process serves no HTTP.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) listen: Option<String>,
 }
 
 #[derive(Args)]

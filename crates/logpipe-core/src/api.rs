@@ -16,6 +16,8 @@ pub const STATS: &str = "/api/stats";
 pub const HEALTH: &str = "/health";
 /// `GET`: Prometheus text.
 pub const METRICS: &str = "/metrics";
+/// Readiness: 200 when every check passes, 503 naming each that fails.
+pub const READY: &str = "/ready";
 /// `GET`: one synthetic record each.
 pub const SAMPLE_LOG: &str = "/sample/log";
 pub const SAMPLE_EVENT: &str = "/sample/event";

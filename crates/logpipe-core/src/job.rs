@@ -18,7 +18,7 @@
 //! Everything else (data lost to retention under `on_data_loss = "fail"`, a
 //! corrupt bus or lake, bad state, a fenced-off second window job) still
 //! stops the job with its message. Each restart is logged with its cause
-//! and counted in `logpipe_stream_job_restarts_total{job}`.
+//! and counted in `logpipe_stream_job_restarts_total{job_name}`.
 
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::error::Classify;
+use crate::health::{checks, readiness};
 use crate::retry::Backoff;
 use crate::telemetry::{CounterVec, Family, MetricDef, MetricSet, MetricType};
 
@@ -60,11 +61,20 @@ pub trait Job: Sync {
 /// good, or `shutdown` comes while it waits to start again.
 pub async fn run_restarting<J: Job>(job: &J, mut shutdown: Shutdown) -> Result<(), J::Error> {
     let mut backoff = Backoff::new(FIRST_DELAY, MAX_DELAY);
+    let check = checks::job(job.name());
     loop {
         let began = Instant::now();
+        readiness().pass(&check);
         let error = match job.attempt(&mut shutdown).await {
             Err(error) if error.is_transient() && !*shutdown.borrow() => error,
-            done => return done,
+            Ok(()) => {
+                readiness().remove(&check);
+                return Ok(());
+            }
+            Err(error) => {
+                readiness().fail(&check, format!("the {} job stopped: {error}", job.name()));
+                return Err(error);
+            }
         };
         if began.elapsed() >= HEALTHY_RUN {
             backoff.reset();
@@ -72,6 +82,13 @@ pub async fn run_restarting<J: Job>(job: &J, mut shutdown: Shutdown) -> Result<(
         let name = job.name();
         job_metrics().restarts.inc(&[name]);
         let delay = backoff.next_delay();
+        readiness().fail(
+            &check,
+            format!(
+                "the {name} job failed for now and starts again in {} ms: {error}",
+                delay.as_millis()
+            ),
+        );
         tracing::error!(
             job = name,
             %error,
@@ -89,7 +106,7 @@ pub static STREAM_JOB_RESTARTS: MetricDef = MetricDef {
     name: "logpipe_stream_job_restarts_total",
     help: "Times a stream job was started again from its last lake commit after the bus failed it (broker unreachable or too slow).",
     kind: MetricType::Counter,
-    labels: &["job"],
+    labels: &["job_name"],
 };
 
 /// The figures of [`run_restarting`].

@@ -23,6 +23,7 @@
 pub mod api;
 pub mod dedup;
 pub mod error;
+pub mod health;
 pub mod job;
 pub mod partition;
 pub mod record;

@@ -1,18 +1,20 @@
-//! What every role serves: `/health`, `/metrics`, `/api/stats`.
+//! What every role serves: `/health`, `/ready`, `/metrics`, `/api/stats`.
 
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use logpipe_core::api;
+use logpipe_core::health::readiness;
 use logpipe_core::record::RecordKind;
 use logpipe_core::telemetry::registry;
 use serde_json::json;
 
-/// `/health`, `/metrics` and `/api/stats`.
+/// `/health`, `/ready`, `/metrics` and `/api/stats`.
 pub fn routes() -> Router {
     Router::new()
         .route(api::HEALTH, get(health))
+        .route(api::READY, get(ready))
         .route(api::METRICS, get(prometheus_metrics))
         .route(api::STATS, get(stats))
 }
@@ -43,6 +45,48 @@ async fn stats() -> Response {
 
 async fn health() -> Response {
     Json(json!({ "status": "ok" })).into_response()
+}
+
+/// 200 `{"ready": true, "checks": {...}}` when every check of
+/// [`logpipe_core::health`] passes; 503 with `"failing"` naming each check
+/// that does not and why.
+async fn ready() -> Response {
+    let readiness = readiness();
+    let checks = readiness.checks();
+    let failing: Vec<_> = checks
+        .iter()
+        .filter_map(|check| {
+            check
+                .failing
+                .as_ref()
+                .map(|why| json!({ "check": check.name, "reason": why }))
+        })
+        .collect();
+    let states: serde_json::Map<String, serde_json::Value> = checks
+        .iter()
+        .map(|check| {
+            let state = if check.failing.is_some() {
+                "failing"
+            } else {
+                "ok"
+            };
+            (check.name.clone(), json!(state))
+        })
+        .collect();
+    let ready = readiness.is_ready();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = json!({ "ready": ready, "checks": states });
+    if !failing.is_empty() {
+        body["failing"] = json!(failing);
+    } else if !ready {
+        body["failing"] =
+            json!([{ "check": "started", "reason": "the process is still starting" }]);
+    }
+    (status, Json(body)).into_response()
 }
 
 async fn prometheus_metrics() -> Response {

@@ -1,6 +1,8 @@
 //! The lake's figures, counted where commits happen.
 
-use logpipe_core::telemetry::{Counter, CounterVec, Family, MetricDef, MetricSet, MetricType};
+use logpipe_core::telemetry::{
+    Counter, CounterVec, Family, HistogramVec, LATENCY_BUCKETS, MetricDef, MetricSet, MetricType,
+};
 
 pub static ROWS_COMMITTED: MetricDef = MetricDef {
     name: "logpipe_lake_rows_committed_total",
@@ -21,15 +23,36 @@ pub static COMMITS: MetricDef = MetricDef {
     labels: &[],
 };
 
+pub static BYTES_COMMITTED: MetricDef = MetricDef {
+    name: "logpipe_lake_bytes_committed_total",
+    help: "Bytes of the Parquet files committed to the lake, by table.",
+    kind: MetricType::Counter,
+    labels: &["table"],
+};
+pub static COMMIT_DURATION: MetricDef = MetricDef {
+    name: "logpipe_lake_commit_duration_seconds",
+    help: "Time to write one commit to the lake store (commit record, files, completion), by job.",
+    kind: MetricType::Histogram,
+    labels: &["job_name"],
+};
+
 pub struct LakeMetrics {
     pub rows_committed: CounterVec,
     pub files_committed: CounterVec,
+    pub bytes_committed: CounterVec,
     pub commits: Counter,
+    pub commit_duration: HistogramVec,
 }
 
 impl MetricSet for LakeMetrics {
     fn families(&self) -> Vec<&dyn Family> {
-        vec![&self.rows_committed, &self.files_committed, &self.commits]
+        vec![
+            &self.rows_committed,
+            &self.files_committed,
+            &self.bytes_committed,
+            &self.commits,
+            &self.commit_duration,
+        ]
     }
 }
 
@@ -37,11 +60,14 @@ logpipe_core::metric_set!(pub fn lake_metrics() -> LakeMetrics = {
     let metrics = LakeMetrics {
         rows_committed: CounterVec::new(&ROWS_COMMITTED),
         files_committed: CounterVec::new(&FILES_COMMITTED),
+        bytes_committed: CounterVec::new(&BYTES_COMMITTED),
         commits: Counter::new(&COMMITS),
+        commit_duration: HistogramVec::new(&COMMIT_DURATION, LATENCY_BUCKETS),
     };
     for kind in logpipe_core::RecordKind::ALL {
         metrics.rows_committed.touch(&[kind.table()]);
         metrics.files_committed.touch(&[kind.table()]);
+        metrics.bytes_committed.touch(&[kind.table()]);
     }
     metrics
 });

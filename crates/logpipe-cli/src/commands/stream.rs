@@ -12,10 +12,13 @@ use crate::args::{StreamArgs, StreamJobArg};
 pub(crate) async fn run(args: StreamArgs) -> Result<ExitCode> {
     let mut config = args.config.load()?;
     args.bus.apply(&mut config);
+    if let Some(listen) = &args.listen {
+        config.listen = listen.clone();
+    }
     let resolved = config.resolve();
     resolved.config.validate()?;
     require_shared_bus(&resolved, "stream")?;
-    let roles: BTreeSet<Role> = args
+    let mut roles: BTreeSet<Role> = args
         .jobs
         .iter()
         .map(|job| match job {
@@ -23,6 +26,9 @@ pub(crate) async fn run(args: StreamArgs) -> Result<ExitCode> {
             StreamJobArg::Windows => Role::WindowJob,
         })
         .collect();
+    if args.listen.is_some() {
+        roles.insert(Role::Ops);
+    }
     let names: Vec<&str> = [(Role::RawJob, "raw"), (Role::WindowJob, "windows")]
         .into_iter()
         .filter(|(role, _)| roles.contains(role))
@@ -35,6 +41,10 @@ pub(crate) async fn run(args: StreamArgs) -> Result<ExitCode> {
         resolved.config.bus.kafka.group,
         resolved.lake_root
     );
-    Pipeline::new(resolved, roles).start().await?.wait().await?;
+    let running = Pipeline::new(resolved, roles).start().await?;
+    if let Some(url) = &running.base_url {
+        println!("logpipe stream: /health, /ready and /metrics\nlistening on {url}");
+    }
+    running.wait().await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -39,6 +39,11 @@
 //! follow Prometheus conventions: counters end in `_total`, labels stay
 //! low-cardinality (topic, table, service, rule, job; never request ids).
 
+mod histogram;
+pub mod process;
+
+pub use histogram::{HistogramVec, LATENCY_BUCKETS};
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -48,6 +53,7 @@ use std::sync::{Mutex, RwLock};
 pub enum MetricType {
     Counter,
     Gauge,
+    Histogram,
 }
 
 impl MetricType {
@@ -55,6 +61,7 @@ impl MetricType {
         match self {
             MetricType::Counter => "counter",
             MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
         }
     }
 }
@@ -72,8 +79,23 @@ pub struct MetricDef {
 /// One metric family with its samples.
 pub trait Family: Send + Sync {
     fn def(&self) -> &'static MetricDef;
-    /// Each sample's label values (in [`MetricDef::labels`] order) and value.
+    /// Each sample's label values (in [`MetricDef::labels`] order) and value
+    /// (a histogram's: its observation count per label set).
     fn samples(&self) -> Vec<(Vec<String>, f64)>;
+    /// Writes the sample lines in the exposition format (a histogram
+    /// writes its buckets, sum and count).
+    fn write_samples(&self, out: &mut String) {
+        for (values, value) in self.samples() {
+            write_sample(
+                out,
+                self.def().name,
+                self.def().labels,
+                &values,
+                None,
+                value,
+            );
+        }
+    }
 }
 
 /// The families one component declares.
@@ -393,22 +415,38 @@ fn render_family(out: &mut String, family: &dyn Family) {
         def.name,
         def.kind.as_str()
     );
-    for (values, value) in family.samples() {
-        out.push_str(def.name);
-        if !values.is_empty() {
-            out.push('{');
-            for (n, (label, value)) in def.labels.iter().zip(&values).enumerate() {
-                if n > 0 {
-                    out.push(',');
-                }
-                let _ = write!(out, "{label}=\"");
-                escape_label_value(out, value);
-                out.push('"');
+    family.write_samples(out);
+}
+
+/// One sample line: `name{label="value",…[,le="…"]} value`.
+pub(crate) fn write_sample(
+    out: &mut String,
+    name: &str,
+    labels: &[&str],
+    values: &[String],
+    le: Option<&str>,
+    value: f64,
+) {
+    out.push_str(name);
+    if !values.is_empty() || le.is_some() {
+        out.push('{');
+        for (n, (label, value)) in labels.iter().zip(values).enumerate() {
+            if n > 0 {
+                out.push(',');
             }
-            out.push('}');
+            let _ = write!(out, "{label}=\"");
+            escape_label_value(out, value);
+            out.push('"');
         }
-        let _ = writeln!(out, " {value}");
+        if let Some(le) = le {
+            if !values.is_empty() {
+                out.push(',');
+            }
+            let _ = write!(out, "le=\"{le}\"");
+        }
+        out.push('}');
     }
+    let _ = writeln!(out, " {value}");
 }
 
 /// Label values escape `\`, `"` and newlines (the exposition format).

@@ -20,7 +20,7 @@
 //! - [`metrics`] — `logpipe_collector_*`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -32,6 +32,7 @@ use axum::{Json, Router};
 use logpipe_bus::Bus;
 use logpipe_config::Resolved;
 use logpipe_core::error::{Classify, ErrorKind};
+use logpipe_core::health::{checks, readiness};
 use logpipe_core::record::{RecordKind, ValidationLimits};
 use logpipe_core::{api, dedup};
 use logpipe_http::ApiError;
@@ -104,16 +105,16 @@ async fn collect_logs(
     State(collector): State<Collector>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    collector.collect(RecordKind::Log, &headers, body).await
+) -> Response {
+    collector.timed(RecordKind::Log, &headers, body).await
 }
 
 async fn collect_activities(
     State(collector): State<Collector>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    collector.collect(RecordKind::Event, &headers, body).await
+) -> Response {
+    collector.timed(RecordKind::Event, &headers, body).await
 }
 
 /// Counts a refused request and passes its answer on.
@@ -123,6 +124,25 @@ fn refused(reason: Refused, error: ApiError) -> ApiError {
 }
 
 impl Collector {
+    /// One request, counted by its answer: how long it took and how many
+    /// bytes it brought.
+    async fn timed(
+        &self,
+        kind: RecordKind,
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+    ) -> Response {
+        let began = Instant::now();
+        if let Ok(bytes) = &body {
+            collector_metrics()
+                .bytes_received
+                .add(&[kind.topic()], bytes.len() as u64);
+        }
+        let response = self.collect(kind, headers, body).await.into_response();
+        collector_metrics().observe_request(kind.topic(), response.status(), began.elapsed());
+        response
+    }
+
     async fn collect(
         &self,
         kind: RecordKind,
@@ -172,6 +192,10 @@ impl Collector {
         let accepted = parsed.records.len();
         let topic = kind.topic();
         if let Err(error) = self.bus.append(topic, parsed.records).await {
+            readiness().fail(
+                checks::BUS,
+                format!("the bus refused the last append: {error}"),
+            );
             if error.kind() == ErrorKind::Transient {
                 return Err(refused(
                     Refused::Busy,
@@ -186,6 +210,7 @@ impl Collector {
             tracing::error!(%error, "bus append failed");
             return Err(ApiError::from_error(&error, self.settings.retry_after));
         }
+        readiness().pass(checks::BUS);
         let metrics = collector_metrics();
         metrics.records_accepted.add(&[topic], accepted as u64);
         metrics

@@ -135,6 +135,7 @@ impl Lake {
     /// the files (`encoded` in the record's file order). Fails with
     /// [`LakeError::CommitTaken`] when another writer made step `seq`.
     pub async fn commit(&self, record: &CommitRecord, encoded: Vec<Bytes>) -> Result<()> {
+        let began = std::time::Instant::now();
         let path = commit_path(&record.job, record.seq);
         let body = serde_json::to_vec_pretty(record).map_err(|e| LakeError::BadCommit {
             path: path.to_string(),
@@ -158,16 +159,21 @@ impl Lake {
             }
             Err(error) => return Err(error.into()),
         }
+        let sizes: Vec<u64> = encoded.iter().map(|bytes| bytes.len() as u64).collect();
         self.put_files(&record.files, encoded).await?;
         self.completed_set()
             .insert((record.job.clone(), record.seq));
         self.prune_commits(&record.job, record.seq).await;
         let metrics = lake_metrics();
-        for file in &record.files {
+        for (file, bytes) in record.files.iter().zip(sizes) {
             metrics.rows_committed.add(&[&file.table], file.rows);
             metrics.files_committed.inc(&[&file.table]);
+            metrics.bytes_committed.add(&[&file.table], bytes);
         }
         metrics.commits.inc();
+        metrics
+            .commit_duration
+            .observe(&[&record.job], began.elapsed().as_secs_f64());
         tracing::debug!(
             job = record.job,
             seq = record.seq,

@@ -7,6 +7,7 @@
 //! a replayed step replaces its rows.
 
 use logpipe_core::error::{Classify, ErrorKind};
+use logpipe_core::health::{checks, readiness};
 
 use crate::metrics::sink_metrics;
 use crate::{Delivery, RowWrite, SinkError, StepOutput, StepSink};
@@ -63,9 +64,16 @@ impl StepSink for PostgresSink {
                 }
             };
             match written {
-                Ok(rows) => metrics.postgres_rows_written.add(rows),
+                Ok(rows) => {
+                    metrics.postgres_rows_written.add(rows);
+                    readiness().pass(checks::POSTGRES);
+                }
                 Err(error) => {
                     metrics.postgres_errors.inc();
+                    readiness().fail(
+                        checks::POSTGRES,
+                        format!("the last write to PostgreSQL failed: {error}"),
+                    );
                     return Err(error.into());
                 }
             }

@@ -6,9 +6,9 @@ use logpipe_core::telemetry::{
 
 pub static CONSUMER_LAG: MetricDef = MetricDef {
     name: "logpipe_bus_consumer_lag_records",
-    help: "Records on the bus not yet committed to the lake.",
+    help: "Records on the bus not yet committed to the lake, by consumer group, topic and partition (the partitions this process reads).",
     kind: MetricType::Gauge,
-    labels: &["topic"],
+    labels: &["group", "topic", "partition"],
 };
 pub static RECORDS_INVALID: MetricDef = MetricDef {
     name: "logpipe_lake_records_invalid_total",
@@ -64,7 +64,6 @@ logpipe_core::metric_set!(pub fn raw_metrics() -> RawMetrics = {
         steps_fenced: Counter::new(&STEPS_FENCED),
     };
     for kind in logpipe_core::RecordKind::ALL {
-        metrics.consumer_lag.set(&[kind.topic()], 0.0);
         for family in [
             &metrics.records_invalid,
             &metrics.records_lost,

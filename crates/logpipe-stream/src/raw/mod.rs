@@ -182,7 +182,7 @@ impl RawToLake {
                 buffer.add(&record, parsed, dedups)?;
                 partitions_of(positions, &record.topic).insert(record.partition, record.offset + 1);
             }
-            self.report_lag(&read_through(consumer, positions));
+            self.report_lag(consumer, &read_through(consumer, positions));
             let due = buffer
                 .since
                 .is_some_and(|since| since.elapsed() >= self.options.flush_interval);
@@ -305,22 +305,55 @@ impl RawToLake {
         Ok(())
     }
 
-    fn report_lag(&self, positions: &Offsets) {
+    fn report_lag(&self, consumer: &dyn Consumer, positions: &Offsets) {
+        let group = self.options.group.as_str();
+        let assigned = consumer.assignment();
+        let mut reported: Vec<(String, String)> = Vec::new();
         for kind in RecordKind::ALL {
-            let Ok(ends) = self.bus.end_offsets(kind.topic()) else {
+            let topic = kind.topic();
+            let Ok(ends) = self.bus.end_offsets(topic) else {
                 continue;
             };
-            // The partitions this process reads (all of them on the
-            // embedded bus; its share in a Kafka group).
-            let Some(consumed) = positions.get(kind.topic()) else {
-                continue;
-            };
-            let lag: u64 = consumed
-                .iter()
-                .filter_map(|(p, at)| ends.get(*p as usize).map(|end| end.saturating_sub(*at)))
-                .sum();
-            raw_metrics().consumer_lag.set(&[kind.topic()], lag as f64);
+            // The oldest kept offsets, asked for only when a held partition
+            // has records but no position yet (nothing read, no commit).
+            let mut starts: Option<Vec<u64>> = None;
+            // The partitions this process holds (all of them on the
+            // embedded bus; its share in a Kafka group), each from where
+            // it has read, or where it will start reading.
+            for tp in assigned.iter().filter(|tp| tp.topic == topic) {
+                let Some(&end) = ends.get(tp.partition as usize) else {
+                    continue;
+                };
+                let at = match offset_of(positions, tp) {
+                    Some(at) => at,
+                    None if end == 0 => 0,
+                    None => {
+                        if starts.is_none() {
+                            starts = consumer.start_offsets(topic).ok();
+                        }
+                        let Some(start) =
+                            starts.as_ref().and_then(|s| s.get(tp.partition as usize))
+                        else {
+                            continue;
+                        };
+                        *start
+                    }
+                };
+                let partition = tp.partition.to_string();
+                raw_metrics()
+                    .consumer_lag
+                    .set(&[group, topic, &partition], end.saturating_sub(at) as f64);
+                reported.push((topic.to_string(), partition));
+            }
         }
+        // A partition the group gave to another member is that member's to
+        // report: summing over processes must not count it twice.
+        raw_metrics().consumer_lag.retain(|labels| {
+            labels[0] != group
+                || reported
+                    .iter()
+                    .any(|(topic, partition)| labels[1] == *topic && labels[2] == *partition)
+        });
     }
 
     /// Commits what `buffer` holds as the next step of the chain.

@@ -20,11 +20,11 @@ pub static WINDOW_ERROR_RATE: MetricDef = MetricDef {
     kind: MetricType::Gauge,
     labels: &["service"],
 };
-pub static WINDOW_LATENCY: MetricDef = MetricDef {
-    name: "logpipe_window_latency_ms",
-    help: "response_time_ms percentiles of each service in its latest closed window.",
+pub static WINDOW_RESPONSE_TIME: MetricDef = MetricDef {
+    name: "logpipe_window_response_time_seconds",
+    help: "Percentiles (50, 95, 99) of the response_time_ms field of each service's records in its latest closed window, in seconds.",
     kind: MetricType::Gauge,
-    labels: &["service", "quantile"],
+    labels: &["service", "percentile"],
 };
 pub static WINDOW_START: MetricDef = MetricDef {
     name: "logpipe_window_start_seconds",
@@ -60,7 +60,7 @@ pub static ALERTS_FIRING: MetricDef = MetricDef {
 pub struct WindowMetrics {
     pub records: GaugeVec,
     pub error_rate: GaugeVec,
-    pub latency_ms: GaugeVec,
+    pub response_time_seconds: GaugeVec,
     pub start_seconds: GaugeVec,
     pub windows_closed: Counter,
     pub late_records: Counter,
@@ -73,7 +73,7 @@ impl MetricSet for WindowMetrics {
         vec![
             &self.records,
             &self.error_rate,
-            &self.latency_ms,
+            &self.response_time_seconds,
             &self.start_seconds,
             &self.windows_closed,
             &self.late_records,
@@ -86,7 +86,7 @@ impl MetricSet for WindowMetrics {
 logpipe_core::metric_set!(pub fn window_metrics() -> WindowMetrics = WindowMetrics {
     records: GaugeVec::new(&WINDOW_RECORDS),
     error_rate: GaugeVec::new(&WINDOW_ERROR_RATE),
-    latency_ms: GaugeVec::new(&WINDOW_LATENCY),
+    response_time_seconds: GaugeVec::new(&WINDOW_RESPONSE_TIME),
     start_seconds: GaugeVec::new(&WINDOW_START),
     windows_closed: Counter::new(&WINDOWS_CLOSED),
     late_records: Counter::new(&LATE_RECORDS),
@@ -94,8 +94,10 @@ logpipe_core::metric_set!(pub fn window_metrics() -> WindowMetrics = WindowMetri
     alerts_firing: Gauge::new(&ALERTS_FIRING),
 });
 
-/// The quantile labels of [`WINDOW_LATENCY`], in sketch order.
-const QUANTILES: [&str; 3] = ["0.5", "0.95", "0.99"];
+/// The percentile labels of [`WINDOW_RESPONSE_TIME`], in sketch order.
+/// Not `quantile`: that label belongs to summaries, and this is a gauge of
+/// one window's figures, not an aggregatable distribution.
+const PERCENTILES: [&str; 3] = ["50", "95", "99"];
 
 impl WindowMetrics {
     /// Records a committed step: its closed windows and alerts, and the
@@ -113,11 +115,14 @@ impl WindowMetrics {
                 .set(&[service], window.window_start_micros as f64 / 1e6);
             match figures.latency_percentiles() {
                 [Some(p50), Some(p95), Some(p99)] => {
-                    for (quantile, value) in QUANTILES.into_iter().zip([p50, p95, p99]) {
-                        self.latency_ms.set(&[service, quantile], value);
+                    for (percentile, ms) in PERCENTILES.into_iter().zip([p50, p95, p99]) {
+                        self.response_time_seconds
+                            .set(&[service, percentile], ms / 1000.0);
                     }
                 }
-                _ => self.latency_ms.retain(|labels| labels[0] != service),
+                _ => self
+                    .response_time_seconds
+                    .retain(|labels| labels[0] != service),
             }
         }
         for alert in alerts {
