@@ -9,8 +9,10 @@
 # server; DuckDB (a PyPI package) checks that other engines read the lake;
 # PostgreSQL 15 (Debian) is the window and report sink; Apache Kafka (jars
 # from Maven Central, run on the machine's JDK 17) is the broker, a private
-# KRaft cluster per Kafka test started by deploy/kafka/kafka.sh. S3 storage
-# joins when the feature that uses it lands.
+# KRaft cluster per Kafka test started by deploy/kafka/kafka.sh; Prometheus
+# and Alertmanager (Debian) check the rules and dashboards of deploy/
+# against a running logpipe. S3 storage joins when the feature that uses it
+# lands.
 #
 # Each tier's time is printed at the end (also when one fails), so the CI
 # budget is visible before CI runs out of it.
@@ -110,6 +112,27 @@ apt_install() {
 if ! command -v openssl >/dev/null 2>&1; then
   step "installing openssl (Debian) for the TLS test"
   apt_install openssl
+fi
+
+# Prometheus 2.42 (promtool) and Alertmanager 0.25 from Debian for the
+# observability test: it checks deploy/prometheus, deploy/alertmanager and
+# deploy/grafana with the real tools and runs both against `logpipe up`
+# (each bound to 127.0.0.1 on a free port, stopped at the test's end).
+# Debian's packages would start system services; policy-rc.d keeps them off.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+  install_prometheus() {
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+      $SUDO chmod +x /usr/sbin/policy-rc.d
+      POLICY_ADDED=1
+    fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      prometheus prometheus-alertmanager >/dev/null
+    if [ -n "${POLICY_ADDED:-}" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
+  }
+  tier "installing Prometheus and Alertmanager (Debian) for the observability test" install_prometheus
 fi
 
 # PostgreSQL 15: a throwaway cluster on 127.0.0.1 and a free port, stopped

@@ -238,7 +238,7 @@ async fn window_rows_equal_lake_counts_across_a_kill_and_restart() {
 }
 
 /// A webhook receiver: collects each POSTed JSON body.
-fn webhook_server() -> (String, Arc<Mutex<Vec<Value>>>) {
+pub(crate) fn webhook_server() -> (String, Arc<Mutex<Vec<Value>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/api/v2/alerts", listener.local_addr().unwrap());
     let received = Arc::new(Mutex::new(Vec::new()));

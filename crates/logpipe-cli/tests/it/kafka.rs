@@ -251,6 +251,40 @@ async fn wait_for_split(members: &[&Running], failure: &str) {
     }
 }
 
+/// The stream process that holds all 6 partitions shows a lag series for
+/// each, labelled with its group, and is ready.
+async fn survivor_reports_every_partition(survivor: &Running, group: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = survivor.metrics().await;
+        let series: BTreeSet<String> = metrics
+            .lines()
+            .filter(|line| line.starts_with("logpipe_bus_consumer_lag_records{"))
+            .map(|line| line.split_once('}').unwrap().0.to_string())
+            .collect();
+        let ready = reqwest::get(format!("{}/ready", survivor.base_url))
+            .await
+            .unwrap();
+        let status = ready.status().as_u16();
+        let body = ready.text().await.unwrap();
+        if series.len() == 6 && status == 200 {
+            assert!(
+                series
+                    .iter()
+                    .all(|s| s.contains(&format!("group=\"{group}\""))),
+                "{series:?}"
+            );
+            assert!(body.contains("\"job:raw\":\"ok\""), "{body}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the survivor's /metrics shows lag for {series:?}, /ready {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Two `logpipe stream` processes in one group split the 6 partitions
 /// under load from two `logpipe collector` processes (a load client each);
 /// one stream process is killed with `kill -9` and the survivor takes its
@@ -304,7 +338,10 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
         Rebalancing::Cooperative => vec!["stream"],
         Rebalancing::Eager => vec!["stream", "--config", eager_config.to_str().unwrap()],
     };
-    let survivor = Running::spawn(&stream_args, &data, &env);
+    // The survivor serves /metrics and /ready, as Prometheus scrapes a
+    // stream process.
+    let listen = [stream_args.as_slice(), &["--listen", "127.0.0.1:0"]].concat();
+    let survivor = Running::start_role(&listen, &data, &env);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let senders: Vec<_> = collectors
         .iter()
@@ -340,6 +377,7 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    survivor_reports_every_partition(&survivor, group).await;
     let _ = stop.send(true);
     let mut acked = Vec::new();
     for (task, sender) in senders.into_iter().enumerate() {

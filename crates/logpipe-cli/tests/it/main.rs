@@ -7,6 +7,8 @@
 //! - `kafka.rs`: the same on a Kafka-protocol broker.
 //! - `answers.rs`: a refused request stores nothing, on both buses.
 //! - `load.rs`: load clients and what the lake holds of their records.
+//! - `observability.rs`: the Prometheus rules, Alertmanager and Grafana
+//!   dashboards of `deploy/` against real Prometheus and Alertmanager.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -17,4 +19,5 @@ mod analytics;
 mod answers;
 mod kafka;
 mod load;
+mod observability;
 mod pipeline;
