@@ -32,6 +32,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 pub mod console;
 pub mod supervisor;
 pub mod telemetry;
+pub mod web;
 pub mod wiring;
 
 use supervisor::{Ends, StageId, Supervisor};
@@ -73,6 +74,19 @@ impl Role {
             roles.insert(Role::Generator);
         }
         roles
+    }
+
+    /// The role's name (logs, the console).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Collector => "collector",
+            Role::QueryApi => "query_api",
+            Role::RawJob => "raw_job",
+            Role::WindowJob => "window_job",
+            Role::Reports => "reports",
+            Role::Generator => "generator",
+            Role::Ops => "ops",
+        }
     }
 
     fn is_job(self) -> bool {
@@ -206,18 +220,45 @@ impl Pipeline {
             None
         };
 
+        // The report runner: the scheduler's and the console's.
+        let runner = match &lake {
+            Some(lake) if self.has(Role::Reports) || self.has(Role::QueryApi) => {
+                let sinks: Vec<Arc<dyn logpipe_sinks::StepSink>> = postgres
+                    .iter()
+                    .map(|p| p.clone() as Arc<dyn logpipe_sinks::StepSink>)
+                    .collect();
+                Some(Arc::new(
+                    logpipe_batch::BatchRunner::open(lake.clone(), sinks).await?,
+                ))
+            }
+            _ => None,
+        };
+
         if let Some(listener) = listener {
             let mut router = logpipe_http::ops_routes();
+            let mut console = web::Console::new(self.roles.iter().map(|r| r.name()).collect());
+            console.bus = Some(bus.bus.clone());
+            console.lake = lake.clone();
+            console.runner = runner.clone().filter(|_| self.has(Role::QueryApi));
+            console.stream_jobs = [(Role::RawJob, "raw"), (Role::WindowJob, "windows")]
+                .into_iter()
+                .filter(|(role, _)| self.has(*role))
+                .map(|(_, job)| job)
+                .collect();
             if self.has(Role::Collector) {
                 let settings = CollectorSettings::from_config(resolved);
+                let collector = Collector::new(bus.bus.clone(), settings);
                 router = router
-                    .merge(Collector::new(bus.bus.clone(), settings).routes())
+                    .merge(logpipe_ingest::otlp::routes(collector.clone()))
+                    .merge(collector.routes())
                     .merge(logpipe_gen::sample_router());
             }
             if let Some(store) = store.as_ref().filter(|_| self.has(Role::QueryApi)) {
                 let engine = Arc::new(QueryEngine::open(store).await?);
+                console.engine = Some(engine.clone());
                 router = router.merge(logpipe_http::query_routes(engine));
             }
+            router = router.merge(Arc::new(console).routes());
             let mut stop = supervisor.shutdown(stages.ingest);
             supervisor.spawn(stages.ingest, "HTTP server", async move {
                 axum::serve(listener, router)
@@ -267,16 +308,11 @@ impl Pipeline {
                     });
                 }
             }
-            if self.has(Role::Reports) {
+            if let Some(runner) = runner.clone().filter(|_| self.has(Role::Reports)) {
                 let schedules = config.reports.schedules()?;
-                let sinks: Vec<Arc<dyn logpipe_sinks::StepSink>> = postgres
-                    .iter()
-                    .map(|p| p.clone() as Arc<dyn logpipe_sinks::StepSink>)
-                    .collect();
-                let runner = logpipe_batch::BatchRunner::open(lake.clone(), sinks).await?;
                 let stop = supervisor.shutdown(stages.ingest);
                 supervisor.spawn(stages.ingest, "report scheduler", async move {
-                    logpipe_batch::schedule::run(Arc::new(runner), schedules, stop).await;
+                    logpipe_batch::schedule::run(runner, schedules, stop).await;
                     Ok(())
                 });
             }

@@ -24,7 +24,6 @@ fn report_for(name: &str, today: chrono::NaiveDate) -> Report {
     }
 }
 
-/// Runs until `stop` turns true.
 /// Runs until `stop` turns true. `schedules` are `[reports]`'s, parsed
 /// and validated by `ReportsConfig::schedules`.
 pub async fn run(

@@ -41,6 +41,34 @@ pub(crate) enum Command {
     /// Run only stream jobs against a Kafka cluster. `raw` processes in one
     /// consumer group share the partitions; run `windows` in one process.
     Stream(StreamArgs),
+    /// Print the newest records of a topic from a running logpipe, filtered
+    /// by service and level, and follow new ones (the console's Topics tab).
+    Tail(TailArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct TailArgs {
+    /// The running process's base URL (`logpipe up` or `logpipe collector`).
+    #[arg(long, default_value = "http://127.0.0.1:8081", value_name = "URL")]
+    pub(crate) url: String,
+    /// Topic to read.
+    #[arg(long, default_value = "logs.raw", value_name = "TOPIC")]
+    pub(crate) topic: String,
+    /// Only records of this service.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) service: Option<String>,
+    /// Only records of this level (DEBUG, INFO, WARN, ERROR).
+    #[arg(long, value_name = "LEVEL")]
+    pub(crate) level: Option<String>,
+    /// Records to print first.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub(crate) lines: usize,
+    /// Print the newest records and exit instead of following.
+    #[arg(long)]
+    pub(crate) no_follow: bool,
+    /// Print each record as one line of JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]

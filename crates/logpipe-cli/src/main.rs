@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             Command::Batch(args) => commands::batch::run(args).await,
             Command::Collector(args) => commands::collector::run(args).await,
             Command::Stream(args) => commands::stream::run(args).await,
+            Command::Tail(args) => commands::tail::run(args).await,
         }
     });
     match result {

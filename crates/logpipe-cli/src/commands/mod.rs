@@ -5,4 +5,5 @@ pub(crate) mod collector;
 pub(crate) mod generate;
 pub(crate) mod sql;
 pub(crate) mod stream;
+pub(crate) mod tail;
 pub(crate) mod up;

@@ -393,6 +393,17 @@ impl Registry {
             .sum()
     }
 
+    /// The samples of family `name` (none when no such family is
+    /// registered), each with its label values.
+    pub fn samples(&self, name: &str) -> Vec<(Vec<String>, f64)> {
+        self.sets()
+            .iter()
+            .flat_map(|set| set.families())
+            .filter(|family| family.def().name == name)
+            .flat_map(|family| family.samples())
+            .collect()
+    }
+
     /// Prometheus text exposition (version 0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);

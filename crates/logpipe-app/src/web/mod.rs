@@ -1,0 +1,636 @@
+//! The built-in web console: `GET /` (one HTML page compiled into the
+//! binary, no external service, no build step) and the JSON it reads.
+//!
+//! It lives in the application crate because it shows every component at
+//! once: the metric registry (live figures), the bus (partitions, a tail
+//! of records), the lake's commit chains (stream jobs), the batch runner
+//! (report runs, started from the page too) and the query engine (SQL,
+//! the tables and their columns, alerts). Each route reads what the
+//! process's roles opened; a part the process does not run answers 503
+//! naming what is missing.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | the console page (`console.html`) |
+//! | `GET /api/overview` | cumulative counters and each service's latest window |
+//! | `GET /api/topics` | partitions and their start and end offsets |
+//! | `GET /api/tail?topic=T[&service=S][&level=L][&limit=N]` | the newest records, filtered |
+//! | `GET /api/jobs` | stream jobs' commits and positions, report runs |
+//! | `POST /api/reports/run` | `{"report": "daily", "date": "YYYY-MM-DD"}` runs a report |
+//!
+//! `POST /api/query` and `GET /api/alerts` are the query API's
+//! (`logpipe_http`); the page uses them for the SQL console and alerts.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{NaiveDate, Utc};
+use logpipe_batch::{BatchRunner, Report};
+use logpipe_bus::Bus;
+use logpipe_core::record::RecordKind;
+use logpipe_core::telemetry::registry;
+use logpipe_lake::Lake;
+use logpipe_query::QueryEngine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+const PAGE: &str = include_str!("console.html");
+
+/// Records a tail request looks at per partition (the newest), and the
+/// most it returns.
+const TAIL_SCAN_PER_PARTITION: u64 = 2_000;
+const TAIL_MAX_LIMIT: usize = 500;
+const TAIL_DEFAULT_LIMIT: usize = 50;
+/// How long a tail request reads before answering with what it has.
+const TAIL_READ_TIME: Duration = Duration::from_secs(2);
+/// Report runs started here that the job list keeps.
+const RUNS_KEPT: usize = 50;
+
+/// What the console reads: each part is there when the process's roles
+/// opened it.
+pub struct Console {
+    pub roles: Vec<&'static str>,
+    pub bus: Option<Arc<dyn Bus>>,
+    pub lake: Option<Lake>,
+    pub engine: Option<Arc<QueryEngine>>,
+    pub runner: Option<Arc<BatchRunner>>,
+    /// Stream jobs whose commit chains the job list shows.
+    pub stream_jobs: Vec<&'static str>,
+    runs: Mutex<VecDeque<RunView>>,
+}
+
+/// A report run started from the console, while and after it runs.
+#[derive(Clone)]
+struct RunView {
+    job: &'static str,
+    target: String,
+    started_ms: i64,
+    started: Instant,
+    outcome: Option<Result<u64, String>>,
+    duration_ms: Option<u64>,
+}
+
+impl Console {
+    pub fn new(roles: Vec<&'static str>) -> Console {
+        Console {
+            roles,
+            bus: None,
+            lake: None,
+            engine: None,
+            runner: None,
+            stream_jobs: Vec::new(),
+            runs: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The page and its JSON routes.
+    pub fn routes(self: Arc<Console>) -> Router {
+        Router::new()
+            .route("/", get(page))
+            .route("/api/overview", get(overview))
+            .route("/api/topics", get(topics))
+            .route("/api/tail", get(tail))
+            .route("/api/jobs", get(jobs))
+            .route("/api/reports/run", post(run_report))
+            .with_state(self)
+    }
+
+    fn runs(&self) -> std::sync::MutexGuard<'_, VecDeque<RunView>> {
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A JSON error answer: `{"error": "…"}`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn missing(what: &str) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("this process does not run {what}"),
+    )
+}
+
+async fn page() -> Response {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(PAGE)).into_response()
+}
+
+/// The samples of family `name` by their first label value.
+fn by_first_label(name: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for (labels, value) in registry().samples(name) {
+        if let Some(first) = labels.first() {
+            *out.entry(first.clone()).or_insert(0.0) += value;
+        }
+    }
+    out
+}
+
+async fn overview(State(console): State<Arc<Console>>) -> Response {
+    let counts = |name: &str| -> Value {
+        by_first_label(name)
+            .into_iter()
+            .map(|(k, v)| (k, json!(v as u64)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let mut services: BTreeMap<String, serde_json::Map<String, Value>> = BTreeMap::new();
+    let mut put = |name: &str, field: &str, keep: &dyn Fn(&[String]) -> bool| {
+        for (labels, value) in registry().samples(name) {
+            if keep(&labels) {
+                services
+                    .entry(labels[0].clone())
+                    .or_default()
+                    .insert(field.to_string(), json!(value));
+            }
+        }
+    };
+    put("logpipe_window_records", "records", &|_| true);
+    put("logpipe_window_error_rate", "error_rate", &|_| true);
+    put("logpipe_window_start_seconds", "window_start", &|_| true);
+    put(
+        "logpipe_window_response_time_seconds",
+        "p95_seconds",
+        &|l| l.get(1).is_some_and(|p| p == "95"),
+    );
+    let services: Vec<Value> = services
+        .into_iter()
+        .map(|(service, mut fields)| {
+            fields.insert("service".to_string(), json!(service));
+            Value::Object(fields)
+        })
+        .collect();
+    Json(json!({
+        "time_ms": Utc::now().timestamp_millis(),
+        "roles": console.roles,
+        "records_accepted": counts("logpipe_collector_records_accepted_total"),
+        "records_rejected": counts("logpipe_collector_records_rejected_total"),
+        "lake_rows": counts("logpipe_lake_rows_committed_total"),
+        "bus_lag": registry().sum("logpipe_bus_consumer_lag_records", |_| true) as i64,
+        "alerts_firing": registry().sum("logpipe_alerts_firing", |_| true) as i64,
+        "services": services,
+    }))
+    .into_response()
+}
+
+async fn topics(State(console): State<Arc<Console>>) -> Response {
+    let Some(bus) = &console.bus else {
+        return missing("a bus");
+    };
+    let mut topics = Vec::new();
+    for kind in RecordKind::ALL {
+        let topic = kind.topic();
+        let ends = match bus.end_offsets(topic) {
+            Ok(ends) => ends,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        };
+        let starts = match starts_of(bus.as_ref(), topic).await {
+            Ok(starts) => starts,
+            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+        };
+        let partitions: Vec<Value> = ends
+            .iter()
+            .enumerate()
+            .map(|(p, end)| {
+                json!({
+                    "partition": p,
+                    "start": starts.get(p).copied().unwrap_or(0).min(*end),
+                    "end": end,
+                })
+            })
+            .collect();
+        topics.push(json!({ "topic": topic, "partitions": partitions }));
+    }
+    Json(json!({ "topics": topics })).into_response()
+}
+
+/// The oldest kept offset of each partition of `topic`.
+async fn starts_of(bus: &dyn Bus, topic: &str) -> Result<Vec<u64>, String> {
+    let mut reader = bus
+        .reader("logpipe-console", &[topic])
+        .await
+        .map_err(|e| e.to_string())?;
+    let starts = reader.start_offsets(topic).map_err(|e| e.to_string());
+    reader.close().await;
+    starts
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TailQuery {
+    topic: String,
+    service: Option<String>,
+    level: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn tail(
+    State(console): State<Arc<Console>>,
+    query: Result<Query<TailQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{}; parameters are topic=T, service=S, level=L, limit=N",
+                    rejection.body_text()
+                ),
+            );
+        }
+    };
+    let Some(bus) = &console.bus else {
+        return missing("a bus");
+    };
+    if RecordKind::of_topic(&query.topic).is_none() {
+        let known: Vec<&str> = RecordKind::ALL.iter().map(|k| k.topic()).collect();
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown topic {:?}; the topics are {}",
+                query.topic,
+                known.join(", ")
+            ),
+        );
+    }
+    let limit = query
+        .limit
+        .unwrap_or(TAIL_DEFAULT_LIMIT)
+        .clamp(1, TAIL_MAX_LIMIT);
+    let filter = TailFilter {
+        service: query.service.filter(|s| !s.is_empty()),
+        level: query
+            .level
+            .filter(|l| !l.is_empty())
+            .map(|l| l.to_ascii_uppercase()),
+    };
+    match newest_records(bus.as_ref(), &query.topic, &filter, limit).await {
+        Ok(records) => Json(json!({ "topic": query.topic, "records": records })).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+struct TailFilter {
+    service: Option<String>,
+    level: Option<String>,
+}
+
+impl TailFilter {
+    fn keeps(&self, value: &Value) -> bool {
+        let field = |name: &str| value.get(name).and_then(Value::as_str);
+        self.service
+            .as_deref()
+            .is_none_or(|s| field("service") == Some(s))
+            && self
+                .level
+                .as_deref()
+                .is_none_or(|l| field("level").is_some_and(|level| level.eq_ignore_ascii_case(l)))
+    }
+}
+
+/// The newest `limit` records of `topic` that `filter` keeps, among the
+/// last [`TAIL_SCAN_PER_PARTITION`] of each partition, newest first.
+async fn newest_records(
+    bus: &dyn Bus,
+    topic: &str,
+    filter: &TailFilter,
+    limit: usize,
+) -> Result<Vec<Value>, String> {
+    let ends = bus.end_offsets(topic).map_err(|e| e.to_string())?;
+    let mut reader = bus
+        .reader("logpipe-console", &[topic])
+        .await
+        .map_err(|e| e.to_string())?;
+    let starts = match reader.start_offsets(topic) {
+        Ok(starts) => starts,
+        Err(e) => {
+            reader.close().await;
+            return Err(e.to_string());
+        }
+    };
+    let mut remaining = 0u64;
+    for (p, end) in ends.iter().enumerate() {
+        let start = starts.get(p).copied().unwrap_or(0);
+        let from = end.saturating_sub(TAIL_SCAN_PER_PARTITION).max(start);
+        remaining += end.saturating_sub(from);
+        if let Err(e) = reader.seek(topic, p as u32, from) {
+            reader.close().await;
+            return Err(e.to_string());
+        }
+    }
+    let mut kept: Vec<(u64, u32, u64, Value)> = Vec::new();
+    let deadline = Instant::now() + TAIL_READ_TIME;
+    let mut order = 0u64;
+    while remaining > 0 && Instant::now() < deadline {
+        let records = match reader.poll(10_000, Duration::from_millis(200)).await {
+            Ok(records) => records,
+            Err(e) => {
+                reader.close().await;
+                return Err(e.to_string());
+            }
+        };
+        for record in records {
+            let Some(end) = ends.get(record.partition as usize) else {
+                continue;
+            };
+            if record.offset >= *end {
+                continue;
+            }
+            remaining = remaining.saturating_sub(1);
+            let value: Value = serde_json::from_slice(&record.value)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&record.value).into()));
+            if filter.keeps(&value) {
+                order += 1;
+                kept.push((order, record.partition, record.offset, value));
+            }
+        }
+    }
+    reader.close().await;
+    // Newest first: by the record's time when it has one, else by read order.
+    let time = |v: &Value| match v.get("timestamp") {
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
+        Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_micros() as f64 / 1e6)
+            .unwrap_or(0.0),
+        _ => 0.0,
+    };
+    kept.sort_by(|a, b| {
+        time(&b.3)
+            .partial_cmp(&time(&a.3))
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(b.0.cmp(&a.0))
+    });
+    Ok(kept
+        .into_iter()
+        .take(limit)
+        .map(|(_, partition, offset, value)| {
+            json!({ "partition": partition, "offset": offset, "value": value })
+        })
+        .collect())
+}
+
+async fn jobs(State(console): State<Arc<Console>>) -> Response {
+    let mut stream = Vec::new();
+    if let Some(lake) = &console.lake {
+        for job in &console.stream_jobs {
+            match lake.chain(job).await {
+                Ok(chain) => {
+                    let lag = if *job == "raw" {
+                        json!(registry().sum("logpipe_bus_consumer_lag_records", |_| true) as i64)
+                    } else {
+                        Value::Null
+                    };
+                    stream.push(json!({
+                        "job": job,
+                        "commit_seq": chain.seq,
+                        "positions": chain.offsets,
+                        "lag": lag,
+                    }));
+                }
+                Err(e) => stream.push(json!({ "job": job, "error": e.to_string() })),
+            }
+        }
+    }
+    let mut runs: Vec<Value> = console
+        .runs()
+        .iter()
+        .map(|run| {
+            let (status, rows, error) = match &run.outcome {
+                None => ("running", Value::Null, Value::Null),
+                Some(Ok(rows)) => ("succeeded", json!(rows), Value::Null),
+                Some(Err(e)) => ("failed", Value::Null, json!(e)),
+            };
+            json!({
+                "job": run.job,
+                "target": run.target,
+                "status": status,
+                "started_ms": run.started_ms,
+                "duration_ms": run.duration_ms.unwrap_or(run.started.elapsed().as_millis() as u64),
+                "rows": rows,
+                "error": error,
+                "source": "console",
+            })
+        })
+        .collect();
+    // Every other recorded run (the scheduler's, `logpipe batch`'s) from
+    // the job_runs table, once it exists.
+    if let Some(engine) = &console.engine {
+        let sql = "SELECT job, target, status, CAST(to_unixtime(started_at) * 1000 AS BIGINT) AS started_ms, \
+                   duration_ms, rows, error FROM job_runs ORDER BY started_at DESC LIMIT 50";
+        if let Ok(result) = engine.sql(sql, 50).await
+            && let Ok(text) = result.rows_json()
+            && let Ok(Value::Array(rows)) = serde_json::from_str::<Value>(&text)
+        {
+            for row in rows {
+                let duplicate = runs.iter().any(|r| {
+                    r["job"] == row["job"]
+                        && r["target"] == row["target"]
+                        && r["status"] != "running"
+                        && (r["started_ms"].as_i64().unwrap_or(0)
+                            - row["started_ms"].as_i64().unwrap_or(0))
+                        .abs()
+                            < 1000
+                });
+                if !duplicate {
+                    runs.push(row);
+                }
+            }
+        }
+    }
+    runs.sort_by_key(|r| std::cmp::Reverse(r["started_ms"].as_i64().unwrap_or(0)));
+    Json(json!({
+        "stream": stream,
+        "runs": runs,
+        "reports": ["daily", "weekly", "service"],
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunRequest {
+    report: String,
+    date: Option<String>,
+    to: Option<String>,
+}
+
+fn parse_date(field: &str, text: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| format!("{field} must be a date like 2026-01-15, not {text:?}"))
+}
+
+/// The report a request asks for: `daily` for `date` (default yesterday),
+/// `weekly` for the ISO week of `date` (default last week), `service` from
+/// `date` to `to` (default the 7 days before today).
+fn report_of(request: &RunRequest, today: NaiveDate) -> Result<Report, String> {
+    let date = request
+        .date
+        .as_deref()
+        .map(|d| parse_date("date", d))
+        .transpose()?;
+    let yesterday = today.pred_opt().unwrap_or(today);
+    Ok(match request.report.as_str() {
+        "daily" => Report::Daily {
+            date: date.unwrap_or(yesterday),
+        },
+        "weekly" => Report::weekly_of(date.unwrap_or(today - chrono::Days::new(7))),
+        "service" => {
+            let start = date.unwrap_or(today - chrono::Days::new(7));
+            let end = match request.to.as_deref() {
+                Some(to) => parse_date("to", to)?,
+                None => start.max(yesterday),
+            };
+            if end < start {
+                return Err(format!("to ({end}) is before date ({start})"));
+            }
+            Report::Service { start, end }
+        }
+        other => {
+            return Err(format!(
+                "report must be daily, weekly or service, not {other:?}"
+            ));
+        }
+    })
+}
+
+async fn run_report(State(console): State<Arc<Console>>, body: axum::body::Bytes) -> Response {
+    let request: RunRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "body must be {{\"report\": \"daily|weekly|service\", \"date\": \"YYYY-MM-DD\"}}: {e}"
+                ),
+            );
+        }
+    };
+    let Some(runner) = console.runner.clone() else {
+        return missing("the batch reports (they need the lake)");
+    };
+    let today = Utc::now().date_naive();
+    let report = match report_of(&request, today) {
+        Ok(report) => report,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    if report_day(&report) > today {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{} is in the future", report.target()),
+        );
+    }
+    let view = RunView {
+        job: report.job(),
+        target: report.target(),
+        started_ms: Utc::now().timestamp_millis(),
+        started: Instant::now(),
+        outcome: None,
+        duration_ms: None,
+    };
+    {
+        let mut runs = console.runs();
+        runs.push_front(view.clone());
+        runs.truncate(RUNS_KEPT);
+    }
+    let answer = json!({ "started": true, "job": view.job, "target": view.target });
+    tracing::info!(
+        job = view.job,
+        target = view.target,
+        "report run started from the console"
+    );
+    tokio::spawn(async move {
+        let outcome = runner
+            .run(&report, &|_| {})
+            .await
+            .map(|summary| summary.rows)
+            .map_err(|e| e.to_string());
+        let mut runs = console.runs();
+        if let Some(run) = runs
+            .iter_mut()
+            .find(|r| r.started_ms == view.started_ms && r.job == view.job)
+        {
+            run.duration_ms = Some(run.started.elapsed().as_millis() as u64);
+            run.outcome = Some(outcome);
+        }
+    });
+    (StatusCode::ACCEPTED, Json(answer)).into_response()
+}
+
+/// The first day a report covers.
+fn report_day(report: &Report) -> NaiveDate {
+    match report {
+        Report::Daily { date } => *date,
+        Report::Weekly { monday } => *monday,
+        Report::Service { start, .. } => *start,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(report: &str, date: Option<&str>, to: Option<&str>) -> RunRequest {
+        RunRequest {
+            report: report.to_string(),
+            date: date.map(str::to_string),
+            to: to.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_report_request_names_what_is_wrong() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 5).unwrap();
+        assert_eq!(
+            report_of(&request("daily", None, None), today).unwrap(),
+            Report::Daily {
+                date: NaiveDate::from_ymd_opt(2026, 12, 4).unwrap()
+            }
+        );
+        let weekly = report_of(&request("weekly", Some("2026-12-02"), None), today).unwrap();
+        assert_eq!(weekly.target(), "2026-W49");
+        assert!(
+            report_of(&request("monthly", None, None), today)
+                .unwrap_err()
+                .contains("daily, weekly or service")
+        );
+        assert!(
+            report_of(&request("daily", Some("12/04/2026"), None), today)
+                .unwrap_err()
+                .contains("date must be a date like")
+        );
+        assert!(
+            report_of(
+                &request("service", Some("2026-12-03"), Some("2026-12-01")),
+                today
+            )
+            .unwrap_err()
+            .contains("before")
+        );
+        assert_eq!(chrono::Datelike::weekday(&today), chrono::Weekday::Sat);
+    }
+
+    #[test]
+    fn the_tail_filter_matches_service_and_level() {
+        let filter = TailFilter {
+            service: Some("api".into()),
+            level: Some("ERROR".into()),
+        };
+        assert!(filter.keeps(&json!({"service": "api", "level": "error"})));
+        assert!(!filter.keeps(&json!({"service": "api", "level": "INFO"})));
+        assert!(!filter.keeps(&json!({"service": "web", "level": "ERROR"})));
+        let any = TailFilter {
+            service: None,
+            level: None,
+        };
+        assert!(any.keeps(&json!("not an object")));
+    }
+}
