@@ -16,6 +16,8 @@ pub const STATS: &str = "/api/stats";
 pub const HEALTH: &str = "/health";
 /// `GET`: Prometheus text.
 pub const METRICS: &str = "/metrics";
+/// OpenTelemetry logs (OTLP/HTTP, protobuf or JSON).
+pub const OTLP_LOGS: &str = "/v1/logs";
 /// Readiness: 200 when every check passes, 503 naming each that fails.
 pub const READY: &str = "/ready";
 /// `GET`: one synthetic record each.

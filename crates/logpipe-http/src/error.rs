@@ -64,7 +64,7 @@ impl ApiError {
         }
     }
 
-    fn message(&self) -> String {
+    pub fn message(&self) -> String {
         match self {
             ApiError::BadRequest(message)
             | ApiError::Internal(message)

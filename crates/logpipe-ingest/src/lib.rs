@@ -7,6 +7,8 @@
 //! `metrics.rs`, its parts):
 //!
 //! - [`collector`] — clients POST JSON or NDJSON over HTTP.
+//! - [`otlp`] — OpenTelemetry SDKs export logs over OTLP/HTTP (`/v1/logs`),
+//!   mapped to log records and taken through the collector's path.
 //! - `cdc/` (next): a MariaDB/MySQL replication client, a
 //!   `logpipe_core::job::Job` that restarts from its binlog checkpoint and
 //!   appends Debezium-format change events to `<prefix>.<table>` topics.
@@ -15,5 +17,6 @@
 //! not a source: it exercises the same path a user's services take.
 
 pub mod collector;
+pub mod otlp;
 
 pub use collector::{Collector, CollectorSettings};

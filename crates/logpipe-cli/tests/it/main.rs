@@ -5,8 +5,10 @@
 //! - `pipeline.rs`: ingest to lake, exactly once across kill -9, SQL.
 //! - `analytics.rs`: windows, alerts, PostgreSQL, the webhook.
 //! - `kafka.rs`: the same on a Kafka-protocol broker.
+//! - `console.rs`: the web console in a real browser, `logpipe tail`.
 //! - `answers.rs`: a refused request stores nothing, on both buses.
 //! - `load.rs`: load clients and what the lake holds of their records.
+//! - `otlp.rs`: OpenTelemetry's SDK exporting logs over OTLP/HTTP.
 //! - `observability.rs`: the Prometheus rules, Alertmanager and Grafana
 //!   dashboards of `deploy/` against real Prometheus and Alertmanager.
 
@@ -17,7 +19,9 @@ use logpipe_test_utils as common;
 
 mod analytics;
 mod answers;
+mod console;
 mod kafka;
 mod load;
 mod observability;
+mod otlp;
 mod pipeline;

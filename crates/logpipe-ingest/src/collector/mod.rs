@@ -90,7 +90,8 @@ impl Collector {
         Collector { bus, settings }
     }
 
-    /// `POST /api/collect/logs` and `POST /api/collect/activities`.
+    /// `POST /api/collect/logs` and `POST /api/collect/activities`
+    /// (OpenTelemetry's `POST /v1/logs` is `crate::otlp::routes`).
     pub fn routes(self) -> Router {
         let body_limit = self.settings.max_body_bytes;
         Router::new()
@@ -149,15 +150,36 @@ impl Collector {
         headers: &HeaderMap,
         body: Result<Bytes, BytesRejection>,
     ) -> Result<Response, ApiError> {
-        let key = match headers.get(dedup::IDEMPOTENCY_KEY) {
-            None => None,
-            Some(value) => Some(
-                dedup::parse_key(value.as_bytes())
-                    .map_err(|reason| refused(Refused::BadBody, ApiError::BadRequest(reason)))?
-                    .to_vec(),
-            ),
+        let key = idempotency_key(headers)?;
+        let body = self.body(body)?;
+        let ingested = self.ingest(kind, key, body).await?;
+        let status = if ingested.rejected.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
         };
-        let body = body.map_err(|rejection| {
+        let rejected_total = ingested.rejected.len();
+        let listed: Vec<_> = ingested
+            .rejected
+            .into_iter()
+            .take(MAX_REJECTIONS_LISTED)
+            .map(|(index, reason)| json!({ "index": index, "reason": reason }))
+            .collect();
+        Ok((
+            status,
+            Json(json!({ "accepted": ingested.accepted, "rejected": listed, "rejected_total": rejected_total })),
+        )
+            .into_response())
+    }
+
+    /// `collector.max_body_bytes`: the largest body any of its routes reads.
+    pub fn max_body_bytes(&self) -> usize {
+        self.settings.max_body_bytes
+    }
+
+    /// The body, or the answer to one axum could not read whole.
+    pub(crate) fn body(&self, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+        body.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 refused(
                     Refused::TooLarge,
@@ -169,7 +191,17 @@ impl Collector {
             } else {
                 refused(Refused::BadBody, logpipe_http::rejection(rejection))
             }
-        })?;
+        })
+    }
+
+    /// Validates `body` (a JSON array or NDJSON of `kind` records) and
+    /// appends the valid records to the bus; answers once they are durable.
+    pub(crate) async fn ingest(
+        &self,
+        kind: RecordKind,
+        key: Option<Vec<u8>>,
+        body: Bytes,
+    ) -> Result<Ingested, ApiError> {
         let limits = ValidationLimits {
             max_field_bytes: self.settings.max_field_bytes,
             max_future_skew_secs: self.settings.max_future_skew.as_secs() as i64,
@@ -216,22 +248,28 @@ impl Collector {
         metrics
             .records_rejected
             .add(&[topic], parsed.rejected.len() as u64);
-        let status = if parsed.rejected.is_empty() {
-            StatusCode::OK
-        } else {
-            StatusCode::UNPROCESSABLE_ENTITY
-        };
-        let rejected_total = parsed.rejected.len();
-        let listed: Vec<_> = parsed
-            .rejected
-            .into_iter()
-            .take(MAX_REJECTIONS_LISTED)
-            .map(|(index, reason)| json!({ "index": index, "reason": reason }))
-            .collect();
-        Ok((
-            status,
-            Json(json!({ "accepted": accepted, "rejected": listed, "rejected_total": rejected_total })),
-        )
-            .into_response())
+        Ok(Ingested {
+            accepted,
+            rejected: parsed.rejected,
+        })
+    }
+}
+
+/// What became of a request's records: `accepted` are durable on the bus;
+/// each rejected one by its index in the request and why.
+pub(crate) struct Ingested {
+    pub(crate) accepted: usize,
+    pub(crate) rejected: Vec<(usize, String)>,
+}
+
+/// The request's `Idempotency-Key`, checked.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<Vec<u8>>, ApiError> {
+    match headers.get(dedup::IDEMPOTENCY_KEY) {
+        None => Ok(None),
+        Some(value) => Ok(Some(
+            dedup::parse_key(value.as_bytes())
+                .map_err(|reason| refused(Refused::BadBody, ApiError::BadRequest(reason)))?
+                .to_vec(),
+        )),
     }
 }
