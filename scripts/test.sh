@@ -11,7 +11,8 @@
 # from Maven Central, run on the machine's JDK 17) is the broker, a private
 # KRaft cluster per Kafka test started by deploy/kafka/kafka.sh; Prometheus
 # and Alertmanager (Debian) check the rules and dashboards of deploy/
-# against a running logpipe. S3 storage joins when the feature that uses it
+# against a running logpipe; Chromium (Debian) with playwright-core (npm)
+# drives the web console. S3 storage joins when the feature that uses it
 # lands.
 #
 # Each tier's time is printed at the end (also when one fails), so the CI
@@ -51,13 +52,16 @@ print_times() {
 # External readers: DuckDB (from PyPI) must read the lake as plain
 # Hive-partitioned Parquet. Installed once into a venv outside the clone.
 VENV="$HOME/.cache/logpipe/venv"
-# confluent-kafka (PyPI, with its own librdkafka) is the outside Kafka client.
+# confluent-kafka (PyPI, with its own librdkafka) is the outside Kafka client;
+# OpenTelemetry's Python SDK and OTLP/HTTP exporter send logs to /v1/logs.
+OTEL_VERSION=1.45.2
 install_venv() {
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb confluent-kafka
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb confluent-kafka \
+    "opentelemetry-sdk==$OTEL_VERSION" "opentelemetry-exporter-otlp-proto-http==$OTEL_VERSION"
 }
-if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka' 2>/dev/null; then
-  tier "installing duckdb and confluent-kafka (PyPI) into $VENV for the external-client tests" install_venv
+if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
+  tier "installing duckdb, confluent-kafka and the OpenTelemetry SDK (PyPI) into $VENV for the external-client tests" install_venv
 fi
 export LOGPIPE_TEST_PYTHON="$VENV/bin/python"
 
@@ -134,6 +138,29 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager
   }
   tier "installing Prometheus and Alertmanager (Debian) for the observability test" install_prometheus
 fi
+
+# The web console's browser test: Debian's Chromium driven by npm's
+# playwright-core (the version crates/logpipe-cli/tests/console/package.json
+# pins), installed once outside the clone; playwright never downloads a
+# browser of its own.
+CONSOLE_DIR="$HOME/.cache/logpipe/console-test"
+CONSOLE_PACKAGE=crates/logpipe-cli/tests/console/package.json
+install_console() {
+  # playwright-core needs Node 20 or newer (Debian 12's own nodejs is 18).
+  if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' 2>/dev/null; then
+    echo "the console test needs Node.js 20 or newer (found: $(node --version 2>/dev/null || echo none))" >&2
+    return 1
+  fi
+  command -v chromium >/dev/null 2>&1 || apt_install chromium
+  mkdir -p "$CONSOLE_DIR"
+  cp "$CONSOLE_PACKAGE" "$CONSOLE_DIR/package.json"
+  (cd "$CONSOLE_DIR" && npm install --no-audit --no-fund --silent >/dev/null)
+}
+if ! command -v chromium >/dev/null 2>&1 || ! cmp -s "$CONSOLE_PACKAGE" "$CONSOLE_DIR/package.json" \
+  || [ ! -d "$CONSOLE_DIR/node_modules/playwright-core" ]; then
+  tier "installing Chromium (Debian) and playwright-core (npm) for the console test" install_console
+fi
+export LOGPIPE_TEST_CONSOLE_MODULES="$CONSOLE_DIR/node_modules"
 
 # PostgreSQL 15: a throwaway cluster on 127.0.0.1 and a free port, stopped
 # and deleted on exit. Tests create one database each.
