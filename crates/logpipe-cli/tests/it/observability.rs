@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::analytics::webhook_server;
+use crate::common::services::free_port;
 use crate::common::{Running, binary};
 
 fn repo() -> PathBuf {
@@ -246,14 +247,6 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn wait_ready(client: &reqwest::Client, url: &str, service: &Service) {
