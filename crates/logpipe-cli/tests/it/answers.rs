@@ -43,6 +43,31 @@ consumer.close()
 print(json.dumps(counts))
 "#;
 
+/// Waits until `collector` has committed `n` Kafka transactions.
+async fn wait_for_commits(collector: &Running, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let committed = collector
+            .metrics()
+            .await
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix("logpipe_bus_transactions_total{outcome=\"committed\"} ")
+            })
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if committed >= n as f64 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the collector committed {committed} transactions in 60 s:\n{}",
+            collector.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn read_topic(brokers: &str, isolation: &str, prefix: &str) -> BTreeMap<String, u64> {
     serde_json::from_str(&python(READ_TOPIC, &[brokers, isolation, prefix])).unwrap()
 }
@@ -105,7 +130,11 @@ async fn a_killed_collector_leaves_nothing_a_committed_reader_sees() {
         .collect();
     let mut killed_logs = Vec::new();
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Mid-load: once this collector has committed a few transactions
+        // (on a busy machine its start and the load clients' retries take
+        // a while), one is open at almost any moment.
+        wait_for_commits(&collector, 3).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
         killed_logs.push(collector.log());
         collector.kill_hard();
         tokio::time::sleep(Duration::from_millis(300)).await;
