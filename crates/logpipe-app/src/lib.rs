@@ -94,6 +94,26 @@ impl Role {
     }
 }
 
+/// Fails when the process would serve HTTP on a non-loopback address with
+/// no tokens, unless `auth.allow_unauthenticated` says that is intended.
+fn refuse_open_exposure(config: &logpipe_config::Config) -> Result<()> {
+    let loopback = config
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .map(|addr| addr.ip().is_loopback())
+        .unwrap_or(false);
+    if !loopback && !config.auth.enabled() && !config.auth.allow_unauthenticated {
+        bail!(
+            "refusing to listen on {} without authentication: anyone who reaches it could write \
+             records, read the lake and run reports. Add [[auth.tokens]] (`logpipe token` makes one), \
+             or set auth.allow_unauthenticated = true (e.g. behind a proxy that authenticates), \
+             or listen on 127.0.0.1",
+            config.listen
+        );
+    }
+    Ok(())
+}
+
 /// Fails unless the bus is shared by processes: a single role of `command`
 /// needs a bus outside this process.
 pub fn require_shared_bus(resolved: &Resolved, command: &str) -> Result<()> {
@@ -154,20 +174,36 @@ impl Pipeline {
         let config = &resolved.config;
         config.validate()?;
         logpipe_core::telemetry::process::watch_data_dir(config.data_dir.clone());
-        let listener =
-            if self.has(Role::Collector) || self.has(Role::QueryApi) || self.has(Role::Ops) {
-                let listener = tokio::net::TcpListener::bind(&config.listen)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "cannot listen on {} (is another logpipe running?)",
-                            config.listen
-                        )
-                    })?;
-                Some(listener)
-            } else {
-                None
-            };
+        let serves_http =
+            self.has(Role::Collector) || self.has(Role::QueryApi) || self.has(Role::Ops);
+        if serves_http {
+            refuse_open_exposure(config)?;
+        }
+        let mut auth = logpipe_http::auth::Auth::from_config(&config.auth)
+            .map_err(|reason| anyhow::anyhow!("[auth]: {reason}"))?;
+        // The built-in generator posting to this process gets a token only
+        // this process knows.
+        let generator_token = match auth.as_mut() {
+            Some(auth) if self.has(Role::Generator) && config.generator.target.is_empty() => Some(
+                auth.add_internal("built-in generator", &[logpipe_config::Scope::Ingest])
+                    .context("cannot make the built-in generator's token")?,
+            ),
+            _ => std::env::var("LOGPIPE_TOKEN").ok(),
+        };
+        let auth = auth.map(Arc::new);
+        let listener = if serves_http {
+            let listener = tokio::net::TcpListener::bind(&config.listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {} (is another logpipe running?)",
+                        config.listen
+                    )
+                })?;
+            Some(listener)
+        } else {
+            None
+        };
         // The collector's name as a producer: stable across restarts on the
         // same host and port, unique among running processes (each listens
         // on its own address), so a restarted collector fences its old
@@ -235,7 +271,7 @@ impl Pipeline {
         };
 
         if let Some(listener) = listener {
-            let mut router = logpipe_http::ops_routes();
+            let mut router = logpipe_http::ops_routes(auth.as_ref(), config.auth.open_metrics);
             let mut console = web::Console::new(self.roles.iter().map(|r| r.name()).collect());
             console.bus = Some(bus.bus.clone());
             console.lake = lake.clone();
@@ -248,17 +284,26 @@ impl Pipeline {
             if self.has(Role::Collector) {
                 let settings = CollectorSettings::from_config(resolved);
                 let collector = Collector::new(bus.bus.clone(), settings);
+                let ingest =
+                    logpipe_ingest::otlp::routes(collector.clone()).merge(collector.routes());
                 router = router
-                    .merge(logpipe_ingest::otlp::routes(collector.clone()))
-                    .merge(collector.routes())
+                    .merge(logpipe_http::auth::require(
+                        ingest,
+                        auth.as_ref(),
+                        logpipe_config::Scope::Ingest,
+                    ))
                     .merge(logpipe_gen::sample_router());
             }
             if let Some(store) = store.as_ref().filter(|_| self.has(Role::QueryApi)) {
-                let engine = Arc::new(QueryEngine::open(store).await?);
+                let limits = logpipe_query::QueryLimits {
+                    timeout: Some(config.query.timeout),
+                    max_memory_bytes: Some(config.query.max_memory_bytes),
+                };
+                let engine = Arc::new(QueryEngine::open_limited(store, limits).await?);
                 console.engine = Some(engine.clone());
-                router = router.merge(logpipe_http::query_routes(engine));
+                router = router.merge(logpipe_http::query_routes(engine, auth.as_ref()));
             }
-            router = router.merge(Arc::new(console).routes());
+            router = router.merge(Arc::new(console).routes(auth.as_ref()));
             let mut stop = supervisor.shutdown(stages.ingest);
             supervisor.spawn(stages.ingest, "HTTP server", async move {
                 axum::serve(listener, router)
@@ -327,7 +372,7 @@ impl Pipeline {
             };
             let stop = supervisor.shutdown(stages.ingest);
             supervisor.spawn(stages.ingest, "generator", async move {
-                logpipe_gen::scheduled::run(generator, target, stop).await;
+                logpipe_gen::scheduled::run(generator, target, generator_token, stop).await;
                 Ok(())
             });
         }

@@ -44,6 +44,19 @@ pub(crate) enum Command {
     /// Print the newest records of a topic from a running logpipe, filtered
     /// by service and level, and follow new ones (the console's Topics tab).
     Tail(TailArgs),
+    /// Make a new API token and print it with the [[auth.tokens]] entry
+    /// (its SHA-256) that lets it in.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct TokenArgs {
+    /// Who will hold it (the entry's name).
+    #[arg(long, default_value = "my-service")]
+    pub(crate) name: String,
+    /// What it may do, comma-separated: ingest, query, admin.
+    #[arg(long, value_delimiter = ',', default_value = "ingest")]
+    pub(crate) scopes: Vec<String>,
 }
 
 #[derive(Args)]
@@ -69,6 +82,14 @@ pub(crate) struct TailArgs {
     /// Print each record as one line of JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// API token for a logpipe with [[auth.tokens]] (sent as Authorization: Bearer).
+    #[arg(
+        long,
+        env = "LOGPIPE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub(crate) token: Option<String>,
 }
 
 #[derive(Args)]
@@ -251,6 +272,14 @@ pub(crate) struct GenerateArgs {
     /// record (e.g. error_burst:payment-service:30s:1m). Repeatable.
     #[arg(long, value_name = "KIND:SERVICE:START:DURATION", value_parser = parse_incident)]
     pub(crate) incident: Vec<logpipe_config::IncidentConfig>,
+    /// API token for a logpipe with [[auth.tokens]] (sent as Authorization: Bearer).
+    #[arg(
+        long,
+        env = "LOGPIPE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub(crate) token: Option<String>,
 }
 
 pub(crate) fn parse_incident(text: &str) -> Result<logpipe_config::IncidentConfig, String> {

@@ -46,6 +46,7 @@ fn main() -> ExitCode {
             Command::Collector(args) => commands::collector::run(args).await,
             Command::Stream(args) => commands::stream::run(args).await,
             Command::Tail(args) => commands::tail::run(args).await,
+            Command::Token(args) => commands::token::run(args),
         }
     });
     match result {

@@ -21,18 +21,21 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 mod alerts;
+mod auth;
 mod bus;
 mod collector;
 mod error;
 mod generator;
 mod lake;
 mod postgres;
+mod query;
 mod reports;
 mod resolve;
 mod topics;
 mod windows;
 
 pub use alerts::{AlertsConfig, ErrorRateAlertConfig, LatencyAlertConfig, SilenceAlertConfig};
+pub use auth::{AuthConfig, Scope, TokenConfig};
 pub use bus::{BusConfig, BusKind, EmbeddedBusConfig, FsyncPolicy, KafkaBusConfig};
 pub use collector::CollectorConfig;
 pub use error::ConfigError;
@@ -40,6 +43,7 @@ use error::invalid;
 pub use generator::{GeneratorConfig, IncidentConfig, IncidentKind};
 pub use lake::{Compression, DataLossPolicy, LakeConfig};
 pub use postgres::PostgresConfig;
+pub use query::QueryConfig;
 pub use reports::ReportsConfig;
 pub use resolve::{EMBEDDED_RAW_GROUP, Resolved, WINDOWS_GROUP};
 pub use topics::{TopicConfig, TopicsConfig};
@@ -68,6 +72,8 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub reports: ReportsConfig,
     pub generator: GeneratorConfig,
+    pub auth: AuthConfig,
+    pub query: QueryConfig,
 }
 
 impl Default for Config {
@@ -84,6 +90,8 @@ impl Default for Config {
             postgres: PostgresConfig::default(),
             reports: ReportsConfig::default(),
             generator: GeneratorConfig::default(),
+            auth: AuthConfig::default(),
+            query: QueryConfig::default(),
         }
     }
 }
@@ -137,6 +145,8 @@ impl Config {
         self.postgres.validate()?;
         self.reports.validate()?;
         self.generator.validate()?;
+        self.auth.validate()?;
+        self.query.validate()?;
         Ok(())
     }
 }
@@ -198,6 +208,39 @@ mod tests {
             assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn auth_tokens_and_query_limits_are_checked_naming_what_is_wrong() {
+        let mut config = Config::default();
+        config.auth.tokens.push(TokenConfig {
+            name: "shipper".into(),
+            scopes: vec![Scope::Ingest],
+            sha256: Some("abc".into()),
+            token_file: None,
+            token_env: None,
+        });
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("auth.tokens") && error.contains("64 hex digits"),
+            "{error}"
+        );
+        config.auth.tokens[0].sha256 = None;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("exactly one of sha256, token_file or token_env"),
+            "{error}"
+        );
+        config.auth.tokens[0].token_env = Some("SHIPPER_TOKEN".into());
+        config.auth.tokens[0].scopes.clear();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("scopes is empty"), "{error}");
+        config.auth.tokens[0].scopes.push(Scope::Query);
+        assert!(config.validate().is_ok());
+        assert!(config.auth.enabled());
+        config.query.timeout = std::time::Duration::ZERO;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("query.timeout"), "{error}");
     }
 
     #[test]

@@ -50,3 +50,16 @@ pub fn collect_url(base: &str, kind: logpipe_core::RecordKind) -> String {
     let base = base.trim_end_matches('/');
     format!("{base}{}", logpipe_core::api::collect_path(kind))
 }
+
+/// An HTTP client from `builder` that sends `token` as
+/// `Authorization: Bearer` on every request (none when `None`).
+pub fn client(builder: reqwest::ClientBuilder, token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token
+        && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    builder.default_headers(headers).build().unwrap_or_default()
+}

@@ -156,6 +156,8 @@ pub struct LoadOptions {
     pub concurrency: usize,
     pub retry: RetryPolicy,
     pub synthetic: SyntheticOptions,
+    /// API token (`Authorization: Bearer`) when the collector asks for one.
+    pub token: Option<String>,
 }
 
 /// The outcome of a load run.
@@ -221,11 +223,12 @@ impl LoadReport {
 
 /// Sends `options.count` records and waits for every acknowledgement.
 pub async fn run_load(options: LoadOptions) -> LoadReport {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(options.concurrency)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap_or_default();
+    let client = crate::client(
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(options.concurrency)
+            .timeout(Duration::from_secs(60)),
+        options.token.as_deref(),
+    );
     let url = crate::collect_url(&options.target, options.kind);
     let batch_size = options.batch_size.max(1) as u64;
     let batches = options.count.div_ceil(batch_size);

@@ -13,7 +13,13 @@ use crate::synthetic::{SyntheticOptions, SyntheticSource};
 /// Runs until `stop` turns true: a batch of logs every `log_interval` and
 /// of events every `event_interval`, to `target`. A batch that cannot be
 /// delivered is retried with backoff until it is, or until shutdown.
-pub async fn run(config: GeneratorConfig, target: String, stop: watch::Receiver<bool>) {
+/// `token`: sent as `Authorization: Bearer` when the collector asks for one.
+pub async fn run(
+    config: GeneratorConfig,
+    target: String,
+    token: Option<String>,
+    stop: watch::Receiver<bool>,
+) {
     let synthetic = SyntheticOptions {
         services: config.services.clone(),
         error_rate: config.error_rate,
@@ -26,6 +32,7 @@ pub async fn run(config: GeneratorConfig, target: String, stop: watch::Receiver<
         config.batch_size,
         synthetic.clone(),
         target.clone(),
+        token.clone(),
         stop.clone(),
     ));
     let events = tokio::spawn(run_kind(
@@ -34,6 +41,7 @@ pub async fn run(config: GeneratorConfig, target: String, stop: watch::Receiver<
         config.batch_size,
         synthetic,
         target,
+        token,
         stop,
     ));
     let _ = tokio::join!(logs, events);
@@ -45,12 +53,13 @@ async fn run_kind(
     batch_size: usize,
     synthetic: SyntheticOptions,
     target: String,
+    token: Option<String>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap_or_default();
+    let client = crate::client(
+        reqwest::Client::builder().timeout(Duration::from_secs(30)),
+        token.as_deref(),
+    );
     let url = crate::collect_url(&target, kind);
     let policy = RetryPolicy {
         give_up_after: None,

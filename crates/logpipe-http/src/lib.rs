@@ -6,7 +6,8 @@
 //! |---|---|
 //! | `query.rs` | `POST /api/query` |
 //! | `alerts.rs` | `GET /api/alerts` |
-//! | `ops.rs` | `GET /health`, `/metrics`, `/api/stats` |
+//! | `ops.rs` | `GET /health`, `/ready`, `/metrics`, `/api/stats` |
+//! | [`auth`] | API tokens with scopes, a layer per route group |
 //! | [`error`] | status codes from error kinds |
 //!
 //! The collector's routes are a source of records and live with the
@@ -25,6 +26,7 @@ use logpipe_core::api;
 use logpipe_query::QueryEngine;
 
 mod alerts;
+pub mod auth;
 pub mod error;
 mod ops;
 mod query;
@@ -35,17 +37,20 @@ pub use ops::stats_json;
 /// `Retry-After` of a query that failed for now (the store did not answer).
 pub const RETRY_QUERY_AFTER: Duration = Duration::from_secs(1);
 
-/// `POST /api/query` and `GET /api/alerts` over `engine`.
-pub fn query_routes(engine: Arc<QueryEngine>) -> Router {
-    Router::new()
+/// `POST /api/query` and `GET /api/alerts` over `engine`, for the `query`
+/// scope when auth is on.
+pub fn query_routes(engine: Arc<QueryEngine>, auth: Option<&Arc<auth::Auth>>) -> Router {
+    let routes = Router::new()
         .route(api::QUERY, post(query::query))
         .route(api::ALERTS, get(alerts::alerts))
-        .with_state(engine)
+        .with_state(engine);
+    auth::require(routes, auth, logpipe_config::Scope::Query)
 }
 
-/// `/health`, `/metrics` and `/api/stats`.
-pub fn ops_routes() -> Router {
-    ops::routes()
+/// `/health`, `/ready`, `/metrics` and `/api/stats` (see `ops.rs` for
+/// which need a token).
+pub fn ops_routes(auth: Option<&Arc<auth::Auth>>, open_metrics: bool) -> Router {
+    ops::routes(auth, open_metrics)
 }
 
 /// The answer to a body axum could not read (too large, cut off).
@@ -74,7 +79,7 @@ mod tests {
         let engine = QueryEngine::open(&logpipe_lake::LakeStore::memory())
             .await
             .unwrap();
-        let router = query_routes(Arc::new(engine));
+        let router = query_routes(Arc::new(engine), None);
         let (status, answer) = post(
             &router,
             "/api/query",
@@ -95,7 +100,7 @@ mod tests {
         let engine = QueryEngine::open(&logpipe_lake::LakeStore::memory())
             .await
             .unwrap();
-        let router = query_routes(Arc::new(engine));
+        let router = query_routes(Arc::new(engine), None);
         let get = |uri: &str| Request::get(uri).body(Body::empty()).unwrap();
         let (status, answer) = call(&router, get("/api/alerts?state=maybe")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -4,19 +4,35 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use std::sync::Arc;
+
+use logpipe_config::Scope;
 use logpipe_core::api;
 use logpipe_core::health::readiness;
 use logpipe_core::record::RecordKind;
 use logpipe_core::telemetry::registry;
 use serde_json::json;
 
-/// `/health`, `/ready`, `/metrics` and `/api/stats`.
-pub fn routes() -> Router {
-    Router::new()
+use crate::auth::{Auth, require};
+
+/// `/health` and `/ready` open (probes carry no token), `/metrics` open
+/// unless `open_metrics` is false, `/api/stats` for the `query` scope.
+pub fn routes(auth: Option<&Arc<Auth>>, open_metrics: bool) -> Router {
+    let open = Router::new()
         .route(api::HEALTH, get(health))
-        .route(api::READY, get(ready))
-        .route(api::METRICS, get(prometheus_metrics))
-        .route(api::STATS, get(stats))
+        .route(api::READY, get(ready));
+    let metrics = Router::new().route(api::METRICS, get(prometheus_metrics));
+    let metrics = if open_metrics {
+        metrics
+    } else {
+        require(metrics, auth, Scope::Query)
+    };
+    let stats = require(
+        Router::new().route(api::STATS, get(stats)),
+        auth,
+        Scope::Query,
+    );
+    open.merge(metrics).merge(stats)
 }
 
 /// Pipeline progress at a glance: what the status line and benchmarks read.

@@ -13,6 +13,9 @@ pub enum QueryError {
     Format(String),
     #[error("lake table {table}: {reason}")]
     Lake { table: String, reason: String },
+    /// A `[query]` limit stopped the query: the message names the setting.
+    #[error("{0}")]
+    Limit(String),
 }
 
 impl From<datafusion::error::DataFusionError> for QueryError {
@@ -22,6 +25,10 @@ impl From<datafusion::error::DataFusionError> for QueryError {
             E::SQL(..) | E::Plan(_) | E::SchemaError(..) | E::NotImplemented(_) => {
                 QueryError::Sql(error.find_root().to_string())
             }
+            E::ResourcesExhausted(reason) => QueryError::Limit(format!(
+                "the query needs more memory than query.max_memory_bytes allows ({reason}); \
+                 narrow it (a WHERE on year/month/day/hour, fewer columns) or raise the setting"
+            )),
             _ => QueryError::Execution(error.to_string()),
         }
     }
@@ -30,7 +37,7 @@ impl From<datafusion::error::DataFusionError> for QueryError {
 impl Classify for QueryError {
     fn kind(&self) -> ErrorKind {
         match self {
-            QueryError::Sql(_) => ErrorKind::Input,
+            QueryError::Sql(_) | QueryError::Limit(_) => ErrorKind::Input,
             // Reading the lake's store failed for now.
             QueryError::Lake { .. } => ErrorKind::Transient,
             QueryError::Execution(_) | QueryError::Format(_) => ErrorKind::Internal,

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionConfig;
@@ -48,20 +49,45 @@ pub struct QueryEngine {
     store: LakeStore,
     /// Tables registered once their first file appears.
     pending: Mutex<Vec<&'static TableDef>>,
+    limits: QueryLimits,
+}
+
+/// What one query may take (`[query]`); none for the batch reports and
+/// `logpipe sql`, whose user is the operator.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryLimits {
+    pub timeout: Option<std::time::Duration>,
+    /// Operators' memory (sorts, joins, aggregations; no spilling to disk)
+    /// and the size of the result.
+    pub max_memory_bytes: Option<usize>,
 }
 
 impl QueryEngine {
-    /// Registers the catalog's tables over `store`.
+    /// Registers the catalog's tables over `store`, without limits.
     pub async fn open(store: &LakeStore) -> Result<QueryEngine> {
+        QueryEngine::open_limited(store, QueryLimits::default()).await
+    }
+
+    /// [`QueryEngine::open`] whose queries `limits` bound.
+    pub async fn open_limited(store: &LakeStore, limits: QueryLimits) -> Result<QueryEngine> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("logpipe", "lake");
         // DataFusion caches directory listings forever by default; a live
         // lake gains files every second, so listing is never cached. File
         // statistics and footers stay cached: committed files never change.
-        let runtime = RuntimeEnvBuilder::new()
-            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
-            .build_arc()?;
+        let mut runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0));
+        if let Some(bytes) = limits.max_memory_bytes {
+            // Over the limit a query fails; it does not spill to a disk the
+            // bus and the lake need.
+            runtime = runtime
+                .with_memory_limit(bytes, 1.0)
+                .with_disk_manager_builder(
+                    DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+                );
+        }
+        let runtime = runtime.build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let url = ObjectStoreUrl::parse(LAKE_URL)?;
         ctx.register_object_store(url.as_ref(), store.store().clone());
@@ -76,6 +102,7 @@ impl QueryEngine {
             ctx,
             store: store.clone(),
             pending: Mutex::new(pending),
+            limits,
         };
         engine.register_new_tables().await?;
         Ok(engine)
@@ -107,8 +134,21 @@ impl QueryEngine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let frame = self.ctx.sql_with_options(sql, options).await?;
-        self.collect(frame, max_rows).await
+        let run = async {
+            let frame = self.ctx.sql_with_options(sql, options).await?;
+            self.collect(frame, max_rows).await
+        };
+        match self.limits.timeout {
+            None => run.await,
+            // Dropping the query's stream stops its tasks.
+            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {
+                QueryError::Limit(format!(
+                    "the query ran longer than query.timeout ({}s) and was stopped; narrow it \
+                     (a WHERE on year/month/day/hour) or raise the setting",
+                    limit.as_secs_f64()
+                ))
+            })?,
+        }
     }
 
     /// Runs `frame`, keeping at most `max_rows` rows.
@@ -117,6 +157,7 @@ impl QueryEngine {
         let mut stream = frame.execute_stream().await?;
         let mut batches = Vec::new();
         let mut rows = 0usize;
+        let mut bytes = 0usize;
         let mut truncated = false;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
@@ -130,6 +171,15 @@ impl QueryEngine {
                 break;
             }
             rows += batch.num_rows();
+            bytes += batch.get_array_memory_size();
+            if let Some(limit) = self.limits.max_memory_bytes
+                && bytes > limit
+            {
+                return Err(QueryError::Limit(format!(
+                    "the result is larger than query.max_memory_bytes ({limit} bytes); \
+                     ask for fewer rows or columns (max_rows, LIMIT) or raise the setting"
+                )));
+            }
             batches.push(batch);
         }
         Ok(QueryResult {

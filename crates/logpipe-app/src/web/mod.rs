@@ -34,8 +34,10 @@ use axum::{Json, Router};
 use chrono::{NaiveDate, Utc};
 use logpipe_batch::{BatchRunner, Report};
 use logpipe_bus::Bus;
+use logpipe_config::Scope;
 use logpipe_core::record::RecordKind;
 use logpipe_core::telemetry::registry;
+use logpipe_http::auth::{Auth, require};
 use logpipe_lake::Lake;
 use logpipe_query::QueryEngine;
 use serde::Deserialize;
@@ -90,16 +92,22 @@ impl Console {
         }
     }
 
-    /// The page and its JSON routes.
-    pub fn routes(self: Arc<Console>) -> Router {
-        Router::new()
-            .route("/", get(page))
+    /// The page (open: it asks for a token when the API wants one) and its
+    /// JSON routes: the views for the `query` scope, the tail and report
+    /// runs for `admin`.
+    pub fn routes(self: Arc<Console>, auth: Option<&Arc<Auth>>) -> Router {
+        let page = Router::new().route("/", get(page));
+        let views = Router::new()
             .route("/api/overview", get(overview))
             .route("/api/topics", get(topics))
-            .route("/api/tail", get(tail))
             .route("/api/jobs", get(jobs))
+            .with_state(self.clone());
+        let actions = Router::new()
+            .route("/api/tail", get(tail))
             .route("/api/reports/run", post(run_report))
-            .with_state(self)
+            .with_state(self);
+        page.merge(require(views, auth, Scope::Query))
+            .merge(require(actions, auth, Scope::Admin))
     }
 
     fn runs(&self) -> std::sync::MutexGuard<'_, VecDeque<RunView>> {

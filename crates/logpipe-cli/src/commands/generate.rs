@@ -49,6 +49,7 @@ pub(crate) async fn run(args: GenerateArgs) -> Result<ExitCode> {
             incidents: args.incident,
             ..Default::default()
         },
+        token: args.token,
     })
     .await;
     println!("{}", report.summary());

@@ -6,4 +6,5 @@ pub(crate) mod generate;
 pub(crate) mod sql;
 pub(crate) mod stream;
 pub(crate) mod tail;
+pub(crate) mod token;
 pub(crate) mod up;

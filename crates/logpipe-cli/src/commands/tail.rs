@@ -18,9 +18,10 @@ const FOLLOW_LIMIT: usize = 500;
 const SEEN_KEPT: usize = 100_000;
 
 pub(crate) async fn run(args: TailArgs) -> Result<ExitCode> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let client = logpipe_gen::client(
+        reqwest::Client::builder().timeout(Duration::from_secs(10)),
+        args.token.as_deref(),
+    );
     let base = args.url.trim_end_matches('/');
     let mut seen: BTreeSet<(u64, u64)> = BTreeSet::new();
     let mut limit = args.lines.clamp(1, FOLLOW_LIMIT);

@@ -5,6 +5,7 @@
 //! - `pipeline.rs`: ingest to lake, exactly once across kill -9, SQL.
 //! - `analytics.rs`: windows, alerts, PostgreSQL, the webhook.
 //! - `kafka.rs`: the same on a Kafka-protocol broker.
+//! - `auth.rs`: tokens and scopes on every route, query limits.
 //! - `console.rs`: the web console in a real browser, `logpipe tail`.
 //! - `answers.rs`: a refused request stores nothing, on both buses.
 //! - `load.rs`: load clients and what the lake holds of their records.
@@ -19,6 +20,7 @@ use logpipe_test_utils as common;
 
 mod analytics;
 mod answers;
+mod auth;
 mod console;
 mod kafka;
 mod load;
