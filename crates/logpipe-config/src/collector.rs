@@ -20,6 +20,17 @@ pub struct CollectorConfig {
     /// `Retry-After` sent with 503 when the bus cannot take more.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+    /// Requests handled at once; more are answered 503 at once.
+    pub max_concurrent_requests: usize,
+    /// Bytes of request bodies held at once (by Content-Length, or
+    /// max_body_bytes when not given); more are answered 503.
+    pub max_bytes_in_flight: usize,
+    /// A body that has not arrived whole by then is answered 408 (a slow
+    /// client cannot hold a request slot for ever).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Records in one request; more are refused whole with 413.
+    pub max_records_per_request: usize,
 }
 
 impl Default for CollectorConfig {
@@ -31,6 +42,10 @@ impl Default for CollectorConfig {
             max_field_bytes: 64 * 1024,
             max_future_skew: Duration::from_secs(24 * 3600),
             retry_after: Duration::from_secs(1),
+            max_concurrent_requests: 256,
+            max_bytes_in_flight: 256 * 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
+            max_records_per_request: 100_000,
         }
     }
 }
@@ -42,6 +57,27 @@ impl CollectorConfig {
         }
         if self.max_field_bytes == 0 {
             return invalid("collector.max_field_bytes", "must be at least 1");
+        }
+        if self.max_concurrent_requests == 0 {
+            return invalid("collector.max_concurrent_requests", "must be at least 1");
+        }
+        if self.max_bytes_in_flight < self.max_body_bytes {
+            return invalid(
+                "collector.max_bytes_in_flight",
+                format!(
+                    "is {}, less than collector.max_body_bytes ({}): no full-size request could ever be taken",
+                    self.max_bytes_in_flight, self.max_body_bytes
+                ),
+            );
+        }
+        if self.max_bytes_in_flight / 1024 > u32::MAX as usize {
+            return invalid("collector.max_bytes_in_flight", "must be below 4 TiB");
+        }
+        if self.body_timeout.is_zero() {
+            return invalid("collector.body_timeout", "must be more than 0s");
+        }
+        if self.max_records_per_request == 0 {
+            return invalid("collector.max_records_per_request", "must be at least 1");
         }
         Ok(())
     }

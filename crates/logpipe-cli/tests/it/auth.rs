@@ -332,3 +332,159 @@ fn listening_openly_without_tokens_is_refused() {
         "{stderr}"
     );
 }
+
+/// Opens a connection that sends a collect request's headers declaring
+/// `length` body bytes, then only `sent` of them, and holds it.
+fn slow_request(address: &str, length: usize, sent: usize) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "POST /api/collect/logs HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n{}",
+        "[".repeat(sent)
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    stream
+}
+
+/// The answer on a held connection (status line and body), waiting up to
+/// `limit`.
+fn answer_of(stream: &mut std::net::TcpStream, limit: Duration) -> String {
+    use std::io::Read;
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut text = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        text.extend_from_slice(&buffer[..n]);
+        if String::from_utf8_lossy(&text).contains("\"error\"}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// Clients that misbehave get an answer naming the limit, not a broken
+/// pipe or a server that stops answering others: a body over the limit
+/// sent whole before reading (Python's urllib), a body that never
+/// finishes, more requests or body bytes at once than allowed, too many
+/// records in one request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_get_answers_naming_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("limits.toml");
+    std::fs::write(
+        &config,
+        r#"
+[collector]
+max_body_bytes = 65536
+max_bytes_in_flight = 131072
+max_concurrent_requests = 3
+body_timeout = "3s"
+max_records_per_request = 10
+"#,
+    )
+    .unwrap();
+    let running = Running::start_with_config(&tmp.path().join("data"), &[], &config);
+    let base = running.base_url.clone();
+    let address = base.trim_start_matches("http://").to_string();
+    let client = reqwest::Client::new();
+    let log = |n: usize| -> Value {
+        Value::Array(
+            (0..n)
+                .map(|i| {
+                    json!({"timestamp": chrono::Utc::now().timestamp() as f64, "level": "INFO",
+                           "service": "limits", "host": "h", "message": format!("m{i}")})
+                })
+                .collect(),
+        )
+    };
+    let post = |body: Value| {
+        let client = client.clone();
+        let url = format!("{base}/api/collect/logs");
+        async move {
+            let response = client
+                .post(url)
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+
+    // urllib writes 1 MiB before it reads: it still gets the 413 and why.
+    let out = crate::common::python(
+        r#"
+import sys, urllib.request, urllib.error
+body = b"[" + b" " * (1 << 20) + b"]"
+request = urllib.request.Request(sys.argv[1] + "/api/collect/logs", data=body,
+                                 headers={"Content-Type": "application/json"})
+try:
+    urllib.request.urlopen(request, timeout=30)
+    print("accepted")
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+"#,
+        &[&base],
+    );
+    assert!(
+        out.starts_with("413") && out.contains("collector.max_body_bytes"),
+        "{out}"
+    );
+
+    // Too many records in one request.
+    let (status, text) = post(log(11)).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(
+        text.contains("collector.max_records_per_request (10)"),
+        "{text}"
+    );
+    let (status, text) = post(log(10)).await;
+    assert_eq!(status, 200, "{text}");
+
+    // Two slow bodies declaring 64 KiB each hold all the bytes in flight.
+    let mut a = slow_request(&address, 65536, 10);
+    let mut b = slow_request(&address, 65536, 10);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, text) = post(log(1)).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("collector.max_bytes_in_flight"), "{text}");
+    // ...and each is answered 408 when collector.body_timeout runs out.
+    for slow in [&mut a, &mut b] {
+        let answer = answer_of(slow, Duration::from_secs(10));
+        assert!(
+            answer.starts_with("HTTP/1.1 408") && answer.contains("collector.body_timeout"),
+            "{answer}"
+        );
+    }
+    // Three slow requests hold every request slot.
+    let mut held: Vec<_> = (0..3).map(|_| slow_request(&address, 100, 1)).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, text) = post(log(1)).await;
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.contains("collector.max_concurrent_requests (3)"),
+        "{text}"
+    );
+    for slow in &mut held {
+        assert!(answer_of(slow, Duration::from_secs(10)).starts_with("HTTP/1.1 408"));
+    }
+    // Once they are gone, requests are taken again.
+    let (status, text) = post(log(2)).await;
+    assert_eq!(status, 200, "{text}");
+    let metrics = running.metrics().await;
+    for reason in ["overloaded", "slow_body", "too_large"] {
+        let line = format!("logpipe_collector_requests_refused_total{{reason=\"{reason}\"}} ");
+        let count: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        assert!(count > 0.0, "{reason} not counted:\n{metrics}");
+    }
+}

@@ -48,16 +48,28 @@ pub enum Refused {
     TooLarge,
     /// The bus could not take it now: 503.
     Busy,
+    /// The collector held its most requests or body bytes: 503.
+    Overloaded,
+    /// The body did not arrive within `collector.body_timeout`: 408.
+    SlowBody,
 }
 
 impl Refused {
-    const ALL: [Refused; 3] = [Refused::BadBody, Refused::TooLarge, Refused::Busy];
+    const ALL: [Refused; 5] = [
+        Refused::BadBody,
+        Refused::TooLarge,
+        Refused::Busy,
+        Refused::Overloaded,
+        Refused::SlowBody,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Refused::BadBody => "bad_body",
             Refused::TooLarge => "too_large",
             Refused::Busy => "busy",
+            Refused::Overloaded => "overloaded",
+            Refused::SlowBody => "slow_body",
         }
     }
 }

@@ -38,6 +38,7 @@ use logpipe_core::{api, dedup};
 use logpipe_http::ApiError;
 use serde_json::json;
 
+mod admission;
 pub mod metrics;
 mod parse;
 #[cfg(test)]
@@ -59,6 +60,10 @@ pub struct CollectorSettings {
     pub max_field_bytes: usize,
     pub max_future_skew: Duration,
     pub retry_after: Duration,
+    pub max_concurrent_requests: usize,
+    pub max_bytes_in_flight: usize,
+    pub body_timeout: Duration,
+    pub max_records_per_request: usize,
     /// Give each log record its window fields as a header
     /// (`logpipe_core::record::summary`), so the window job need not parse its JSON.
     pub summaries: bool,
@@ -72,6 +77,10 @@ impl CollectorSettings {
             max_field_bytes: config.max_field_bytes,
             max_future_skew: config.max_future_skew,
             retry_after: config.retry_after,
+            max_concurrent_requests: config.max_concurrent_requests,
+            max_bytes_in_flight: config.max_bytes_in_flight,
+            body_timeout: config.body_timeout,
+            max_records_per_request: config.max_records_per_request,
             summaries: resolved.summary_header,
         }
     }
@@ -82,23 +91,44 @@ impl CollectorSettings {
 pub struct Collector {
     bus: Arc<dyn Bus>,
     settings: CollectorSettings,
+    /// Shared by every route of this collector (and its OTLP route).
+    admission: Arc<admission::Admission>,
 }
 
 impl Collector {
     pub fn new(bus: Arc<dyn Bus>, settings: CollectorSettings) -> Collector {
         collector_metrics();
-        Collector { bus, settings }
+        let admission = Arc::new(admission::Admission::new(
+            settings.max_concurrent_requests,
+            settings.max_bytes_in_flight,
+            settings.max_body_bytes,
+            settings.body_timeout,
+            settings.retry_after,
+        ));
+        Collector {
+            bus,
+            settings,
+            admission,
+        }
+    }
+
+    /// [`admission`]'s checks as a layer for `routes` of this collector.
+    pub(crate) fn admitted(&self, routes: Router<Collector>) -> Router<Collector> {
+        routes.layer(axum::middleware::from_fn_with_state(
+            self.clone(),
+            admission::admit,
+        ))
     }
 
     /// `POST /api/collect/logs` and `POST /api/collect/activities`
     /// (OpenTelemetry's `POST /v1/logs` is `crate::otlp::routes`).
     pub fn routes(self) -> Router {
         let body_limit = self.settings.max_body_bytes;
-        Router::new()
+        let routes = Router::new()
             .route(api::COLLECT_LOGS, post(collect_logs))
             .route(api::COLLECT_ACTIVITIES, post(collect_activities))
-            .layer(DefaultBodyLimit::max(body_limit))
-            .with_state(self)
+            .layer(DefaultBodyLimit::max(body_limit));
+        self.admitted(routes).with_state(self)
     }
 }
 
@@ -221,6 +251,19 @@ impl Collector {
                 ApiError::BadRequest(body_error.to_string()),
             )
         })?;
+        let records = parsed.records.len() + parsed.rejected.len();
+        if records > self.settings.max_records_per_request {
+            return Err(refused(
+                Refused::TooLarge,
+                ApiError::Status(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "{records} records in one request, more than collector.max_records_per_request ({}); nothing was stored, send them in smaller requests",
+                        self.settings.max_records_per_request
+                    ),
+                ),
+            ));
+        }
         let accepted = parsed.records.len();
         let topic = kind.topic();
         if let Err(error) = self.bus.append(topic, parsed.records).await {

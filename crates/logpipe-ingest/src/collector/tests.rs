@@ -24,6 +24,10 @@ fn settings(max_body_bytes: usize) -> CollectorSettings {
         max_field_bytes: 256,
         max_future_skew: Duration::from_secs(3600),
         retry_after: Duration::from_secs(2),
+        max_concurrent_requests: 64,
+        max_bytes_in_flight: max_body_bytes * 64,
+        body_timeout: Duration::from_secs(10),
+        max_records_per_request: 100_000,
         summaries: true,
     }
 }

@@ -219,10 +219,10 @@ fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
 /// `POST /v1/logs` over `collector`'s bus and settings.
 pub fn routes(collector: Collector) -> Router {
     let body_limit = collector.max_body_bytes();
-    Router::new()
+    let routes = Router::new()
         .route(api::OTLP_LOGS, post(export_logs))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(collector)
+        .layer(DefaultBodyLimit::max(body_limit));
+    collector.admitted(routes).with_state(collector)
 }
 
 /// `POST /v1/logs`.
