@@ -24,6 +24,19 @@ pub fn binary() -> PathBuf {
         .expect("the test executable lives in target/<profile>/deps")
 }
 
+/// How the binary is started.
+enum Wrap {
+    None,
+    /// `ulimit -f` bytes.
+    FileLimit(u64),
+    /// On a small tmpfs in a mount namespace of its own.
+    SmallDisk {
+        disk: PathBuf,
+        size: u64,
+        filler: u64,
+    },
+}
+
 /// A running `logpipe up`, killed when dropped.
 pub struct Running {
     pub child: Child,
@@ -58,7 +71,36 @@ impl Running {
 
     /// Starts `logpipe ARGS… --data-dir DIR` without waiting for anything.
     pub fn spawn(args: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Running {
-        Running::spawn_limited(args, data_dir, env, None)
+        Running::spawn_limited(args, data_dir, env, Wrap::None)
+    }
+
+    /// [`Running::start_role`] in a mount namespace of its own where
+    /// `disk` (a directory holding `data_dir`) is a tmpfs of `size` bytes,
+    /// `filler` of them taken by a file `disk/filler` (remove it through
+    /// [`Running::in_namespace`] to give the space back). Needs root, or
+    /// unprivileged user namespaces (`unshare --map-root-user`).
+    pub fn start_on_small_disk(
+        args: &[&str],
+        disk: &Path,
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        size: u64,
+        filler: u64,
+    ) -> Running {
+        let wrap = Wrap::SmallDisk {
+            disk: disk.to_path_buf(),
+            size,
+            filler,
+        };
+        let mut running = Running::spawn_limited(args, data_dir, env, wrap);
+        running.base_url = running.wait_for_url();
+        running
+    }
+
+    /// `path` (absolute) as the process sees it in its mount namespace.
+    pub fn in_namespace(&self, path: &Path) -> PathBuf {
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        PathBuf::from(format!("/proc/{}/root", self.child.id())).join(relative)
     }
 
     /// [`Running::start_role`] with no file of the process growing past
@@ -70,17 +112,12 @@ impl Running {
         env: &[(&str, &str)],
         bytes: u64,
     ) -> Running {
-        let mut running = Running::spawn_limited(args, data_dir, env, Some(bytes));
+        let mut running = Running::spawn_limited(args, data_dir, env, Wrap::FileLimit(bytes));
         running.base_url = running.wait_for_url();
         running
     }
 
-    fn spawn_limited(
-        args: &[&str],
-        data_dir: &Path,
-        env: &[(&str, &str)],
-        file_limit: Option<u64>,
-    ) -> Running {
+    fn spawn_limited(args: &[&str], data_dir: &Path, env: &[(&str, &str)], wrap: Wrap) -> Running {
         std::fs::create_dir_all(data_dir).unwrap();
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -90,15 +127,44 @@ impl Running {
             .append(true)
             .open(&log_path)
             .unwrap();
-        let mut command = match file_limit {
-            None => Command::new(binary()),
-            Some(bytes) => {
+        let mut command = match wrap {
+            Wrap::None => Command::new(binary()),
+            Wrap::FileLimit(bytes) => {
                 let mut bash = Command::new("bash");
                 // An ignored signal stays ignored across exec.
                 bash.args(["-c", "trap '' XFSZ; ulimit -f \"$0\" && exec \"$@\""])
                     .arg(bytes.div_ceil(1024).to_string())
                     .arg(binary());
                 bash
+            }
+            Wrap::SmallDisk { disk, size, filler } => {
+                std::fs::create_dir_all(&disk).unwrap();
+                let mut unshare = Command::new("unshare");
+                // The effective user: root mounts in a
+                // plain mount namespace, anyone else in a user namespace.
+                let root = std::fs::read_to_string("/proc/self/status")
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find(|l| l.starts_with("Uid:"))
+                            .map(|l| l.split_whitespace().nth(2) == Some("0"))
+                    })
+                    .unwrap_or(false);
+                if !root {
+                    unshare.arg("--map-root-user");
+                }
+                unshare
+                    .args(["--mount", "--propagation", "private", "sh", "-c"])
+                    .arg(
+                        "mount -t tmpfs -o size=\"$1\" tmpfs \"$2\" && \
+                         head -c \"$3\" /dev/zero > \"$2/filler\" && shift 3 && exec \"$@\"",
+                    )
+                    .arg("sh")
+                    .arg(size.to_string())
+                    .arg(&disk)
+                    .arg(filler.to_string())
+                    .arg(binary());
+                unshare
             }
         };
         command

@@ -6,6 +6,7 @@
 //! - `analytics.rs`: windows, alerts, PostgreSQL, the webhook.
 //! - `kafka.rs`: the same on a Kafka-protocol broker.
 //! - `auth.rs`: tokens and scopes on every route, query limits.
+//! - `faults.rs`: the disk fills up and frees under load.
 //! - `console.rs`: the web console in a real browser, `logpipe tail`.
 //! - `answers.rs`: a refused request stores nothing, on both buses.
 //! - `load.rs`: load clients and what the lake holds of their records.
@@ -22,6 +23,7 @@ mod analytics;
 mod answers;
 mod auth;
 mod console;
+mod faults;
 mod kafka;
 mod load;
 mod observability;

@@ -1,0 +1,128 @@
+//! Faults of the machine: the disk holding the bus and the lake fills up
+//! under load, and space comes back.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{Running, wait_for_count};
+
+/// `logpipe up` on a 12 MiB tmpfs half taken by a filler file: under load
+/// the disk fills, the collector answers 503 naming the cause and stores
+/// nothing of those requests, nothing acknowledged is lost (it waits on
+/// the bus: the lake shares the disk), `/ready` names the cause;
+/// once the filler is removed the process carries on by itself, and the
+/// lake ends with exactly the acknowledged records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_503_loses_nothing_and_recovers_when_space_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tmp.path().join("disk");
+    let data = disk.join("data");
+    let running = Running::start_on_small_disk(
+        &["up", "--no-generator", "--listen", "127.0.0.1:0"],
+        &disk,
+        &data,
+        &[("LOGPIPE__WINDOWS__IDLE_CLOSE", "1s")],
+        12 << 20,
+        6 << 20,
+    );
+    let base = running.base_url.clone();
+    let client = reqwest::Client::new();
+    let batch = |prefix: &str, n: usize| -> String {
+        let records: Vec<Value> = (0..500)
+            .map(|i| {
+                json!({"timestamp": chrono::Utc::now().timestamp_micros() as f64 / 1e6,
+                       "level": "INFO", "service": "disk", "host": "h", "message": "x".repeat(200),
+                       "metadata": {"request_id": format!("{prefix}-{n}-{i}")}})
+            })
+            .collect();
+        Value::Array(records).to_string()
+    };
+    let post = |body: String| {
+        let client = client.clone();
+        let url = format!("{base}/api/collect/logs");
+        async move {
+            let response = client.post(url).body(body).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+
+    // Fill the disk: every request is acknowledged or refused whole.
+    let (mut acked, mut refused) = (0u64, 0u64);
+    let mut reason = String::new();
+    for n in 0..80 {
+        match post(batch("full", n)).await {
+            (200, _) => acked += 500,
+            (503, text) => {
+                refused += 1;
+                reason = text;
+            }
+            (status, text) => panic!("request {n}: {status} {text}"),
+        }
+        if refused >= 5 {
+            break;
+        }
+    }
+    assert!(
+        acked > 0 && refused >= 5,
+        "acked {acked}, refused {refused}"
+    );
+    assert!(
+        reason.contains("No space left on device") && reason.contains("retry"),
+        "{reason}"
+    );
+    // The lake shares the full disk: the acknowledged records wait on the
+    // bus, and /ready says why the jobs cannot go on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = client.get(format!("{base}/ready")).send().await.unwrap();
+        let status = ready.status().as_u16();
+        let body = ready.text().await.unwrap();
+        if status == 503 && body.contains("No space left on device") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/ready does not say the disk is full: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Space returns: the same process takes records again, by itself.
+    std::fs::remove_file(running.in_namespace(&disk.join("filler"))).unwrap();
+    let mut after = 0u64;
+    for n in 0..10 {
+        let (status, text) = post(batch("after", n)).await;
+        if status == 200 {
+            after += 500;
+        } else {
+            assert_eq!(status, 503, "{text}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    assert!(
+        after >= 2500,
+        "only {after} records taken after the space came back"
+    );
+    let sql = "SELECT count(*) AS n FROM logs WHERE request_id LIKE 'full-%'";
+    wait_for_count(&client, &base, sql, acked, Duration::from_secs(90)).await;
+    let sql = "SELECT count(*) AS n FROM logs WHERE request_id LIKE 'after-%'";
+    wait_for_count(&client, &base, sql, after, Duration::from_secs(60)).await;
+    // Exactly once: no refused record, no second copy.
+    let answer: Value = client
+        .post(format!("{base}/api/query"))
+        .body(
+            json!({"sql": "SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM logs"})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["rows"][0]["n"], acked + after, "{answer}");
+    assert_eq!(answer["rows"][0]["d"], acked + after, "{answer}");
+    assert!(running.terminate().success());
+}
