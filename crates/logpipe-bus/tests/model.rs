@@ -359,3 +359,91 @@ async fn consumer_commits_survive_restart_and_poll_waits_for_data() {
     );
     bus.shutdown();
 }
+
+/// Damage in the middle of the active segment, with intact batches after
+/// it, is not a crash's torn tail: the bus refuses to open rather than cut
+/// acknowledged records, naming the file, the byte and the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_before_intact_records_stops_the_open_instead_of_truncating() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = EmbeddedBusConfig::default();
+    let bus = open(dir.path(), &options).await;
+    for n in 0..200u32 {
+        let record = BusRecord::new(b"one-key".to_vec(), format!("value {n:04}").into_bytes());
+        bus.append(TOPIC, vec![record]).await.unwrap();
+    }
+    bus.shutdown();
+    drop(bus);
+    let partition = logpipe_core::partition::partition_for_key(b"one-key", PARTITIONS);
+    let segment = dir
+        .path()
+        .join(TOPIC)
+        .join(partition.to_string())
+        .join(format!("{:020}.log", 0));
+    let length = std::fs::metadata(&segment).unwrap().len();
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        file.write_all_at(b"DAMAGED!", length / 2).unwrap();
+    }
+    // The partitions' files are opened with the topics.
+    let message = match EmbeddedBus::open(dir.path(), &options) {
+        Err(error) => error.to_string(),
+        Ok(bus) => {
+            let error = bus.create_topics(&[spec()]).await.err();
+            bus.shutdown();
+            error
+                .expect("opening the damaged partition must fail")
+                .to_string()
+        }
+    };
+    assert!(
+        message.contains(&segment.display().to_string())
+            && message.contains("intact records follow")
+            && message.contains("truncate -s"),
+        "{message}"
+    );
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        length,
+        "nothing was cut"
+    );
+
+    // Giving the records up as the message says: the bus opens, and a
+    // reader that had read past the cut fails there instead of waiting and
+    // then skipping the records appended next under the same offsets.
+    let cut: u64 = message
+        .split("truncate -s ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let bus = open(dir.path(), &options).await;
+    let mut reader = bus.reader("lake", &[TOPIC]).await.unwrap();
+    reader.seek(TOPIC, partition, 200).unwrap();
+    bus.append(
+        TOPIC,
+        vec![BusRecord::new(b"one-key".to_vec(), b"new".to_vec())],
+    )
+    .await
+    .unwrap();
+    let error = reader
+        .poll(100, Duration::from_millis(200))
+        .await
+        .expect_err("a read past the end must fail");
+    assert!(
+        error.to_string().contains("past the end of the log"),
+        "{error}"
+    );
+    bus.shutdown();
+}

@@ -62,7 +62,11 @@ impl Consumer for EmbeddedConsumer {
                         .get(&tp.topic)?
                         .partitions
                         .get(tp.partition as usize)?;
-                    (*offset < log.bounds().1).then(|| (log.clone(), *offset))
+                    // Past the end is read too, to fail: the log lost
+                    // records this reader had already seen (a truncated or
+                    // restored segment), and waiting there would skip the
+                    // next ones appended under the same offsets.
+                    (*offset != log.bounds().1).then(|| (log.clone(), *offset))
                 })
                 .collect();
             if !jobs.is_empty() {

@@ -17,7 +17,10 @@
 //!
 //! Recovery at open scans the active segment, checks each batch's CRC and
 //! truncates at the first torn or corrupt batch: such a batch was never
-//! acknowledged, so truncating it loses nothing that was promised.
+//! acknowledged, so truncating it loses nothing that was promised. Unless
+//! intact batches follow it: then the file was damaged after it was
+//! written (a bad disk, a stray write), cutting it would drop acknowledged
+//! records, and the open fails naming the file, the byte and what to do.
 //!
 //! | file | what |
 //! |---|---|

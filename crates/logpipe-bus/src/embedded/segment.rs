@@ -70,6 +70,39 @@ pub(super) fn segment_end(segment: &Segment, base: u64) -> Result<u64> {
     Ok(next)
 }
 
+/// How much after a damaged batch is searched for intact ones.
+const INTACT_SEARCH_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The byte position of an intact batch (a header that decodes, an offset
+/// past `expected`, a matching checksum) after the damaged one at `pos`,
+/// if there is one within [`INTACT_SEARCH_BYTES`].
+fn intact_batch_after(
+    file: &File,
+    pos: u64,
+    length: u64,
+    expected: u64,
+) -> std::io::Result<Option<u64>> {
+    let end = length.min(pos + INTACT_SEARCH_BYTES);
+    let mut rest = vec![0u8; (end - pos) as usize];
+    file.read_exact_at(&mut rest, pos)?;
+    for start in 1..rest.len().saturating_sub(HEADER_BYTES) {
+        let Ok(bytes) = <&[u8; HEADER_BYTES]>::try_from(&rest[start..start + HEADER_BYTES]) else {
+            continue;
+        };
+        let Some(header) = BatchHeader::decode(bytes) else {
+            continue;
+        };
+        let stop = start + header.total_bytes() as usize;
+        if header.base_offset >= expected
+            && stop <= rest.len()
+            && format::verify_batch(&header, &rest[start..stop])
+        {
+            return Ok(Some(pos + start as u64));
+        }
+    }
+    Ok(None)
+}
+
 /// Scans a segment, building its sparse index. The active (last) segment is
 /// fully checksummed and truncated at the first bad batch; a bad batch in a
 /// sealed segment is corruption and stops the open.
@@ -105,6 +138,23 @@ pub(super) fn recover_segment(
                 return Err(BusError::Corrupt(format!(
                     "sealed segment {} is damaged at byte {pos}",
                     path.display()
+                )));
+            }
+            // A crash tears only what was being written last. Intact batches
+            // after the damage mean the file was damaged later (a bad disk,
+            // a stray write): cutting it would drop acknowledged records.
+            if let Some(intact) = intact_batch_after(&file, pos, length, expected)
+                .map_err(|e| BusError::io(&path, e))?
+            {
+                return Err(BusError::Corrupt(format!(
+                    "segment {path} is damaged at byte {pos}, and intact records follow at byte \
+                     {intact}: this is not the torn tail of a crash, and cutting the file there would \
+                     lose acknowledged records. Restore the file from a backup; to give up the records \
+                     from byte {pos} on instead, `truncate -s {pos} {path}` (a stream job that had read \
+                     past the cut then stops at that partition, naming it, rather than skip new records). \
+                     A power loss can also leave a hole before records never acknowledged: after one, \
+                     the cut loses nothing acknowledged",
+                    path = path.display()
                 )));
             }
             tracing::warn!(
