@@ -302,6 +302,36 @@ async fn tokens_and_scopes_guard_every_route_and_limits_stop_a_runaway_query() {
             .contains("query.max_memory_bytes"),
         "{body}"
     );
+    // SQL stays inside the lake's tables: no files, URLs, DDL or writes.
+    for (sql, refusal) in [
+        ("SELECT * FROM '/etc/passwd'", "not found"),
+        ("SELECT * FROM 'https://example.com/x.parquet'", "not found"),
+        ("SELECT * FROM read_csv('/etc/passwd')", "not found"),
+        (
+            "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+            "DDL not supported",
+        ),
+        (
+            "COPY (SELECT 1) TO '/tmp/logpipe-escape.csv'",
+            "not supported",
+        ),
+        ("SET datafusion.execution.batch_size = 1", "not supported"),
+    ] {
+        let (status, body, _) = call(
+            &client,
+            "POST",
+            &url("/api/query"),
+            Some(ANALYST),
+            Some(json!({ "sql": sql })),
+        )
+        .await;
+        assert_eq!(status, 400, "{sql}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(refusal),
+            "{sql}: {body}"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/logpipe-escape.csv").exists());
     // Ingest still answers after both.
     let (status, _, _) = call(&client, "POST", &collect, Some(SHIP), Some(log)).await;
     assert_eq!(status, 200);
