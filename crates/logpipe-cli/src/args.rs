@@ -47,6 +47,16 @@ pub(crate) enum Command {
     /// Make a new API token and print it with the [[auth.tokens]] entry
     /// (its SHA-256) that lets it in.
     Token(TokenArgs),
+    /// Read a data directory through and report damage (bus checksums,
+    /// commit records, every Parquet file), changing nothing; exits 1 when
+    /// something is damaged.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct CheckArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
 }
 
 #[derive(Args)]

@@ -54,6 +54,7 @@ use crate::{
     Bus, BusError, BusRecord, ConsumedRecord, Consumer, Result, TopicPartition, TopicSpec,
 };
 
+pub mod check;
 mod consumer;
 pub mod format;
 mod offsets;

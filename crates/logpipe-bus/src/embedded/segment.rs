@@ -76,7 +76,7 @@ const INTACT_SEARCH_BYTES: u64 = 256 * 1024 * 1024;
 /// The byte position of an intact batch (a header that decodes, an offset
 /// past `expected`, a matching checksum) after the damaged one at `pos`,
 /// if there is one within [`INTACT_SEARCH_BYTES`].
-fn intact_batch_after(
+pub(super) fn intact_batch_after(
     file: &File,
     pos: u64,
     length: u64,

@@ -126,3 +126,108 @@ async fn a_full_disk_is_503_loses_nothing_and_recovers_when_space_returns() {
     assert_eq!(answer["rows"][0]["d"], acked + after, "{answer}");
     assert!(running.terminate().success());
 }
+
+/// `logpipe check` reads a data directory through: clean, it says so and
+/// exits 0; with a damaged Parquet file and a bus segment damaged before
+/// intact records, it names both files and exits 1 (changing nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logpipe_check_names_each_damaged_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let running = Running::start(&data, &[]);
+    let client = reqwest::Client::new();
+    for n in 0..10 {
+        let records: Vec<Value> = (0..500)
+            .map(|i| {
+                json!({"timestamp": chrono::Utc::now().timestamp_micros() as f64 / 1e6,
+                       "level": "INFO", "service": "check", "host": "h", "message": "y".repeat(100),
+                       "metadata": {"request_id": format!("check-{n}-{i}")}})
+            })
+            .collect();
+        let response = client
+            .post(format!("{}/api/collect/logs", running.base_url))
+            .body(Value::Array(records).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let sql = "SELECT count(*) AS n FROM logs";
+    wait_for_count(
+        &client,
+        &running.base_url,
+        sql,
+        5000,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(running.terminate().success());
+
+    let check = || {
+        let output = std::process::Command::new(crate::common::binary())
+            .args(["check", "--data-dir"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    };
+    let (code, out) = check();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("no damage found") && out.contains("5000 rows"),
+        "{out}"
+    );
+
+    // Damage one Parquet file and the largest bus segment in its middle.
+    let mut parquet = Vec::new();
+    let mut segments = Vec::new();
+    let mut stack = vec![data.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "parquet") {
+                parquet.push(path);
+            } else if path.extension().is_some_and(|x| x == "log")
+                && path.to_string_lossy().contains("logs.raw")
+            {
+                segments.push(path);
+            }
+        }
+    }
+    let segment = segments
+        .iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap()
+        .clone();
+    use std::os::unix::fs::FileExt;
+    for (path, garbage) in [
+        (&parquet[0], vec![0x5au8; 2000]),
+        (&segment, b"DAMAGED!".to_vec()),
+    ] {
+        let length = std::fs::metadata(path).unwrap().len();
+        let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.write_all_at(&garbage, length / 3).unwrap();
+    }
+    let (code, out) = check();
+    assert_eq!(code, Some(1), "{out}");
+    for (path, says) in [
+        (&parquet[0], "the Parquet file is damaged"),
+        (&segment, "intact records follow"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&path.display().to_string()) && l.contains(says)),
+            "{} not reported as {says}:\n{out}",
+            path.display()
+        );
+    }
+}
