@@ -305,6 +305,8 @@ impl Pipeline {
             }
             router = router.merge(Arc::new(console).routes(auth.as_ref()));
             let mut stop = supervisor.shutdown(stages.ingest);
+            let listener =
+                logpipe_http::idle::IdleTimeout::new(listener, config.collector.idle_timeout);
             supervisor.spawn(stages.ingest, "HTTP server", async move {
                 axum::serve(listener, router)
                     .with_graceful_shutdown(async move {

@@ -31,6 +31,11 @@ pub struct CollectorConfig {
     pub body_timeout: Duration,
     /// Records in one request; more are refused whole with 413.
     pub max_records_per_request: usize,
+    /// A connection of the HTTP listener (any route) that sends and reads
+    /// nothing for this long, e.g. one that never finishes its headers or
+    /// an idle keep-alive, is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for CollectorConfig {
@@ -46,6 +51,7 @@ impl Default for CollectorConfig {
             max_bytes_in_flight: 256 * 1024 * 1024,
             body_timeout: Duration::from_secs(30),
             max_records_per_request: 100_000,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -75,6 +81,9 @@ impl CollectorConfig {
         }
         if self.body_timeout.is_zero() {
             return invalid("collector.body_timeout", "must be more than 0s");
+        }
+        if self.idle_timeout < Duration::from_secs(1) {
+            return invalid("collector.idle_timeout", "must be at least 1s");
         }
         if self.max_records_per_request == 0 {
             return invalid("collector.max_records_per_request", "must be at least 1");

@@ -28,6 +28,7 @@ use logpipe_query::QueryEngine;
 mod alerts;
 pub mod auth;
 pub mod error;
+pub mod idle;
 mod ops;
 mod query;
 

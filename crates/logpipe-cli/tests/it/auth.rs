@@ -415,6 +415,7 @@ max_bytes_in_flight = 131072
 max_concurrent_requests = 3
 body_timeout = "3s"
 max_records_per_request = 10
+idle_timeout = "4s"
 "#,
     )
     .unwrap();
@@ -503,6 +504,32 @@ except urllib.error.HTTPError as e:
     );
     for slow in &mut held {
         assert!(answer_of(slow, Duration::from_secs(10)).starts_with("HTTP/1.1 408"));
+    }
+    // A client that never finishes its headers loses its connection once
+    // it has been silent for collector.idle_timeout.
+    {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream
+            .write_all(b"POST /api/collect/logs HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let began = Instant::now();
+        let mut buffer = [0u8; 64];
+        let closed = matches!(stream.read(&mut buffer), Ok(0) | Err(_))
+            && began.elapsed() < Duration::from_secs(14);
+        assert!(
+            closed,
+            "a connection without headers was held {:?}",
+            began.elapsed()
+        );
+        assert!(
+            began.elapsed() >= Duration::from_secs(3),
+            "{:?}",
+            began.elapsed()
+        );
     }
     // Once they are gone, requests are taken again.
     let (status, text) = post(log(2)).await;
