@@ -11,6 +11,10 @@
 # A round that breaks either stops the soak, keeping the data directory.
 #
 # Usage: bench/soak.sh [ROUNDS=10] [RECORDS_PER_ROUND=20000] [RATE=10000]
+# SOAK_BUS=kafka: the scaled-out layout instead, on a fresh one-node Apache
+# Kafka (deploy/kafka/kafka.sh, transactions on): a `logpipe collector` and
+# a `logpipe stream --jobs raw,windows`, and each round kills one of the two
+# at random (the other keeps running).
 # Loopback only; bounded: ROUNDS × RECORDS_PER_ROUND records, each round
 # at most a few seconds of load plus the checks' waits (60 s at most each).
 set -euo pipefail
@@ -22,7 +26,8 @@ RATE=${3:-10000}
 
 # A fixed port (below the ephemeral range) so the client's retries reach
 # the restarted server.
-PORT=$(python3 - <<'PY'
+free_port() {
+  python3 - <<'PY'
 import random, socket
 for _ in range(200):
     port = random.randrange(20000, 32000)
@@ -34,27 +39,53 @@ for _ in range(200):
     print(port)
     break
 PY
-)
+}
+# Fixed ports (below the ephemeral range) so the client's retries reach
+# the restarted process.
+PORT=$(free_port)
 URL="http://127.0.0.1:$PORT"
 DATA="$WORK/data"
 # Windows close 1 s after their records stop, so each round's are counted.
 export LOGPIPE__WINDOWS__IDLE_CLOSE=1s
 
+BUS=${SOAK_BUS:-embedded}
+ROLES=(up)
+if [ "$BUS" = kafka ]; then
+  KAFKA_PORT=$(free_port)
+  BROKERS=$(deploy/kafka/kafka.sh start "$WORK/kafka" 1 "$KAFKA_PORT" | tail -n 1)
+  KAFKA_DIR=$WORK/kafka
+  export LOGPIPE__BUS__KIND=kafka LOGPIPE__BUS__KAFKA__BROKERS=$BROKERS LOGPIPE__BUS__KAFKA__TRANSACTIONS=true
+  STREAM_PORT=$(free_port)
+  STREAM_URL="http://127.0.0.1:$STREAM_PORT"
+  ROLES=(collector stream)
+else
+  STREAM_URL=$URL
+fi
+declare -A PIDS
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; cleanup' EXIT
+
+# start ROLE: runs it and waits until it answers /health.
 start() {
-  "$BIN" up --no-generator --listen "127.0.0.1:$PORT" --data-dir "$DATA" >>"$WORK/out" 2>>"$WORK/err" &
-  PID=$!
+  local role=$1 url args
+  case $role in
+    up) args=(up --no-generator --listen "127.0.0.1:$PORT"); url=$URL ;;
+    collector) args=(collector --listen "127.0.0.1:$PORT"); url=$URL ;;
+    stream) args=(stream --jobs raw,windows --listen "127.0.0.1:$STREAM_PORT"); url=$STREAM_URL ;;
+  esac
+  "$BIN" "${args[@]}" --data-dir "$DATA" >>"$WORK/out" 2>>"$WORK/err" &
+  PIDS[$role]=$!
   for _ in $(seq 300); do
-    curl -sf "$URL/health" >/dev/null 2>&1 && return 0
-    kill -0 "$PID" 2>/dev/null || break
+    curl -sf "$url/health" >/dev/null 2>&1 && return 0
+    kill -0 "${PIDS[$role]}" 2>/dev/null || break
     sleep 0.1
   done
-  echo "logpipe up did not start again:" >&2
+  echo "logpipe $role did not start:" >&2
   tail -n 30 "$WORK/err" >&2
   exit 1
 }
 
 sql() { "$BIN" sql --data-dir "$DATA" --format csv "$1" | tail -n 1; }
-late() { curl -sf "$URL/metrics" | awk '/^logpipe_window_late_records_total /{print int($2)}'; }
+late() { curl -sf "$STREAM_URL/metrics" | awk '/^logpipe_window_late_records_total /{print int($2)}'; }
 
 fail() {
   local keep
@@ -64,7 +95,7 @@ fail() {
   exit 1
 }
 
-start
+for role in "${ROLES[@]}"; do start "$role"; done
 acked=0
 kills=0
 started=$SECONDS
@@ -74,11 +105,12 @@ for round in $(seq "$ROUNDS"); do
   GEN=$!
   after=$(python3 -c "import random; print(round(random.uniform(0.2, $PER_ROUND / $RATE), 2))")
   sleep "$after"
-  kill -9 "$PID"
-  wait "$PID" 2>/dev/null || true
+  victim=${ROLES[$((RANDOM % ${#ROLES[@]}))]}
+  kill -9 "${PIDS[$victim]}"
+  wait "${PIDS[$victim]}" 2>/dev/null || true
   kills=$((kills + 1))
   sleep "$(python3 -c 'import random; print(round(random.uniform(0, 1), 2))')"
-  start
+  start "$victim"
   wait "$GEN" || fail "the load client did not get every record acknowledged: $(tail -n 3 "$WORK/gen")"
   acked=$((acked + PER_ROUND))
 
@@ -93,7 +125,7 @@ for round in $(seq "$ROUNDS"); do
   [ "$rows" = "$acked" ] || fail "the lake holds $rows rows, $acked records were acknowledged"
   [ "$ids" = "$rows" ] || fail "$((rows - ids)) rows of the lake are second copies"
   [ $((windowed + late_n)) = "$rows" ] || fail "windows count $windowed and $late_n late, the lake $rows"
-  echo "round $round: kill -9 after ${after}s of load; lake $rows rows = acknowledged, no doubles; windows $windowed + late $late_n = lake"
+  echo "round $round: kill -9 of $victim after ${after}s of load; lake $rows rows = acknowledged, no doubles; windows $windowed + late $late_n = lake"
 done
-echo "soak: $ROUNDS rounds, $kills kill -9, $acked records acknowledged, each in the lake once and counted once by the window job ($((SECONDS - started)) s)"
-stop_up
+echo "soak ($BUS): $ROUNDS rounds, $kills kill -9, $acked records acknowledged, each in the lake once and counted once by the window job ($((SECONDS - started)) s)"
+for role in "${ROLES[@]}"; do kill -TERM "${PIDS[$role]}" 2>/dev/null; wait "${PIDS[$role]}" 2>/dev/null || true; done
