@@ -62,7 +62,7 @@ else
   STREAM_URL=$URL
 fi
 declare -A PIDS
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; cleanup' EXIT
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; cleanup' EXIT
 
 # start ROLE: runs it and waits until it answers /health.
 start() {
