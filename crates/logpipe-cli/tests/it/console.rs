@@ -172,3 +172,47 @@ async fn logpipe_tail_prints_the_newest_matching_records() {
         String::from_utf8_lossy(&unreachable.stderr)
     );
 }
+
+/// With `[[auth.tokens]]` the console page still loads, asks for a token
+/// with the server's reason, and shows data once given one.
+#[test]
+fn the_console_asks_for_a_token_when_the_server_wants_one() {
+    let modules = std::env::var("LOGPIPE_TEST_CONSOLE_MODULES")
+        .expect("LOGPIPE_TEST_CONSOLE_MODULES is not set: run ./scripts/test.sh");
+    let tmp = tempfile::tempdir().unwrap();
+    let token = "console-token-0123456789";
+    let config = tmp.path().join("auth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[generator]\nlog_interval = \"300ms\"\n\n[[auth.tokens]]\nname = \"viewer\"\n\
+             scopes = [\"query\", \"admin\"]\nsha256 = \"{}\"\n",
+            logpipe_http::auth::hash_hex(token)
+        ),
+    )
+    .unwrap();
+    let running = Running::start_role(
+        &[
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &tmp.path().join("data"),
+        &[],
+    );
+    let output = Command::new("node")
+        .arg(repo().join("crates/logpipe-cli/tests/console/token.test.mjs"))
+        .arg(&running.base_url)
+        .arg(token)
+        .env("NODE_PATH", &modules)
+        .output()
+        .expect("node runs the browser test");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{text}\n{}", running.log());
+}
