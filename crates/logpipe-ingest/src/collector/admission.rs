@@ -1,6 +1,8 @@
 //! Admission of a collect request before its handler runs: how many
 //! requests and how many body bytes the collector holds at once, how long a
-//! body may take to arrive, and the answer to one that is too large.
+//! body may take to arrive, and the answer to one that is too large. Every
+//! collect route passes through here, so every answer (the handler's or a
+//! refusal's) is counted here too: its time and code, and the body's bytes.
 //!
 //! - Past `collector.max_concurrent_requests` requests, or
 //!   `collector.max_bytes_in_flight` bytes of bodies (counted by
@@ -16,7 +18,7 @@
 //!   reason instead of a broken pipe.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -24,6 +26,8 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
+use logpipe_core::api;
+use logpipe_core::record::RecordKind;
 use logpipe_http::ApiError;
 use tokio::sync::Semaphore;
 
@@ -80,9 +84,32 @@ fn kib(bytes: usize) -> u32 {
     bytes.div_ceil(1024).min(u32::MAX as usize) as u32
 }
 
-/// The middleware: admits `request` or answers for the collector.
+/// The topic a collect route appends to.
+fn topic_of(path: &str) -> &'static str {
+    if path == api::COLLECT_ACTIVITIES {
+        RecordKind::Event.topic()
+    } else {
+        RecordKind::Log.topic()
+    }
+}
+
+/// The middleware: admits `request` or answers for the collector, and
+/// counts the answer.
 pub(crate) async fn admit(
     State(collector): State<Collector>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let began = Instant::now();
+    let topic = topic_of(request.uri().path());
+    let response = admit_and_run(&collector, topic, request, next).await;
+    collector_metrics().observe_request(topic, response.status(), began.elapsed());
+    response
+}
+
+async fn admit_and_run(
+    collector: &Collector,
+    topic: &'static str,
     request: Request,
     next: Next,
 ) -> Response {
@@ -135,6 +162,9 @@ pub(crate) async fn admit(
         }
         Ok(Ok(bytes)) => bytes,
     };
+    collector_metrics()
+        .bytes_received
+        .add(&[topic], bytes.len() as u64);
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }

@@ -20,7 +20,7 @@
 //! - [`metrics`] — `logpipe_collector_*`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -137,7 +137,10 @@ async fn collect_logs(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    collector.timed(RecordKind::Log, &headers, body).await
+    collector
+        .collect(RecordKind::Log, &headers, body)
+        .await
+        .into_response()
 }
 
 async fn collect_activities(
@@ -145,7 +148,10 @@ async fn collect_activities(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    collector.timed(RecordKind::Event, &headers, body).await
+    collector
+        .collect(RecordKind::Event, &headers, body)
+        .await
+        .into_response()
 }
 
 /// Counts a refused request and passes its answer on.
@@ -155,25 +161,6 @@ fn refused(reason: Refused, error: ApiError) -> ApiError {
 }
 
 impl Collector {
-    /// One request, counted by its answer: how long it took and how many
-    /// bytes it brought.
-    async fn timed(
-        &self,
-        kind: RecordKind,
-        headers: &HeaderMap,
-        body: Result<Bytes, BytesRejection>,
-    ) -> Response {
-        let began = Instant::now();
-        if let Ok(bytes) = &body {
-            collector_metrics()
-                .bytes_received
-                .add(&[kind.topic()], bytes.len() as u64);
-        }
-        let response = self.collect(kind, headers, body).await.into_response();
-        collector_metrics().observe_request(kind.topic(), response.status(), began.elapsed());
-        response
-    }
-
     async fn collect(
         &self,
         kind: RecordKind,

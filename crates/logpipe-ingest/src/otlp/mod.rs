@@ -25,7 +25,6 @@
 //! a `google.rpc.Status` (protobuf) or `{"error": …}` (JSON).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -39,7 +38,6 @@ use logpipe_core::record::RecordKind;
 use logpipe_http::ApiError;
 use serde_json::{Map, Value, json};
 
-use crate::collector::metrics::collector_metrics;
 use crate::collector::{Collector, idempotency_key};
 
 mod json;
@@ -231,21 +229,12 @@ async fn export_logs(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let began = Instant::now();
-    let topic = RecordKind::Log.topic();
-    if let Ok(bytes) = &body {
-        collector_metrics()
-            .bytes_received
-            .add(&[topic], bytes.len() as u64);
-    }
     // Answer in the request's format; an unknown one gets JSON.
     let format = format_of(&headers).unwrap_or(Format::Json);
-    let response = match export(&collector, &headers, body).await {
+    match export(&collector, &headers, body).await {
         Ok((rejected, message)) => success(format, rejected, &message),
         Err(error) => failure(format, error),
-    };
-    collector_metrics().observe_request(topic, response.status(), began.elapsed());
-    response
+    }
 }
 
 /// Stores the request's records; returns how many were refused and why.
