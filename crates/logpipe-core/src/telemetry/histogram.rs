@@ -2,10 +2,9 @@
 //! so `histogram_quantile` gives a p95 over any set of processes (a gauge
 //! of a percentile cannot be aggregated across processes).
 
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Family, MetricDef, write_sample};
+use super::{Family, MetricDef, Series, write_sample};
 
 /// Bucket bounds in seconds for request and commit latency: 1 ms to 30 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -46,7 +45,7 @@ impl Cells {
 pub struct HistogramVec {
     def: &'static MetricDef,
     bounds: &'static [f64],
-    rows: RwLock<Vec<(Box<[String]>, Cells)>>,
+    series: Series<Cells>,
 }
 
 impl HistogramVec {
@@ -54,7 +53,7 @@ impl HistogramVec {
         HistogramVec {
             def,
             bounds,
-            rows: RwLock::new(Vec::new()),
+            series: Series::new(),
         }
     }
 
@@ -74,31 +73,14 @@ impl HistogramVec {
     }
 
     fn with<R>(&self, labels: &[&str], f: impl Fn(&Cells) -> R) -> R {
-        let matches = |row: &(Box<[String]>, Cells)| {
-            row.0.len() == labels.len() && row.0.iter().zip(labels).all(|(a, b)| a == b)
-        };
-        {
-            let rows = self.rows.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(row) = rows.iter().find(|row| matches(row)) {
-                return f(&row.1);
-            }
-        }
-        let mut rows = self.rows.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(row) = rows.iter().find(|row| matches(row)) {
-            return f(&row.1);
-        }
-        let values: Box<[String]> = labels.iter().map(|l| l.to_string()).collect();
-        rows.push((values, Cells::new(self.bounds.len())));
-        f(&rows[rows.len() - 1].1)
+        self.series
+            .with(labels, || Cells::new(self.bounds.len()), f)
     }
 
     fn sorted_rows(&self) -> Vec<(Vec<String>, Vec<u64>, f64, u64)> {
-        let rows = self.rows.read().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<_> = rows
-            .iter()
-            .map(|(labels, cells)| {
+        self.series
+            .map_sorted(|cells| {
                 (
-                    labels.to_vec(),
                     cells
                         .buckets
                         .iter()
@@ -108,9 +90,9 @@ impl HistogramVec {
                     cells.count.load(Ordering::Relaxed),
                 )
             })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+            .into_iter()
+            .map(|(labels, (buckets, sum, count))| (labels, buckets, sum, count))
+            .collect()
     }
 }
 

@@ -194,22 +194,24 @@ impl Family for Gauge {
     }
 }
 
-/// Values by label set. Label sets are few (low cardinality), so a scan of
+/// Cells by label set. Label sets are few (low cardinality), so a scan of
 /// a short vector under a read lock beats hashing, and an existing series
-/// is updated without allocating.
-struct Series {
-    rows: RwLock<Vec<(Box<[String]>, AtomicU64)>>,
+/// is updated without allocating. `C` is an atomic value, or a histogram's
+/// buckets.
+pub(crate) struct Series<C> {
+    rows: RwLock<Vec<(Box<[String]>, C)>>,
 }
 
-impl Series {
-    const fn new() -> Series {
+impl<C> Series<C> {
+    pub(crate) const fn new() -> Series<C> {
         Series {
             rows: RwLock::new(Vec::new()),
         }
     }
 
-    fn with<R>(&self, labels: &[&str], f: impl Fn(&AtomicU64) -> R) -> R {
-        let matches = |row: &(Box<[String]>, AtomicU64)| {
+    /// `f` of the cell of `labels`, made by `init` the first time.
+    pub(crate) fn with<R>(&self, labels: &[&str], init: impl Fn() -> C, f: impl Fn(&C) -> R) -> R {
+        let matches = |row: &(Box<[String]>, C)| {
             row.0.len() == labels.len() && row.0.iter().zip(labels).all(|(a, b)| a == b)
         };
         {
@@ -223,18 +225,19 @@ impl Series {
             return f(&row.1);
         }
         let label_values: Box<[String]> = labels.iter().map(|l| l.to_string()).collect();
-        rows.push((label_values, AtomicU64::new(0)));
+        rows.push((label_values, init()));
         f(&rows[rows.len() - 1].1)
     }
 
-    fn samples(&self, decode: impl Fn(u64) -> f64) -> Vec<(Vec<String>, f64)> {
+    /// `read` of every cell with its label values, sorted by them.
+    pub(crate) fn map_sorted<T>(&self, read: impl Fn(&C) -> T) -> Vec<(Vec<String>, T)> {
         let rows = self.rows.read().unwrap_or_else(|p| p.into_inner());
-        let mut samples: Vec<(Vec<String>, f64)> = rows
+        let mut out: Vec<(Vec<String>, T)> = rows
             .iter()
-            .map(|(labels, value)| (labels.to_vec(), decode(value.load(Ordering::Relaxed))))
+            .map(|(labels, cell)| (labels.to_vec(), read(cell)))
             .collect();
-        samples.sort_by(|a, b| a.0.cmp(&b.0));
-        samples
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     fn retain(&self, keep: impl Fn(&[String]) -> bool) {
@@ -243,10 +246,20 @@ impl Series {
     }
 }
 
+impl Series<AtomicU64> {
+    fn at(&self, labels: &[&str], f: impl Fn(&AtomicU64) -> u64) -> u64 {
+        self.with(labels, || AtomicU64::new(0), f)
+    }
+
+    fn samples(&self, decode: impl Fn(u64) -> f64) -> Vec<(Vec<String>, f64)> {
+        self.map_sorted(|value| decode(value.load(Ordering::Relaxed)))
+    }
+}
+
 /// A counter per label set.
 pub struct CounterVec {
     def: &'static MetricDef,
-    series: Series,
+    series: Series<AtomicU64>,
 }
 
 impl CounterVec {
@@ -259,7 +272,7 @@ impl CounterVec {
 
     pub fn add(&self, labels: &[&str], value: u64) {
         self.series
-            .with(labels, |v| v.fetch_add(value, Ordering::Relaxed));
+            .at(labels, |v| v.fetch_add(value, Ordering::Relaxed));
     }
 
     pub fn inc(&self, labels: &[&str]) {
@@ -272,7 +285,7 @@ impl CounterVec {
     }
 
     pub fn get(&self, labels: &[&str]) -> u64 {
-        self.series.with(labels, |v| v.load(Ordering::Relaxed))
+        self.series.at(labels, |v| v.load(Ordering::Relaxed))
     }
 
     /// The sum over every label set.
@@ -298,7 +311,7 @@ impl Family for CounterVec {
 /// A gauge per label set.
 pub struct GaugeVec {
     def: &'static MetricDef,
-    series: Series,
+    series: Series<AtomicU64>,
 }
 
 impl GaugeVec {
@@ -310,13 +323,14 @@ impl GaugeVec {
     }
 
     pub fn set(&self, labels: &[&str], value: f64) {
-        self.series
-            .with(labels, |v| v.store(value.to_bits(), Ordering::Relaxed));
+        self.series.at(labels, |v| {
+            v.store(value.to_bits(), Ordering::Relaxed);
+            0
+        });
     }
 
     pub fn get(&self, labels: &[&str]) -> f64 {
-        self.series
-            .with(labels, |v| f64::from_bits(v.load(Ordering::Relaxed)))
+        f64::from_bits(self.series.at(labels, |v| v.load(Ordering::Relaxed)))
     }
 
     /// The sum over every label set.
@@ -383,11 +397,8 @@ impl Registry {
     /// from the catalog, so a reader needs no dependency on the component
     /// that counts them.
     pub fn sum(&self, name: &str, keep: impl Fn(&[String]) -> bool) -> f64 {
-        self.sets()
-            .iter()
-            .flat_map(|set| set.families())
-            .filter(|family| family.def().name == name)
-            .flat_map(|family| family.samples())
+        self.samples(name)
+            .into_iter()
             .filter(|(labels, _)| keep(labels))
             .map(|(_, value)| value)
             .sum()
