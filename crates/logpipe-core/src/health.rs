@@ -8,16 +8,17 @@
 //! failing check with its reason, so an orchestrator's probe or an operator
 //! with `curl` sees what to look at.
 //!
-//! Setting a check that did not change costs one atomic load, so the
-//! collector's request path and a job's loop can report on every pass.
+//! Marking a known check as passing while none fails costs an atomic load
+//! and a shared read lock, so the collector's request path and a job's loop
+//! can report on every pass.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The checks of this process, by name.
 pub struct Readiness {
-    checks: Mutex<BTreeMap<String, Option<String>>>,
+    checks: RwLock<BTreeMap<String, Option<String>>>,
     /// The number of failing checks, for the fast path of [`Readiness::pass`].
     failing: AtomicU64,
 }
@@ -25,7 +26,7 @@ pub struct Readiness {
 /// The process-wide readiness.
 pub fn readiness() -> &'static Readiness {
     static READINESS: Readiness = Readiness {
-        checks: Mutex::new(BTreeMap::new()),
+        checks: RwLock::new(BTreeMap::new()),
         failing: AtomicU64::new(0),
     };
     &READINESS
@@ -57,22 +58,28 @@ impl Readiness {
 
     fn known(&self, name: &str) -> bool {
         self.checks
-            .lock()
+            .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(name)
     }
 
     fn set(&self, name: &str, state: Option<String>) {
-        let mut checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
-        checks.insert(name.to_string(), state);
-        let failing = checks.values().filter(|s| s.is_some()).count();
-        self.failing.store(failing as u64, Ordering::Relaxed);
+        self.change(|checks| {
+            checks.insert(name.to_string(), state);
+        });
     }
 
     /// Forgets `name` (a job that ended on purpose).
     pub fn remove(&self, name: &str) {
-        let mut checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
-        checks.remove(name);
+        self.change(|checks| {
+            checks.remove(name);
+        });
+    }
+
+    /// Applies `edit` and recounts the failing checks.
+    fn change(&self, edit: impl FnOnce(&mut BTreeMap<String, Option<String>>)) {
+        let mut checks = self.checks.write().unwrap_or_else(|p| p.into_inner());
+        edit(&mut checks);
         let failing = checks.values().filter(|s| s.is_some()).count();
         self.failing.store(failing as u64, Ordering::Relaxed);
     }
@@ -80,7 +87,7 @@ impl Readiness {
     /// Every check, by name.
     pub fn checks(&self) -> Vec<Check> {
         self.checks
-            .lock()
+            .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|(name, failing)| Check {
@@ -93,7 +100,7 @@ impl Readiness {
     /// Ready when at least one check exists (the process has started) and
     /// none fails.
     pub fn is_ready(&self) -> bool {
-        let checks = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        let checks = self.checks.read().unwrap_or_else(|p| p.into_inner());
         !checks.is_empty() && checks.values().all(|s| s.is_none())
     }
 }
@@ -119,7 +126,7 @@ mod tests {
     #[test]
     fn ready_only_when_every_check_passes_and_failures_name_their_reason() {
         let readiness = Readiness {
-            checks: Mutex::new(BTreeMap::new()),
+            checks: RwLock::new(BTreeMap::new()),
             failing: AtomicU64::new(0),
         };
         assert!(!readiness.is_ready(), "nothing started yet");
