@@ -21,7 +21,7 @@
 //! `POST /api/query` and `GET /api/alerts` are the query API's
 //! (`logpipe_http`); the page uses them for the SQL console and alerts.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -52,8 +52,6 @@ const TAIL_MAX_LIMIT: usize = 500;
 const TAIL_DEFAULT_LIMIT: usize = 50;
 /// How long a tail request reads before answering with what it has.
 const TAIL_READ_TIME: Duration = Duration::from_secs(2);
-/// Report runs started here that the job list keeps.
-const RUNS_KEPT: usize = 50;
 
 /// What the console reads: each part is there when the process's roles
 /// opened it.
@@ -65,18 +63,19 @@ pub struct Console {
     pub runner: Option<Arc<BatchRunner>>,
     /// Stream jobs whose commit chains the job list shows.
     pub stream_jobs: Vec<&'static str>,
-    runs: Mutex<VecDeque<RunView>>,
+    runs: Mutex<Vec<RunView>>,
+    next_run: std::sync::atomic::AtomicU64,
 }
 
-/// A report run started from the console, while and after it runs.
+/// A report run started from the console while it runs; once it ends the
+/// runner has recorded it in `job_runs`, where the job list reads it.
 #[derive(Clone)]
 struct RunView {
+    id: u64,
     job: &'static str,
     target: String,
     started_ms: i64,
     started: Instant,
-    outcome: Option<Result<u64, String>>,
-    duration_ms: Option<u64>,
 }
 
 impl Console {
@@ -88,7 +87,8 @@ impl Console {
             engine: None,
             runner: None,
             stream_jobs: Vec::new(),
-            runs: Mutex::new(VecDeque::new()),
+            runs: Mutex::new(Vec::new()),
+            next_run: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -110,7 +110,7 @@ impl Console {
             .merge(require(actions, auth, Scope::Admin))
     }
 
-    fn runs(&self) -> std::sync::MutexGuard<'_, VecDeque<RunView>> {
+    fn runs(&self) -> std::sync::MutexGuard<'_, Vec<RunView>> {
         self.runs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -305,6 +305,18 @@ impl TailFilter {
     }
 }
 
+/// A record's `timestamp` in seconds (epoch number or RFC 3339), 0 when it
+/// has none.
+fn time_of(value: &Value) -> f64 {
+    match value.get("timestamp") {
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
+        Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_micros() as f64 / 1e6)
+            .unwrap_or(0.0),
+        _ => 0.0,
+    }
+}
+
 /// The newest `limit` records of `topic` that `filter` keeps, among the
 /// last [`TAIL_SCAN_PER_PARTITION`] of each partition, newest first.
 async fn newest_records(
@@ -335,7 +347,8 @@ async fn newest_records(
             return Err(e.to_string());
         }
     }
-    let mut kept: Vec<(u64, u32, u64, Value)> = Vec::new();
+    // (record time, read order, partition, offset, record)
+    let mut kept: Vec<(f64, u64, u32, u64, Value)> = Vec::new();
     let deadline = Instant::now() + TAIL_READ_TIME;
     let mut order = 0u64;
     while remaining > 0 && Instant::now() < deadline {
@@ -358,29 +371,23 @@ async fn newest_records(
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&record.value).into()));
             if filter.keeps(&value) {
                 order += 1;
-                kept.push((order, record.partition, record.offset, value));
+                kept.push((
+                    time_of(&value),
+                    order,
+                    record.partition,
+                    record.offset,
+                    value,
+                ));
             }
         }
     }
     reader.close().await;
     // Newest first: by the record's time when it has one, else by read order.
-    let time = |v: &Value| match v.get("timestamp") {
-        Some(Value::Number(n)) => n.as_f64().unwrap_or(0.0),
-        Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(s)
-            .map(|t| t.timestamp_micros() as f64 / 1e6)
-            .unwrap_or(0.0),
-        _ => 0.0,
-    };
-    kept.sort_by(|a, b| {
-        time(&b.3)
-            .partial_cmp(&time(&a.3))
-            .unwrap_or(std::cmp::Ordering::Equal)
-            .then(b.0.cmp(&a.0))
-    });
+    kept.sort_by(|a, b| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)));
     Ok(kept
         .into_iter()
         .take(limit)
-        .map(|(_, partition, offset, value)| {
+        .map(|(_, _, partition, offset, value)| {
             json!({ "partition": partition, "offset": offset, "value": value })
         })
         .collect())
@@ -412,25 +419,19 @@ async fn jobs(State(console): State<Arc<Console>>) -> Response {
         .runs()
         .iter()
         .map(|run| {
-            let (status, rows, error) = match &run.outcome {
-                None => ("running", Value::Null, Value::Null),
-                Some(Ok(rows)) => ("succeeded", json!(rows), Value::Null),
-                Some(Err(e)) => ("failed", Value::Null, json!(e)),
-            };
             json!({
                 "job": run.job,
                 "target": run.target,
-                "status": status,
+                "status": "running",
                 "started_ms": run.started_ms,
-                "duration_ms": run.duration_ms.unwrap_or(run.started.elapsed().as_millis() as u64),
-                "rows": rows,
-                "error": error,
-                "source": "console",
+                "duration_ms": run.started.elapsed().as_millis() as u64,
+                "rows": Value::Null,
+                "error": Value::Null,
             })
         })
         .collect();
-    // Every other recorded run (the scheduler's, `logpipe batch`'s) from
-    // the job_runs table, once it exists.
+    // Every ended run (the console's, the scheduler's, `logpipe batch`'s)
+    // from the job_runs table, once it exists.
     if let Some(engine) = &console.engine {
         let sql = "SELECT job, target, status, CAST(to_unixtime(started_at) * 1000 AS BIGINT) AS started_ms, \
                    duration_ms, rows, error FROM job_runs ORDER BY started_at DESC LIMIT 50";
@@ -438,20 +439,7 @@ async fn jobs(State(console): State<Arc<Console>>) -> Response {
             && let Ok(text) = result.rows_json()
             && let Ok(Value::Array(rows)) = serde_json::from_str::<Value>(&text)
         {
-            for row in rows {
-                let duplicate = runs.iter().any(|r| {
-                    r["job"] == row["job"]
-                        && r["target"] == row["target"]
-                        && r["status"] != "running"
-                        && (r["started_ms"].as_i64().unwrap_or(0)
-                            - row["started_ms"].as_i64().unwrap_or(0))
-                        .abs()
-                            < 1000
-                });
-                if !duplicate {
-                    runs.push(row);
-                }
-            }
+            runs.extend(rows);
         }
     }
     runs.sort_by_key(|r| std::cmp::Reverse(r["started_ms"].as_i64().unwrap_or(0)));
@@ -537,18 +525,15 @@ async fn run_report(State(console): State<Arc<Console>>, body: axum::body::Bytes
         );
     }
     let view = RunView {
+        id: console
+            .next_run
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         job: report.job(),
         target: report.target(),
         started_ms: Utc::now().timestamp_millis(),
         started: Instant::now(),
-        outcome: None,
-        duration_ms: None,
     };
-    {
-        let mut runs = console.runs();
-        runs.push_front(view.clone());
-        runs.truncate(RUNS_KEPT);
-    }
+    console.runs().push(view.clone());
     let answer = json!({ "started": true, "job": view.job, "target": view.target });
     tracing::info!(
         job = view.job,
@@ -556,19 +541,11 @@ async fn run_report(State(console): State<Arc<Console>>, body: axum::body::Bytes
         "report run started from the console"
     );
     tokio::spawn(async move {
-        let outcome = runner
-            .run(&report, &|_| {})
-            .await
-            .map(|summary| summary.rows)
-            .map_err(|e| e.to_string());
-        let mut runs = console.runs();
-        if let Some(run) = runs
-            .iter_mut()
-            .find(|r| r.started_ms == view.started_ms && r.job == view.job)
-        {
-            run.duration_ms = Some(run.started.elapsed().as_millis() as u64);
-            run.outcome = Some(outcome);
+        // The runner records the run, failed or not, in job_runs.
+        if let Err(error) = runner.run(&report, &|_| {}).await {
+            tracing::warn!(job = view.job, target = view.target, %error, "report run from the console failed");
         }
+        console.runs().retain(|run| run.id != view.id);
     });
     (StatusCode::ACCEPTED, Json(answer)).into_response()
 }
