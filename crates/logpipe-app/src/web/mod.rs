@@ -193,42 +193,41 @@ async fn topics(State(console): State<Arc<Console>>) -> Response {
     let Some(bus) = &console.bus else {
         return missing("a bus");
     };
-    let mut topics = Vec::new();
-    for kind in RecordKind::ALL {
-        let topic = kind.topic();
-        let ends = match bus.end_offsets(topic) {
-            Ok(ends) => ends,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        };
-        let starts = match starts_of(bus.as_ref(), topic).await {
-            Ok(starts) => starts,
-            Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
-        };
-        let partitions: Vec<Value> = ends
-            .iter()
-            .enumerate()
-            .map(|(p, end)| {
-                json!({
-                    "partition": p,
-                    "start": starts.get(p).copied().unwrap_or(0).min(*end),
-                    "end": end,
-                })
-            })
-            .collect();
-        topics.push(json!({ "topic": topic, "partitions": partitions }));
+    match partitions_of_topics(bus.as_ref()).await {
+        Ok(topics) => Json(json!({ "topics": topics })).into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
-    Json(json!({ "topics": topics })).into_response()
 }
 
-/// The oldest kept offset of each partition of `topic`.
-async fn starts_of(bus: &dyn Bus, topic: &str) -> Result<Vec<u64>, String> {
+/// Each record topic's partitions with their oldest kept and end offsets,
+/// through one reader of every topic.
+async fn partitions_of_topics(bus: &dyn Bus) -> Result<Vec<Value>, String> {
+    let names: Vec<&str> = RecordKind::ALL.iter().map(|kind| kind.topic()).collect();
     let mut reader = bus
-        .reader("logpipe-console", &[topic])
+        .reader("logpipe-console", &names)
         .await
         .map_err(|e| e.to_string())?;
-    let starts = reader.start_offsets(topic).map_err(|e| e.to_string());
+    let topics = names
+        .iter()
+        .map(|topic| {
+            let ends = bus.end_offsets(topic).map_err(|e| e.to_string())?;
+            let starts = reader.start_offsets(topic).map_err(|e| e.to_string())?;
+            let partitions: Vec<Value> = ends
+                .iter()
+                .enumerate()
+                .map(|(p, end)| {
+                    json!({
+                        "partition": p,
+                        "start": starts.get(p).copied().unwrap_or(0).min(*end),
+                        "end": end,
+                    })
+                })
+                .collect();
+            Ok(json!({ "topic": topic, "partitions": partitions }))
+        })
+        .collect::<Result<Vec<Value>, String>>();
     reader.close().await;
-    starts
+    topics
 }
 
 #[derive(Deserialize)]
