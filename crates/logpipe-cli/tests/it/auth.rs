@@ -545,3 +545,36 @@ except urllib.error.HTTPError as e:
         assert!(count > 0.0, "{reason} not counted:\n{metrics}");
     }
 }
+
+/// `logpipe token` prints a new token on stdout and, on stderr, the
+/// `[[auth.tokens]]` entry whose SHA-256 lets exactly that token in; an
+/// unknown scope is refused naming the valid ones.
+#[test]
+fn logpipe_token_prints_a_token_and_the_entry_that_lets_it_in() {
+    let output = Command::new(binary())
+        .args(["token", "--name", "shipper", "--scopes", "ingest,query"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    assert_eq!(token.len(), 64, "{token}");
+    let entry = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        entry.contains("name = \"shipper\"") && entry.contains("scopes = [\"ingest\", \"query\"]"),
+        "{entry}"
+    );
+    assert!(
+        entry.contains(&format!("sha256 = \"{}\"", hash(&token))),
+        "{entry}"
+    );
+    let refused = Command::new(binary())
+        .args(["token", "--scopes", "root"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("use ingest, query and/or admin"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
