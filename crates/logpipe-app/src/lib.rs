@@ -263,9 +263,25 @@ impl Pipeline {
                     .iter()
                     .map(|p| p.clone() as Arc<dyn logpipe_sinks::StepSink>)
                     .collect();
-                Some(Arc::new(
-                    logpipe_batch::BatchRunner::open(lake.clone(), sinks).await?,
-                ))
+                let runner =
+                    logpipe_batch::BatchRunner::open(lake.clone(), sinks, wiring::jobs(resolved)?)
+                        .await?;
+                // A wrong job stops the start, not its first run at 03:00.
+                let today = chrono::Utc::now().date_naive();
+                let wrong: Vec<String> = runner
+                    .check(today)
+                    .await
+                    .into_iter()
+                    .filter_map(|check| check.outcome.err().map(|e| e.to_string()))
+                    .collect();
+                if !wrong.is_empty() {
+                    anyhow::bail!(
+                        "{} batch job(s) cannot run (`logpipe jobs check` shows the same):\n{}",
+                        wrong.len(),
+                        wrong.join("\n")
+                    );
+                }
+                Some(Arc::new(runner))
             }
             _ => None,
         };
@@ -299,7 +315,9 @@ impl Pipeline {
                     timeout: Some(config.query.timeout),
                     max_memory_bytes: Some(config.query.max_memory_bytes),
                 };
-                let engine = Arc::new(QueryEngine::open_limited(store, limits).await?);
+                let engine = QueryEngine::open_limited(store, limits).await?;
+                engine.add_tables(&wiring::job_tables(resolved)?);
+                let engine = Arc::new(engine);
                 console.engine = Some(engine.clone());
                 router = router.merge(logpipe_http::query_routes(engine, auth.as_ref()));
             }
@@ -356,10 +374,9 @@ impl Pipeline {
                 }
             }
             if let Some(runner) = runner.clone().filter(|_| self.has(Role::Reports)) {
-                let schedules = config.reports.schedules()?;
                 let stop = supervisor.shutdown(stages.ingest);
-                supervisor.spawn(stages.ingest, "report scheduler", async move {
-                    logpipe_batch::schedule::run(runner, schedules, stop).await;
+                supervisor.spawn(stages.ingest, "job scheduler", async move {
+                    logpipe_batch::schedule::run(runner, stop).await;
                     Ok(())
                 });
             }

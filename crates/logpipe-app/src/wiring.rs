@@ -102,3 +102,23 @@ pub fn producer_name(role: &str, port: u16) -> String {
         .collect();
     format!("{role}-{host}-{port}")
 }
+
+/// The batch jobs: the built-in reports, scheduled by `[reports]`, and the
+/// files of `[jobs] dir`.
+pub fn jobs(resolved: &Resolved) -> Result<Vec<logpipe_batch::JobDef>> {
+    let config = &resolved.config;
+    let schedules = config.reports.schedules()?;
+    Ok(logpipe_batch::job::load(
+        config.jobs.dir.as_deref(),
+        &schedules,
+    )?)
+}
+
+/// The tables users' jobs write, for a query engine over the lake.
+pub fn job_tables(resolved: &Resolved) -> Result<Vec<&'static logpipe_core::tables::TableDef>> {
+    Ok(jobs(resolved)?
+        .iter()
+        .filter(|job| !job.is_built_in())
+        .map(|job| job.table)
+        .collect())
+}

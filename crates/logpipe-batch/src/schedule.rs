@@ -1,83 +1,88 @@
-//! Runs the reports on cron schedules inside `logpipe up` (`[reports]`).
-//! Times are UTC. The daily report runs for the previous day, the weekly
-//! for the previous ISO week, the service analysis for the 7 days before
-//! today. A failed run is logged and recorded; the next tick runs again.
+//! Runs the jobs on their cron schedules inside `logpipe up`. Times are
+//! UTC; each run covers the last whole period before its day
+//! ([`crate::PeriodKind::scheduled`]). Jobs due at the same minute run one
+//! after another in dependency order; a job whose input job failed (or was
+//! skipped) in that round is skipped, with the reason in `job_runs`. A
+//! failed run is logged and recorded; the next tick runs again.
 
 use std::sync::Arc;
 
-use chrono::{Duration as Days, Utc};
-use croner::Cron;
+use chrono::Utc;
 use tokio::sync::watch;
 
 use crate::{BatchRunner, Report};
 
-fn report_for(name: &str, today: chrono::NaiveDate) -> Report {
-    match name {
-        "daily" => Report::Daily {
-            date: today - Days::days(1),
-        },
-        "weekly" => Report::weekly_of(today - Days::days(7)),
-        _ => Report::Service {
-            start: today - Days::days(7),
-            end: today - Days::days(1),
-        },
-    }
-}
-
-/// Runs until `stop` turns true. `schedules` are `[reports]`'s, parsed
-/// and validated by `ReportsConfig::schedules`.
-pub async fn run(
-    runner: Arc<BatchRunner>,
-    schedules: Vec<(&'static str, Cron)>,
-    mut stop: watch::Receiver<bool>,
-) {
-    if schedules.is_empty() {
+/// Runs until `stop` turns true.
+pub async fn run(runner: Arc<BatchRunner>, mut stop: watch::Receiver<bool>) {
+    let scheduled: Vec<_> = runner
+        .jobs()
+        .iter()
+        .filter_map(|job| {
+            job.schedule
+                .as_ref()
+                .map(|(_, cron)| (job.clone(), cron.clone()))
+        })
+        .collect();
+    if scheduled.is_empty() {
         return;
     }
     loop {
         let now = Utc::now();
-        let next = schedules
+        let next: Vec<_> = scheduled
             .iter()
-            .filter_map(|(name, cron)| {
+            .filter_map(|(job, cron)| {
                 cron.find_next_occurrence(&now, false)
                     .ok()
-                    .map(|t| (t, *name))
+                    .map(|at| (at, job.clone()))
             })
-            .min_by_key(|(t, _)| *t);
-        let Some((at, scheduled)) = next else { return };
+            .collect();
+        let Some(at) = next.iter().map(|(at, _)| *at).min() else {
+            return;
+        };
         let wait = (at - now).to_std().unwrap_or_default();
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => return,
         }
-        let report = report_for(scheduled, at.date_naive());
-        match runner.run(&report, &|_| {}).await {
-            Ok(summary) => tracing::info!(
-                job = summary.job,
-                target = summary.target,
-                rows = summary.rows,
-                ms = summary.duration.as_millis() as u64,
-                "scheduled report written"
-            ),
-            Err(error) => {
-                tracing::error!(job = report.job(), target = report.target(), %error, "scheduled report failed")
+        // In the runner's (dependency) order.
+        let due: Vec<_> = next
+            .into_iter()
+            .filter(|(when, _)| *when == at)
+            .map(|(_, job)| job)
+            .collect();
+        let mut failed: Vec<&'static str> = Vec::new();
+        for job in runner
+            .jobs()
+            .iter()
+            .filter(|j| due.iter().any(|d| d.name == j.name))
+        {
+            let report = Report::new(job.clone(), job.period.scheduled(at.date_naive()));
+            if let Some(input) = job.inputs.iter().find(|i| failed.contains(i)) {
+                let reason =
+                    format!("{input}, whose output it reads, did not succeed in this round");
+                tracing::warn!(
+                    job = job.name,
+                    target = report.target(),
+                    reason,
+                    "scheduled job skipped"
+                );
+                runner.skip(&report, &reason).await;
+                failed.push(job.name);
+                continue;
+            }
+            match runner.run(&report, &|_| {}).await {
+                Ok(summary) => tracing::info!(
+                    job = summary.job,
+                    target = summary.target,
+                    rows = summary.rows,
+                    ms = summary.duration.as_millis() as u64,
+                    "scheduled job written"
+                ),
+                Err(error) => {
+                    failed.push(job.name);
+                    tracing::error!(job = job.name, target = report.target(), %error, "scheduled job failed")
+                }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_schedule_runs_its_report_for_the_period_before() {
-        let today = chrono::NaiveDate::from_ymd_opt(2026, 1, 13).unwrap();
-        assert_eq!(report_for("daily", today).target(), "2026-01-12");
-        assert_eq!(report_for("weekly", today).target(), "2026-W02");
-        assert_eq!(
-            report_for("service", today).target(),
-            "2026-01-06..2026-01-12"
-        );
     }
 }

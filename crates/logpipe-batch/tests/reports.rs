@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use logpipe_batch::{BatchRunner, Report};
+use logpipe_batch::{BatchRunner, Period, Report};
 use logpipe_config::Compression;
 use logpipe_core::record::{LogRecord, ValidationLimits};
 use logpipe_core::tables::LogBatchBuilder;
@@ -110,24 +110,31 @@ fn check_golden(name: &str, actual: &str) {
     assert_eq!(actual, expected, "{name} differs from {}", path.display());
 }
 
-fn reports() -> [(Report, &'static str, &'static str); 3] {
+/// A runner of the built-in jobs only.
+async fn runner(lake: Lake, sinks: Vec<Arc<dyn StepSink>>) -> BatchRunner {
+    let jobs = logpipe_batch::job::load(None, &[]).unwrap();
+    BatchRunner::open(lake, sinks, jobs).await.unwrap()
+}
+
+fn reports(runner: &BatchRunner) -> [(Report, &'static str, &'static str); 3] {
     let date = NaiveDate::from_ymd_opt(2026, 1, 11).unwrap();
+    let job = |name: &str| runner.job(name).unwrap();
     [
         (
-            Report::Daily { date },
+            Report::new(job("daily_report"), Period::Day(date)),
             "daily_report",
             "SELECT * FROM daily_report WHERE date = '2026-01-11' ORDER BY service, level",
         ),
         (
-            Report::weekly_of(date),
+            Report::new(job("weekly_analysis"), Period::week_of(date)),
             "weekly_analysis",
             "SELECT * FROM weekly_analysis WHERE week = '2026-W02' ORDER BY date, service",
         ),
         (
-            Report::Service {
-                start: NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(),
-                end: date,
-            },
+            Report::new(
+                job("service_analysis"),
+                Period::Range(NaiveDate::from_ymd_opt(2026, 1, 5).unwrap(), date),
+            ),
             "service_analysis",
             "SELECT * FROM service_analysis ORDER BY service",
         ),
@@ -138,8 +145,8 @@ fn reports() -> [(Report, &'static str, &'static str); 3] {
 async fn reports_match_their_golden_files_and_reruns_are_identical() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = seed_lake(tmp.path()).await;
-    let runner = BatchRunner::open(lake, Vec::new()).await.unwrap();
-    for (report, name, query) in reports() {
+    let runner = runner(lake, Vec::new()).await;
+    for (report, name, query) in reports(&runner) {
         let first = runner.run(&report, &|_| {}).await.unwrap();
         assert!(first.rows > 0, "{name} wrote nothing");
         let csv = table_csv(tmp.path(), query).await;
@@ -187,8 +194,8 @@ async fn reports_replace_their_period_in_postgres() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = seed_lake(tmp.path()).await;
     let sink: Arc<dyn StepSink> = Arc::new(PostgresSink::new(postgres.clone()));
-    let runner = BatchRunner::open(lake, vec![sink]).await.unwrap();
-    for (report, name, _) in reports() {
+    let runner = runner(lake, vec![sink]).await;
+    for (report, name, _) in reports(&runner) {
         let first = runner.run(&report, &|_| {}).await.unwrap();
         runner.run(&report, &|_| {}).await.unwrap();
         let rows = postgres
@@ -232,10 +239,11 @@ async fn a_failed_run_is_recorded_with_its_reason() {
         "not a directory",
     )
     .unwrap();
-    let runner = BatchRunner::open(lake, Vec::new()).await.unwrap();
-    let report = Report::Daily {
-        date: NaiveDate::from_ymd_opt(2026, 1, 11).unwrap(),
-    };
+    let runner = runner(lake, Vec::new()).await;
+    let report = Report::new(
+        runner.job("daily_report").unwrap(),
+        Period::Day(NaiveDate::from_ymd_opt(2026, 1, 11).unwrap()),
+    );
     assert!(runner.run(&report, &|_| {}).await.is_err());
     let runs = table_csv(
         tmp.path(),
@@ -243,4 +251,161 @@ async fn a_failed_run_is_recorded_with_its_reason() {
     )
     .await;
     assert_eq!(runs, "job,status,has_error\ndaily_report,failed,true\n");
+}
+
+/// A users' jobs directory: one job reading the lake, one reading that
+/// job's output, and the runner placing the second after the first.
+fn jobs_dir(tmp: &Path, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = tmp.join("jobs-src");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    dir
+}
+
+const ERRORS_BY_LEVEL: &str = "-- period: day\n\
+    SELECT level, count(*) AS count\n\
+    FROM logs\n\
+    WHERE year = {year} AND month = {month} AND day = {day}\n\
+    GROUP BY level\n";
+
+/// Reads errors_by_level's output: it must run after it.
+const ERROR_SHARE: &str = "-- period: day\n-- output: results/error_share\n\
+    SELECT CAST(sum(CASE WHEN level = 'ERROR' THEN count ELSE 0 END) AS DOUBLE) / sum(count) AS share\n\
+    FROM errors_by_level\n\
+    WHERE date = '{date}'\n";
+
+#[tokio::test]
+async fn users_jobs_run_after_their_inputs_and_a_wrong_one_is_placed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = seed_lake(tmp.path()).await;
+    // a_share sorts first by name; it reads errors_by_level, so runs after.
+    let dir = jobs_dir(
+        tmp.path(),
+        &[
+            ("a_share.sql", ERROR_SHARE),
+            ("errors_by_level.sql", ERRORS_BY_LEVEL),
+        ],
+    );
+    let jobs = logpipe_batch::job::load(Some(&dir), &[]).unwrap();
+    let runner = BatchRunner::open(lake, Vec::new(), jobs).await.unwrap();
+    let names: Vec<_> = runner.jobs().iter().map(|j| j.name).collect();
+    assert_eq!(
+        names,
+        [
+            "daily_report",
+            "weekly_analysis",
+            "service_analysis",
+            "errors_by_level",
+            "a_share"
+        ]
+    );
+    assert_eq!(runner.jobs()[4].inputs, ["errors_by_level"]);
+    // Planned before either ran: a_share against errors_by_level's
+    // planned columns.
+    let today = NaiveDate::from_ymd_opt(2026, 1, 12).unwrap();
+    for check in runner.check(today).await {
+        assert!(
+            check.outcome.is_ok(),
+            "{}: {:?}",
+            check.job.name,
+            check.outcome.err()
+        );
+    }
+    let day = Period::Day(NaiveDate::from_ymd_opt(2026, 1, 11).unwrap());
+    for name in ["errors_by_level", "a_share"] {
+        let report = Report::new(runner.job(name).unwrap(), day);
+        assert!(!runner.done(&report).await.unwrap());
+        runner.run(&report, &|_| {}).await.unwrap();
+        assert!(runner.done(&report).await.unwrap());
+    }
+    assert!(
+        tmp.path()
+            .join("jobs/errors_by_level/date=2026-01-11/part-0.parquet")
+            .exists()
+    );
+    let engine = QueryEngine::open(&store_of(tmp.path())).await.unwrap();
+    engine.add_tables(&runner.job_tables());
+    let total = engine
+        .sql(
+            "SELECT sum(count) AS n FROM errors_by_level WHERE date = '2026-01-11'",
+            10,
+        )
+        .await
+        .unwrap();
+    let lake_total = engine
+        .sql(
+            "SELECT count(*) AS n FROM logs WHERE year = 2026 AND month = 1 AND day = 11",
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        total.render(OutputFormat::Csv).unwrap(),
+        lake_total.render(OutputFormat::Csv).unwrap()
+    );
+
+    // A typo in a column is refused with the file, line and column.
+    let typo = "-- period: day\nSELECT level,\n       count(*) AS count\nFROM logs\nWHERE year = {year} AND levle = 'ERROR'\nGROUP BY level\n";
+    let dir = jobs_dir(tmp.path(), &[("typo.sql", typo)]);
+    std::fs::remove_file(dir.join("a_share.sql")).unwrap();
+    std::fs::remove_file(dir.join("errors_by_level.sql")).unwrap();
+    let jobs = logpipe_batch::job::load(Some(&dir), &[]).unwrap();
+    let lake = Lake::open(&store_of(tmp.path()), Compression::Zstd);
+    let runner = BatchRunner::open(lake, Vec::new(), jobs).await.unwrap();
+    let checks = runner.check(today).await;
+    let error = checks
+        .iter()
+        .find(|c| c.job.name == "typo")
+        .unwrap()
+        .outcome
+        .as_ref()
+        .unwrap_err()
+        .to_string();
+    let column = typo.lines().nth(4).unwrap().find("levle").unwrap() + 1;
+    assert!(
+        error.starts_with(&format!("{}:5:{column}: ", dir.join("typo.sql").display())),
+        "{error}"
+    );
+    assert!(error.contains("levle"), "{error}");
+
+    // A syntax error too, at parse time.
+    std::fs::write(
+        dir.join("typo.sql"),
+        "-- period: day\nSELECT level\nFORM logs\n",
+    )
+    .unwrap();
+    let jobs = logpipe_batch::job::load(Some(&dir), &[]).unwrap();
+    let lake = Lake::open(&store_of(tmp.path()), Compression::Zstd);
+    let error = BatchRunner::open(lake, Vec::new(), jobs)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.starts_with(&format!("{}:3:", dir.join("typo.sql").display())),
+        "{error}"
+    );
+
+    // Jobs that read each other in a circle are refused, naming them.
+    std::fs::remove_file(dir.join("typo.sql")).unwrap();
+    let dir = jobs_dir(
+        tmp.path(),
+        &[
+            ("ping.sql", "SELECT * FROM pong WHERE date = '{date}'"),
+            ("pong.sql", "SELECT * FROM ping WHERE date = '{date}'"),
+        ],
+    );
+    let jobs = logpipe_batch::job::load(Some(&dir), &[]).unwrap();
+    let lake = Lake::open(&store_of(tmp.path()), Compression::Zstd);
+    let error = BatchRunner::open(lake, Vec::new(), jobs)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("ping reads pong; pong reads ping"),
+        "{error}"
+    );
 }

@@ -35,6 +35,10 @@ pub(crate) enum Command {
     Sql(SqlArgs),
     /// Run one batch report now (re-running a period replaces its output).
     Batch(BatchArgs),
+    /// Batch jobs written in SQL: the built-in reports and the files of
+    /// `[jobs] dir` (docs/jobs.md). List, show, check, run and backfill.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
     /// Run only the HTTP collector (and query API) against a Kafka cluster;
     /// start as many as the load needs.
     Collector(CollectorArgs),
@@ -51,6 +55,54 @@ pub(crate) enum Command {
     /// commit records, every Parquet file), changing nothing; exits 1 when
     /// something is damaged.
     Check(CheckArgs),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum JobsCommand {
+    /// Every job: period, schedule, output, the jobs it reads, last run.
+    List(JobsArgs),
+    /// Print a job's file (the built-in ones too: copy one to start yours).
+    Show {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The job's name.
+        name: String,
+    },
+    /// Parse and plan every job against the lake's tables without running
+    /// it; exits 1 naming the file, line and column of each wrong one.
+    Check(JobsArgs),
+    /// Run one job now, for one period or a backfill of many. A re-run
+    /// replaces that period's output.
+    Run(JobsRunArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct JobsArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct JobsRunArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// The job's name (`logpipe jobs list`).
+    pub(crate) name: String,
+    /// The period containing this day [default: the last whole period,
+    /// as a scheduled run would].
+    #[arg(long, value_name = "YYYY-MM-DD", conflicts_with_all = ["from", "to"])]
+    pub(crate) date: Option<chrono::NaiveDate>,
+    /// A backfill: every period from this day … (a range job runs once,
+    /// over the whole span).
+    #[arg(long, value_name = "YYYY-MM-DD", requires = "to")]
+    pub(crate) from: Option<chrono::NaiveDate>,
+    /// … to this day, included.
+    #[arg(long, value_name = "YYYY-MM-DD", requires = "from")]
+    pub(crate) to: Option<chrono::NaiveDate>,
+    /// In a backfill, run periods whose output exists too (they are
+    /// skipped by default, so a stopped backfill resumes where it was).
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 #[derive(Args)]

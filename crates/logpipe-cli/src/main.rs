@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             Command::Generate(args) => commands::generate::run(args).await,
             Command::Sql(args) => commands::sql::run(args).await,
             Command::Batch(args) => commands::batch::run(args).await,
+            Command::Jobs(command) => commands::jobs::run(command).await,
             Command::Collector(args) => commands::collector::run(args).await,
             Command::Stream(args) => commands::stream::run(args).await,
             Command::Tail(args) => commands::tail::run(args).await,

@@ -26,6 +26,7 @@ mod bus;
 mod collector;
 mod error;
 mod generator;
+mod jobs;
 mod lake;
 mod postgres;
 mod query;
@@ -41,6 +42,7 @@ pub use collector::CollectorConfig;
 pub use error::ConfigError;
 use error::invalid;
 pub use generator::{GeneratorConfig, IncidentConfig, IncidentKind};
+pub use jobs::JobsConfig;
 pub use lake::{Compression, DataLossPolicy, LakeConfig};
 pub use postgres::PostgresConfig;
 pub use query::QueryConfig;
@@ -71,6 +73,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub postgres: PostgresConfig,
     pub reports: ReportsConfig,
+    pub jobs: JobsConfig,
     pub generator: GeneratorConfig,
     pub auth: AuthConfig,
     pub query: QueryConfig,
@@ -89,6 +92,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             postgres: PostgresConfig::default(),
             reports: ReportsConfig::default(),
+            jobs: JobsConfig::default(),
             generator: GeneratorConfig::default(),
             auth: AuthConfig::default(),
             query: QueryConfig::default(),
@@ -147,6 +151,7 @@ impl Config {
         self.generator.validate()?;
         self.auth.validate()?;
         self.query.validate()?;
+        self.jobs.validate()?;
         Ok(())
     }
 }

@@ -71,6 +71,8 @@ pub(crate) async fn register(
         None => config.infer_schema(&ctx.state()).await?,
     };
     let listing = ListingTable::try_new(config)?;
+    // Replaces a stand-in registered while planning (`register_planned`).
+    ctx.deregister_table(table.name)?;
     ctx.register_table(table.name, Arc::new(listing))?;
     Ok(())
 }

@@ -43,6 +43,45 @@ pub use catalog::LAKE_URL;
 pub use error::{QueryError, Result};
 pub use render::{OutputFormat, QueryResult};
 
+use arrow::datatypes::SchemaRef;
+
+/// A statement DataFusion could not parse or plan: its message and, when
+/// known, where (1-based line and column in the statement's text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlProblem {
+    pub message: String,
+    pub at: Option<(u64, u64)>,
+}
+
+impl SqlProblem {
+    fn new(message: String) -> SqlProblem {
+        SqlProblem { message, at: None }
+    }
+
+    fn of(error: datafusion::error::DataFusionError) -> SqlProblem {
+        let span = error
+            .diagnostic()
+            .and_then(|d| d.span)
+            .map(|span| (span.start.line, span.start.column));
+        let root = error.find_root().to_string();
+        let at = span.or_else(|| parser_location(&root));
+        SqlProblem { message: root, at }
+    }
+}
+
+/// `… at Line: 3, Column: 8` as the SQL parser writes it.
+fn parser_location(message: &str) -> Option<(u64, u64)> {
+    let number = |after: &str| -> Option<u64> {
+        let start = message.rfind(after)? + after.len();
+        let digits: String = message[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    Some((number("Line: ")?, number("Column: ")?))
+}
+
 /// A DataFusion session with the lake tables registered.
 pub struct QueryEngine {
     ctx: SessionContext,
@@ -70,9 +109,13 @@ impl QueryEngine {
 
     /// [`QueryEngine::open`] whose queries `limits` bound.
     pub async fn open_limited(store: &LakeStore, limits: QueryLimits) -> Result<QueryEngine> {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_default_catalog_and_schema("logpipe", "lake");
+        // Spans let a planning error (unknown column, wrong type) say where
+        // in the statement it is: `logpipe jobs check` names file, line and
+        // column.
+        config.options_mut().sql_parser.collect_spans = true;
         // DataFusion caches directory listings forever by default; a live
         // lake gains files every second, so listing is never cached. File
         // statistics and footers stay cached: committed files never change.
@@ -124,6 +167,59 @@ impl QueryEngine {
                     .retain(|t| t.name != table.name);
             }
         }
+        Ok(())
+    }
+
+    /// Adds tables outside the built-in catalog (users' batch jobs'
+    /// outputs), registered once their first file exists.
+    pub fn add_tables(&self, tables: &[&'static TableDef]) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        for table in tables {
+            if !pending.iter().any(|t| t.name == table.name) {
+                pending.push(table);
+            }
+        }
+    }
+
+    /// Plans `sql` without running it: the schema of its result, or what is
+    /// wrong and where (line and column, 1-based, when DataFusion knows).
+    pub async fn plan(&self, sql: &str) -> std::result::Result<SchemaRef, SqlProblem> {
+        self.register_new_tables()
+            .await
+            .map_err(|e| SqlProblem::new(e.to_string()))?;
+        let plan = self
+            .ctx
+            .state()
+            .create_logical_plan(sql)
+            .await
+            .map_err(SqlProblem::of)?;
+        Ok(Arc::new(plan.schema().as_arrow().clone()))
+    }
+
+    /// The tables `sql` reads (CTE names excluded), lower-cased as
+    /// DataFusion resolves them.
+    pub fn tables_read(&self, sql: &str) -> std::result::Result<Vec<String>, SqlProblem> {
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state
+            .sql_to_statement(sql, &dialect)
+            .map_err(SqlProblem::of)?;
+        let tables = state
+            .resolve_table_references(&statement)
+            .map_err(SqlProblem::of)?;
+        Ok(tables.iter().map(|t| t.table().to_string()).collect())
+    }
+
+    /// Registers an empty table `name` with `schema` when no table of that
+    /// name has files yet, so a job reading another job's output can be
+    /// planned before that job first ran.
+    pub async fn register_planned(&self, name: &str, schema: SchemaRef) -> Result<()> {
+        self.register_new_tables().await?;
+        if self.ctx.table_exist(name)? {
+            return Ok(());
+        }
+        let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])?;
+        self.ctx.register_table(name, Arc::new(empty))?;
         Ok(())
     }
 

@@ -32,7 +32,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{NaiveDate, Utc};
-use logpipe_batch::{BatchRunner, Report};
+use logpipe_batch::{BatchRunner, JobDef, Period, PeriodKind, Report};
 use logpipe_bus::Bus;
 use logpipe_config::Scope;
 use logpipe_core::record::RecordKind;
@@ -463,23 +463,34 @@ fn parse_date(field: &str, text: &str) -> Result<NaiveDate, String> {
         .map_err(|_| format!("{field} must be a date like 2026-01-15, not {text:?}"))
 }
 
-/// The report a request asks for: `daily` for `date` (default yesterday),
-/// `weekly` for the ISO week of `date` (default last week), `service` from
-/// `date` to `to` (default the 7 days before today).
-fn report_of(request: &RunRequest, today: NaiveDate) -> Result<Report, String> {
+/// The run a request asks for: `report` is a job's name, or `daily`,
+/// `weekly`, `service` for the built-in reports. A day job runs for `date`
+/// (default yesterday), a week job for the ISO week of `date` (default
+/// last week), a range job from `date` to `to` (default the job's days
+/// before today). `job` finds a job by name.
+fn report_of(
+    request: &RunRequest,
+    today: NaiveDate,
+    job: impl Fn(&str) -> Result<Arc<JobDef>, String>,
+) -> Result<Report, String> {
     let date = request
         .date
         .as_deref()
         .map(|d| parse_date("date", d))
         .transpose()?;
     let yesterday = today.pred_opt().unwrap_or(today);
-    Ok(match request.report.as_str() {
-        "daily" => Report::Daily {
-            date: date.unwrap_or(yesterday),
-        },
-        "weekly" => Report::weekly_of(date.unwrap_or(today - chrono::Days::new(7))),
-        "service" => {
-            let start = date.unwrap_or(today - chrono::Days::new(7));
+    let name = match request.report.as_str() {
+        "daily" => "daily_report",
+        "weekly" => "weekly_analysis",
+        "service" => "service_analysis",
+        other => other,
+    };
+    let job = job(name)?;
+    let period = match job.period {
+        PeriodKind::Day => Period::Day(date.unwrap_or(yesterday)),
+        PeriodKind::Week => Period::week_of(date.unwrap_or(today - chrono::Days::new(7))),
+        PeriodKind::Range { days } => {
+            let start = date.unwrap_or(today - chrono::Days::new(u64::from(days)));
             let end = match request.to.as_deref() {
                 Some(to) => parse_date("to", to)?,
                 None => start.max(yesterday),
@@ -487,14 +498,10 @@ fn report_of(request: &RunRequest, today: NaiveDate) -> Result<Report, String> {
             if end < start {
                 return Err(format!("to ({end}) is before date ({start})"));
             }
-            Report::Service { start, end }
+            Period::Range(start, end)
         }
-        other => {
-            return Err(format!(
-                "report must be daily, weekly or service, not {other:?}"
-            ));
-        }
-    })
+    };
+    Ok(Report::new(job, period))
 }
 
 async fn run_report(State(console): State<Arc<Console>>, body: axum::body::Bytes) -> Response {
@@ -504,7 +511,7 @@ async fn run_report(State(console): State<Arc<Console>>, body: axum::body::Bytes
             return error(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "body must be {{\"report\": \"daily|weekly|service\", \"date\": \"YYYY-MM-DD\"}}: {e}"
+                    "body must be {{\"report\": \"daily|weekly|service|JOB\", \"date\": \"YYYY-MM-DD\"}}: {e}"
                 ),
             );
         }
@@ -513,11 +520,13 @@ async fn run_report(State(console): State<Arc<Console>>, body: axum::body::Bytes
         return missing("the batch reports (they need the lake)");
     };
     let today = Utc::now().date_naive();
-    let report = match report_of(&request, today) {
+    let report = match report_of(&request, today, |name| {
+        runner.job(name).map_err(|e| format!("report: {e}"))
+    }) {
         Ok(report) => report,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    if report_day(&report) > today {
+    if report.first_day() > today {
         return error(
             StatusCode::BAD_REQUEST,
             format!("{} is in the future", report.target()),
@@ -549,15 +558,6 @@ async fn run_report(State(console): State<Arc<Console>>, body: axum::body::Bytes
     (StatusCode::ACCEPTED, Json(answer)).into_response()
 }
 
-/// The first day a report covers.
-fn report_day(report: &Report) -> NaiveDate {
-    match report {
-        Report::Daily { date } => *date,
-        Report::Weekly { monday } => *monday,
-        Report::Service { start, .. } => *start,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,28 +573,39 @@ mod tests {
     #[test]
     fn a_report_request_names_what_is_wrong() {
         let today = NaiveDate::from_ymd_opt(2026, 12, 5).unwrap();
-        assert_eq!(
-            report_of(&request("daily", None, None), today).unwrap(),
-            Report::Daily {
-                date: NaiveDate::from_ymd_opt(2026, 12, 4).unwrap()
-            }
-        );
-        let weekly = report_of(&request("weekly", Some("2026-12-02"), None), today).unwrap();
+        let jobs: Vec<Arc<JobDef>> = logpipe_batch::job::load(None, &[])
+            .unwrap()
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let job = |name: &str| {
+            jobs.iter()
+                .find(|j| j.name == name)
+                .cloned()
+                .ok_or_else(|| format!("report: no job is named {name:?}"))
+        };
+        let daily = report_of(&request("daily", None, None), today, job).unwrap();
+        assert_eq!(daily.job(), "daily_report");
+        assert_eq!(daily.target(), "2026-12-04");
+        let weekly = report_of(&request("weekly", Some("2026-12-02"), None), today, job).unwrap();
         assert_eq!(weekly.target(), "2026-W49");
+        let service = report_of(&request("service_analysis", None, None), today, job).unwrap();
+        assert_eq!(service.target(), "2026-11-28..2026-12-04");
         assert!(
-            report_of(&request("monthly", None, None), today)
+            report_of(&request("monthly", None, None), today, job)
                 .unwrap_err()
-                .contains("daily, weekly or service")
+                .contains("no job is named \"monthly\"")
         );
         assert!(
-            report_of(&request("daily", Some("12/04/2026"), None), today)
+            report_of(&request("daily", Some("12/04/2026"), None), today, job)
                 .unwrap_err()
                 .contains("date must be a date like")
         );
         assert!(
             report_of(
                 &request("service", Some("2026-12-03"), Some("2026-12-01")),
-                today
+                today,
+                job
             )
             .unwrap_err()
             .contains("before")

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use logpipe_app::wiring;
-use logpipe_batch::{BatchRunner, Report};
+use logpipe_batch::{BatchRunner, Period, Report};
 use logpipe_sinks::StepSink;
 
 use crate::args::{BatchArgs, BatchReport};
@@ -14,30 +14,38 @@ use crate::args::{BatchArgs, BatchReport};
 pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode> {
     let (resolved, store) = args.config.load_existing()?;
     let today = chrono::Utc::now().date_naive();
-    let report = match args.report {
-        BatchReport::Daily { date } => Report::Daily {
-            date: date.unwrap_or(today - chrono::Duration::days(1)),
-        },
+    let (job, period) = match args.report {
+        BatchReport::Daily { date } => (
+            "daily_report",
+            Period::Day(date.unwrap_or(today - chrono::Duration::days(1))),
+        ),
         BatchReport::Weekly {
             week: Some(week), ..
-        } => Report::parse_week(&week)?,
-        BatchReport::Weekly { date, .. } => {
-            Report::weekly_of(date.unwrap_or(today - chrono::Duration::days(7)))
-        }
+        } => ("weekly_analysis", Period::parse_week(&week)?),
+        BatchReport::Weekly { date, .. } => (
+            "weekly_analysis",
+            Period::week_of(date.unwrap_or(today - chrono::Duration::days(7))),
+        ),
         BatchReport::Service { from, to } => {
             let start = from.unwrap_or(today - chrono::Duration::days(7));
             let end = to.unwrap_or(today - chrono::Duration::days(1));
             if end < start {
                 bail!("--to {end} is before --from {start}");
             }
-            Report::Service { start, end }
+            ("service_analysis", Period::Range(start, end))
         }
     };
     let sinks: Vec<Arc<dyn StepSink>> = match wiring::postgres(&resolved).await? {
         Some(postgres) => vec![Arc::new(postgres)],
         None => Vec::new(),
     };
-    let runner = BatchRunner::open(wiring::lake(&resolved, &store)?, sinks).await?;
+    let runner = BatchRunner::open(
+        wiring::lake(&resolved, &store)?,
+        sinks,
+        wiring::jobs(&resolved)?,
+    )
+    .await?;
+    let report = Report::new(runner.job(job)?, period);
     let terminal = std::io::stderr().is_terminal();
     let progress = |stage: &str| {
         if terminal {

@@ -4,6 +4,7 @@ pub(crate) mod batch;
 pub(crate) mod check;
 pub(crate) mod collector;
 pub(crate) mod generate;
+pub(crate) mod jobs;
 pub(crate) mod sql;
 pub(crate) mod stream;
 pub(crate) mod tail;

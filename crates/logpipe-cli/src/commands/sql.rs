@@ -9,8 +9,13 @@ use logpipe_query::{OutputFormat, QueryEngine};
 use crate::args::{FormatArg, SqlArgs};
 
 pub(crate) async fn run(args: SqlArgs) -> Result<ExitCode> {
-    let (_, store) = args.config.load_existing()?;
+    let (resolved, store) = args.config.load_existing()?;
     let engine = QueryEngine::open(&store).await?;
+    match logpipe_app::wiring::job_tables(&resolved) {
+        Ok(tables) => engine.add_tables(&tables),
+        // The lake stays readable while a job file is being fixed.
+        Err(error) => eprintln!("warning: the jobs' tables are left out: {error:#}"),
+    }
     let result = engine.sql(&args.sql, args.max_rows).await?;
     let format = match args.format {
         FormatArg::Table => OutputFormat::Table,

@@ -7,6 +7,7 @@
 //! - `kafka.rs`: the same on a Kafka-protocol broker.
 //! - `auth.rs`: tokens and scopes on every route, query limits.
 //! - `faults.rs`: the disk fills up and frees under load.
+//! - `jobs.rs`: a batch job of the user's own, scheduled, by hand, backfilled.
 //! - `console.rs`: the web console in a real browser, `logpipe tail`.
 //! - `answers.rs`: a refused request stores nothing, on both buses.
 //! - `load.rs`: load clients and what the lake holds of their records.
@@ -24,6 +25,7 @@ mod answers;
 mod auth;
 mod console;
 mod faults;
+mod jobs;
 mod kafka;
 mod load;
 mod observability;

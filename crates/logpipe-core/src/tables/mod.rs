@@ -68,9 +68,33 @@ pub struct TableDef {
     pub(crate) order: u8,
 }
 
+/// Catalog position of the tables users' batch jobs write: after every
+/// built-in one. They are never in a commit record.
+const JOB_TABLE_ORDER: u8 = u8::MAX;
+
+impl TableDef {
+    /// The output table of a user's batch job: `dir` partitioned by
+    /// `columns` (text values), its schema read from its first file.
+    /// Leaked: a job's table lives as long as the process, like the
+    /// built-in ones.
+    pub fn job_output(
+        name: String,
+        dir: String,
+        columns: &'static [&'static str],
+    ) -> &'static TableDef {
+        Box::leak(Box::new(TableDef {
+            name: Box::leak(name.into_boxed_str()),
+            dir: Box::leak(dir.into_boxed_str()),
+            partitioning: Partitioning::Text(columns),
+            schema: None,
+            order: JOB_TABLE_ORDER,
+        }))
+    }
+}
+
 impl PartialEq for TableDef {
     fn eq(&self, other: &Self) -> bool {
-        self.order == other.order
+        self.order == other.order && self.name == other.name
     }
 }
 
@@ -84,7 +108,7 @@ impl PartialOrd for TableDef {
 
 impl Ord for TableDef {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.order.cmp(&other.order)
+        (self.order, self.name).cmp(&(other.order, other.name))
     }
 }
 

@@ -1,3 +1,10 @@
+-- name: service_analysis
+-- period: range
+-- days: 7
+-- output: analysis/service
+--
+-- Built in: scheduled by [reports] service_cron.
+--
 -- service_analysis: one row per service over [{start}, {end}) (whole UTC
 -- days): volume, errors, latency, status classes, its busiest hour of day
 -- and the endpoint with the most errors.

@@ -1,3 +1,9 @@
+-- name: weekly_analysis
+-- period: week
+-- output: reports/weekly
+--
+-- Built in: scheduled by [reports] weekly_cron.
+--
 -- weekly_analysis: one ISO week (Monday to Sunday, UTC), one row per
 -- (date, service). {start_ymd}/{end_ymd} (YYYYMMDD) prune partitions;
 -- {start}/{end} bound the timestamps exactly.

@@ -1,3 +1,10 @@
+-- name: daily_report
+-- period: day
+-- output: reports/daily
+--
+-- Built in: scheduled by [reports] daily_cron. Copy it into your jobs
+-- directory under another name to make a job of your own (docs/jobs.md).
+--
 -- daily_report: one UTC day of logs, one row per (service, level), with the
 -- service's figures. {year}, {month}, {day} select the day's partitions.
 -- Figures are exact (percentile_cont) and rounded, so a re-run over the same

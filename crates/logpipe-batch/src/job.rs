@@ -1,0 +1,660 @@
+//! Batch jobs as SQL files: one statement over the lake, with its settings
+//! in a short header of `-- key: value` comment lines (docs/jobs.md).
+//!
+//! ```sql
+//! -- name: errors_by_level
+//! -- period: day
+//! -- schedule: 15 1 * * *
+//! SELECT level, count(*) AS count
+//! FROM logs
+//! WHERE year = {year} AND month = {month} AND day = {day}
+//! GROUP BY level
+//! ```
+//!
+//! The header ends at the first line that is not `-- key: value`; the
+//! comments stay in the statement, so DataFusion's line numbers are the
+//! file's. The built-in reports are three such files (`jobs/` in this
+//! crate), compiled in and scheduled by `[reports]`.
+
+use std::path::Path;
+
+use chrono::{Datelike, Duration as Days, NaiveDate};
+use croner::Cron;
+use logpipe_core::tables::{self, TableDef};
+
+use crate::error::{BatchError, Result};
+
+/// How much of the lake one run of a job covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeriodKind {
+    /// One UTC day; partition `date`; a scheduled run covers yesterday.
+    Day,
+    /// One ISO week, Monday to Sunday; partition `week`; a scheduled run
+    /// covers last week.
+    Week,
+    /// Whole UTC days from..to; partitions `start_date`, `end_date`; a
+    /// scheduled run covers the `days` days before today.
+    Range { days: u32 },
+}
+
+/// One run's period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Day(NaiveDate),
+    /// The ISO week starting on this Monday.
+    Week(NaiveDate),
+    /// Whole UTC days, both included.
+    Range(NaiveDate, NaiveDate),
+}
+
+impl Period {
+    /// The ISO week containing `date`.
+    pub fn week_of(date: NaiveDate) -> Period {
+        Period::Week(date - Days::days(i64::from(date.weekday().num_days_from_monday())))
+    }
+
+    /// Parses `YYYY-Www` (ISO week).
+    pub fn parse_week(text: &str) -> Result<Period> {
+        let bad = || BatchError::BadWeek(text.to_string());
+        let (year, week) = text.split_once("-W").ok_or_else(bad)?;
+        let year: i32 = year.parse().map_err(|_| bad())?;
+        let week: u32 = week.parse().map_err(|_| bad())?;
+        let monday =
+            NaiveDate::from_isoywd_opt(year, week, chrono::Weekday::Mon).ok_or_else(bad)?;
+        Ok(Period::Week(monday))
+    }
+
+    /// First and last day covered.
+    pub fn days(&self) -> (NaiveDate, NaiveDate) {
+        match *self {
+            Period::Day(date) => (date, date),
+            Period::Week(monday) => (monday, monday + Days::days(6)),
+            Period::Range(start, end) => (start, end),
+        }
+    }
+
+    /// What the run is for, as written in `job_runs.target`.
+    pub fn target(&self) -> String {
+        match self {
+            Period::Day(date) => date.to_string(),
+            Period::Week(monday) => {
+                let week = monday.iso_week();
+                format!("{}-W{:02}", week.year(), week.week())
+            }
+            Period::Range(start, end) => format!("{start}..{end}"),
+        }
+    }
+
+    /// The values of the partition columns of [`PeriodKind::columns`].
+    fn partition_values(&self) -> Vec<String> {
+        match self {
+            Period::Day(date) => vec![date.to_string()],
+            Period::Week(_) => vec![self.target()],
+            Period::Range(start, end) => vec![start.to_string(), end.to_string()],
+        }
+    }
+
+    /// The placeholders a job's SQL may use, with this period's values.
+    fn placeholders(&self) -> [(&'static str, String); 10] {
+        let (first, last) = self.days();
+        let ymd = |d: NaiveDate| d.year() * 10000 + d.month() as i32 * 100 + d.day() as i32;
+        [
+            ("{year}", first.year().to_string()),
+            ("{month}", first.month().to_string()),
+            ("{day}", first.day().to_string()),
+            ("{date}", first.to_string()),
+            ("{start_date}", first.to_string()),
+            ("{end_date}", last.to_string()),
+            ("{start_ymd}", ymd(first).to_string()),
+            ("{end_ymd}", ymd(last).to_string()),
+            ("{start}", format!("{first}T00:00:00Z")),
+            ("{end}", format!("{}T00:00:00Z", last + Days::days(1))),
+        ]
+    }
+}
+
+impl PeriodKind {
+    /// The output's partition columns, in directory order.
+    pub fn columns(&self) -> &'static [&'static str] {
+        match self {
+            PeriodKind::Day => &["date"],
+            PeriodKind::Week => &["week"],
+            PeriodKind::Range { .. } => &["start_date", "end_date"],
+        }
+    }
+
+    /// PostgreSQL: the column naming the period, whose rows a run replaces.
+    fn postgres_column(&self) -> &'static str {
+        match self {
+            PeriodKind::Day => "date",
+            PeriodKind::Week => "week",
+            PeriodKind::Range { .. } => "period",
+        }
+    }
+
+    /// The period a scheduled run on `today` covers: the last whole one.
+    pub fn scheduled(&self, today: NaiveDate) -> Period {
+        match *self {
+            PeriodKind::Day => Period::Day(today - Days::days(1)),
+            PeriodKind::Week => Period::week_of(today - Days::days(7)),
+            PeriodKind::Range { days } => {
+                Period::Range(today - Days::days(i64::from(days)), today - Days::days(1))
+            }
+        }
+    }
+
+    /// The periods covering the days `from..=to`: each day, each ISO week
+    /// touching them, or the one range.
+    pub fn periods(&self, from: NaiveDate, to: NaiveDate) -> Vec<Period> {
+        match self {
+            PeriodKind::Day => from
+                .iter_days()
+                .take_while(|d| *d <= to)
+                .map(Period::Day)
+                .collect(),
+            PeriodKind::Week => {
+                let mut weeks: Vec<Period> = Vec::new();
+                for day in from.iter_days().take_while(|d| *d <= to) {
+                    let week = Period::week_of(day);
+                    if weeks.last() != Some(&week) {
+                        weeks.push(week);
+                    }
+                }
+                weeks
+            }
+            PeriodKind::Range { .. } => vec![Period::Range(from, to)],
+        }
+    }
+
+    /// The period of one date given by hand (`--date D`): its day, its ISO
+    /// week, or the one-day range.
+    pub fn of_date(&self, date: NaiveDate) -> Period {
+        match self {
+            PeriodKind::Day => Period::Day(date),
+            PeriodKind::Week => Period::week_of(date),
+            PeriodKind::Range { .. } => Period::Range(date, date),
+        }
+    }
+
+    fn parse(text: &str, days: Option<u32>) -> std::result::Result<PeriodKind, String> {
+        match text {
+            "day" => Ok(PeriodKind::Day),
+            "week" => Ok(PeriodKind::Week),
+            "range" => Ok(PeriodKind::Range {
+                days: days.unwrap_or(7),
+            }),
+            other => Err(format!("period must be day, week or range, not {other:?}")),
+        }
+    }
+}
+
+/// A batch job: its SQL, its period, its schedule and its output table.
+#[derive(Debug)]
+pub struct JobDef {
+    pub name: &'static str,
+    /// Where it was read from: a file path, or `built-in NAME.sql`.
+    pub origin: String,
+    /// The file's text, header included, with `{placeholders}`.
+    pub template: String,
+    pub period: PeriodKind,
+    /// Cron in UTC; `None`: run by hand only.
+    pub schedule: Option<(String, Cron)>,
+    pub table: &'static TableDef,
+    /// Whether its rows also go to PostgreSQL (when `[postgres]` is set).
+    pub postgres: bool,
+    /// Jobs whose output this one reads (filled by the runner).
+    pub inputs: Vec<&'static str>,
+}
+
+/// The built-in reports: name, file, scheduled by which `[reports]` cron.
+pub const BUILT_IN: [(&str, &str, &str); 3] = [
+    (
+        "daily_report",
+        include_str!("../jobs/daily_report.sql"),
+        "daily",
+    ),
+    (
+        "weekly_analysis",
+        include_str!("../jobs/weekly_analysis.sql"),
+        "weekly",
+    ),
+    (
+        "service_analysis",
+        include_str!("../jobs/service_analysis.sql"),
+        "service",
+    ),
+];
+
+const KEYS: &str = "name, period, days, schedule, output, postgres";
+
+/// A header line that is wrong: 1-based line and column of the value.
+fn header_error(origin: &str, line: usize, column: usize, reason: String) -> BatchError {
+    BatchError::Job {
+        origin: origin.to_string(),
+        line: line as u64,
+        column: column as u64,
+        reason,
+    }
+}
+
+/// Whether `name` is a plain SQL identifier: lower-case letters, digits
+/// and `_`, not starting with a digit.
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl JobDef {
+    /// Parses a job file. `default_name` is the file's stem; `built_in`
+    /// gives the report's table instead of a new one.
+    pub fn parse(origin: &str, text: &str, default_name: &str, built_in: bool) -> Result<JobDef> {
+        let mut name = (default_name.to_string(), 0, 0);
+        let mut period = ("day".to_string(), 0, 0);
+        let mut days: Option<(u32, usize, usize)> = None;
+        let mut schedule = None;
+        let mut output = None;
+        let mut postgres = true;
+        for (index, line) in text.lines().enumerate() {
+            let Some(rest) = line.strip_prefix("-- ") else {
+                break;
+            };
+            let Some((key, value)) = rest.split_once(':') else {
+                break;
+            };
+            let key = key.trim();
+            if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                break;
+            }
+            let line_no = index + 1;
+            let value_text = value.trim();
+            let column = line.len() - value.trim_start().len() + 1;
+            let fail = |reason: String| header_error(origin, line_no, column, reason);
+            match key {
+                "name" => name = (value_text.to_string(), line_no, column),
+                "period" => period = (value_text.to_string(), line_no, column),
+                "days" => {
+                    let n: u32 = value_text
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=366).contains(n))
+                        .ok_or_else(|| {
+                            fail(format!(
+                                "days must be a whole number from 1 to 366, not {value_text:?}"
+                            ))
+                        })?;
+                    days = Some((n, line_no, column));
+                }
+                "schedule" => {
+                    let cron = value_text.parse::<Cron>().map_err(|e| {
+                        fail(format!("{value_text:?} is not a cron expression (minute hour day-of-month month day-of-week, UTC): {e}"))
+                    })?;
+                    schedule = Some((value_text.to_string(), cron));
+                }
+                "output" => output = Some((value_text.to_string(), line_no, column)),
+                "postgres" => {
+                    postgres = match value_text {
+                        "true" => true,
+                        "false" => false,
+                        other => {
+                            return Err(fail(format!(
+                                "postgres must be true or false, not {other:?}"
+                            )));
+                        }
+                    }
+                }
+                other => {
+                    return Err(header_error(
+                        origin,
+                        line_no,
+                        4,
+                        format!("unknown setting {other:?}; a job's header knows {KEYS}"),
+                    ));
+                }
+            }
+        }
+        let (name, name_line, name_column) = name;
+        let at = |line: usize, column: usize, reason: String| {
+            header_error(origin, line.max(1), column.max(1), reason)
+        };
+        if !is_identifier(&name) {
+            return Err(at(
+                name_line,
+                name_column,
+                format!(
+                    "the job's name {name:?} is not a plain SQL name (lower-case letters, digits and _, \
+                     not starting with a digit); rename the file or set `-- name:`"
+                ),
+            ));
+        }
+        let kind = PeriodKind::parse(&period.0, days.map(|d| d.0))
+            .map_err(|reason| at(period.1, period.2, reason))?;
+        if let (Some((_, line, column)), false) = (days, matches!(kind, PeriodKind::Range { .. })) {
+            return Err(at(
+                line,
+                column,
+                "days is for period: range only".to_string(),
+            ));
+        }
+        let table = if built_in {
+            tables::by_name(&name).expect("a built-in job writes its report's table")
+        } else {
+            if tables::by_name(&name).is_some() {
+                return Err(at(
+                    name_line,
+                    name_column,
+                    format!("{name:?} is a built-in table; give the job another name"),
+                ));
+            }
+            let dir = match output {
+                Some((dir, line, column)) => {
+                    check_output(&dir).map_err(|reason| at(line, column, reason))?;
+                    dir.trim_end_matches('/').to_string()
+                }
+                None => format!("jobs/{name}"),
+            };
+            TableDef::job_output(name.clone(), dir, kind.columns())
+        };
+        check_placeholders(origin, text)?;
+        let name: &'static str = table.name;
+        Ok(JobDef {
+            name,
+            origin: origin.to_string(),
+            template: text.to_string(),
+            period: kind,
+            schedule,
+            table,
+            postgres,
+            inputs: Vec::new(),
+        })
+    }
+
+    /// The job's SQL for `period`.
+    pub fn sql(&self, period: &Period) -> String {
+        let mut sql = self.template.clone();
+        for (placeholder, value) in period.placeholders() {
+            sql = sql.replace(placeholder, &value);
+        }
+        sql
+    }
+
+    /// Maps a (line, column) of [`JobDef::sql`]'s text back to the file's:
+    /// lines are the same, columns move where a placeholder before them
+    /// was filled in.
+    pub fn file_position(&self, period: &Period, line: u64, column: u64) -> (u64, u64) {
+        let Some(template_line) = self.template.lines().nth(line.saturating_sub(1) as usize) else {
+            return (line, column);
+        };
+        let values = period.placeholders();
+        // Walk the template line, tracking the filled-in column.
+        let (mut filled, mut index) = (1u64, 0usize);
+        while index < template_line.len() {
+            let rest = &template_line[index..];
+            let (template_len, filled_len) = match values.iter().find(|(p, _)| rest.starts_with(p))
+            {
+                Some((placeholder, value)) => (placeholder.len(), value.chars().count() as u64),
+                None => {
+                    let c = rest.chars().next().map_or(1, char::len_utf8);
+                    (c, 1)
+                }
+            };
+            if filled + filled_len > column {
+                break;
+            }
+            filled += filled_len;
+            index += template_len;
+        }
+        (line, template_line[..index].chars().count() as u64 + 1)
+    }
+
+    /// The output directory of one period's run (Hive partitions).
+    pub fn output_dir(&self, period: &Period) -> String {
+        let mut dir = self.table.dir.to_string();
+        for (column, value) in self.period.columns().iter().zip(period.partition_values()) {
+            dir.push_str(&format!("/{column}={value}"));
+        }
+        dir
+    }
+
+    /// PostgreSQL: the period column and its value.
+    pub(crate) fn period_column(&self, period: &Period) -> (&'static str, String) {
+        (self.period.postgres_column(), period.target())
+    }
+
+    /// Whether this is one of the compiled-in reports.
+    pub fn is_built_in(&self) -> bool {
+        self.origin.starts_with("built-in ")
+    }
+}
+
+/// A user job's output directory: under `jobs/` or `results/`, plain
+/// names, so it can never overlap the bus, the commits or another table.
+fn check_output(dir: &str) -> std::result::Result<(), String> {
+    let dir = dir.trim_end_matches('/');
+    let parts: Vec<&str> = dir.split('/').collect();
+    let plain = parts.iter().all(|p| {
+        !p.is_empty()
+            && !p.starts_with('.')
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+    });
+    if !plain || parts.len() < 2 || !matches!(parts[0], "jobs" | "results") {
+        return Err(format!(
+            "output {dir:?} must be a directory under jobs/ or results/ in the lake \
+             (like results/my_job), of plain names"
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a `{word}` that is not a placeholder, naming where it is.
+fn check_placeholders(origin: &str, text: &str) -> Result<()> {
+    let known = Period::Day(NaiveDate::default()).placeholders();
+    for (index, line) in text.lines().enumerate() {
+        let mut rest = line;
+        let mut offset = 0;
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            let word: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if !word.is_empty()
+                && after[word.len()..].starts_with('}')
+                && !known.iter().any(|(p, _)| p[1..p.len() - 1] == word)
+            {
+                let names: Vec<&str> = known.iter().map(|(p, _)| *p).collect();
+                return Err(header_error(
+                    origin,
+                    index + 1,
+                    line[..offset + open].chars().count() + 1,
+                    format!(
+                        "unknown placeholder {{{word}}}; the placeholders are {}",
+                        names.join(", ")
+                    ),
+                ));
+            }
+            offset += open + 1;
+            rest = after;
+        }
+    }
+    Ok(())
+}
+
+/// Every job: the built-in reports, then a directory's `*.sql` files in
+/// name order. Names are unique.
+pub fn load(dir: Option<&Path>, report_schedules: &[(&'static str, Cron)]) -> Result<Vec<JobDef>> {
+    let mut jobs = Vec::new();
+    for (name, text, schedule) in BUILT_IN {
+        let mut job = JobDef::parse(&format!("built-in {name}.sql"), text, name, true)?;
+        job.schedule = report_schedules
+            .iter()
+            .find(|(report, _)| *report == schedule)
+            .map(|(_, cron)| (cron.to_string(), cron.clone()));
+        jobs.push(job);
+    }
+    let Some(dir) = dir else { return Ok(jobs) };
+    let read_dir = std::fs::read_dir(dir).map_err(|e| BatchError::JobsDir {
+        dir: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut files: Vec<_> = read_dir
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    for path in files {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| BatchError::JobsDir {
+            dir: origin.clone(),
+            reason: e.to_string(),
+        })?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let job = JobDef::parse(&origin, &text, &stem, false)?;
+        if let Some(other) = jobs.iter().find(|j: &&JobDef| j.name == job.name) {
+            return Err(BatchError::Job {
+                origin,
+                line: 1,
+                column: 1,
+                reason: format!(
+                    "a job named {:?} is already defined by {}",
+                    job.name, other.origin
+                ),
+            });
+        }
+        if let Some(other) = jobs.iter().find(|j: &&JobDef| j.table.dir == job.table.dir) {
+            return Err(BatchError::Job {
+                origin,
+                line: 1,
+                column: 1,
+                reason: format!(
+                    "its output {} is also {}'s ({})",
+                    job.table.dir, other.name, other.origin
+                ),
+            });
+        }
+        jobs.push(job);
+    }
+    Ok(jobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(text: &str) -> NaiveDate {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn periods_targets_and_paths() {
+        let jobs = load(None, &[]).unwrap();
+        let daily = &jobs[0];
+        let day = Period::Day(date("2026-01-11"));
+        assert_eq!(daily.output_dir(&day), "reports/daily/date=2026-01-11");
+        assert!(
+            daily
+                .sql(&day)
+                .contains("year = 2026 AND month = 1 AND day = 11")
+        );
+        // 2026-01-11 is a Sunday: ISO week 2 runs Monday 5th to Sunday 11th.
+        let week = Period::week_of(date("2026-01-11"));
+        assert_eq!(week.target(), "2026-W02");
+        assert_eq!(week, Period::parse_week("2026-W02").unwrap());
+        let weekly = &jobs[1];
+        assert!(weekly.sql(&week).contains("BETWEEN 20260105 AND 20260111"));
+        assert!(
+            weekly
+                .sql(&week)
+                .contains("timestamp < TIMESTAMP '2026-01-12T00:00:00Z'")
+        );
+        assert!(Period::parse_week("2026-02").is_err());
+        assert!(Period::parse_week("2026-W54").is_err());
+        assert_eq!(
+            jobs[2].output_dir(&Period::Range(date("2026-01-01"), date("2026-01-07"))),
+            "analysis/service/start_date=2026-01-01/end_date=2026-01-07"
+        );
+    }
+
+    #[test]
+    fn scheduled_runs_cover_the_period_before() {
+        let today = date("2026-01-13");
+        assert_eq!(PeriodKind::Day.scheduled(today).target(), "2026-01-12");
+        assert_eq!(PeriodKind::Week.scheduled(today).target(), "2026-W02");
+        assert_eq!(
+            PeriodKind::Range { days: 7 }.scheduled(today).target(),
+            "2026-01-06..2026-01-12"
+        );
+        assert_eq!(
+            PeriodKind::Day
+                .periods(date("2026-01-01"), date("2026-01-07"))
+                .len(),
+            7
+        );
+        // Thursday 1st to Wednesday 14th touches ISO weeks 1, 2 and 3.
+        let weeks: Vec<String> = PeriodKind::Week
+            .periods(date("2026-01-01"), date("2026-01-14"))
+            .iter()
+            .map(Period::target)
+            .collect();
+        assert_eq!(weeks, ["2026-W01", "2026-W02", "2026-W03"]);
+    }
+
+    #[test]
+    fn a_user_job_header_is_read_and_each_mistake_is_placed() {
+        let text = "-- name: errors_by_level\n-- period: range\n-- days: 3\n-- schedule: 15 1 * * *\n\
+                    -- output: results/errors\n-- postgres: false\n--\n-- free text: not a setting\n\
+                    SELECT level, count(*) FROM logs WHERE day = {day} GROUP BY level\n";
+        let job = JobDef::parse("jobs/e.sql", text, "e", false).unwrap();
+        assert_eq!(job.name, "errors_by_level");
+        assert_eq!(job.period, PeriodKind::Range { days: 3 });
+        assert_eq!(job.table.dir, "results/errors");
+        assert!(!job.postgres);
+        assert_eq!(job.schedule.as_ref().unwrap().0, "15 1 * * *");
+
+        let error = |text: &str| {
+            JobDef::parse("jobs/x.sql", text, "x", false)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            error("-- period: hourly\nSELECT 1"),
+            "jobs/x.sql:1:12: period must be day, week or range, not \"hourly\""
+        );
+        assert!(
+            error("-- perod: day\nSELECT 1")
+                .starts_with("jobs/x.sql:1:4: unknown setting \"perod\"")
+        );
+        assert!(
+            error("-- schedule: every day\nSELECT 1")
+                .starts_with("jobs/x.sql:1:14: \"every day\" is not a cron")
+        );
+        assert!(error("-- output: /etc\nSELECT 1").contains("under jobs/ or results/"));
+        assert!(error("-- output: jobs/../bus\nSELECT 1").contains("under jobs/ or results/"));
+        assert!(error("-- name: logs\nSELECT 1").contains("built-in table"));
+        assert!(error("-- name: My-Job\nSELECT 1").contains("not a plain SQL name"));
+        assert_eq!(
+            error("SELECT 1\nFROM logs WHERE day = {dya}"),
+            "jobs/x.sql:2:23: unknown placeholder {dya}; the placeholders are {year}, {month}, \
+             {day}, {date}, {start_date}, {end_date}, {start_ymd}, {end_ymd}, {start}, {end}"
+        );
+    }
+
+    #[test]
+    fn a_position_in_the_filled_sql_maps_back_to_the_file() {
+        let text = "-- name: j\nSELECT x FROM logs WHERE year = {year} AND nope = 1";
+        let job = JobDef::parse("j.sql", text, "j", false).unwrap();
+        let period = Period::Day(date("2026-01-02"));
+        let filled = job.sql(&period);
+        let line = filled.lines().nth(1).unwrap();
+        let column = line.find("nope").unwrap() as u64 + 1;
+        let template_column = text.lines().nth(1).unwrap().find("nope").unwrap() as u64 + 1;
+        assert_eq!(job.file_position(&period, 2, column), (2, template_column));
+        assert_eq!(job.file_position(&period, 2, 8), (2, 8));
+    }
+}

@@ -1,0 +1,289 @@
+//! A batch job of the user's own, added as a user would: the example file
+//! copied into a jobs directory, its schedule edited, `logpipe up`
+//! restarted. It runs on its schedule and by hand, a backfill writes one
+//! partition per day and resumes, a re-run replaces, and `logpipe sql`,
+//! DuckDB and Spark read the same rows; a job with a typo stops the start
+//! naming its file, line and column.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chrono::{Days, NaiveDate, Utc};
+use serde_json::{Value, json};
+
+use crate::common::{Running, binary, sql_json, stdout_of};
+
+const LEVELS: [&str; 4] = ["DEBUG", "ERROR", "INFO", "WARN"];
+
+/// (date, level) → records sent.
+type Counts = BTreeMap<(String, String), u64>;
+
+/// Posts day `k`'s logs (20 + 3k records, levels cycling), at noon UTC.
+async fn send_day(
+    client: &reqwest::Client,
+    base_url: &str,
+    day: NaiveDate,
+    k: u64,
+    counts: &mut Counts,
+) {
+    let noon = day.and_hms_opt(12, 0, 0).unwrap().and_utc().timestamp();
+    let records: Vec<Value> = (0..20 + 3 * k)
+        .map(|i| {
+            let level = LEVELS[((i * 7 + k) % 4) as usize];
+            *counts
+                .entry((day.to_string(), level.to_string()))
+                .or_default() += 1;
+            json!({"timestamp": noon + i as i64, "level": level, "service": "api", "message": "m"})
+        })
+        .collect();
+    let response = client
+        .post(format!("{base_url}/api/collect/logs"))
+        .json(&records)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{}",
+        response.text().await.unwrap()
+    );
+}
+
+fn jobs_cli(data: &Path, jobs: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(binary())
+        .arg("jobs")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env("LOGPIPE__JOBS__DIR", jobs)
+        .output()
+        .unwrap()
+}
+
+fn rows_of(rows: &[Value]) -> Counts {
+    rows.iter()
+        .map(|row| {
+            (
+                (
+                    row["date"].as_str().unwrap().to_string(),
+                    row["level"].as_str().unwrap().to_string(),
+                ),
+                row["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_your_own_runs_on_schedule_by_hand_and_in_a_backfill() {
+    let python = std::env::var("LOGPIPE_TEST_PYTHON")
+        .expect("LOGPIPE_TEST_PYTHON is not set: run ./scripts/test.sh, which installs DuckDB");
+    let spark_python = std::env::var("LOGPIPE_TEST_SPARK_PYTHON").expect(
+        "LOGPIPE_TEST_SPARK_PYTHON is not set: run ./scripts/test.sh, which installs pyspark",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    let jobs_env = jobs.to_str().unwrap();
+    let env = [
+        ("LOGPIPE__JOBS__DIR", jobs_env),
+        ("LOGPIPE__WINDOWS__ENABLED", "false"),
+        ("LOGPIPE__LAKE__FLUSH_INTERVAL", "300ms"),
+    ];
+
+    // Seven days of logs, the last one yesterday.
+    let today = Utc::now().date_naive();
+    let days: Vec<NaiveDate> = (1..=7).rev().map(|k| today - Days::new(k)).collect();
+    let running = Running::start(&data, &env);
+    let client = reqwest::Client::new();
+    let mut counts = Counts::new();
+    for (k, day) in days.iter().enumerate() {
+        send_day(&client, &running.base_url, *day, k as u64, &mut counts).await;
+    }
+    let total: u64 = counts.values().sum();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sql_json(&data, "SELECT count(*) AS n FROM logs")[0]["n"].as_u64() != Some(total) {
+        assert!(
+            Instant::now() < deadline,
+            "the lake did not reach {total} records"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(running.terminate().success());
+
+    // Copy the example, edit its schedule to every 2 seconds, restart.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs/my_job.sql");
+    let text = std::fs::read_to_string(example).unwrap();
+    assert!(text.contains("-- schedule: 0 2 * * *"));
+    std::fs::write(
+        jobs.join("my_job.sql"),
+        text.replace("-- schedule: 0 2 * * *", "-- schedule: */2 * * * * *"),
+    )
+    .unwrap();
+    let yesterday = days[6].to_string();
+    let output = |day: &str| data.join(format!("results/my_job/date={day}/part-0.parquet"));
+    let running = Running::start(&data, &env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !output(&yesterday).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the scheduled run did not write {}:\n{}",
+            output(&yesterday).display(),
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(running.terminate().success());
+    let runs = sql_json(
+        &data,
+        "SELECT target, status FROM job_runs WHERE job = 'my_job' ORDER BY finished_at LIMIT 1",
+    );
+    assert_eq!(runs, [json!({"target": yesterday, "status": "succeeded"})]);
+
+    // A backfill of the seven days: yesterday's is done, the other six run.
+    let first = days[0].to_string();
+    let backfill = jobs_cli(
+        &data,
+        &jobs,
+        &["run", "my_job", "--from", &first, "--to", &yesterday],
+    );
+    let printed = String::from_utf8_lossy(&backfill.stdout);
+    assert!(
+        backfill.status.success(),
+        "{printed}\n{}",
+        String::from_utf8_lossy(&backfill.stderr)
+    );
+    assert_eq!(printed.lines().count(), 7, "{printed}");
+    assert_eq!(printed.matches("skipped").count(), 1, "{printed}");
+    assert!(
+        printed.contains(&format!("[7/7] my_job {yesterday}: done before, skipped")),
+        "{printed}"
+    );
+    let partitions = std::fs::read_dir(data.join("results/my_job"))
+        .unwrap()
+        .count();
+    assert_eq!(partitions, 7, "one partition per day");
+
+    // A re-run replaces its day: still one file, no row twice.
+    let again = days[3].to_string();
+    let rerun = jobs_cli(&data, &jobs, &["run", "my_job", "--date", &again]);
+    assert!(
+        rerun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    assert_eq!(
+        std::fs::read_dir(output(&again).parent().unwrap())
+            .unwrap()
+            .count(),
+        1
+    );
+    let forced = jobs_cli(
+        &data,
+        &jobs,
+        &[
+            "run", "my_job", "--from", &first, "--to", &yesterday, "--force",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&forced.stdout)
+            .matches("rows in")
+            .count(),
+        7
+    );
+
+    // logpipe sql, DuckDB and Spark read the same rows: what was sent.
+    // `logpipe sql` knows the job's table from the same `[jobs] dir`.
+    let sql = stdout_of(
+        Command::new(binary())
+            .args(["sql", "--format", "json", "--data-dir"])
+            .arg(&data)
+            .arg("SELECT date, level, count FROM my_job ORDER BY date, level")
+            .env("LOGPIPE__JOBS__DIR", &jobs),
+        "logpipe sql",
+    );
+    let ours = rows_of(&serde_json::from_slice::<Vec<Value>>(&sql).unwrap());
+    assert_eq!(ours, counts, "logpipe sql reads every (day, level) once");
+    let duckdb = format!(
+        "import duckdb, json\n\
+         rows = duckdb.sql(\"SELECT CAST(date AS VARCHAR) AS date, level, count FROM \
+         read_parquet('{}/results/my_job/**/*.parquet', hive_partitioning = true)\").fetchall()\n\
+         print(json.dumps([{{'date': d, 'level': l, 'count': c}} for d, l, c in rows]))",
+        data.display()
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&stdout_of(
+        Command::new(&python).args(["-c", &duckdb]),
+        "duckdb",
+    ))
+    .unwrap();
+    assert_eq!(
+        rows_of(&rows),
+        counts,
+        "DuckDB reads the plain Hive tree the same"
+    );
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/spark/my_new_job.py");
+    let spark = Command::new(&spark_python)
+        .arg(&script)
+        .arg(&data)
+        .arg(&again)
+        .arg(dir.path().join("spark-out"))
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&spark.stdout);
+    assert!(
+        spark.status.success(),
+        "the Spark job failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&spark.stderr)
+    );
+    let spark: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let expected: BTreeMap<String, u64> = counts
+        .iter()
+        .filter(|((day, _), _)| *day == again)
+        .map(|((_, level), n)| (level.clone(), *n))
+        .collect();
+    let of = |key: &str| -> BTreeMap<String, u64> {
+        serde_json::from_value(spark[key].clone()).unwrap()
+    };
+    assert_eq!(of("seed"), expected, "the seed's Spark job over the lake");
+    assert_eq!(
+        of("logpipe"),
+        expected,
+        "Spark reading logpipe's job output"
+    );
+
+    // A typo stops the start and `jobs check`, naming file, line, column.
+    let broken = "-- period: day\nSELECT level, count(*) AS count\nFROM logs\nWHERE year = {year} AND levle = 'ERROR'\nGROUP BY level\n";
+    std::fs::write(jobs.join("broken.sql"), broken).unwrap();
+    let place = format!(
+        "{}:4:{}:",
+        jobs.join("broken.sql").display(),
+        broken.lines().nth(3).unwrap().find("levle").unwrap() + 1
+    );
+    let check = jobs_cli(&data, &jobs, &["check"]);
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{printed}");
+    assert!(
+        printed.contains(&place) && printed.contains("levle"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("ok     my_job → results/my_job (level, count)"),
+        "{printed}"
+    );
+    let up = Command::new(binary())
+        .args(crate::common::UP)
+        .arg("--data-dir")
+        .arg(&data)
+        .envs(env)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    assert!(!up.status.success(), "logpipe up started with a broken job");
+    assert!(stderr.contains(&place), "{stderr}");
+}
