@@ -105,6 +105,7 @@ impl Console {
         let actions = Router::new()
             .route("/api/tail", get(tail))
             .route("/api/reports/run", post(run_report))
+            .route("/api/jobs/run", post(run_report))
             .with_state(self);
         page.merge(require(views, auth, Scope::Query))
             .merge(require(actions, auth, Scope::Admin))
@@ -442,9 +443,31 @@ async fn jobs(State(console): State<Arc<Console>>) -> Response {
         }
     }
     runs.sort_by_key(|r| std::cmp::Reverse(r["started_ms"].as_i64().unwrap_or(0)));
+    // The batch jobs: the built-in reports and the user's.
+    let batch: Vec<Value> = console
+        .runner
+        .iter()
+        .flat_map(|runner| runner.jobs().iter())
+        .map(|job| {
+            json!({
+                "name": job.name,
+                "period": match job.period {
+                    PeriodKind::Day => "day",
+                    PeriodKind::Week => "week",
+                    PeriodKind::Range { .. } => "range",
+                },
+                "schedule": job.schedule.as_ref().map(|(text, _)| text),
+                "output": job.table.dir,
+                "reads": job.inputs,
+                "origin": job.origin,
+                "built_in": job.is_built_in(),
+            })
+        })
+        .collect();
     Json(json!({
         "stream": stream,
         "runs": runs,
+        "batch": batch,
         "reports": ["daily", "weekly", "service"],
     }))
     .into_response()

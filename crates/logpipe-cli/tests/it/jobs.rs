@@ -137,6 +137,54 @@ async fn a_job_of_your_own_runs_on_schedule_by_hand_and_in_a_backfill() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The console's API lists it and runs it by hand.
+    let listed: Value = client
+        .get(format!("{}/api/jobs", running.base_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mine = listed["batch"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|job| job["name"] == "my_job")
+        .cloned();
+    assert_eq!(
+        mine.map(|job| (
+            job["schedule"].clone(),
+            job["output"].clone(),
+            job["built_in"].clone()
+        )),
+        Some((
+            json!("*/2 * * * * *"),
+            json!("results/my_job"),
+            json!(false)
+        ))
+    );
+    let first = days[0].to_string();
+    let started = client
+        .post(format!("{}/api/jobs/run", running.base_url))
+        .json(&json!({"report": "my_job", "date": first}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        started.status().as_u16(),
+        202,
+        "{}",
+        started.text().await.unwrap()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !output(&first).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the run from the API did not write {first}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(running.terminate().success());
     let runs = sql_json(
         &data,
@@ -144,8 +192,8 @@ async fn a_job_of_your_own_runs_on_schedule_by_hand_and_in_a_backfill() {
     );
     assert_eq!(runs, [json!({"target": yesterday, "status": "succeeded"})]);
 
-    // A backfill of the seven days: yesterday's is done, the other six run.
-    let first = days[0].to_string();
+    // A backfill of the seven days: the first and the last are done, the
+    // other five run.
     let backfill = jobs_cli(
         &data,
         &jobs,
@@ -158,7 +206,11 @@ async fn a_job_of_your_own_runs_on_schedule_by_hand_and_in_a_backfill() {
         String::from_utf8_lossy(&backfill.stderr)
     );
     assert_eq!(printed.lines().count(), 7, "{printed}");
-    assert_eq!(printed.matches("skipped").count(), 1, "{printed}");
+    assert_eq!(printed.matches("skipped").count(), 2, "{printed}");
+    assert!(
+        printed.contains(&format!("[1/7] my_job {first}: done before, skipped")),
+        "{printed}"
+    );
     assert!(
         printed.contains(&format!("[7/7] my_job {yesterday}: done before, skipped")),
         "{printed}"
