@@ -334,6 +334,10 @@ pub(crate) struct GenerateArgs {
     /// record (e.g. error_burst:payment-service:30s:1m). Repeatable.
     #[arg(long, value_name = "KIND:SERVICE:START:DURATION", value_parser = parse_incident)]
     pub(crate) incident: Vec<logpipe_config::IncidentConfig>,
+    /// Stamp the records evenly over the N whole UTC days before today
+    /// instead of now (history to run and backfill batch jobs over).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub(crate) spread_days: Option<u32>,
     /// API token for a logpipe with [[auth.tokens]] (sent as Authorization: Bearer).
     #[arg(
         long,

@@ -259,6 +259,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
                     }
                 }
                 text.clear();
+                source.at_index(batch * batch_size);
                 source.write_batch(options.kind, records as usize, &mut text);
                 // Hand the buffer over instead of copying the whole body.
                 let body = bytes::Bytes::from(std::mem::take(&mut text).into_bytes());

@@ -44,6 +44,16 @@ pub struct SyntheticOptions {
     /// Anomalies to inject, timed from `started`.
     pub incidents: Vec<IncidentConfig>,
     pub started: std::time::Instant,
+    /// Timestamps spread evenly over a past span instead of now.
+    pub backdate: Option<Backdate>,
+}
+
+/// Record `i` of a load is stamped `start + i × step` (`logpipe generate
+/// --spread-days`: history to backfill jobs over).
+#[derive(Debug, Clone, Copy)]
+pub struct Backdate {
+    pub start_micros: i64,
+    pub step_micros: f64,
 }
 
 /// Share of an error-burst service's logs that are ERROR.
@@ -62,6 +72,7 @@ impl Default for SyntheticOptions {
             seed: None,
             incidents: Vec::new(),
             started: std::time::Instant::now(),
+            backdate: None,
         }
     }
 }
@@ -71,6 +82,8 @@ pub struct SyntheticSource {
     options: SyntheticOptions,
     rng: fastrand::Rng,
     sequence: u64,
+    /// The next record's index in the whole load (for [`Backdate`]).
+    index: u64,
 }
 
 impl SyntheticSource {
@@ -83,6 +96,7 @@ impl SyntheticSource {
             options,
             rng,
             sequence: 0,
+            index: 0,
         }
     }
 
@@ -92,8 +106,20 @@ impl SyntheticSource {
         self
     }
 
-    fn now_seconds() -> f64 {
-        logpipe_core::time::now_micros() as f64 / 1e6
+    /// The next record's time: now, or its place in the backdated span.
+    fn timestamp_seconds(&mut self) -> f64 {
+        let index = self.index;
+        self.index += 1;
+        match self.options.backdate {
+            None => logpipe_core::time::now_micros() as f64 / 1e6,
+            Some(b) => (b.start_micros + (index as f64 * b.step_micros) as i64) as f64 / 1e6,
+        }
+    }
+
+    /// Makes the next record the `index`-th of the whole load (a sender
+    /// taking batch `k` of size `n` starts at `k × n`).
+    pub fn at_index(&mut self, index: u64) {
+        self.index = index;
     }
 
     /// Appends one record of `kind` as JSON to `out`.
@@ -141,6 +167,7 @@ impl SyntheticSource {
     }
 
     pub fn write_log(&mut self, out: &mut String) {
+        let timestamp = self.timestamp_seconds();
         let service_index = self.pick_service();
         let service = &self.options.services[service_index];
         let error_rate = if self.active(service, IncidentKind::ErrorBurst) {
@@ -180,7 +207,7 @@ impl SyntheticSource {
         let _ = write!(
             out,
             r#"{{"timestamp":{:.6},"level":"{level}","service":"{service}","host":"{}","message":"{message}","metadata":{{"request_id":"{}-{}","response_time_ms":{latency:.1},"status_code":{status},"endpoint":"{}","method":"{}"}}}}"#,
-            Self::now_seconds(),
+            timestamp,
             HOSTS[rng.usize(0..HOSTS.len())],
             self.options.id_prefix,
             self.sequence,
@@ -191,6 +218,7 @@ impl SyntheticSource {
     }
 
     pub fn write_event(&mut self, out: &mut String) {
+        let timestamp = self.timestamp_seconds();
         let rng = &mut self.rng;
         let event_type = EVENT_TYPES[rng.usize(0..EVENT_TYPES.len())];
         let (device, os, browser) = DEVICES[rng.usize(0..DEVICES.len())];
@@ -200,7 +228,7 @@ impl SyntheticSource {
             r#"{{"event_id":"evt-{}-{}","timestamp":{:.6},"user_id":"user_{}","session_id":"sess_{:05x}","event_type":"{event_type}","event_data":{{"page":"/products/{product}","element":"{}","position":{{"x":{},"y":{}}}"#,
             self.options.id_prefix,
             self.sequence,
-            Self::now_seconds(),
+            timestamp,
             rng.u32(1..10_000),
             rng.u32(0..0xfffff),
             ELEMENTS[rng.usize(0..ELEMENTS.len())],
@@ -306,5 +334,26 @@ mod tests {
             "an incident that has not started changes nothing"
         );
         assert!(by_service["c"].2 > 1000.0 && by_service["d"].2 < 1000.0);
+    }
+
+    #[test]
+    fn backdated_records_are_stamped_by_their_index_in_the_load() {
+        let mut source = SyntheticSource::new(SyntheticOptions {
+            backdate: Some(Backdate {
+                start_micros: 1_767_225_600_000_000, // 2026-01-01T00:00:00Z
+                step_micros: 1_500_000.0,
+            }),
+            ..SyntheticOptions::default()
+        });
+        let stamp = |source: &mut SyntheticSource| {
+            let mut text = String::new();
+            source.write_record(RecordKind::Log, &mut text);
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            value["timestamp"].as_f64().unwrap()
+        };
+        assert_eq!(stamp(&mut source), 1_767_225_600.0);
+        assert_eq!(stamp(&mut source), 1_767_225_601.5);
+        source.at_index(1000);
+        assert_eq!(stamp(&mut source), 1_767_227_100.0);
     }
 }

@@ -47,6 +47,19 @@ pub(crate) async fn run(args: GenerateArgs) -> Result<ExitCode> {
         synthetic: logpipe_gen::synthetic::SyntheticOptions {
             error_rate: args.error_rate,
             incidents: args.incident,
+            backdate: args.spread_days.map(|days| {
+                let today = chrono::Utc::now().date_naive();
+                let start = today - chrono::Days::new(u64::from(days));
+                let span_micros = f64::from(days) * 86_400e6;
+                logpipe_gen::synthetic::Backdate {
+                    start_micros: start
+                        .and_hms_opt(0, 0, 0)
+                        .unwrap_or_default()
+                        .and_utc()
+                        .timestamp_micros(),
+                    step_micros: span_micros / args.count.max(1) as f64,
+                }
+            }),
             ..Default::default()
         },
         token: args.token,

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Backfill benchmark (issue "jobs of your own"): COUNT logs spread over the
+# DAYS whole UTC days before today are loaded through the real pipeline
+# (`logpipe up` + `logpipe generate --spread-days`), then one batch job —
+# per day and service: count, errors, mean and exact p95 latency — is
+# backfilled over every day by three engines on the same Parquet files:
+#
+#   logpipe  `logpipe jobs run bench_daily --from D1 --to DN --force`
+#   DuckDB   the same SQL per day, `COPY … TO` one Parquet file per day
+#   Spark    the same SQL per day (pyspark 4.2.0, local[2]), one Parquet
+#            directory per day
+#
+# Each is timed as a whole command (wall clock, peak RSS); the results are
+# checked equal across the three (counts exactly, figures to 0.001).
+#
+# Usage: bench/backfill.sh [COUNT=5000000] [DAYS=30]
+# Env:   LOGPIPE_BIN (default: the release build), BENCH_PYTHON (with duckdb;
+#        default $HOME/.cache/logpipe/venv/bin/python), BENCH_SPARK_PYTHON
+#        (with pyspark; default $HOME/.cache/logpipe/spark-venv-4.2.0/bin/python;
+#        `none` skips Spark). BENCH_KEEP=DIR keeps the loaded lake in DIR and
+#        reuses it (skips the load when DIR/logs exists).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+COUNT=${1:-5000000}
+DAYS=${2:-30}
+. bench/lib.sh
+PY=${BENCH_PYTHON:-$HOME/.cache/logpipe/venv/bin/python}
+SPARK_PY=${BENCH_SPARK_PYTHON:-$HOME/.cache/logpipe/spark-venv-4.2.0/bin/python}
+DATA=${BENCH_KEEP:-$WORK/data}
+
+if [ ! -d "$DATA/logs" ]; then
+  LOGPIPE__WINDOWS__ENABLED=false LOGPIPE__REPORTS__SCHEDULE=false start_up "$DATA"
+  echo "loading $COUNT logs over $DAYS days…" >&2
+  "$BIN" generate --target "$URL" --count "$COUNT" --kind logs --spread-days "$DAYS" >&2
+  until [ "$(stat lake_rows)" -ge "$COUNT" ]; do sleep 0.2; done
+  stop_up
+fi
+FIRST=$(date -u -d "$DAYS days ago" +%F)
+LAST=$(date -u -d "1 day ago" +%F)
+FILES=$(find "$DATA/logs" -name '*.parquet' | wc -l)
+MIB=$(( $(find "$DATA/logs" -name '*.parquet' -printf '%s\n' | awk '{s+=$1} END {print s}') / 1024 / 1024 ))
+echo "lake: $COUNT logs from $FIRST to $LAST in $FILES Parquet files ($MIB MiB)"
+
+# The job: one SQL text; the engines differ only in how a day is named.
+SQL_BODY="SELECT service, count(*) AS count,
+       sum(CASE WHEN level = 'ERROR' THEN 1 ELSE 0 END) AS errors,
+       round(avg(response_time_ms), 3) AS avg_ms,
+       round(percentile_cont(0.95) WITHIN GROUP (ORDER BY response_time_ms), 3) AS p95_ms
+FROM logs
+WHERE year = {year} AND month = {month} AND day = {day}
+GROUP BY service"
+mkdir -p "$WORK/jobs"
+printf -- '-- name: bench_daily\n-- period: day\n-- output: results/bench_daily\n%s\n' "$SQL_BODY" >"$WORK/jobs/bench_daily.sql"
+printf '%s\n' "$SQL_BODY" >"$WORK/job.sql"
+
+timed() { # timed NAME COMMAND…: wall clock and peak RSS of one command
+  local name=$1; shift
+  /usr/bin/env time -f "%e %M" -o "$WORK/time.$name" "$@" >"$WORK/out.$name" 2>"$WORK/err.$name" ||
+    { echo "$name failed:" >&2; cat "$WORK/err.$name" >&2; exit 1; }
+  read -r wall rss <"$WORK/time.$name"
+  printf '%-8s %7.2f s  %6d MiB peak RSS\n' "$name" "$wall" $((rss / 1024))
+}
+
+echo "backfill of $DAYS days ($FIRST … $LAST):"
+timed logpipe env LOGPIPE__JOBS__DIR="$WORK/jobs" "$BIN" jobs run bench_daily \
+  --data-dir "$DATA" --from "$FIRST" --to "$LAST" --force
+
+cat >"$WORK/duckdb_backfill.py" <<'PY'
+import datetime, os, sys, duckdb
+data, first, last, sql, out = sys.argv[1:6]
+con = duckdb.connect()
+con.sql(f"CREATE VIEW logs AS SELECT * FROM read_parquet('{data}/logs/raw/**/*.parquet', hive_partitioning = true)")
+day = datetime.date.fromisoformat(first)
+while day <= datetime.date.fromisoformat(last):
+    query = sql.replace("{year}", str(day.year)).replace("{month}", str(day.month)).replace("{day}", str(day.day))
+    os.makedirs(f"{out}/date={day}", exist_ok=True)
+    con.sql(f"COPY ({query}) TO '{out}/date={day}/part-0.parquet' (FORMAT parquet)")
+    day += datetime.timedelta(days=1)
+PY
+timed duckdb "$PY" "$WORK/duckdb_backfill.py" "$DATA" "$FIRST" "$LAST" "$(cat "$WORK/job.sql")" "$WORK/duckdb"
+
+if [ "$SPARK_PY" != none ]; then
+  cat >"$WORK/spark_backfill.py" <<'PY'
+import datetime, sys
+from pyspark.sql import SparkSession
+data, first, last, sql, out = sys.argv[1:6]
+spark = (SparkSession.builder.appName("backfill").master("local[2]")
+         .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "4")
+         .config("spark.driver.memory", "2g").getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+spark.read.parquet(f"{data}/logs/raw").createOrReplaceTempView("logs")
+day = datetime.date.fromisoformat(first)
+while day <= datetime.date.fromisoformat(last):
+    query = sql.replace("{year}", str(day.year)).replace("{month}", str(day.month)).replace("{day}", str(day.day))
+    spark.sql(query).coalesce(1).write.mode("overwrite").parquet(f"{out}/date={day}")
+    day += datetime.timedelta(days=1)
+spark.stop()
+PY
+  timed spark env SPARK_LOCAL_IP=127.0.0.1 "$SPARK_PY" "$WORK/spark_backfill.py" "$DATA" "$FIRST" "$LAST" "$(cat "$WORK/job.sql")" "$WORK/spark"
+fi
+
+# The three results, equal?
+"$PY" - "$DATA/results/bench_daily" "$WORK/duckdb" "$WORK/spark" <<'PY'
+import os, sys, duckdb
+def load(path):
+    if not os.path.isdir(path):
+        return None
+    rows = duckdb.sql(f"SELECT CAST(date AS VARCHAR), service, count, errors, avg_ms, p95_ms FROM "
+                      f"read_parquet('{path}/**/*.parquet', hive_partitioning = true)").fetchall()
+    return {(d, s): (c, e, a, p) for d, s, c, e, a, p in rows}
+ours, duck, spark = (load(p) for p in sys.argv[1:4])
+def same(a, b):
+    return a.keys() == b.keys() and all(
+        a[k][:2] == b[k][:2] and all(abs(x - y) <= 0.001 for x, y in zip(a[k][2:], b[k][2:])) for k in a)
+print(f"results: {len(ours)} (day, service) rows; DuckDB {'equal' if same(ours, duck) else 'DIFFERENT'}"
+      + ("" if spark is None else f"; Spark {'equal' if same(ours, spark) else 'DIFFERENT'}"))
+if not same(ours, duck) or (spark is not None and not same(ours, spark)):
+    sys.exit(1)
+PY
