@@ -10,7 +10,8 @@
 #   Spark    the same SQL per day (pyspark 4.2.0, local[2]), one Parquet
 #            directory per day
 #
-# Each is timed as a whole command (wall clock, peak RSS); the results are
+# Each is timed as a whole command (wall clock, peak RSS of its process
+# tree: Spark's JVM included); the results are
 # checked equal across the three (counts exactly, figures to 0.001).
 #
 # Usage: bench/backfill.sh [COUNT=5000000] [DAYS=30]
@@ -53,12 +54,52 @@ mkdir -p "$WORK/jobs"
 printf -- '-- name: bench_daily\n-- period: day\n-- output: results/bench_daily\n%s\n' "$SQL_BODY" >"$WORK/jobs/bench_daily.sql"
 printf '%s\n' "$SQL_BODY" >"$WORK/job.sql"
 
-timed() { # timed NAME COMMAND…: wall clock and peak RSS of one command
+# treerss PID: the peak, over the life of PID, of the summed RSS of PID
+# and its descendants (Spark's JVM is a child of its Python driver), in KiB,
+# sampled every 50 ms.
+treerss() {
+  python3 - "$1" <<'PY'
+import os, sys, time
+root, peak = int(sys.argv[1]), 0
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+while os.path.exists(f"/proc/{root}"):
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+        except OSError:
+            pass
+        todo += children(pid)
+    peak = max(peak, total)
+    time.sleep(0.05)
+print(peak)
+PY
+}
+
+timed() { # timed NAME COMMAND…: wall clock and peak RSS (process tree) of one command
   local name=$1; shift
-  /usr/bin/env time -f "%e %M" -o "$WORK/time.$name" "$@" >"$WORK/out.$name" 2>"$WORK/err.$name" ||
-    { echo "$name failed:" >&2; cat "$WORK/err.$name" >&2; exit 1; }
-  read -r wall rss <"$WORK/time.$name"
-  printf '%-8s %7.2f s  %6d MiB peak RSS\n' "$name" "$wall" $((rss / 1024))
+  local start end
+  start=$(date +%s.%N)
+  /usr/bin/env time -f %M -o "$WORK/maxrss.$name" "$@" >"$WORK/out.$name" 2>"$WORK/err.$name" &
+  local pid=$!
+  treerss "$pid" >"$WORK/rss.$name" &
+  local sampler=$!
+  wait "$pid" || { echo "$name failed:" >&2; cat "$WORK/err.$name" >&2; exit 1; }
+  end=$(date +%s.%N)
+  wait "$sampler"
+  # The larger of the sampled tree and the kernel's peak of the command
+  # itself (a short run may end between two samples).
+  local tree own
+  tree=$(cat "$WORK/rss.$name")
+  own=$(tail -n 1 "$WORK/maxrss.$name")
+  printf '%-8s %7.2f s  %6d MiB peak RSS\n' "$name" "$(echo "$end - $start" | bc)" $(( (tree > own ? tree : own) / 1024 ))
 }
 
 echo "backfill of $DAYS days ($FIRST … $LAST):"
