@@ -26,7 +26,7 @@ use logpipe_core::topics;
 use logpipe_ingest::{Collector, CollectorSettings};
 use logpipe_query::QueryEngine;
 use logpipe_sinks::bus_topic::BusTopicSink;
-use logpipe_stream::{RawToLake, RawToLakeOptions, WindowJob, WindowJobOptions};
+use logpipe_stream::{RawToLake, RawToLakeOptions, SqlJob, WindowJob, WindowJobOptions};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub mod console;
@@ -53,6 +53,8 @@ pub enum Role {
     /// The built-in generator, posting to this process's collector (or
     /// `generator.target`).
     Generator,
+    /// The streaming jobs written in SQL of `[jobs] dir` (docs/jobs.md).
+    SqlJobs,
     /// `/health`, `/ready` and `/metrics` on `listen` (every role with an
     /// HTTP server serves them; `logpipe stream --listen` asks for them
     /// alone).
@@ -73,6 +75,9 @@ impl Role {
         if config.generator.enabled {
             roles.insert(Role::Generator);
         }
+        if config.jobs.dir.is_some() {
+            roles.insert(Role::SqlJobs);
+        }
         roles
     }
 
@@ -85,12 +90,13 @@ impl Role {
             Role::WindowJob => "window_job",
             Role::Reports => "reports",
             Role::Generator => "generator",
+            Role::SqlJobs => "sql_jobs",
             Role::Ops => "ops",
         }
     }
 
     fn is_job(self) -> bool {
-        matches!(self, Role::RawJob | Role::WindowJob)
+        matches!(self, Role::RawJob | Role::WindowJob | Role::SqlJobs)
     }
 }
 
@@ -286,6 +292,12 @@ impl Pipeline {
             _ => None,
         };
 
+        // The streaming SQL jobs, parsed now: a wrong one stops the start.
+        let sql_jobs = match &lake {
+            Some(_) if self.has(Role::SqlJobs) => wiring::sql_jobs(resolved)?,
+            _ => Vec::new(),
+        };
+
         if let Some(listener) = listener {
             let mut router = logpipe_http::ops_routes(auth.as_ref(), config.auth.open_metrics);
             let mut console = web::Console::new(self.roles.iter().map(|r| r.name()).collect());
@@ -296,6 +308,7 @@ impl Pipeline {
                 .into_iter()
                 .filter(|(role, _)| self.has(*role))
                 .map(|(_, job)| job)
+                .chain(sql_jobs.iter().map(|job| job.table.name))
                 .collect();
             if self.has(Role::Collector) {
                 let settings = CollectorSettings::from_config(resolved);
@@ -346,6 +359,12 @@ impl Pipeline {
                 supervisor.spawn(stages.jobs, "raw→lake job", async move {
                     Ok(job.run(stop).await?)
                 });
+            }
+            for options in sql_jobs {
+                let name = options.table.name;
+                let job = SqlJob::new(bus.bus.clone(), lake.clone(), options);
+                let stop = supervisor.shutdown(stages.jobs);
+                supervisor.spawn(stages.jobs, name, async move { Ok(job.run(stop).await?) });
             }
             if self.has(Role::WindowJob) {
                 let webhook = wiring::webhook(resolved, &public_url);

@@ -23,6 +23,10 @@ pub fn register(roles: &BTreeSet<Role>) {
                 logpipe_ingest::collector::metrics::collector_metrics();
             }
             Role::QueryApi | Role::Ops => {}
+            Role::SqlJobs => {
+                logpipe_lake::metrics::lake_metrics();
+                logpipe_core::job::job_metrics();
+            }
             Role::RawJob => {
                 logpipe_stream::raw::metrics::raw_metrics();
                 logpipe_lake::metrics::lake_metrics();
@@ -54,6 +58,7 @@ pub fn catalog() -> Vec<&'static MetricDef> {
         Role::WindowJob,
         Role::Reports,
         Role::Generator,
+        Role::SqlJobs,
         Role::Ops,
     ]));
     registry().defs()

@@ -104,7 +104,7 @@ pub fn producer_name(role: &str, port: u16) -> String {
 }
 
 /// The batch jobs: the built-in reports, scheduled by `[reports]`, and the
-/// files of `[jobs] dir`.
+/// batch files of `[jobs] dir`.
 pub fn jobs(resolved: &Resolved) -> Result<Vec<logpipe_batch::JobDef>> {
     let config = &resolved.config;
     let schedules = config.reports.schedules()?;
@@ -114,11 +114,43 @@ pub fn jobs(resolved: &Resolved) -> Result<Vec<logpipe_batch::JobDef>> {
     )?)
 }
 
-/// The tables users' jobs write, for a query engine over the lake.
+/// The streaming SQL jobs of `[jobs] dir`, each statement parsed: a wrong
+/// one fails naming its file, line and column.
+pub fn sql_jobs(resolved: &Resolved) -> Result<Vec<logpipe_stream::SqlJobOptions>> {
+    let config = &resolved.config;
+    let (_, streams) = logpipe_batch::job::load_all(config.jobs.dir.as_deref(), &[])?;
+    streams
+        .into_iter()
+        .map(|file| {
+            let spec = logpipe_query::stream_sql::parse_stream(&file.sql).map_err(|problem| {
+                let (line, column) = problem.at.unwrap_or((1, 1));
+                anyhow::anyhow!("{}:{line}:{column}: {}", file.origin, problem.message)
+            })?;
+            Ok(logpipe_stream::SqlJobOptions {
+                table: logpipe_core::tables::TableDef::stream_output(
+                    file.name.clone(),
+                    file.output,
+                ),
+                name: file.name,
+                spec: Arc::new(spec),
+                allowed_lateness: file.allowed_lateness,
+                idle_close: file.idle_close,
+                step_interval: std::time::Duration::from_secs(1),
+                dedup_window: config.lake.dedup_window,
+                on_data_loss: config.lake.on_data_loss,
+            })
+        })
+        .collect()
+}
+
+/// The tables users' jobs write (batch and streaming), for a query engine
+/// over the lake.
 pub fn job_tables(resolved: &Resolved) -> Result<Vec<&'static logpipe_core::tables::TableDef>> {
-    Ok(jobs(resolved)?
+    let mut tables: Vec<_> = jobs(resolved)?
         .iter()
         .filter(|job| !job.is_built_in())
         .map(|job| job.table)
-        .collect())
+        .collect();
+    tables.extend(sql_jobs(resolved)?.into_iter().map(|job| job.table));
+    Ok(tables)
 }

@@ -225,7 +225,133 @@ pub const BUILT_IN: [(&str, &str, &str); 3] = [
     ),
 ];
 
-const KEYS: &str = "name, period, days, schedule, output, postgres";
+const KEYS: &str = "name, kind, period, days, schedule, output, postgres";
+const STREAM_KEYS: &str = "name, kind, lateness, idle_close, output";
+
+/// The `-- key: value` lines a file starts with: key, value, 1-based line
+/// and the value's column.
+fn header(text: &str) -> Vec<(&str, &str, usize, usize)> {
+    let mut entries = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let Some(rest) = line.strip_prefix("-- ") else {
+            break;
+        };
+        let Some((key, value)) = rest.split_once(':') else {
+            break;
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            break;
+        }
+        let column = line.len() - value.trim_start().len() + 1;
+        entries.push((key, value.trim(), index + 1, column));
+    }
+    entries
+}
+
+/// Whether a job file is a streaming job (`-- kind: stream`).
+fn is_stream(text: &str) -> bool {
+    header(text)
+        .iter()
+        .any(|(key, value, ..)| *key == "kind" && *value == "stream")
+}
+
+/// `500ms`, `5s`, `2m`, `1h`.
+fn duration_of(text: &str) -> Option<std::time::Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let amount: u64 = text[..split].parse().ok()?;
+    let millis = match &text[split..] {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(
+        amount.checked_mul(millis)?,
+    ))
+}
+
+/// A streaming job's file: its header read here, its statement parsed by
+/// `logpipe_query::stream_sql` where the job is put together.
+#[derive(Debug, Clone)]
+pub struct StreamJobFile {
+    pub name: String,
+    pub origin: String,
+    /// The whole file (the header is comments).
+    pub sql: String,
+    /// Output directory in the lake.
+    pub output: String,
+    pub allowed_lateness: std::time::Duration,
+    pub idle_close: std::time::Duration,
+}
+
+impl StreamJobFile {
+    pub fn parse(origin: &str, text: &str, default_name: &str) -> Result<StreamJobFile> {
+        let mut name = (default_name.to_string(), 1, 1);
+        let mut output = None;
+        let mut allowed_lateness = std::time::Duration::from_secs(5);
+        let mut idle_close = std::time::Duration::from_secs(10);
+        for (key, value, line, column) in header(text) {
+            let fail = |reason: String| header_error(origin, line, column, reason);
+            let duration = || {
+                duration_of(value).ok_or_else(|| {
+                    fail(format!(
+                        "{key} must be a duration like 500ms, 5s, 2m or 1h, not {value:?}"
+                    ))
+                })
+            };
+            match key {
+                "name" => name = (value.to_string(), line, column),
+                "kind" => {}
+                "lateness" => allowed_lateness = duration()?,
+                "idle_close" => idle_close = duration()?,
+                "output" => {
+                    let dir = value.trim_end_matches('/');
+                    let plain = check_output(dir).is_ok()
+                        || dir
+                            .strip_prefix("streams/")
+                            .is_some_and(|rest| check_output(&format!("jobs/{rest}")).is_ok());
+                    if !plain {
+                        return Err(fail(format!(
+                            "output {dir:?} must be a directory under streams/, jobs/ or results/ in the lake, of plain names"
+                        )));
+                    }
+                    output = Some(dir.to_string());
+                }
+                other => {
+                    return Err(header_error(
+                        origin,
+                        line,
+                        4,
+                        format!(
+                            "unknown setting {other:?}; a streaming job's header knows {STREAM_KEYS}"
+                        ),
+                    ));
+                }
+            }
+        }
+        let (name, line, column) = name;
+        if !is_identifier(&name) || tables::by_name(&name).is_some() {
+            return Err(header_error(
+                origin,
+                line,
+                column,
+                format!(
+                    "the job's name {name:?} must be a plain SQL name (lower-case letters, digits and _) and not a built-in table's"
+                ),
+            ));
+        }
+        Ok(StreamJobFile {
+            output: output.unwrap_or_else(|| format!("streams/{name}")),
+            name,
+            origin: origin.to_string(),
+            sql: text.to_string(),
+            allowed_lateness,
+            idle_close,
+        })
+    }
+}
 
 /// A header line that is wrong: 1-based line and column of the value.
 fn header_error(origin: &str, line: usize, column: usize, reason: String) -> BatchError {
@@ -257,20 +383,7 @@ impl JobDef {
         let mut schedule = None;
         let mut output = None;
         let mut postgres = true;
-        for (index, line) in text.lines().enumerate() {
-            let Some(rest) = line.strip_prefix("-- ") else {
-                break;
-            };
-            let Some((key, value)) = rest.split_once(':') else {
-                break;
-            };
-            let key = key.trim();
-            if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-                break;
-            }
-            let line_no = index + 1;
-            let value_text = value.trim();
-            let column = line.len() - value.trim_start().len() + 1;
+        for (key, value_text, line_no, column) in header(text) {
             let fail = |reason: String| header_error(origin, line_no, column, reason);
             match key {
                 "name" => name = (value_text.to_string(), line_no, column),
@@ -294,6 +407,12 @@ impl JobDef {
                     schedule = Some((value_text.to_string(), cron));
                 }
                 "output" => output = Some((value_text.to_string(), line_no, column)),
+                "kind" if value_text == "batch" => {}
+                "kind" => {
+                    return Err(fail(format!(
+                        "kind must be batch or stream, not {value_text:?}"
+                    )));
+                }
                 "postgres" => {
                     postgres = match value_text {
                         "true" => true,
@@ -483,10 +602,21 @@ fn check_placeholders(origin: &str, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every job: the built-in reports, then a directory's `*.sql` files in
-/// name order. Names are unique.
+/// Every batch job: the built-in reports, then a directory's `*.sql`
+/// files in name order (streaming jobs left out: [`load_all`]).
 pub fn load(dir: Option<&Path>, report_schedules: &[(&'static str, Cron)]) -> Result<Vec<JobDef>> {
+    Ok(load_all(dir, report_schedules)?.0)
+}
+
+/// Every job of a jobs directory: the batch jobs (the built-in reports
+/// first) and the streaming jobs (`-- kind: stream`). Names and output
+/// directories are unique across both.
+pub fn load_all(
+    dir: Option<&Path>,
+    report_schedules: &[(&'static str, Cron)],
+) -> Result<(Vec<JobDef>, Vec<StreamJobFile>)> {
     let mut jobs = Vec::new();
+    let mut streams: Vec<StreamJobFile> = Vec::new();
     for (name, text, schedule) in BUILT_IN {
         let mut job = JobDef::parse(&format!("built-in {name}.sql"), text, name, true)?;
         job.schedule = report_schedules
@@ -495,7 +625,9 @@ pub fn load(dir: Option<&Path>, report_schedules: &[(&'static str, Cron)]) -> Re
             .map(|(_, cron)| (cron.to_string(), cron.clone()));
         jobs.push(job);
     }
-    let Some(dir) = dir else { return Ok(jobs) };
+    let Some(dir) = dir else {
+        return Ok((jobs, streams));
+    };
     let read_dir = std::fs::read_dir(dir).map_err(|e| BatchError::JobsDir {
         dir: dir.display().to_string(),
         reason: e.to_string(),
@@ -515,32 +647,47 @@ pub fn load(dir: Option<&Path>, report_schedules: &[(&'static str, Cron)]) -> Re
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default();
-        let job = JobDef::parse(&origin, &text, &stem, false)?;
-        if let Some(other) = jobs.iter().find(|j: &&JobDef| j.name == job.name) {
+        let (name, dir_of, entry): (String, String, Option<JobDef>) = if is_stream(&text) {
+            let stream = StreamJobFile::parse(&origin, &text, &stem)?;
+            let found = (stream.name.clone(), stream.output.clone(), None);
+            streams.push(stream);
+            found
+        } else {
+            let job = JobDef::parse(&origin, &text, &stem, false)?;
+            (job.name.to_string(), job.table.dir.to_string(), Some(job))
+        };
+        let taken = jobs
+            .iter()
+            .map(|j: &JobDef| {
+                (
+                    j.name.to_string(),
+                    j.table.dir.to_string(),
+                    j.origin.clone(),
+                )
+            })
+            .chain(
+                streams
+                    .iter()
+                    .map(|s| (s.name.clone(), s.output.clone(), s.origin.clone())),
+            )
+            .filter(|(_, _, other)| *other != origin)
+            .find(|(other, other_dir, _)| *other == name || *other_dir == dir_of);
+        if let Some((other, other_dir, other_origin)) = taken {
+            let reason = if other == name {
+                format!("a job named {name:?} is already defined by {other_origin}")
+            } else {
+                format!("its output {other_dir} is also {other}'s ({other_origin})")
+            };
             return Err(BatchError::Job {
                 origin,
                 line: 1,
                 column: 1,
-                reason: format!(
-                    "a job named {:?} is already defined by {}",
-                    job.name, other.origin
-                ),
+                reason,
             });
         }
-        if let Some(other) = jobs.iter().find(|j: &&JobDef| j.table.dir == job.table.dir) {
-            return Err(BatchError::Job {
-                origin,
-                line: 1,
-                column: 1,
-                reason: format!(
-                    "its output {} is also {}'s ({})",
-                    job.table.dir, other.name, other.origin
-                ),
-            });
-        }
-        jobs.push(job);
+        jobs.extend(entry);
     }
-    Ok(jobs)
+    Ok((jobs, streams))
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ pub mod job;
 pub mod partition;
 pub mod record;
 pub mod retry;
+pub mod stream_sql;
 pub mod tables;
 pub mod telemetry;
 pub mod time;

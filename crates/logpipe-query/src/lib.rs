@@ -37,6 +37,7 @@ pub mod alerts;
 mod catalog;
 mod error;
 pub mod render;
+pub mod stream_sql;
 
 pub use alerts::AlertFilter;
 pub use catalog::LAKE_URL;
@@ -70,7 +71,7 @@ impl SqlProblem {
 }
 
 /// `… at Line: 3, Column: 8` as the SQL parser writes it.
-fn parser_location(message: &str) -> Option<(u64, u64)> {
+pub(crate) fn parser_location(message: &str) -> Option<(u64, u64)> {
     let number = |after: &str| -> Option<u64> {
         let start = message.rfind(after)? + after.len();
         let digits: String = message[start..]

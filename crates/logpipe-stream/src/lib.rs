@@ -12,6 +12,8 @@
 //!   windows, runs the anomaly detector on each closed window,
 //!   and writes the results to the lake tables `windows` and `alerts` and
 //!   to its sinks (`logpipe_sinks`).
+//! - [`sql_job`] — [`SqlJob`] runs a streaming job written in SQL (a
+//!   windowed aggregation over `logs` or `events`) into its own table.
 //! - [`error`] — [`StreamError`], whose kind decides what restarts.
 //!
 //! A new job (a CDC upsert, a job written in SQL) is one more folder that
@@ -22,8 +24,10 @@ pub mod alerts;
 pub mod error;
 pub mod raw;
 pub mod runtime;
+pub mod sql_job;
 pub mod windows;
 
 pub use error::StreamError;
 pub use raw::{RawToLake, RawToLakeOptions};
+pub use sql_job::{SqlJob, SqlJobOptions};
 pub use windows::{WindowJob, WindowJobOptions};

@@ -68,7 +68,7 @@ async fn list(config: &ConfigArgs) -> Result<ExitCode> {
             )
         })
         .collect();
-    let rows: Vec<[String; 6]> = runner
+    let mut rows: Vec<[String; 6]> = runner
         .jobs()
         .iter()
         .map(|job| {
@@ -90,6 +90,7 @@ async fn list(config: &ConfigArgs) -> Result<ExitCode> {
             ]
         })
         .collect();
+    rows.extend(streams(config)?.into_iter().map(|(row, _)| row));
     let header = [
         "JOB",
         "PERIOD",
@@ -122,18 +123,75 @@ async fn list(config: &ConfigArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The streaming jobs of `[jobs] dir`: a `jobs list` row each, and its
+/// statement parsed (or what is wrong, at file:line:column).
+type StreamRow = ([String; 6], Result<(), String>);
+
+fn streams(config: &ConfigArgs) -> Result<Vec<StreamRow>> {
+    let resolved = config.load()?.resolve();
+    let (_, files) = logpipe_batch::job::load_all(resolved.config.jobs.dir.as_deref(), &[])?;
+    Ok(files
+        .into_iter()
+        .map(|file| {
+            let parsed = logpipe_query::stream_sql::parse_stream(&file.sql);
+            let (period, reads) = match &parsed {
+                Ok(spec) => {
+                    let hop = if spec.slide_micros < spec.size_micros {
+                        format!(" every {} s", spec.slide_micros / 1_000_000)
+                    } else {
+                        String::new()
+                    };
+                    (
+                        format!("stream ({} s windows{hop})", spec.size_micros / 1_000_000),
+                        spec.source.table().to_string(),
+                    )
+                }
+                Err(_) => ("stream (wrong)".to_string(), "?".to_string()),
+            };
+            let outcome = parsed.map(|_| ()).map_err(|problem| {
+                let (line, column) = problem.at.unwrap_or((1, 1));
+                format!("{}:{line}:{column}: {}", file.origin, problem.message)
+            });
+            let row = [
+                file.name,
+                period,
+                "continuous".to_string(),
+                file.output,
+                reads,
+                "-".to_string(),
+            ];
+            (row, outcome)
+        })
+        .collect())
+}
+
 fn show(config: &ConfigArgs, name: &str) -> Result<ExitCode> {
     let resolved = config.load()?.resolve();
-    let jobs = wiring::jobs(&resolved)?;
-    let Some(job) = jobs.iter().find(|job| job.name == name) else {
-        let known: Vec<&str> = jobs.iter().map(|job| job.name).collect();
+    let schedules = resolved.config.reports.schedules()?;
+    let (jobs, streams) =
+        logpipe_batch::job::load_all(resolved.config.jobs.dir.as_deref(), &schedules)?;
+    let found = jobs
+        .iter()
+        .map(|job| (job.name, job.origin.as_str(), job.template.as_str()))
+        .chain(
+            streams
+                .iter()
+                .map(|s| (s.name.as_str(), s.origin.as_str(), s.sql.as_str())),
+        )
+        .find(|(job, ..)| *job == name);
+    let Some((_, origin, text)) = found else {
+        let known: Vec<&str> = jobs
+            .iter()
+            .map(|job| job.name)
+            .chain(streams.iter().map(|s| s.name.as_str()))
+            .collect();
         bail!(
             "no job is named {name:?}; the jobs are {}",
             known.join(", ")
         );
     };
-    eprintln!("# {}", job.origin);
-    print!("{}", job.template);
+    eprintln!("# {origin}");
+    print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -153,6 +211,15 @@ async fn check(config: &ConfigArgs) -> Result<ExitCode> {
                     columns.join(", ")
                 );
             }
+            Err(error) => {
+                wrong += 1;
+                println!("wrong  {error}");
+            }
+        }
+    }
+    for ([name, period, _, output, ..], outcome) in streams(config)? {
+        match outcome {
+            Ok(()) => println!("ok     {name} → {output} ({period})"),
             Err(error) => {
                 wrong += 1;
                 println!("wrong  {error}");

@@ -92,6 +92,21 @@ impl TableDef {
     }
 }
 
+impl TableDef {
+    /// The output table of a streaming SQL job: `dir` partitioned by the
+    /// hour of window start, like `windows`. Leaked, as
+    /// [`TableDef::job_output`].
+    pub fn stream_output(name: String, dir: String) -> &'static TableDef {
+        Box::leak(Box::new(TableDef {
+            name: Box::leak(name.into_boxed_str()),
+            dir: Box::leak(dir.into_boxed_str()),
+            partitioning: Partitioning::Hourly,
+            schema: None,
+            order: JOB_TABLE_ORDER,
+        }))
+    }
+}
+
 impl PartialEq for TableDef {
     fn eq(&self, other: &Self) -> bool {
         self.order == other.order && self.name == other.name

@@ -31,7 +31,7 @@ use crate::runtime::{Job, Shutdown, run_restarting};
 
 mod buffer;
 pub mod metrics;
-mod parse;
+pub(crate) mod parse;
 mod roll_forward;
 
 use buffer::Buffer;

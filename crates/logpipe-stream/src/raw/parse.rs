@@ -9,7 +9,7 @@ use crate::error::StreamError;
 /// Validation on the consuming side: structure only. The future-time check
 /// depends on the clock and would make a roll-forward non-deterministic;
 /// the collector already applied it.
-pub(super) fn consumer_limits() -> ValidationLimits {
+pub(crate) fn consumer_limits() -> ValidationLimits {
     ValidationLimits {
         max_field_bytes: usize::MAX,
         max_future_skew_secs: i64::MAX / 1_000_000,

@@ -1,0 +1,410 @@
+//! A streaming SQL job, as data: what `logpipe_query::stream_sql` makes of
+//! a statement like
+//!
+//! ```sql
+//! SELECT window_start, event_type,
+//!        count(*) AS events,
+//!        count(DISTINCT user_id) AS users,
+//!        count(*) FILTER (WHERE event_type = 'PURCHASE') AS purchases
+//! FROM events
+//! GROUP BY tumble(timestamp, INTERVAL '1 minute'), event_type
+//! ```
+//!
+//! and what the stream job (`logpipe_stream::sql_job`) runs: the source
+//! table, the window, the keys, the aggregates and the filters, with a small
+//! evaluator of the filters over a record's columns (named as in the lake:
+//! `response_time_ms`, not `metadata.response_time_ms`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::Record;
+
+/// One value of a column or literal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Scalar {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Scalar {
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Scalar::Int(v) => Some(*v as f64),
+            Scalar::Float(v) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// The value as a group key or distinct value: its text; `None` for
+    /// NULL.
+    pub fn key_text(&self) -> Option<String> {
+        match self {
+            Scalar::Null => None,
+            Scalar::Bool(v) => Some(v.to_string()),
+            Scalar::Int(v) => Some(v.to_string()),
+            Scalar::Float(v) => Some(v.to_string()),
+            Scalar::Text(v) => Some(v.clone()),
+        }
+    }
+
+    /// SQL comparison: `None` when either side is NULL or the types differ.
+    fn compare(&self, other: &Scalar) -> Option<std::cmp::Ordering> {
+        match (self, other) {
+            (Scalar::Text(a), Scalar::Text(b)) => Some(a.cmp(b)),
+            (Scalar::Bool(a), Scalar::Bool(b)) => Some(a.cmp(b)),
+            (a, b) => a.as_f64()?.partial_cmp(&b.as_f64()?),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmpOp {
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+}
+
+/// A filter: comparisons of columns and literals, combined.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Expr {
+    Column(String),
+    Literal(Scalar),
+    Compare(Box<Expr>, CmpOp, Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+    IsNull {
+        expr: Box<Expr>,
+        negated: bool,
+    },
+    InList {
+        expr: Box<Expr>,
+        list: Vec<Scalar>,
+        negated: bool,
+    },
+}
+
+impl Expr {
+    /// The value for `row`.
+    pub fn eval(&self, row: &dyn Row) -> Scalar {
+        let truth = |v: Option<bool>| v.map_or(Scalar::Null, Scalar::Bool);
+        match self {
+            Expr::Column(name) => row.get(name),
+            Expr::Literal(value) => value.clone(),
+            Expr::Compare(left, op, right) => {
+                let ordering = left.eval(row).compare(&right.eval(row));
+                truth(ordering.map(|o| match op {
+                    CmpOp::Eq => o.is_eq(),
+                    CmpOp::NotEq => o.is_ne(),
+                    CmpOp::Lt => o.is_lt(),
+                    CmpOp::LtEq => o.is_le(),
+                    CmpOp::Gt => o.is_gt(),
+                    CmpOp::GtEq => o.is_ge(),
+                }))
+            }
+            // Three-valued logic, as SQL.
+            Expr::And(a, b) => match (a.eval(row), b.eval(row)) {
+                (Scalar::Bool(false), _) | (_, Scalar::Bool(false)) => Scalar::Bool(false),
+                (Scalar::Bool(true), Scalar::Bool(true)) => Scalar::Bool(true),
+                _ => Scalar::Null,
+            },
+            Expr::Or(a, b) => match (a.eval(row), b.eval(row)) {
+                (Scalar::Bool(true), _) | (_, Scalar::Bool(true)) => Scalar::Bool(true),
+                (Scalar::Bool(false), Scalar::Bool(false)) => Scalar::Bool(false),
+                _ => Scalar::Null,
+            },
+            Expr::Not(inner) => match inner.eval(row) {
+                Scalar::Bool(v) => Scalar::Bool(!v),
+                _ => Scalar::Null,
+            },
+            Expr::IsNull { expr, negated } => {
+                Scalar::Bool((expr.eval(row) == Scalar::Null) != *negated)
+            }
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
+                let value = expr.eval(row);
+                if value == Scalar::Null {
+                    return Scalar::Null;
+                }
+                let found = list
+                    .iter()
+                    .any(|item| value.compare(item).is_some_and(|o| o.is_eq()));
+                Scalar::Bool(found != *negated)
+            }
+        }
+    }
+
+    /// Whether `row` passes the filter (NULL does not).
+    pub fn holds(&self, row: &dyn Row) -> bool {
+        self.eval(row) == Scalar::Bool(true)
+    }
+}
+
+/// A record's columns by their lake name.
+pub trait Row {
+    fn get(&self, column: &str) -> Scalar;
+}
+
+fn text(value: &Option<String>) -> Scalar {
+    value.clone().map_or(Scalar::Null, Scalar::Text)
+}
+
+impl Row for Record {
+    fn get(&self, column: &str) -> Scalar {
+        match self {
+            Record::Log(log) => match column {
+                "timestamp" => Scalar::Int(log.timestamp_micros),
+                "level" => Scalar::Text(log.level.as_str().to_string()),
+                "service" => Scalar::Text(log.service.clone()),
+                "host" => text(&log.host),
+                "message" => Scalar::Text(log.message.clone()),
+                "request_id" => text(&log.metadata.request_id),
+                "response_time_ms" => log
+                    .metadata
+                    .response_time_ms
+                    .map_or(Scalar::Null, Scalar::Float),
+                "status_code" => log
+                    .metadata
+                    .status_code
+                    .map_or(Scalar::Null, |v| Scalar::Int(i64::from(v))),
+                "endpoint" => text(&log.metadata.endpoint),
+                "method" => text(&log.metadata.method),
+                _ => Scalar::Null,
+            },
+            Record::Event(event) => match column {
+                "timestamp" => Scalar::Int(event.timestamp_micros),
+                "event_id" => Scalar::Text(event.event_id.clone()),
+                "user_id" => Scalar::Text(event.user_id.clone()),
+                "session_id" => text(&event.session_id),
+                "event_type" => Scalar::Text(event.event_type.as_str().to_string()),
+                "page" => text(&event.page),
+                "element" => text(&event.element),
+                "position_x" => event.position_x.map_or(Scalar::Null, Scalar::Float),
+                "position_y" => event.position_y.map_or(Scalar::Null, Scalar::Float),
+                "device_type" => text(&event.device.device_type),
+                "device_os" => text(&event.device.os),
+                "device_browser" => text(&event.device.browser),
+                _ => Scalar::Null,
+            },
+        }
+    }
+}
+
+/// What an aggregate computes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum AggregateKind {
+    /// `count(*)` (no argument) or `count(col)` (non-NULL values).
+    Count,
+    CountDistinct,
+    Sum,
+    Avg,
+    Min,
+    Max,
+    /// `approx_percentile_cont(col, q)`: relative accuracy 1 %.
+    Percentile(f64),
+}
+
+/// One aggregate column of the output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Aggregate {
+    pub name: String,
+    pub kind: AggregateKind,
+    /// The column aggregated; `None` for `count(*)`.
+    pub column: Option<String>,
+    /// `FILTER (WHERE …)`: only rows passing it count.
+    pub filter: Option<Expr>,
+    /// Whether the result is a whole number (counts, and sums of integer
+    /// columns); else a double.
+    pub integer: bool,
+}
+
+/// One output column, in SELECT order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OutputColumn {
+    WindowStart(String),
+    WindowEnd(String),
+    /// A GROUP BY key (its index in `keys`), output as text.
+    Key(usize),
+    Aggregate(usize),
+}
+
+/// Which lake table (and so which topic) a job reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamSource {
+    Logs,
+    Events,
+}
+
+impl StreamSource {
+    pub fn table(self) -> &'static str {
+        match self {
+            StreamSource::Logs => "logs",
+            StreamSource::Events => "events",
+        }
+    }
+
+    /// The columns a job may name, and whether each is a whole number.
+    pub fn columns(self) -> &'static [(&'static str, ColumnType)] {
+        use ColumnType::{Float, Int, Text};
+        match self {
+            StreamSource::Logs => &[
+                ("timestamp", Int),
+                ("level", Text),
+                ("service", Text),
+                ("host", Text),
+                ("message", Text),
+                ("request_id", Text),
+                ("response_time_ms", Float),
+                ("status_code", Int),
+                ("endpoint", Text),
+                ("method", Text),
+            ],
+            StreamSource::Events => &[
+                ("timestamp", Int),
+                ("event_id", Text),
+                ("user_id", Text),
+                ("session_id", Text),
+                ("event_type", Text),
+                ("page", Text),
+                ("element", Text),
+                ("position_x", Float),
+                ("position_y", Float),
+                ("device_type", Text),
+                ("device_os", Text),
+                ("device_browser", Text),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ColumnType {
+    Int,
+    Float,
+    Text,
+}
+
+/// A windowed aggregation over a topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamSpec {
+    pub source: StreamSource,
+    /// Window length; `slide_micros < size_micros` makes hopping windows.
+    pub size_micros: i64,
+    pub slide_micros: i64,
+    pub keys: Vec<String>,
+    pub aggregates: Vec<Aggregate>,
+    pub filter: Option<Expr>,
+    pub output: Vec<OutputColumn>,
+}
+
+impl StreamSpec {
+    /// The windows (their starts) a record at `micros` falls in.
+    pub fn windows_of(&self, micros: i64) -> Vec<i64> {
+        let slide = self.slide_micros.max(1);
+        let last = micros.div_euclid(slide) * slide;
+        let mut starts = Vec::new();
+        let mut start = last;
+        while start > micros - self.size_micros {
+            starts.push(start);
+            start -= slide;
+        }
+        starts.reverse();
+        starts
+    }
+
+    /// The name of output column `column`.
+    pub fn column_name(&self, column: &OutputColumn) -> String {
+        match column {
+            OutputColumn::WindowStart(name) | OutputColumn::WindowEnd(name) => name.clone(),
+            OutputColumn::Key(index) => self.keys[*index].clone(),
+            OutputColumn::Aggregate(index) => self.aggregates[*index].name.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fields(Vec<(&'static str, Scalar)>);
+
+    impl Row for Fields {
+        fn get(&self, column: &str) -> Scalar {
+            self.0
+                .iter()
+                .find(|(name, _)| *name == column)
+                .map_or(Scalar::Null, |(_, v)| v.clone())
+        }
+    }
+
+    #[test]
+    fn filters_follow_sql_three_valued_logic() {
+        let row = Fields(vec![
+            ("level", Scalar::Text("ERROR".into())),
+            ("status_code", Scalar::Int(503)),
+        ]);
+        let column = |name: &str| Box::new(Expr::Column(name.to_string()));
+        let literal = |v: Scalar| Box::new(Expr::Literal(v));
+        let error = Expr::Compare(
+            column("level"),
+            CmpOp::Eq,
+            literal(Scalar::Text("ERROR".into())),
+        );
+        let server = Expr::Compare(
+            column("status_code"),
+            CmpOp::GtEq,
+            literal(Scalar::Float(500.0)),
+        );
+        let missing = Expr::Compare(
+            column("endpoint"),
+            CmpOp::Eq,
+            literal(Scalar::Text("/".into())),
+        );
+        assert!(error.holds(&row));
+        assert!(Expr::And(Box::new(error.clone()), Box::new(server)).holds(&row));
+        assert!(!missing.holds(&row));
+        assert_eq!(missing.eval(&row), Scalar::Null);
+        assert!(!Expr::Not(Box::new(missing.clone())).holds(&row));
+        assert!(Expr::Or(Box::new(missing), Box::new(error)).holds(&row));
+        let listed = Expr::InList {
+            expr: column("level"),
+            list: vec![Scalar::Text("WARN".into()), Scalar::Text("ERROR".into())],
+            negated: false,
+        };
+        assert!(listed.holds(&row));
+        assert!(
+            Expr::IsNull {
+                expr: column("endpoint"),
+                negated: false
+            }
+            .holds(&row)
+        );
+    }
+
+    #[test]
+    fn a_record_falls_in_one_tumbling_and_size_over_slide_hopping_windows() {
+        let mut spec = StreamSpec {
+            source: StreamSource::Logs,
+            size_micros: 60,
+            slide_micros: 60,
+            keys: vec![],
+            aggregates: vec![],
+            filter: None,
+            output: vec![],
+        };
+        assert_eq!(spec.windows_of(125), [120]);
+        assert_eq!(spec.windows_of(-5), [-60]);
+        spec.slide_micros = 20;
+        assert_eq!(spec.windows_of(125), [80, 100, 120]);
+        assert_eq!(spec.windows_of(120), [80, 100, 120]);
+    }
+}
