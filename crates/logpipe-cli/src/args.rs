@@ -192,6 +192,8 @@ pub(crate) enum StreamJobArg {
     Raw,
     /// Windows and alerts over all partitions (one process only).
     Windows,
+    /// The streaming SQL jobs of `[jobs] dir` (one process only).
+    Sql,
 }
 
 #[derive(Args)]

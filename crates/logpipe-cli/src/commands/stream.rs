@@ -24,12 +24,17 @@ pub(crate) async fn run(args: StreamArgs) -> Result<ExitCode> {
         .map(|job| match job {
             StreamJobArg::Raw => Role::RawJob,
             StreamJobArg::Windows => Role::WindowJob,
+            StreamJobArg::Sql => Role::SqlJobs,
         })
         .collect();
     if args.listen.is_some() {
         roles.insert(Role::Ops);
     }
-    let names: Vec<&str> = [(Role::RawJob, "raw"), (Role::WindowJob, "windows")]
+    let names: Vec<&str> = [
+        (Role::RawJob, "raw"),
+        (Role::WindowJob, "windows"),
+        (Role::SqlJobs, "sql"),
+    ]
         .into_iter()
         .filter(|(role, _)| roles.contains(role))
         .map(|(_, name)| name)
