@@ -26,7 +26,7 @@ use logpipe_core::topics;
 use logpipe_ingest::{Collector, CollectorSettings};
 use logpipe_query::QueryEngine;
 use logpipe_sinks::bus_topic::BusTopicSink;
-use logpipe_stream::{RawToLake, RawToLakeOptions, SqlJob, WindowJob, WindowJobOptions};
+use logpipe_stream::{RawToLake, RawToLakeOptions, SqlJobs, WindowJob, WindowJobOptions};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub mod console;
@@ -360,11 +360,11 @@ impl Pipeline {
                     Ok(job.run(stop).await?)
                 });
             }
-            for options in sql_jobs {
-                let name = options.table.name;
-                let job = SqlJob::new(bus.bus.clone(), lake.clone(), options);
+            for jobs in SqlJobs::by_topic(bus.bus.clone(), lake.clone(), sql_jobs) {
                 let stop = supervisor.shutdown(stages.jobs);
-                supervisor.spawn(stages.jobs, name, async move { Ok(job.run(stop).await?) });
+                supervisor.spawn(stages.jobs, "streaming SQL jobs", async move {
+                    Ok(jobs.run(stop).await?)
+                });
             }
             if self.has(Role::WindowJob) {
                 let webhook = wiring::webhook(resolved, &public_url);

@@ -12,8 +12,8 @@
 //!   windows, runs the anomaly detector on each closed window,
 //!   and writes the results to the lake tables `windows` and `alerts` and
 //!   to its sinks (`logpipe_sinks`).
-//! - [`sql_job`] — [`SqlJob`] runs a streaming job written in SQL (a
-//!   windowed aggregation over `logs` or `events`) into its own table.
+//! - [`sql_job`] — [`SqlJobs`] runs the streaming jobs written in SQL (a
+//!   windowed aggregation over `logs` or `events`), each into its own table.
 //! - [`error`] — [`StreamError`], whose kind decides what restarts.
 //!
 //! A new job (a CDC upsert, a job written in SQL) is one more folder that
@@ -29,5 +29,5 @@ pub mod windows;
 
 pub use error::StreamError;
 pub use raw::{RawToLake, RawToLakeOptions};
-pub use sql_job::{SqlJob, SqlJobOptions};
+pub use sql_job::{SqlJobOptions, SqlJobs};
 pub use windows::{WindowJob, WindowJobOptions};

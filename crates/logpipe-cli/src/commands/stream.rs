@@ -35,10 +35,10 @@ pub(crate) async fn run(args: StreamArgs) -> Result<ExitCode> {
         (Role::WindowJob, "windows"),
         (Role::SqlJobs, "sql"),
     ]
-        .into_iter()
-        .filter(|(role, _)| roles.contains(role))
-        .map(|(_, name)| name)
-        .collect();
+    .into_iter()
+    .filter(|(role, _)| roles.contains(role))
+    .map(|(_, name)| name)
+    .collect();
     eprintln!(
         "logpipe stream: jobs {} against Kafka {} (group {}), lake {}",
         names.join(","),

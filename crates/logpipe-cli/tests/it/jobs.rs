@@ -405,6 +405,15 @@ async fn a_streaming_sql_job_equals_the_batch_aggregation_across_kills() {
     let jobs = dir.path().join("jobs");
     std::fs::create_dir_all(&jobs).unwrap();
     std::fs::write(jobs.join("activity.sql"), ACTIVITY).unwrap();
+    // A second job over the same topic (read and parsed once for both):
+    // 30-second windows every 10 seconds.
+    std::fs::write(
+        jobs.join("rolling.sql"),
+        "-- kind: stream\n-- lateness: 2s\n-- idle_close: 2s\n\
+         SELECT window_start, count(*) AS events, count(DISTINCT user_id) AS users FROM events\n\
+         GROUP BY hop(timestamp, INTERVAL '10 seconds', INTERVAL '30 seconds')\n",
+    )
+    .unwrap();
     let jobs_env = jobs.to_str().unwrap();
     let env = [
         ("LOGPIPE__JOBS__DIR", jobs_env),
@@ -429,9 +438,10 @@ async fn a_streaming_sql_job_equals_the_batch_aggregation_across_kills() {
         let rows = sql_with_jobs(
             &data,
             &jobs,
-            "SELECT CAST(coalesce(sum(events), 0) AS BIGINT) AS n FROM activity",
+            "SELECT (SELECT CAST(coalesce(sum(events), 0) AS BIGINT) FROM activity) AS n, \
+             (SELECT CAST(coalesce(sum(events), 0) AS BIGINT) FROM rolling) AS r",
         );
-        if rows[0]["n"].as_u64() == Some(total) {
+        if rows[0]["n"].as_u64() == Some(total) && rows[0]["r"].as_u64() == Some(3 * total) {
             break;
         }
         assert!(
@@ -474,6 +484,22 @@ async fn a_streaming_sql_job_equals_the_batch_aggregation_across_kills() {
             "the streamed window differs from the batch aggregation"
         );
     }
+
+    // The hopping job: each 30-second window counts the events of its
+    // three 10-second slices, none missing or doubled.
+    let rolling = sql_with_jobs(
+        &data,
+        &jobs,
+        "SELECT CAST(to_unixtime(window_start) AS BIGINT) AS w, events, users FROM rolling ORDER BY w",
+    );
+    let expected: Vec<Value> = (-2..30)
+        .map(|k: i64| {
+            let start = k * 10;
+            let seconds = (start.max(0)..(start + 30).min(seconds)).count() as u64;
+            json!({"w": T0 + start, "events": seconds * 12, "users": 7})
+        })
+        .collect();
+    assert_eq!(rolling, expected, "hopping windows");
 
     // Outside the subset: refused at start, naming file, line and column.
     std::fs::write(

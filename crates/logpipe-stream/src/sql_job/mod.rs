@@ -11,8 +11,10 @@
 //! state and offsets belong together, so no record is counted twice and no
 //! window is lost or written twice.
 //!
-//! One process runs a job (it reads every partition, as the window job
-//! does); its rows go to the lake only.
+//! The jobs over one topic run together ([`SqlJobs`]): each record is read
+//! and parsed once for all of them, and each keeps its own commit chain.
+//! One process runs them (they read every partition, as the window job
+//! does); their rows go to the lake only.
 //!
 //! | file | what |
 //! |---|---|
@@ -78,43 +80,125 @@ struct JobState {
     step_micros: i64,
 }
 
-pub struct SqlJob {
-    bus: Arc<dyn Bus>,
-    lake: Lake,
+/// One job's part of a [`SqlJobs`] run.
+struct Slot {
     options: SqlJobOptions,
     schema: SchemaRef,
 }
 
-impl SqlJob {
-    pub fn new(bus: Arc<dyn Bus>, lake: Lake, options: SqlJobOptions) -> SqlJob {
-        let schema = output::schema(&options.spec);
-        SqlJob {
-            bus,
-            lake,
-            options,
-            schema,
+/// The streaming SQL jobs over one topic, run together: each record is
+/// read and parsed once and fed to every job, while each job keeps its own
+/// commit chain (offsets, state, output). A job whose chain is behind
+/// another's (killed between their commits) is fed only the records past
+/// its own committed offsets, so each counts every record once.
+pub struct SqlJobs {
+    bus: Arc<dyn Bus>,
+    lake: Lake,
+    topic: &'static str,
+    name: String,
+    slots: Vec<Slot>,
+}
+
+impl SqlJobs {
+    /// The jobs grouped by the topic they read: one runner per topic.
+    pub fn by_topic(bus: Arc<dyn Bus>, lake: Lake, jobs: Vec<SqlJobOptions>) -> Vec<SqlJobs> {
+        let mut runners: Vec<SqlJobs> = Vec::new();
+        for options in jobs {
+            let topic = topic_of(options.spec.source);
+            let slot = Slot {
+                schema: output::schema(&options.spec),
+                options,
+            };
+            match runners.iter_mut().find(|r| r.topic == topic) {
+                Some(runner) => runner.slots.push(slot),
+                None => runners.push(SqlJobs {
+                    bus: bus.clone(),
+                    lake: lake.clone(),
+                    topic,
+                    name: format!("sql jobs on {topic}"),
+                    slots: vec![slot],
+                }),
+            }
         }
+        runners
+    }
+
+    /// The jobs' names.
+    pub fn names(&self) -> Vec<&str> {
+        self.slots.iter().map(|s| s.options.name.as_str()).collect()
     }
 
     /// Runs until `shutdown` turns true, then drains, commits and returns.
     pub async fn run(self, shutdown: Shutdown) -> Result<(), StreamError> {
         run_restarting(&self, shutdown).await
     }
+}
 
-    fn topic(&self) -> &'static str {
-        match self.options.spec.source {
-            StreamSource::Logs => topics::LOGS_RAW,
-            StreamSource::Events => topics::EVENTS_ACTIVITY,
-        }
+fn topic_of(source: StreamSource) -> &'static str {
+    match source {
+        StreamSource::Logs => topics::LOGS_RAW,
+        StreamSource::Events => topics::EVENTS_ACTIVITY,
     }
+}
 
+/// A job's running part: its aggregator, where its chain is, what it
+/// committed last.
+struct Running {
+    aggregator: SqlAggregator,
+    seq: u64,
+    /// Offsets its state includes: records below are not fed to it again.
+    committed: Offsets,
+    last_record: Instant,
+}
+
+impl Slot {
     fn groups(&self, closed: &[Group]) -> Result<TableGroups, StreamError> {
         output::output_groups(&self.options.spec, &self.schema, self.options.table, closed)
             .map_err(|e| StreamError::from(LakeError::from(e)))
     }
 
+    /// Restores the job from its newest commit record, completing that
+    /// step's files when they are missing.
+    async fn restore(&self, lake: &Lake) -> Result<Running, StreamError> {
+        let job = &self.options.name;
+        let latest = lake.latest_commit(job).await?;
+        let state: JobState = match latest.as_ref().and_then(|r| r.state.clone()) {
+            Some(value) => serde_json::from_value(value).map_err(|e| StreamError::BadState {
+                job: job.clone(),
+                reason: e.to_string(),
+            })?,
+            None => JobState::default(),
+        };
+        let seq = latest.as_ref().map(|r| r.seq).unwrap_or(0);
+        if let Some(record) = &latest {
+            let missing = lake.missing_files(record).await?;
+            if !missing.is_empty() {
+                tracing::warn!(
+                    job,
+                    seq,
+                    files = missing.len(),
+                    "completing the job's interrupted commit"
+                );
+                let groups = self.groups(&state.closed)?;
+                let files = plan_files(job, seq, &groups);
+                let encoded = lake
+                    .encode_batches(groups.values().cloned().collect())
+                    .await?;
+                lake.put_missing(files, encoded, &missing).await?;
+            }
+        }
+        let lateness = self.options.allowed_lateness.as_micros() as i64;
+        Ok(Running {
+            aggregator: SqlAggregator::restore(self.options.spec.clone(), lateness, state.windows),
+            seq,
+            committed: latest.map(|r| r.offsets).unwrap_or_default(),
+            last_record: Instant::now(),
+        })
+    }
+
     async fn commit(
         &self,
+        lake: &Lake,
         seq: u64,
         state: &JobState,
         groups: &TableGroups,
@@ -138,71 +222,80 @@ impl SqlJob {
                 })?,
             ),
         };
-        let encoded = self
-            .lake
+        let encoded = lake
             .encode_batches(groups.values().cloned().collect())
             .await?;
-        self.lake.commit(&record, encoded).await?;
+        lake.commit(&record, encoded).await?;
         Ok(())
     }
 }
 
-impl Job for SqlJob {
+/// The least of every job's committed offset, per partition: where the
+/// shared read starts. A partition some job has never committed is left
+/// out, so the read starts it from the beginning.
+fn least(chains: &[Running]) -> Offsets {
+    let mut least = Offsets::new();
+    let Some((first, rest)) = chains.split_first() else {
+        return least;
+    };
+    for (topic, partitions) in &first.committed {
+        for (partition, offset) in partitions {
+            let others: Option<Vec<u64>> = rest
+                .iter()
+                .map(|other| {
+                    other
+                        .committed
+                        .get(topic)
+                        .and_then(|p| p.get(partition))
+                        .copied()
+                })
+                .collect();
+            if let Some(others) = others {
+                let at = others.into_iter().fold(*offset, u64::min);
+                partitions_of(&mut least, topic).insert(*partition, at);
+            }
+        }
+    }
+    least
+}
+
+impl Job for SqlJobs {
     type Error = StreamError;
 
     fn name(&self) -> &str {
-        &self.options.name
+        &self.name
     }
 
     async fn attempt(&self, shutdown: &mut Shutdown) -> Result<(), StreamError> {
-        let job = self.options.name.clone();
-        let latest = self.lake.latest_commit(&job).await?;
-        let state: JobState = match latest.as_ref().and_then(|r| r.state.clone()) {
-            Some(value) => serde_json::from_value(value).map_err(|e| StreamError::BadState {
-                job: job.clone(),
-                reason: e.to_string(),
-            })?,
-            None => JobState::default(),
-        };
-        let mut seq = latest.as_ref().map(|r| r.seq).unwrap_or(0);
-        if let Some(record) = &latest {
-            // The last step's files may be missing: rebuild them from the
-            // commit record's output.
-            let missing = self.lake.missing_files(record).await?;
-            if !missing.is_empty() {
-                tracing::warn!(
-                    job,
-                    seq,
-                    files = missing.len(),
-                    "completing the job's interrupted commit"
-                );
-                let groups = self.groups(&state.closed)?;
-                let files = plan_files(&job, seq, &groups);
-                let encoded = self
-                    .lake
-                    .encode_batches(groups.values().cloned().collect())
-                    .await?;
-                self.lake.put_missing(files, encoded, &missing).await?;
-            }
+        let mut chains = Vec::new();
+        for slot in &self.slots {
+            chains.push(slot.restore(&self.lake).await?);
         }
-        let lateness = self.options.allowed_lateness.as_micros() as i64;
-        let mut aggregator =
-            SqlAggregator::restore(self.options.spec.clone(), lateness, state.windows);
-        let topic = self.topic();
-        let mut consumer = self.bus.reader(&format!("logpipe-{job}"), &[topic]).await?;
+        let topic = self.topic;
+        let mut consumer = self
+            .bus
+            .reader(&format!("logpipe-sql-{topic}"), &[topic])
+            .await?;
         let read: Result<(), StreamError> = async {
-            let committed = latest.map(|r| r.offsets).unwrap_or_default();
-            let mut positions = resume(consumer.as_mut(), &committed)?;
-            let mut dedups = Dedups::new(self.options.dedup_window);
-            dedups.warm_up(&*self.bus, &job, &positions).await?;
-            tracing::info!(job, seq, open_groups = aggregator.open_groups(), "streaming SQL job resumes");
+            let mut positions = resume(consumer.as_mut(), &least(&chains))?;
+            let dedup_window = self.slots.iter().map(|s| s.options.dedup_window).max().unwrap_or(0);
+            let mut dedups = Dedups::new(dedup_window);
+            dedups.warm_up(&*self.bus, &self.name, &positions).await?;
+            for (slot, running) in self.slots.iter().zip(&chains) {
+                tracing::info!(
+                    job = slot.options.name,
+                    seq = running.seq,
+                    open_groups = running.aggregator.open_groups(),
+                    "streaming SQL job resumes"
+                );
+            }
             let kind = RecordKind::of_topic(topic);
             let limits = consumer_limits();
-            let mut committed_positions = positions.clone();
-            let mut next_step = Instant::now() + self.options.step_interval;
-            let mut last_record = Instant::now();
+            let step_interval = self.slots.iter().map(|s| s.options.step_interval).min().unwrap_or(Duration::from_secs(1));
+            let on_data_loss = self.slots[0].options.on_data_loss;
+            let mut next_step = Instant::now() + step_interval;
             let mut last_step = Instant::now();
-            let mut poller = Poller::new("sql job", self.options.on_data_loss);
+            let mut poller = Poller::new("sql jobs", on_data_loss);
             let mut invalid = 0u64;
             let mut partition_max: BTreeMap<u32, i64> = BTreeMap::new();
             loop {
@@ -219,9 +312,6 @@ impl Job for SqlJob {
                     }
                 };
                 let drained = records.is_empty();
-                if !drained {
-                    last_record = Instant::now();
-                }
                 for record in &records {
                     partitions_of(&mut positions, &record.topic).insert(record.partition, record.offset + 1);
                     if dedups.is_repeat(record) {
@@ -239,9 +329,19 @@ impl Job for SqlJob {
                         Scalar::Int(micros) => micros,
                         _ => continue,
                     };
-                    if let Some(micros) = aggregator.observe(&parsed, micros) {
-                        let seen = partition_max.entry(record.partition).or_insert(i64::MIN);
-                        *seen = (*seen).max(micros);
+                    let seen = partition_max.entry(record.partition).or_insert(i64::MIN);
+                    *seen = (*seen).max(micros);
+                    for running in chains.iter_mut() {
+                        // Already in this job's state (its chain is ahead).
+                        let done = running
+                            .committed
+                            .get(&*record.topic)
+                            .and_then(|p| p.get(&record.partition))
+                            .is_some_and(|at| record.offset < *at);
+                        if !done {
+                            running.aggregator.observe(&parsed, micros);
+                            running.last_record = Instant::now();
+                        }
                     }
                 }
                 if let Some(limit) = clock::limit(
@@ -250,38 +350,49 @@ impl Job for SqlJob {
                     &read_through(consumer.as_ref(), &positions),
                     &partition_max,
                 ) {
-                    aggregator.advance_to(limit);
+                    for running in chains.iter_mut() {
+                        running.aggregator.advance_to(limit);
+                    }
                 }
                 let finishing = poller.finishing(drained);
                 if Instant::now() < next_step && !finishing {
                     continue;
                 }
-                next_step = Instant::now() + self.options.step_interval;
+                next_step = Instant::now() + step_interval;
                 if invalid > 0 {
-                    tracing::warn!(job, invalid, "records the job could not read were skipped (the raw→lake job reports them)");
+                    tracing::warn!(topic, invalid, "records the streaming SQL jobs could not read were skipped (the raw→lake job reports them)");
                     invalid = 0;
                 }
                 let since_last_step = last_step.elapsed();
                 last_step = Instant::now();
-                if last_record.elapsed() >= self.options.idle_close && !finishing {
-                    aggregator.advance_idle(since_last_step.as_micros() as i64);
+                for (slot, running) in self.slots.iter().zip(chains.iter_mut()) {
+                    if running.last_record.elapsed() >= slot.options.idle_close && !finishing {
+                        running.aggregator.advance_idle(since_last_step.as_micros() as i64);
+                    }
+                    let closed = running.aggregator.close_ready();
+                    if positions != running.committed || !closed.is_empty() {
+                        running.seq += 1;
+                        let step = JobState {
+                            windows: running.aggregator.snapshot(),
+                            closed,
+                            step_micros: now_micros(),
+                        };
+                        let groups = slot.groups(&step.closed)?;
+                        slot.commit(&self.lake, running.seq, &step, &groups, &positions).await?;
+                        running.committed = positions.clone();
+                    }
                 }
-                let closed = aggregator.close_ready();
-                if positions != committed_positions || !closed.is_empty() {
-                    seq += 1;
-                    let step = JobState {
-                        windows: aggregator.snapshot(),
-                        closed,
-                        step_micros: now_micros(),
-                    };
-                    let groups = self.groups(&step.closed)?;
-                    self.commit(seq, &step, &groups, &positions).await?;
-                    committed_positions = positions.clone();
-                    report_progress(consumer.as_mut(), &positions).await;
-                }
+                report_progress(consumer.as_mut(), &positions).await;
                 if finishing {
                     consumer.close().await;
-                    tracing::info!(job, seq, late = aggregator.late_records(), "streaming SQL job drained and committed");
+                    for (slot, running) in self.slots.iter().zip(&chains) {
+                        tracing::info!(
+                            job = slot.options.name,
+                            seq = running.seq,
+                            late = running.aggregator.late_records(),
+                            "streaming SQL job drained and committed"
+                        );
+                    }
                     return Ok(());
                 }
             }
