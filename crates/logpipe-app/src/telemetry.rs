@@ -24,6 +24,7 @@ pub fn register(roles: &BTreeSet<Role>) {
             }
             Role::QueryApi | Role::Ops => {}
             Role::SqlJobs => {
+                logpipe_stream::sql_job::metrics::sql_job_metrics();
                 logpipe_lake::metrics::lake_metrics();
                 logpipe_core::job::job_metrics();
             }

@@ -452,6 +452,21 @@ async fn a_streaming_sql_job_equals_the_batch_aggregation_across_kills() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Per job on /metrics: every record counted once since the last start
+    // at most, the rows written, the state held.
+    let metrics = running.metrics().await;
+    for job in ["activity", "rolling"] {
+        for family in [
+            "logpipe_sql_job_records_total",
+            "logpipe_sql_job_windows_closed_total",
+            "logpipe_sql_job_open_windows",
+        ] {
+            assert!(
+                metrics.contains(&format!("{family}{{job_name=\"{job}\"}}")),
+                "{family} of {job} missing:\n{metrics}"
+            );
+        }
+    }
     assert!(running.terminate().success());
 
     let streamed = sql_with_jobs(

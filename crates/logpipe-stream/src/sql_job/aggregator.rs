@@ -135,6 +135,8 @@ pub struct SqlAggregator {
     max_seen_micros: Option<i64>,
     open: Open,
     late_records: u64,
+    /// Records counted since this process started (not checkpointed).
+    counted: u64,
 }
 
 impl SqlAggregator {
@@ -156,6 +158,7 @@ impl SqlAggregator {
             max_seen_micros: snapshot.max_seen_micros.or(snapshot.max_event_micros),
             open,
             late_records: snapshot.late_records,
+            counted: 0,
         }
     }
 
@@ -170,6 +173,15 @@ impl SqlAggregator {
 
     pub fn late_records(&self) -> u64 {
         self.late_records
+    }
+
+    pub fn counted(&self) -> u64 {
+        self.counted
+    }
+
+    /// The event clock.
+    pub fn event_time_micros(&self) -> Option<i64> {
+        self.max_event_micros
     }
 
     pub fn open_groups(&self) -> usize {
@@ -201,6 +213,7 @@ impl SqlAggregator {
             return None;
         }
         self.max_seen_micros = self.max_seen_micros.max(Some(micros));
+        self.counted += 1;
         let keys: Vec<Option<String>> = self
             .spec
             .keys

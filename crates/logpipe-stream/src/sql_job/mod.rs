@@ -20,6 +20,7 @@
 //! |---|---|
 //! | `aggregator.rs` | the open windows and their accumulators |
 //! | `output.rs` | closed windows as rows of the job's table |
+//! | [`metrics`] | the `logpipe_sql_job_*` figures, per job |
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,6 +48,7 @@ use crate::runtime::positions::{
 use crate::runtime::{Job, Shutdown, clock, run_restarting};
 
 mod aggregator;
+pub mod metrics;
 mod output;
 
 use aggregator::{Group, Snapshot, SqlAggregator};
@@ -149,6 +151,8 @@ struct Running {
     /// Offsets its state includes: records below are not fed to it again.
     committed: Offsets,
     last_record: Instant,
+    /// Counted and late records already added to the metrics.
+    reported: (u64, u64),
 }
 
 impl Slot {
@@ -193,6 +197,7 @@ impl Slot {
             seq,
             committed: latest.map(|r| r.offsets).unwrap_or_default(),
             last_record: Instant::now(),
+            reported: (0, 0),
         })
     }
 
@@ -365,7 +370,9 @@ impl Job for SqlJobs {
                 }
                 let since_last_step = last_step.elapsed();
                 last_step = Instant::now();
+                let metrics = metrics::sql_job_metrics();
                 for (slot, running) in self.slots.iter().zip(chains.iter_mut()) {
+                    let name = slot.options.name.as_str();
                     if running.last_record.elapsed() >= slot.options.idle_close && !finishing {
                         running.aggregator.advance_idle(since_last_step.as_micros() as i64);
                     }
@@ -380,6 +387,18 @@ impl Job for SqlJobs {
                         let groups = slot.groups(&step.closed)?;
                         slot.commit(&self.lake, running.seq, &step, &groups, &positions).await?;
                         running.committed = positions.clone();
+                        metrics.windows_closed.add(&[name], step.closed.len() as u64);
+                    }
+                    let aggregator = &running.aggregator;
+                    let (counted, late) = (aggregator.counted(), aggregator.late_records());
+                    metrics.records.add(&[name], counted.saturating_sub(running.reported.0));
+                    // The first step after a start adds the checkpointed
+                    // late count, later steps what is new.
+                    metrics.late_records.add(&[name], late.saturating_sub(running.reported.1));
+                    running.reported = (counted, late);
+                    metrics.open_windows.set(&[name], aggregator.open_groups() as f64);
+                    if let Some(micros) = aggregator.event_time_micros() {
+                        metrics.event_time_seconds.set(&[name], micros as f64 / 1e6);
                     }
                 }
                 report_progress(consumer.as_mut(), &positions).await;
