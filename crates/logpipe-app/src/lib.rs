@@ -100,6 +100,24 @@ impl Role {
     }
 }
 
+/// Serves `router` on `listener` until `stop` turns true.
+async fn serve<L>(
+    listener: L,
+    router: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await
+        .context("HTTP server error")
+}
+
 /// Fails when the process would serve HTTP on a non-loopback address with
 /// no tokens, unless `auth.allow_unauthenticated` says that is intended.
 fn refuse_open_exposure(config: &logpipe_config::Config) -> Result<()> {
@@ -247,14 +265,30 @@ impl Pipeline {
             _ => None,
         };
 
+        // HTTPS when [tls] names a certificate: loaded now, so a wrong pair
+        // stops the start.
+        let tls = match (&listener, config.tls.files()) {
+            (Some(_), Some((cert, key))) => Some(
+                logpipe_http::tls::ReloadingCert::open(cert, key)
+                    .context("tls.cert_file and tls.key_file cannot be used")?,
+            ),
+            _ => None,
+        };
+        let scheme = if config.tls.files().is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        // What this process's HTTPS clients trust besides the public roots.
+        let roots = wiring::trusted_roots(resolved)?;
         let base_url = match &listener {
-            Some(listener) => Some(format!("http://{}", listener.local_addr()?)),
+            Some(listener) => Some(format!("{scheme}://{}", listener.local_addr()?)),
             None => None,
         };
         // The alerts' links and the generator's target when nothing serves.
         let public_url = base_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", config.listen));
+            .unwrap_or_else(|| format!("{scheme}://{}", config.listen));
 
         let postgres = if self.has(Role::WindowJob) || self.has(Role::Reports) {
             wiring::postgres(resolved).await?.map(Arc::new)
@@ -335,17 +369,26 @@ impl Pipeline {
                 router = router.merge(logpipe_http::query_routes(engine, auth.as_ref()));
             }
             router = router.merge(Arc::new(console).routes(auth.as_ref()));
-            let mut stop = supervisor.shutdown(stages.ingest);
-            let listener =
-                logpipe_http::idle::IdleTimeout::new(listener, config.collector.idle_timeout);
-            supervisor.spawn(stages.ingest, "HTTP server", async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|stopped| *stopped).await;
-                    })
-                    .await
-                    .context("HTTP server error")
-            });
+            let stop = supervisor.shutdown(stages.ingest);
+            let idle = config.collector.idle_timeout;
+            match tls.clone() {
+                Some(cert) => {
+                    let tls = logpipe_http::tls::TlsListener::new(listener, cert.server_config())
+                        .context("cannot serve HTTPS")?;
+                    let listener = logpipe_http::idle::IdleTimeout::new(tls, idle);
+                    supervisor.spawn(stages.ingest, "HTTPS server", serve(listener, router, stop));
+                    let watching = supervisor.shutdown(stages.ingest);
+                    let interval = config.tls.reload_interval;
+                    supervisor.spawn(stages.ingest, "TLS certificate reloader", async move {
+                        cert.watch(interval, watching).await;
+                        Ok(())
+                    });
+                }
+                None => {
+                    let listener = logpipe_http::idle::IdleTimeout::new(listener, idle);
+                    supervisor.spawn(stages.ingest, "HTTP server", serve(listener, router, stop));
+                }
+            }
         }
 
         if let Some(lake) = &lake {
@@ -367,7 +410,7 @@ impl Pipeline {
                 });
             }
             if self.has(Role::WindowJob) {
-                let webhook = wiring::webhook(resolved, &public_url);
+                let webhook = wiring::webhook(resolved, &public_url, &roots);
                 let sinks = wiring::window_sinks(
                     postgres.as_ref(),
                     BusTopicSink::new(bus.bus.clone(), topics::ALERTS_REALTIME),
@@ -410,7 +453,7 @@ impl Pipeline {
             };
             let stop = supervisor.shutdown(stages.ingest);
             supervisor.spawn(stages.ingest, "generator", async move {
-                logpipe_gen::scheduled::run(generator, target, generator_token, stop).await;
+                logpipe_gen::scheduled::run(generator, target, generator_token, roots, stop).await;
                 Ok(())
             });
         }

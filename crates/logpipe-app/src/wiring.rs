@@ -48,7 +48,11 @@ pub async fn postgres(resolved: &Resolved) -> Result<Option<PostgresSink>> {
 
 /// The alert webhook, when alerts are on and a URL is configured. Its
 /// alerts link to `base_url`'s `/api/alerts`.
-pub fn webhook(resolved: &Resolved, base_url: &str) -> Option<Arc<WebhookSink>> {
+pub fn webhook(
+    resolved: &Resolved,
+    base_url: &str,
+    roots: &[reqwest::Certificate],
+) -> Option<Arc<WebhookSink>> {
     let alerts = &resolved.config.alerts;
     if !alerts.enabled || alerts.webhook_url.is_empty() {
         return None;
@@ -59,6 +63,7 @@ pub fn webhook(resolved: &Resolved, base_url: &str) -> Option<Arc<WebhookSink>> 
         resend_every: alerts.webhook_resend,
         generator_url: format!("{base_url}{}", logpipe_core::api::ALERTS),
         attempts: WEBHOOK_ATTEMPTS,
+        roots: roots.to_vec(),
     })))
 }
 
@@ -153,4 +158,15 @@ pub fn job_tables(resolved: &Resolved) -> Result<Vec<&'static logpipe_core::tabl
         .collect();
     tables.extend(sql_jobs(resolved)?.into_iter().map(|job| job.table));
     Ok(tables)
+}
+
+/// The CA certificates of `tls.ca_file`, which this process's HTTPS
+/// clients (built-in generator, alert webhook) trust besides the public
+/// roots.
+pub fn trusted_roots(resolved: &Resolved) -> Result<Vec<reqwest::Certificate>> {
+    match &resolved.config.tls.ca_file {
+        None => Ok(Vec::new()),
+        Some(file) => logpipe_gen::read_roots(file)
+            .map_err(|e| anyhow::anyhow!("tls.ca_file cannot be used: {e}")),
+    }
 }

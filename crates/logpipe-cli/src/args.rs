@@ -152,6 +152,10 @@ pub(crate) struct TailArgs {
         value_name = "TOKEN"
     )]
     pub(crate) token: Option<String>,
+    /// PEM CA certificates to trust for an https:// URL besides the public
+    /// roots (a private CA, or the server's self-signed certificate).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -340,6 +344,10 @@ pub(crate) struct GenerateArgs {
     /// instead of now (history to run and backfill batch jobs over).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub(crate) spread_days: Option<u32>,
+    /// PEM CA certificates to trust for an https:// target besides the
+    /// public roots (a private CA, or the server's self-signed certificate).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
     /// API token for a logpipe with [[auth.tokens]] (sent as Authorization: Bearer).
     #[arg(
         long,

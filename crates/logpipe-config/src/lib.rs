@@ -32,6 +32,7 @@ mod postgres;
 mod query;
 mod reports;
 mod resolve;
+mod tls;
 mod topics;
 mod windows;
 
@@ -48,6 +49,7 @@ pub use postgres::PostgresConfig;
 pub use query::QueryConfig;
 pub use reports::ReportsConfig;
 pub use resolve::{EMBEDDED_RAW_GROUP, Resolved, WINDOWS_GROUP};
+pub use tls::TlsConfig;
 pub use topics::{TopicConfig, TopicsConfig};
 pub use windows::WindowsConfig;
 
@@ -77,6 +79,7 @@ pub struct Config {
     pub generator: GeneratorConfig,
     pub auth: AuthConfig,
     pub query: QueryConfig,
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -96,6 +99,7 @@ impl Default for Config {
             generator: GeneratorConfig::default(),
             auth: AuthConfig::default(),
             query: QueryConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -152,6 +156,7 @@ impl Config {
         self.auth.validate()?;
         self.query.validate()?;
         self.jobs.validate()?;
+        self.tls.validate()?;
         Ok(())
     }
 }

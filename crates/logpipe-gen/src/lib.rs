@@ -51,9 +51,29 @@ pub fn collect_url(base: &str, kind: logpipe_core::RecordKind) -> String {
     format!("{base}{}", logpipe_core::api::collect_path(kind))
 }
 
+/// The PEM certificates in `file`, to trust as roots (a private CA, or a
+/// self-signed server certificate).
+pub fn read_roots(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let roots = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", file.display()))?;
+    if roots.is_empty() {
+        return Err(format!("{} holds no CERTIFICATE block", file.display()));
+    }
+    Ok(roots)
+}
+
 /// An HTTP client from `builder` that sends `token` as
-/// `Authorization: Bearer` on every request (none when `None`).
-pub fn client(builder: reqwest::ClientBuilder, token: Option<&str>) -> reqwest::Client {
+/// `Authorization: Bearer` on every request (none when `None`) and trusts
+/// `roots` besides the public roots.
+pub fn client(
+    builder: reqwest::ClientBuilder,
+    token: Option<&str>,
+    roots: &[reqwest::Certificate],
+) -> reqwest::Client {
+    let builder = roots.iter().fold(builder, |builder, root| {
+        builder.add_root_certificate(root.clone())
+    });
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = token
         && let Ok(mut value) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))

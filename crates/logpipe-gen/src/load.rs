@@ -158,6 +158,8 @@ pub struct LoadOptions {
     pub synthetic: SyntheticOptions,
     /// API token (`Authorization: Bearer`) when the collector asks for one.
     pub token: Option<String>,
+    /// CA certificates trusted besides the public roots (`--ca-file`).
+    pub roots: Vec<reqwest::Certificate>,
 }
 
 /// The outcome of a load run.
@@ -228,6 +230,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
             .pool_max_idle_per_host(options.concurrency)
             .timeout(Duration::from_secs(60)),
         options.token.as_deref(),
+        &options.roots,
     );
     let url = crate::collect_url(&options.target, options.kind);
     let batch_size = options.batch_size.max(1) as u64;

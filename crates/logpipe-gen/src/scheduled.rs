@@ -14,12 +14,20 @@ use crate::synthetic::{SyntheticOptions, SyntheticSource};
 /// of events every `event_interval`, to `target`. A batch that cannot be
 /// delivered is retried with backoff until it is, or until shutdown.
 /// `token`: sent as `Authorization: Bearer` when the collector asks for one.
+/// `roots`: CA certificates trusted besides the public roots (an HTTPS
+/// collector with a private certificate).
 pub async fn run(
     config: GeneratorConfig,
     target: String,
     token: Option<String>,
+    roots: Vec<reqwest::Certificate>,
     stop: watch::Receiver<bool>,
 ) {
+    let client = crate::client(
+        reqwest::Client::builder().timeout(Duration::from_secs(30)),
+        token.as_deref(),
+        &roots,
+    );
     let synthetic = SyntheticOptions {
         services: config.services.clone(),
         error_rate: config.error_rate,
@@ -32,7 +40,7 @@ pub async fn run(
         config.batch_size,
         synthetic.clone(),
         target.clone(),
-        token.clone(),
+        client.clone(),
         stop.clone(),
     ));
     let events = tokio::spawn(run_kind(
@@ -41,7 +49,7 @@ pub async fn run(
         config.batch_size,
         synthetic,
         target,
-        token,
+        client,
         stop,
     ));
     let _ = tokio::join!(logs, events);
@@ -53,13 +61,9 @@ async fn run_kind(
     batch_size: usize,
     synthetic: SyntheticOptions,
     target: String,
-    token: Option<String>,
+    client: reqwest::Client,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = crate::client(
-        reqwest::Client::builder().timeout(Duration::from_secs(30)),
-        token.as_deref(),
-    );
     let url = crate::collect_url(&target, kind);
     let policy = RetryPolicy {
         give_up_after: None,

@@ -31,6 +31,7 @@ pub mod error;
 pub mod idle;
 mod ops;
 mod query;
+pub mod tls;
 
 pub use error::ApiError;
 pub use ops::stats_json;

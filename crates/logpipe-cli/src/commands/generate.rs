@@ -33,6 +33,12 @@ pub(crate) async fn run(args: GenerateArgs) -> Result<ExitCode> {
             .map(|r| format!(", {r} records/s"))
             .unwrap_or_default()
     );
+    let roots = match &args.ca_file {
+        Some(file) => {
+            logpipe_gen::read_roots(file).map_err(|e| anyhow::anyhow!("--ca-file: {e}"))?
+        }
+        None => Vec::new(),
+    };
     let report = logpipe_gen::load::run_load(logpipe_gen::load::LoadOptions {
         target: args.target,
         count: args.count,
@@ -63,6 +69,7 @@ pub(crate) async fn run(args: GenerateArgs) -> Result<ExitCode> {
             ..Default::default()
         },
         token: args.token,
+        roots,
     })
     .await;
     println!("{}", report.summary());

@@ -12,6 +12,7 @@
 //! - `answers.rs`: a refused request stores nothing, on both buses.
 //! - `load.rs`: load clients and what the lake holds of their records.
 //! - `otlp.rs`: OpenTelemetry's SDK exporting logs over OTLP/HTTP.
+//! - `tls.rs`: HTTPS on the listener, certificates reloaded on SIGHUP.
 //! - `observability.rs`: the Prometheus rules, Alertmanager and Grafana
 //!   dashboards of `deploy/` against real Prometheus and Alertmanager.
 
@@ -31,3 +32,4 @@ mod load;
 mod observability;
 mod otlp;
 mod pipeline;
+mod tls;

@@ -45,6 +45,8 @@ pub struct WebhookOptions {
     pub generator_url: String,
     /// Attempts per POST before it is dropped (logged and counted).
     pub attempts: u32,
+    /// CA certificates trusted besides the public roots (`tls.ca_file`).
+    pub roots: Vec<reqwest::Certificate>,
 }
 
 /// The webhook as a sink; its poster task runs until [`WebhookSink::finish`].
@@ -105,7 +107,12 @@ async fn post_alerts(
     mut receiver: mpsc::Receiver<Vec<AlertMessage>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = reqwest::Client::builder()
+    let client = options
+        .roots
+        .iter()
+        .fold(reqwest::Client::builder(), |builder, root| {
+            builder.add_root_certificate(root.clone())
+        })
         .timeout(options.timeout)
         .build()
         .unwrap_or_default();
