@@ -12,8 +12,9 @@
 # KRaft cluster per Kafka test started by deploy/kafka/kafka.sh; Prometheus
 # and Alertmanager (Debian) check the rules and dashboards of deploy/
 # against a running logpipe; Chromium (Debian) with playwright-core (npm)
-# drives the web console. S3 storage joins when the feature that uses it
-# lands.
+# drives the web console; cargo fuzz (the crate registry) on the nightly
+# toolchain runs the fuzz targets briefly. S3 storage joins when the feature
+# that uses it lands.
 #
 # Each tier's time is printed at the end (also when one fails), so the CI
 # budget is visible before CI runs out of it.
@@ -192,3 +193,6 @@ tier "cargo clippy (warnings are errors)" \
 tier "cargo clippy of the build without Kafka (--no-default-features)" \
   cargo clippy -p logpipe-cli --no-default-features --locked -- -D warnings
 tier "cargo test" cargo test --workspace --locked "$@"
+# Coverage-guided fuzzing, briefly: each target from its corpus for a few
+# seconds (scripts/fuzz.sh SECONDS for longer runs; docs/RELIABILITY.md).
+tier "fuzz targets (cargo fuzz, nightly, ${FUZZ_SECONDS:-15} s each)" scripts/fuzz.sh "${FUZZ_SECONDS:-15}"

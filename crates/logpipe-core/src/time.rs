@@ -46,19 +46,31 @@ pub fn epoch_seconds_to_micros(seconds: f64) -> Result<i64, TimestampError> {
 /// as UTC (the seed's generator sends `...T10:30:00.123` and means UTC).
 pub fn parse_iso8601_micros(text: &str) -> Result<i64, TimestampError> {
     let trimmed = text.trim();
+    let micros = parse_any_iso8601(trimmed)
+        .ok_or_else(|| TimestampError::BadString(truncate_for_message(trimmed)))?;
+    // Years before 1 or past 9999 parse (chrono reads `-059-9-9 4:2:2`) but
+    // have no RFC 3339 form to print back: refused as not a timestamp
+    // (found by the `timestamp` fuzz target).
+    let year = DateTime::<Utc>::from_timestamp_micros(micros).map(|t| chrono::Datelike::year(&t));
+    if !year.is_some_and(|year| (1..=9999).contains(&year)) {
+        return Err(TimestampError::BadString(truncate_for_message(trimmed)));
+    }
+    Ok(micros)
+}
+
+fn parse_any_iso8601(trimmed: &str) -> Option<i64> {
     if let Ok(parsed) = DateTime::parse_from_rfc3339(trimmed) {
-        return Ok(parsed.timestamp_micros());
+        return Some(parsed.timestamp_micros());
     }
     for format in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
         if let Ok(naive) = NaiveDateTime::parse_from_str(trimmed, format) {
-            return Ok(Utc.from_utc_datetime(&naive).timestamp_micros());
+            return Some(Utc.from_utc_datetime(&naive).timestamp_micros());
         }
     }
     // `2024-01-15 10:30:00+09:00` (space instead of T, with an offset).
-    if let Ok(parsed) = DateTime::parse_from_str(trimmed, "%Y-%m-%d %H:%M:%S%.f%:z") {
-        return Ok(parsed.timestamp_micros());
-    }
-    Err(TimestampError::BadString(truncate_for_message(trimmed)))
+    DateTime::parse_from_str(trimmed, "%Y-%m-%d %H:%M:%S%.f%:z")
+        .ok()
+        .map(|parsed| parsed.timestamp_micros())
 }
 
 /// Checks that `micros` lies in the accepted range relative to `now_micros`.
@@ -209,5 +221,15 @@ mod tests {
         // 2025-01-12T01:26:06Z
         let partition = HourPartition::of_micros(1_736_645_166_291_045);
         assert_eq!(partition.hive_path(), "year=2025/month=1/day=12/hour=1");
+    }
+
+    #[test]
+    fn a_year_without_an_rfc_3339_form_is_not_a_timestamp() {
+        // Found by the `timestamp` fuzz target: chrono reads a negative
+        // year, whose printed form did not read back.
+        assert!(parse_iso8601_micros("-059-9-9 4:2:2").is_err());
+        assert!(parse_iso8601_micros("10000-01-01T00:00:00Z").is_err());
+        let micros = parse_iso8601_micros("0001-01-01 00:00:00").unwrap();
+        assert_eq!(parse_iso8601_micros(&micros_to_rfc3339(micros)), Ok(micros));
     }
 }
