@@ -52,8 +52,9 @@ pub(crate) enum Command {
     /// (its SHA-256) that lets it in.
     Token(TokenArgs),
     /// Read a data directory through and report damage (bus checksums,
-    /// commit records, every Parquet file), changing nothing; exits 1 when
-    /// something is damaged.
+    /// commit records and the files they list, every Parquet file, orphans);
+    /// exits 1 when something is damaged. --repair moves damaged and orphan
+    /// Parquet files aside.
     Check(CheckArgs),
 }
 
@@ -109,6 +110,12 @@ pub(crate) struct JobsRunArgs {
 pub(crate) struct CheckArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArgs,
+    /// Move damaged and orphan Parquet files out of the tables into
+    /// DIR/_logpipe/quarantine/ (their jobs rebuild the ones a commit record
+    /// lists from the bus at the next start). The bus and commit records are
+    /// never changed. Run it with logpipe stopped.
+    #[arg(long)]
+    pub(crate) repair: bool,
 }
 
 #[derive(Args)]
