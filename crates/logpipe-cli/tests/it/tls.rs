@@ -162,6 +162,43 @@ async fn https_on_the_listener_with_a_certificate_taken_again_on_sighup() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(running.terminate().success());
+
+    // Without a signal: a changed pair is taken at the next check.
+    let quick = [
+        ("LOGPIPE__TLS__CERT_FILE", cert_env),
+        ("LOGPIPE__TLS__KEY_FILE", key_env),
+        ("LOGPIPE__TLS__RELOAD_INTERVAL", "1s"),
+    ];
+    let running = Running::start_role(
+        &["up", "--no-generator", "--listen", "127.0.0.1:0"],
+        &data,
+        &quick,
+    );
+    let url = running.base_url.clone();
+    assert!(
+        client_trusting(&tls.join("second.pem"))
+            .get(format!("{url}/health"))
+            .send()
+            .await
+            .is_ok()
+    );
+    std::fs::copy(tls.join("first.key"), &key).unwrap();
+    std::fs::copy(tls.join("first.pem"), &cert).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client_trusting(&tls.join("first.pem"))
+        .get(format!("{url}/health"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the changed files were not loaded:\n{}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(running.terminate().success());
 }
 
 #[test]
