@@ -231,3 +231,109 @@ fn a_certificate_without_its_key_stops_the_start_naming_the_file() {
     assert!(!out.status.success());
     assert!(stderr.contains("tls.key_file"), "{stderr}");
 }
+
+/// An HTTPS receiver (Python's http.server wrapped in ssl): appends each
+/// POSTed body as a line to `out`; returns its process and port.
+const RECEIVER: &str = r#"
+import http.server, ssl, sys
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["content-length"]))
+        with open(sys.argv[3], "ab") as out:
+            out.write(body + b"\n")
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[1], sys.argv[2])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+/// The alert webhook posts over HTTPS to a receiver whose certificate
+/// `tls.ca_file` trusts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_webhook_posts_over_https_trusting_tls_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    certificate(dir.path(), "hook");
+    let received = dir.path().join("received.ndjson");
+    let mut receiver = Killed(
+        Command::new("python3")
+            .args(["-c", RECEIVER])
+            .arg(dir.path().join("hook.pem"))
+            .arg(dir.path().join("hook.key"))
+            .arg(&received)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(receiver.0.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let webhook = format!("https://127.0.0.1:{}/api/v2/alerts", port.trim());
+    let ca = dir.path().join("hook.pem");
+    let running = Running::start(
+        &dir.path().join("data"),
+        &[
+            ("LOGPIPE__WINDOWS__SIZE", "1s"),
+            ("LOGPIPE__WINDOWS__ALLOWED_LATENESS", "1s"),
+            ("LOGPIPE__ALERTS__WEBHOOK_URL", &webhook),
+            ("LOGPIPE__TLS__CA_FILE", ca.to_str().unwrap()),
+        ],
+    );
+    // Half of the logs are errors: HighErrorRate fires within seconds.
+    let generate = Command::new(binary())
+        .args([
+            "generate",
+            "--target",
+            &running.base_url,
+            "--count",
+            "3000",
+            "--rate",
+            "500",
+        ])
+        .args(["--batch-size", "50", "--error-rate", "0.5"])
+        .output()
+        .unwrap();
+    assert!(
+        generate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generate.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&received).unwrap_or_default();
+        let firing = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .flat_map(|body| body.as_array().cloned().unwrap_or_default())
+            .any(|alert| alert["labels"]["alertname"] == "HighErrorRate");
+        if firing {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no alert reached the HTTPS webhook:\n{}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(running.terminate().success());
+}
+
+/// A child process killed when dropped (also when the test fails).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
