@@ -234,6 +234,16 @@ async fn check(config: &ConfigArgs) -> Result<ExitCode> {
 }
 
 async fn run_job(args: JobsRunArgs) -> Result<ExitCode> {
+    if streams(&args.config)?
+        .iter()
+        .any(|(row, _)| row[0] == args.name)
+    {
+        bail!(
+            "{} is a streaming job: `logpipe up` (or `logpipe stream --jobs sql`) runs it continuously; \
+             `logpipe jobs run` runs batch jobs",
+            args.name
+        );
+    }
     let runner = runner(&args.config, true).await?;
     let job: Arc<JobDef> = runner.job(&args.name)?;
     let today = chrono::Utc::now().date_naive();

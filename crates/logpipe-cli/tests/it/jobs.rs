@@ -516,6 +516,15 @@ async fn a_streaming_sql_job_equals_the_batch_aggregation_across_kills() {
         .collect();
     assert_eq!(rolling, expected, "hopping windows");
 
+    // A streaming job is not run by hand.
+    let by_hand = jobs_cli(&data, &jobs, &["run", "activity"]);
+    assert!(!by_hand.status.success());
+    assert!(
+        String::from_utf8_lossy(&by_hand.stderr).contains("activity is a streaming job"),
+        "{}",
+        String::from_utf8_lossy(&by_hand.stderr)
+    );
+
     // Outside the subset: refused at start, naming file, line and column.
     std::fs::write(
         jobs.join("sorted.sql"),
