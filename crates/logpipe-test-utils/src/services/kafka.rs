@@ -148,39 +148,57 @@ impl Broker {
     }
 
     fn launch_with(dir: &Path, nodes: u32, env: &[(&str, &str)], extra: &str) -> Broker {
-        std::fs::create_dir_all(dir).unwrap();
-        let properties = dir.join("test.properties");
-        let base = free_base(if nodes == 1 { 3 } else { 23 });
-        // `{PORT}` in `extra` is node 1's client port.
-        let extra = extra.replace("{PORT}", &base.to_string());
-        std::fs::write(&properties, format!("{TEST_PROPERTIES}{extra}")).unwrap();
-        let mut command = Command::new("bash");
-        command
-            .arg(kafka_sh())
-            .arg("start")
-            .arg(dir)
-            .arg(nodes.to_string())
-            .arg(base.to_string())
-            .env("KAFKA_PROPERTIES", &properties);
-        for (key, value) in env {
-            command.env(key, value);
+        // Ports are free when picked but another test's process may take
+        // one before the broker binds it: then start over on others.
+        for attempt in 0.. {
+            std::fs::create_dir_all(dir).unwrap();
+            let properties = dir.join("test.properties");
+            let base = free_base(if nodes == 1 { 3 } else { 23 });
+            // `{PORT}` in `extra` is node 1's client port.
+            let extra = extra.replace("{PORT}", &base.to_string());
+            std::fs::write(&properties, format!("{TEST_PROPERTIES}{extra}")).unwrap();
+            let mut command = Command::new("bash");
+            command
+                .arg(kafka_sh())
+                .arg("start")
+                .arg(dir)
+                .arg(nodes.to_string())
+                .arg(base.to_string())
+                .env("KAFKA_PROPERTIES", &properties);
+            for (key, value) in env {
+                command.env(key, value);
+            }
+            let output = command.output().unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if !output.status.success() {
+                if attempt < 3 && stderr.contains("is already in use") {
+                    let _ = Command::new("bash")
+                        .arg(kafka_sh())
+                        .arg("stop")
+                        .arg(dir)
+                        .output();
+                    let _ = std::fs::remove_dir_all(dir);
+                    continue;
+                }
+                panic!("kafka.sh start (Apache Kafka for a test) failed:\n{stderr}");
+            }
+            let brokers = String::from_utf8(output.stdout)
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap()
+                .trim()
+                .to_string();
+            return Broker {
+                admin: brokers.split(',').next().unwrap_or_default().to_string(),
+                brokers,
+                dir: Some(dir.to_path_buf()),
+                _temp: None,
+                nodes,
+                stopped: Vec::new(),
+            };
         }
-        let stdout = stdout_of(&mut command, "kafka.sh start (Apache Kafka for a test)");
-        let brokers = String::from_utf8(stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .trim()
-            .to_string();
-        Broker {
-            admin: brokers.split(',').next().unwrap_or_default().to_string(),
-            brokers,
-            dir: Some(dir.to_path_buf()),
-            _temp: None,
-            nodes,
-            stopped: Vec::new(),
-        }
+        unreachable!("the loop returns or panics")
     }
 
     /// Whether this test controls the broker processes (outage tests).
