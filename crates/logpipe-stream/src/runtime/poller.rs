@@ -81,6 +81,27 @@ impl Poller {
         }
     }
 
+    /// [`Poller::poll`] for a reader of every partition (no group): the
+    /// records, or `None` when there are none to look at this time (shutdown
+    /// began, retention skipped some, or a rebalance — a reader has no
+    /// partitions to hand back).
+    pub async fn poll_reader(
+        &mut self,
+        consumer: &mut dyn Consumer,
+        wait: Duration,
+        shutdown: &mut Shutdown,
+        positions: &mut Offsets,
+    ) -> Result<Option<Vec<ConsumedRecord>>, StreamError> {
+        match self.poll(consumer, wait, shutdown, positions).await? {
+            Polled::Records(records) => Ok(Some(records)),
+            Polled::ShutdownStarted | Polled::Skipped { .. } => Ok(None),
+            Polled::Rebalance(_) => {
+                consumer.rebalance_done(Vec::new())?;
+                Ok(None)
+            }
+        }
+    }
+
     /// True once draining is over: the last poll was empty, or draining
     /// took too long.
     pub fn finishing(&self, drained: bool) -> bool {

@@ -51,7 +51,7 @@ use tokio::time::Instant;
 use crate::alerts::{AlertRules, Detector};
 use crate::error::StreamError;
 use crate::runtime::dedup::Dedups;
-use crate::runtime::poller::{Polled, Poller};
+use crate::runtime::poller::Poller;
 use crate::runtime::positions::{
     closed_on_error, partitions_of, read_through, report_progress, resume,
 };
@@ -226,17 +226,11 @@ impl Job for WindowJob {
             let mut partition_max: BTreeMap<u32, i64> = BTreeMap::new();
             loop {
                 let wait = next_step.saturating_duration_since(Instant::now());
-                let records = match poller
-                    .poll(consumer.as_mut(), wait, shutdown, &mut positions)
+                let Some(records) = poller
+                    .poll_reader(consumer.as_mut(), wait, shutdown, &mut positions)
                     .await?
-                {
-                    Polled::Records(records) => records,
-                    Polled::ShutdownStarted | Polled::Skipped { .. } => continue,
-                    Polled::Rebalance(_) => {
-                        // A reader has no group; nothing to hand back.
-                        consumer.rebalance_done(Vec::new())?;
-                        continue;
-                    }
+                else {
+                    continue;
                 };
                 let drained = records.is_empty();
                 if !drained {
