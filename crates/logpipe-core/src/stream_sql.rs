@@ -39,14 +39,15 @@ impl Scalar {
     }
 
     /// The value as a group key or distinct value: its text; `None` for
-    /// NULL.
-    pub fn key_text(&self) -> Option<String> {
+    /// NULL. Consumes the value: text moves instead of being copied (this
+    /// runs per record and key).
+    pub fn into_key_text(self) -> Option<String> {
         match self {
             Scalar::Null => None,
             Scalar::Bool(v) => Some(v.to_string()),
             Scalar::Int(v) => Some(v.to_string()),
             Scalar::Float(v) => Some(v.to_string()),
-            Scalar::Text(v) => Some(v.clone()),
+            Scalar::Text(v) => Some(v),
         }
     }
 

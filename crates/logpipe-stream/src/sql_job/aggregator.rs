@@ -52,7 +52,7 @@ impl Acc {
         match self {
             Acc::Count(n) => *n += 1,
             Acc::Distinct(seen) => {
-                if let Some(text) = value.key_text() {
+                if let Some(text) = value.into_key_text() {
                     seen.insert(text);
                 }
             }
@@ -218,7 +218,7 @@ impl SqlAggregator {
             .spec
             .keys
             .iter()
-            .map(|k| row.get(k).key_text())
+            .map(|k| row.get(k).into_key_text())
             .collect();
         // Which aggregates take this row, and what value each takes.
         let values: Vec<Option<Scalar>> = self

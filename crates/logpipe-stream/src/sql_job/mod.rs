@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use crate::error::StreamError;
 use crate::raw::parse::consumer_limits;
 use crate::runtime::dedup::Dedups;
-use crate::runtime::poller::{Polled, Poller};
+use crate::runtime::poller::Poller;
 use crate::runtime::positions::{
     closed_on_error, partitions_of, read_through, report_progress, resume,
 };
@@ -123,11 +123,6 @@ impl SqlJobs {
             }
         }
         runners
-    }
-
-    /// The jobs' names.
-    pub fn names(&self) -> Vec<&str> {
-        self.slots.iter().map(|s| s.options.name.as_str()).collect()
     }
 
     /// Runs until `shutdown` turns true, then drains, commits and returns.
@@ -305,16 +300,11 @@ impl Job for SqlJobs {
             let mut partition_max: BTreeMap<u32, i64> = BTreeMap::new();
             loop {
                 let wait = next_step.saturating_duration_since(Instant::now());
-                let records = match poller
-                    .poll(consumer.as_mut(), wait, shutdown, &mut positions)
+                let Some(records) = poller
+                    .poll_reader(consumer.as_mut(), wait, shutdown, &mut positions)
                     .await?
-                {
-                    Polled::Records(records) => records,
-                    Polled::ShutdownStarted | Polled::Skipped { .. } => continue,
-                    Polled::Rebalance(_) => {
-                        consumer.rebalance_done(Vec::new())?;
-                        continue;
-                    }
+                else {
+                    continue;
                 };
                 let drained = records.is_empty();
                 for record in &records {
