@@ -290,6 +290,17 @@ impl Pipeline {
             .clone()
             .unwrap_or_else(|| format!("{scheme}://{}", config.listen));
 
+        // The jobs' files, read once: the runner, the streaming jobs and the
+        // query engine's tables come from them.
+        let mut job_files = match &store {
+            Some(_) => wiring::job_files(resolved)?,
+            None => wiring::JobFiles {
+                batch: Vec::new(),
+                streams: Vec::new(),
+            },
+        };
+        let job_tables = job_files.tables();
+
         let postgres = if self.has(Role::WindowJob) || self.has(Role::Reports) {
             wiring::postgres(resolved).await?.map(Arc::new)
         } else {
@@ -303,9 +314,12 @@ impl Pipeline {
                     .iter()
                     .map(|p| p.clone() as Arc<dyn logpipe_sinks::StepSink>)
                     .collect();
-                let runner =
-                    logpipe_batch::BatchRunner::open(lake.clone(), sinks, wiring::jobs(resolved)?)
-                        .await?;
+                let runner = logpipe_batch::BatchRunner::open(
+                    lake.clone(),
+                    sinks,
+                    std::mem::take(&mut job_files.batch),
+                )
+                .await?;
                 // A wrong job stops the start, not its first run at 03:00.
                 let today = chrono::Utc::now().date_naive();
                 let wrong: Vec<String> = runner
@@ -328,7 +342,7 @@ impl Pipeline {
 
         // The streaming SQL jobs, parsed now: a wrong one stops the start.
         let sql_jobs = match &lake {
-            Some(_) if self.has(Role::SqlJobs) => wiring::sql_jobs(resolved)?,
+            Some(_) if self.has(Role::SqlJobs) => std::mem::take(&mut job_files.streams),
             _ => Vec::new(),
         };
 
@@ -363,7 +377,7 @@ impl Pipeline {
                     max_memory_bytes: Some(config.query.max_memory_bytes),
                 };
                 let engine = QueryEngine::open_limited(store, limits).await?;
-                engine.add_tables(&wiring::job_tables(resolved)?);
+                engine.add_tables(&job_tables);
                 let engine = Arc::new(engine);
                 console.engine = Some(engine.clone());
                 router = router.merge(logpipe_http::query_routes(engine, auth.as_ref()));

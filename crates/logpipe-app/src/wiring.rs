@@ -108,9 +108,31 @@ pub fn producer_name(role: &str, port: u16) -> String {
     format!("{role}-{host}-{port}")
 }
 
-/// The batch jobs: the built-in reports, scheduled by `[reports]`, and the
-/// batch files of `[jobs] dir`.
-pub fn jobs(resolved: &Resolved) -> Result<Vec<logpipe_batch::JobDef>> {
+/// The jobs of a process: the batch jobs (the built-in reports, scheduled
+/// by `[reports]`, and the batch files of `[jobs] dir`) and the streaming
+/// SQL jobs of that directory, read and parsed once.
+pub struct JobFiles {
+    pub batch: Vec<logpipe_batch::JobDef>,
+    pub streams: Vec<logpipe_stream::SqlJobOptions>,
+}
+
+impl JobFiles {
+    /// The tables users' jobs write (batch and streaming), for a query
+    /// engine over the lake.
+    pub fn tables(&self) -> Vec<&'static logpipe_core::tables::TableDef> {
+        self.batch
+            .iter()
+            .filter(|job| !job.is_built_in())
+            .map(|job| job.table)
+            .chain(self.streams.iter().map(|job| job.table))
+            .collect()
+    }
+}
+
+/// The batch jobs only (what `logpipe batch` and `logpipe jobs` run by
+/// hand): a streaming job's statement is not parsed, so a wrong one does
+/// not stop them.
+pub fn batch_jobs(resolved: &Resolved) -> Result<Vec<logpipe_batch::JobDef>> {
     let config = &resolved.config;
     let schedules = config.reports.schedules()?;
     Ok(logpipe_batch::job::load(
@@ -119,12 +141,13 @@ pub fn jobs(resolved: &Resolved) -> Result<Vec<logpipe_batch::JobDef>> {
     )?)
 }
 
-/// The streaming SQL jobs of `[jobs] dir`, each statement parsed: a wrong
-/// one fails naming its file, line and column.
-pub fn sql_jobs(resolved: &Resolved) -> Result<Vec<logpipe_stream::SqlJobOptions>> {
+/// Reads `[jobs] dir` and parses every streaming job's statement: a wrong
+/// job fails naming its file, line and column.
+pub fn job_files(resolved: &Resolved) -> Result<JobFiles> {
     let config = &resolved.config;
-    let (_, streams) = logpipe_batch::job::load_all(config.jobs.dir.as_deref(), &[])?;
-    streams
+    let schedules = config.reports.schedules()?;
+    let (batch, files) = logpipe_batch::job::load_all(config.jobs.dir.as_deref(), &schedules)?;
+    let streams = files
         .into_iter()
         .map(|file| {
             let spec = logpipe_query::stream_sql::parse_stream(&file.sql).map_err(|problem| {
@@ -145,19 +168,8 @@ pub fn sql_jobs(resolved: &Resolved) -> Result<Vec<logpipe_stream::SqlJobOptions
                 on_data_loss: config.lake.on_data_loss,
             })
         })
-        .collect()
-}
-
-/// The tables users' jobs write (batch and streaming), for a query engine
-/// over the lake.
-pub fn job_tables(resolved: &Resolved) -> Result<Vec<&'static logpipe_core::tables::TableDef>> {
-    let mut tables: Vec<_> = jobs(resolved)?
-        .iter()
-        .filter(|job| !job.is_built_in())
-        .map(|job| job.table)
-        .collect();
-    tables.extend(sql_jobs(resolved)?.into_iter().map(|job| job.table));
-    Ok(tables)
+        .collect::<Result<_>>()?;
+    Ok(JobFiles { batch, streams })
 }
 
 /// The CA certificates of `tls.ca_file`, which this process's HTTPS

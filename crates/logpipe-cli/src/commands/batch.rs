@@ -42,7 +42,7 @@ pub(crate) async fn run(args: BatchArgs) -> Result<ExitCode> {
     let runner = BatchRunner::open(
         wiring::lake(&resolved, &store)?,
         sinks,
-        wiring::jobs(&resolved)?,
+        wiring::batch_jobs(&resolved)?,
     )
     .await?;
     let report = Report::new(runner.job(job)?, period);

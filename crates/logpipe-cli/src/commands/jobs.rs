@@ -32,7 +32,7 @@ async fn runner(config: &ConfigArgs, with_sinks: bool) -> Result<BatchRunner> {
         },
         false => Vec::new(),
     };
-    let jobs = wiring::jobs(&resolved)?;
+    let jobs = wiring::batch_jobs(&resolved)?;
     Ok(BatchRunner::open(wiring::lake(&resolved, &store)?, sinks, jobs).await?)
 }
 

@@ -11,8 +11,8 @@ use crate::args::{FormatArg, SqlArgs};
 pub(crate) async fn run(args: SqlArgs) -> Result<ExitCode> {
     let (resolved, store) = args.config.load_existing()?;
     let engine = QueryEngine::open(&store).await?;
-    match logpipe_app::wiring::job_tables(&resolved) {
-        Ok(tables) => engine.add_tables(&tables),
+    match logpipe_app::wiring::job_files(&resolved) {
+        Ok(jobs) => engine.add_tables(&jobs.tables()),
         // The lake stays readable while a job file is being fixed.
         Err(error) => eprintln!("warning: the jobs' tables are left out: {error:#}"),
     }
