@@ -25,5 +25,5 @@ pub use assertions::{assert_exactly_once, assert_none_missing};
 pub use bus::{FaultyBus, embedded_bus, record_topics};
 pub use http::{call, post, wait_for_count};
 pub use process::{python, stdout_of};
-pub use running::{Running, UP, binary, sql_json};
+pub use running::{Running, UP, binary, sql_json, up_refused};
 pub use services::kafka::Broker;

@@ -273,6 +273,22 @@ impl Drop for Running {
     }
 }
 
+/// Runs `logpipe up ARGS` over `data_dir` with `env`, which must refuse to
+/// start; its stderr (what it said why).
+pub fn up_refused(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = Command::new(binary())
+        .args(UP)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!output.status.success(), "logpipe up started:\n{stderr}");
+    stderr
+}
+
 /// `logpipe sql --format json` over `data_dir`.
 pub fn sql_json(data_dir: &Path, sql: &str) -> Vec<serde_json::Value> {
     let stdout = stdout_of(

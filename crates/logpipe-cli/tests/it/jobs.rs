@@ -328,15 +328,7 @@ async fn a_job_of_your_own_runs_on_schedule_by_hand_and_in_a_backfill() {
         printed.contains("ok     my_job → results/my_job (level, count)"),
         "{printed}"
     );
-    let up = Command::new(binary())
-        .args(crate::common::UP)
-        .arg("--data-dir")
-        .arg(&data)
-        .envs(env)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&up.stderr);
-    assert!(!up.status.success(), "logpipe up started with a broken job");
+    let stderr = crate::common::up_refused(&data, &[], &env);
     assert!(stderr.contains(&place), "{stderr}");
 }
 
@@ -542,18 +534,7 @@ async fn a_streaming_sql_job_equals_the_batch_aggregation_across_kills() {
         printed.contains(&format!("wrong  {}:4:", jobs.join("sorted.sql").display())),
         "{printed}"
     );
-    let up = Command::new(binary())
-        .args(crate::common::UP)
-        .arg("--data-dir")
-        .arg(&data)
-        .envs(env)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&up.stderr);
-    assert!(
-        !up.status.success(),
-        "logpipe up started with an unsupported streaming job"
-    );
+    let stderr = crate::common::up_refused(&data, &[], &env);
     assert!(
         stderr.contains(&format!("{}:4:", jobs.join("sorted.sql").display()))
             && stderr.contains("ORDER BY"),

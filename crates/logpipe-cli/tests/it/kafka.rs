@@ -510,27 +510,6 @@ async fn a_broker_restart_under_unkeyed_retries_stores_each_answer_as_given() {
     outage_keeps_every_answer_true(&mut broker, Outage::Restart, &dir.path().join("data")).await;
 }
 
-/// Runs `logpipe up ARGS` over `data` with `env`, which must refuse to
-/// start; returns its stderr.
-fn up_refused(data: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let output = std::process::Command::new(crate::common::binary())
-        .args([
-            "up",
-            "--no-generator",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!output.status.success(), "started anyway:\n{stderr}");
-    stderr
-}
-
 /// A collector-only process is a producer: it opens no lake and no bus
 /// directory (a collector pod needs no volume), and its query API answers
 /// over the lake without creating one.
@@ -674,7 +653,7 @@ fn existing_topics_are_kept_with_a_warning_and_properties_reach_librdkafka() {
         "[bus.kafka.properties]\n\"no.such.property\" = \"1\"\n",
     )
     .unwrap();
-    let stderr = up_refused(&data, &["--config", config.to_str().unwrap()], &env);
+    let stderr = crate::common::up_refused(&data, &["--config", config.to_str().unwrap()], &env);
     assert!(
         stderr.contains("no.such.property"),
         "the error does not name the property:\n{stderr}"
@@ -734,13 +713,13 @@ async fn sasl_scram_over_tls_reaches_the_lake_and_each_refusal_says_why() {
     assert_exactly_once(&acked, &counts, &log);
 
     let wrong = config("wrong-password.toml", "not-the-password", true);
-    let stderr = up_refused(&data, &["--config", wrong.to_str().unwrap()], &env);
+    let stderr = crate::common::up_refused(&data, &["--config", wrong.to_str().unwrap()], &env);
     assert!(
         stderr.contains("SASL authentication error") && stderr.contains("sasl.password"),
         "the error does not say the password was refused and what to check:\n{stderr}"
     );
     let no_ca = config("no-ca.toml", "s3cret-pass", false);
-    let stderr = up_refused(&data, &["--config", no_ca.to_str().unwrap()], &env);
+    let stderr = crate::common::up_refused(&data, &["--config", no_ca.to_str().unwrap()], &env);
     assert!(
         stderr.contains("certificate verify failed") && stderr.contains("ssl.ca.location"),
         "the error does not say the certificate was not verified and what to check:\n{stderr}"
@@ -761,7 +740,7 @@ async fn sasl_scram_over_tls_reaches_the_lake_and_each_refusal_says_why() {
     ]);
     let mut with = env.clone();
     with.push(TRANSACTIONS);
-    let stderr = up_refused(&data, &["--config", good.to_str().unwrap()], &with);
+    let stderr = crate::common::up_refused(&data, &["--config", good.to_str().unwrap()], &with);
     assert!(
         stderr.contains("do not let logpipe use transactions")
             && stderr.contains("bus.kafka.transactions = false"),
@@ -907,7 +886,7 @@ fn an_advertised_address_this_host_cannot_reach_stops_the_start_naming_it() {
     };
     let env = kafka_env(&broker.brokers, "logpipe-advertised");
     let started = Instant::now();
-    let stderr = up_refused(&dir.path().join("data"), &[], &env);
+    let stderr = crate::common::up_refused(&dir.path().join("data"), &[], &env);
     assert!(
         stderr.contains("broker 1 advertises 127.0.0.1:1")
             && stderr.contains("advertised.listeners"),

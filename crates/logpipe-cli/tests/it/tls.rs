@@ -206,29 +206,25 @@ fn a_certificate_without_its_key_stops_the_start_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     certificate(dir.path(), "one");
     certificate(dir.path(), "two");
-    let out = Command::new(binary())
-        .args(crate::common::UP)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("LOGPIPE__TLS__CERT_FILE", dir.path().join("one.pem"))
-        .env("LOGPIPE__TLS__KEY_FILE", dir.path().join("two.key"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (one, two) = (dir.path().join("one.pem"), dir.path().join("two.key"));
+    let data = dir.path().join("data");
+    let stderr = crate::common::up_refused(
+        &data,
+        &[],
+        &[
+            ("LOGPIPE__TLS__CERT_FILE", one.to_str().unwrap()),
+            ("LOGPIPE__TLS__KEY_FILE", two.to_str().unwrap()),
+        ],
+    );
     assert!(
         stderr.contains("two.key") && stderr.contains("does not go with"),
         "{stderr}"
     );
-    let out = Command::new(binary())
-        .args(crate::common::UP)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("LOGPIPE__TLS__CERT_FILE", dir.path().join("one.pem"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = crate::common::up_refused(
+        &data,
+        &[],
+        &[("LOGPIPE__TLS__CERT_FILE", one.to_str().unwrap())],
+    );
     assert!(stderr.contains("tls.key_file"), "{stderr}");
 }
 
