@@ -315,6 +315,11 @@ impl BatchRunner {
             batch: &batch,
             write: RowWrite::ReplacePeriod { column, value },
         };
+        // `-- postgres: false`: the lake only (the run is still recorded
+        // everywhere).
+        if !report.job.postgres {
+            return Ok((rows, Vec::new()));
+        }
         let sinks = self
             .deliver(report.job(), vec![rows_out], &|sink| {
                 stage(&format!("writing to {sink}"))

@@ -409,3 +409,48 @@ async fn users_jobs_run_after_their_inputs_and_a_wrong_one_is_placed() {
         "{error}"
     );
 }
+
+/// `-- postgres: false` keeps a job's rows in the lake only; without it a
+/// job's period is replaced in its PostgreSQL table like a report's.
+#[tokio::test]
+async fn a_job_writes_postgres_unless_its_header_says_not() {
+    let admin = std::env::var("LOGPIPE_TEST_POSTGRES_URL").expect(
+        "LOGPIPE_TEST_POSTGRES_URL is not set: run ./scripts/test.sh, which starts PostgreSQL 15",
+    );
+    let url = Postgres::lazy(&admin)
+        .fresh_database("logpipe_job_sinks")
+        .await
+        .unwrap();
+    let postgres = Postgres::connect(&url).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = seed_lake(tmp.path()).await;
+    let dir = jobs_dir(
+        tmp.path(),
+        &[
+            ("errors_by_level.sql", ERRORS_BY_LEVEL),
+            (
+                "lake_only.sql",
+                &format!("-- postgres: false\n{ERRORS_BY_LEVEL}"),
+            ),
+        ],
+    );
+    let jobs = logpipe_batch::job::load(Some(&dir), &[]).unwrap();
+    let sink: Arc<dyn StepSink> = Arc::new(PostgresSink::new(postgres.clone()));
+    let runner = BatchRunner::open(lake, vec![sink], jobs).await.unwrap();
+    let day = Period::Day(NaiveDate::from_ymd_opt(2026, 1, 11).unwrap());
+    for name in ["errors_by_level", "lake_only"] {
+        let summary = runner
+            .run(&Report::new(runner.job(name).unwrap(), day), &|_| {})
+            .await
+            .unwrap();
+        assert_eq!(summary.sinks.is_empty(), name == "lake_only", "{name}");
+    }
+    let tables = postgres
+        .query_text(
+            "SELECT table_name FROM information_schema.tables \
+             WHERE table_name IN ('errors_by_level', 'lake_only') ORDER BY 1",
+        )
+        .await
+        .unwrap();
+    assert_eq!(tables, vec![vec![Some("errors_by_level".to_string())]]);
+}
