@@ -26,7 +26,9 @@ use logpipe_core::topics;
 use logpipe_ingest::{Collector, CollectorSettings};
 use logpipe_query::QueryEngine;
 use logpipe_sinks::bus_topic::BusTopicSink;
-use logpipe_stream::{RawToLake, RawToLakeOptions, SqlJobs, WindowJob, WindowJobOptions};
+use logpipe_stream::{
+    ClaimedJobs, RawToLake, RawToLakeOptions, WindowJob, WindowJobOptions, claims_topic,
+};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub mod console;
@@ -301,11 +303,20 @@ impl Pipeline {
         };
         let job_tables = job_files.tables();
 
-        let postgres = if self.has(Role::WindowJob) || self.has(Role::Reports) {
+        let sql_jobs_postgres =
+            self.has(Role::SqlJobs) && job_files.streams.iter().any(|job| job.postgres);
+        let postgres = if self.has(Role::WindowJob) || self.has(Role::Reports) || sql_jobs_postgres
+        {
             wiring::postgres(resolved).await?.map(Arc::new)
         } else {
             None
         };
+
+        // Posts jobs' rows to their `-- webhook:`s.
+        let webhooks = logpipe_sinks::webhook::rows::WebhookClient::new(
+            &roots,
+            std::time::Duration::from_secs(10),
+        );
 
         // The report runner: the scheduler's and the console's.
         let runner = match &lake {
@@ -314,12 +325,13 @@ impl Pipeline {
                     .iter()
                     .map(|p| p.clone() as Arc<dyn logpipe_sinks::StepSink>)
                     .collect();
-                let runner = logpipe_batch::BatchRunner::open(
+                let mut runner = logpipe_batch::BatchRunner::open(
                     lake.clone(),
                     sinks,
                     std::mem::take(&mut job_files.batch),
                 )
                 .await?;
+                runner.set_webhook_client(webhooks.clone());
                 // A wrong job stops the start, not its first run at 03:00.
                 let today = chrono::Utc::now().date_naive();
                 let wrong: Vec<String> = runner
@@ -417,18 +429,45 @@ impl Pipeline {
                     Ok(job.run(stop).await?)
                 });
             }
-            for jobs in SqlJobs::by_topic(bus.bus.clone(), lake.clone(), sql_jobs) {
+            let alert_webhook = (self.has(Role::WindowJob)
+                || sql_jobs.iter().any(|job| !job.alerts.is_empty()))
+            .then(|| wiring::webhook(resolved, &public_url, &roots))
+            .flatten();
+            let sql_jobs: Vec<logpipe_stream::SqlJobSinks> = sql_jobs
+                .into_iter()
+                .map(|options| logpipe_stream::SqlJobSinks {
+                    sinks: wiring::sql_job_sinks(
+                        &options,
+                        postgres.as_ref(),
+                        &webhooks,
+                        || BusTopicSink::new(bus.bus.clone(), topics::ALERTS_REALTIME),
+                        alert_webhook.as_ref(),
+                    ),
+                    options,
+                })
+                .collect();
+            if !sql_jobs.is_empty() {
+                let like = logpipe_bus::topic_specs(&config.topics)
+                    .into_iter()
+                    .find(|spec| spec.name == topics::LOGS_RAW)
+                    .expect("the logs topic is configured");
+                let jobs = ClaimedJobs::new(
+                    bus.bus.clone(),
+                    lake.clone(),
+                    sql_jobs,
+                    format!("{}-sql-jobs", resolved.raw_group),
+                    claims_topic(&like),
+                );
                 let stop = supervisor.shutdown(stages.jobs);
                 supervisor.spawn(stages.jobs, "streaming SQL jobs", async move {
                     Ok(jobs.run(stop).await?)
                 });
             }
             if self.has(Role::WindowJob) {
-                let webhook = wiring::webhook(resolved, &public_url, &roots);
                 let sinks = wiring::window_sinks(
                     postgres.as_ref(),
                     BusTopicSink::new(bus.bus.clone(), topics::ALERTS_REALTIME),
-                    webhook.as_ref(),
+                    alert_webhook.as_ref(),
                 );
                 let job = WindowJob::new(
                     bus.bus.clone(),
@@ -440,14 +479,14 @@ impl Pipeline {
                 supervisor.spawn(stages.jobs, "window job", async move {
                     Ok(job.run(stop).await?)
                 });
-                if let Some(webhook) = webhook {
-                    let mut stop = supervisor.shutdown(stages.sinks);
-                    supervisor.spawn(stages.sinks, "alert webhook", async move {
-                        let _ = stop.wait_for(|stopped| *stopped).await;
-                        webhook.finish().await;
-                        Ok(())
-                    });
-                }
+            }
+            if let Some(webhook) = alert_webhook {
+                let mut stop = supervisor.shutdown(stages.sinks);
+                supervisor.spawn(stages.sinks, "alert webhook", async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                    webhook.finish().await;
+                    Ok(())
+                });
             }
             if let Some(runner) = runner.clone().filter(|_| self.has(Role::Reports)) {
                 let stop = supervisor.shutdown(stages.ingest);

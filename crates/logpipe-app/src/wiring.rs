@@ -9,6 +9,7 @@ use logpipe_lake::{Lake, LakeStore};
 use logpipe_sinks::StepSink;
 use logpipe_sinks::bus_topic::BusTopicSink;
 use logpipe_sinks::postgres::{Postgres, PostgresSink};
+use logpipe_sinks::webhook::rows::WebhookClient;
 use logpipe_sinks::webhook::{WebhookOptions, WebhookSink};
 
 /// Attempts per alert POST before the webhook drops it (logged and counted).
@@ -65,6 +66,32 @@ pub fn webhook(
         attempts: WEBHOOK_ATTEMPTS,
         roots: roots.to_vec(),
     })))
+}
+
+/// A streaming SQL job's sinks: PostgreSQL and its webhook (blocking) when
+/// it writes them, the alerts topic and the alert webhook (best effort)
+/// when it has alert rules.
+pub fn sql_job_sinks(
+    job: &logpipe_stream::SqlJobOptions,
+    postgres: Option<&Arc<PostgresSink>>,
+    webhooks: &WebhookClient,
+    alerts_topic: impl FnOnce() -> BusTopicSink,
+    alert_webhook: Option<&Arc<WebhookSink>>,
+) -> Vec<Arc<dyn StepSink>> {
+    let mut sinks: Vec<Arc<dyn StepSink>> = Vec::new();
+    if let Some(postgres) = postgres.filter(|_| job.postgres) {
+        sinks.push(postgres.clone());
+    }
+    if let Some(url) = &job.webhook {
+        sinks.push(Arc::new(webhooks.to(url)));
+    }
+    if !job.alerts.is_empty() {
+        sinks.push(Arc::new(alerts_topic()));
+        if let Some(webhook) = alert_webhook {
+            sinks.push(webhook.clone());
+        }
+    }
+    sinks
 }
 
 /// The window job's sinks: PostgreSQL (blocking), the alerts topic and the
@@ -154,6 +181,18 @@ pub fn job_files(resolved: &Resolved) -> Result<JobFiles> {
                 let (line, column) = problem.at.unwrap_or((1, 1));
                 anyhow::anyhow!("{}:{line}:{column}: {}", file.origin, problem.message)
             })?;
+            let rules: Vec<_> = file.alerts.iter().map(|(rule, ..)| rule.clone()).collect();
+            if let Err((index, reason)) = logpipe_stream::check_alerts(&spec, &rules) {
+                let (_, line, column) = &file.alerts[index];
+                anyhow::bail!("{}:{line}:{column}: {reason}", file.origin);
+            }
+            let postgres = file.postgres && !config.postgres.url.is_empty();
+            if let (true, Err(reason)) = (postgres, logpipe_stream::upsert_key(&spec)) {
+                anyhow::bail!(
+                    "{}: the job writes to PostgreSQL (postgres.url is set), but {reason}; add it to the SELECT, or put `-- postgres: false` in the header",
+                    file.origin
+                );
+            }
             Ok(logpipe_stream::SqlJobOptions {
                 table: logpipe_core::tables::TableDef::stream_output(
                     file.name.clone(),
@@ -166,6 +205,9 @@ pub fn job_files(resolved: &Resolved) -> Result<JobFiles> {
                 step_interval: std::time::Duration::from_secs(1),
                 dedup_window: config.lake.dedup_window,
                 on_data_loss: config.lake.on_data_loss,
+                alerts: rules,
+                postgres,
+                webhook: file.webhook,
             })
         })
         .collect::<Result<_>>()?;

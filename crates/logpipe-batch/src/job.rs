@@ -20,6 +20,7 @@ use std::path::Path;
 
 use chrono::{Datelike, Duration as Days, NaiveDate};
 use croner::Cron;
+use logpipe_core::stream_sql::AlertRule;
 use logpipe_core::tables::{self, TableDef};
 
 use crate::error::{BatchError, Result};
@@ -202,6 +203,8 @@ pub struct JobDef {
     pub table: &'static TableDef,
     /// Whether its rows also go to PostgreSQL (when `[postgres]` is set).
     pub postgres: bool,
+    /// Where each run's rows are POSTed as JSON (`-- webhook: URL`).
+    pub webhook: Option<String>,
     /// Jobs whose output this one reads (filled by the runner).
     pub inputs: Vec<&'static str>,
 }
@@ -225,8 +228,37 @@ pub const BUILT_IN: [(&str, &str, &str); 3] = [
     ),
 ];
 
-const KEYS: &str = "name, kind, period, days, schedule, output, postgres";
-const STREAM_KEYS: &str = "name, kind, lateness, idle_close, output";
+const KEYS: &str = "name, kind, period, days, schedule, output, postgres, webhook";
+const STREAM_KEYS: &str = "name, kind, lateness, idle_close, output, postgres, webhook, alert";
+
+/// Tables logpipe keeps in PostgreSQL besides the lake's: no job may write
+/// one of these names there.
+const POSTGRES_TABLES: [&str; 2] = ["window_stats", "logpipe_migrations"];
+
+/// `-- postgres: true|false`.
+fn flag(key: &str, value: &str) -> std::result::Result<bool, String> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("{key} must be true or false, not {other:?}")),
+    }
+}
+
+/// `-- webhook: URL`: an http or https URL.
+fn webhook_url(value: &str) -> std::result::Result<String, String> {
+    let ok = ["http://", "https://"].iter().any(|scheme| {
+        value
+            .strip_prefix(scheme)
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(char::is_whitespace))
+    });
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "webhook must be an http:// or https:// URL, not {value:?}"
+        ))
+    }
+}
 
 /// The `-- key: value` lines a file starts with: key, value, 1-based line
 /// and the value's column.
@@ -284,6 +316,14 @@ pub struct StreamJobFile {
     pub output: String,
     pub allowed_lateness: std::time::Duration,
     pub idle_close: std::time::Duration,
+    /// Whether its rows are upserted into PostgreSQL (when `[postgres]` is
+    /// set): the header's `postgres`, true unless it says false.
+    pub postgres: bool,
+    pub webhook: Option<String>,
+    /// `-- alert:` lines, with the 1-based line and column of each (the
+    /// column it names is checked against the statement where the job is
+    /// put together).
+    pub alerts: Vec<(AlertRule, usize, usize)>,
 }
 
 impl StreamJobFile {
@@ -292,6 +332,9 @@ impl StreamJobFile {
         let mut output = None;
         let mut allowed_lateness = std::time::Duration::from_secs(5);
         let mut idle_close = std::time::Duration::from_secs(10);
+        let mut postgres = true;
+        let mut webhook = None;
+        let mut alerts: Vec<(AlertRule, usize, usize)> = Vec::new();
         for (key, value, line, column) in header(text) {
             let fail = |reason: String| header_error(origin, line, column, reason);
             let duration = || {
@@ -306,6 +349,22 @@ impl StreamJobFile {
                 "kind" => {}
                 "lateness" => allowed_lateness = duration()?,
                 "idle_close" => idle_close = duration()?,
+                "postgres" => postgres = flag(key, value).map_err(fail)?,
+                "webhook" => webhook = Some(webhook_url(value).map_err(fail)?),
+                "alert" => {
+                    let rule = AlertRule::parse(value).map_err(|(offset, reason)| {
+                        header_error(
+                            origin,
+                            line,
+                            column + value[..offset].chars().count(),
+                            reason,
+                        )
+                    })?;
+                    if alerts.iter().any(|(other, ..)| other.name == rule.name) {
+                        return Err(fail(format!("two alerts are named {:?}", rule.name)));
+                    }
+                    alerts.push((rule, line, column));
+                }
                 "output" => {
                     let dir = value.trim_end_matches('/');
                     let plain = check_output(dir).is_ok()
@@ -332,7 +391,10 @@ impl StreamJobFile {
             }
         }
         let (name, line, column) = name;
-        if !is_identifier(&name) || tables::by_name(&name).is_some() {
+        if !is_identifier(&name)
+            || tables::by_name(&name).is_some()
+            || POSTGRES_TABLES.contains(&name.as_str())
+        {
             return Err(header_error(
                 origin,
                 line,
@@ -349,6 +411,9 @@ impl StreamJobFile {
             sql: text.to_string(),
             allowed_lateness,
             idle_close,
+            postgres,
+            webhook,
+            alerts,
         })
     }
 }
@@ -383,6 +448,7 @@ impl JobDef {
         let mut schedule = None;
         let mut output = None;
         let mut postgres = true;
+        let mut webhook = None;
         for (key, value_text, line_no, column) in header(text) {
             let fail = |reason: String| header_error(origin, line_no, column, reason);
             match key {
@@ -413,17 +479,8 @@ impl JobDef {
                         "kind must be batch or stream, not {value_text:?}"
                     )));
                 }
-                "postgres" => {
-                    postgres = match value_text {
-                        "true" => true,
-                        "false" => false,
-                        other => {
-                            return Err(fail(format!(
-                                "postgres must be true or false, not {other:?}"
-                            )));
-                        }
-                    }
-                }
+                "postgres" => postgres = flag(key, value_text).map_err(fail)?,
+                "webhook" => webhook = Some(webhook_url(value_text).map_err(fail)?),
                 other => {
                     return Err(header_error(
                         origin,
@@ -460,7 +517,7 @@ impl JobDef {
         let table = if built_in {
             tables::by_name(&name).expect("a built-in job writes its report's table")
         } else {
-            if tables::by_name(&name).is_some() {
+            if tables::by_name(&name).is_some() || POSTGRES_TABLES.contains(&name.as_str()) {
                 return Err(at(
                     name_line,
                     name_column,
@@ -486,6 +543,7 @@ impl JobDef {
             schedule,
             table,
             postgres,
+            webhook,
             inputs: Vec::new(),
         })
     }

@@ -13,6 +13,7 @@ use futures::TryStreamExt;
 use logpipe_core::tables::{JOB_RUNS, job_runs};
 use logpipe_lake::Lake;
 use logpipe_query::QueryEngine;
+use logpipe_sinks::webhook::rows::WebhookClient;
 use logpipe_sinks::{RowWrite, StepOutput, StepSink, TableRows};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -41,6 +42,8 @@ pub struct BatchRunner {
     sinks: Vec<Arc<dyn StepSink>>,
     /// In dependency order.
     jobs: Vec<Arc<JobDef>>,
+    /// Posts the rows of jobs with a `-- webhook:`.
+    webhooks: WebhookClient,
 }
 
 /// What planning one job found: its result's columns, or what is wrong.
@@ -106,6 +109,12 @@ fn order(engine: &QueryEngine, jobs: Vec<JobDef>) -> Result<Vec<Arc<JobDef>>> {
 const OUTPUT_FILE: &str = "part-0.parquet";
 
 impl BatchRunner {
+    /// The client jobs' webhooks are posted with (one trusting
+    /// `tls.ca_file`; by default the public roots only).
+    pub fn set_webhook_client(&mut self, client: WebhookClient) {
+        self.webhooks = client;
+    }
+
     /// A runner of `jobs` (from [`crate::job::load`]) over `lake`
     /// (queried through the same store) whose rows and runs also go to
     /// `sinks`. Fails when a job's SQL does not parse or jobs read each
@@ -124,6 +133,7 @@ impl BatchRunner {
             lake,
             sinks,
             jobs,
+            webhooks: WebhookClient::default(),
         })
     }
 
@@ -315,16 +325,28 @@ impl BatchRunner {
             batch: &batch,
             write: RowWrite::ReplacePeriod { column, value },
         };
-        // `-- postgres: false`: the lake only (the run is still recorded
-        // everywhere).
-        if !report.job.postgres {
-            return Ok((rows, Vec::new()));
+        // `-- postgres: false`: not to PostgreSQL (the run is still
+        // recorded everywhere).
+        let mut sinks = Vec::new();
+        if report.job.postgres {
+            sinks = self
+                .deliver(report.job(), vec![rows_out.clone()], &|sink| {
+                    stage(&format!("writing to {sink}"))
+                })
+                .await?;
         }
-        let sinks = self
-            .deliver(report.job(), vec![rows_out], &|sink| {
-                stage(&format!("writing to {sink}"))
-            })
-            .await?;
+        if let Some(url) = &report.job.webhook {
+            stage("posting to its webhook");
+            let webhook = self.webhooks.to(url);
+            let output = StepOutput {
+                job: report.job(),
+                step: 0,
+                tables: vec![rows_out],
+                alerts: &[],
+            };
+            webhook.deliver(&output).await?;
+            sinks.push(webhook.name());
+        }
         Ok((rows, sinks))
     }
 

@@ -332,6 +332,133 @@ impl StreamSpec {
     }
 }
 
+/// An alert rule over a streaming job's rows, from a header line
+///
+/// ```text
+/// -- alert: ManyPurchases when purchases > 100 for 3 windows severity critical
+/// ```
+///
+/// Per group (the job's keys), with the built-in detector's hysteresis: it
+/// fires once after `windows` consecutive windows whose `column` passes the
+/// comparison, and resolves once after `windows` consecutive windows that
+/// do not (a window with no row for the group counts as not passing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertRule {
+    pub name: String,
+    /// An aggregate column of the job's output.
+    pub column: String,
+    pub op: CmpOp,
+    pub threshold: f64,
+    pub windows: u32,
+    /// `warning` (default) or `critical`.
+    pub severity: String,
+}
+
+impl AlertRule {
+    /// Parses `NAME when COLUMN OP NUMBER [for N window(s)] [severity S]`.
+    /// On error: the 0-based byte offset in `text` of the part that is
+    /// wrong, and what is expected there.
+    pub fn parse(text: &str) -> Result<AlertRule, (usize, String)> {
+        const FORM: &str =
+            "an alert reads NAME when COLUMN > NUMBER [for N windows] [severity warning|critical]";
+        let words: Vec<(usize, &str)> = text
+            .split_whitespace()
+            .map(|word| (word.as_ptr() as usize - text.as_ptr() as usize, word))
+            .collect();
+        let at = |i: usize| words.get(i).map_or(text.len(), |(offset, _)| *offset);
+        let plain = |word: &str| {
+            !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        let word = |i: usize| words.get(i).map(|(_, w)| *w);
+        let name = word(0)
+            .filter(|w| plain(w))
+            .ok_or((at(0), FORM.to_string()))?;
+        if word(1) != Some("when") {
+            return Err((
+                at(1),
+                format!("expected `when` after the alert's name; {FORM}"),
+            ));
+        }
+        let column = word(2).filter(|w| plain(w)).ok_or((
+            at(2),
+            format!("expected the column the alert watches; {FORM}"),
+        ))?;
+        let op = match word(3) {
+            Some(">") => CmpOp::Gt,
+            Some(">=") => CmpOp::GtEq,
+            Some("<") => CmpOp::Lt,
+            Some("<=") => CmpOp::LtEq,
+            Some("=") => CmpOp::Eq,
+            Some("!=") | Some("<>") => CmpOp::NotEq,
+            _ => return Err((at(3), format!("expected one of > >= < <= = != ; {FORM}"))),
+        };
+        let threshold: f64 = word(4)
+            .and_then(|w| w.parse().ok())
+            .filter(|v: &f64| v.is_finite())
+            .ok_or((at(4), format!("expected a number to compare with; {FORM}")))?;
+        let mut rule = AlertRule {
+            name: name.to_string(),
+            column: column.to_string(),
+            op,
+            threshold,
+            windows: 1,
+            severity: "warning".to_string(),
+        };
+        let mut i = 5;
+        while let Some(next) = word(i) {
+            match next {
+                "for" => {
+                    rule.windows = word(i + 1)
+                        .and_then(|w| w.parse().ok())
+                        .filter(|n: &u32| (1..=1000).contains(n))
+                        .ok_or((
+                            at(i + 1),
+                            "expected a number of windows from 1 to 1000 after `for`".to_string(),
+                        ))?;
+                    if !matches!(word(i + 2), Some("window" | "windows")) {
+                        return Err((at(i + 2), "expected `windows` after the number".to_string()));
+                    }
+                    i += 3;
+                }
+                "severity" => {
+                    rule.severity = word(i + 1)
+                        .filter(|w| matches!(*w, "warning" | "critical"))
+                        .ok_or((at(i + 1), "severity is warning or critical".to_string()))?
+                        .to_string();
+                    i += 2;
+                }
+                _ => return Err((at(i), format!("unexpected {next:?}; {FORM}"))),
+            }
+        }
+        Ok(rule)
+    }
+
+    /// Whether `value` is anomalous under this rule.
+    pub fn passes(&self, value: f64) -> bool {
+        match self.op {
+            CmpOp::Gt => value > self.threshold,
+            CmpOp::GtEq => value >= self.threshold,
+            CmpOp::Lt => value < self.threshold,
+            CmpOp::LtEq => value <= self.threshold,
+            CmpOp::Eq => value == self.threshold,
+            CmpOp::NotEq => value != self.threshold,
+        }
+    }
+
+    /// `purchases > 100`.
+    pub fn condition(&self) -> String {
+        let op = match self.op {
+            CmpOp::Gt => ">",
+            CmpOp::GtEq => ">=",
+            CmpOp::Lt => "<",
+            CmpOp::LtEq => "<=",
+            CmpOp::Eq => "=",
+            CmpOp::NotEq => "!=",
+        };
+        format!("{} {op} {}", self.column, self.threshold)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,5 +534,34 @@ mod tests {
         spec.slide_micros = 20;
         assert_eq!(spec.windows_of(125), [80, 100, 120]);
         assert_eq!(spec.windows_of(120), [80, 100, 120]);
+    }
+
+    #[test]
+    fn alert_rules_parse_and_say_where_they_are_wrong() {
+        let rule =
+            AlertRule::parse("ManyPurchases when purchases >= 100 for 3 windows severity critical")
+                .unwrap();
+        assert_eq!(rule.name, "ManyPurchases");
+        assert_eq!(rule.column, "purchases");
+        assert_eq!(rule.op, CmpOp::GtEq);
+        assert_eq!(rule.threshold, 100.0);
+        assert_eq!(rule.windows, 3);
+        assert_eq!(rule.severity, "critical");
+        assert!(rule.passes(100.0) && !rule.passes(99.5));
+        let simple = AlertRule::parse("Slow when p95 > 800.5").unwrap();
+        assert_eq!((simple.windows, simple.severity.as_str()), (1, "warning"));
+        let text = "Slow when p95 >> 800";
+        let (at, why) = AlertRule::parse(text).unwrap_err();
+        assert_eq!(&text[at..], ">> 800");
+        assert!(why.contains("expected one of"), "{why}");
+        let text = "Slow when p95 > 800 for three windows";
+        assert_eq!(
+            &text[AlertRule::parse(text).unwrap_err().0..],
+            "three windows"
+        );
+        let text = "Slow when p95 > 800 severity page";
+        assert_eq!(&text[AlertRule::parse(text).unwrap_err().0..], "page");
+        assert_eq!(AlertRule::parse("Slow p95 > 1").unwrap_err().0, 5);
+        assert_eq!(AlertRule::parse("Slow when p95 >").unwrap_err().0, 15);
     }
 }

@@ -10,6 +10,7 @@
 //! | [`postgres::PostgresSink`] | table rows: upserted by key, or a report period replaced | blocking |
 //! | [`bus_topic::BusTopicSink`] | alerts, on `alerts.realtime` | best effort |
 //! | [`webhook::WebhookSink`] | alerts, in Alertmanager's format | best effort |
+//! | [`webhook::rows::RowsWebhook`] | a job's rows, as JSON (`-- webhook:`) | blocking |
 //!
 //! **Contract.** A sink must be idempotent on replay: after a restart the
 //! job re-delivers its last step with the same keys and the same
@@ -49,6 +50,10 @@ pub enum Delivery {
 pub enum RowWrite {
     /// Insert, or replace the row with the same key.
     Upsert { key: &'static [&'static str] },
+    /// [`RowWrite::Upsert`] into a table the sink creates from the rows'
+    /// schema (unique on `key`, NULLs equal) and to which it adds columns
+    /// the rows have and it lacks: a streaming SQL job's table.
+    UpsertCreating { key: &'static [&'static str] },
     /// Replace every row whose `column` is `value` (a report's period).
     ReplacePeriod { column: &'static str, value: String },
 }
@@ -80,6 +85,8 @@ pub enum SinkError {
     Postgres(#[from] postgres::PgError),
     #[error(transparent)]
     Bus(#[from] logpipe_bus::BusError),
+    #[error("{0}")]
+    Webhook(String),
     #[error("the {0} sink has stopped")]
     Stopped(&'static str),
 }
@@ -89,6 +96,7 @@ impl Classify for SinkError {
         match self {
             SinkError::Postgres(error) => error.kind(),
             SinkError::Bus(error) => error.kind(),
+            SinkError::Webhook(_) => ErrorKind::Transient,
             SinkError::Stopped(_) => ErrorKind::Internal,
         }
     }

@@ -26,12 +26,26 @@ pub static WEBHOOK_ERRORS: MetricDef = MetricDef {
     kind: MetricType::Counter,
     labels: &[],
 };
+pub static ROWS_WEBHOOK_SENT: MetricDef = MetricDef {
+    name: "logpipe_job_webhook_posts_total",
+    help: "Posts of a job's rows (a streaming step or a batch period) its webhook took.",
+    kind: MetricType::Counter,
+    labels: &[],
+};
+pub static ROWS_WEBHOOK_ERRORS: MetricDef = MetricDef {
+    name: "logpipe_job_webhook_errors_total",
+    help: "Posts of a job's rows its webhook refused or did not answer (each is retried).",
+    kind: MetricType::Counter,
+    labels: &[],
+};
 
 pub struct SinkMetrics {
     pub postgres_rows_written: Counter,
     pub postgres_errors: Counter,
     pub webhook_sent: Counter,
     pub webhook_errors: Counter,
+    pub rows_webhook_sent: Counter,
+    pub rows_webhook_errors: Counter,
 }
 
 impl MetricSet for SinkMetrics {
@@ -41,6 +55,8 @@ impl MetricSet for SinkMetrics {
             &self.postgres_errors,
             &self.webhook_sent,
             &self.webhook_errors,
+            &self.rows_webhook_sent,
+            &self.rows_webhook_errors,
         ]
     }
 }
@@ -50,4 +66,6 @@ logpipe_core::metric_set!(pub fn sink_metrics() -> SinkMetrics = SinkMetrics {
     postgres_errors: Counter::new(&POSTGRES_ERRORS),
     webhook_sent: Counter::new(&WEBHOOK_SENT),
     webhook_errors: Counter::new(&WEBHOOK_ERRORS),
+    rows_webhook_sent: Counter::new(&ROWS_WEBHOOK_SENT),
+    rows_webhook_errors: Counter::new(&ROWS_WEBHOOK_ERRORS),
 });

@@ -29,5 +29,6 @@ pub mod windows;
 
 pub use error::StreamError;
 pub use raw::{RawToLake, RawToLakeOptions};
-pub use sql_job::{SqlJobOptions, SqlJobs};
+pub use sql_job::claims::{ClaimedJobs, claims_topic};
+pub use sql_job::{SqlJobOptions, SqlJobSinks, SqlJobs, check_alerts, upsert_key};
 pub use windows::{WindowJob, WindowJobOptions};

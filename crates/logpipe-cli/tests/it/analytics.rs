@@ -21,7 +21,7 @@ const PER_SECOND: i64 = 30;
 
 /// A fresh database on the test server (`LOGPIPE_TEST_POSTGRES_URL`, set by
 /// scripts/test.sh).
-async fn fresh_database(name: &str) -> String {
+pub(crate) async fn fresh_database(name: &str) -> String {
     let admin = std::env::var("LOGPIPE_TEST_POSTGRES_URL").expect(
         "LOGPIPE_TEST_POSTGRES_URL is not set: run ./scripts/test.sh, which starts PostgreSQL 15",
     );

@@ -334,7 +334,7 @@ async fn a_job_of_your_own_runs_on_schedule_by_hand_and_in_a_backfill() {
 
 /// The seed's activity aggregation as a streaming job: per event type per
 /// 10-second window, events, distinct users and purchases.
-const ACTIVITY: &str = "-- kind: stream\n-- lateness: 2s\n-- idle_close: 2s\n\
+pub(crate) const ACTIVITY: &str = "-- kind: stream\n-- lateness: 2s\n-- idle_close: 2s\n\
     SELECT window_start, window_end, event_type,\n\
     count(*) AS events,\n\
     count(DISTINCT user_id) AS users,\n\
@@ -348,7 +348,7 @@ const TYPES: [&str; 4] = ["CLICK", "VIEW", "PURCHASE", "SEARCH"];
 
 /// Second `s` of events: 12 events over 4 types and 7 users, sent with an
 /// Idempotency-Key so a retry after a kill stores nothing twice.
-async fn send_events_second(client: &reqwest::Client, base_url: &str, s: i64) {
+pub(crate) async fn send_events_second(client: &reqwest::Client, base_url: &str, s: i64) {
     let events: Vec<Value> = (0..12)
         .map(|i| {
             json!({
@@ -374,7 +374,7 @@ async fn send_events_second(client: &reqwest::Client, base_url: &str, s: i64) {
     );
 }
 
-fn sql_with_jobs(data: &Path, jobs: &Path, sql: &str) -> Vec<Value> {
+pub(crate) fn sql_with_jobs(data: &Path, jobs: &Path, sql: &str) -> Vec<Value> {
     let out = stdout_of(
         Command::new(binary())
             .args(["sql", "--format", "json", "--data-dir"])
@@ -461,36 +461,7 @@ async fn a_streaming_sql_job_equals_the_batch_aggregation_across_kills() {
     }
     assert!(running.terminate().success());
 
-    let streamed = sql_with_jobs(
-        &data,
-        &jobs,
-        "SELECT CAST(window_start AS VARCHAR) AS w, event_type, events, users, purchases \
-         FROM activity ORDER BY w, event_type",
-    );
-    let batch = sql_with_jobs(
-        &data,
-        &jobs,
-        "SELECT CAST(date_bin(INTERVAL '10 seconds', timestamp, TIMESTAMP '1970-01-01T00:00:00Z') AS VARCHAR) AS w, \
-         event_type, count(*) AS events, count(DISTINCT user_id) AS users, \
-         count(*) FILTER (WHERE event_type = 'PURCHASE') AS purchases \
-         FROM events GROUP BY 1, 2 ORDER BY w, event_type",
-    );
-    assert_eq!(
-        batch.len(),
-        30 * 4,
-        "30 windows of 4 event types in the lake"
-    );
-    assert_eq!(
-        streamed.len(),
-        batch.len(),
-        "one row per window and type, none doubled"
-    );
-    for (stream_row, batch_row) in streamed.iter().zip(&batch) {
-        assert_eq!(
-            stream_row, batch_row,
-            "the streamed window differs from the batch aggregation"
-        );
-    }
+    assert_activity_equals_the_batch_aggregation(&data, &jobs, 30);
 
     // The hopping job: each 30-second window counts the events of its
     // three 10-second slices, none missing or doubled.
@@ -538,6 +509,304 @@ async fn a_streaming_sql_job_equals_the_batch_aggregation_across_kills() {
     assert!(
         stderr.contains(&format!("{}:4:", jobs.join("sorted.sql").display()))
             && stderr.contains("ORDER BY"),
+        "{stderr}"
+    );
+}
+
+/// The `activity` job's rows (see [`ACTIVITY`]) equal the same aggregation
+/// run as a batch query over the lake, window by window: `windows` 10-second
+/// windows of 4 event types, none missing or doubled.
+pub(crate) fn assert_activity_equals_the_batch_aggregation(
+    data: &Path,
+    jobs: &Path,
+    windows: usize,
+) {
+    let streamed = sql_with_jobs(
+        data,
+        jobs,
+        "SELECT CAST(window_start AS VARCHAR) AS w, event_type, events, users, purchases \
+         FROM activity ORDER BY w, event_type",
+    );
+    let batch = sql_with_jobs(
+        data,
+        jobs,
+        "SELECT CAST(date_bin(INTERVAL '10 seconds', timestamp, TIMESTAMP '1970-01-01T00:00:00Z') AS VARCHAR) AS w, \
+         event_type, count(*) AS events, count(DISTINCT user_id) AS users, \
+         count(*) FILTER (WHERE event_type = 'PURCHASE') AS purchases \
+         FROM events GROUP BY 1, 2 ORDER BY w, event_type",
+    );
+    assert_eq!(
+        batch.len(),
+        windows * 4,
+        "the windows of 4 event types in the lake"
+    );
+    assert_eq!(
+        streamed.len(),
+        batch.len(),
+        "one row per window and type, none doubled"
+    );
+    for (stream_row, batch_row) in streamed.iter().zip(&batch) {
+        assert_eq!(
+            stream_row, batch_row,
+            "the streamed window differs from the batch aggregation"
+        );
+    }
+}
+
+/// `n` more PURCHASE events in second `s` (an incident the alert sees).
+async fn send_purchases(client: &reqwest::Client, base_url: &str, s: i64, n: usize) {
+    let events: Vec<Value> = (0..n)
+        .map(|j| {
+            json!({
+                "event_id": format!("p-{s}-{j}"),
+                "timestamp": T0 + s,
+                "user_id": "buyer",
+                "event_type": "PURCHASE",
+            })
+        })
+        .collect();
+    let response = client
+        .post(format!("{base_url}/api/collect/activities"))
+        .header("Idempotency-Key", format!("purchases-{s}"))
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+/// (window start in Unix seconds, event_type) → (events, purchases).
+type StreamRows = BTreeMap<(i64, String), (i64, i64)>;
+
+fn stream_rows(rows: &[Value], window: impl Fn(&Value) -> i64) -> StreamRows {
+    let mut out = StreamRows::new();
+    for row in rows {
+        let key = (
+            window(&row["window_start"]),
+            row["event_type"].as_str().unwrap().to_string(),
+        );
+        let value = (
+            row["events"].as_i64().unwrap(),
+            row["purchases"].as_i64().unwrap(),
+        );
+        let before = out.insert(key.clone(), value);
+        assert!(
+            before.is_none() || before == Some(value),
+            "window {key:?} was delivered as {before:?} and as {value:?}"
+        );
+    }
+    out
+}
+
+/// A streaming job's sinks and alert rule through a kill -9 mid-load: its
+/// rows upserted into a PostgreSQL table it creates and posted to its
+/// webhook equal its lake table; a purchase burst fires its alert once and
+/// resolves it once (lake `alerts` table, Alertmanager webhook, metrics).
+/// A batch job's `-- webhook:` gets its period's rows too, and a rule on a
+/// column the job does not have stops the start at its line and column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_job_feeds_postgres_its_webhook_and_alerts_across_a_kill() {
+    let url = crate::analytics::fresh_database("logpipe_stream_sinks").await;
+    let (rows_url, posted) = crate::analytics::webhook_server();
+    let (alerts_url, alerted) = crate::analytics::webhook_server();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    std::fs::write(
+        jobs.join("busy.sql"),
+        format!(
+            "-- kind: stream\n-- lateness: 2s\n-- idle_close: 2s\n-- webhook: {rows_url}\n\
+             -- alert: ManyPurchases when purchases > 40 for 2 windows severity critical\n\
+             SELECT window_start, event_type, count(*) AS events,\n\
+             count(*) FILTER (WHERE event_type = 'PURCHASE') AS purchases\n\
+             FROM events GROUP BY tumble(timestamp, INTERVAL '10 seconds'), event_type\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        jobs.join("per_type.sql"),
+        format!(
+            "-- period: day\n-- postgres: false\n-- webhook: {rows_url}\n\
+             SELECT event_type, count(*) AS n FROM events\n\
+             WHERE year = {{year}} AND month = {{month}} AND day = {{day}}\n\
+             GROUP BY event_type ORDER BY event_type\n"
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("LOGPIPE__JOBS__DIR", jobs.to_str().unwrap()),
+        ("LOGPIPE__WINDOWS__ENABLED", "false"),
+        ("LOGPIPE__REPORTS__SCHEDULE", "false"),
+        ("LOGPIPE__POSTGRES__URL", url.as_str()),
+        ("LOGPIPE__ALERTS__WEBHOOK_URL", alerts_url.as_str()),
+    ];
+    let client = reqwest::Client::new();
+    let seconds = 160;
+    let mut running = Running::start(&data, &env);
+    for s in 0..seconds {
+        send_events_second(&client, &running.base_url, s).await;
+        // Windows 60..100 s: 5 more purchases a second, 80 per window.
+        if (60..100).contains(&s) {
+            send_purchases(&client, &running.base_url, s, 5).await;
+        }
+        if s == 85 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            running.kill_hard();
+            running = Running::start(&data, &env);
+        }
+    }
+    let postgres = logpipe_sinks::postgres::Postgres::lazy(&url);
+    let total = seconds as u64 * 12 + 40 * 5;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let in_postgres = postgres
+            .query_text("SELECT coalesce(sum(events), 0) FROM busy")
+            .await
+            .ok()
+            .and_then(|rows| rows[0][0].clone())
+            .unwrap_or_default();
+        if in_postgres == total.to_string() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL's busy table holds {in_postgres:?} of {total} events:\n{}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let metrics = running.metrics().await;
+    for line in [
+        "logpipe_sql_job_alerts_total{job_name=\"busy\",rule=\"ManyPurchases\",state=\"RESOLVED\"} 1",
+        "logpipe_sql_job_alerts_firing{job_name=\"busy\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+    assert!(running.terminate().success());
+
+    // The lake table, PostgreSQL and the webhook hold the same rows.
+    let lake = sql_with_jobs(
+        &data,
+        &jobs,
+        "SELECT CAST(to_unixtime(window_start) AS BIGINT) AS window_start, event_type, events, purchases FROM busy",
+    );
+    let lake = stream_rows(&lake, |w| w.as_i64().unwrap());
+    assert_eq!(lake.len(), 16 * 4, "16 windows of 4 types");
+    assert_eq!(lake[&(T0 + 70, "PURCHASE".to_string())], (80, 80));
+    let in_postgres: Vec<Value> = postgres
+        .query_text("SELECT extract(epoch FROM window_start)::bigint, event_type, events, purchases FROM busy")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| {
+            let cell = |i: usize| row[i].clone().unwrap().parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(row[i].clone().unwrap()));
+            json!({"window_start": cell(0), "event_type": cell(1), "events": cell(2), "purchases": cell(3)})
+        })
+        .collect();
+    assert_eq!(
+        stream_rows(&in_postgres, |w| w.as_i64().unwrap()),
+        lake,
+        "PostgreSQL = lake"
+    );
+    let bodies = posted.lock().unwrap().clone();
+    let streamed: Vec<Value> = bodies
+        .iter()
+        .filter(|body| body["job"] == "busy")
+        .flat_map(|body| body["rows"].as_array().unwrap().clone())
+        .collect();
+    let at = |w: &Value| {
+        chrono::DateTime::parse_from_rfc3339(w.as_str().unwrap())
+            .unwrap_or_else(|e| panic!("window_start {w}: {e}"))
+            .timestamp()
+    };
+    assert_eq!(
+        stream_rows(&streamed, at),
+        lake,
+        "webhook = lake (a re-sent step has the same rows)"
+    );
+
+    // One incident: FIRING at the second busy window, RESOLVED after two
+    // normal ones; once in the lake, at the Alertmanager webhook too.
+    let alerts = sql_json(
+        &data,
+        "SELECT state, service, CAST(to_unixtime(window_start) AS BIGINT) AS w, severity FROM alerts \
+         WHERE rule = 'ManyPurchases' ORDER BY detected_at",
+    );
+    assert_eq!(
+        alerts,
+        [
+            json!({"state": "FIRING", "service": "event_type=PURCHASE", "w": T0 + 70, "severity": "critical"}),
+            json!({"state": "RESOLVED", "service": "event_type=PURCHASE", "w": T0 + 110, "severity": "critical"}),
+        ]
+    );
+    let notified: Vec<(String, String)> = alerted
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|body| body.as_array().unwrap().clone())
+        .map(|alert| {
+            let resolved = alert.get("endsAt").is_some();
+            (
+                alert["labels"]["alertname"].as_str().unwrap().to_string(),
+                resolved.to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        notified.contains(&("ManyPurchases".to_string(), "false".to_string())),
+        "{notified:?}"
+    );
+    assert!(
+        notified.contains(&("ManyPurchases".to_string(), "true".to_string())),
+        "{notified:?}"
+    );
+
+    // The batch job's period goes to its webhook.
+    let date = chrono::DateTime::from_timestamp(T0, 0)
+        .unwrap()
+        .date_naive()
+        .to_string();
+    let run = jobs_cli(&data, &jobs, &["run", "per_type", "--date", &date]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let period = posted
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|body| body["job"] == "per_type")
+        .cloned()
+        .expect("the batch job's rows posted");
+    assert_eq!(period["period"], date);
+    let counts: BTreeMap<String, i64> = period["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["event_type"].as_str().unwrap().to_string(),
+                row["n"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts["PURCHASE"], 480 + 200);
+    assert_eq!(counts["CLICK"], 480);
+
+    // A rule on a column the job does not have: refused at its place.
+    let text = std::fs::read_to_string(jobs.join("busy.sql")).unwrap();
+    std::fs::write(
+        jobs.join("busy.sql"),
+        text.replace("when purchases", "when buyers"),
+    )
+    .unwrap();
+    let stderr = crate::common::up_refused(&data, &[], &env);
+    assert!(
+        stderr.contains(&format!("{}:5:11:", jobs.join("busy.sql").display()))
+            && stderr.contains("\"buyers\", which is not an aggregate column")
+            && stderr.contains("(events, purchases)"),
         "{stderr}"
     );
 }

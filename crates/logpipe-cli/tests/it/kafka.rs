@@ -1052,3 +1052,129 @@ fn wait_for_in_sync(broker: &Broker, replicas: usize, failure: &str) {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// Whether `member`'s newest claims line says it runs streaming job `job`.
+fn runs_job(member: &Running, job: &str) -> bool {
+    member
+        .log()
+        .lines()
+        .rev()
+        .find(|line| {
+            line.contains("streaming SQL jobs this process runs now")
+                || line.contains("no streaming SQL job is this process's now")
+                || line.contains("claims move away")
+        })
+        .is_some_and(|line| line.contains("runs now") && line.contains(&format!("\"{job}\"")))
+}
+
+/// Streaming SQL jobs on Kafka run in two `logpipe stream --jobs raw,sql`
+/// processes, each job in the one holding its claim. The process running
+/// the events job is killed with kill -9 mid-load; the other takes the
+/// claim over after the session timeout and resumes the job from its last
+/// commit. Its rows then equal the same aggregation run as a batch query
+/// over the lake, window by window, none missing or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_sql_job_moves_to_the_survivor_of_a_kill_and_stays_exactly_once() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    // The load sends event time 40 times faster than the clock, and Kafka
+    // partitions arrive a producer batch apart: a lateness of 20 s of event
+    // time is half a second here (2 s is plenty at the real rate).
+    std::fs::write(
+        jobs.join("activity.sql"),
+        crate::jobs::ACTIVITY.replace("lateness: 2s", "lateness: 20s"),
+    )
+    .unwrap();
+    std::fs::write(
+        jobs.join("levels.sql"),
+        "-- kind: stream\n-- lateness: 2s\n-- idle_close: 2s\n\
+         SELECT window_start, level, count(*) AS n FROM logs\n\
+         GROUP BY tumble(timestamp, INTERVAL '10 seconds'), level\n",
+    )
+    .unwrap();
+    let mut env = kafka_env(&broker.brokers, "sql-claims");
+    env.push(("LOGPIPE__JOBS__DIR", jobs.to_str().unwrap()));
+    let collector = Running::start_role(&["collector", "--listen", "127.0.0.1:0"], &data, &env);
+    let stream = ["stream", "--jobs", "raw,sql", "--listen", "127.0.0.1:0"];
+    let first = Running::start_role(&stream, &data, &env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !runs_job(&first, "activity") {
+        assert!(
+            Instant::now() < deadline,
+            "no process claimed the jobs:\n{}",
+            first.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second = Running::start_role(&stream, &data, &env);
+    // The group hands the new member half of the claims (which half is
+    // the assignor's choice).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !second.log().contains("Kafka group") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let client = reqwest::Client::new();
+    let seconds = 200;
+    let (mut first, mut second) = (Some(first), Some(second));
+    for s in 0..seconds {
+        crate::jobs::send_events_second(&client, &collector.base_url, s).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if s == 100 {
+            // Let the job take steps, then kill whoever runs it.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let first_runs = runs_job(first.as_ref().unwrap(), "activity");
+            let second_runs = runs_job(second.as_ref().unwrap(), "activity");
+            assert!(
+                first_runs != second_runs,
+                "one process must run the job (first: {first_runs}, second: {second_runs}):\n{}\n---\n{}",
+                first.as_ref().unwrap().log(),
+                second.as_ref().unwrap().log()
+            );
+            let victim = if first_runs {
+                first.take()
+            } else {
+                second.take()
+            }
+            .unwrap();
+            eprintln!(
+                "killing the {} process, which runs the events job",
+                if first_runs { "first" } else { "second" }
+            );
+            victim.kill_hard();
+        }
+    }
+    let survivor = first.or(second).unwrap();
+    let total = seconds as u64 * 12;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let rows = crate::jobs::sql_with_jobs(
+            &data,
+            &jobs,
+            "SELECT CAST(coalesce(sum(events), 0) AS BIGINT) AS n FROM activity",
+        );
+        if rows[0]["n"].as_u64() == Some(total) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let metrics = survivor.metrics().await;
+            panic!(
+                "the activity table holds {} of {total} events:\n{}\n{metrics}",
+                rows[0]["n"],
+                survivor.log(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        runs_job(&survivor, "activity") && runs_job(&survivor, "levels"),
+        "{}",
+        survivor.log()
+    );
+    assert!(survivor.terminate().success());
+    assert!(collector.terminate().success());
+    crate::jobs::assert_activity_equals_the_batch_aggregation(&data, &jobs, 20);
+}

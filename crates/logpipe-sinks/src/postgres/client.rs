@@ -94,6 +94,9 @@ const MIGRATION_LOCK: i64 = 0x006c_6f67_7069_7065; // "logpipe"
 pub struct Postgres {
     url: String,
     client: Arc<Mutex<Option<Client>>>,
+    /// Tables [`Postgres::upsert_creating`] has made ready, with the
+    /// columns it saw (it looks again when a step brings others).
+    ensured: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>>,
 }
 
 /// `url` without its password, for messages.
@@ -129,6 +132,7 @@ impl Postgres {
         Postgres {
             url: url.to_string(),
             client: Arc::new(Mutex::new(None)),
+            ensured: Arc::default(),
         }
     }
 
@@ -235,6 +239,57 @@ impl Postgres {
             .execute(&sql, &columns.params())
             .await
             .map_err(PgError::query(format!("upserting into {table}")))
+    }
+
+    /// [`Postgres::upsert`] into a table created from `batch`'s schema when
+    /// missing, unique on `key` with NULLs equal (PostgreSQL 15 or later),
+    /// and given the columns `batch` has and it lacks (a job's SELECT that
+    /// gained a column). Done once per table and set of columns.
+    pub async fn upsert_creating(
+        &self,
+        table: &str,
+        batch: &RecordBatch,
+        key: &[&str],
+    ) -> Result<u64> {
+        if batch.num_rows() == 0 {
+            return Ok(0);
+        }
+        let columns = Columns::of(batch)?;
+        let names: Vec<String> = columns.names().iter().map(|n| n.to_string()).collect();
+        let ready = self
+            .ensured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(table)
+            .is_some_and(|seen| *seen == names);
+        if !ready {
+            let mut statements = vec![format!(
+                "CREATE TABLE IF NOT EXISTS {table} ({})",
+                columns.definitions().join(", ")
+            )];
+            for (name, param, _) in &columns.columns {
+                statements.push(format!(
+                    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {}",
+                    param.sql_type()
+                ));
+            }
+            statements.push(format!(
+                "CREATE UNIQUE INDEX IF NOT EXISTS {table}_logpipe_key ON {table} ({}) NULLS NOT DISTINCT",
+                key.join(", ")
+            ));
+            let mut guard = self.client().await?;
+            let client = guard.as_mut().expect("connected by client()");
+            client
+                .batch_execute(&statements.join(";\n"))
+                .await
+                .map_err(PgError::query(format!("creating {table}")))?;
+            drop(guard);
+            self.ensured
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(table.to_string(), names);
+        }
+        self.upsert(table, batch, key).await
     }
 
     /// Replaces the rows of `table` where `column = value` by `batch`, in

@@ -57,6 +57,11 @@ impl StepSink for PostgresSink {
         for rows in &output.tables {
             let written = match &rows.write {
                 RowWrite::Upsert { key } => self.client.upsert(rows.name, rows.batch, key).await,
+                RowWrite::UpsertCreating { key } => {
+                    self.client
+                        .upsert_creating(rows.name, rows.batch, key)
+                        .await
+                }
                 RowWrite::ReplacePeriod { column, value } => {
                     self.client
                         .replace(rows.name, rows.batch, column, value)

@@ -25,6 +25,7 @@ use crate::metrics::sink_metrics;
 use crate::{Delivery, SinkError, StepOutput, StepSink};
 
 pub mod alertmanager;
+pub mod rows;
 
 pub use alertmanager::alertmanager_alert;
 

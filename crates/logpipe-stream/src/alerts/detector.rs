@@ -33,7 +33,13 @@ pub struct Alert {
     /// `<rule>:<service>:<start micros>`: shared by FIRING and RESOLVED.
     pub incident_id: String,
     pub state: AlertState,
-    pub rule: Rule,
+    /// A built-in [`Rule`]'s name, or a streaming SQL job's alert's.
+    pub rule: String,
+    /// `warning` or `critical` (empty in checkpoints written before it was
+    /// kept: [`Alert::severity`] answers for those).
+    #[serde(default)]
+    pub severity: String,
+    /// The service, or a streaming job's group (`key=value, …`).
     pub service: String,
     /// The figure that crossed (or came back under) the threshold.
     pub value: f64,
@@ -48,14 +54,14 @@ pub struct Alert {
 
 /// A rule's per-service progress.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub(super) struct Streak {
+pub(crate) struct Streak {
     /// Consecutive anomalous windows while not firing, or consecutive normal
     /// windows while firing.
-    pub(super) run: u32,
+    pub(crate) run: u32,
     /// Start of the first window of the current anomalous run.
-    pub(super) run_start: Option<i64>,
+    pub(crate) run_start: Option<i64>,
     /// Start micros of the firing incident.
-    pub(super) firing: Option<i64>,
+    pub(crate) firing: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -83,7 +89,7 @@ pub struct Detector {
 }
 
 /// What one window says about one rule.
-pub(super) enum Verdict {
+pub(crate) enum Verdict {
     Anomalous,
     Normal(f64),
     /// Too little data to judge: the streak stays as it is.
@@ -295,7 +301,7 @@ impl Detector {
 
 /// Advances one rule's streak; returns an alert to emit, with the
 /// incident's start.
-pub(super) fn step(
+pub(crate) fn step(
     streak: &mut Streak,
     verdict: Verdict,
     windows: u32,
@@ -354,7 +360,8 @@ pub(super) fn make_alert(
         alert_id: format!("{incident_id}:{}", state.as_str()),
         incident_id,
         state,
-        rule,
+        rule: rule.as_str().to_string(),
+        severity: rule.severity().to_string(),
         service: service.to_string(),
         value,
         threshold,
@@ -396,7 +403,7 @@ mod tests {
             .iter()
             .map(|a| {
                 (
-                    a.rule,
+                    Rule::from_name(&a.rule).expect("a built-in rule"),
                     a.state,
                     a.service.as_str(),
                     a.window_start_micros / SIZE,
@@ -462,7 +469,13 @@ mod tests {
         }
         let seen: Vec<_> = alerts
             .iter()
-            .map(|a| (a.rule, a.state, a.window_start_micros / SIZE))
+            .map(|a| {
+                (
+                    Rule::from_name(&a.rule).expect("a built-in rule"),
+                    a.state,
+                    a.window_start_micros / SIZE,
+                )
+            })
             .collect();
         assert_eq!(
             seen,

@@ -4,17 +4,25 @@
 use logpipe_core::tables::AlertMessage;
 use logpipe_core::time::micros_to_rfc3339;
 
-use super::Alert;
+use super::{Alert, Rule};
 
 impl Alert {
+    /// `warning` or `critical`.
+    pub fn severity(&self) -> &str {
+        match self.severity.as_str() {
+            "" => Rule::from_name(&self.rule).map_or("warning", Rule::severity),
+            severity => severity,
+        }
+    }
+
     /// The message of this alert, detected at `detected_at_micros`.
     pub fn message(&self, detected_at_micros: i64) -> AlertMessage {
         AlertMessage {
             alert_id: self.alert_id.clone(),
             incident_id: self.incident_id.clone(),
             state: self.state.as_str().to_string(),
-            rule: self.rule.as_str().to_string(),
-            severity: self.rule.severity().to_string(),
+            rule: self.rule.clone(),
+            severity: self.severity().to_string(),
             service: self.service.clone(),
             value: self.value,
             threshold: self.threshold,

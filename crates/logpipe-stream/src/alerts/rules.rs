@@ -38,6 +38,12 @@ impl Rule {
         }
     }
 
+    pub fn from_name(name: &str) -> Option<Rule> {
+        [Rule::HighErrorRate, Rule::LatencySpike, Rule::ServiceSilent]
+            .into_iter()
+            .find(|rule| rule.as_str() == name)
+    }
+
     pub fn severity(self) -> &'static str {
         match self {
             Rule::HighErrorRate | Rule::ServiceSilent => "critical",

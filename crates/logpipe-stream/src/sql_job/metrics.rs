@@ -33,6 +33,18 @@ pub static EVENT_TIME: MetricDef = MetricDef {
     kind: MetricType::Gauge,
     labels: &["job_name"],
 };
+pub static ALERTS: MetricDef = MetricDef {
+    name: "logpipe_sql_job_alerts_total",
+    help: "Alerts a streaming SQL job's `-- alert:` rules raised, by rule and state (FIRING, RESOLVED).",
+    kind: MetricType::Counter,
+    labels: &["job_name", "rule", "state"],
+};
+pub static ALERTS_FIRING: MetricDef = MetricDef {
+    name: "logpipe_sql_job_alerts_firing",
+    help: "Incidents of a streaming SQL job's alert rules firing now.",
+    kind: MetricType::Gauge,
+    labels: &["job_name"],
+};
 
 pub struct SqlJobMetrics {
     pub records: CounterVec,
@@ -40,6 +52,8 @@ pub struct SqlJobMetrics {
     pub late_records: CounterVec,
     pub open_windows: GaugeVec,
     pub event_time_seconds: GaugeVec,
+    pub alerts: CounterVec,
+    pub alerts_firing: GaugeVec,
 }
 
 impl MetricSet for SqlJobMetrics {
@@ -50,6 +64,8 @@ impl MetricSet for SqlJobMetrics {
             &self.late_records,
             &self.open_windows,
             &self.event_time_seconds,
+            &self.alerts,
+            &self.alerts_firing,
         ]
     }
 }
@@ -60,4 +76,6 @@ logpipe_core::metric_set!(pub fn sql_job_metrics() -> SqlJobMetrics = SqlJobMetr
     late_records: CounterVec::new(&LATE_RECORDS),
     open_windows: GaugeVec::new(&OPEN_WINDOWS),
     event_time_seconds: GaugeVec::new(&EVENT_TIME),
+    alerts: CounterVec::new(&ALERTS),
+    alerts_firing: GaugeVec::new(&ALERTS_FIRING),
 });

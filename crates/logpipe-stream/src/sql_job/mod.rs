@@ -13,13 +13,22 @@
 //!
 //! The jobs over one topic run together ([`SqlJobs`]): each record is read
 //! and parsed once for all of them, and each keeps its own commit chain.
-//! One process runs them (they read every partition, as the window job
-//! does); their rows go to the lake only.
+//! A job reads every partition of its topic, as the window job does; the
+//! jobs spread over the processes running them by claims ([`claims`]).
+//!
+//! After each commit a job's step goes to its sinks, as the window job's
+//! does: its rows upserted into PostgreSQL (a table named after the job,
+//! unique on the window and keys), posted to its webhook, and the alerts
+//! its `-- alert:` rules raised ([`alerts`]) to `alerts.realtime` and the
+//! alert webhook. A restart re-delivers the last committed step (the
+//! upsert replaces, the webhook sees the same `Idempotency-Key`, alerts
+//! keep their `alert_id`).
 //!
 //! | file | what |
 //! |---|---|
 //! | `aggregator.rs` | the open windows and their accumulators |
 //! | `output.rs` | closed windows as rows of the job's table |
+//! | [`alerts`] | alert rules over the rows, with their streaks |
 //! | [`metrics`] | the `logpipe_sql_job_*` figures, per job |
 
 use std::collections::BTreeMap;
@@ -30,11 +39,12 @@ use arrow::datatypes::SchemaRef;
 use logpipe_bus::Bus;
 use logpipe_config::DataLossPolicy;
 use logpipe_core::record::{Record, RecordKind};
-use logpipe_core::stream_sql::{Scalar, StreamSource, StreamSpec};
-use logpipe_core::tables::TableDef;
+use logpipe_core::stream_sql::{AlertRule, OutputColumn, Scalar, StreamSource, StreamSpec};
+use logpipe_core::tables::{ALERTS, AlertMessage, TableDef};
 use logpipe_core::time::{micros_to_rfc3339, now_micros};
 use logpipe_core::topics;
 use logpipe_lake::{CommitRecord, Lake, LakeError, Offsets, TableGroups, plan_files};
+use logpipe_sinks::{RowWrite, StepOutput, StepSink, TableRows, deliver_all};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -48,10 +58,16 @@ use crate::runtime::positions::{
 use crate::runtime::{Job, Shutdown, clock, run_restarting};
 
 mod aggregator;
+pub mod alerts;
+pub mod claims;
 pub mod metrics;
 mod output;
 
 use aggregator::{Group, Snapshot, SqlAggregator};
+use alerts::{AlertsState, RowAlerts};
+
+use crate::alerts::Alert;
+use crate::windows::output::{alerts_batch, by_hour};
 
 /// One streaming SQL job.
 #[derive(Debug, Clone)]
@@ -71,14 +87,64 @@ pub struct SqlJobOptions {
     /// (`lake.dedup_window`, as the lake does).
     pub dedup_window: u64,
     pub on_data_loss: DataLossPolicy,
+    /// Its `-- alert:` rules (columns checked by [`check_alerts`]).
+    pub alerts: Vec<AlertRule>,
+    /// Whether its rows go to PostgreSQL when `postgres.url` is set.
+    pub postgres: bool,
+    /// Where its rows are posted each step (`-- webhook:`).
+    pub webhook: Option<String>,
+}
+
+/// A job with the sinks its steps go to besides the lake.
+#[derive(Clone)]
+pub struct SqlJobSinks {
+    pub options: SqlJobOptions,
+    pub sinks: Vec<Arc<dyn StepSink>>,
+}
+
+/// The columns a job's rows are unique on in PostgreSQL: its window start
+/// (or end) and its keys, as named in its SELECT; or why it has none.
+pub fn upsert_key(spec: &StreamSpec) -> Result<Vec<String>, String> {
+    let window = spec
+        .output
+        .iter()
+        .find(|c| matches!(c, OutputColumn::WindowStart(_)))
+        .or_else(|| {
+            spec.output
+                .iter()
+                .find(|c| matches!(c, OutputColumn::WindowEnd(_)))
+        })
+        .ok_or("its SELECT has neither window_start nor window_end, so its rows have no key in PostgreSQL")?;
+    let mut key = vec![spec.column_name(window)];
+    for (index, name) in spec.keys.iter().enumerate() {
+        if !spec.output.contains(&OutputColumn::Key(index)) {
+            return Err(format!(
+                "its SELECT leaves out the GROUP BY key {name}, so its rows have no key in PostgreSQL"
+            ));
+        }
+        key.push(name.clone());
+    }
+    Ok(key)
+}
+
+/// Whether every `-- alert:` rule watches an aggregate column of the job.
+pub fn check_alerts(spec: &StreamSpec, rules: &[AlertRule]) -> Result<(), (usize, String)> {
+    for (index, rule) in rules.iter().enumerate() {
+        alerts::watched_aggregate(spec, rule).map_err(|reason| (index, reason))?;
+    }
+    Ok(())
 }
 
 /// What a commit record holds for this job.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct JobState {
     windows: Snapshot,
+    #[serde(default)]
+    alert_streaks: AlertsState,
     /// This step's output.
     closed: Vec<Group>,
+    #[serde(default)]
+    alerts: Vec<Alert>,
     step_micros: i64,
 }
 
@@ -86,6 +152,9 @@ struct JobState {
 struct Slot {
     options: SqlJobOptions,
     schema: SchemaRef,
+    sinks: Vec<Arc<dyn StepSink>>,
+    /// The upsert key, when a sink takes its rows.
+    key: &'static [&'static str],
 }
 
 /// The streaming SQL jobs over one topic, run together: each record is
@@ -103,13 +172,21 @@ pub struct SqlJobs {
 
 impl SqlJobs {
     /// The jobs grouped by the topic they read: one runner per topic.
-    pub fn by_topic(bus: Arc<dyn Bus>, lake: Lake, jobs: Vec<SqlJobOptions>) -> Vec<SqlJobs> {
+    pub fn by_topic(bus: Arc<dyn Bus>, lake: Lake, jobs: Vec<SqlJobSinks>) -> Vec<SqlJobs> {
         let mut runners: Vec<SqlJobs> = Vec::new();
-        for options in jobs {
+        for SqlJobSinks { options, sinks } in jobs {
             let topic = topic_of(options.spec.source);
+            // Leaked once per job and process, as its table is.
+            let key: Vec<&'static str> = upsert_key(&options.spec)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|name| &*Box::leak(name.into_boxed_str()))
+                .collect();
             let slot = Slot {
                 schema: output::schema(&options.spec),
                 options,
+                sinks,
+                key: Box::leak(key.into_boxed_slice()),
             };
             match runners.iter_mut().find(|r| r.topic == topic) {
                 Some(runner) => runner.slots.push(slot),
@@ -142,6 +219,7 @@ fn topic_of(source: StreamSource) -> &'static str {
 /// committed last.
 struct Running {
     aggregator: SqlAggregator,
+    alerts: RowAlerts,
     seq: u64,
     /// Offsets its state includes: records below are not fed to it again.
     committed: Offsets,
@@ -151,14 +229,76 @@ struct Running {
 }
 
 impl Slot {
-    fn groups(&self, closed: &[Group]) -> Result<TableGroups, StreamError> {
-        output::output_groups(&self.options.spec, &self.schema, self.options.table, closed)
-            .map_err(|e| StreamError::from(LakeError::from(e)))
+    /// A step's files: the job's rows and its alerts, by hour.
+    fn groups(&self, state: &JobState) -> Result<TableGroups, StreamError> {
+        let lake_error = |e| StreamError::from(LakeError::from(e));
+        let mut groups = output::output_groups(
+            &self.options.spec,
+            &self.schema,
+            self.options.table,
+            &state.closed,
+        )
+        .map_err(lake_error)?;
+        for (hour, rows) in by_hour(&state.alerts, |a| a.window_start_micros) {
+            groups.insert(
+                (&ALERTS, hour),
+                alerts_batch(&rows, state.step_micros).map_err(lake_error)?,
+            );
+        }
+        Ok(groups)
+    }
+
+    /// Gives a committed step to the job's sinks; false when shutdown
+    /// came while a blocking one was retried (the next start re-delivers).
+    async fn deliver(
+        &self,
+        seq: u64,
+        state: &JobState,
+        groups: &TableGroups,
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        if self.sinks.is_empty() {
+            return true;
+        }
+        let alerts: Vec<AlertMessage> = state
+            .alerts
+            .iter()
+            .map(|alert| alert.message(state.step_micros))
+            .collect();
+        for message in &alerts {
+            tracing::warn!(
+                job = self.options.name,
+                alert = message.alert_id,
+                state = message.state,
+                "{}",
+                message.summary
+            );
+        }
+        let tables = groups
+            .iter()
+            .filter(|((table, _), _)| std::ptr::eq(*table, self.options.table))
+            .map(|(_, batch)| TableRows {
+                name: self.options.table.name,
+                batch,
+                write: RowWrite::UpsertCreating { key: self.key },
+            })
+            .collect();
+        let output = StepOutput {
+            job: &self.options.name,
+            step: seq,
+            tables,
+            alerts: &alerts,
+        };
+        deliver_all(&self.sinks, &output, shutdown).await
     }
 
     /// Restores the job from its newest commit record, completing that
-    /// step's files when they are missing.
-    async fn restore(&self, lake: &Lake) -> Result<Running, StreamError> {
+    /// step's files when they are missing; returns it with that step (to
+    /// deliver again).
+    async fn restore(
+        &self,
+        lake: &Lake,
+    ) -> Result<(Running, Option<(u64, JobState)>), StreamError> {
         let job = &self.options.name;
         let latest = lake.latest_commit(job).await?;
         let state: JobState = match latest.as_ref().and_then(|r| r.state.clone()) {
@@ -178,7 +318,7 @@ impl Slot {
                     files = missing.len(),
                     "completing the job's interrupted commit"
                 );
-                let groups = self.groups(&state.closed)?;
+                let groups = self.groups(&state)?;
                 let files = plan_files(job, seq, &groups);
                 let encoded = lake
                     .encode_batches(groups.values().cloned().collect())
@@ -187,13 +327,26 @@ impl Slot {
             }
         }
         let lateness = self.options.allowed_lateness.as_micros() as i64;
-        Ok(Running {
+        let alerts = RowAlerts::new(
+            job,
+            self.options.spec.clone(),
+            &self.options.alerts,
+            state.alert_streaks.clone(),
+        )
+        .map_err(|reason| StreamError::BadState {
+            job: job.clone(),
+            reason,
+        })?;
+        let last_step = latest.as_ref().map(|_| (seq, state.clone()));
+        let running = Running {
             aggregator: SqlAggregator::restore(self.options.spec.clone(), lateness, state.windows),
+            alerts,
             seq,
             committed: latest.map(|r| r.offsets).unwrap_or_default(),
             last_record: Instant::now(),
             reported: (0, 0),
-        })
+        };
+        Ok((running, last_step))
     }
 
     async fn commit(
@@ -269,7 +422,15 @@ impl Job for SqlJobs {
     async fn attempt(&self, shutdown: &mut Shutdown) -> Result<(), StreamError> {
         let mut chains = Vec::new();
         for slot in &self.slots {
-            chains.push(slot.restore(&self.lake).await?);
+            let (running, last_step) = slot.restore(&self.lake).await?;
+            // The last step's output may not have reached the sinks.
+            if let Some((seq, state)) = last_step {
+                let groups = slot.groups(&state)?;
+                if !slot.deliver(seq, &state, &groups, shutdown).await {
+                    return Ok(());
+                }
+            }
+            chains.push(running);
         }
         let topic = self.topic;
         let mut consumer = self
@@ -367,17 +528,28 @@ impl Job for SqlJobs {
                         running.aggregator.advance_idle(since_last_step.as_micros() as i64);
                     }
                     let closed = running.aggregator.close_ready();
-                    if positions != running.committed || !closed.is_empty() {
+                    let alerts = running.alerts.observe(&closed);
+                    if positions != running.committed || !closed.is_empty() || !alerts.is_empty() {
                         running.seq += 1;
                         let step = JobState {
                             windows: running.aggregator.snapshot(),
+                            alert_streaks: running.alerts.state().clone(),
                             closed,
+                            alerts,
                             step_micros: now_micros(),
                         };
-                        let groups = slot.groups(&step.closed)?;
+                        let groups = slot.groups(&step)?;
                         slot.commit(&self.lake, running.seq, &step, &groups, &positions).await?;
                         running.committed = positions.clone();
                         metrics.windows_closed.add(&[name], step.closed.len() as u64);
+                        for alert in &step.alerts {
+                            metrics.alerts.inc(&[name, alert.rule.as_str(), alert.state.as_str()]);
+                        }
+                        metrics.alerts_firing.set(&[name], running.alerts.firing() as f64);
+                        if !slot.deliver(running.seq, &step, &groups, shutdown).await {
+                            consumer.close().await;
+                            return Ok(());
+                        }
                     }
                     let aggregator = &running.aggregator;
                     let (counted, late) = (aggregator.counted(), aggregator.late_records());

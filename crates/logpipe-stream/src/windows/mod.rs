@@ -59,7 +59,7 @@ use crate::runtime::{Job, Shutdown, run_restarting};
 
 mod clock;
 pub mod metrics;
-mod output;
+pub(crate) mod output;
 mod state;
 
 use crate::aggregate::{WindowAggregator, WindowOptions};

@@ -85,7 +85,7 @@ pub fn alerts_batch(alerts: &[Alert], detected_at_micros: i64) -> Result<RecordB
             alert.incident_id.as_str(),
             alert.state.as_str(),
             alert.rule.as_str(),
-            alert.rule.severity(),
+            alert.severity(),
             alert.service.as_str(),
         ]) {
             builder.append_value(field);
@@ -114,7 +114,10 @@ pub fn alerts_batch(alerts: &[Alert], detected_at_micros: i64) -> Result<RecordB
 }
 
 /// `items` grouped by the hour of their window start.
-fn by_hour<T: Clone>(items: &[T], start: impl Fn(&T) -> i64) -> BTreeMap<HourPartition, Vec<T>> {
+pub(crate) fn by_hour<T: Clone>(
+    items: &[T],
+    start: impl Fn(&T) -> i64,
+) -> BTreeMap<HourPartition, Vec<T>> {
     let mut hours: BTreeMap<HourPartition, Vec<T>> = BTreeMap::new();
     for item in items {
         hours
