@@ -12,9 +12,9 @@
 # KRaft cluster per Kafka test started by deploy/kafka/kafka.sh; Prometheus
 # and Alertmanager (Debian) check the rules and dashboards of deploy/
 # against a running logpipe; Chromium (Debian) with playwright-core (npm)
-# drives the web console; cargo fuzz (the crate registry) on the nightly
-# toolchain runs the fuzz targets briefly. S3 storage joins when the feature
-# that uses it lands.
+# drives the web console; versitygw (the Go module proxy) is the S3 server a
+# lake on S3 is tested against, one per test; cargo fuzz (the crate
+# registry) on the nightly toolchain runs the fuzz targets briefly.
 #
 # Each tier's time is printed at the end (also when one fails), so the CI
 # budget is visible before CI runs out of it.
@@ -162,6 +162,27 @@ if ! command -v chromium >/dev/null 2>&1 || ! cmp -s "$CONSOLE_PACKAGE" "$CONSOL
   tier "installing Chromium (Debian) and playwright-core (npm) for the console test" install_console
 fi
 export LOGPIPE_TEST_CONSOLE_MODULES="$CONSOLE_DIR/node_modules"
+
+# versitygw: an S3 server that honours conditional writes, as AWS S3 does
+# (the lake's fencing of two writers is tested on it), built by the
+# machine's Go from the Go module proxy, once, outside the clone.
+VERSITYGW_VERSION=v1.8.0
+VERSITYGW_DIR="$HOME/.cache/logpipe/tools/go"
+install_versitygw() {
+  if ! command -v go >/dev/null 2>&1; then
+    echo "the S3 lake tests need Go (1.24 or newer) to build versitygw" >&2
+    return 1
+  fi
+  mkdir -p "$VERSITYGW_DIR"
+  GOBIN="$VERSITYGW_DIR" GOPATH="$HOME/.cache/logpipe/gopath" GOFLAGS=-mod=mod \
+    go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  echo "$VERSITYGW_VERSION" > "$VERSITYGW_DIR/versitygw.version"
+}
+if [ ! -x "$VERSITYGW_DIR/versitygw" ] \
+  || [ "$(cat "$VERSITYGW_DIR/versitygw.version" 2>/dev/null)" != "$VERSITYGW_VERSION" ]; then
+  tier "building versitygw $VERSITYGW_VERSION (the Go module proxy) for the S3 lake tests" install_versitygw
+fi
+export LOGPIPE_TEST_VERSITYGW="$VERSITYGW_DIR/versitygw"
 
 # PostgreSQL 15: a throwaway cluster on 127.0.0.1 and a free port, stopped
 # and deleted on exit. Tests create one database each.

@@ -257,11 +257,14 @@ impl Pipeline {
         };
 
         let needs_lake = self.roles.iter().any(|r| r.is_job() || *r == Role::Reports);
-        let store = if needs_lake || self.has(Role::QueryApi) {
+        let mut store = if needs_lake || self.has(Role::QueryApi) {
             Some(wiring::lake_store(resolved)?)
         } else {
             None
         };
+        if let Some(store) = store.as_mut().filter(|_| needs_lake) {
+            wiring::check_lake_store(resolved, store).await?;
+        }
         let lake = match (&store, needs_lake) {
             (Some(store), true) => Some(wiring::lake(resolved, store)?),
             _ => None,

@@ -17,7 +17,41 @@ const WEBHOOK_ATTEMPTS: u32 = 8;
 
 /// Opens the lake root `lake.root` (or `data_dir`) names.
 pub fn lake_store(resolved: &Resolved) -> Result<LakeStore> {
-    logpipe_lake::resolve(&resolved.lake_root).context("cannot open the lake")
+    logpipe_lake::resolve_with(&resolved.lake_root, &resolved.config.lake.s3)
+        .context("cannot open the lake")
+}
+
+/// Asks a remote lake store what it can do, before a process writes to it:
+/// an unreachable store or refused credentials stop the start here, and a
+/// store that ignores create-if-absent is refused where several processes
+/// may write the lake (the Kafka bus), because two of them could then both
+/// commit one step of a job.
+pub async fn check_lake_store(resolved: &Resolved, store: &mut LakeStore) -> Result<()> {
+    if !store.is_remote() {
+        return Ok(());
+    }
+    let capabilities = store
+        .probe()
+        .await
+        .context("the lake cannot be written (lake.root, [lake.s3])")?;
+    if capabilities.conditional_put {
+        tracing::info!(root = %store, "lake store honours conditional writes");
+        return Ok(());
+    }
+    let why = format!(
+        "the lake store at {store} overwrote an object logpipe asked to create only if absent \
+         (If-None-Match: *), so it cannot keep two writers of one job apart"
+    );
+    if resolved.config.bus.kind == logpipe_config::BusKind::Kafka {
+        anyhow::bail!(
+            "{why}. On the Kafka bus several logpipe processes may write the lake, so logpipe refuses it: \
+             use a store that honours conditional writes (AWS S3, versitygw, MinIO), or a lake on a directory"
+        );
+    }
+    tracing::warn!(
+        "{why}; the embedded bus has one writer, so the lake stays exactly once, but do not point a second logpipe at it"
+    );
+    Ok(())
 }
 
 /// The lake over `store`, writing with `[lake]`'s compression. A local

@@ -25,13 +25,50 @@ pub enum DataLossPolicy {
     SkipAhead,
 }
 
+/// `[lake.s3]`: how an `s3://BUCKET/PREFIX` root is reached. What is unset
+/// here comes from the usual `AWS_*` environment variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, …), as every S3 client reads them.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// A self-hosted server's URL (`http://127.0.0.1:7070`); unset: AWS.
+    /// An `http://` endpoint is allowed plain HTTP.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// The bucket in the host name (AWS's virtual-hosted style) instead of
+    /// the path. Default: path style with an `endpoint` (what self-hosted
+    /// servers answer), virtual-hosted on AWS.
+    pub virtual_hosted_style: Option<bool>,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .finish()
+    }
+}
+
 /// `[lake]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LakeConfig {
     /// Where the lake lives: a directory, or a URL (`file:///abs/path`,
-    /// `memory://` for a throwaway lake). Unset: `DATA_DIR`.
+    /// `s3://bucket/prefix`, `memory://` for a throwaway lake). Unset:
+    /// `DATA_DIR`.
     pub root: Option<String>,
+    /// How an `s3://` root is reached.
+    pub s3: S3Config,
     pub compression: Compression,
     /// How often buffered records are written and committed; the bound on
     /// how long an acknowledged record takes to become queryable.
@@ -51,6 +88,7 @@ impl Default for LakeConfig {
     fn default() -> Self {
         LakeConfig {
             root: None,
+            s3: S3Config::default(),
             compression: Compression::Zstd,
             flush_interval: Duration::from_secs(1),
             // ~ 60 MB of column data at seed record sizes; at full load a
@@ -91,6 +129,14 @@ impl LakeConfig {
             return invalid(
                 "lake.root",
                 "is empty; leave it unset to keep the lake in data_dir, or give a directory or URL",
+            );
+        }
+        if let Some(endpoint) = &self.s3.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return invalid(
+                "lake.s3.endpoint",
+                format!("{endpoint:?} must be an http:// or https:// URL"),
             );
         }
         Ok(())

@@ -41,7 +41,7 @@ pub use commit::{
 pub use error::{LakeError, Result};
 pub use layout::TableGroups;
 pub use parquet::encode_parquet;
-pub use storage::{LakeStore, StorageError, resolve};
+pub use storage::{LakeStore, StorageError, resolve, resolve_with};
 
 /// The lake: a store and the protocol over it.
 #[derive(Clone)]

@@ -5,7 +5,7 @@
 //! - [`bus`] — [`FaultyBus`] (a real bus with faults planted per call) and
 //!   topic fixtures.
 //! - [`running`] — the real `logpipe` binary on `127.0.0.1:0`.
-//! - [`services`] — a Kafka-protocol broker per test.
+//! - [`services`] — an Apache Kafka cluster and an S3 server per test.
 //! - [`http`], [`process`]: talking to what runs.
 //! - [`assertions`] — exactly-once checks on the lake.
 //! - [`modules`] — the module graph of a crate and its cycles (the
@@ -25,5 +25,6 @@ pub use assertions::{assert_exactly_once, assert_none_missing};
 pub use bus::{FaultyBus, embedded_bus, record_topics};
 pub use http::{call, post, wait_for_count};
 pub use process::{python, stdout_of};
-pub use running::{Running, UP, binary, sql_json, up_refused};
+pub use running::{Running, UP, binary, sql_json, sql_json_env, up_refused};
 pub use services::kafka::Broker;
+pub use services::s3::S3Server;

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::common::{Broker, Running, assert_exactly_once, post, python, sql_json};
-use crate::load::{Retries, check_answers, lake_counts, load, log, outcomes_of, wait_for_lake};
+use crate::load::{
+    Retries, check_answers, lake_counts, load, log, outcomes_of, wait_for_lake, wait_for_lake_in,
+};
 
 /// Attempts of the load clients that retry without an Idempotency-Key.
 pub const ATTEMPTS: u32 = 5;
@@ -293,13 +295,27 @@ async fn survivor_reports_every_partition(survivor: &Running, group: &str) {
 /// every acknowledged record exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stream_processes_share_partitions_and_a_kill_loses_nothing() {
-    kill_one_of_two_members(Rebalancing::Cooperative).await;
+    kill_one_of_two_members(Rebalancing::Cooperative, None).await;
+}
+
+/// The same with the lake on S3 (versitygw, which honours conditional
+/// writes): the two processes share one bucket, and their commit chains
+/// are fenced by `If-None-Match` instead of a local hard link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stream_processes_share_an_s3_lake_and_a_kill_loses_nothing() {
+    let s3 = crate::common::S3Server::start();
+    kill_one_of_two_members(Rebalancing::Cooperative, Some(&s3)).await;
+    // The lake is on the server, not on the processes' disk.
+    assert!(
+        s3.object_path("scaled/logs").is_dir(),
+        "no logs/ in the bucket"
+    );
 }
 
 /// The same with eager rebalancing (`range`), which users may choose.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eager_rebalancing_members_share_partitions_and_a_kill_loses_nothing() {
-    kill_one_of_two_members(Rebalancing::Eager).await;
+    kill_one_of_two_members(Rebalancing::Eager, None).await;
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -310,17 +326,20 @@ enum Rebalancing {
     Eager,
 }
 
-async fn kill_one_of_two_members(rebalancing: Rebalancing) {
+async fn kill_one_of_two_members(rebalancing: Rebalancing, s3: Option<&crate::common::S3Server>) {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // The group and the record ids differ between the two tests, which may
+    // The group and the record ids differ between the tests, which may
     // share one external broker.
-    let (group, ids) = match rebalancing {
-        Rebalancing::Cooperative => ("scale-out", "c"),
-        Rebalancing::Eager => ("scale-out-eager", "e"),
+    let (group, ids) = match (rebalancing, s3) {
+        (Rebalancing::Cooperative, None) => ("scale-out", "c"),
+        (Rebalancing::Cooperative, Some(_)) => ("scale-out-s3", "s"),
+        (Rebalancing::Eager, _) => ("scale-out-eager", "e"),
     };
+    let lake_env = s3.map(|s3| s3.lake_env("scaled")).unwrap_or_default();
     let mut env = kafka_env(&broker.brokers, group);
+    env.extend(lake_env.iter().map(|(k, v)| (*k, v.as_str())));
     // A record missing from the lake then shows in the members' logs as
     // offsets the broker passed over (or not).
     env.push(("LOGPIPE_LOG", "info,logpipe_bus::kafka=debug"));
@@ -390,7 +409,8 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing) {
         acked.extend(by_this_client);
     }
     let wanted: BTreeSet<String> = acked.iter().cloned().collect();
-    let counts = wait_for_lake(&data, ids, &wanted);
+    let lake: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let counts = wait_for_lake_in(&data, &lake, ids, &wanted);
     if wanted.iter().any(|id| counts.get(id) != Some(&1)) {
         // Keep the lake and the logs to look into.
         eprintln!("kept for inspection: {:?}", dir.keep());

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{assert_exactly_once, sql_json};
+use crate::common::{assert_exactly_once, sql_json_env};
 
 /// A log record in the documented format, with `request_id` = `id`.
 pub fn log(id: &str, service: &str, seq: u64) -> serde_json::Value {
@@ -19,8 +19,14 @@ pub fn log(id: &str, service: &str, seq: u64) -> serde_json::Value {
 
 /// request_id → rows in the lake, for the ids starting with `prefix`.
 pub fn lake_counts(data: &Path, prefix: &str) -> BTreeMap<String, u64> {
-    sql_json(
+    lake_counts_in(data, &[], prefix)
+}
+
+/// [`lake_counts`] of a lake `env` puts elsewhere (`LOGPIPE__LAKE__ROOT`).
+pub fn lake_counts_in(data: &Path, env: &[(&str, &str)], prefix: &str) -> BTreeMap<String, u64> {
+    sql_json_env(
         data,
+        env,
         &format!(
             "SELECT request_id, count(*) AS n FROM logs WHERE request_id LIKE '{prefix}%' GROUP BY request_id"
         ),
@@ -41,10 +47,21 @@ pub fn wait_for_lake(
     prefix: &str,
     wanted: &BTreeSet<String>,
 ) -> BTreeMap<String, u64> {
+    wait_for_lake_in(data, &[], prefix, wanted)
+}
+
+/// [`wait_for_lake`] for a lake `env` may put elsewhere.
+pub fn wait_for_lake_in(
+    data: &Path,
+    env: &[(&str, &str)],
+    prefix: &str,
+    wanted: &BTreeSet<String>,
+) -> BTreeMap<String, u64> {
+    let remote = env.iter().any(|(key, _)| *key == "LOGPIPE__LAKE__ROOT");
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let counts = if data.join("logs").exists() {
-            lake_counts(data, prefix)
+        let counts = if remote || data.join("logs").exists() {
+            lake_counts_in(data, env, prefix)
         } else {
             BTreeMap::new()
         };

@@ -4,18 +4,19 @@
 //! The lake, the query engine and the batch reports all open their files
 //! through the [`LakeStore`] this returns; nothing else touches the file
 //! system for lake data. A root is a directory (`./data`, `/srv/lake`), a
-//! `file://` URL, or `memory://` (a throwaway lake, for tests). `s3://` and
-//! `hdfs://` are recognised and answered with what is missing, so a config
-//! written for them fails at start with a clear message rather than
-//! writing to a directory named `s3:`.
+//! `file://` URL, `s3://BUCKET/PREFIX` (AWS S3 or an S3-compatible server,
+//! `[lake.s3]`; with the `s3` feature), or `memory://` (a throwaway lake,
+//! for tests). Other schemes (`hdfs://`) are recognised and answered with
+//! what is missing, so a config written for them fails at start with a
+//! clear message rather than writing to a directory named `hdfs:`.
 //!
 //! **Capabilities.** The commit protocol's fencing needs create-if-absent
 //! (`PutMode::Create`): two writers must never both create commit *n*. Local
 //! disk and memory honour it (a local create is a hard link that fails on an
 //! existing name). S3-compatible stores differ (AWS S3 and versitygw honour
 //! it, Garage silently overwrites), so a remote store is probed once at
-//! open ([`probe_conditional_put`]) and a multi-writer setup on a store
-//! that fails the probe is refused by the caller.
+//! start ([`LakeStore::probe`]) and a multi-writer setup on a store that
+//! fails the probe is refused by the caller.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +28,10 @@ use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 mod local;
+#[cfg(feature = "s3")]
+mod s3;
+
+pub use logpipe_config::S3Config;
 
 /// Why a lake root cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +66,8 @@ pub enum StorageUrl {
     Local(PathBuf),
     /// In this process's memory: gone when it exits.
     Memory,
+    /// `s3://BUCKET/PREFIX`: objects under `PREFIX/` in `BUCKET`.
+    S3 { bucket: String, prefix: String },
     /// A store this build cannot open yet (`s3`, `hdfs`, …).
     Other { scheme: String },
 }
@@ -82,6 +89,20 @@ impl StorageUrl {
                 Ok(StorageUrl::Local(PathBuf::from(path)))
             }
             Some(("memory", _)) => Ok(StorageUrl::Memory),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("s3") => {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                let valid =
+                    |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-".contains(c);
+                if bucket.len() < 3 || !bucket.chars().all(valid) {
+                    return Err(bad(
+                        "an s3:// root is s3://BUCKET/PREFIX, the bucket 3 or more lower-case letters, digits, '.' or '-'",
+                    ));
+                }
+                Ok(StorageUrl::S3 {
+                    bucket: bucket.to_string(),
+                    prefix: prefix.trim_matches('/').to_string(),
+                })
+            }
             Some((scheme, _))
                 if !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) =>
             {
@@ -123,9 +144,16 @@ impl std::fmt::Debug for LakeStore {
     }
 }
 
-/// Opens `root` (see the module docs). Nothing is created: a local root's
-/// directories appear with the first file written under them.
+/// Opens `root` (see the module docs) with no `[lake.s3]` settings.
 pub fn resolve(root: &str) -> Result<LakeStore, StorageError> {
+    resolve_with(root, &S3Config::default())
+}
+
+/// Opens `root`, an `s3://` one with `s3`'s settings. Nothing is created
+/// and nothing is asked of a remote store yet ([`LakeStore::probe`] does):
+/// a local root's directories appear with the first file written under
+/// them.
+pub fn resolve_with(root: &str, s3: &S3Config) -> Result<LakeStore, StorageError> {
     let url = StorageUrl::parse(root)?;
     match &url {
         StorageUrl::Local(path) => Ok(LakeStore {
@@ -137,6 +165,31 @@ pub fn resolve(root: &str) -> Result<LakeStore, StorageError> {
             },
         }),
         StorageUrl::Memory => Ok(LakeStore::memory()),
+        #[cfg(feature = "s3")]
+        StorageUrl::S3 { bucket, prefix } => {
+            let store = s3::store(root, bucket, s3)?;
+            Ok(LakeStore {
+                store: if prefix.is_empty() {
+                    store
+                } else {
+                    prefixed(store, prefix)
+                },
+                display: root.to_string(),
+                url,
+                // Until probed.
+                capabilities: Capabilities {
+                    conditional_put: false,
+                },
+            })
+        }
+        #[cfg(not(feature = "s3"))]
+        StorageUrl::S3 { .. } => {
+            let _ = s3;
+            Err(StorageError::Unsupported {
+                root: root.to_string(),
+                scheme: "s3".to_string(),
+            })
+        }
         StorageUrl::Other { scheme } => Err(StorageError::Unsupported {
             root: root.to_string(),
             scheme: scheme.clone(),
@@ -185,6 +238,30 @@ impl LakeStore {
 
     pub fn capabilities(&self) -> Capabilities {
         self.capabilities
+    }
+
+    /// Whether the lake is on another machine (S3): its capabilities are
+    /// known once [`LakeStore::probe`] has run.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.url, StorageUrl::S3 { .. })
+    }
+
+    /// Asks a remote store what it can do (one small object written twice
+    /// and deleted, under `_logpipe/probe/`): also the first sign at start
+    /// that the store cannot be reached or the credentials are refused.
+    /// Local and memory stores are known already.
+    pub async fn probe(&mut self) -> Result<Capabilities, StorageError> {
+        if self.is_remote() {
+            let conditional_put =
+                probe_conditional_put(self.store.as_ref())
+                    .await
+                    .map_err(|source| StorageError::Store {
+                        root: self.display.clone(),
+                        source,
+                    })?;
+            self.capabilities = Capabilities { conditional_put };
+        }
+        Ok(self.capabilities)
     }
 
     /// The local directory of a local root (for messages and `logpipe sql`'s
@@ -257,9 +334,19 @@ mod tests {
             matches!(StorageUrl::parse("./data").unwrap(), StorageUrl::Local(p) if p.is_absolute())
         );
         assert_eq!(StorageUrl::parse("memory://").unwrap(), StorageUrl::Memory);
-        let error = resolve("s3://bucket/lake").unwrap_err().to_string();
+        assert_eq!(
+            StorageUrl::parse("s3://my-bucket/lake/prod/").unwrap(),
+            StorageUrl::S3 {
+                bucket: "my-bucket".into(),
+                prefix: "lake/prod".into()
+            }
+        );
+        assert!(StorageUrl::parse("s3://My_Bucket/x").is_err());
+        let error = resolve("hdfs://namenode:8020/lake")
+            .unwrap_err()
+            .to_string();
         assert!(
-            error.contains("s3://") && error.contains("not built"),
+            error.contains("hdfs://") && error.contains("not built"),
             "{error}"
         );
         assert!(StorageUrl::parse("file://relative").is_err());

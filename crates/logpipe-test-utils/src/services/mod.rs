@@ -1,7 +1,9 @@
 //! Harnesses for the real services tests run against (`./scripts/test.sh`
-//! installs what they need): an Apache Kafka cluster per test.
+//! installs what they need): an Apache Kafka cluster per test, an S3
+//! server per test.
 
 pub mod kafka;
+pub mod s3;
 
 /// Where [`free_port`] looks: below the kernel's ephemeral range (Linux's
 /// default starts at 32768). A port handed out by `bind(0)` comes from that

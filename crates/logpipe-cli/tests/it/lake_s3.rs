@@ -1,0 +1,153 @@
+//! The lake on S3 (a versitygw per test, which honours conditional writes
+//! as AWS S3 does): `logpipe up` writes it, a kill -9 loses and doubles
+//! nothing, `logpipe sql` and the batch jobs read it, and none of it is on
+//! the process's disk. The Kafka layout on S3 is in `kafka.rs`.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::common::{Running, S3Server, assert_exactly_once, binary, sql_json_env};
+use crate::load::wait_for_lake_in;
+
+/// 2026-01-11T09:00:00Z.
+const HOUR: &str = "2026-01-11T09:";
+
+async fn post_batch(client: &reqwest::Client, base_url: &str, batch: usize) -> u16 {
+    let logs: Vec<_> = (0..50)
+        .map(|i| {
+            json!({
+                "timestamp": format!("{HOUR}{:02}:{:02}Z", batch % 60, i),
+                "level": if i % 10 == 0 { "ERROR" } else { "INFO" },
+                "service": format!("svc-{}", i % 3),
+                "message": "on s3",
+                "metadata": {"request_id": format!("s3-{batch}-{i}"), "response_time_ms": 12.5},
+            })
+        })
+        .collect();
+    client
+        .post(format!("{base_url}/api/collect/logs"))
+        .header("Idempotency-Key", format!("batch-{batch}"))
+        .json(&logs)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_on_an_s3_lake_keeps_every_record_once_across_a_kill() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lake_env = s3.lake_env("lake");
+    let mut env: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("LOGPIPE__REPORTS__SCHEDULE", "false"));
+    env.push(("LOGPIPE__LAKE__FLUSH_INTERVAL", "300ms"));
+    env.push(("LOGPIPE__WINDOWS__IDLE_CLOSE", "1s"));
+    let client = reqwest::Client::new();
+    let mut running = Running::start(&data, &env);
+    for batch in 0..40 {
+        if batch == 20 {
+            // Between flushes, mid-load: some of the last batches are
+            // committed, some only on the bus.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            running.kill_hard();
+            running = Running::start(&data, &env);
+        }
+        assert_eq!(
+            post_batch(&client, &running.base_url, batch).await,
+            200,
+            "{}",
+            running.log()
+        );
+    }
+    let wanted: BTreeSet<String> = (0..40)
+        .flat_map(|batch| (0..50).map(move |i| format!("s3-{batch}-{i}")))
+        .collect();
+    let counts = wait_for_lake_in(&data, &env, "s3-", &wanted);
+    assert_exactly_once(&wanted, &counts, &running.log());
+    assert!(
+        running
+            .log()
+            .contains("lake store honours conditional writes"),
+        "{}",
+        running.log()
+    );
+
+    // The lake is in the bucket; the process's disk has only its bus.
+    assert!(s3.object_path("lake/logs").is_dir(), "{}", s3.log());
+    assert!(s3.object_path("lake/_logpipe/commits/raw").is_dir());
+    assert!(!data.join("logs").exists(), "lake files on the local disk");
+
+    // The windows and a batch report read and write the same bucket: once
+    // the last windows closed (idle), they count every record once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let windows = sql_json_env(
+            &data,
+            &env,
+            "SELECT CAST(sum(count) AS BIGINT) AS n FROM windows",
+        );
+        if windows[0]["n"] == json!(2000) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && windows[0]["n"].as_i64() < Some(2000),
+            "the windows count {} of 2000 records",
+            windows[0]["n"]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(running.terminate().success());
+    let run = Command::new(binary())
+        .args([
+            "jobs",
+            "run",
+            "daily_report",
+            "--date",
+            "2026-01-11",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        s3.object_path("lake/reports/daily").is_dir(),
+        "no report in the bucket"
+    );
+    let errors = sql_json_env(
+        &data,
+        &env,
+        "SELECT CAST(sum(count) AS BIGINT) AS n FROM daily_report WHERE level = 'ERROR'",
+    );
+    assert_eq!(errors[0]["n"], json!(200), "{errors:?}");
+}
+
+/// A wrong endpoint or refused credentials stop the start, naming the root.
+#[test]
+fn an_unreachable_s3_lake_stops_the_start_with_the_root() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut lake_env = s3.lake_env("lake");
+    for (key, value) in lake_env.iter_mut() {
+        if *key == "LOGPIPE__LAKE__S3__SECRET_ACCESS_KEY" {
+            *value = "not-the-secret".to_string();
+        }
+    }
+    let env: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let stderr = crate::common::up_refused(&data, &[], &env);
+    assert!(
+        stderr.contains("the lake cannot be written") && stderr.contains("s3://logpipe/lake"),
+        "{stderr}"
+    );
+}
