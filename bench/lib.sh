@@ -22,10 +22,26 @@ fi
 WORK=$(mktemp -d)
 cleanup() {
   [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null
+  [ -n "${S3_PID:-}" ] && kill "$S3_PID" 2>/dev/null
   [ -n "${KAFKA_DIR:-}" ] && deploy/kafka/kafka.sh stop "$KAFKA_DIR" 2>/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+# BENCH_LAKE=s3: the lake on a versitygw S3 server (the one scripts/test.sh
+# builds) serving $WORK/s3 on a free loopback port, through lake.root.
+if [ "${BENCH_LAKE:-local}" = s3 ]; then
+  VERSITYGW=${LOGPIPE_TEST_VERSITYGW:-$HOME/.cache/logpipe/tools/go/versitygw}
+  [ -x "$VERSITYGW" ] || { echo "BENCH_LAKE=s3 needs versitygw at $VERSITYGW (./scripts/test.sh builds it)" >&2; exit 1; }
+  S3_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$WORK/s3/logpipe"
+  "$VERSITYGW" --port "127.0.0.1:$S3_PORT" --access bench --secret bench-secret posix "$WORK/s3" >"$WORK/s3.log" 2>&1 &
+  S3_PID=$!
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$S3_PORT") 2>/dev/null && break; sleep 0.1; done
+  export LOGPIPE__LAKE__ROOT=s3://logpipe/lake LOGPIPE__LAKE__S3__ENDPOINT="http://127.0.0.1:$S3_PORT" \
+    LOGPIPE__LAKE__S3__REGION=us-east-1 LOGPIPE__LAKE__S3__ACCESS_KEY_ID=bench \
+    LOGPIPE__LAKE__S3__SECRET_ACCESS_KEY=bench-secret
+fi
 
 # start_up DATA_DIR [ARGS…]: `logpipe up --no-generator` on 127.0.0.1:0.
 start_up() {

@@ -12,9 +12,11 @@
 # KRaft cluster per Kafka test started by deploy/kafka/kafka.sh; Prometheus
 # and Alertmanager (Debian) check the rules and dashboards of deploy/
 # against a running logpipe; Chromium (Debian) with playwright-core (npm)
-# drives the web console; versitygw (the Go module proxy) is the S3 server a
-# lake on S3 is tested against, one per test; cargo fuzz (the crate
-# registry) on the nightly toolchain runs the fuzz targets briefly.
+# drives the web console; versitygw (the Go module proxy) and Garage (the
+# crate registry) are the S3 servers a lake on S3 is tested against, one
+# that honours conditional writes and one that ignores them; cargo fuzz
+# (the crate registry) on the nightly toolchain runs the fuzz targets
+# briefly.
 #
 # Each tier's time is printed at the end (also when one fails), so the CI
 # budget is visible before CI runs out of it.
@@ -183,6 +185,20 @@ if [ ! -x "$VERSITYGW_DIR/versitygw" ] \
   tier "building versitygw $VERSITYGW_VERSION (the Go module proxy) for the S3 lake tests" install_versitygw
 fi
 export LOGPIPE_TEST_VERSITYGW="$VERSITYGW_DIR/versitygw"
+
+# Garage: an S3 server that ignores conditional writes (a second create
+# overwrites), to show what logpipe does on such a store. From the crate
+# registry, built once (about 12 minutes on one core) outside the clone.
+GARAGE_VERSION=2.5.0
+GARAGE_ROOT="$HOME/.cache/logpipe/tools"
+install_garage() {
+  CARGO_TARGET_DIR="$HOME/.cache/logpipe/tools-target" cargo install garage --version "$GARAGE_VERSION" \
+    --locked --no-default-features --features lmdb,bundled-libs --root "$GARAGE_ROOT" --quiet
+}
+if ! "$GARAGE_ROOT/bin/garage" --version 2>/dev/null | grep -q "cargo:$GARAGE_VERSION"; then
+  tier "building Garage $GARAGE_VERSION (the crate registry) for the S3 lake tests" install_garage
+fi
+export LOGPIPE_TEST_GARAGE="$GARAGE_ROOT/bin/garage"
 
 # PostgreSQL 15: a throwaway cluster on 127.0.0.1 and a free port, stopped
 # and deleted on exit. Tests create one database each.

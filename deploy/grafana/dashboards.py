@@ -32,6 +32,7 @@ MAY_BE_EMPTY = {
     "Alerts by rule and state /s": "after the first alert",
     "Stream job restarts (1h)": "after the first restart",
     "PostgreSQL rows written /s": "with postgres.url set",
+    "Retention: files deleted (1h)": "with lake.retention set, once an hour expired",
 }
 
 
@@ -171,6 +172,11 @@ def dashboards():
             panel("Bytes per row", [(f"sum by (table) (rate(logpipe_lake_bytes_committed_total[{RATE}])) / sum by (table) (rate(logpipe_lake_rows_committed_total[{RATE}]))", "{{table}}")], "bytes"),
             panel("Commit latency p95", [(f"histogram_quantile(0.95, sum by (le, job_name) (rate(logpipe_lake_commit_duration_seconds_bucket[{RATE}])))", "{{job_name}}")], "s"),
             panel("Commits /s", [(f"sum(rate(logpipe_lake_commits_total[{RATE}]))", "commits")], "ops"),
+            panel("Store requests /s", [(f"sum by (operation, outcome) (rate(logpipe_lake_store_requests_total[{RATE}]))", "{{operation}} {{outcome}}")], "reqps",
+                  description="Requests to the lake's store (a directory or S3); error: the store failed to answer."),
+            panel("Store latency p95", [(f"histogram_quantile(0.95, sum by (le, operation) (rate(logpipe_lake_store_request_duration_seconds_bucket[{RATE}])))", "{{operation}}")], "s"),
+            panel("Retention: files deleted (1h)", [("sum by (table) (increase(logpipe_lake_retention_deleted_files_total[1h]))", "{{table}}")], "short",
+                  description="Whole hour partitions past lake.retention, deleted."),
             panel("Data directory disk free", [("logpipe_data_dir_free_bytes / logpipe_data_dir_size_bytes", "{{instance}}")], "percentunit",
                   description="DiskNearlyFull fires below 10 %."),
             panel("Resident memory", [("process_resident_memory_bytes", "{{job}} {{instance}}")], "bytes"),

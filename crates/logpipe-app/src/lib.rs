@@ -241,6 +241,22 @@ impl Pipeline {
             )),
             _ => None,
         };
+        // The lake first: a store this process cannot use stops the start
+        // before any broker is asked.
+        let needs_lake = self.roles.iter().any(|r| r.is_job() || *r == Role::Reports);
+        let mut store = if needs_lake || self.has(Role::QueryApi) {
+            Some(wiring::lake_store(resolved)?)
+        } else {
+            None
+        };
+        if let Some(store) = store.as_mut().filter(|_| needs_lake) {
+            wiring::check_lake_store(resolved, store).await?;
+        }
+        let lake = match (&store, needs_lake) {
+            (Some(store), true) => Some(wiring::lake(resolved, store)?),
+            _ => None,
+        };
+
         let bus = logpipe_bus::open(
             &config.bus,
             &resolved.bus_dir,
@@ -254,20 +270,6 @@ impl Pipeline {
             ingest: supervisor.stage("ingest", Ends::Nothing),
             jobs: supervisor.stage("jobs", Ends::Run),
             sinks: supervisor.stage("sinks", Ends::Nothing),
-        };
-
-        let needs_lake = self.roles.iter().any(|r| r.is_job() || *r == Role::Reports);
-        let mut store = if needs_lake || self.has(Role::QueryApi) {
-            Some(wiring::lake_store(resolved)?)
-        } else {
-            None
-        };
-        if let Some(store) = store.as_mut().filter(|_| needs_lake) {
-            wiring::check_lake_store(resolved, store).await?;
-        }
-        let lake = match (&store, needs_lake) {
-            (Some(store), true) => Some(wiring::lake(resolved, store)?),
-            _ => None,
         };
 
         // HTTPS when [tls] names a certificate: loaded now, so a wrong pair
@@ -421,6 +423,27 @@ impl Pipeline {
         }
 
         if let Some(lake) = &lake {
+            let retained = config.lake.retention.tables();
+            if self.has(Role::RawJob) && !retained.is_empty() {
+                let tables = retained
+                    .into_iter()
+                    .filter_map(|(table, kept)| {
+                        let def = logpipe_core::tables::by_name(table)?;
+                        Some(logpipe_lake::retention::Kept {
+                            table: def.name,
+                            dir: def.dir,
+                            kept,
+                        })
+                    })
+                    .collect();
+                let lake = lake.clone();
+                let interval = config.lake.retention.interval;
+                let stop = supervisor.shutdown(stages.jobs);
+                supervisor.spawn(stages.jobs, "lake retention", async move {
+                    logpipe_lake::retention::run(lake, tables, interval, stop).await;
+                    Ok(())
+                });
+            }
             if self.has(Role::RawJob) {
                 let job = RawToLake::new(
                     bus.bus.clone(),

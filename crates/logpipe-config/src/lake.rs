@@ -59,6 +59,54 @@ impl std::fmt::Debug for S3Config {
     }
 }
 
+/// `[lake.retention]`: how long each table's hour partitions are kept.
+/// Unset: kept for ever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// `logs` (`logs/raw`), e.g. `"30d"`.
+    #[serde(with = "humantime_serde")]
+    pub logs: Option<Duration>,
+    /// `events` (`events/raw`).
+    #[serde(with = "humantime_serde")]
+    pub events: Option<Duration>,
+    /// The 5-second `windows`.
+    #[serde(with = "humantime_serde")]
+    pub windows: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub alerts: Option<Duration>,
+    /// How often expired partitions are looked for.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            logs: None,
+            events: None,
+            windows: None,
+            alerts: None,
+            interval: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// (table name, how long it is kept) for each table with a retention.
+    pub fn tables(&self) -> Vec<(&'static str, Duration)> {
+        [
+            ("logs", self.logs),
+            ("events", self.events),
+            ("windows", self.windows),
+            ("alerts", self.alerts),
+        ]
+        .into_iter()
+        .filter_map(|(table, kept)| kept.map(|kept| (table, kept)))
+        .collect()
+    }
+}
+
 /// `[lake]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -69,6 +117,8 @@ pub struct LakeConfig {
     pub root: Option<String>,
     /// How an `s3://` root is reached.
     pub s3: S3Config,
+    /// How long each table is kept.
+    pub retention: RetentionConfig,
     pub compression: Compression,
     /// How often buffered records are written and committed; the bound on
     /// how long an acknowledged record takes to become queryable.
@@ -89,6 +139,7 @@ impl Default for LakeConfig {
         LakeConfig {
             root: None,
             s3: S3Config::default(),
+            retention: RetentionConfig::default(),
             compression: Compression::Zstd,
             flush_interval: Duration::from_secs(1),
             // ~ 60 MB of column data at seed record sizes; at full load a
@@ -130,6 +181,26 @@ impl LakeConfig {
                 "lake.root",
                 "is empty; leave it unset to keep the lake in data_dir, or give a directory or URL",
             );
+        }
+        for (table, kept) in self.retention.tables() {
+            if kept < Duration::from_secs(3600) {
+                let key = match table {
+                    "logs" => "lake.retention.logs",
+                    "events" => "lake.retention.events",
+                    "windows" => "lake.retention.windows",
+                    _ => "lake.retention.alerts",
+                };
+                return invalid(
+                    key,
+                    format!(
+                        "is {} s; retention deletes whole hours, so keep at least 1h",
+                        kept.as_secs()
+                    ),
+                );
+            }
+        }
+        if self.retention.interval < Duration::from_secs(1) {
+            return invalid("lake.retention.interval", "must be at least 1s");
         }
         if let Some(endpoint) = &self.s3.endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))

@@ -33,6 +33,7 @@ mod error;
 pub mod layout;
 pub mod metrics;
 pub mod parquet;
+pub mod retention;
 pub mod storage;
 
 pub use commit::{

@@ -35,6 +35,30 @@ pub static COMMIT_DURATION: MetricDef = MetricDef {
     kind: MetricType::Histogram,
     labels: &["job_name"],
 };
+pub static RETENTION_FILES: MetricDef = MetricDef {
+    name: "logpipe_lake_retention_deleted_files_total",
+    help: "Files of expired hour partitions deleted by retention (lake.retention), by table.",
+    kind: MetricType::Counter,
+    labels: &["table"],
+};
+pub static RETENTION_BYTES: MetricDef = MetricDef {
+    name: "logpipe_lake_retention_deleted_bytes_total",
+    help: "Bytes of expired hour partitions deleted by retention (lake.retention), by table.",
+    kind: MetricType::Counter,
+    labels: &["table"],
+};
+pub static STORE_REQUESTS: MetricDef = MetricDef {
+    name: "logpipe_lake_store_requests_total",
+    help: "Requests to the lake's store (a directory, S3), by operation (put, get, list, delete, copy) and outcome (ok, conflict, not_found, error).",
+    kind: MetricType::Counter,
+    labels: &["operation", "outcome"],
+};
+pub static STORE_REQUEST_DURATION: MetricDef = MetricDef {
+    name: "logpipe_lake_store_request_duration_seconds",
+    help: "Time the lake's store took to answer a request, by operation (lists: the first page of a listing with a delimiter).",
+    kind: MetricType::Histogram,
+    labels: &["operation"],
+};
 
 pub struct LakeMetrics {
     pub rows_committed: CounterVec,
@@ -42,6 +66,10 @@ pub struct LakeMetrics {
     pub bytes_committed: CounterVec,
     pub commits: Counter,
     pub commit_duration: HistogramVec,
+    pub retention_files: CounterVec,
+    pub retention_bytes: CounterVec,
+    pub store_requests: CounterVec,
+    pub store_request_duration: HistogramVec,
 }
 
 impl MetricSet for LakeMetrics {
@@ -52,6 +80,10 @@ impl MetricSet for LakeMetrics {
             &self.bytes_committed,
             &self.commits,
             &self.commit_duration,
+            &self.retention_files,
+            &self.retention_bytes,
+            &self.store_requests,
+            &self.store_request_duration,
         ]
     }
 }
@@ -63,6 +95,10 @@ logpipe_core::metric_set!(pub fn lake_metrics() -> LakeMetrics = {
         bytes_committed: CounterVec::new(&BYTES_COMMITTED),
         commits: Counter::new(&COMMITS),
         commit_duration: HistogramVec::new(&COMMIT_DURATION, LATENCY_BUCKETS),
+        retention_files: CounterVec::new(&RETENTION_FILES),
+        retention_bytes: CounterVec::new(&RETENTION_BYTES),
+        store_requests: CounterVec::new(&STORE_REQUESTS),
+        store_request_duration: HistogramVec::new(&STORE_REQUEST_DURATION, LATENCY_BUCKETS),
     };
     for kind in logpipe_core::RecordKind::ALL {
         metrics.rows_committed.touch(&[kind.table()]);

@@ -151,3 +151,58 @@ fn an_unreachable_s3_lake_stops_the_start_with_the_root() {
         "{stderr}"
     );
 }
+
+/// Garage ignores `If-None-Match`, so two writers of one commit chain could
+/// both create step n. On the embedded bus (one writer) logpipe says so and
+/// runs, every record once; where several processes may write the lake
+/// (the Kafka bus) the start is refused, before any broker is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_ignores_conditional_writes_is_refused_where_several_write() {
+    let s3 = S3Server::garage();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lake_env = s3.lake_env("lake");
+    let mut env: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("LOGPIPE__REPORTS__SCHEDULE", "false"));
+    env.push(("LOGPIPE__LAKE__FLUSH_INTERVAL", "300ms"));
+    let running = Running::start(&data, &env);
+    for batch in 0..10 {
+        assert_eq!(
+            post_batch(&client(), &running.base_url, batch).await,
+            200,
+            "{}",
+            running.log()
+        );
+    }
+    let wanted: BTreeSet<String> = (0..10)
+        .flat_map(|batch| (0..50).map(move |i| format!("s3-{batch}-{i}")))
+        .collect();
+    let counts = wait_for_lake_in(&data, &env, "s3-", &wanted);
+    assert_exactly_once(&wanted, &counts, &running.log());
+    assert!(
+        running
+            .log()
+            .contains("overwrote an object logpipe asked to create only if absent")
+            && running
+                .log()
+                .contains("do not point a second logpipe at it"),
+        "{}",
+        running.log()
+    );
+    assert!(running.terminate().success());
+
+    let mut kafka = env.clone();
+    kafka.push(("LOGPIPE__BUS__KIND", "kafka"));
+    kafka.push(("LOGPIPE__BUS__KAFKA__BROKERS", "127.0.0.1:9"));
+    let stderr = crate::common::up_refused(&data, &[], &kafka);
+    assert!(
+        stderr.contains("overwrote an object")
+            && stderr.contains("logpipe refuses it")
+            && stderr.contains("versitygw"),
+        "{stderr}"
+    );
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}

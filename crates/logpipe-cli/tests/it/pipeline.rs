@@ -365,3 +365,85 @@ async fn restart_after_kill_loses_no_acked_record() {
     );
     assert!(running.terminate().success());
 }
+
+/// `lake.retention.logs = "2h"`: the hour partitions of `logs` that ended
+/// more than two hours ago are deleted whole at the next pass, with a log
+/// line and the metric; the younger hour stays, and so do the events (no
+/// retention of their own), however old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_whole_expired_hours_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [
+        ("LOGPIPE__LAKE__RETENTION__LOGS", "2h"),
+        ("LOGPIPE__LAKE__RETENTION__INTERVAL", "1s"),
+        ("LOGPIPE__REPORTS__SCHEDULE", "false"),
+    ];
+    let running = Running::start(&data, &env);
+    let client = reqwest::Client::new();
+    let now = chrono::Utc::now().timestamp();
+    let mut logs = Vec::new();
+    for (age, hours) in [("old", 5), ("older-than-cutoff", 3), ("young", 1)] {
+        for i in 0..10 {
+            logs.push(log(&format!("{age}-{i}"), json!(now - hours * 3600)));
+        }
+    }
+    let (status, answer) = post(
+        &client,
+        &format!("{}/api/collect/logs", running.base_url),
+        json!(logs).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let event = json!([{"event_id": "old-event", "timestamp": now - 5 * 3600, "user_id": "u", "event_type": "CLICK"}]);
+    let (status, answer) = post(
+        &client,
+        &format!("{}/api/collect/activities", running.base_url),
+        event.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = sql_json(
+            &data,
+            "SELECT (SELECT count(*) FROM logs) AS logs, (SELECT count(*) FROM events) AS events",
+        );
+        let metrics = running.metrics().await;
+        let deleted = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("logpipe_lake_retention_deleted_files_total{table=\"logs\"} ")
+            })
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        if rows[0]["logs"] == json!(10) && rows[0]["events"] == json!(1) && deleted >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lake {rows:?}, {deleted} files deleted:\n{}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let left = sql_json(&data, "SELECT DISTINCT request_id FROM logs");
+    assert!(
+        left.iter()
+            .all(|row| row["request_id"].as_str().unwrap().starts_with("young-")),
+        "{left:?}"
+    );
+    let old_hour = logpipe_core::time::HourPartition::of_micros((now - 5 * 3600) * 1_000_000);
+    assert!(
+        !data.join("logs/raw").join(old_hour.hive_path()).exists(),
+        "the expired hour's directory is gone"
+    );
+    assert!(
+        running
+            .log()
+            .contains("retention deleted an expired partition"),
+        "{}",
+        running.log()
+    );
+    assert!(running.terminate().success());
+}

@@ -27,6 +27,7 @@ use object_store::path::Path as StorePath;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+mod instrumented;
 mod local;
 #[cfg(feature = "s3")]
 mod s3;
@@ -157,7 +158,7 @@ pub fn resolve_with(root: &str, s3: &S3Config) -> Result<LakeStore, StorageError
     let url = StorageUrl::parse(root)?;
     match &url {
         StorageUrl::Local(path) => Ok(LakeStore {
-            store: local::store(path),
+            store: instrumented::Instrumented::wrap(local::store(path)),
             display: path.display().to_string(),
             url,
             capabilities: Capabilities {
@@ -168,12 +169,13 @@ pub fn resolve_with(root: &str, s3: &S3Config) -> Result<LakeStore, StorageError
         #[cfg(feature = "s3")]
         StorageUrl::S3 { bucket, prefix } => {
             let store = s3::store(root, bucket, s3)?;
+            let store = if prefix.is_empty() {
+                store
+            } else {
+                prefixed(store, prefix)
+            };
             Ok(LakeStore {
-                store: if prefix.is_empty() {
-                    store
-                } else {
-                    prefixed(store, prefix)
-                },
+                store: instrumented::Instrumented::wrap(store),
                 display: root.to_string(),
                 url,
                 // Until probed.
@@ -201,7 +203,7 @@ impl LakeStore {
     /// A lake in this process's memory.
     pub fn memory() -> LakeStore {
         LakeStore {
-            store: Arc::new(InMemory::new()),
+            store: instrumented::Instrumented::wrap(Arc::new(InMemory::new())),
             url: StorageUrl::Memory,
             display: "memory://".to_string(),
             capabilities: Capabilities {

@@ -1,0 +1,216 @@
+//! Retention: whole hour partitions of a table deleted once the hour ended
+//! longer ago than the table's `lake.retention.<table>`.
+//!
+//! A pass walks the Hive tree level by level (`year=`, `month=`, `day=`,
+//! `hour=`), listing one level at a time: a prefix whose whole span ended
+//! before the cutoff is deleted with everything under it, one whose span
+//! starts after it is left alone, and only the prefixes the cutoff falls in
+//! are opened further. So a pass lists a few directories, not the table.
+//!
+//! The hour being written is never expired (retention is at least an
+//! hour, and the cutoff is measured from the hour's *end*). A late record
+//! for an hour already deleted lands again in a new file and goes at the
+//! next pass. Deletes are idempotent, so the processes that run the pass
+//! (every one that runs the raw→lake job) may overlap.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path as StorePath;
+
+use crate::Lake;
+use crate::error::Result;
+use crate::metrics::lake_metrics;
+
+/// What one pass over one table deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Deleted {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// The span `[start, end)` of a partition prefix's last level, given the
+/// levels above it (year, month, day, hour).
+fn span(levels: &[u32]) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let year = *levels.first()? as i32;
+    let at = |y: i32, m: u32, d: u32, h: u32| Utc.with_ymd_and_hms(y, m, d, h, 0, 0).single();
+    match levels.len() {
+        1 => Some((at(year, 1, 1, 0)?, at(year + 1, 1, 1, 0)?)),
+        2 => {
+            let month = levels[1];
+            let (next_year, next_month) = if month == 12 {
+                (year + 1, 1)
+            } else {
+                (year, month + 1)
+            };
+            Some((at(year, month, 1, 0)?, at(next_year, next_month, 1, 0)?))
+        }
+        3 => {
+            let start = at(year, levels[1], levels[2], 0)?;
+            Some((start, start + chrono::Duration::days(1)))
+        }
+        4 => {
+            let start = at(year, levels[1], levels[2], levels[3])?;
+            Some((start, start + chrono::Duration::hours(1)))
+        }
+        _ => None,
+    }
+}
+
+const LEVELS: [&str; 4] = ["year=", "month=", "day=", "hour="];
+
+impl Lake {
+    /// Deletes the hour partitions of the table in `dir` (its directory
+    /// under the lake root, Hive-partitioned by hour) that ended before
+    /// `cutoff`; logs each deleted prefix and counts it under `table`.
+    pub async fn expire(&self, table: &str, dir: &str, cutoff: DateTime<Utc>) -> Result<Deleted> {
+        let mut deleted = Deleted::default();
+        // (prefix, levels parsed so far)
+        let mut pending: Vec<(StorePath, Vec<u32>)> = vec![(StorePath::from(dir), Vec::new())];
+        while let Some((prefix, levels)) = pending.pop() {
+            let Some(key) = LEVELS.get(levels.len()) else {
+                continue;
+            };
+            let listed = self.store().list_with_delimiter(Some(&prefix)).await?;
+            for child in listed.common_prefixes {
+                let Some(value) = child
+                    .filename()
+                    .and_then(|name| name.strip_prefix(key))
+                    .and_then(|v| v.parse::<u32>().ok())
+                else {
+                    continue; // not a partition directory: not ours to judge
+                };
+                let mut child_levels = levels.clone();
+                child_levels.push(value);
+                let Some((start, end)) = span(&child_levels) else {
+                    continue;
+                };
+                if end <= cutoff {
+                    let gone = self.delete_prefix(&child).await?;
+                    if gone.files > 0 {
+                        tracing::info!(
+                            table,
+                            partition = %child,
+                            files = gone.files,
+                            bytes = gone.bytes,
+                            "retention deleted an expired partition"
+                        );
+                    }
+                    deleted.files += gone.files;
+                    deleted.bytes += gone.bytes;
+                } else if start < cutoff {
+                    pending.push((child, child_levels));
+                }
+            }
+        }
+        let metrics = lake_metrics();
+        metrics.retention_files.add(&[table], deleted.files);
+        metrics.retention_bytes.add(&[table], deleted.bytes);
+        if let Some(root) = self.lake_store().local_dir().filter(|_| deleted.files > 0) {
+            remove_empty_dirs(&root.join(dir));
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_prefix(&self, prefix: &StorePath) -> Result<Deleted> {
+        let objects: Vec<_> = self.store().list(Some(prefix)).try_collect().await?;
+        let mut deleted = Deleted::default();
+        for meta in objects {
+            match self.store().delete(&meta.location).await {
+                Ok(()) => {
+                    deleted.files += 1;
+                    deleted.bytes += meta.size;
+                }
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// The cutoff of a retention period: partitions whose hour ended before
+/// it are expired.
+pub fn cutoff(retention: Duration) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Removes the empty directories under `dir` (a local lake keeps them
+/// after their files went), bottom-up; `dir` itself stays.
+fn remove_empty_dirs(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_empty_dirs(&path);
+            let _ = std::fs::remove_dir(&path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_cover_each_level() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            span(&[2025]),
+            Some((at("2025-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z")))
+        );
+        assert_eq!(
+            span(&[2025, 12]),
+            Some((at("2025-12-01T00:00:00Z"), at("2026-01-01T00:00:00Z")))
+        );
+        assert_eq!(
+            span(&[2024, 2, 29]),
+            Some((at("2024-02-29T00:00:00Z"), at("2024-03-01T00:00:00Z")))
+        );
+        assert_eq!(
+            span(&[2025, 1, 12, 23]),
+            Some((at("2025-01-12T23:00:00Z"), at("2025-01-13T00:00:00Z")))
+        );
+        assert_eq!(span(&[2025, 13]), None);
+        assert_eq!(span(&[2025, 2, 30]), None);
+    }
+}
+
+/// One table under retention: its name, its directory, how long it is kept.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub table: &'static str,
+    pub dir: &'static str,
+    pub kept: Duration,
+}
+
+/// Runs a retention pass over `tables` at start and every `interval`
+/// until `shutdown`. A pass that fails (the store unreachable) is logged
+/// and tried again at the next interval: nothing is lost by waiting.
+pub async fn run(
+    lake: Lake,
+    tables: Vec<Kept>,
+    interval: Duration,
+    mut shutdown: logpipe_core::job::Shutdown,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        }
+        for table in &tables {
+            if let Err(error) = lake
+                .expire(table.table, table.dir, cutoff(table.kept))
+                .await
+            {
+                tracing::warn!(table = table.table, %error, "retention pass failed; trying again at the next interval");
+            }
+        }
+    }
+}
