@@ -37,16 +37,37 @@ async fn post_batch(client: &reqwest::Client, base_url: &str, batch: usize) -> u
         .unwrap_or(0)
 }
 
+/// `logpipe up` on the lake `lake_env` names: quick flushes and window
+/// closes, no scheduled reports.
+fn up_env<'a>(lake_env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    let mut env: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.push(("LOGPIPE__REPORTS__SCHEDULE", "false"));
+    env.push(("LOGPIPE__LAKE__FLUSH_INTERVAL", "300ms"));
+    env.push(("LOGPIPE__WINDOWS__IDLE_CLOSE", "1s"));
+    env
+}
+
+/// Every record of `batches` batches ([`post_batch`]) in the lake once.
+fn assert_batches_once(
+    data: &std::path::Path,
+    env: &[(&str, &str)],
+    running: &Running,
+    batches: usize,
+) {
+    let wanted: BTreeSet<String> = (0..batches)
+        .flat_map(|batch| (0..50).map(move |i| format!("s3-{batch}-{i}")))
+        .collect();
+    let counts = wait_for_lake_in(data, env, "s3-", &wanted);
+    assert_exactly_once(&wanted, &counts, &running.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_on_an_s3_lake_keeps_every_record_once_across_a_kill() {
     let s3 = S3Server::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let lake_env = s3.lake_env("lake");
-    let mut env: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    env.push(("LOGPIPE__REPORTS__SCHEDULE", "false"));
-    env.push(("LOGPIPE__LAKE__FLUSH_INTERVAL", "300ms"));
-    env.push(("LOGPIPE__WINDOWS__IDLE_CLOSE", "1s"));
+    let env = up_env(&lake_env);
     let client = reqwest::Client::new();
     let mut running = Running::start(&data, &env);
     for batch in 0..40 {
@@ -64,11 +85,7 @@ async fn up_on_an_s3_lake_keeps_every_record_once_across_a_kill() {
             running.log()
         );
     }
-    let wanted: BTreeSet<String> = (0..40)
-        .flat_map(|batch| (0..50).map(move |i| format!("s3-{batch}-{i}")))
-        .collect();
-    let counts = wait_for_lake_in(&data, &env, "s3-", &wanted);
-    assert_exactly_once(&wanted, &counts, &running.log());
+    assert_batches_once(&data, &env, &running, 40);
     assert!(
         running
             .log()
@@ -162,9 +179,7 @@ async fn a_store_that_ignores_conditional_writes_is_refused_where_several_write(
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let lake_env = s3.lake_env("lake");
-    let mut env: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    env.push(("LOGPIPE__REPORTS__SCHEDULE", "false"));
-    env.push(("LOGPIPE__LAKE__FLUSH_INTERVAL", "300ms"));
+    let env = up_env(&lake_env);
     let running = Running::start(&data, &env);
     for batch in 0..10 {
         assert_eq!(
@@ -174,11 +189,7 @@ async fn a_store_that_ignores_conditional_writes_is_refused_where_several_write(
             running.log()
         );
     }
-    let wanted: BTreeSet<String> = (0..10)
-        .flat_map(|batch| (0..50).map(move |i| format!("s3-{batch}-{i}")))
-        .collect();
-    let counts = wait_for_lake_in(&data, &env, "s3-", &wanted);
-    assert_exactly_once(&wanted, &counts, &running.log());
+    assert_batches_once(&data, &env, &running, 10);
     assert!(
         running
             .log()

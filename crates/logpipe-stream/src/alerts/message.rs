@@ -34,3 +34,22 @@ impl Alert {
         }
     }
 }
+
+/// The messages of a step's alerts, each logged as a warning: what the
+/// sinks and `/api/alerts` carry.
+pub fn announce(job: &str, alerts: &[Alert], detected_at_micros: i64) -> Vec<AlertMessage> {
+    alerts
+        .iter()
+        .map(|alert| {
+            let message = alert.message(detected_at_micros);
+            tracing::warn!(
+                job,
+                alert = message.alert_id,
+                state = message.state,
+                "{}",
+                message.summary
+            );
+            message
+        })
+        .collect()
+}

@@ -26,4 +26,5 @@ mod message;
 pub mod rules;
 
 pub use detector::{Alert, AlertState, Detector, DetectorState};
+pub use message::announce;
 pub use rules::{AlertRules, Rule};

@@ -9,6 +9,7 @@
 //! duplicate check of retried records ([`dedup`]). The rule that keeps it
 //! legible: files here import only each other and [`crate::error`].
 
+pub mod checkpoint;
 pub mod clock;
 pub mod dedup;
 pub mod poller;

@@ -40,10 +40,10 @@ use logpipe_bus::Bus;
 use logpipe_config::DataLossPolicy;
 use logpipe_core::record::{Record, RecordKind};
 use logpipe_core::stream_sql::{AlertRule, OutputColumn, Scalar, StreamSource, StreamSpec};
-use logpipe_core::tables::{ALERTS, AlertMessage, TableDef};
-use logpipe_core::time::{micros_to_rfc3339, now_micros};
+use logpipe_core::tables::{ALERTS, TableDef};
+use logpipe_core::time::now_micros;
 use logpipe_core::topics;
-use logpipe_lake::{CommitRecord, Lake, LakeError, Offsets, TableGroups, plan_files};
+use logpipe_lake::{Lake, LakeError, Offsets, TableGroups, plan_files};
 use logpipe_sinks::{RowWrite, StepOutput, StepSink, TableRows, deliver_all};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -66,7 +66,8 @@ mod output;
 use aggregator::{Group, Snapshot, SqlAggregator};
 use alerts::{AlertsState, RowAlerts};
 
-use crate::alerts::Alert;
+use crate::alerts::{Alert, announce};
+use crate::runtime::checkpoint::commit_checkpoint;
 use crate::windows::output::{alerts_batch, by_hour};
 
 /// One streaming SQL job.
@@ -260,20 +261,7 @@ impl Slot {
         if self.sinks.is_empty() {
             return true;
         }
-        let alerts: Vec<AlertMessage> = state
-            .alerts
-            .iter()
-            .map(|alert| alert.message(state.step_micros))
-            .collect();
-        for message in &alerts {
-            tracing::warn!(
-                job = self.options.name,
-                alert = message.alert_id,
-                state = message.state,
-                "{}",
-                message.summary
-            );
-        }
+        let alerts = announce(&self.options.name, &state.alerts, state.step_micros);
         let tables = groups
             .iter()
             .filter(|((table, _), _)| std::ptr::eq(*table, self.options.table))
@@ -357,29 +345,16 @@ impl Slot {
         groups: &TableGroups,
         positions: &Offsets,
     ) -> Result<(), StreamError> {
-        let job = &self.options.name;
-        let record = CommitRecord {
-            job: job.clone(),
+        commit_checkpoint(
+            lake,
+            &self.options.name,
             seq,
-            ranges: BTreeMap::new(),
-            offsets: positions.clone(),
-            files: plan_files(job, seq, groups),
-            invalid_records: 0,
-            duplicate_records: 0,
-            dedup_window: 0,
-            committed_at: micros_to_rfc3339(state.step_micros),
-            state: Some(
-                serde_json::to_value(state).map_err(|e| StreamError::BadState {
-                    job: job.clone(),
-                    reason: e.to_string(),
-                })?,
-            ),
-        };
-        let encoded = lake
-            .encode_batches(groups.values().cloned().collect())
-            .await?;
-        lake.commit(&record, encoded).await?;
-        Ok(())
+            state,
+            state.step_micros,
+            groups,
+            positions,
+        )
+        .await
     }
 }
 

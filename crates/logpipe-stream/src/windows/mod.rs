@@ -40,16 +40,17 @@ use logpipe_bus::Bus;
 use logpipe_config::{AlertsConfig, DataLossPolicy, LakeConfig, WINDOWS_GROUP, WindowsConfig};
 use logpipe_core::record::sample::sample_of;
 use logpipe_core::record::summary;
+use logpipe_core::tables::WINDOWS;
 use logpipe_core::tables::windows::{WINDOW_STATS_KEY, WINDOW_STATS_TABLE};
-use logpipe_core::tables::{AlertMessage, WINDOWS};
-use logpipe_core::time::{micros_to_rfc3339, now_micros};
+use logpipe_core::time::now_micros;
 use logpipe_core::topics;
-use logpipe_lake::{CommitRecord, Lake, LakeError, Offsets, TableGroups, plan_files};
+use logpipe_lake::{Lake, LakeError, Offsets, TableGroups, plan_files};
 use logpipe_sinks::{RowWrite, StepOutput, StepSink, TableRows, deliver_all};
 use tokio::time::Instant;
 
-use crate::alerts::{AlertRules, Detector};
+use crate::alerts::{AlertRules, Detector, announce};
 use crate::error::StreamError;
+use crate::runtime::checkpoint::commit_checkpoint;
 use crate::runtime::dedup::Dedups;
 use crate::runtime::poller::Poller;
 use crate::runtime::positions::{
@@ -342,30 +343,16 @@ impl WindowJob {
         groups: &TableGroups,
         positions: &Offsets,
     ) -> Result<(), StreamError> {
-        let files = plan_files(&self.options.job, seq, groups);
-        let record = CommitRecord {
-            job: self.options.job.clone(),
+        commit_checkpoint(
+            &self.lake,
+            &self.options.job,
             seq,
-            ranges: BTreeMap::new(),
-            offsets: positions.clone(),
-            files,
-            invalid_records: 0,
-            duplicate_records: 0,
-            dedup_window: 0,
-            committed_at: micros_to_rfc3339(state.step_micros),
-            state: Some(
-                serde_json::to_value(state).map_err(|e| StreamError::BadState {
-                    job: self.options.job.clone(),
-                    reason: e.to_string(),
-                })?,
-            ),
-        };
-        let encoded = self
-            .lake
-            .encode_batches(groups.values().cloned().collect())
-            .await?;
-        self.lake.commit(&record, encoded).await?;
-        Ok(())
+            state,
+            state.step_micros,
+            groups,
+            positions,
+        )
+        .await
     }
 
     /// Sends a step's output to the sinks (see `logpipe_sinks`): the
@@ -379,19 +366,7 @@ impl WindowJob {
         groups: &TableGroups,
         shutdown: &mut Shutdown,
     ) -> bool {
-        let alerts: Vec<AlertMessage> = state
-            .alerts
-            .iter()
-            .map(|alert| alert.message(state.step_micros))
-            .collect();
-        for message in &alerts {
-            tracing::warn!(
-                alert = message.alert_id,
-                state = message.state,
-                "{}",
-                message.summary
-            );
-        }
+        let alerts = announce(&self.options.job, &state.alerts, state.step_micros);
         // The step's window files, one per hour (usually one).
         let tables = groups
             .iter()
