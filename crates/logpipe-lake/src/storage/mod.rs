@@ -40,7 +40,7 @@ pub enum StorageError {
     #[error("lake.root {root:?}: {reason}")]
     BadRoot { root: String, reason: String },
     #[error(
-        "lake.root {root:?}: {scheme}:// storage is not built into this logpipe yet (the lake runs on a directory or memory://)"
+        "lake.root {root:?}: {scheme}:// storage is not built into this logpipe (a lake runs on a directory, memory://, or s3:// in a build with the s3 feature)"
     )]
     Unsupported { root: String, scheme: String },
     #[error("lake storage at {root}: {source}")]
