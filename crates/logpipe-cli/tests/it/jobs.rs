@@ -810,3 +810,82 @@ async fn a_streaming_job_feeds_postgres_its_webhook_and_alerts_across_a_kill() {
         "{stderr}"
     );
 }
+
+/// Jobs due in the same round run in dependency order, and a job whose
+/// input job failed in that round is not run: it is recorded `skipped` in
+/// `job_runs` with the reason, while the failed one is recorded `failed`
+/// with DataFusion's error. Both plan fine at start (the failure is in the
+/// data: a message that is not a number).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_input_failed_in_its_round_is_skipped_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    std::fs::write(
+        jobs.join("broken.sql"),
+        "-- schedule: */2 * * * * *\nSELECT CAST(message AS INT) AS n FROM logs\n",
+    )
+    .unwrap();
+    std::fs::write(
+        jobs.join("reader.sql"),
+        "-- schedule: */2 * * * * *\nSELECT count(*) AS n FROM broken\n",
+    )
+    .unwrap();
+    let env = [
+        ("LOGPIPE__JOBS__DIR", jobs.to_str().unwrap()),
+        // The scheduler runs (the built-in reports' crons are hours away).
+    ];
+    let running = Running::start(&data, &env);
+    let client = reqwest::Client::new();
+    let log =
+        json!([{"timestamp": T0, "level": "INFO", "service": "api", "message": "not a number"}]);
+    let response = client
+        .post(format!("{}/api/collect/logs", running.base_url))
+        .json(&log)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let runs = loop {
+        let runs = sql_json(
+            &data,
+            "SELECT job AS job_name, status, error FROM job_runs WHERE job IN ('broken', 'reader') \
+             ORDER BY started_at, job_name",
+        );
+        let reader_skipped = runs
+            .iter()
+            .any(|r| r["job_name"] == "reader" && r["status"] == "skipped");
+        if reader_skipped {
+            break runs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no skipped run of reader in {runs:?}:\n{}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // Rounds before the log was in the lake succeeded; in the round that
+    // skipped reader, broken ran first and failed on the message.
+    let at = runs
+        .iter()
+        .position(|r| r["job_name"] == "reader" && r["status"] == "skipped")
+        .unwrap();
+    assert_eq!(
+        runs[at]["error"],
+        json!("broken, whose output it reads, did not succeed in this round")
+    );
+    let failed = &runs[at - 1];
+    assert_eq!(
+        (&failed["job_name"], &failed["status"]),
+        (&json!("broken"), &json!("failed")),
+        "{runs:?}"
+    );
+    assert!(
+        failed["error"].as_str().unwrap().contains("not a number"),
+        "{runs:?}"
+    );
+    assert!(running.terminate().success());
+}
