@@ -171,7 +171,14 @@ impl Broker {
             let output = command.output().unwrap();
             let stderr = String::from_utf8_lossy(&output.stderr);
             if !output.status.success() {
-                if attempt < 3 && stderr.contains("is already in use") {
+                // A port taken between the check and the bind shows as
+                // "already in use", or only as the node exiting at start
+                // (the bind error is then above the log's tail): start
+                // over on other ports.
+                if attempt < 3
+                    && (stderr.contains("already in use")
+                        || stderr.contains("exited while starting"))
+                {
                     let _ = Command::new("bash")
                         .arg(kafka_sh())
                         .arg("stop")
