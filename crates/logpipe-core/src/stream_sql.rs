@@ -71,6 +71,42 @@ pub enum CmpOp {
     GtEq,
 }
 
+impl CmpOp {
+    const ALL: [CmpOp; 6] = [
+        CmpOp::Gt,
+        CmpOp::GtEq,
+        CmpOp::Lt,
+        CmpOp::LtEq,
+        CmpOp::Eq,
+        CmpOp::NotEq,
+    ];
+
+    /// Whether `left OP right` holds when `left` compares to `right` as
+    /// `ordering`.
+    pub fn holds(self, ordering: std::cmp::Ordering) -> bool {
+        match self {
+            CmpOp::Eq => ordering.is_eq(),
+            CmpOp::NotEq => ordering.is_ne(),
+            CmpOp::Lt => ordering.is_lt(),
+            CmpOp::LtEq => ordering.is_le(),
+            CmpOp::Gt => ordering.is_gt(),
+            CmpOp::GtEq => ordering.is_ge(),
+        }
+    }
+
+    /// `>`, `>=`, `<`, `<=`, `=`, `!=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CmpOp::Gt => ">",
+            CmpOp::GtEq => ">=",
+            CmpOp::Lt => "<",
+            CmpOp::LtEq => "<=",
+            CmpOp::Eq => "=",
+            CmpOp::NotEq => "!=",
+        }
+    }
+}
+
 /// A filter: comparisons of columns and literals, combined.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Expr {
@@ -100,14 +136,7 @@ impl Expr {
             Expr::Literal(value) => value.clone(),
             Expr::Compare(left, op, right) => {
                 let ordering = left.eval(row).compare(&right.eval(row));
-                truth(ordering.map(|o| match op {
-                    CmpOp::Eq => o.is_eq(),
-                    CmpOp::NotEq => o.is_ne(),
-                    CmpOp::Lt => o.is_lt(),
-                    CmpOp::LtEq => o.is_le(),
-                    CmpOp::Gt => o.is_gt(),
-                    CmpOp::GtEq => o.is_ge(),
-                }))
+                truth(ordering.map(|o| op.holds(o)))
             }
             // Three-valued logic, as SQL.
             Expr::And(a, b) => match (a.eval(row), b.eval(row)) {
@@ -383,15 +412,10 @@ impl AlertRule {
             at(2),
             format!("expected the column the alert watches; {FORM}"),
         ))?;
-        let op = match word(3) {
-            Some(">") => CmpOp::Gt,
-            Some(">=") => CmpOp::GtEq,
-            Some("<") => CmpOp::Lt,
-            Some("<=") => CmpOp::LtEq,
-            Some("=") => CmpOp::Eq,
-            Some("!=") | Some("<>") => CmpOp::NotEq,
-            _ => return Err((at(3), format!("expected one of > >= < <= = != ; {FORM}"))),
-        };
+        let op = word(3)
+            .map(|text| if text == "<>" { "!=" } else { text })
+            .and_then(|text| CmpOp::ALL.into_iter().find(|op| op.as_str() == text))
+            .ok_or((at(3), format!("expected one of > >= < <= = != ; {FORM}")))?;
         let threshold: f64 = word(4)
             .and_then(|w| w.parse().ok())
             .filter(|v: &f64| v.is_finite())
@@ -433,29 +457,16 @@ impl AlertRule {
         Ok(rule)
     }
 
-    /// Whether `value` is anomalous under this rule.
+    /// Whether `value` is anomalous under this rule (never for NaN).
     pub fn passes(&self, value: f64) -> bool {
-        match self.op {
-            CmpOp::Gt => value > self.threshold,
-            CmpOp::GtEq => value >= self.threshold,
-            CmpOp::Lt => value < self.threshold,
-            CmpOp::LtEq => value <= self.threshold,
-            CmpOp::Eq => value == self.threshold,
-            CmpOp::NotEq => value != self.threshold,
-        }
+        value
+            .partial_cmp(&self.threshold)
+            .is_some_and(|ordering| self.op.holds(ordering))
     }
 
     /// `purchases > 100`.
     pub fn condition(&self) -> String {
-        let op = match self.op {
-            CmpOp::Gt => ">",
-            CmpOp::GtEq => ">=",
-            CmpOp::Lt => "<",
-            CmpOp::LtEq => "<=",
-            CmpOp::Eq => "=",
-            CmpOp::NotEq => "!=",
-        };
-        format!("{} {op} {}", self.column, self.threshold)
+        format!("{} {} {}", self.column, self.op.as_str(), self.threshold)
     }
 }
 
