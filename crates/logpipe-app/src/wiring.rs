@@ -252,9 +252,6 @@ pub fn job_files(resolved: &Resolved) -> Result<JobFiles> {
 /// clients (built-in generator, alert webhook) trust besides the public
 /// roots.
 pub fn trusted_roots(resolved: &Resolved) -> Result<Vec<reqwest::Certificate>> {
-    match &resolved.config.tls.ca_file {
-        None => Ok(Vec::new()),
-        Some(file) => logpipe_gen::read_roots(file)
-            .map_err(|e| anyhow::anyhow!("tls.ca_file cannot be used: {e}")),
-    }
+    logpipe_gen::read_roots(resolved.config.tls.ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("tls.ca_file cannot be used: {e}"))
 }

@@ -52,8 +52,11 @@ pub fn collect_url(base: &str, kind: logpipe_core::RecordKind) -> String {
 }
 
 /// The PEM certificates in `file`, to trust as roots (a private CA, or a
-/// self-signed server certificate).
-pub fn read_roots(file: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+/// self-signed server certificate); none without a file.
+pub fn read_roots(file: Option<&std::path::Path>) -> Result<Vec<reqwest::Certificate>, String> {
+    let Some(file) = file else {
+        return Ok(Vec::new());
+    };
     let pem = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let roots = reqwest::Certificate::from_pem_bundle(&pem)
         .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", file.display()))?;

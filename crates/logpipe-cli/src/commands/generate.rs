@@ -33,12 +33,8 @@ pub(crate) async fn run(args: GenerateArgs) -> Result<ExitCode> {
             .map(|r| format!(", {r} records/s"))
             .unwrap_or_default()
     );
-    let roots = match &args.ca_file {
-        Some(file) => {
-            logpipe_gen::read_roots(file).map_err(|e| anyhow::anyhow!("--ca-file: {e}"))?
-        }
-        None => Vec::new(),
-    };
+    let roots = logpipe_gen::read_roots(args.ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("--ca-file: {e}"))?;
     let report = logpipe_gen::load::run_load(logpipe_gen::load::LoadOptions {
         target: args.target,
         count: args.count,

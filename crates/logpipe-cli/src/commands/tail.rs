@@ -18,12 +18,8 @@ const FOLLOW_LIMIT: usize = 500;
 const SEEN_KEPT: usize = 100_000;
 
 pub(crate) async fn run(args: TailArgs) -> Result<ExitCode> {
-    let roots = match &args.ca_file {
-        Some(file) => {
-            logpipe_gen::read_roots(file).map_err(|e| anyhow::anyhow!("--ca-file: {e}"))?
-        }
-        None => Vec::new(),
-    };
+    let roots = logpipe_gen::read_roots(args.ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("--ca-file: {e}"))?;
     let client = logpipe_gen::client(
         reqwest::Client::builder().timeout(Duration::from_secs(10)),
         args.token.as_deref(),

@@ -102,21 +102,26 @@ impl StepSink for WebhookSink {
     }
 }
 
+/// A client for webhooks: `timeout` per request, trusting `roots` besides
+/// the public roots (`tls.ca_file`).
+pub(crate) fn http_client(roots: &[reqwest::Certificate], timeout: Duration) -> reqwest::Client {
+    roots
+        .iter()
+        .fold(reqwest::Client::builder(), |builder, root| {
+            builder.add_root_certificate(root.clone())
+        })
+        .timeout(timeout)
+        .build()
+        .unwrap_or_default()
+}
+
 /// The poster: sends each step's alerts, and re-sends the firing ones.
 async fn post_alerts(
     options: WebhookOptions,
     mut receiver: mpsc::Receiver<Vec<AlertMessage>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = options
-        .roots
-        .iter()
-        .fold(reqwest::Client::builder(), |builder, root| {
-            builder.add_root_certificate(root.clone())
-        })
-        .timeout(options.timeout)
-        .build()
-        .unwrap_or_default();
+    let client = http_client(&options.roots, options.timeout);
     let mut firing: BTreeMap<String, AlertMessage> = BTreeMap::new();
     let mut resend = tokio::time::interval(options.resend_every.max(Duration::from_secs(1)));
     resend.reset();

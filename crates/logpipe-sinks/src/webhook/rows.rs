@@ -35,15 +35,9 @@ pub struct WebhookClient {
 impl WebhookClient {
     /// A client trusting `roots` besides the public roots (`tls.ca_file`).
     pub fn new(roots: &[reqwest::Certificate], timeout: Duration) -> WebhookClient {
-        let client = roots
-            .iter()
-            .fold(reqwest::Client::builder(), |builder, root| {
-                builder.add_root_certificate(root.clone())
-            })
-            .timeout(timeout)
-            .build()
-            .unwrap_or_default();
-        WebhookClient { client }
+        WebhookClient {
+            client: super::http_client(roots, timeout),
+        }
     }
 
     pub fn to(&self, url: &str) -> RowsWebhook {
