@@ -281,8 +281,8 @@ impl Slot {
     }
 
     /// Restores the job from its newest commit record, completing that
-    /// step's files when they are missing; returns it with that step (to
-    /// deliver again).
+    /// step's files when they are missing; returns it with that step when
+    /// the job has sinks (to deliver again).
     async fn restore(
         &self,
         lake: &Lake,
@@ -325,7 +325,11 @@ impl Slot {
             job: job.clone(),
             reason,
         })?;
-        let last_step = latest.as_ref().map(|_| (seq, state.clone()));
+        // Only a job with sinks needs its last step again.
+        let last_step = latest
+            .as_ref()
+            .filter(|_| !self.sinks.is_empty())
+            .map(|_| (seq, state.clone()));
         let running = Running {
             aggregator: SqlAggregator::restore(self.options.spec.clone(), lateness, state.windows),
             alerts,
