@@ -427,14 +427,7 @@ impl Pipeline {
             if self.has(Role::RawJob) && !retained.is_empty() {
                 let tables = retained
                     .into_iter()
-                    .filter_map(|(table, kept)| {
-                        let def = logpipe_core::tables::by_name(table)?;
-                        Some(logpipe_lake::retention::Kept {
-                            table: def.name,
-                            dir: def.dir,
-                            kept,
-                        })
-                    })
+                    .map(|(_, table, kept)| (table, kept))
                     .collect();
                 let lake = lake.clone();
                 let interval = config.lake.retention.interval;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use logpipe_core::tables::{ALERTS, EVENTS, LOGS, TableDef, WINDOWS};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, invalid};
@@ -93,16 +94,17 @@ impl Default for RetentionConfig {
 }
 
 impl RetentionConfig {
-    /// (table name, how long it is kept) for each table with a retention.
-    pub fn tables(&self) -> Vec<(&'static str, Duration)> {
+    /// (setting, table, how long it is kept) for each table with a
+    /// retention.
+    pub fn tables(&self) -> Vec<(&'static str, &'static TableDef, Duration)> {
         [
-            ("logs", self.logs),
-            ("events", self.events),
-            ("windows", self.windows),
-            ("alerts", self.alerts),
+            ("lake.retention.logs", &LOGS, self.logs),
+            ("lake.retention.events", &EVENTS, self.events),
+            ("lake.retention.windows", &WINDOWS, self.windows),
+            ("lake.retention.alerts", &ALERTS, self.alerts),
         ]
         .into_iter()
-        .filter_map(|(table, kept)| kept.map(|kept| (table, kept)))
+        .filter_map(|(key, table, kept)| kept.map(|kept| (key, table, kept)))
         .collect()
     }
 }
@@ -182,14 +184,8 @@ impl LakeConfig {
                 "is empty; leave it unset to keep the lake in data_dir, or give a directory or URL",
             );
         }
-        for (table, kept) in self.retention.tables() {
+        for (key, _, kept) in self.retention.tables() {
             if kept < Duration::from_secs(3600) {
-                let key = match table {
-                    "logs" => "lake.retention.logs",
-                    "events" => "lake.retention.events",
-                    "windows" => "lake.retention.windows",
-                    _ => "lake.retention.alerts",
-                };
                 return invalid(
                     key,
                     format!(

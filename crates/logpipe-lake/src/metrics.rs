@@ -49,7 +49,7 @@ pub static RETENTION_BYTES: MetricDef = MetricDef {
 };
 pub static STORE_REQUESTS: MetricDef = MetricDef {
     name: "logpipe_lake_store_requests_total",
-    help: "Requests to the lake's store (a directory, S3), by operation (put, get, list, delete, copy) and outcome (ok, conflict, not_found, error).",
+    help: "Requests to the lake's store (a directory, S3), by operation (put, put_multipart, get, list, delete, copy) and outcome (ok, conflict, not_found, error).",
     kind: MetricType::Counter,
     labels: &["operation", "outcome"],
 };

@@ -16,8 +16,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
+use futures::{StreamExt, TryStreamExt};
+use logpipe_core::tables::TableDef;
 use object_store::path::Path as StorePath;
 
 use crate::Lake;
@@ -62,10 +62,10 @@ fn span(levels: &[u32]) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
 const LEVELS: [&str; 4] = ["year=", "month=", "day=", "hour="];
 
 impl Lake {
-    /// Deletes the hour partitions of the table in `dir` (its directory
-    /// under the lake root, Hive-partitioned by hour) that ended before
-    /// `cutoff`; logs each deleted prefix and counts it under `table`.
-    pub async fn expire(&self, table: &str, dir: &str, cutoff: DateTime<Utc>) -> Result<Deleted> {
+    /// Deletes the hour partitions of `table` (Hive-partitioned by hour)
+    /// that ended before `cutoff`; logs each deleted prefix and counts it.
+    pub async fn expire(&self, table: &TableDef, cutoff: DateTime<Utc>) -> Result<Deleted> {
+        let (name, dir) = (table.name, table.dir);
         let mut deleted = Deleted::default();
         // (prefix, levels parsed so far)
         let mut pending: Vec<(StorePath, Vec<u32>)> = vec![(StorePath::from(dir), Vec::new())];
@@ -89,9 +89,13 @@ impl Lake {
                 };
                 if end <= cutoff {
                     let gone = self.delete_prefix(&child).await?;
+                    if let Some(root) = self.lake_store().local_dir() {
+                        // A local lake keeps the emptied directories.
+                        remove_empty_dirs(&root.join(child.as_ref()));
+                    }
                     if gone.files > 0 {
                         tracing::info!(
-                            table,
+                            table = name,
                             partition = %child,
                             files = gone.files,
                             bytes = gone.bytes,
@@ -106,20 +110,29 @@ impl Lake {
             }
         }
         let metrics = lake_metrics();
-        metrics.retention_files.add(&[table], deleted.files);
-        metrics.retention_bytes.add(&[table], deleted.bytes);
-        if let Some(root) = self.lake_store().local_dir().filter(|_| deleted.files > 0) {
-            remove_empty_dirs(&root.join(dir));
-        }
+        metrics.retention_files.add(&[name], deleted.files);
+        metrics.retention_bytes.add(&[name], deleted.bytes);
         Ok(deleted)
     }
 
+    /// Deletes everything under `prefix` in bulk (on S3 up to 1000 keys a
+    /// request).
     async fn delete_prefix(&self, prefix: &StorePath) -> Result<Deleted> {
         let objects: Vec<_> = self.store().list(Some(prefix)).try_collect().await?;
+        let locations: Vec<_> = objects
+            .iter()
+            .map(|meta| Ok(meta.location.clone()))
+            .collect();
+        let outcomes: Vec<_> = self
+            .store()
+            .delete_stream(futures::stream::iter(locations).boxed())
+            .collect()
+            .await;
         let mut deleted = Deleted::default();
-        for meta in objects {
-            match self.store().delete(&meta.location).await {
-                Ok(()) => {
+        // In the order given.
+        for (meta, outcome) in objects.iter().zip(outcomes) {
+            match outcome {
+                Ok(_) => {
                     deleted.files += 1;
                     deleted.bytes += meta.size;
                 }
@@ -137,17 +150,39 @@ pub fn cutoff(retention: Duration) -> DateTime<Utc> {
     Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Removes the empty directories under `dir` (a local lake keeps them
-/// after their files went), bottom-up; `dir` itself stays.
+/// Removes `dir` and the directories under it that are empty (a local
+/// lake keeps them after their files went), bottom-up.
 fn remove_empty_dirs(dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            remove_empty_dirs(&path);
-            let _ = std::fs::remove_dir(&path);
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.path().is_dir() {
+                remove_empty_dirs(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Runs a retention pass over `tables` at start and every `interval`
+/// until `shutdown`. A pass that fails (the store unreachable) is logged
+/// and tried again at the next interval: nothing is lost by waiting.
+pub async fn run(
+    lake: Lake,
+    tables: Vec<(&'static TableDef, Duration)>,
+    interval: Duration,
+    mut shutdown: logpipe_core::job::Shutdown,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        }
+        for (table, kept) in &tables {
+            if let Err(error) = lake.expire(table, cutoff(*kept)).await {
+                tracing::warn!(table = table.name, %error, "retention pass failed; trying again at the next interval");
+            }
         }
     }
 }
@@ -177,40 +212,5 @@ mod tests {
         );
         assert_eq!(span(&[2025, 13]), None);
         assert_eq!(span(&[2025, 2, 30]), None);
-    }
-}
-
-/// One table under retention: its name, its directory, how long it is kept.
-#[derive(Debug, Clone)]
-pub struct Kept {
-    pub table: &'static str,
-    pub dir: &'static str,
-    pub kept: Duration,
-}
-
-/// Runs a retention pass over `tables` at start and every `interval`
-/// until `shutdown`. A pass that fails (the store unreachable) is logged
-/// and tried again at the next interval: nothing is lost by waiting.
-pub async fn run(
-    lake: Lake,
-    tables: Vec<Kept>,
-    interval: Duration,
-    mut shutdown: logpipe_core::job::Shutdown,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.wait_for(|stopped| *stopped) => return,
-        }
-        for table in &tables {
-            if let Err(error) = lake
-                .expire(table.table, table.dir, cutoff(table.kept))
-                .await
-            {
-                tracing::warn!(table = table.table, %error, "retention pass failed; trying again at the next interval");
-            }
-        }
     }
 }

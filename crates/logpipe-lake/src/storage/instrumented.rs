@@ -6,6 +6,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -120,15 +121,23 @@ impl ObjectStore for Instrumented {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        lake_metrics().store_requests.inc(&["list", "ok"]);
-        self.inner
-            .list(prefix)
-            .inspect(|item| {
-                if item.is_err() {
-                    lake_metrics().store_requests.inc(&["list", "error"]);
-                }
-            })
-            .boxed()
+        // One listing, counted once: by its first answer (an object or an
+        // error), or as `ok` when it ends empty. A reader that stops early
+        // (the first Parquet file found) is still counted.
+        let counted = Arc::new(AtomicBool::new(false));
+        let first = counted.clone();
+        let listing = self.inner.list(prefix).inspect(move |item| {
+            if !first.swap(true, Ordering::Relaxed) {
+                lake_metrics().store_requests.inc(&["list", outcome(item)]);
+            }
+        });
+        let empty = futures::stream::once(async move {
+            if !counted.swap(true, Ordering::Relaxed) {
+                lake_metrics().store_requests.inc(&["list", "ok"]);
+            }
+        })
+        .filter_map(|()| futures::future::ready(None));
+        listing.chain(empty).boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
