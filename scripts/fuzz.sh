@@ -15,7 +15,10 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-20}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(record_body timestamp summary_header bus_segment commit_record)
+if [ ${#TARGETS[@]} -eq 0 ]; then
+  # Every target in fuzz/fuzz_targets/, so a new one runs without a list to edit.
+  for file in fuzz/fuzz_targets/*.rs; do TARGETS+=("$(basename "$file" .rs)"); done
+fi
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then
   echo "the nightly toolchain is not installed: cargo fuzz needs it (rustup toolchain install nightly --profile minimal)" >&2

@@ -291,21 +291,17 @@ pub fn up_refused(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Strin
 
 /// `logpipe sql --format json` over `data_dir`.
 pub fn sql_json(data_dir: &Path, sql: &str) -> Vec<serde_json::Value> {
-    sql_json_env::<&str, &str>(data_dir, &[], sql)
+    sql_json_env(data_dir, &[], sql)
 }
 
 /// [`sql_json`] with `env` set for `logpipe sql` (a lake elsewhere).
-pub fn sql_json_env<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
-    data_dir: &Path,
-    env: &[(K, V)],
-    sql: &str,
-) -> Vec<serde_json::Value> {
+pub fn sql_json_env(data_dir: &Path, env: &[(&str, &str)], sql: &str) -> Vec<serde_json::Value> {
     let stdout = stdout_of(
         Command::new(binary())
             .args(["sql", "--format", "json", "--data-dir"])
             .arg(data_dir)
             .arg(sql)
-            .envs(env.iter().map(|(k, v)| (k, v))),
+            .envs(env.iter().copied()),
         "logpipe sql",
     );
     serde_json::from_slice(&stdout).unwrap_or_else(|e| {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{Days, NaiveDate, Utc};
 use serde_json::{Value, json};
 
-use crate::common::{Running, binary, sql_json, stdout_of};
+use crate::common::{Running, binary, sql_json, sql_json_env, stdout_of};
 
 const LEVELS: [&str; 4] = ["DEBUG", "ERROR", "INFO", "WARN"];
 
@@ -375,15 +375,7 @@ pub(crate) async fn send_events_second(client: &reqwest::Client, base_url: &str,
 }
 
 pub(crate) fn sql_with_jobs(data: &Path, jobs: &Path, sql: &str) -> Vec<Value> {
-    let out = stdout_of(
-        Command::new(binary())
-            .args(["sql", "--format", "json", "--data-dir"])
-            .arg(data)
-            .arg(sql)
-            .env("LOGPIPE__JOBS__DIR", jobs),
-        "logpipe sql",
-    );
-    serde_json::from_slice(&out).unwrap()
+    sql_json_env(data, &[("LOGPIPE__JOBS__DIR", jobs.to_str().unwrap())], sql)
 }
 
 /// A streaming SQL job under load, killed with SIGKILL twice mid-load and

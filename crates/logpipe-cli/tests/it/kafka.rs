@@ -338,8 +338,9 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing, s3: Option<&crate::co
         (Rebalancing::Eager, _) => ("scale-out-eager", "e"),
     };
     let lake_env = s3.map(|s3| s3.lake_env("scaled")).unwrap_or_default();
+    let lake: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut env = kafka_env(&broker.brokers, group);
-    env.extend(lake_env.iter().map(|(k, v)| (*k, v.as_str())));
+    env.extend(&lake);
     // A record missing from the lake then shows in the members' logs as
     // offsets the broker passed over (or not).
     env.push(("LOGPIPE_LOG", "info,logpipe_bus::kafka=debug"));
@@ -409,7 +410,6 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing, s3: Option<&crate::co
         acked.extend(by_this_client);
     }
     let wanted: BTreeSet<String> = acked.iter().cloned().collect();
-    let lake: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let counts = wait_for_lake_in(&data, &lake, ids, &wanted);
     if wanted.iter().any(|id| counts.get(id) != Some(&1)) {
         // Keep the lake and the logs to look into.

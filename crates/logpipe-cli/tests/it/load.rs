@@ -57,10 +57,11 @@ pub fn wait_for_lake_in(
     prefix: &str,
     wanted: &BTreeSet<String>,
 ) -> BTreeMap<String, u64> {
-    let remote = env.iter().any(|(key, _)| *key == "LOGPIPE__LAKE__ROOT");
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let counts = if remote || data.join("logs").exists() {
+        // Before the process made its data directory `logpipe sql` has
+        // nothing to open (the lake itself may be elsewhere: S3).
+        let counts = if data.exists() {
             lake_counts_in(data, env, prefix)
         } else {
             BTreeMap::new()

@@ -8,44 +8,40 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{Running, binary};
+use crate::common::{Running, binary, stdout_of};
 
 /// A self-signed certificate for 127.0.0.1 and its key, as `NAME.pem` and
 /// `NAME.key` in `dir`.
 fn certificate(dir: &Path, name: &str) {
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(dir.join(format!("{name}.key")))
-        .arg("-out")
-        .arg(dir.join(format!("{name}.pem")))
-        .args([
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            // A server certificate, not a CA (rustls refuses a CA as one).
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-        ])
-        .output()
-        .expect("the openssl command (Debian's openssl) makes the test certificates");
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
+    stdout_of(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ])
+            .arg("-keyout")
+            .arg(dir.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(dir.join(format!("{name}.pem")))
+            .args([
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                // A server certificate, not a CA (rustls refuses a CA as one).
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+                "-addext",
+                "extendedKeyUsage=serverAuth",
+            ]),
+        "openssl req (Debian's openssl makes the test certificates)",
     );
 }
 
@@ -99,15 +95,11 @@ async fn https_on_the_listener_with_a_certificate_taken_again_on_sighup() {
     assert!(second.get(format!("{url}/health")).send().await.is_err());
 
     // `logpipe generate` over HTTPS, trusting the certificate by --ca-file.
-    let generate = Command::new(binary())
-        .args(["generate", "--count", "2000", "--target", &url, "--ca-file"])
-        .arg(tls.join("first.pem"))
-        .output()
-        .unwrap();
-    assert!(
-        generate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&generate.stderr)
+    stdout_of(
+        Command::new(binary())
+            .args(["generate", "--count", "2000", "--target", &url, "--ca-file"])
+            .arg(tls.join("first.pem")),
+        "logpipe generate --ca-file",
     );
 
     // A new certificate in place of the old one, taken on SIGHUP.
@@ -285,23 +277,19 @@ async fn the_alert_webhook_posts_over_https_trusting_tls_ca_file() {
         ],
     );
     // Half of the logs are errors: HighErrorRate fires within seconds.
-    let generate = Command::new(binary())
-        .args([
-            "generate",
-            "--target",
-            &running.base_url,
-            "--count",
-            "3000",
-            "--rate",
-            "500",
-        ])
-        .args(["--batch-size", "50", "--error-rate", "0.5"])
-        .output()
-        .unwrap();
-    assert!(
-        generate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&generate.stderr)
+    stdout_of(
+        Command::new(binary())
+            .args([
+                "generate",
+                "--target",
+                &running.base_url,
+                "--count",
+                "3000",
+                "--rate",
+                "500",
+            ])
+            .args(["--batch-size", "50", "--error-rate", "0.5"]),
+        "logpipe generate",
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
