@@ -26,9 +26,7 @@ use logpipe_core::topics;
 use logpipe_ingest::{Collector, CollectorSettings};
 use logpipe_query::QueryEngine;
 use logpipe_sinks::bus_topic::BusTopicSink;
-use logpipe_stream::{
-    ClaimedJobs, RawToLake, RawToLakeOptions, WindowJob, WindowJobOptions, claims_topic,
-};
+use logpipe_stream::{ClaimedJobs, RawToLake, RawToLakeOptions, WindowJob, claims_topic};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 pub mod console;
@@ -491,7 +489,7 @@ impl Pipeline {
                 let job = WindowJob::new(
                     bus.bus.clone(),
                     lake.clone(),
-                    WindowJobOptions::from_config(&config.windows, &config.alerts, &config.lake),
+                    wiring::window_job_options(config)?,
                     sinks,
                 );
                 let stop = supervisor.shutdown(stages.jobs);

@@ -255,3 +255,21 @@ pub fn trusted_roots(resolved: &Resolved) -> Result<Vec<reqwest::Certificate>> {
     logpipe_gen::read_roots(resolved.config.tls.ca_file.as_deref())
         .map_err(|e| anyhow::anyhow!("tls.ca_file cannot be used: {e}"))
 }
+
+pub use logpipe_stream::WINDOWS_SQL;
+
+/// The built-in window job's options: its statement (`jobs/windows.sql`
+/// in logpipe-stream) with `[windows]`'s window and lateness.
+pub fn window_job_options(
+    config: &logpipe_config::Config,
+) -> Result<logpipe_stream::WindowJobOptions> {
+    let spec = logpipe_query::stream_sql::parse_stream(logpipe_stream::WINDOWS_SQL)
+        .map_err(|problem| anyhow::anyhow!("the built-in windows.sql: {}", problem.message))?;
+    logpipe_stream::WindowJobOptions::from_config(
+        spec,
+        &config.windows,
+        &config.alerts,
+        &config.lake,
+    )
+    .map_err(|reason| anyhow::anyhow!("the built-in windows.sql: {reason}"))
+}

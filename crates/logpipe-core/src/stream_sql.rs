@@ -18,6 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::record::Record;
+use crate::record::sample::Sample;
 
 /// One value of a column or literal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +126,12 @@ pub enum Expr {
         list: Vec<Scalar>,
         negated: bool,
     },
+    /// `CASE WHEN c THEN v … [ELSE v] END`: the first branch whose
+    /// condition holds, else the ELSE value (NULL without one).
+    Case {
+        branches: Vec<(Expr, Expr)>,
+        otherwise: Option<Box<Expr>>,
+    },
 }
 
 impl Expr {
@@ -135,8 +142,7 @@ impl Expr {
             Expr::Column(name) => row.get(name),
             Expr::Literal(value) => value.clone(),
             Expr::Compare(left, op, right) => {
-                let ordering = left.eval(row).compare(&right.eval(row));
-                truth(ordering.map(|o| op.holds(o)))
+                truth(compare_exprs(left, right, row).map(|o| op.holds(o)))
             }
             // Three-valued logic, as SQL.
             Expr::And(a, b) => match (a.eval(row), b.eval(row)) {
@@ -161,6 +167,19 @@ impl Expr {
                 list,
                 negated,
             } => {
+                // A column is compared where it is, not copied.
+                if let Expr::Column(column) = expr.as_ref() {
+                    let value = row.value(column);
+                    if value == Value::Null {
+                        return Scalar::Null;
+                    }
+                    let found = list.iter().any(|item| {
+                        value
+                            .compare(Value::of_scalar(item))
+                            .is_some_and(|o| o.is_eq())
+                    });
+                    return Scalar::Bool(found != *negated);
+                }
                 let value = expr.eval(row);
                 if value == Scalar::Null {
                     return Scalar::Null;
@@ -169,6 +188,42 @@ impl Expr {
                     .iter()
                     .any(|item| value.compare(item).is_some_and(|o| o.is_eq()));
                 Scalar::Bool(found != *negated)
+            }
+            Expr::Case {
+                branches,
+                otherwise,
+            } => branches
+                .iter()
+                .find(|(condition, _)| condition.holds(row))
+                .map(|(_, value)| value.eval(row))
+                .or_else(|| otherwise.as_ref().map(|value| value.eval(row)))
+                .unwrap_or(Scalar::Null),
+        }
+    }
+
+    /// The columns this expression reads.
+    pub fn columns<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            Expr::Column(name) => out.push(name),
+            Expr::Literal(_) => {}
+            Expr::Compare(a, _, b) | Expr::And(a, b) | Expr::Or(a, b) => {
+                a.columns(out);
+                b.columns(out);
+            }
+            Expr::Not(inner)
+            | Expr::IsNull { expr: inner, .. }
+            | Expr::InList { expr: inner, .. } => inner.columns(out),
+            Expr::Case {
+                branches,
+                otherwise,
+            } => {
+                for (condition, value) in branches {
+                    condition.columns(out);
+                    value.columns(out);
+                }
+                if let Some(value) = otherwise {
+                    value.columns(out);
+                }
             }
         }
     }
@@ -179,55 +234,150 @@ impl Expr {
     }
 }
 
-/// A record's columns by their lake name.
-pub trait Row {
-    fn get(&self, column: &str) -> Scalar;
+/// One column's value in one record, text borrowed: what a job reads per
+/// record without copying.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
 }
 
-fn text(value: &Option<String>) -> Scalar {
-    value.clone().map_or(Scalar::Null, Scalar::Text)
+impl<'a> Value<'a> {
+    pub fn of_scalar(scalar: &'a Scalar) -> Value<'a> {
+        match scalar {
+            Scalar::Null => Value::Null,
+            Scalar::Bool(v) => Value::Bool(*v),
+            Scalar::Int(v) => Value::Int(*v),
+            Scalar::Float(v) => Value::Float(*v),
+            Scalar::Text(v) => Value::Text(v),
+        }
+    }
+
+    fn of_text(text: Option<&'a str>) -> Value<'a> {
+        text.map_or(Value::Null, Value::Text)
+    }
+
+    pub fn to_scalar(self) -> Scalar {
+        match self {
+            Value::Null => Scalar::Null,
+            Value::Bool(v) => Scalar::Bool(v),
+            Value::Int(v) => Scalar::Int(v),
+            Value::Float(v) => Scalar::Float(v),
+            Value::Text(v) => Scalar::Text(v.to_string()),
+        }
+    }
+
+    pub fn as_f64(self) -> Option<f64> {
+        match self {
+            Value::Int(v) => Some(v as f64),
+            Value::Float(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// SQL comparison, as [`Scalar`]'s.
+    pub fn compare(self, other: Value<'_>) -> Option<std::cmp::Ordering> {
+        match (self, other) {
+            (Value::Text(a), Value::Text(b)) => Some(a.cmp(b)),
+            (Value::Bool(a), Value::Bool(b)) => Some(a.cmp(&b)),
+            (a, b) => a.as_f64()?.partial_cmp(&b.as_f64()?),
+        }
+    }
+}
+
+/// A record's columns by their lake name.
+pub trait Row {
+    /// Column `column`, text borrowed; NULL for a column the record does
+    /// not have.
+    fn value(&self, column: &str) -> Value<'_>;
+
+    fn get(&self, column: &str) -> Scalar {
+        self.value(column).to_scalar()
+    }
+}
+
+/// `left` compared with `right`, reading a column compared with a literal
+/// without copying either.
+fn compare_exprs(left: &Expr, right: &Expr, row: &dyn Row) -> Option<std::cmp::Ordering> {
+    match (left, right) {
+        (Expr::Column(column), Expr::Literal(literal)) => {
+            row.value(column).compare(Value::of_scalar(literal))
+        }
+        (Expr::Literal(literal), Expr::Column(column)) => {
+            Value::of_scalar(literal).compare(row.value(column))
+        }
+        _ => left.eval(row).compare(&right.eval(row)),
+    }
 }
 
 impl Row for Record {
-    fn get(&self, column: &str) -> Scalar {
+    fn value(&self, column: &str) -> Value<'_> {
+        let float = |v: Option<f64>| v.map_or(Value::Null, Value::Float);
         match self {
             Record::Log(log) => match column {
-                "timestamp" => Scalar::Int(log.timestamp_micros),
-                "level" => Scalar::Text(log.level.as_str().to_string()),
-                "service" => Scalar::Text(log.service.clone()),
-                "host" => text(&log.host),
-                "message" => Scalar::Text(log.message.clone()),
-                "request_id" => text(&log.metadata.request_id),
-                "response_time_ms" => log
-                    .metadata
-                    .response_time_ms
-                    .map_or(Scalar::Null, Scalar::Float),
+                "timestamp" => Value::Int(log.timestamp_micros),
+                "level" => Value::Text(log.level.as_str()),
+                "service" => Value::Text(&log.service),
+                "host" => Value::of_text(log.host.as_deref()),
+                "message" => Value::Text(&log.message),
+                "request_id" => Value::of_text(log.metadata.request_id.as_deref()),
+                "response_time_ms" => float(log.metadata.response_time_ms),
                 "status_code" => log
                     .metadata
                     .status_code
-                    .map_or(Scalar::Null, |v| Scalar::Int(i64::from(v))),
-                "endpoint" => text(&log.metadata.endpoint),
-                "method" => text(&log.metadata.method),
-                _ => Scalar::Null,
+                    .map_or(Value::Null, |v| Value::Int(i64::from(v))),
+                "endpoint" => Value::of_text(log.metadata.endpoint.as_deref()),
+                "method" => Value::of_text(log.metadata.method.as_deref()),
+                _ => Value::Null,
             },
             Record::Event(event) => match column {
-                "timestamp" => Scalar::Int(event.timestamp_micros),
-                "event_id" => Scalar::Text(event.event_id.clone()),
-                "user_id" => Scalar::Text(event.user_id.clone()),
-                "session_id" => text(&event.session_id),
-                "event_type" => Scalar::Text(event.event_type.as_str().to_string()),
-                "page" => text(&event.page),
-                "element" => text(&event.element),
-                "position_x" => event.position_x.map_or(Scalar::Null, Scalar::Float),
-                "position_y" => event.position_y.map_or(Scalar::Null, Scalar::Float),
-                "device_type" => text(&event.device.device_type),
-                "device_os" => text(&event.device.os),
-                "device_browser" => text(&event.device.browser),
-                _ => Scalar::Null,
+                "timestamp" => Value::Int(event.timestamp_micros),
+                "event_id" => Value::Text(&event.event_id),
+                "user_id" => Value::Text(&event.user_id),
+                "session_id" => Value::of_text(event.session_id.as_deref()),
+                "event_type" => Value::Text(event.event_type.as_str()),
+                "page" => Value::of_text(event.page.as_deref()),
+                "element" => Value::of_text(event.element.as_deref()),
+                "position_x" => float(event.position_x),
+                "position_y" => float(event.position_y),
+                "device_type" => Value::of_text(event.device.device_type.as_deref()),
+                "device_os" => Value::of_text(event.device.os.as_deref()),
+                "device_browser" => Value::of_text(event.device.browser.as_deref()),
+                _ => Value::Null,
             },
         }
     }
 }
+
+/// The columns of a log a window needs, read without parsing the whole
+/// record (`crate::record::sample`): what the built-in window job reads.
+impl Row for Sample<'_> {
+    fn value(&self, column: &str) -> Value<'_> {
+        match column {
+            "timestamp" => Value::Int(self.timestamp_micros),
+            "level" => Value::Text(self.level.as_str()),
+            "service" => Value::Text(&self.service),
+            "response_time_ms" => self.response_time_ms.map_or(Value::Null, Value::Float),
+            "status_code" => self
+                .status_code
+                .map_or(Value::Null, |v| Value::Int(i64::from(v))),
+            _ => Value::Null,
+        }
+    }
+}
+
+/// The columns a [`Sample`] has: a job reading only these can run on
+/// samples.
+pub const SAMPLE_COLUMNS: [&str; 5] = [
+    "timestamp",
+    "level",
+    "service",
+    "response_time_ms",
+    "status_code",
+];
 
 /// What an aggregate computes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -248,8 +398,12 @@ pub enum AggregateKind {
 pub struct Aggregate {
     pub name: String,
     pub kind: AggregateKind,
-    /// The column aggregated; `None` for `count(*)`.
+    /// The column aggregated; `None` for `count(*)` or an expression.
     pub column: Option<String>,
+    /// The expression aggregated when it is not a plain column
+    /// (`avg(CASE WHEN level = 'ERROR' THEN 1.0 ELSE 0.0 END)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argument: Option<Expr>,
     /// `FILTER (WHERE …)`: only rows passing it count.
     pub filter: Option<Expr>,
     /// Whether the result is a whole number (counts, and sums of integer
@@ -265,6 +419,9 @@ pub enum OutputColumn {
     /// A GROUP BY key (its index in `keys`), output as text.
     Key(usize),
     Aggregate(usize),
+    /// An aggregate of the coarser grouping joined to each row (its index
+    /// in `rollup.aggregates`).
+    Rollup(usize),
 }
 
 /// Which lake table (and so which topic) a job reads.
@@ -334,6 +491,20 @@ pub struct StreamSpec {
     pub aggregates: Vec<Aggregate>,
     pub filter: Option<Expr>,
     pub output: Vec<OutputColumn>,
+    /// A second, coarser grouping of the same records joined to each row
+    /// (a `WITH` of two groupings, docs/jobs.md): the built-in window job's
+    /// rows are one per (window, service, level) and carry the figures of
+    /// the whole service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollup: Option<Rollup>,
+}
+
+/// The coarser grouping of a two-level job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollup {
+    /// Its keys, as indices into the job's keys (a subset of them).
+    pub keys: Vec<usize>,
+    pub aggregates: Vec<Aggregate>,
 }
 
 impl StreamSpec {
@@ -357,7 +528,38 @@ impl StreamSpec {
             OutputColumn::WindowStart(name) | OutputColumn::WindowEnd(name) => name.clone(),
             OutputColumn::Key(index) => self.keys[*index].clone(),
             OutputColumn::Aggregate(index) => self.aggregates[*index].name.clone(),
+            OutputColumn::Rollup(index) => self.rollup_aggregates()[*index].name.clone(),
         }
+    }
+
+    /// The coarser grouping's aggregates (none for a one-level job).
+    pub fn rollup_aggregates(&self) -> &[Aggregate] {
+        self.rollup.as_ref().map_or(&[], |r| &r.aggregates)
+    }
+
+    /// Every column of the source the job reads, once each.
+    pub fn columns_read(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = vec!["timestamp"];
+        out.extend(self.keys.iter().map(String::as_str));
+        for aggregate in self.aggregates.iter().chain(self.rollup_aggregates()) {
+            out.extend(aggregate.column.as_deref());
+            if let Some(argument) = &aggregate.argument {
+                argument.columns(&mut out);
+            }
+            if let Some(filter) = &aggregate.filter {
+                filter.columns(&mut out);
+            }
+        }
+        if let Some(filter) = &self.filter {
+            filter.columns(&mut out);
+        }
+        let mut seen = Vec::new();
+        out.retain(|c| {
+            let new = !seen.contains(c);
+            seen.push(*c);
+            new
+        });
+        out
     }
 }
 
@@ -477,11 +679,11 @@ mod tests {
     struct Fields(Vec<(&'static str, Scalar)>);
 
     impl Row for Fields {
-        fn get(&self, column: &str) -> Scalar {
+        fn value(&self, column: &str) -> Value<'_> {
             self.0
                 .iter()
                 .find(|(name, _)| *name == column)
-                .map_or(Scalar::Null, |(_, v)| v.clone())
+                .map_or(Value::Null, |(_, v)| Value::of_scalar(v))
         }
     }
 
@@ -539,6 +741,7 @@ mod tests {
             aggregates: vec![],
             filter: None,
             output: vec![],
+            rollup: None,
         };
         assert_eq!(spec.windows_of(125), [120]);
         assert_eq!(spec.windows_of(-5), [-60]);

@@ -10,9 +10,11 @@
 //! ```
 //!
 //! Aggregates: `count(*)`, `count(col)`, `count(DISTINCT col)`, `sum`,
-//! `avg`, `min`, `max`, `approx_percentile_cont(col, q)`. Filters:
-//! comparisons of a column with a literal, `AND`, `OR`, `NOT`, `IS [NOT]
-//! NULL`, `[NOT] IN (…)`.
+//! `avg`, `min`, `max`, `approx_percentile_cont(col, q)`, over a column or
+//! a `CASE WHEN … THEN … END`. Filters: comparisons of a column with a
+//! literal, `AND`, `OR`, `NOT`, `IS [NOT] NULL`, `[NOT] IN (…)`. A `WITH`
+//! of two groupings joined on the window makes rows that carry a coarser
+//! group's figures ([`two_level`]).
 
 use datafusion::sql::sqlparser::ast::{
     self, BinaryOperator, DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArguments,
@@ -28,10 +30,13 @@ use logpipe_core::stream_sql::{
 
 use crate::SqlProblem;
 
+mod two_level;
+
 const SUPPORTED: &str = "a streaming job is SELECT window_start, window_end, keys and aggregates \
      (count, count(DISTINCT …), sum, avg, min, max, approx_percentile_cont, each with an optional \
      FILTER (WHERE …)) FROM logs or events [WHERE …] GROUP BY tumble(timestamp, INTERVAL '…') or \
-     hop(timestamp, INTERVAL 'slide', INTERVAL 'size') and the keys (docs/jobs.md)";
+     hop(timestamp, INTERVAL 'slide', INTERVAL 'size') and the keys, or a WITH of two such groupings \
+     joined on the window and the coarser one's keys (docs/jobs.md)";
 
 fn problem<T: Spanned + ?Sized>(at: &T, message: impl Into<String>) -> SqlProblem {
     let start = at.span().start;
@@ -70,14 +75,28 @@ pub fn parse_stream(sql: &str) -> Result<StreamSpec, SqlProblem> {
             at: None,
         });
     };
+    no_order_or_limit(query)?;
+    match &query.with {
+        None => parse_grouping(query),
+        Some(with) => two_level::parse(query, with),
+    }
+}
+
+fn no_order_or_limit(query: &ast::Query) -> Result<(), SqlProblem> {
     if let Some(order) = &query.order_by {
         return Err(unsupported(order, "ORDER BY (a stream has no end to sort)"));
     }
     if let Some(limit) = &query.limit_clause {
         return Err(unsupported(limit, "LIMIT"));
     }
+    Ok(())
+}
+
+/// One `SELECT … GROUP BY window, keys`.
+fn parse_grouping(query: &ast::Query) -> Result<StreamSpec, SqlProblem> {
+    no_order_or_limit(query)?;
     if let Some(with) = &query.with {
-        return Err(unsupported(with, "WITH"));
+        return Err(unsupported(with, "a WITH inside a WITH"));
     }
     let SetExpr::Select(select) = query.body.as_ref() else {
         return Err(unsupported(query.body.as_ref(), "this statement"));
@@ -194,6 +213,7 @@ pub fn parse_stream(sql: &str) -> Result<StreamSpec, SqlProblem> {
             OutputColumn::WindowStart(n) | OutputColumn::WindowEnd(n) => n.clone(),
             OutputColumn::Key(i) => keys[*i].clone(),
             OutputColumn::Aggregate(i) => aggregates[*i].name.clone(),
+            OutputColumn::Rollup(_) => unreachable!("a one-level SELECT has no rollup"),
         };
         if names.contains(&spec_name) {
             return Err(problem(
@@ -232,6 +252,7 @@ pub fn parse_stream(sql: &str) -> Result<StreamSpec, SqlProblem> {
         aggregates,
         filter,
         output,
+        rollup: None,
     })
 }
 
@@ -391,12 +412,22 @@ fn aggregate_of(
     }
     let (args, distinct) = arguments(function)?;
     let kind_name = function_name(function);
-    let column = |arg: Option<&FunctionArg>| -> Result<(String, ColumnType), SqlProblem> {
+    // A column, or a CASE (kept aside in `argument`; the column is then "").
+    let mut argument = None;
+    let mut column = |arg: Option<&FunctionArg>| -> Result<(String, ColumnType), SqlProblem> {
         match arg.and_then(argument_expr) {
             Some(ast::Expr::Identifier(ident)) => {
                 Ok((ident.value.to_lowercase(), column_type(ident)?))
             }
-            _ => Err(problem(function, format!("{kind_name} takes a column"))),
+            Some(case @ ast::Expr::Case { .. }) => {
+                let (expr, value_type) = case_of(case, column_type)?;
+                argument = Some(expr);
+                Ok((String::new(), value_type))
+            }
+            _ => Err(problem(
+                function,
+                format!("{kind_name} takes a column or a CASE WHEN … THEN … END"),
+            )),
         }
     };
     let numeric = |(name, t): (String, ColumnType)| -> Result<(String, ColumnType), SqlProblem> {
@@ -465,10 +496,76 @@ fn aggregate_of(
     Ok(Aggregate {
         name: name.to_lowercase(),
         kind,
-        column,
+        column: column.filter(|c| !c.is_empty()),
+        argument,
         filter,
         integer,
     })
+}
+
+/// `CASE WHEN condition THEN value … [ELSE value] END` (values: columns or
+/// literals of one type), with the type of its values.
+fn case_of(
+    expr: &ast::Expr,
+    column_type: &dyn Fn(&ast::Ident) -> Result<ColumnType, SqlProblem>,
+) -> Result<(Expr, ColumnType), SqlProblem> {
+    let ast::Expr::Case {
+        operand,
+        conditions,
+        else_result,
+        ..
+    } = expr
+    else {
+        return Err(unsupported(expr, "this expression"));
+    };
+    if let Some(operand) = operand {
+        return Err(unsupported(
+            operand.as_ref(),
+            "CASE x WHEN (write CASE WHEN x = … THEN)",
+        ));
+    }
+    let mut types: Vec<ColumnType> = Vec::new();
+    let mut value = |e: &ast::Expr| -> Result<Expr, SqlProblem> {
+        match e {
+            ast::Expr::Identifier(ident) => {
+                types.push(column_type(ident)?);
+                Ok(Expr::Column(ident.value.to_lowercase()))
+            }
+            other => {
+                let literal = literal_of(other)?;
+                match &literal {
+                    Scalar::Int(_) => types.push(ColumnType::Int),
+                    Scalar::Float(_) => types.push(ColumnType::Float),
+                    Scalar::Text(_) | Scalar::Bool(_) => types.push(ColumnType::Text),
+                    Scalar::Null => {}
+                }
+                Ok(Expr::Literal(literal))
+            }
+        }
+    };
+    let mut branches = Vec::new();
+    for when in conditions {
+        let condition = filter_of(&when.condition, column_type)?;
+        branches.push((condition, value(&when.result)?));
+    }
+    let otherwise = else_result
+        .as_ref()
+        .map(|e| value(e).map(Box::new))
+        .transpose()?;
+    let value_type = if types.iter().all(|t| *t == ColumnType::Int) {
+        ColumnType::Int
+    } else if types.contains(&ColumnType::Text) {
+        ColumnType::Text
+    } else {
+        ColumnType::Float
+    };
+    Ok((
+        Expr::Case {
+            branches,
+            otherwise,
+        },
+        value_type,
+    ))
 }
 
 fn literal_of(expr: &ast::Expr) -> Result<Scalar, SqlProblem> {

@@ -6,12 +6,14 @@
 //! - [`raw`] — [`RawToLake`] writes `logs.raw` and `events.activity` into the
 //!   Parquet lake, partitioned by event time, exactly once (the commit
 //!   protocol is `logpipe_lake::commit`).
-//! - [`aggregate`] — event-time tumbling windows and their figures.
+//! - [`aggregate`] — each service's figures in a window, as the detector
+//!   and the window metrics read them.
 //! - [`alerts`] — the anomaly detector: rules over closed windows.
-//! - [`windows`] — [`WindowJob`] aggregates `logs.raw` into event-time
-//!   windows, runs the anomaly detector on each closed window,
-//!   and writes the results to the lake tables `windows` and `alerts` and
-//!   to its sinks (`logpipe_sinks`).
+//! - [`windows`] — [`WindowJob`] runs the statement `jobs/windows.sql`
+//!   ([`WINDOWS_SQL`]) over `logs.raw` with the SQL jobs' aggregator, runs
+//!   the anomaly detector on each service's closed window, and writes the
+//!   results to the lake tables `windows` and `alerts` and to its sinks
+//!   (`logpipe_sinks`).
 //! - [`sql_job`] — [`SqlJobs`] runs the streaming jobs written in SQL (a
 //!   windowed aggregation over `logs` or `events`), each into its own table.
 //! - [`error`] — [`StreamError`], whose kind decides what restarts.
@@ -31,4 +33,4 @@ pub use error::StreamError;
 pub use raw::{RawToLake, RawToLakeOptions};
 pub use sql_job::claims::{ClaimedJobs, claims_topic};
 pub use sql_job::{SqlJobOptions, SqlJobSinks, SqlJobs, check_alerts, upsert_key};
-pub use windows::{WindowJob, WindowJobOptions};
+pub use windows::{WINDOWS_SQL, WindowJob, WindowJobOptions};

@@ -1,5 +1,5 @@
-//! `logpipe jobs`: list, show, check and run the batch jobs (the built-in
-//! reports and the SQL files of `[jobs] dir`).
+//! `logpipe jobs`: list, show, check and run the jobs (the built-in
+//! reports and window job, and the SQL files of `[jobs] dir`).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -130,9 +130,25 @@ type StreamRow = ([String; 6], Result<(), String>);
 fn streams(config: &ConfigArgs) -> Result<Vec<StreamRow>> {
     let resolved = config.load()?.resolve();
     let (_, files) = logpipe_batch::job::load_all(resolved.config.jobs.dir.as_deref(), &[])?;
-    Ok(files
+    // The built-in window job: jobs/windows.sql with `[windows]`'s window.
+    let windows = &resolved.config.windows;
+    let builtin = windows.enabled.then(|| {
+        let outcome = wiring::window_job_options(&resolved.config)
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"));
+        let row = [
+            "windows".to_string(),
+            format!("stream ({} s windows)", windows.size.as_secs_f64()),
+            "continuous".to_string(),
+            "windows".to_string(),
+            "logs".to_string(),
+            "-".to_string(),
+        ];
+        (row, outcome)
+    });
+    Ok(builtin
         .into_iter()
-        .map(|file| {
+        .chain(files.into_iter().map(|file| {
             let parsed = logpipe_query::stream_sql::parse_stream(&file.sql);
             let (period, reads) = match &parsed {
                 Ok(spec) => {
@@ -161,12 +177,20 @@ fn streams(config: &ConfigArgs) -> Result<Vec<StreamRow>> {
                 "-".to_string(),
             ];
             (row, outcome)
-        })
+        }))
         .collect())
 }
 
 fn show(config: &ConfigArgs, name: &str) -> Result<ExitCode> {
     let resolved = config.load()?.resolve();
+    if name == "windows" && resolved.config.windows.enabled {
+        eprintln!(
+            "# built-in windows.sql (the window job, run with [windows] size as its window; \
+             copy it under another name to run a variant of your own)"
+        );
+        print!("{}", wiring::WINDOWS_SQL);
+        return Ok(ExitCode::SUCCESS);
+    }
     let schedules = resolved.config.reports.schedules()?;
     let (jobs, streams) =
         logpipe_batch::job::load_all(resolved.config.jobs.dir.as_deref(), &schedules)?;

@@ -51,7 +51,7 @@ async fn send_seconds_twice(
 }
 
 /// One second of seeded logs: 30 records over three services, all levels.
-fn second_of_logs(second: i64) -> String {
+pub(crate) fn second_of_logs(second: i64) -> String {
     let records: Vec<String> = (0..PER_SECOND)
         .map(|j| {
             let level = match (j * 7 + second) % 10 {

@@ -881,3 +881,130 @@ async fn a_job_whose_input_failed_in_its_round_is_skipped_with_the_reason() {
     );
     assert!(running.terminate().success());
 }
+
+/// The built-in window job is a streaming SQL job: the statement `logpipe
+/// jobs show windows` prints, copied into the jobs directory under another
+/// name as a user would, runs as a job of the user's own and writes the
+/// same rows as the built-in job's `windows` table, every column, window
+/// by window; and the same SQL run as a batch query over the lake (with
+/// `date_bin` for `tumble`) gives the same counts, error rates and status
+/// classes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_job_is_its_sql_file_and_a_copy_writes_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    let shown = jobs_cli(&data, &jobs, &["show", "windows"]);
+    assert!(shown.status.success(), "{shown:?}");
+    let statement = String::from_utf8(shown.stdout).unwrap();
+    assert!(statement.starts_with("-- kind: stream\n"), "{statement}");
+    // The same lateness and idle close as the built-in job below.
+    std::fs::write(
+        jobs.join("my_windows.sql"),
+        format!("-- lateness: 2s\n-- idle_close: 2s\n{statement}"),
+    )
+    .unwrap();
+    let env = [
+        ("LOGPIPE__JOBS__DIR", jobs.to_str().unwrap()),
+        ("LOGPIPE__WINDOWS__ALLOWED_LATENESS", "2s"),
+        ("LOGPIPE__WINDOWS__IDLE_CLOSE", "2s"),
+        ("LOGPIPE__REPORTS__SCHEDULE", "false"),
+    ];
+    let running = Running::start(&data, &env);
+    let client = reqwest::Client::new();
+    let seconds = 60;
+    for second in 0..seconds {
+        let response = client
+            .post(format!("{}/api/collect/logs", running.base_url))
+            .body(crate::analytics::second_of_logs(second))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+    }
+    let total = seconds as u64 * 30;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // A table is there once its first window closed.
+    while !(data.join("streams/my_windows").exists() && data.join("windows").exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "no window closed:\n{}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    loop {
+        let rows = sql_with_jobs(
+            &data,
+            &jobs,
+            "SELECT (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM windows) AS builtin, \
+             (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM my_windows) AS copy",
+        );
+        if rows[0]["builtin"].as_u64() == Some(total) && rows[0]["copy"].as_u64() == Some(total) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "of {total} records, windows holds {} and my_windows {}:\n{}",
+            rows[0]["builtin"],
+            rows[0]["copy"],
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(running.terminate().success());
+    let listed = jobs_cli(&data, &jobs, &["list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    for job in ["windows", "my_windows"] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(&format!("{job} ")) && l.contains("stream (5 s windows)")),
+            "{listed}"
+        );
+    }
+
+    let rows = |table: &str| {
+        sql_with_jobs(
+            &data,
+            &jobs,
+            &format!("SELECT * FROM {table} ORDER BY window_start, service, level"),
+        )
+    };
+    let (builtin, copy) = (rows("windows"), rows("my_windows"));
+    // 12 windows of 3 services, a row per level seen.
+    assert!(builtin.len() >= 12 * 3, "{builtin:?}");
+    assert_eq!(
+        copy, builtin,
+        "the copy's rows differ from the built-in job's"
+    );
+    assert!(builtin.iter().all(|row| row["p95_ms"].as_f64().is_some()));
+
+    let streamed = sql_with_jobs(
+        &data,
+        &jobs,
+        "SELECT CAST(window_start AS VARCHAR) AS w, service, level, count, service_count, \
+         error_rate, status_2xx, status_5xx FROM windows ORDER BY w, service, level",
+    );
+    let bin = "date_bin(INTERVAL '5 seconds', timestamp, TIMESTAMP '1970-01-01T00:00:00Z')";
+    let batch = sql_with_jobs(
+        &data,
+        &jobs,
+        &format!(
+            "WITH l AS (SELECT {bin} AS w, service, level, count(*) AS count FROM logs GROUP BY 1, 2, 3), \
+             s AS (SELECT {bin} AS w, service, count(*) AS service_count, \
+                   avg(CASE WHEN level = 'ERROR' THEN 1.0 ELSE 0.0 END) AS error_rate, \
+                   count(*) FILTER (WHERE status_code >= 200 AND status_code < 300) AS status_2xx, \
+                   count(*) FILTER (WHERE status_code >= 500) AS status_5xx \
+                   FROM logs GROUP BY 1, 2) \
+             SELECT CAST(l.w AS VARCHAR) AS w, l.service, l.level, l.count, s.service_count, \
+             s.error_rate, s.status_2xx, s.status_5xx \
+             FROM l JOIN s ON l.w = s.w AND l.service = s.service ORDER BY w, service, level"
+        ),
+    );
+    assert_eq!(
+        streamed, batch,
+        "the window job differs from its SQL run over the lake"
+    );
+}

@@ -100,7 +100,7 @@ impl Level {
         }
     }
 
-    fn parse(text: &str) -> Option<Level> {
+    pub fn parse(text: &str) -> Option<Level> {
         Level::ALL.into_iter().find(|level| level.as_str() == text)
     }
 }

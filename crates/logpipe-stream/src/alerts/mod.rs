@@ -20,10 +20,12 @@
 //! - [`rules`] — the rules and their thresholds (`[alerts]`).
 //! - [`detector`] — streaks per service, and the alerts of an incident.
 //! - [`message`] — an alert as the JSON the sinks and `/api/alerts` carry.
+//! - [`table`] — alerts as rows of the lake table `alerts`.
 
 pub mod detector;
 mod message;
 pub mod rules;
+pub mod table;
 
 pub use detector::{Alert, AlertState, Detector, DetectorState};
 pub use message::announce;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use logpipe_core::stream_sql::{AlertRule, OutputColumn, StreamSpec};
 use serde::{Deserialize, Serialize};
 
-use super::aggregator::Group;
+use super::aggregator::{Group, value_of};
 use crate::alerts::detector::{Streak, Verdict, step};
 use crate::alerts::{Alert, AlertState};
 
@@ -140,9 +140,7 @@ impl RowAlerts {
             let values: BTreeMap<String, f64> = rows
                 .iter()
                 .map(|group| {
-                    let value = group.accs[*aggregate]
-                        .value(&spec.aggregates[*aggregate])
-                        .as_f64();
+                    let value = value_of(&spec.aggregates, &group.accs, *aggregate).as_f64();
                     (label(spec, group), value.unwrap_or(f64::NAN))
                 })
                 .collect();
@@ -255,6 +253,7 @@ mod tests {
                 name: "events".to_string(),
                 kind: AggregateKind::Count,
                 column: None,
+                argument: None,
                 filter: None,
                 integer: true,
             }],
@@ -264,6 +263,7 @@ mod tests {
                 OutputColumn::Key(0),
                 OutputColumn::Aggregate(0),
             ],
+            rollup: None,
         })
     }
 
@@ -272,6 +272,7 @@ mod tests {
             start: minute * MINUTE,
             keys: vec![Some(key.to_string())],
             accs: vec![Acc::Count(events)],
+            rollup: Vec::new(),
         }
     }
 

@@ -26,7 +26,8 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `aggregator.rs` | the open windows and their accumulators |
+//! | [`aggregator`] | the open windows and their accumulators (the window job's too) |
+//! | `eval.rs` | filters, keys and inputs compiled to column slots, per record |
 //! | `output.rs` | closed windows as rows of the job's table |
 //! | [`alerts`] | alert rules over the rows, with their streaks |
 //! | [`metrics`] | the `logpipe_sql_job_*` figures, per job |
@@ -57,18 +58,19 @@ use crate::runtime::positions::{
 };
 use crate::runtime::{Job, Shutdown, clock, run_restarting};
 
-mod aggregator;
+pub mod aggregator;
 pub mod alerts;
 pub mod claims;
+mod eval;
 pub mod metrics;
-mod output;
+pub(crate) mod output;
 
 use aggregator::{Group, Snapshot, SqlAggregator};
 use alerts::{AlertsState, RowAlerts};
 
+use crate::alerts::table::{alerts_batch, by_hour};
 use crate::alerts::{Alert, announce};
 use crate::runtime::checkpoint::commit_checkpoint;
-use crate::windows::output::{alerts_batch, by_hour};
 
 /// One streaming SQL job.
 #[derive(Debug, Clone)]

@@ -1,7 +1,6 @@
 //! A step's closed windows as rows of the job's table, one batch per hour
 //! of window start (the table is partitioned by it, like `windows`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -11,10 +10,10 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use logpipe_core::stream_sql::{OutputColumn, Scalar, StreamSpec};
 use logpipe_core::tables::TableDef;
-use logpipe_core::time::HourPartition;
 use logpipe_lake::TableGroups;
 
-use super::aggregator::Group;
+use super::aggregator::{Group, value_of};
+use crate::alerts::table::by_hour;
 
 /// The table's file schema: the SELECT list in order.
 pub fn schema(spec: &StreamSpec) -> SchemaRef {
@@ -34,6 +33,10 @@ pub fn schema(spec: &StreamSpec) -> SchemaRef {
                     Field::new(name, DataType::Int64, true)
                 }
                 OutputColumn::Aggregate(_) => Field::new(name, DataType::Float64, true),
+                OutputColumn::Rollup(index) if spec.rollup_aggregates()[*index].integer => {
+                    Field::new(name, DataType::Int64, true)
+                }
+                OutputColumn::Rollup(_) => Field::new(name, DataType::Float64, true),
             }
         })
         .collect();
@@ -47,8 +50,9 @@ enum Builder {
     Float(Float64Builder),
 }
 
-/// One row per group.
-fn batch(
+/// One row per group, in `schema` (the job's own, or a table's with the
+/// same columns: the built-in window job writes `windows`).
+pub fn batch(
     spec: &StreamSpec,
     schema: &SchemaRef,
     groups: &[Group],
@@ -75,9 +79,14 @@ fn batch(
                 (OutputColumn::Key(i), Builder::Text(b)) => {
                     b.append_option(group.keys[*i].as_deref())
                 }
-                (OutputColumn::Aggregate(i), builder) => {
-                    let aggregate = &spec.aggregates[*i];
-                    let value = group.accs[*i].value(aggregate);
+                (OutputColumn::Aggregate(_) | OutputColumn::Rollup(_), builder) => {
+                    let (aggregates, accs, index) = match column {
+                        OutputColumn::Aggregate(i) => (&spec.aggregates[..], &group.accs, *i),
+                        OutputColumn::Rollup(i) => (spec.rollup_aggregates(), &group.rollup, *i),
+                        _ => unreachable!("matched above"),
+                    };
+                    let aggregate = &aggregates[index];
+                    let value = value_of(aggregates, accs, index);
                     match builder {
                         Builder::Int(b) => b.append_option(match value {
                             Scalar::Int(v) => Some(v),
@@ -121,15 +130,8 @@ pub fn output_groups(
     table: &'static TableDef,
     closed: &[Group],
 ) -> Result<TableGroups, ArrowError> {
-    let mut hours: BTreeMap<HourPartition, Vec<Group>> = BTreeMap::new();
-    for group in closed {
-        hours
-            .entry(HourPartition::of_micros(group.start))
-            .or_default()
-            .push(group.clone());
-    }
     let mut out = TableGroups::new();
-    for (hour, groups) in hours {
+    for (hour, groups) in by_hour(closed, |g| g.start) {
         out.insert((table, hour), batch(spec, schema, &groups)?);
     }
     Ok(out)

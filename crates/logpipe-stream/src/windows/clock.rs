@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use logpipe_lake::Offsets;
 
 use super::WindowJob;
-use crate::aggregate::WindowAggregator;
 use crate::runtime::clock;
+use crate::sql_job::aggregator::SqlAggregator;
 
 impl WindowJob {
     /// Advances the event clock as far as [`clock::limit`] allows.
     pub(super) fn advance_clock(
         &self,
-        aggregator: &mut WindowAggregator,
+        aggregator: &mut SqlAggregator,
         positions: &Offsets,
         partition_max: &BTreeMap<u32, i64>,
     ) {

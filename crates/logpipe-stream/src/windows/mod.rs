@@ -1,6 +1,12 @@
-//! The window job: 5-second aggregates and anomaly alerts from `logs.raw`,
-//! with the windows of [`crate::aggregate`] and the detector of
-//! [`crate::alerts`].
+//! The window job: 5-second aggregates and anomaly alerts from `logs.raw`.
+//! Its windows are a streaming SQL job's: the statement in
+//! `jobs/windows.sql` ([`WINDOWS_SQL`]: one row per window, service and
+//! level carrying the whole service's figures) run by the SQL jobs'
+//! aggregator ([`crate::sql_job`]); each service's figures then feed the
+//! detector of [`crate::alerts`]. What sets it apart from a job of your
+//! own is where its rows go (the `windows` table and PostgreSQL's
+//! `window_stats`, which dashboards and reports read), the detector, and
+//! its reading: the columns it needs come from the summary header.
 //!
 //! **Exactly once, by checkpointing state with offsets.** Every step (one
 //! second by default) the job writes a lake commit record holding the bus
@@ -27,6 +33,7 @@
 //!
 //! | file | what |
 //! |---|---|
+//! | `builtin.rs` | the statement, and each service's figures from its rows |
 //! | `clock.rs` | how far the event clock may move |
 //! | `state.rs` | the state checkpointed in each commit record |
 //! | `output.rs` | a step's rows for the `windows` and `alerts` tables |
@@ -40,6 +47,7 @@ use logpipe_bus::Bus;
 use logpipe_config::{AlertsConfig, DataLossPolicy, LakeConfig, WINDOWS_GROUP, WindowsConfig};
 use logpipe_core::record::sample::sample_of;
 use logpipe_core::record::summary;
+use logpipe_core::stream_sql::StreamSpec;
 use logpipe_core::tables::WINDOWS;
 use logpipe_core::tables::windows::{WINDOW_STATS_KEY, WINDOW_STATS_TABLE};
 use logpipe_core::time::now_micros;
@@ -58,12 +66,15 @@ use crate::runtime::positions::{
 };
 use crate::runtime::{Job, Shutdown, run_restarting};
 
+mod builtin;
 mod clock;
 pub mod metrics;
 pub(crate) mod output;
 mod state;
 
-use crate::aggregate::{WindowAggregator, WindowOptions};
+use crate::sql_job::aggregator::SqlAggregator;
+use builtin::Columns;
+pub use builtin::WINDOWS_SQL;
 use metrics::window_metrics;
 use output::output_groups;
 use state::JobState;
@@ -75,7 +86,10 @@ pub struct WindowJobOptions {
     /// Consumer group for lag reporting.
     pub group: String,
     pub logs_topic: String,
-    pub window: WindowOptions,
+    /// The statement ([`WINDOWS_SQL`], its window set from `[windows]`).
+    pub spec: Arc<StreamSpec>,
+    /// How long after a window's end records for it are still counted.
+    pub allowed_lateness: Duration,
     /// How often the job closes windows and commits.
     pub step_interval: Duration,
     /// With no new record for this long, event time advances with the
@@ -91,29 +105,33 @@ pub struct WindowJobOptions {
 }
 
 impl WindowJobOptions {
-    /// The options `[windows]`, `[alerts]` and `lake.on_data_loss` describe.
-    pub fn from_config(windows: &WindowsConfig, alerts: &AlertsConfig, lake: &LakeConfig) -> Self {
-        WindowJobOptions {
+    /// The options `[windows]`, `[alerts]` and `lake.on_data_loss` describe,
+    /// running `spec` (the parsed [`WINDOWS_SQL`]) with `[windows] size` as
+    /// its window. Refused when the statement cannot make the `windows`
+    /// table's rows and each service's figures.
+    pub fn from_config(
+        spec: StreamSpec,
+        windows: &WindowsConfig,
+        alerts: &AlertsConfig,
+        lake: &LakeConfig,
+    ) -> Result<Self, String> {
+        let mut spec = spec;
+        let size = (windows.size.as_micros() as i64).max(1);
+        spec.size_micros = size;
+        spec.slide_micros = size;
+        Columns::of(&spec)?;
+        Ok(WindowJobOptions {
             job: "windows".to_string(),
             group: WINDOWS_GROUP.to_string(),
             logs_topic: topics::LOGS_RAW.to_string(),
-            window: WindowOptions::from(windows),
+            spec: Arc::new(spec),
+            allowed_lateness: windows.allowed_lateness,
             step_interval: Duration::from_secs(1),
             idle_close: windows.idle_close,
             rules: alerts.enabled.then(|| AlertRules::from(alerts)),
             on_data_loss: lake.on_data_loss,
             dedup_window: lake.dedup_window,
-        }
-    }
-}
-
-impl Default for WindowJobOptions {
-    fn default() -> Self {
-        WindowJobOptions::from_config(
-            &WindowsConfig::default(),
-            &AlertsConfig::default(),
-            &LakeConfig::default(),
-        )
+        })
     }
 }
 
@@ -121,6 +139,7 @@ pub struct WindowJob {
     bus: Arc<dyn Bus>,
     lake: Lake,
     options: WindowJobOptions,
+    columns: Columns,
     /// Where each step's windows and alerts go besides the lake.
     sinks: Vec<Arc<dyn StepSink>>,
 }
@@ -132,16 +151,22 @@ impl WindowJob {
         options: WindowJobOptions,
         sinks: Vec<Arc<dyn StepSink>>,
     ) -> WindowJob {
+        let columns = Columns::of(&options.spec).expect("checked by WindowJobOptions::from_config");
         WindowJob {
             bus,
             lake,
             options,
+            columns,
             sinks,
         }
     }
 
     fn size_micros(&self) -> i64 {
-        (self.options.window.size.as_micros() as i64).max(1)
+        self.options.spec.size_micros
+    }
+
+    fn spec(&self) -> &StreamSpec {
+        &self.options.spec
     }
 
     /// Runs until `shutdown` turns true, then drains, commits and returns.
@@ -170,10 +195,17 @@ impl Job for WindowJob {
             })?,
             None => JobState::default(),
         };
+        // A record written before the job ran SQL.
+        if let Some(old) = state.windows.take() {
+            state.aggregator = Some(self.columns.migrate_state(self.spec(), old));
+            state.groups = self
+                .columns
+                .migrate_closed(self.spec(), &std::mem::take(&mut state.closed));
+        }
         let mut seq = latest.as_ref().map(|r| r.seq).unwrap_or(0);
         if let Some(record) = &latest {
             // The last step's output may not have reached everyone.
-            let groups = output_groups(&state, self.size_micros()).map_err(LakeError::from)?;
+            let groups = output_groups(&state, self.spec()).map_err(LakeError::from)?;
             let missing = self.lake.missing_files(record).await?;
             if !missing.is_empty() {
                 tracing::warn!(
@@ -192,8 +224,11 @@ impl Job for WindowJob {
                 return Ok(());
             }
         }
-        let mut aggregator =
-            WindowAggregator::restore(self.options.window, std::mem::take(&mut state.windows));
+        let mut aggregator = SqlAggregator::restore(
+            self.options.spec.clone(),
+            self.options.allowed_lateness.as_micros() as i64,
+            state.aggregator.take().unwrap_or_default(),
+        );
         let mut detector = Detector::new(
             self.options.rules.clone().unwrap_or_default(),
             self.size_micros(),
@@ -212,7 +247,7 @@ impl Job for WindowJob {
             tracing::info!(
                 job,
                 seq,
-                open_windows = aggregator.open_windows(),
+                open_windows = aggregator.open_rollups(),
                 "window job resumes"
             );
 
@@ -249,7 +284,7 @@ impl Job for WindowJob {
                         match sample_of(record.headers.get(summary::HEADER), &record.value) {
                             Some(sample) => {
                                 max_micros = max_micros.max(sample.timestamp_micros);
-                                aggregator.observe(&sample);
+                                aggregator.observe(&sample, sample.timestamp_micros);
                             }
                             None => invalid += 1,
                         }
@@ -291,29 +326,31 @@ impl Job for WindowJob {
                     aggregator.advance_idle(since_last_step.as_micros() as i64);
                 }
                 let closed = aggregator.close_ready();
+                let services = self.columns.service_windows(&closed);
                 let closed_through = aggregator
                     .watermark_micros()
                     .map(|w| w.div_euclid(self.size_micros()) * self.size_micros());
                 let alerts = match &self.options.rules {
-                    Some(_) => detector.observe(&closed, closed_through),
+                    Some(_) => detector.observe(&services, closed_through),
                     None => Vec::new(),
                 };
                 let moved = positions != committed_positions;
                 if moved || !closed.is_empty() || !alerts.is_empty() {
                     seq += 1;
                     let step = JobState {
-                        windows: aggregator.snapshot(),
+                        aggregator: Some(aggregator.snapshot()),
                         detector: detector.state().clone(),
-                        closed,
+                        groups: closed,
                         alerts,
                         step_micros: now_micros(),
+                        ..JobState::default()
                     };
-                    let groups = output_groups(&step, self.size_micros()).map_err(LakeError::from)?;
+                    let groups = output_groups(&step, self.spec()).map_err(LakeError::from)?;
                     self.commit(seq, &step, &groups, &positions).await?;
                     committed_positions = positions.clone();
                     report_progress(consumer.as_mut(), &positions).await;
                     window_metrics().observe_step(
-                        &step.closed,
+                        &services,
                         &step.alerts,
                         aggregator.late_records(),
                         detector.firing(),
