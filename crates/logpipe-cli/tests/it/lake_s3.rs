@@ -217,3 +217,46 @@ async fn a_store_that_ignores_conditional_writes_is_refused_where_several_write(
 fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
+
+/// Retention on an S3 lake: the expired hours' objects are deleted in bulk
+/// (DeleteObjects), the young hour and the events, however old, stay
+/// (`pipeline::retention_deletes_expired_hours` checks through `logpipe
+/// sql` and the metric); nothing of the expired hour is left in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_expired_hours_on_s3() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lake_env = s3.lake_env("lake");
+    let env: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let expired = crate::pipeline::retention_deletes_expired_hours(&data, &env).await;
+    fn parquet_under(path: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .flat_map(|entry| {
+                let path = entry.path();
+                if path.is_dir() {
+                    parquet_under(&path)
+                } else if path.extension().is_some_and(|e| e == "parquet") {
+                    vec![path]
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect()
+    }
+    assert!(
+        !parquet_under(&s3.object_path("lake/logs/raw")).is_empty(),
+        "the young hour's objects are in the bucket"
+    );
+    let left = parquet_under(&s3.object_path("lake/logs/raw").join(expired.hive_path()));
+    assert!(
+        left.is_empty(),
+        "objects of the expired hour left: {left:?}"
+    );
+    assert!(!parquet_under(&s3.object_path("lake/events")).is_empty());
+    assert!(!data.join("logs").exists(), "lake files on the local disk");
+}

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::common::{Running, assert_exactly_once, post, sql_json, wait_for_count};
+use crate::common::{Running, assert_exactly_once, post, sql_json, sql_json_env, wait_for_count};
 use serde_json::json;
 
 fn log(id: &str, timestamp: serde_json::Value) -> serde_json::Value {
@@ -374,12 +374,30 @@ async fn restart_after_kill_loses_no_acked_record() {
 async fn retention_deletes_whole_expired_hours_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let env = [
+    let expired = retention_deletes_expired_hours(&data, &[]).await;
+    assert!(
+        !data.join("logs/raw").join(expired.hive_path()).exists(),
+        "the expired hour's directory is gone"
+    );
+}
+
+/// Runs `logpipe up` on the lake `lake_env` names (local under `data`
+/// when empty) with `lake.retention.logs = "2h"`, posts logs 5, 3 and 1
+/// hours old and an event 5 hours old, and waits until retention left the
+/// young logs and the event: the expired hours went whole, counted in
+/// `logpipe_lake_retention_deleted_files_total` and logged. Returns the
+/// oldest expired hour. Shared with the S3 lake's test (`lake_s3.rs`).
+pub(crate) async fn retention_deletes_expired_hours(
+    data: &std::path::Path,
+    lake_env: &[(&str, &str)],
+) -> logpipe_core::time::HourPartition {
+    let mut env = lake_env.to_vec();
+    env.extend([
         ("LOGPIPE__LAKE__RETENTION__LOGS", "2h"),
         ("LOGPIPE__LAKE__RETENTION__INTERVAL", "1s"),
         ("LOGPIPE__REPORTS__SCHEDULE", "false"),
-    ];
-    let running = Running::start(&data, &env);
+    ]);
+    let running = Running::start(data, &env);
     let client = reqwest::Client::new();
     let now = chrono::Utc::now().timestamp();
     let mut logs = Vec::new();
@@ -405,8 +423,9 @@ async fn retention_deletes_whole_expired_hours_and_nothing_else() {
     assert_eq!(status, 200, "{answer}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let rows = sql_json(
-            &data,
+        let rows = sql_json_env(
+            data,
+            lake_env,
             "SELECT (SELECT count(*) FROM logs) AS logs, (SELECT count(*) FROM events) AS events",
         );
         let metrics = running.metrics().await;
@@ -427,16 +446,11 @@ async fn retention_deletes_whole_expired_hours_and_nothing_else() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let left = sql_json(&data, "SELECT DISTINCT request_id FROM logs");
+    let left = sql_json_env(data, lake_env, "SELECT DISTINCT request_id FROM logs");
     assert!(
         left.iter()
             .all(|row| row["request_id"].as_str().unwrap().starts_with("young-")),
         "{left:?}"
-    );
-    let old_hour = logpipe_core::time::HourPartition::of_micros((now - 5 * 3600) * 1_000_000);
-    assert!(
-        !data.join("logs/raw").join(old_hour.hive_path()).exists(),
-        "the expired hour's directory is gone"
     );
     assert!(
         running
@@ -446,4 +460,5 @@ async fn retention_deletes_whole_expired_hours_and_nothing_else() {
         running.log()
     );
     assert!(running.terminate().success());
+    logpipe_core::time::HourPartition::of_micros((now - 5 * 3600) * 1_000_000)
 }
