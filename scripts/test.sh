@@ -14,7 +14,9 @@
 # against a running logpipe; Chromium (Debian) with playwright-core (npm)
 # drives the web console; versitygw (the Go module proxy) and Garage (the
 # crate registry) are the S3 servers a lake on S3 is tested against, one
-# that honours conditional writes and one that ignores them; cargo fuzz
+# that honours conditional writes and one that ignores them; Hadoop's
+# MiniDFSCluster (Maven Central, on the JDK) is the HDFS the lake on HDFS is
+# tested against, one per test, started by deploy/hdfs/hdfs.sh; cargo fuzz
 # (the crate registry) on the nightly toolchain runs the fuzz targets
 # briefly.
 #
@@ -82,6 +84,12 @@ if [ -z "${LOGPIPE_TEST_KAFKA_BROKERS:-}" ]; then
   done
   tier "fetching Apache Kafka (Maven Central) for the Kafka tests" deploy/kafka/kafka.sh fetch
 fi
+
+# HDFS for the HDFS lake's tests: Hadoop's MiniDFSCluster (a NameNode and a
+# DataNode in one JVM) from Maven Central's hadoop-client-minicluster,
+# fetched once into $HOME/.cache/logpipe/hdfs with MiniDfs.java compiled
+# beside it; each test starts its own on ports the kernel picks.
+tier "fetching Hadoop's MiniDFSCluster (Maven Central) for the HDFS lake tests" deploy/hdfs/hdfs.sh fetch
 
 # Spark reading logpipe's topics, as the seed's stream job did: PyPI's
 # pyspark pinned to the Spark version whose Kafka source Maven Central

@@ -114,7 +114,8 @@ impl RetentionConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LakeConfig {
     /// Where the lake lives: a directory, or a URL (`file:///abs/path`,
-    /// `s3://bucket/prefix`, `memory://` for a throwaway lake). Unset:
+    /// `s3://bucket/prefix`, `hdfs://namenode:8020/path`, `memory://` for a
+    /// throwaway lake). Unset:
     /// `DATA_DIR`.
     pub root: Option<String>,
     /// How an `s3://` root is reached.

@@ -5,7 +5,7 @@
 //! - [`bus`] — [`FaultyBus`] (a real bus with faults planted per call) and
 //!   topic fixtures.
 //! - [`running`] — the real `logpipe` binary on `127.0.0.1:0`.
-//! - [`services`] — an Apache Kafka cluster and an S3 server per test.
+//! - [`services`] — an Apache Kafka cluster, an S3 server and an HDFS per test.
 //! - [`http`], [`process`]: talking to what runs.
 //! - [`assertions`] — exactly-once checks on the lake.
 //! - [`modules`] — the module graph of a crate and its cycles (the
@@ -26,5 +26,6 @@ pub use bus::{FaultyBus, embedded_bus, record_topics};
 pub use http::{call, post, wait_for_count};
 pub use process::{python, stdout_of};
 pub use running::{Running, UP, binary, sql_json, sql_json_env, up_refused};
+pub use services::hdfs::HdfsServer;
 pub use services::kafka::Broker;
 pub use services::s3::S3Server;

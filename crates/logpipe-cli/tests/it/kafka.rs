@@ -304,12 +304,29 @@ async fn two_stream_processes_share_partitions_and_a_kill_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stream_processes_share_an_s3_lake_and_a_kill_loses_nothing() {
     let s3 = crate::common::S3Server::start();
-    kill_one_of_two_members(Rebalancing::Cooperative, Some(&s3)).await;
+    let lake = SharedLake {
+        tag: "s3",
+        env: s3.lake_env("scaled"),
+    };
+    kill_one_of_two_members(Rebalancing::Cooperative, Some(lake)).await;
     // The lake is on the server, not on the processes' disk.
     assert!(
         s3.object_path("scaled/logs").is_dir(),
         "no logs/ in the bucket"
     );
+}
+
+/// The same with the lake on HDFS (a MiniDFSCluster): the two processes
+/// write one file system, their commit chains fenced by the NameNode's
+/// rename without overwrite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stream_processes_share_an_hdfs_lake_and_a_kill_loses_nothing() {
+    let hdfs = crate::common::HdfsServer::start();
+    let lake = SharedLake {
+        tag: "hdfs",
+        env: hdfs.lake_env("scaled"),
+    };
+    kill_one_of_two_members(Rebalancing::Cooperative, Some(lake)).await;
 }
 
 /// The same with eager rebalancing (`range`), which users may choose.
@@ -326,18 +343,26 @@ enum Rebalancing {
     Eager,
 }
 
-async fn kill_one_of_two_members(rebalancing: Rebalancing, s3: Option<&crate::common::S3Server>) {
+/// A shared lake for [`kill_one_of_two_members`]: its name in the group
+/// and the record ids, and the environment that points logpipe at it.
+struct SharedLake {
+    tag: &'static str,
+    env: Vec<(&'static str, String)>,
+}
+
+async fn kill_one_of_two_members(rebalancing: Rebalancing, shared: Option<SharedLake>) {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // The group and the record ids differ between the tests, which may
     // share one external broker.
-    let (group, ids) = match (rebalancing, s3) {
-        (Rebalancing::Cooperative, None) => ("scale-out", "c"),
-        (Rebalancing::Cooperative, Some(_)) => ("scale-out-s3", "s"),
-        (Rebalancing::Eager, _) => ("scale-out-eager", "e"),
+    let (group, ids) = match (rebalancing, &shared) {
+        (Rebalancing::Cooperative, None) => ("scale-out".to_string(), "c"),
+        (Rebalancing::Cooperative, Some(lake)) => (format!("scale-out-{}", lake.tag), lake.tag),
+        (Rebalancing::Eager, _) => ("scale-out-eager".to_string(), "e"),
     };
-    let lake_env = s3.map(|s3| s3.lake_env("scaled")).unwrap_or_default();
+    let group = group.as_str();
+    let lake_env = shared.map(|lake| lake.env).unwrap_or_default();
     let lake: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut env = kafka_env(&broker.brokers, group);
     env.extend(&lake);

@@ -15,7 +15,7 @@ use crate::load::wait_for_lake_in;
 /// 2026-01-11T09:00:00Z.
 const HOUR: &str = "2026-01-11T09:";
 
-async fn post_batch(client: &reqwest::Client, base_url: &str, batch: usize) -> u16 {
+pub(crate) async fn post_batch(client: &reqwest::Client, base_url: &str, batch: usize) -> u16 {
     let logs: Vec<_> = (0..50)
         .map(|i| {
             json!({
@@ -39,7 +39,7 @@ async fn post_batch(client: &reqwest::Client, base_url: &str, batch: usize) -> u
 
 /// `logpipe up` on the lake `lake_env` names: quick flushes and window
 /// closes, no scheduled reports.
-fn up_env<'a>(lake_env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+pub(crate) fn up_env<'a>(lake_env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     let mut env: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     env.push(("LOGPIPE__REPORTS__SCHEDULE", "false"));
     env.push(("LOGPIPE__LAKE__FLUSH_INTERVAL", "300ms"));
@@ -48,7 +48,7 @@ fn up_env<'a>(lake_env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a 
 }
 
 /// Every record of `batches` batches ([`post_batch`]) in the lake once.
-fn assert_batches_once(
+pub(crate) fn assert_batches_once(
     data: &std::path::Path,
     env: &[(&str, &str)],
     running: &Running,

@@ -28,6 +28,7 @@ mod console;
 mod faults;
 mod jobs;
 mod kafka;
+mod lake_hdfs;
 mod lake_s3;
 mod load;
 mod observability;

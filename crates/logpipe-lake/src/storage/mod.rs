@@ -5,16 +5,18 @@
 //! through the [`LakeStore`] this returns; nothing else touches the file
 //! system for lake data. A root is a directory (`./data`, `/srv/lake`), a
 //! `file://` URL, `s3://BUCKET/PREFIX` (AWS S3 or an S3-compatible server,
-//! `[lake.s3]`; with the `s3` feature), or `memory://` (a throwaway lake,
-//! for tests). Other schemes (`hdfs://`) are recognised and answered with
-//! what is missing, so a config written for them fails at start with a
-//! clear message rather than writing to a directory named `hdfs:`.
+//! `[lake.s3]`; with the `s3` feature), `hdfs://NAMENODE:PORT/PATH` (with
+//! the `hdfs` feature), or `memory://` (a throwaway lake, for tests). Other
+//! schemes are recognised and answered with what is missing, so a config
+//! written for them fails at start with a clear message rather than
+//! writing to a directory named `gs:`.
 //!
 //! **Capabilities.** The commit protocol's fencing needs create-if-absent
 //! (`PutMode::Create`): two writers must never both create commit *n*. Local
 //! disk and memory honour it (a local create is a hard link that fails on an
 //! existing name). S3-compatible stores differ (AWS S3 and versitygw honour
-//! it, Garage silently overwrites), so a remote store is probed once at
+//! it, Garage silently overwrites; HDFS renames without overwrite, which the
+//! NameNode refuses atomically), so a remote store is probed once at
 //! start ([`LakeStore::probe`]) and a multi-writer setup on a store that
 //! fails the probe is refused by the caller.
 
@@ -27,6 +29,8 @@ use object_store::path::Path as StorePath;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+#[cfg(feature = "hdfs")]
+mod hdfs;
 mod instrumented;
 mod local;
 #[cfg(feature = "s3")]
@@ -40,7 +44,7 @@ pub enum StorageError {
     #[error("lake.root {root:?}: {reason}")]
     BadRoot { root: String, reason: String },
     #[error(
-        "lake.root {root:?}: {scheme}:// storage is not built into this logpipe (a lake runs on a directory, memory://, or s3:// in a build with the s3 feature)"
+        "lake.root {root:?}: {scheme}:// storage is not built into this logpipe (a lake runs on a directory, memory://, or s3:// and hdfs:// in a build with the s3 and hdfs features)"
     )]
     Unsupported { root: String, scheme: String },
     #[error("lake storage at {root}: {source}")]
@@ -69,6 +73,8 @@ pub enum StorageUrl {
     Memory,
     /// `s3://BUCKET/PREFIX`: objects under `PREFIX/` in `BUCKET`.
     S3 { bucket: String, prefix: String },
+    /// `hdfs://NAMENODE:PORT/PATH`: files under `/PATH` of that file system.
+    Hdfs { namenode: String, path: String },
     /// A store this build cannot open yet (`s3`, `hdfs`, …).
     Other { scheme: String },
 }
@@ -102,6 +108,18 @@ impl StorageUrl {
                 Ok(StorageUrl::S3 {
                     bucket: bucket.to_string(),
                     prefix: prefix.trim_matches('/').to_string(),
+                })
+            }
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("hdfs") => {
+                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                if authority.is_empty() {
+                    return Err(bad(
+                        "an hdfs:// root is hdfs://NAMENODE:PORT/PATH (or a name service of your hdfs-site.xml)",
+                    ));
+                }
+                Ok(StorageUrl::Hdfs {
+                    namenode: format!("hdfs://{authority}"),
+                    path: path.trim_matches('/').to_string(),
                 })
             }
             Some((scheme, _))
@@ -192,6 +210,29 @@ pub fn resolve_with(root: &str, s3: &S3Config) -> Result<LakeStore, StorageError
                 scheme: "s3".to_string(),
             })
         }
+        #[cfg(feature = "hdfs")]
+        StorageUrl::Hdfs { namenode, path } => {
+            let store = hdfs::store(root, namenode)?;
+            let store = if path.is_empty() {
+                store
+            } else {
+                prefixed(store, path)
+            };
+            Ok(LakeStore {
+                store: instrumented::Instrumented::wrap(store),
+                display: root.to_string(),
+                url,
+                // Until probed.
+                capabilities: Capabilities {
+                    conditional_put: false,
+                },
+            })
+        }
+        #[cfg(not(feature = "hdfs"))]
+        StorageUrl::Hdfs { .. } => Err(StorageError::Unsupported {
+            root: root.to_string(),
+            scheme: "hdfs".to_string(),
+        }),
         StorageUrl::Other { scheme } => Err(StorageError::Unsupported {
             root: root.to_string(),
             scheme: scheme.clone(),
@@ -242,10 +283,10 @@ impl LakeStore {
         self.capabilities
     }
 
-    /// Whether the lake is on another machine (S3): its capabilities are
+    /// Whether the lake is on another machine (S3, HDFS): its capabilities are
     /// known once [`LakeStore::probe`] has run.
     pub fn is_remote(&self) -> bool {
-        matches!(self.url, StorageUrl::S3 { .. })
+        matches!(self.url, StorageUrl::S3 { .. } | StorageUrl::Hdfs { .. })
     }
 
     /// Asks a remote store what it can do (one small object written twice
@@ -344,11 +385,17 @@ mod tests {
             }
         );
         assert!(StorageUrl::parse("s3://My_Bucket/x").is_err());
-        let error = resolve("hdfs://namenode:8020/lake")
-            .unwrap_err()
-            .to_string();
+        assert_eq!(
+            StorageUrl::parse("hdfs://namenode:8020/lake/prod/").unwrap(),
+            StorageUrl::Hdfs {
+                namenode: "hdfs://namenode:8020".into(),
+                path: "lake/prod".into()
+            }
+        );
+        assert!(StorageUrl::parse("hdfs:///lake").is_err());
+        let error = resolve("gs://bucket/lake").unwrap_err().to_string();
         assert!(
-            error.contains("hdfs://") && error.contains("not built"),
+            error.contains("gs://") && error.contains("not built"),
             "{error}"
         );
         assert!(StorageUrl::parse("file://relative").is_err());

@@ -1,7 +1,8 @@
 //! Harnesses for the real services tests run against (`./scripts/test.sh`
 //! installs what they need): an Apache Kafka cluster per test, an S3
-//! server per test.
+//! server per test, an HDFS per test.
 
+pub mod hdfs;
 pub mod kafka;
 pub mod s3;
 
