@@ -1,8 +1,9 @@
 //! The lake on HDFS (a MiniDFSCluster per test, started by
 //! `deploy/hdfs/hdfs.sh`): `logpipe up` writes it through the native HDFS
-//! client, a kill -9 loses and doubles nothing, the windows, `logpipe sql`
-//! and a batch report read it, retention deletes whole expired hours, and
-//! none of it is on the process's disk.
+//! client, a kill -9 loses and doubles nothing, the windows, `logpipe sql`,
+//! a batch report and Spark (pyspark, its own Hadoop client) read it,
+//! retention deletes whole expired hours, and none of it is on the
+//! process's disk.
 
 use std::process::Command;
 use std::time::Duration;
@@ -90,6 +91,32 @@ async fn up_on_an_hdfs_lake_keeps_every_record_once_across_a_kill() {
         "SELECT CAST(sum(count) AS BIGINT) AS n FROM daily_report WHERE level = 'ERROR'",
     );
     assert_eq!(errors[0]["n"], json!(200), "{errors:?}\n{}", hdfs.log());
+
+    // Spark reads the same lake in HDFS, as the seed's jobs read theirs:
+    // every record once.
+    let spark_python = std::env::var("LOGPIPE_TEST_SPARK_PYTHON").expect(
+        "LOGPIPE_TEST_SPARK_PYTHON is not set: run ./scripts/test.sh, which installs pyspark",
+    );
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/spark/read_lake.py");
+    let spark = Command::new(&spark_python)
+        .arg(&script)
+        .arg(format!("{}/lake", hdfs.url))
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&spark.stdout);
+    assert!(
+        spark.status.success(),
+        "Spark could not read the HDFS lake:\n{stdout}\n{}",
+        String::from_utf8_lossy(&spark.stderr)
+    );
+    let read: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        read,
+        json!({"rows": 2000, "ids": 2000, "levels": {"ERROR": 200, "INFO": 1800}}),
+        "Spark's reading of the HDFS lake"
+    );
 }
 
 /// Retention on HDFS: the expired hours deleted whole, the young hour and
