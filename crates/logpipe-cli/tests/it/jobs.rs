@@ -418,6 +418,16 @@ async fn a_streaming_sql_job_equals_the_batch_aggregation_across_kills() {
     }
     let total = seconds as u64 * 12;
     let deadline = Instant::now() + Duration::from_secs(60);
+    // A job's table is there once its first window closed (under load,
+    // after the last restart, that may take a moment).
+    while !(data.join("streams/activity").exists() && data.join("streams/rolling").exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "no window closed:\n{}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     loop {
         let rows = sql_with_jobs(
             &data,
