@@ -17,6 +17,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod eval;
+
 use crate::record::Record;
 use crate::record::sample::Sample;
 
@@ -49,15 +51,6 @@ impl Scalar {
             Scalar::Int(v) => Some(v.to_string()),
             Scalar::Float(v) => Some(v.to_string()),
             Scalar::Text(v) => Some(v),
-        }
-    }
-
-    /// SQL comparison: `None` when either side is NULL or the types differ.
-    fn compare(&self, other: &Scalar) -> Option<std::cmp::Ordering> {
-        match (self, other) {
-            (Scalar::Text(a), Scalar::Text(b)) => Some(a.cmp(b)),
-            (Scalar::Bool(a), Scalar::Bool(b)) => Some(a.cmp(b)),
-            (a, b) => a.as_f64()?.partial_cmp(&b.as_f64()?),
         }
     }
 }
@@ -135,70 +128,19 @@ pub enum Expr {
 }
 
 impl Expr {
-    /// The value for `row`.
+    /// The value for `row` (SQL's three-valued logic), by the compiled
+    /// evaluator ([`eval::Program`]) over this expression's own columns. A
+    /// job compiles once instead; this is for one-off evaluations.
     pub fn eval(&self, row: &dyn Row) -> Scalar {
-        let truth = |v: Option<bool>| v.map_or(Scalar::Null, Scalar::Bool);
-        match self {
-            Expr::Column(name) => row.get(name),
-            Expr::Literal(value) => value.clone(),
-            Expr::Compare(left, op, right) => {
-                truth(compare_exprs(left, right, row).map(|o| op.holds(o)))
-            }
-            // Three-valued logic, as SQL.
-            Expr::And(a, b) => match (a.eval(row), b.eval(row)) {
-                (Scalar::Bool(false), _) | (_, Scalar::Bool(false)) => Scalar::Bool(false),
-                (Scalar::Bool(true), Scalar::Bool(true)) => Scalar::Bool(true),
-                _ => Scalar::Null,
-            },
-            Expr::Or(a, b) => match (a.eval(row), b.eval(row)) {
-                (Scalar::Bool(true), _) | (_, Scalar::Bool(true)) => Scalar::Bool(true),
-                (Scalar::Bool(false), Scalar::Bool(false)) => Scalar::Bool(false),
-                _ => Scalar::Null,
-            },
-            Expr::Not(inner) => match inner.eval(row) {
-                Scalar::Bool(v) => Scalar::Bool(!v),
-                _ => Scalar::Null,
-            },
-            Expr::IsNull { expr, negated } => {
-                Scalar::Bool((expr.eval(row) == Scalar::Null) != *negated)
-            }
-            Expr::InList {
-                expr,
-                list,
-                negated,
-            } => {
-                // A column is compared where it is, not copied.
-                if let Expr::Column(column) = expr.as_ref() {
-                    let value = row.value(column);
-                    if value == Value::Null {
-                        return Scalar::Null;
-                    }
-                    let found = list.iter().any(|item| {
-                        value
-                            .compare(Value::of_scalar(item))
-                            .is_some_and(|o| o.is_eq())
-                    });
-                    return Scalar::Bool(found != *negated);
-                }
-                let value = expr.eval(row);
-                if value == Scalar::Null {
-                    return Scalar::Null;
-                }
-                let found = list
-                    .iter()
-                    .any(|item| value.compare(item).is_some_and(|o| o.is_eq()));
-                Scalar::Bool(found != *negated)
-            }
-            Expr::Case {
-                branches,
-                otherwise,
-            } => branches
-                .iter()
-                .find(|(condition, _)| condition.holds(row))
-                .map(|(_, value)| value.eval(row))
-                .or_else(|| otherwise.as_ref().map(|value| value.eval(row)))
-                .unwrap_or(Scalar::Null),
-        }
+        let mut names = Vec::new();
+        self.columns(&mut names);
+        names.sort_unstable();
+        names.dedup();
+        let slots = eval::Slots::new(names.into_iter().map(str::to_string).collect());
+        let program = eval::Program::compile(self, &slots);
+        let mut values = vec![Value::Null; slots.len()];
+        slots.read(row, &mut values);
+        program.eval(&values).to_scalar()
     }
 
     /// The columns this expression reads.
@@ -278,7 +220,7 @@ impl<'a> Value<'a> {
         }
     }
 
-    /// SQL comparison, as [`Scalar`]'s.
+    /// SQL comparison: `None` when either side is NULL or the types differ.
     pub fn compare(self, other: Value<'_>) -> Option<std::cmp::Ordering> {
         match (self, other) {
             (Value::Text(a), Value::Text(b)) => Some(a.cmp(b)),
@@ -293,24 +235,6 @@ pub trait Row {
     /// Column `column`, text borrowed; NULL for a column the record does
     /// not have.
     fn value(&self, column: &str) -> Value<'_>;
-
-    fn get(&self, column: &str) -> Scalar {
-        self.value(column).to_scalar()
-    }
-}
-
-/// `left` compared with `right`, reading a column compared with a literal
-/// without copying either.
-fn compare_exprs(left: &Expr, right: &Expr, row: &dyn Row) -> Option<std::cmp::Ordering> {
-    match (left, right) {
-        (Expr::Column(column), Expr::Literal(literal)) => {
-            row.value(column).compare(Value::of_scalar(literal))
-        }
-        (Expr::Literal(literal), Expr::Column(column)) => {
-            Value::of_scalar(literal).compare(row.value(column))
-        }
-        _ => left.eval(row).compare(&right.eval(row)),
-    }
 }
 
 impl Row for Record {

@@ -40,7 +40,7 @@ use arrow::datatypes::SchemaRef;
 use logpipe_bus::Bus;
 use logpipe_config::DataLossPolicy;
 use logpipe_core::record::{Record, RecordKind};
-use logpipe_core::stream_sql::{AlertRule, OutputColumn, Scalar, StreamSource, StreamSpec};
+use logpipe_core::stream_sql::{AlertRule, OutputColumn, StreamSource, StreamSpec};
 use logpipe_core::tables::{ALERTS, TableDef};
 use logpipe_core::time::now_micros;
 use logpipe_core::topics;
@@ -462,10 +462,7 @@ impl Job for SqlJobs {
                         invalid += 1;
                         continue;
                     };
-                    let micros = match logpipe_core::stream_sql::Row::get(&parsed, "timestamp") {
-                        Scalar::Int(micros) => micros,
-                        _ => continue,
-                    };
+                    let micros = parsed.timestamp_micros();
                     let seen = partition_max.entry(record.partition).or_insert(i64::MIN);
                     *seen = (*seen).max(micros);
                     for running in chains.iter_mut() {
