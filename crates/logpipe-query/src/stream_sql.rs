@@ -224,6 +224,23 @@ fn parse_grouping(query: &ast::Query) -> Result<StreamSpec, SqlProblem> {
         names.push(spec_name);
         output.push(column);
     }
+    check_output(&output, &keys)?;
+    Ok(StreamSpec {
+        source,
+        size_micros,
+        slide_micros,
+        keys,
+        aggregates,
+        filter,
+        output,
+        rollup: None,
+    })
+}
+
+/// What every job's SELECT must include: `window_start` (the output's time
+/// and its hour partition) and every GROUP BY key (without one, rows of
+/// different keys look alike).
+fn check_output(output: &[OutputColumn], keys: &[String]) -> Result<(), SqlProblem> {
     if !output
         .iter()
         .any(|c| matches!(c, OutputColumn::WindowStart(_)))
@@ -244,16 +261,7 @@ fn parse_grouping(query: &ast::Query) -> Result<StreamSpec, SqlProblem> {
             });
         }
     }
-    Ok(StreamSpec {
-        source,
-        size_micros,
-        slide_micros,
-        keys,
-        aggregates,
-        filter,
-        output,
-        rollup: None,
-    })
+    Ok(())
 }
 
 fn source_of(select: &ast::Select) -> Result<StreamSource, SqlProblem> {

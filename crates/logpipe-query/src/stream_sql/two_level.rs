@@ -27,7 +27,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use logpipe_core::stream_sql::{OutputColumn, Rollup, StreamSpec};
 
-use super::{at_ident, parse_grouping, problem, unsupported};
+use super::{at_ident, check_output, parse_grouping, problem, unsupported};
 use crate::SqlProblem;
 
 const FORM: &str = "a streaming job's WITH names two groupings of the same records (same table, \
@@ -298,26 +298,7 @@ pub(super) fn parse(query: &ast::Query, with: &ast::With) -> Result<StreamSpec, 
         names.push(output_name);
         output.push(column);
     }
-    if !output
-        .iter()
-        .any(|c| matches!(c, OutputColumn::WindowStart(_)))
-    {
-        return Err(SqlProblem {
-            message: "select window_start: it is the output's time (and its hour partition)"
-                .to_string(),
-            at: None,
-        });
-    }
-    for (index, key) in f.keys.iter().enumerate() {
-        if !output.contains(&OutputColumn::Key(index)) {
-            return Err(SqlProblem {
-                message: format!(
-                    "select the GROUP BY key {key}: without it, rows of different keys look alike"
-                ),
-                at: None,
-            });
-        }
-    }
+    check_output(&output, &f.keys)?;
     spec.output = output;
     spec.rollup = Some(Rollup {
         keys: rollup_keys,
