@@ -186,21 +186,8 @@ pub fn resolve_with(root: &str, s3: &S3Config) -> Result<LakeStore, StorageError
         StorageUrl::Memory => Ok(LakeStore::memory()),
         #[cfg(feature = "s3")]
         StorageUrl::S3 { bucket, prefix } => {
-            let store = s3::store(root, bucket, s3)?;
-            let store = if prefix.is_empty() {
-                store
-            } else {
-                prefixed(store, prefix)
-            };
-            Ok(LakeStore {
-                store: instrumented::Instrumented::wrap(store),
-                display: root.to_string(),
-                url,
-                // Until probed.
-                capabilities: Capabilities {
-                    conditional_put: false,
-                },
-            })
+            let store = under(s3::store(root, bucket, s3)?, prefix);
+            Ok(LakeStore::remote(store, root, url))
         }
         #[cfg(not(feature = "s3"))]
         StorageUrl::S3 { .. } => {
@@ -212,21 +199,8 @@ pub fn resolve_with(root: &str, s3: &S3Config) -> Result<LakeStore, StorageError
         }
         #[cfg(feature = "hdfs")]
         StorageUrl::Hdfs { namenode, path } => {
-            let store = hdfs::store(root, namenode)?;
-            let store = if path.is_empty() {
-                store
-            } else {
-                prefixed(store, path)
-            };
-            Ok(LakeStore {
-                store: instrumented::Instrumented::wrap(store),
-                display: root.to_string(),
-                url,
-                // Until probed.
-                capabilities: Capabilities {
-                    conditional_put: false,
-                },
-            })
+            let store = under(hdfs::store(root, namenode)?, path);
+            Ok(LakeStore::remote(store, root, url))
         }
         #[cfg(not(feature = "hdfs"))]
         StorageUrl::Hdfs { .. } => Err(StorageError::Unsupported {
@@ -241,6 +215,21 @@ pub fn resolve_with(root: &str, s3: &S3Config) -> Result<LakeStore, StorageError
 }
 
 impl LakeStore {
+    /// A lake on a remote store (S3, HDFS) at `root`: measured like every
+    /// store, and not trusted with conditional writes until
+    /// [`LakeStore::probe`] found them honoured.
+    #[cfg(any(feature = "s3", feature = "hdfs"))]
+    fn remote(store: Arc<dyn ObjectStore>, root: &str, url: StorageUrl) -> LakeStore {
+        LakeStore {
+            store: instrumented::Instrumented::wrap(store),
+            display: root.to_string(),
+            url,
+            capabilities: Capabilities {
+                conditional_put: false,
+            },
+        }
+    }
+
     /// A lake in this process's memory.
     pub fn memory() -> LakeStore {
         LakeStore {
@@ -356,6 +345,16 @@ pub async fn probe_conditional_put(store: &dyn ObjectStore) -> Result<bool, obje
 /// `store` with every path under `prefix`.
 pub(crate) fn prefixed(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<dyn ObjectStore> {
     Arc::new(PrefixStore::new(store, prefix))
+}
+
+/// `store` under `prefix`, or the whole store for an empty one.
+#[cfg(any(feature = "s3", feature = "hdfs"))]
+fn under(store: Arc<dyn ObjectStore>, prefix: &str) -> Arc<dyn ObjectStore> {
+    if prefix.is_empty() {
+        store
+    } else {
+        prefixed(store, prefix)
+    }
 }
 
 #[cfg(test)]
