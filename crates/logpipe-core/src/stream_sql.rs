@@ -432,18 +432,24 @@ pub struct Rollup {
 }
 
 impl StreamSpec {
-    /// The windows (their starts) a record at `micros` falls in.
-    pub fn windows_of(&self, micros: i64) -> Vec<i64> {
+    /// The windows (their starts, ascending) a record at `micros` falls
+    /// in: one for a tumbling window, `size / slide` for a hopping one.
+    /// Nothing is allocated, so the hot path takes it per record.
+    pub fn windows_of(&self, micros: i64) -> impl Iterator<Item = i64> + Clone + use<> {
         let slide = self.slide_micros.max(1);
         let last = micros.div_euclid(slide) * slide;
-        let mut starts = Vec::new();
-        let mut start = last;
-        while start > micros - self.size_micros {
-            starts.push(start);
-            start -= slide;
-        }
-        starts.reverse();
-        starts
+        // Starts are last, last - slide, … while start > micros - size.
+        let room = last - (micros - self.size_micros);
+        let count = if room <= 0 {
+            0
+        } else if slide >= self.size_micros {
+            // Tumbling: one window, no division per record.
+            1
+        } else {
+            (room - 1) / slide + 1
+        };
+        let first = last - (count - 1).max(0) * slide;
+        (0..count).map(move |i| first + i * slide)
     }
 
     /// The name of output column `column`.
@@ -667,11 +673,11 @@ mod tests {
             output: vec![],
             rollup: None,
         };
-        assert_eq!(spec.windows_of(125), [120]);
-        assert_eq!(spec.windows_of(-5), [-60]);
+        assert_eq!(spec.windows_of(125).collect::<Vec<_>>(), [120]);
+        assert_eq!(spec.windows_of(-5).collect::<Vec<_>>(), [-60]);
         spec.slide_micros = 20;
-        assert_eq!(spec.windows_of(125), [80, 100, 120]);
-        assert_eq!(spec.windows_of(120), [80, 100, 120]);
+        assert_eq!(spec.windows_of(125).collect::<Vec<_>>(), [80, 100, 120]);
+        assert_eq!(spec.windows_of(120).collect::<Vec<_>>(), [80, 100, 120]);
     }
 
     #[test]

@@ -404,23 +404,11 @@ impl SqlAggregator {
             return None;
         }
         let size = spec.size_micros.max(1);
-        let watermark = self.max_event_micros.map(|max| max - self.lateness_micros);
-        let is_open = |start: &i64| watermark.is_none_or(|w| start + size > w);
-        // A tumbling window is one start: no list per record.
-        let one: [i64; 1];
-        let many: Vec<i64>;
-        let starts: &[i64] = if spec.slide_micros >= size {
-            one = [micros.div_euclid(size) * size];
-            if is_open(&one[0]) { &one } else { &[] }
-        } else {
-            many = spec
-                .windows_of(micros)
-                .into_iter()
-                .filter(is_open)
-                .collect();
-            &many
-        };
-        if starts.is_empty() {
+        let watermark = self.watermark_micros();
+        let starts = spec
+            .windows_of(micros)
+            .filter(move |start| watermark.is_none_or(|w| start + size > w));
+        if starts.clone().next().is_none() {
             self.late_records += 1;
             return None;
         }
@@ -451,10 +439,10 @@ impl SqlAggregator {
         }
         let keys: &[Option<&str>] = keys;
         let hash = key_hash(keys);
-        for start in starts {
+        for start in starts.clone() {
             let accs = self
                 .open
-                .entry(*start)
+                .entry(start)
                 .or_default()
                 .group(hash, keys, &spec.aggregates);
             add_record(accs, &compiled.aggregates, values);
@@ -469,7 +457,7 @@ impl SqlAggregator {
             let keys: &[Option<&str>] = coarse;
             let hash = key_hash(keys);
             for start in starts {
-                let accs = self.rollup_open.entry(*start).or_default().group(
+                let accs = self.rollup_open.entry(start).or_default().group(
                     hash,
                     keys,
                     &rollup.aggregates,
