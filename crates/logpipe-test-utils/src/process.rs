@@ -25,3 +25,39 @@ pub fn python(script: &str, args: &[&str]) -> String {
     );
     String::from_utf8(stdout).unwrap()
 }
+
+/// The pyspark interpreter the suite installed (`LOGPIPE_TEST_SPARK_PYTHON`).
+pub fn spark_python() -> String {
+    std::env::var("LOGPIPE_TEST_SPARK_PYTHON").expect(
+        "LOGPIPE_TEST_SPARK_PYTHON is not set: run ./scripts/test.sh, which installs pyspark",
+    )
+}
+
+/// Runs the Spark job `deploy/spark/SCRIPT` (pyspark, local mode on
+/// loopback) with `args` and `envs`; the JSON of its last stdout line.
+/// Fails the test, with the job's output, unless it succeeds.
+pub fn spark_job(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    envs: &[(&str, &str)],
+    what: &str,
+) -> serde_json::Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/spark")
+        .join(script);
+    let output = Command::new(spark_python())
+        .arg(&script)
+        .args(args)
+        .env("SPARK_LOCAL_IP", "127.0.0.1")
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{what} printed no JSON last ({e}):\n{stdout}"))
+}

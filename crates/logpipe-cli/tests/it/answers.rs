@@ -89,7 +89,7 @@ fn read_topic(brokers: &str, isolation: &str, prefix: &str) -> BTreeMap<String, 
 /// predecessor and aborts its open transaction at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_collector_leaves_nothing_a_committed_reader_sees() {
-    let (Ok(spark_python), Ok(jars)) = (
+    let (Ok(_), Ok(jars)) = (
         std::env::var("LOGPIPE_TEST_SPARK_PYTHON"),
         std::env::var("LOGPIPE_TEST_SPARK_JARS"),
     ) else {
@@ -215,7 +215,7 @@ async fn a_killed_collector_leaves_nothing_a_committed_reader_sees() {
     assert!(stream.terminate().success());
     assert!(collector.terminate().success());
 
-    let spark = spark_read(&spark_python, &jars, &broker.brokers, "x", dir.path());
+    let spark = spark_read(&jars, &broker.brokers, "x", dir.path());
     assert_eq!(spark["unparsed"], 0, "records Spark could not parse");
     let spark_ids: BTreeMap<String, u64> = serde_json::from_value(spark["ids"].clone()).unwrap();
     assert!(
@@ -246,30 +246,17 @@ fn metric(text: &str, name: &str) -> u64 {
 
 /// Runs `deploy/spark/read_logs_raw.py` (the seed's Spark job, pyspark
 /// 4.2.0 with Spark's Kafka source) over `logs.raw`; its JSON totals.
-fn spark_read(
-    spark_python: &str,
-    jars: &str,
-    brokers: &str,
-    prefix: &str,
-    dir: &Path,
-) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/spark/read_logs_raw.py");
-    let output = std::process::Command::new(spark_python)
-        .arg(&script)
-        .args([brokers, prefix])
-        .arg(dir.join("spark-out"))
-        .env("SPARK_KAFKA_JARS", jars)
-        .env("SPARK_LOCAL_IP", "127.0.0.1")
-        .env("LOGPIPE_SPARK_IDS", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the Spark job failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+fn spark_read(jars: &str, brokers: &str, prefix: &str, dir: &Path) -> serde_json::Value {
+    crate::common::spark_job(
+        "read_logs_raw.py",
+        &[
+            brokers.as_ref(),
+            prefix.as_ref(),
+            dir.join("spark-out").as_os_str(),
+        ],
+        &[("SPARK_KAFKA_JARS", jars), ("LOGPIPE_SPARK_IDS", "1")],
+        "the Spark job",
+    )
 }
 
 /// The embedded bus on a "disk" that fills up: every file of the process

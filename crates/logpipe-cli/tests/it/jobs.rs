@@ -81,9 +81,8 @@ fn rows_of(rows: &[Value]) -> Counts {
 async fn a_job_of_your_own_runs_on_schedule_by_hand_and_in_a_backfill() {
     let python = std::env::var("LOGPIPE_TEST_PYTHON")
         .expect("LOGPIPE_TEST_PYTHON is not set: run ./scripts/test.sh, which installs DuckDB");
-    let spark_python = std::env::var("LOGPIPE_TEST_SPARK_PYTHON").expect(
-        "LOGPIPE_TEST_SPARK_PYTHON is not set: run ./scripts/test.sh, which installs pyspark",
-    );
+    // Before anything starts: the Spark job at the end needs pyspark.
+    crate::common::spark_python();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let jobs = dir.path().join("jobs");
@@ -278,22 +277,16 @@ async fn a_job_of_your_own_runs_on_schedule_by_hand_and_in_a_backfill() {
         "DuckDB reads the plain Hive tree the same"
     );
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/spark/my_new_job.py");
-    let spark = Command::new(&spark_python)
-        .arg(&script)
-        .arg(&data)
-        .arg(&again)
-        .arg(dir.path().join("spark-out"))
-        .env("SPARK_LOCAL_IP", "127.0.0.1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&spark.stdout);
-    assert!(
-        spark.status.success(),
-        "the Spark job failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&spark.stderr)
+    let spark = crate::common::spark_job(
+        "my_new_job.py",
+        &[
+            data.as_os_str(),
+            again.as_ref(),
+            dir.path().join("spark-out").as_os_str(),
+        ],
+        &[],
+        "the Spark job",
     );
-    let spark: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     let expected: BTreeMap<String, u64> = counts
         .iter()
         .filter(|((day, _), _)| *day == again)
@@ -374,6 +367,41 @@ pub(crate) async fn send_events_second(client: &reqwest::Client, base_url: &str,
     );
 }
 
+/// Waits up to a minute for the lake directories `tables` (a streaming
+/// job's table is there once its first window closed), then for the first
+/// row of `sql` to satisfy `done`; fails with that row and the log.
+async fn wait_for_first_row(
+    data: &Path,
+    jobs: &Path,
+    running: &Running,
+    tables: &[&str],
+    sql: &str,
+    done: impl Fn(&Value) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !tables.iter().all(|table| data.join(table).exists()) {
+        assert!(
+            Instant::now() < deadline,
+            "no window of {tables:?} closed:\n{}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    loop {
+        let rows = sql_with_jobs(data, jobs, sql);
+        if done(&rows[0]) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every record counted yet: {}\n{}",
+            rows[0],
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 pub(crate) fn sql_with_jobs(data: &Path, jobs: &Path, sql: &str) -> Vec<Value> {
     sql_json_env(data, &[("LOGPIPE__JOBS__DIR", jobs.to_str().unwrap())], sql)
 }
@@ -417,35 +445,18 @@ async fn a_streaming_sql_job_equals_the_batch_aggregation_across_kills() {
         }
     }
     let total = seconds as u64 * 12;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // A job's table is there once its first window closed (under load,
-    // after the last restart, that may take a moment).
-    while !(data.join("streams/activity").exists() && data.join("streams/rolling").exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "no window closed:\n{}",
-            running.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    loop {
-        let rows = sql_with_jobs(
-            &data,
-            &jobs,
-            "SELECT (SELECT CAST(coalesce(sum(events), 0) AS BIGINT) FROM activity) AS n, \
-             (SELECT CAST(coalesce(sum(events), 0) AS BIGINT) FROM rolling) AS r",
-        );
-        if rows[0]["n"].as_u64() == Some(total) && rows[0]["r"].as_u64() == Some(3 * total) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stream table holds {} of {total} events:\n{}",
-            rows[0]["n"],
-            running.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // Under load, after the last restart, the first window may take a
+    // moment to close.
+    wait_for_first_row(
+        &data,
+        &jobs,
+        &running,
+        &["streams/activity", "streams/rolling"],
+        "SELECT (SELECT CAST(coalesce(sum(events), 0) AS BIGINT) FROM activity) AS n, \
+         (SELECT CAST(coalesce(sum(events), 0) AS BIGINT) FROM rolling) AS r",
+        |row| row["n"].as_u64() == Some(total) && row["r"].as_u64() == Some(3 * total),
+    )
+    .await;
     // Per job on /metrics: every record counted once since the last start
     // at most, the rows written, the state held.
     let metrics = running.metrics().await;
@@ -934,35 +945,16 @@ async fn the_window_job_is_its_sql_file_and_a_copy_writes_the_same_rows() {
         assert_eq!(response.status().as_u16(), 200);
     }
     let total = seconds as u64 * 30;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    // A table is there once its first window closed.
-    while !(data.join("streams/my_windows").exists() && data.join("windows").exists()) {
-        assert!(
-            Instant::now() < deadline,
-            "no window closed:\n{}",
-            running.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    loop {
-        let rows = sql_with_jobs(
-            &data,
-            &jobs,
-            "SELECT (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM windows) AS builtin, \
-             (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM my_windows) AS copy",
-        );
-        if rows[0]["builtin"].as_u64() == Some(total) && rows[0]["copy"].as_u64() == Some(total) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "of {total} records, windows holds {} and my_windows {}:\n{}",
-            rows[0]["builtin"],
-            rows[0]["copy"],
-            running.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_for_first_row(
+        &data,
+        &jobs,
+        &running,
+        &["streams/my_windows", "windows"],
+        "SELECT (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM windows) AS builtin, \
+         (SELECT CAST(coalesce(sum(count), 0) AS BIGINT) FROM my_windows) AS copy",
+        |row| row["builtin"].as_u64() == Some(total) && row["copy"].as_u64() == Some(total),
+    )
+    .await;
     assert!(running.terminate().success());
     let listed = jobs_cli(&data, &jobs, &["list"]);
     let listed = String::from_utf8_lossy(&listed.stdout).to_string();

@@ -61,22 +61,20 @@ pub(crate) fn assert_batches_once(
     assert_exactly_once(&wanted, &counts, &running.log());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_on_an_s3_lake_keeps_every_record_once_across_a_kill() {
-    let s3 = S3Server::start();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let lake_env = s3.lake_env("lake");
-    let env = up_env(&lake_env);
+/// `logpipe up` on `env`'s lake, loaded with 40 batches ([`post_batch`])
+/// and killed (-9) mid-load: every record in the lake once, on a store the
+/// start found to honour conditional writes (the fencing the commit chain
+/// needs). The running process is returned.
+pub(crate) async fn load_across_a_kill(data: &std::path::Path, env: &[(&str, &str)]) -> Running {
     let client = reqwest::Client::new();
-    let mut running = Running::start(&data, &env);
+    let mut running = Running::start(data, env);
     for batch in 0..40 {
         if batch == 20 {
             // Between flushes, mid-load: some of the last batches are
             // committed, some only on the bus.
             tokio::time::sleep(Duration::from_millis(150)).await;
             running.kill_hard();
-            running = Running::start(&data, &env);
+            running = Running::start(data, env);
         }
         assert_eq!(
             post_batch(&client, &running.base_url, batch).await,
@@ -85,7 +83,7 @@ async fn up_on_an_s3_lake_keeps_every_record_once_across_a_kill() {
             running.log()
         );
     }
-    assert_batches_once(&data, &env, &running, 40);
+    assert_batches_once(data, env, &running, 40);
     assert!(
         running
             .log()
@@ -93,19 +91,23 @@ async fn up_on_an_s3_lake_keeps_every_record_once_across_a_kill() {
         "{}",
         running.log()
     );
-
-    // The lake is in the bucket; the process's disk has only its bus.
-    assert!(s3.object_path("lake/logs").is_dir(), "{}", s3.log());
-    assert!(s3.object_path("lake/_logpipe/commits/raw").is_dir());
     assert!(!data.join("logs").exists(), "lake files on the local disk");
+    running
+}
 
-    // The windows and a batch report read and write the same bucket: once
-    // the last windows closed (idle), they count every record once.
+/// After [`load_across_a_kill`]: once the last windows closed (idle) they
+/// count every record once; then, the process stopped, the daily report
+/// written into the same lake counts every error once.
+pub(crate) fn windows_and_report_count_every_record(
+    data: &std::path::Path,
+    env: &[(&str, &str)],
+    running: Running,
+) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let windows = sql_json_env(
-            &data,
-            &env,
+            data,
+            env,
             "SELECT CAST(sum(count) AS BIGINT) AS n FROM windows",
         );
         if windows[0]["n"] == json!(2000) {
@@ -116,7 +118,7 @@ async fn up_on_an_s3_lake_keeps_every_record_once_across_a_kill() {
             "the windows count {} of 2000 records",
             windows[0]["n"]
         );
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        std::thread::sleep(Duration::from_millis(500));
     }
     assert!(running.terminate().success());
     let run = Command::new(binary())
@@ -128,7 +130,7 @@ async fn up_on_an_s3_lake_keeps_every_record_once_across_a_kill() {
             "2026-01-11",
             "--data-dir",
         ])
-        .arg(&data)
+        .arg(data)
         .envs(env.iter().copied())
         .output()
         .unwrap();
@@ -137,16 +139,32 @@ async fn up_on_an_s3_lake_keeps_every_record_once_across_a_kill() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    let errors = sql_json_env(
+        data,
+        env,
+        "SELECT CAST(sum(count) AS BIGINT) AS n FROM daily_report WHERE level = 'ERROR'",
+    );
+    assert_eq!(errors[0]["n"], json!(200), "{errors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_on_an_s3_lake_keeps_every_record_once_across_a_kill() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lake_env = s3.lake_env("lake");
+    let env = up_env(&lake_env);
+    let running = load_across_a_kill(&data, &env).await;
+    // The lake is in the bucket; the process's disk has only its bus.
+    assert!(s3.object_path("lake/logs").is_dir(), "{}", s3.log());
+    assert!(s3.object_path("lake/_logpipe/commits/raw").is_dir());
+
+    // The windows and a batch report read and write the same bucket.
+    windows_and_report_count_every_record(&data, &env, running);
     assert!(
         s3.object_path("lake/reports/daily").is_dir(),
         "no report in the bucket"
     );
-    let errors = sql_json_env(
-        &data,
-        &env,
-        "SELECT CAST(sum(count) AS BIGINT) AS n FROM daily_report WHERE level = 'ERROR'",
-    );
-    assert_eq!(errors[0]["n"], json!(200), "{errors:?}");
 }
 
 /// A wrong endpoint or refused credentials stop the start, naming the root.
