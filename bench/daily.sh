@@ -6,6 +6,8 @@
 #
 # Usage: bench/daily.sh [COUNT=5000000] [RUNS=5]
 # Env:   LOGPIPE_BIN (default: release build in $CARGO_TARGET_DIR).
+#        BENCH_COMPACT=1 runs `logpipe compact` over the loaded lake first
+#        (every closed hour merged; the hour still open stays as it is).
 #        BENCH_KEEP=DIR keeps the loaded data directory in DIR and reuses it
 #        on the next run (skips the load when DIR/logs exists).
 set -euo pipefail
@@ -22,6 +24,11 @@ if [ ! -d "$DATA/logs" ]; then
   "$BIN" generate --target "$URL" --count "$COUNT" --kind logs >&2
   until [ "$(stat lake_rows)" -ge "$COUNT" ]; do sleep 0.1; done
   stop_up
+fi
+
+if [ -n "${BENCH_COMPACT:-}" ]; then
+  /usr/bin/env time -f 'compaction: %e s wall, peak RSS %M KB' \
+    "$BIN" compact --data-dir "$DATA" --min-age 0s --lookback 3650d --grace 0s
 fi
 
 # The day with the most rows (the load may cross midnight UTC).

@@ -435,6 +435,30 @@ impl Pipeline {
                     Ok(())
                 });
             }
+            if self.has(Role::RawJob) && config.lake.compaction.enabled {
+                let compaction = &config.lake.compaction;
+                let mut tables: Vec<&'static logpipe_core::TableDef> = Vec::new();
+                for table in logpipe_core::tables::ALL
+                    .iter()
+                    .copied()
+                    .chain(sql_jobs.iter().map(|job| job.table))
+                {
+                    if table.partitioning == logpipe_core::tables::Partitioning::Hourly
+                        && !tables.iter().any(|t| t.dir == table.dir)
+                    {
+                        tables.push(table);
+                    }
+                }
+                let settings =
+                    logpipe_lake::compaction::CompactionSettings::from_config(compaction);
+                let lake = lake.clone();
+                let interval = compaction.interval;
+                let stop = supervisor.shutdown(stages.jobs);
+                supervisor.spawn(stages.jobs, "lake compaction", async move {
+                    logpipe_lake::compaction::run(lake, tables, settings, interval, stop).await;
+                    Ok(())
+                });
+            }
             if self.has(Role::RawJob) {
                 let job = RawToLake::new(
                     bus.bus.clone(),

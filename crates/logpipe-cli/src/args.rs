@@ -51,6 +51,10 @@ pub(crate) enum Command {
     /// Make a new API token and print it with the [[auth.tokens]] entry
     /// (its SHA-256) that lets it in.
     Token(TokenArgs),
+    /// Merge the lake's small files now, as [lake.compaction] does on a
+    /// schedule: every closed hour of the hourly tables, then (after the
+    /// grace period) the replaced files deleted.
+    Compact(CompactArgs),
     /// Read a data directory through and report damage (bus checksums,
     /// commit records and the files they list, every Parquet file, orphans);
     /// exits 1 when something is damaged. --repair moves damaged and orphan
@@ -116,6 +120,25 @@ pub(crate) struct CheckArgs {
     /// never changed. Run it with logpipe stopped.
     #[arg(long)]
     pub(crate) repair: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct CompactArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// Hours that ended less than this long ago are left alone
+    /// [default: lake.compaction.min_age].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) min_age: Option<std::time::Duration>,
+    /// Hours that ended longer ago than this are left alone
+    /// [default: lake.compaction.lookback].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) lookback: Option<std::time::Duration>,
+    /// How long the replaced files stay for queries already running; the
+    /// command waits it out twice (files, then manifests)
+    /// [default: lake.compaction.grace]. 0s with nothing reading the lake.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) grace: Option<std::time::Duration>,
 }
 
 #[derive(Args)]

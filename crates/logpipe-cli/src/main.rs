@@ -48,6 +48,7 @@ fn main() -> ExitCode {
             Command::Stream(args) => commands::stream::run(args).await,
             Command::Tail(args) => commands::tail::run(args).await,
             Command::Token(args) => commands::token::run(args),
+            Command::Compact(args) => commands::compact::run(args).await,
             Command::Check(args) => commands::check::run(args).await,
         }
     });

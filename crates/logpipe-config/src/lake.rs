@@ -109,6 +109,51 @@ impl RetentionConfig {
     }
 }
 
+/// `[lake.compaction]`: closed hours' small files merged into few large
+/// ones (docs/operations.md "Compaction").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    /// Off by default: logpipe's own reads never see a compaction half
+    /// done, but a reader of the plain Hive tree (Spark, DuckDB) sees an
+    /// hour's rows twice between the merged file's write and the inputs'
+    /// deletion, up to `grace` (docs/operations.md says when to turn it on).
+    pub enabled: bool,
+    /// The size merged files are made up to, in bytes of Parquet; files of
+    /// at least half of it are left as they are.
+    pub target_file_bytes: u64,
+    /// An hour is compacted once it holds this many small files.
+    pub min_files: usize,
+    /// How long after its end an hour is left alone (late records still
+    /// arrive).
+    #[serde(with = "humantime_serde")]
+    pub min_age: Duration,
+    /// How far back hours are looked at: older ones stay as they are.
+    #[serde(with = "humantime_serde")]
+    pub lookback: Duration,
+    /// How long replaced files stay for queries that listed them before
+    /// the merged file took their place.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// How often hours to compact are looked for.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        CompactionConfig {
+            enabled: false,
+            target_file_bytes: 64 * 1024 * 1024,
+            min_files: 8,
+            min_age: Duration::from_secs(15 * 60),
+            lookback: Duration::from_secs(7 * 24 * 3600),
+            grace: Duration::from_secs(5 * 60),
+            interval: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
 /// `[lake]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -122,6 +167,8 @@ pub struct LakeConfig {
     pub s3: S3Config,
     /// How long each table is kept.
     pub retention: RetentionConfig,
+    /// Merging closed hours' small files.
+    pub compaction: CompactionConfig,
     pub compression: Compression,
     /// How often buffered records are written and committed; the bound on
     /// how long an acknowledged record takes to become queryable.
@@ -143,6 +190,7 @@ impl Default for LakeConfig {
             root: None,
             s3: S3Config::default(),
             retention: RetentionConfig::default(),
+            compaction: CompactionConfig::default(),
             compression: Compression::Zstd,
             flush_interval: Duration::from_secs(1),
             // ~ 60 MB of column data at seed record sizes; at full load a
@@ -198,6 +246,31 @@ impl LakeConfig {
         }
         if self.retention.interval < Duration::from_secs(1) {
             return invalid("lake.retention.interval", "must be at least 1s");
+        }
+        let compaction = &self.compaction;
+        if compaction.target_file_bytes < 1024 * 1024 {
+            return invalid(
+                "lake.compaction.target_file_bytes",
+                format!(
+                    "is {} bytes; make it at least 1 MiB (1048576): smaller files are what compaction cures",
+                    compaction.target_file_bytes
+                ),
+            );
+        }
+        if compaction.min_files < 2 {
+            return invalid(
+                "lake.compaction.min_files",
+                "must be at least 2 (one file has nothing to merge with)",
+            );
+        }
+        if compaction.interval < Duration::from_secs(1) {
+            return invalid("lake.compaction.interval", "must be at least 1s");
+        }
+        if compaction.lookback <= compaction.min_age {
+            return invalid(
+                "lake.compaction.lookback",
+                "must be longer than lake.compaction.min_age, or no hour is ever compacted",
+            );
         }
         if let Some(endpoint) = &self.s3.endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))

@@ -44,7 +44,9 @@ pub use error::ConfigError;
 use error::invalid;
 pub use generator::{GeneratorConfig, IncidentConfig, IncidentKind};
 pub use jobs::JobsConfig;
-pub use lake::{Compression, DataLossPolicy, LakeConfig, RetentionConfig, S3Config};
+pub use lake::{
+    CompactionConfig, Compression, DataLossPolicy, LakeConfig, RetentionConfig, S3Config,
+};
 pub use postgres::PostgresConfig;
 pub use query::QueryConfig;
 pub use reports::ReportsConfig;

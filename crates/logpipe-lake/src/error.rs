@@ -22,6 +22,14 @@ pub enum LakeError {
         expected: String,
         found: String,
     },
+    #[error("compaction manifest {path} is unreadable: {reason}")]
+    BadManifest { path: String, reason: String },
+    #[error("compacting into {path} read {found} rows from files whose footers say {expected}")]
+    CompactionMismatch {
+        path: String,
+        expected: u64,
+        found: u64,
+    },
     #[error("background task failed: {0}")]
     Task(String),
     /// Another writer committed step `seq` of `job` first.
@@ -43,6 +51,8 @@ impl Classify for LakeError {
             LakeError::Parquet(_)
             | LakeError::Arrow(_)
             | LakeError::BadCommit { .. }
+            | LakeError::BadManifest { .. }
+            | LakeError::CompactionMismatch { .. }
             | LakeError::Task(_) => ErrorKind::Internal,
         }
     }

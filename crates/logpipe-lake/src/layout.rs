@@ -42,3 +42,29 @@ pub fn data_file_path(
         hour.hive_path()
     )
 }
+
+/// The job and step of a data file named by [`data_file_path`]
+/// (`part-<job>-<seq>-<n>.parquet`); `None` for any other name (a merged
+/// file of compaction, a user's file).
+pub fn step_of_file_name(name: &str) -> Option<(&str, u64)> {
+    let inner = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
+    let mut parts = inner.rsplitn(3, '-');
+    let _n: u32 = parts.next()?.parse().ok()?;
+    let seq: u64 = parts.next()?.parse().ok()?;
+    Some((parts.next()?, seq))
+}
+
+pub(crate) const COMPACTION_PREFIX: &str = "_logpipe/compactions";
+
+/// The pending compaction of the hour directory `hour` (a manifest
+/// mirrors its hour's path, so a listing of a table's directory finds its
+/// manifests by listing the same path under [`COMPACTION_PREFIX`]).
+pub(crate) fn manifest_path(hour: &StorePath) -> StorePath {
+    StorePath::from(format!("{COMPACTION_PREFIX}/{hour}/manifest.json"))
+}
+
+/// Merged file `n` of the compaction of `hour` started at `micros`:
+/// `compacted-<micros>-<n>.parquet`, a name no job step has.
+pub(crate) fn compacted_file_path(hour: &StorePath, micros: i64, n: usize) -> StorePath {
+    StorePath::from(format!("{hour}/compacted-{micros}-{n:03}.parquet"))
+}

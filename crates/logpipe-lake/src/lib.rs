@@ -18,6 +18,8 @@
 //! - [`commit`] — the protocol (commit record first, then files; roll
 //!   forward; fencing of several writers), and the chain of records.
 //! - [`parquet`] — encoding batches, off the async reactor.
+//! - [`retention`] and [`compaction`] — whole expired hours deleted; closed
+//!   hours' small files merged, hidden from logpipe's reads until done.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +31,7 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 pub mod commit;
+pub mod compaction;
 mod error;
 pub mod layout;
 pub mod metrics;
@@ -169,18 +172,8 @@ mod tests {
                 files[0].path,
                 format!("logs/raw/year=2025/month=1/day=12/hour=1/part-raw-{seq:010}-000.parquet")
             );
-            let record = CommitRecord {
-                job: "raw".into(),
-                seq,
-                ranges: BTreeMap::new(),
-                offsets: BTreeMap::from([("logs.raw".to_string(), BTreeMap::from([(0, seq)]))]),
-                files,
-                invalid_records: 0,
-                duplicate_records: 0,
-                dedup_window: 0,
-                committed_at: String::new(),
-                state: None,
-            };
+            let mut record = CommitRecord::for_test("raw", seq, files);
+            record.offsets = BTreeMap::from([("logs.raw".to_string(), BTreeMap::from([(0, seq)]))]);
             let encoded = lake.encode(groups).await.unwrap();
             lake.commit(&record, encoded).await.unwrap();
             last = Some(record);

@@ -47,6 +47,30 @@ pub static RETENTION_BYTES: MetricDef = MetricDef {
     kind: MetricType::Counter,
     labels: &["table"],
 };
+pub static COMPACTION_RUNS: MetricDef = MetricDef {
+    name: "logpipe_lake_compactions_total",
+    help: "Hour partitions compacted (lake.compaction), by table.",
+    kind: MetricType::Counter,
+    labels: &["table"],
+};
+pub static COMPACTION_FILES_IN: MetricDef = MetricDef {
+    name: "logpipe_lake_compaction_input_files_total",
+    help: "Small files merged by compaction (lake.compaction), by table.",
+    kind: MetricType::Counter,
+    labels: &["table"],
+};
+pub static COMPACTION_FILES_OUT: MetricDef = MetricDef {
+    name: "logpipe_lake_compaction_output_files_total",
+    help: "Merged files written by compaction (lake.compaction), by table.",
+    kind: MetricType::Counter,
+    labels: &["table"],
+};
+pub static COMPACTION_DELETED: MetricDef = MetricDef {
+    name: "logpipe_lake_compaction_deleted_files_total",
+    help: "Files a compaction replaced, deleted after the grace period (lake.compaction.grace), by table.",
+    kind: MetricType::Counter,
+    labels: &["table"],
+};
 pub static STORE_REQUESTS: MetricDef = MetricDef {
     name: "logpipe_lake_store_requests_total",
     help: "Requests to the lake's store (a directory, S3), by operation (put, put_multipart, get, list, delete, copy) and outcome (ok, conflict, not_found, error).",
@@ -68,6 +92,10 @@ pub struct LakeMetrics {
     pub commit_duration: HistogramVec,
     pub retention_files: CounterVec,
     pub retention_bytes: CounterVec,
+    pub compaction_runs: CounterVec,
+    pub compaction_files_in: CounterVec,
+    pub compaction_files_out: CounterVec,
+    pub compaction_deleted: CounterVec,
     pub store_requests: CounterVec,
     pub store_request_duration: HistogramVec,
 }
@@ -82,6 +110,10 @@ impl MetricSet for LakeMetrics {
             &self.commit_duration,
             &self.retention_files,
             &self.retention_bytes,
+            &self.compaction_runs,
+            &self.compaction_files_in,
+            &self.compaction_files_out,
+            &self.compaction_deleted,
             &self.store_requests,
             &self.store_request_duration,
         ]
@@ -97,6 +129,10 @@ logpipe_core::metric_set!(pub fn lake_metrics() -> LakeMetrics = {
         commit_duration: HistogramVec::new(&COMMIT_DURATION, LATENCY_BUCKETS),
         retention_files: CounterVec::new(&RETENTION_FILES),
         retention_bytes: CounterVec::new(&RETENTION_BYTES),
+        compaction_runs: CounterVec::new(&COMPACTION_RUNS),
+        compaction_files_in: CounterVec::new(&COMPACTION_FILES_IN),
+        compaction_files_out: CounterVec::new(&COMPACTION_FILES_OUT),
+        compaction_deleted: CounterVec::new(&COMPACTION_DELETED),
         store_requests: CounterVec::new(&STORE_REQUESTS),
         store_request_duration: HistogramVec::new(&STORE_REQUEST_DURATION, LATENCY_BUCKETS),
     };

@@ -61,7 +61,52 @@ fn span(levels: &[u32]) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
 
 const LEVELS: [&str; 4] = ["year=", "month=", "day=", "hour="];
 
+/// A partition directory of an hourly table, one level of the Hive tree.
+pub(crate) struct Partition {
+    pub(crate) path: StorePath,
+    /// Its levels and those above it (year, month, day, hour).
+    pub(crate) levels: Vec<u32>,
+    pub(crate) start: DateTime<Utc>,
+    pub(crate) end: DateTime<Utc>,
+}
+
+impl Partition {
+    pub(crate) fn is_hour(&self) -> bool {
+        self.levels.len() == LEVELS.len()
+    }
+}
+
 impl Lake {
+    /// The partition directories directly under `prefix`, whose levels are
+    /// `levels` (none for the table's directory). Other names are not
+    /// partitions and not ours to judge: they are left out.
+    pub(crate) async fn partitions_under(
+        &self,
+        prefix: &StorePath,
+        levels: &[u32],
+    ) -> Result<Vec<Partition>> {
+        let Some(key) = LEVELS.get(levels.len()) else {
+            return Ok(Vec::new());
+        };
+        let listed = self.store().list_with_delimiter(Some(prefix)).await?;
+        Ok(listed
+            .common_prefixes
+            .into_iter()
+            .filter_map(|path| {
+                let value = path.filename()?.strip_prefix(key)?.parse::<u32>().ok()?;
+                let mut levels = levels.to_vec();
+                levels.push(value);
+                let (start, end) = span(&levels)?;
+                Some(Partition {
+                    path,
+                    levels,
+                    start,
+                    end,
+                })
+            })
+            .collect())
+    }
+
     /// Deletes the hour partitions of `table` (Hive-partitioned by hour)
     /// that ended before `cutoff`; logs each deleted prefix and counts it.
     pub async fn expire(&self, table: &TableDef, cutoff: DateTime<Utc>) -> Result<Deleted> {
@@ -70,33 +115,17 @@ impl Lake {
         // (prefix, levels parsed so far)
         let mut pending: Vec<(StorePath, Vec<u32>)> = vec![(StorePath::from(dir), Vec::new())];
         while let Some((prefix, levels)) = pending.pop() {
-            let Some(key) = LEVELS.get(levels.len()) else {
-                continue;
-            };
-            let listed = self.store().list_with_delimiter(Some(&prefix)).await?;
-            for child in listed.common_prefixes {
-                let Some(value) = child
-                    .filename()
-                    .and_then(|name| name.strip_prefix(key))
-                    .and_then(|v| v.parse::<u32>().ok())
-                else {
-                    continue; // not a partition directory: not ours to judge
-                };
-                let mut child_levels = levels.clone();
-                child_levels.push(value);
-                let Some((start, end)) = span(&child_levels) else {
-                    continue;
-                };
-                if end <= cutoff {
-                    let gone = self.delete_prefix(&child).await?;
+            for child in self.partitions_under(&prefix, &levels).await? {
+                if child.end <= cutoff {
+                    let gone = self.delete_prefix(&child.path).await?;
                     if let Some(root) = self.lake_store().local_dir() {
                         // A local lake keeps the emptied directories.
-                        remove_empty_dirs(&root.join(child.as_ref()));
+                        remove_empty_dirs(&root.join(child.path.as_ref()));
                     }
                     if gone.files > 0 {
                         tracing::info!(
                             table = name,
-                            partition = %child,
+                            partition = %child.path,
                             files = gone.files,
                             bytes = gone.bytes,
                             "retention deleted an expired partition"
@@ -104,8 +133,8 @@ impl Lake {
                     }
                     deleted.files += gone.files;
                     deleted.bytes += gone.bytes;
-                } else if start < cutoff {
-                    pending.push((child, child_levels));
+                } else if child.start < cutoff {
+                    pending.push((child.path, child.levels));
                 }
             }
         }

@@ -156,12 +156,8 @@ fn files_under(dir: &Path, extension: &str, out: &mut Vec<PathBuf>) -> std::io::
 
 /// `part-<job>-<seq>-<n>.parquet`: a job step's file (the lake's layout).
 fn step_of(path: &Path) -> Option<(String, u64)> {
-    let name = path.file_name()?.to_str()?;
-    let inner = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
-    let mut parts = inner.rsplitn(3, '-');
-    let _n: u32 = parts.next()?.parse().ok()?;
-    let seq: u64 = parts.next()?.parse().ok()?;
-    Some((parts.next()?.to_string(), seq))
+    let (job, seq) = logpipe_lake::layout::step_of_file_name(path.file_name()?.to_str()?)?;
+    Some((job.to_string(), seq))
 }
 
 fn check_lake(root: &Path) -> Result<LakeCheck> {

@@ -3,6 +3,7 @@
 pub(crate) mod batch;
 pub(crate) mod check;
 pub(crate) mod collector;
+pub(crate) mod compact;
 pub(crate) mod generate;
 pub(crate) mod jobs;
 pub(crate) mod sql;

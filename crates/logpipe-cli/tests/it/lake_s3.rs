@@ -278,3 +278,20 @@ async fn retention_deletes_expired_hours_on_s3() {
     assert!(!parquet_under(&s3.object_path("lake/events")).is_empty());
     assert!(!data.join("logs").exists(), "lake files on the local disk");
 }
+
+/// Compaction on S3 (`pipeline::compaction_under_queries`): the hour's
+/// small objects merged into one while `logpipe sql` counts every row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_an_hour_on_s3() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lake_env = s3.lake_env("lake");
+    let env: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let hour_dir = |hour: &str| s3.object_path(&format!("lake/logs/raw/{hour}"));
+    crate::pipeline::compaction_under_queries(&data, &env, |hour| {
+        crate::pipeline::parquet_files_in(&hour_dir(hour))
+    })
+    .await;
+    assert!(!data.join("logs").exists(), "lake files on the local disk");
+}

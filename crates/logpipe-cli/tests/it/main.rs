@@ -13,6 +13,8 @@
 //! - `load.rs`: load clients and what the lake holds of their records.
 //! - `otlp.rs`: OpenTelemetry's SDK exporting logs over OTLP/HTTP.
 //! - `tls.rs`: HTTPS on the listener, certificates reloaded on SIGHUP.
+//! - `lake_s3.rs`, `lake_hdfs.rs`: the lake on S3 (versitygw, Garage) and
+//!   on HDFS (a MiniDFSCluster).
 //! - `observability.rs`: the Prometheus rules, Alertmanager and Grafana
 //!   dashboards of `deploy/` against real Prometheus and Alertmanager.
 

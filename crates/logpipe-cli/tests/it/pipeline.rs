@@ -462,3 +462,295 @@ pub(crate) async fn retention_deletes_expired_hours(
     assert!(running.terminate().success());
     logpipe_core::time::HourPartition::of_micros((now - 5 * 3600) * 1_000_000)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_an_hour_while_queries_count_every_row_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lake = data.clone();
+    let total = compaction_under_queries(&data, &[], move |hour| {
+        parquet_files_in(&lake.join("logs/raw").join(hour))
+    })
+    .await;
+    // An outside reader of the plain tree, once the replaced files are
+    // gone: every row once.
+    if let Ok(python) = std::env::var("LOGPIPE_TEST_PYTHON") {
+        let script = format!(
+            "import duckdb, json\n\
+             print(json.dumps(duckdb.sql(\"SELECT count(*), count(DISTINCT request_id) \
+             FROM read_parquet('{}/logs/raw/**/*.parquet', hive_partitioning = true)\").fetchall()[0]))",
+            data.display()
+        );
+        let stdout = crate::common::stdout_of(
+            std::process::Command::new(python).args(["-c", &script]),
+            "duckdb",
+        );
+        let row: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+        assert_eq!(row, json!([total, total]), "DuckDB after the compaction");
+    }
+    // The merged files are nobody's orphans.
+    let check = std::process::Command::new(crate::common::binary())
+        .args(["check", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// The Parquet files directly in `dir`.
+pub(crate) fn parquet_files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// The hour compaction works on: 2026-01-11T09.
+const COMPACTED_HOUR: &str = "year=2026/month=1/day=11/hour=9";
+
+/// `logpipe up` on `lake_env`'s lake with compaction every second: many
+/// small steps into one past hour, then more into another hour (so the
+/// first hour's steps leave the kept commit records and may be merged).
+/// Meanwhile `logpipe sql` counts the rows again and again: never a row
+/// twice, never fewer than before. At the end the hour holds one merged
+/// file (`files_in_hour` counts an hour directory's Parquet files under
+/// `logs/raw`) and every row once. Returns the rows posted.
+pub(crate) async fn compaction_under_queries(
+    data: &Path,
+    lake_env: &[(&str, &str)],
+    files_in_hour: impl Fn(&str) -> usize,
+) -> u64 {
+    let mut env = lake_env.to_vec();
+    env.extend([
+        ("LOGPIPE__LAKE__COMPACTION__ENABLED", "true"),
+        ("LOGPIPE__LAKE__COMPACTION__INTERVAL", "1s"),
+        ("LOGPIPE__LAKE__COMPACTION__MIN_AGE", "0s"),
+        ("LOGPIPE__LAKE__COMPACTION__LOOKBACK", "3650d"),
+        ("LOGPIPE__LAKE__COMPACTION__MIN_FILES", "2"),
+        ("LOGPIPE__LAKE__COMPACTION__GRACE", "2s"),
+        ("LOGPIPE__LAKE__FLUSH_INTERVAL", "150ms"),
+        ("LOGPIPE__WINDOWS__ENABLED", "false"),
+        ("LOGPIPE__REPORTS__SCHEDULE", "false"),
+    ]);
+    let running = Running::start(data, &env);
+    let client = reqwest::Client::new();
+
+    // The reader: counts and distinct ids through `logpipe sql`, in a loop
+    // until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        let data = data.to_path_buf();
+        let env: Vec<(String, String)> = lake_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        std::thread::spawn(move || {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let rows = sql_json_env(
+                    &data,
+                    &env,
+                    "SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM logs",
+                );
+                if let Some(row) = rows.first() {
+                    seen.push((
+                        row["n"].as_u64().unwrap_or(0),
+                        row["d"].as_u64().unwrap_or(0),
+                    ));
+                }
+            }
+            seen
+        })
+    };
+
+    let mut total = 0u64;
+    let batch = |hour: u32, n: usize| -> serde_json::Value {
+        json!(
+            (0..25)
+                .map(|i| log(
+                    &format!("c-{hour}-{n}-{i}"),
+                    json!(format!("2026-01-11T{hour:02}:{:02}:{:02}Z", n % 60, i))
+                ))
+                .collect::<Vec<_>>()
+        )
+    };
+    // Many small steps into the hour compacted, then enough steps into
+    // another that the first hour's commit records are pruned.
+    for (hour, batches) in [(9, 60), (11, 50)] {
+        for n in 0..batches {
+            let (status, answer) = post(
+                &client,
+                &format!("{}/api/collect/logs", running.base_url),
+                batch(hour, n).to_string(),
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
+            total += 25;
+            tokio::time::sleep(Duration::from_millis(120)).await;
+        }
+    }
+
+    // Until the hour is one merged file, its manifest gone, every row in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let files = files_in_hour(COMPACTED_HOUR);
+        let metrics = running.metrics().await;
+        let compactions: u64 = metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("logpipe_lake_compactions_total{table=\"logs\"} "))
+            .filter_map(|n| n.parse::<f64>().ok())
+            .map(|n| n as u64)
+            .sum();
+        let deleted: u64 = metrics
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("logpipe_lake_compaction_deleted_files_total{table=\"logs\"} ")
+            })
+            .filter_map(|n| n.parse::<f64>().ok())
+            .map(|n| n as u64)
+            .sum();
+        let rows = sql_json_env(data, lake_env, "SELECT count(*) AS n FROM logs");
+        if files == 1 && compactions >= 1 && deleted >= 4 && rows[0]["n"] == json!(total) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hour {COMPACTED_HOUR}: {files} files, {compactions} compactions, {deleted} deleted, {} of {total} rows:\n{}",
+            rows[0]["n"],
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The replaced files went a grace period ago: the manifest another
+    // grace period later.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = reader.join().unwrap();
+    assert!(
+        seen.len() >= 5,
+        "the reader ran only {} queries",
+        seen.len()
+    );
+    for pair in seen.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].0,
+            "a query counted fewer rows than the one before: {seen:?}"
+        );
+    }
+    assert!(
+        seen.iter().all(|(n, d)| n == d),
+        "a query counted a row twice: {seen:?}"
+    );
+    assert!(
+        running.log().contains("compacted an hour"),
+        "{}",
+        running.log()
+    );
+    let rows = sql_json_env(
+        data,
+        lake_env,
+        "SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM logs",
+    );
+    assert_eq!(rows[0], json!({"n": total, "d": total}));
+    assert!(running.terminate().success());
+    total
+}
+
+/// `logpipe compact` merges now what `[lake.compaction]` would on its
+/// schedule, and says what it did; the rows stay the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logpipe_compact_merges_the_closed_hours_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let env = [
+        ("LOGPIPE__LAKE__FLUSH_INTERVAL", "100ms"),
+        ("LOGPIPE__WINDOWS__ENABLED", "false"),
+        ("LOGPIPE__REPORTS__SCHEDULE", "false"),
+    ];
+    let running = Running::start(&data, &env);
+    let client = reqwest::Client::new();
+    let mut total = 0;
+    for (hour, batches) in [(9, 30), (11, 30)] {
+        for n in 0..batches {
+            let logs: Vec<_> = (0..10)
+                .map(|i| {
+                    log(
+                        &format!("now-{hour}-{n}-{i}"),
+                        json!(format!("2026-01-11T{hour:02}:{n:02}:{i:02}Z")),
+                    )
+                })
+                .collect();
+            let (status, answer) = post(
+                &client,
+                &format!("{}/api/collect/logs", running.base_url),
+                json!(logs).to_string(),
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
+            total += 10;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+    wait_for_count(
+        &client,
+        &running.base_url,
+        "SELECT count(*) AS n FROM logs",
+        total,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(running.terminate().success());
+    let before = parquet_files_in(&data.join("logs/raw").join(COMPACTED_HOUR));
+    assert!(before > 10, "only {before} files in the hour");
+
+    let compact = std::process::Command::new(crate::common::binary())
+        .args([
+            "compact",
+            "--min-age",
+            "0s",
+            "--lookback",
+            "3650d",
+            "--grace",
+            "0s",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&compact.stderr);
+    assert!(compact.status.success(), "{said}");
+    assert!(
+        said.contains("logs: ") && said.contains("merged into"),
+        "{said}"
+    );
+    // The first hour's steps are all done: one file. The second keeps its
+    // 16 newest steps (their records may still be rolled forward).
+    assert_eq!(
+        parquet_files_in(&data.join("logs/raw").join(COMPACTED_HOUR)),
+        1
+    );
+    let rows = sql_json(
+        &data,
+        "SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM logs",
+    );
+    assert_eq!(rows[0], json!({"n": total, "d": total}));
+    // Finished: no manifest is left.
+    let manifests = std::process::Command::new("find")
+        .arg(data.join("_logpipe"))
+        .args(["-name", "manifest.json"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&manifests.stdout), "");
+}

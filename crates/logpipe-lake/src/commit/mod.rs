@@ -86,6 +86,25 @@ pub struct CommitRecord {
     pub state: Option<serde_json::Value>,
 }
 
+#[cfg(test)]
+impl CommitRecord {
+    /// Step `seq` of `job` writing `files`, nothing else recorded.
+    pub(crate) fn for_test(job: &str, seq: u64, files: Vec<CommittedFile>) -> CommitRecord {
+        CommitRecord {
+            job: job.to_string(),
+            seq,
+            ranges: Ranges::new(),
+            offsets: Offsets::new(),
+            files,
+            invalid_records: 0,
+            duplicate_records: 0,
+            dedup_window: 0,
+            committed_at: String::new(),
+            state: None,
+        }
+    }
+}
+
 /// The files step `seq` of `job` writes for `groups`, in order (see
 /// [`data_file_path`]).
 pub fn plan_files(job: &str, seq: u64, groups: &TableGroups) -> Vec<CommittedFile> {
