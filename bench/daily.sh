@@ -6,6 +6,9 @@
 #
 # Usage: bench/daily.sh [COUNT=5000000] [RUNS=5]
 # Env:   LOGPIPE_BIN (default: release build in $CARGO_TARGET_DIR).
+#        BENCH_SPREAD_DAYS=N stamps the logs evenly over the N days before
+#        today (`logpipe generate --spread-days`) instead of now, so every
+#        hour of them is closed (what compaction takes).
 #        BENCH_COMPACT=1 runs `logpipe compact` over the loaded lake first
 #        (every closed hour merged; the hour still open stays as it is).
 #        BENCH_KEEP=DIR keeps the loaded data directory in DIR and reuses it
@@ -21,7 +24,8 @@ if [ ! -d "$DATA/logs" ]; then
   # Windows off: only the raw lake matters here, and the load is quicker.
   LOGPIPE__WINDOWS__ENABLED=false start_up "$DATA"
   echo "loading $COUNT logs…" >&2
-  "$BIN" generate --target "$URL" --count "$COUNT" --kind logs >&2
+  "$BIN" generate --target "$URL" --count "$COUNT" --kind logs \
+    ${BENCH_SPREAD_DAYS:+--spread-days "$BENCH_SPREAD_DAYS"} >&2
   until [ "$(stat lake_rows)" -ge "$COUNT" ]; do sleep 0.1; done
   stop_up
 fi

@@ -7,8 +7,9 @@
 #        LOGPIPE__… configuration variable for the server under test.
 #        BENCH_CONFIG=FILE passes `--config FILE` to `logpipe up`.
 #        BENCH_PIN=1 pins the server to CPU 0 and the load client to CPU 1.
-#        BENCH_LAKE=s3 puts the lake on a versitygw S3 server on loopback
-#        (its CPU is the machine's too, and shows in the rate).
+#        BENCH_LAKE=s3 puts the lake on a versitygw S3 server on loopback,
+#        BENCH_LAKE=hdfs in a MiniDFSCluster (deploy/hdfs/hdfs.sh); their CPU
+#        is the machine's too, and shows in the rate.
 #        BENCH_BUS=kafka runs `logpipe up --bus kafka` against a broker
 #        (LOGPIPE__BUS__KAFKA__TRANSACTIONS=false: without transactions;
 #        bench/transactions.sh compares):

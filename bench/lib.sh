@@ -24,6 +24,7 @@ cleanup() {
   [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null
   [ -n "${S3_PID:-}" ] && kill "$S3_PID" 2>/dev/null
   [ -n "${KAFKA_DIR:-}" ] && deploy/kafka/kafka.sh stop "$KAFKA_DIR" 2>/dev/null
+  [ -n "${HDFS_DIR:-}" ] && deploy/hdfs/hdfs.sh stop "$HDFS_DIR" >/dev/null 2>&1
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -41,6 +42,14 @@ if [ "${BENCH_LAKE:-local}" = s3 ]; then
   export LOGPIPE__LAKE__ROOT=s3://logpipe/lake LOGPIPE__LAKE__S3__ENDPOINT="http://127.0.0.1:$S3_PORT" \
     LOGPIPE__LAKE__S3__REGION=us-east-1 LOGPIPE__LAKE__S3__ACCESS_KEY_ID=bench \
     LOGPIPE__LAKE__S3__SECRET_ACCESS_KEY=bench-secret
+fi
+
+# BENCH_LAKE=hdfs: the lake in a MiniDFSCluster (deploy/hdfs/hdfs.sh, one
+# NameNode and one DataNode in a JVM on loopback, data in $WORK/hdfs).
+if [ "${BENCH_LAKE:-local}" = hdfs ]; then
+  HDFS_DIR=$WORK/hdfs
+  HDFS_URL=$(deploy/hdfs/hdfs.sh start "$HDFS_DIR" | tail -n 1)
+  export LOGPIPE__LAKE__ROOT="$HDFS_URL/lake"
 fi
 
 # start_up DATA_DIR [ARGS…]: `logpipe up --no-generator` on 127.0.0.1:0.
