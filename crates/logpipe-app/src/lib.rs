@@ -421,12 +421,26 @@ impl Pipeline {
         }
 
         if let Some(lake) = &lake {
-            let retained = config.lake.retention.tables();
-            if self.has(Role::RawJob) && !retained.is_empty() {
-                let tables = retained
-                    .into_iter()
-                    .map(|(_, table, kept)| (table, kept))
-                    .collect();
+            // The built-in tables' where the raw job runs, a streaming
+            // job's (`-- retention:`) where that job runs.
+            let mut tables: Vec<(&'static logpipe_core::TableDef, std::time::Duration)> =
+                Vec::new();
+            if self.has(Role::RawJob) {
+                tables.extend(
+                    config
+                        .lake
+                        .retention
+                        .tables()
+                        .into_iter()
+                        .map(|(_, table, kept)| (table, kept)),
+                );
+            }
+            tables.extend(
+                sql_jobs
+                    .iter()
+                    .filter_map(|job| job.retention.map(|kept| (job.table, kept))),
+            );
+            if !tables.is_empty() {
                 let lake = lake.clone();
                 let interval = config.lake.retention.interval;
                 let stop = supervisor.shutdown(stages.jobs);

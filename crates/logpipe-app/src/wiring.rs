@@ -242,6 +242,7 @@ pub fn job_files(resolved: &Resolved) -> Result<JobFiles> {
                 alerts: rules,
                 postgres,
                 webhook: file.webhook,
+                retention: file.retention,
             })
         })
         .collect::<Result<_>>()?;

@@ -229,7 +229,8 @@ pub const BUILT_IN: [(&str, &str, &str); 3] = [
 ];
 
 const KEYS: &str = "name, kind, period, days, schedule, output, postgres, webhook";
-const STREAM_KEYS: &str = "name, kind, lateness, idle_close, output, postgres, webhook, alert";
+const STREAM_KEYS: &str =
+    "name, kind, lateness, idle_close, retention, output, postgres, webhook, alert";
 
 /// Tables logpipe keeps in PostgreSQL besides the lake's: no job may write
 /// one of these names there.
@@ -288,7 +289,7 @@ fn is_stream(text: &str) -> bool {
         .any(|(key, value, ..)| *key == "kind" && *value == "stream")
 }
 
-/// `500ms`, `5s`, `2m`, `1h`.
+/// `500ms`, `5s`, `2m`, `1h`, `30d`.
 fn duration_of(text: &str) -> Option<std::time::Duration> {
     let split = text.find(|c: char| !c.is_ascii_digit())?;
     let amount: u64 = text[..split].parse().ok()?;
@@ -297,6 +298,7 @@ fn duration_of(text: &str) -> Option<std::time::Duration> {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return None,
     };
     Some(std::time::Duration::from_millis(
@@ -316,6 +318,10 @@ pub struct StreamJobFile {
     pub output: String,
     pub allowed_lateness: std::time::Duration,
     pub idle_close: std::time::Duration,
+    /// How long its table's hour partitions are kept (`-- retention: 30d`,
+    /// deleted whole as `[lake.retention]` does the built-in tables'); unset:
+    /// for ever.
+    pub retention: Option<std::time::Duration>,
     /// Whether its rows are upserted into PostgreSQL (when `[postgres]` is
     /// set): the header's `postgres`, true unless it says false.
     pub postgres: bool,
@@ -332,6 +338,7 @@ impl StreamJobFile {
         let mut output = None;
         let mut allowed_lateness = std::time::Duration::from_secs(5);
         let mut idle_close = std::time::Duration::from_secs(10);
+        let mut retention = None;
         let mut postgres = true;
         let mut webhook = None;
         let mut alerts: Vec<(AlertRule, usize, usize)> = Vec::new();
@@ -340,7 +347,7 @@ impl StreamJobFile {
             let duration = || {
                 duration_of(value).ok_or_else(|| {
                     fail(format!(
-                        "{key} must be a duration like 500ms, 5s, 2m or 1h, not {value:?}"
+                        "{key} must be a duration like 500ms, 5s, 2m, 1h or 30d, not {value:?}"
                     ))
                 })
             };
@@ -349,6 +356,15 @@ impl StreamJobFile {
                 "kind" => {}
                 "lateness" => allowed_lateness = duration()?,
                 "idle_close" => idle_close = duration()?,
+                "retention" => {
+                    let kept = duration()?;
+                    if kept < std::time::Duration::from_secs(3600) {
+                        return Err(fail(format!(
+                            "retention is {value}; it deletes whole hours, so keep at least 1h"
+                        )));
+                    }
+                    retention = Some(kept);
+                }
                 "postgres" => postgres = flag(key, value).map_err(fail)?,
                 "webhook" => webhook = Some(webhook_url(value).map_err(fail)?),
                 "alert" => {
@@ -411,6 +427,7 @@ impl StreamJobFile {
             sql: text.to_string(),
             allowed_lateness,
             idle_close,
+            retention,
             postgres,
             webhook,
             alerts,
@@ -751,6 +768,29 @@ pub fn load_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_streaming_job_keeps_its_table_as_long_as_its_header_says() {
+        let body = "SELECT window_start, count(*) AS n FROM events GROUP BY TUMBLE(timestamp, INTERVAL '1' MINUTE)\n";
+        let parse = |header: &str| StreamJobFile::parse("a.sql", &format!("{header}{body}"), "a");
+        let job = parse("-- kind: stream\n-- retention: 30d\n").unwrap();
+        assert_eq!(
+            job.retention,
+            Some(std::time::Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(parse("-- kind: stream\n").unwrap().retention, None);
+        let error = parse("-- kind: stream\n-- retention: 30m\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("a.sql:2:") && error.contains("keep at least 1h"),
+            "{error}"
+        );
+        let error = parse("-- kind: stream\n-- retention: a month\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("like 500ms"), "{error}");
+    }
 
     fn date(text: &str) -> NaiveDate {
         text.parse().unwrap()

@@ -1010,3 +1010,83 @@ async fn the_window_job_is_its_sql_file_and_a_copy_writes_the_same_rows() {
         "the window job differs from its SQL run over the lake"
     );
 }
+
+/// `-- retention:` on a streaming job: its table's expired hours go whole,
+/// as `[lake.retention]` does the built-in tables', and the young hour
+/// stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streaming_jobs_table_keeps_what_its_retention_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    std::fs::write(
+        jobs.join("per_service.sql"),
+        "-- kind: stream\n-- retention: 2h\n-- lateness: 1s\n-- idle_close: 1s\n\
+         SELECT window_start, service, count(*) AS n FROM logs\n\
+         GROUP BY tumble(timestamp, INTERVAL '1 minute'), service\n",
+    )
+    .unwrap();
+    let env = [
+        ("LOGPIPE__JOBS__DIR", jobs.to_str().unwrap()),
+        ("LOGPIPE__LAKE__RETENTION__INTERVAL", "1s"),
+        ("LOGPIPE__WINDOWS__ENABLED", "false"),
+        ("LOGPIPE__REPORTS__SCHEDULE", "false"),
+    ];
+    let running = Running::start(&data, &env);
+    let now = Utc::now().timestamp();
+    let logs: Vec<Value> = [("old", 5 * 3600), ("young", 3600)]
+        .iter()
+        .flat_map(|(age, ago)| {
+            (0..10).map(move |i| {
+                json!({"timestamp": now - ago, "level": "INFO", "service": "api",
+                       "message": "m", "metadata": {"request_id": format!("{age}-{i}")}})
+            })
+        })
+        .collect();
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/collect/logs", running.base_url))
+        .json(&logs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let old_hour = logpipe_core::time::HourPartition::of_micros((now - 5 * 3600) * 1_000_000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let expired = running.log().lines().any(|l| {
+            l.contains("retention deleted an expired partition") && l.contains("per_service")
+        });
+        // The table is there once a Parquet file of it is.
+        let found = Command::new("find")
+            .arg(data.join("streams"))
+            .args(["-name", "*.parquet"])
+            .output()
+            .map(|out| !out.stdout.is_empty())
+            .unwrap_or(false);
+        let kept = found.then(|| {
+            sql_with_jobs(
+                &data,
+                &jobs,
+                "SELECT CAST(coalesce(sum(n), 0) AS BIGINT) AS n FROM per_service",
+            )[0]["n"]
+                .as_u64()
+        });
+        if expired && kept == Some(Some(10)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expired: {expired}, rows kept: {kept:?}\n{}",
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        !data
+            .join("streams/per_service")
+            .join(old_hour.hive_path())
+            .exists()
+    );
+    assert!(running.terminate().success());
+}

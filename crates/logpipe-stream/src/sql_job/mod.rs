@@ -96,6 +96,8 @@ pub struct SqlJobOptions {
     pub postgres: bool,
     /// Where its rows are posted each step (`-- webhook:`).
     pub webhook: Option<String>,
+    /// How long its table's hours are kept (`-- retention:`).
+    pub retention: Option<Duration>,
 }
 
 /// A job with the sinks its steps go to besides the lake.
