@@ -57,6 +57,26 @@ pub trait Job: Sync {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
+/// Runs `pass` at once and then every `interval` until `shutdown`; a pass
+/// that overruns delays the next instead of being run twice to catch up.
+/// For housekeeping (retention, compaction), whose failed pass logs and
+/// waits for the next: nothing is lost by waiting.
+pub async fn every<F, Fut>(interval: Duration, mut shutdown: Shutdown, mut pass: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|stopped| *stopped) => return,
+        }
+        pass().await;
+    }
+}
+
 /// Runs `job`'s attempts until one drains after `shutdown`, fails for
 /// good, or `shutdown` comes while it waits to start again.
 pub async fn run_restarting<J: Job>(job: &J, mut shutdown: Shutdown) -> Result<(), J::Error> {

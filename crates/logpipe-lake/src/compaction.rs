@@ -643,24 +643,20 @@ pub async fn run(
     tables: Vec<&'static TableDef>,
     settings: CompactionSettings,
     interval: Duration,
-    mut shutdown: logpipe_core::job::Shutdown,
+    shutdown: logpipe_core::job::Shutdown,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.wait_for(|stopped| *stopped) => return,
-        }
+    let (lake, tables, settings) = (&lake, &tables, &settings);
+    logpipe_core::job::every(interval, shutdown, move || async move {
         if let Err(error) = lake.finish_compactions(settings.grace).await {
             tracing::warn!(%error, "finishing compactions failed; trying again at the next interval");
         }
-        for table in &tables {
-            if let Err(error) = lake.compact(table, &settings, Utc::now()).await {
+        for table in tables {
+            if let Err(error) = lake.compact(table, settings, Utc::now()).await {
                 tracing::warn!(table = table.name, %error, "compaction pass failed; trying again at the next interval");
             }
         }
-    }
+    })
+    .await;
 }
 
 /// The lake's store as logpipe's queries read it: listings leave out what a

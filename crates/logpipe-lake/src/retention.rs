@@ -199,21 +199,17 @@ pub async fn run(
     lake: Lake,
     tables: Vec<(&'static TableDef, Duration)>,
     interval: Duration,
-    mut shutdown: logpipe_core::job::Shutdown,
+    shutdown: logpipe_core::job::Shutdown,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.wait_for(|stopped| *stopped) => return,
-        }
-        for (table, kept) in &tables {
+    let (lake, tables) = (&lake, &tables);
+    logpipe_core::job::every(interval, shutdown, move || async move {
+        for (table, kept) in tables {
             if let Err(error) = lake.expire(table, cutoff(*kept)).await {
                 tracing::warn!(table = table.name, %error, "retention pass failed; trying again at the next interval");
             }
         }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]
