@@ -129,9 +129,11 @@ pub enum Expr {
 
 impl Expr {
     /// The value for `row` (SQL's three-valued logic), by the compiled
-    /// evaluator ([`eval::Program`]) over this expression's own columns. A
-    /// job compiles once instead; this is for one-off evaluations.
-    pub fn eval(&self, row: &dyn Row) -> Scalar {
+    /// evaluator ([`eval::Program`]) over this expression's own columns.
+    /// Jobs compile once ([`eval::Program::compile`]); this one-off form is
+    /// for the tests of the semantics.
+    #[cfg(test)]
+    pub(crate) fn eval(&self, row: &dyn Row) -> Scalar {
         let mut names = Vec::new();
         self.columns(&mut names);
         names.sort_unstable();
@@ -171,7 +173,8 @@ impl Expr {
     }
 
     /// Whether `row` passes the filter (NULL does not).
-    pub fn holds(&self, row: &dyn Row) -> bool {
+    #[cfg(test)]
+    pub(crate) fn holds(&self, row: &dyn Row) -> bool {
         self.eval(row) == Scalar::Bool(true)
     }
 }
