@@ -60,6 +60,10 @@ pub(crate) enum Command {
     /// exits 1 when something is damaged. --repair moves damaged and orphan
     /// Parquet files aside.
     Check(CheckArgs),
+    /// Ask a running logpipe whether it is ready (GET /ready) and exit 0
+    /// when it is, 1 with the failing checks when not: the container
+    /// image's HEALTHCHECK.
+    Ready(ReadyArgs),
 }
 
 #[derive(Subcommand)]
@@ -139,6 +143,22 @@ pub(crate) struct CompactArgs {
     /// [default: lake.compaction.grace]. 0s with nothing reading the lake.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) grace: Option<std::time::Duration>,
+}
+
+#[derive(Args)]
+pub(crate) struct ReadyArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// The URL to ask [default: /ready of the configured `listen` address,
+    /// on loopback when that is every address].
+    #[arg(long, value_name = "URL")]
+    pub(crate) url: Option<String>,
+    /// How long to wait for the answer.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: std::time::Duration,
+    /// Print nothing when ready.
+    #[arg(long, short)]
+    pub(crate) quiet: bool,
 }
 
 #[derive(Args)]

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             Command::Token(args) => commands::token::run(args),
             Command::Compact(args) => commands::compact::run(args).await,
             Command::Check(args) => commands::check::run(args).await,
+            Command::Ready(args) => commands::ready::run(args).await,
         }
     });
     match result {

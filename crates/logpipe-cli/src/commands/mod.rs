@@ -6,6 +6,7 @@ pub(crate) mod collector;
 pub(crate) mod compact;
 pub(crate) mod generate;
 pub(crate) mod jobs;
+pub(crate) mod ready;
 pub(crate) mod sql;
 pub(crate) mod stream;
 pub(crate) mod tail;

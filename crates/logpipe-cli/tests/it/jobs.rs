@@ -1062,7 +1062,10 @@ async fn a_streaming_jobs_table_keeps_what_its_retention_says() {
         // hour's counts, as retention may take the old hour's file away
         // between this look and the query.
         let found = Command::new("find")
-            .arg(data.join("streams/per_service").join(young_hour.hive_path()))
+            .arg(
+                data.join("streams/per_service")
+                    .join(young_hour.hive_path()),
+            )
             .args(["-name", "*.parquet"])
             .output()
             .map(|out| !out.stdout.is_empty())
