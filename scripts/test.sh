@@ -11,7 +11,8 @@
 # from Maven Central, run on the machine's JDK 17) is the broker, a private
 # KRaft cluster per Kafka test started by deploy/kafka/kafka.sh; Prometheus
 # and Alertmanager (Debian) check the rules and dashboards of deploy/
-# against a running logpipe; Chromium (Debian) with playwright-core (npm)
+# against a running logpipe; podman and docker-compose (Debian) run the
+# container image and the Compose files; Chromium (Debian) with playwright-core (npm)
 # drives the web console; versitygw (the Go module proxy) and Garage (the
 # crate registry) are the S3 servers a lake on S3 is tested against, one
 # that honours conditional writes and one that ignores them; Hadoop's
@@ -148,6 +149,18 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus-alertmanager
     if [ -n "${POLICY_ADDED:-}" ]; then $SUDO rm -f /usr/sbin/policy-rc.d; fi
   }
   tier "installing Prometheus and Alertmanager (Debian) for the observability test" install_prometheus
+fi
+
+# Podman (Debian) runs logpipe's container image and the Compose files of
+# deploy/ (tests/it/deploy.rs): no Docker engine is needed, podman serves
+# Docker's API to Debian's docker-compose; runc, netavark and aardvark-dns
+# are the runtime and network podman needs here, iptables its firewall.
+if ! command -v podman >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1 \
+  || ! command -v iptables >/dev/null 2>&1 || [ ! -x /usr/lib/podman/netavark ]; then
+  install_podman() {
+    apt_install --no-install-recommends podman runc netavark aardvark-dns iptables docker-compose
+  }
+  tier "installing podman and docker-compose (Debian) for the container and Compose tests" install_podman
 fi
 
 # The web console's browser test: Debian's Chromium driven by npm's

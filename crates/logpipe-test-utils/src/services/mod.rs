@@ -4,6 +4,7 @@
 
 pub mod hdfs;
 pub mod kafka;
+pub mod podman;
 pub mod s3;
 
 /// Where [`free_port`] looks: below the kernel's ephemeral range (Linux's

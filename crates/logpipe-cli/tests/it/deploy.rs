@@ -1,0 +1,236 @@
+//! `deploy/`: logpipe's container image and the one-PC Compose file, run for
+//! real on podman (no Docker engine runs here; podman serves Docker's API
+//! to Debian's docker-compose). The image is built from the binary under
+//! test on a runtime image of this machine's libraries, as
+//! `deploy/container/image.sh --binary … --runtime host` does for anyone
+//! without a registry; Prometheus and Alertmanager run from images of
+//! Debian's binaries.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::http::{post, wait_for_count};
+use crate::common::running::binary;
+use crate::common::services::free_port;
+use crate::common::services::podman::{Podman, repo};
+use crate::common::stdout_of;
+
+fn generate(base_url: &str, count: u32, extra: &[&str]) {
+    stdout_of(
+        Command::new(binary())
+            .args(["generate", "--target", base_url, "--count"])
+            .arg(count.to_string())
+            .args(["--batch-size", "50"])
+            .args(extra),
+        "logpipe generate",
+    );
+}
+
+/// The image: a non-root user, healthy by its own HEALTHCHECK, records
+/// posted to the published port land in the lake on the volume, SIGTERM
+/// drains and exits 0, and a new container on the same volume finds them.
+/// Without `allow_unauthenticated` or tokens it refuses to listen on every
+/// address, and says which setting to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_runs_healthy_as_non_root_and_keeps_the_lake_on_its_volume() {
+    let mut podman = Podman::start();
+    let id = std::process::id();
+    let tag = format!("localhost/logpipe-test:{id}");
+    podman.logpipe_image(&tag);
+    let user = podman.run(&["image", "inspect", "--format", "{{.Config.User}}", &tag]);
+    assert_eq!(user.trim(), "10001:10001");
+
+    // No tokens and no allow_unauthenticated: a clear refusal.
+    let refused = podman
+        .command()
+        .args(["run", "--rm", "--health-interval=disable", &tag])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("auth.allow_unauthenticated"), "{stderr}");
+
+    let name = format!("logpipe-test-{id}");
+    let volume = format!("{name}-data");
+    podman.run(&["volume", "create", &volume]);
+    podman.made("volume", &volume);
+    let port = free_port();
+    let start = |podman: &mut Podman| {
+        podman.run(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            // No systemd here to run the check on a timer:
+            // `podman healthcheck run` runs it.
+            "--health-interval=disable",
+            "-p",
+            &format!("127.0.0.1:{port}:8081"),
+            "-e",
+            "LOGPIPE__AUTH__ALLOW_UNAUTHENTICATED=true",
+            "-e",
+            "LOGPIPE__GENERATOR__ENABLED=false",
+            "-v",
+            &format!("{volume}:/data"),
+            &tag,
+        ]);
+        podman.made("container", &name);
+        podman.wait_healthy(&name, Duration::from_secs(60));
+    };
+    start(&mut podman);
+    let base_url = format!("http://127.0.0.1:{port}");
+    generate(&base_url, 2000, &[]);
+    let client = reqwest::Client::new();
+    let count = "SELECT count(*) AS n FROM logs";
+    wait_for_count(&client, &base_url, count, 2000, Duration::from_secs(60)).await;
+
+    podman.run(&["stop", "-t", "60", &name]);
+    let exit = podman.run(&["inspect", "--format", "{{.State.ExitCode}}", &name]);
+    let log = podman.logs(&name);
+    assert_eq!(exit.trim(), "0", "{log}");
+    assert!(
+        log.contains("2000 records accepted, 2000 rows committed to the lake"),
+        "{log}"
+    );
+    podman.run(&["rm", &name]);
+
+    // A new container on the same volume: the lake is there, owned by the
+    // image's user.
+    start(&mut podman);
+    wait_for_count(&client, &base_url, count, 2000, Duration::from_secs(10)).await;
+    let mountpoint = podman.run(&["volume", "inspect", "--format", "{{.Mountpoint}}", &volume]);
+    use std::os::unix::fs::MetadataExt;
+    for made in ["bus", "logs"] {
+        let path = std::path::Path::new(mountpoint.trim()).join(made);
+        assert_eq!(std::fs::metadata(&path).unwrap().uid(), 10001, "{path:?}");
+    }
+}
+
+/// deploy/compose/one-pc: logpipe, Prometheus and Alertmanager come up
+/// from one file; records posted to logpipe are queried back, Prometheus
+/// scrapes logpipe by its service name with the shipped rules loaded, and
+/// an error burst reaches Alertmanager as logpipe's own alert. `down -v`
+/// removes it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_pc_compose_file_runs_the_pipeline_with_prometheus_and_alertmanager() {
+    let mut podman = Podman::start();
+    let id = std::process::id();
+    let images = [
+        format!("localhost/logpipe-test:{id}"),
+        format!("localhost/prometheus-test:{id}"),
+        format!("localhost/alertmanager-test:{id}"),
+    ];
+    podman.logpipe_image(&images[0]);
+    podman.program_image(&images[1], "/usr/bin/prometheus", "prometheus", &[]);
+    podman.program_image(
+        &images[2],
+        "/usr/bin/prometheus-alertmanager",
+        "alertmanager",
+        // Debian's Alertmanager reads its notification templates here.
+        &["/usr/share/prometheus/alertmanager"],
+    );
+    let file = repo().join("deploy/compose/one-pc/compose.yml");
+    let ports = [free_port(), free_port(), free_port()];
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    let env = [
+        ("LOGPIPE_IMAGE", images[0].as_str()),
+        ("PROMETHEUS_IMAGE", images[1].as_str()),
+        ("ALERTMANAGER_IMAGE", images[2].as_str()),
+        ("LOGPIPE_PORT", ports[0].as_str()),
+        ("PROMETHEUS_PORT", ports[1].as_str()),
+        ("ALERTMANAGER_PORT", ports[2].as_str()),
+        ("LOGPIPE_GENERATOR", "false"),
+    ];
+    let project = format!("logpipetest{id}");
+    podman.compose(&project, &file, &env, &["config", "-q"]);
+    podman.compose(&project, &file, &env, &["up", "-d", "--no-build"]);
+    let logpipe = format!("{project}_logpipe_1");
+    podman.wait_healthy(&logpipe, Duration::from_secs(60));
+    let client = reqwest::Client::new();
+    let base_url = format!("http://127.0.0.1:{}", ports[0]);
+    let prometheus = format!("http://127.0.0.1:{}", ports[1]);
+    let alertmanager = format!("http://127.0.0.1:{}", ports[2]);
+
+    // 20 s of logs at 200/s; payment-service errs from 4 s to 16 s.
+    generate(
+        &base_url,
+        4000,
+        &[
+            "--rate",
+            "200",
+            "--error-rate",
+            "0",
+            "--incident",
+            "error_burst:payment-service:4s:12s",
+        ],
+    );
+    let count = "SELECT count(*) AS n FROM logs";
+    wait_for_count(&client, &base_url, count, 4000, Duration::from_secs(60)).await;
+
+    // Prometheus: logpipe's target up by its service name, rules loaded.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let targets: Value = get(&client, &format!("{prometheus}/api/v1/targets")).await;
+        let target = &targets["data"]["activeTargets"][0];
+        if target["health"] == "up" {
+            assert_eq!(target["labels"]["instance"], "logpipe:8081", "{targets}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus does not scrape logpipe: {targets}\n{}",
+            podman.logs(&format!("{project}_prometheus_1"))
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let rules: Value = get(&client, &format!("{prometheus}/api/v1/rules")).await;
+    assert!(rules.to_string().contains("HighErrorRate"), "{rules}");
+    let managers: Value = get(&client, &format!("{prometheus}/api/v1/alertmanagers")).await;
+    assert_eq!(
+        managers["data"]["activeAlertmanagers"][0]["url"],
+        "http://alertmanager:9093/api/v2/alerts"
+    );
+
+    // logpipe's own alert at Alertmanager, through the project's network.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let alerts: Value = get(&client, &format!("{alertmanager}/api/v2/alerts")).await;
+        let ours = alerts.as_array().unwrap().iter().any(|a| {
+            a["labels"]["source"] == "logpipe" && a["labels"]["service"] == "payment-service"
+        });
+        if ours {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no logpipe alert at Alertmanager: {alerts}\n{}",
+            podman.logs(&logpipe)
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (status, answer) = post(
+        &client,
+        &format!("{base_url}/api/query"),
+        json!({"sql": "SELECT count(*) AS n FROM alerts WHERE service = 'payment-service'"})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["rows"][0]["n"].as_u64().unwrap() >= 1, "{answer}");
+
+    podman.compose(&project, &file, &env, &["down", "-v", "-t", "60"]);
+    let left = podman.run(&["ps", "-a", "--filter", &format!("name={project}"), "-q"]);
+    assert!(left.trim().is_empty(), "containers left after down: {left}");
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> Value {
+    let response = client.get(url).send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
