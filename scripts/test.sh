@@ -12,14 +12,14 @@
 # KRaft cluster per Kafka test started by deploy/kafka/kafka.sh; Prometheus
 # and Alertmanager (Debian) check the rules and dashboards of deploy/
 # against a running logpipe; podman and docker-compose (Debian) run the
-# container image and the Compose files; Chromium (Debian) with playwright-core (npm)
-# drives the web console; versitygw (the Go module proxy) and Garage (the
-# crate registry) are the S3 servers a lake on S3 is tested against, one
-# that honours conditional writes and one that ignores them; Hadoop's
-# MiniDFSCluster (Maven Central, on the JDK) is the HDFS the lake on HDFS is
-# tested against, one per test, started by deploy/hdfs/hdfs.sh; cargo fuzz
-# (the crate registry) on the nightly toolchain runs the fuzz targets
-# briefly.
+# container image and the Compose files; Airflow (PyPI) runs the DAGs;
+# Chromium (Debian) with playwright-core (npm) drives the web console;
+# versitygw (the Go module proxy) and Garage (the crate registry) are the
+# S3 servers a lake on S3 is tested against, one that honours conditional
+# writes and one that ignores them; Hadoop's MiniDFSCluster (Maven Central,
+# on the JDK) is the HDFS the lake on HDFS is tested against, one per test,
+# started by deploy/hdfs/hdfs.sh; cargo fuzz (the crate registry) on the
+# nightly toolchain runs the fuzz targets briefly.
 #
 # Each tier's time is printed at the end (also when one fails), so the CI
 # budget is visible before CI runs out of it.
@@ -116,6 +116,24 @@ if ! "$SPARK_VENV/bin/python" -c 'import pyspark' 2>/dev/null || [ ! -f "$SPARK_
   tier "installing pyspark $SPARK_VERSION (PyPI) and its Kafka source (Maven Central)" install_spark
 fi
 export LOGPIPE_TEST_SPARK_PYTHON="$SPARK_VENV/bin/python" LOGPIPE_TEST_SPARK_JARS="$SPARK_JARS"
+
+# Airflow (PyPI) runs deploy/airflow/dags against the binary
+# (tests/it/deploy.rs): pinned, with the constraints frozen in
+# deploy/airflow/constraints.txt (Airflow's own file cannot be fetched
+# here), into a venv outside the clone; reinstalled when they change.
+AIRFLOW_VERSION=3.3.2
+AIRFLOW_VENV="$HOME/.cache/logpipe/airflow-$AIRFLOW_VERSION"
+install_airflow() {
+  rm -rf "$AIRFLOW_VENV"
+  python3 -m venv "$AIRFLOW_VENV"
+  "$AIRFLOW_VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "apache-airflow==$AIRFLOW_VERSION" -c deploy/airflow/constraints.txt
+  cp deploy/airflow/constraints.txt "$AIRFLOW_VENV/constraints.txt"
+}
+if [ ! -x "$AIRFLOW_VENV/bin/airflow" ] || ! cmp -s deploy/airflow/constraints.txt "$AIRFLOW_VENV/constraints.txt"; then
+  tier "installing Airflow $AIRFLOW_VERSION (PyPI) for the DAG tests" install_airflow
+fi
+export LOGPIPE_TEST_AIRFLOW="$AIRFLOW_VENV/bin/airflow"
 
 apt_install() {
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

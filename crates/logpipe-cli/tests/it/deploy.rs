@@ -234,3 +234,149 @@ async fn get(client: &reqwest::Client, url: &str) -> Value {
     );
     response.json().await.unwrap()
 }
+
+/// `airflow …` (PyPI's apache-airflow, `LOGPIPE_TEST_AIRFLOW`) with its own
+/// home and deploy/airflow/dags; the exit status and everything printed.
+fn airflow(home: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let airflow = std::env::var("LOGPIPE_TEST_AIRFLOW")
+        .expect("LOGPIPE_TEST_AIRFLOW is not set: run ./scripts/test.sh, which installs Airflow");
+    let output = Command::new(airflow)
+        .args(args)
+        .env("AIRFLOW_HOME", home)
+        .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        .env(
+            "AIRFLOW__CORE__DAGS_FOLDER",
+            repo().join("deploy/airflow/dags"),
+        )
+        .env("LOGPIPE_BIN", binary())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// deploy/airflow/dags: the seed's daily, weekly and manual pipelines load
+/// without import errors and run the real binary on a real lake through
+/// `airflow dags test`: the daily run reports the day before its date, the
+/// manual one every report of the day it is given; a job that fails (no
+/// lake where it points) fails the run, as does a date that is not one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn airflow_runs_the_seeds_pipelines_on_the_binary_and_fails_when_a_job_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let home = tmp.path().join("airflow");
+    // 300 logs on 2026-11-30, 30 of them errors.
+    let running = crate::common::running::Running::start(
+        &data,
+        &[
+            ("LOGPIPE__GENERATOR__ENABLED", "false"),
+            ("LOGPIPE__REPORTS__SCHEDULE", "false"),
+        ],
+    );
+    let logs: Vec<Value> = (0..300)
+        .map(|i| {
+            json!({"timestamp": format!("2026-11-30T10:{:02}:00Z", i % 60),
+                   "level": if i % 10 == 0 { "ERROR" } else { "INFO" },
+                   "service": "api", "message": "m",
+                   "metadata": {"request_id": i.to_string()}})
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    let (status, answer) = post(
+        &client,
+        &format!("{}/api/collect/logs", running.base_url),
+        serde_json::to_string(&logs).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(running.terminate().success());
+
+    // The DAG processor's work, done once: the DAGs parsed into the
+    // database, where `dags list` and `dags test` find them.
+    for step in [&["db", "migrate"][..], &["dags", "reserialize"]] {
+        let (ok, out) = airflow(&home, &[], step);
+        assert!(ok, "{out}");
+    }
+    let (ok, out) = airflow(&home, &[], &["dags", "list", "--output", "plain"]);
+    assert!(ok, "{out}");
+    for dag in ["daily_pipeline", "weekly_pipeline", "manual_pipeline"] {
+        assert!(out.contains(dag), "{dag} not listed:\n{out}");
+    }
+    let (ok, out) = airflow(&home, &[], &["dags", "list-import-errors"]);
+    assert!(ok && !out.contains("logpipe_pipelines.py"), "{out}");
+
+    let lake = [("LOGPIPE_DATA_DIR", data.to_str().unwrap())];
+    // Run on 2026-12-01: the daily report of 2026-11-30.
+    let (ok, out) = airflow(
+        &home,
+        &lake,
+        &["dags", "test", "daily_pipeline", "2026-12-01"],
+    );
+    assert!(ok, "{out}");
+    let rows = crate::common::running::sql_json(
+        &data,
+        "SELECT CAST(sum(count) AS BIGINT) AS n, CAST(sum(errors) AS BIGINT) AS e \
+         FROM daily_report WHERE date = '2026-11-30' AND level = 'ERROR'",
+    );
+    assert_eq!(rows[0]["n"], 30, "{rows:?}");
+
+    let (ok, out) = airflow(
+        &home,
+        &lake,
+        &[
+            "dags",
+            "test",
+            "manual_pipeline",
+            "2026-12-02",
+            "-c",
+            r#"{"date": "2026-11-30"}"#,
+        ],
+    );
+    assert!(ok, "{out}");
+    let rows = crate::common::running::sql_json(
+        &data,
+        "SELECT week, CAST(count AS BIGINT) AS n FROM weekly_analysis",
+    );
+    assert_eq!(rows, vec![json!({"week": "2026-W49", "n": 300})]);
+
+    // A job that fails fails the run, with logpipe's message in the log.
+    let nowhere = [("LOGPIPE_DATA_DIR", "/nonexistent/logpipe-data")];
+    let (ok, out) = airflow(
+        &home,
+        &nowhere,
+        &[
+            "dags",
+            "test",
+            "manual_pipeline",
+            "2026-12-03",
+            "-c",
+            r#"{"date": "2026-11-30"}"#,
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("/nonexistent/logpipe-data does not exist"),
+        "{out}"
+    );
+    let (ok, out) = airflow(
+        &home,
+        &lake,
+        &[
+            "dags",
+            "test",
+            "manual_pipeline",
+            "2026-12-04",
+            "-c",
+            r#"{"date": "yesterday"}"#,
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("'yesterday' is not a 'date'"), "{out}");
+}
