@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Apache Kafka 4.x (KRaft, no ZooKeeper) on 127.0.0.1, from Maven Central jars:
+# Apache Kafka 4.x (KRaft, no ZooKeeper) on 127.0.0.1 (or KAFKA_HOST), from Maven Central jars:
 # the broker profiles logpipe is tested and benchmarked on.
 #
 #   kafka.sh fetch                      fetch the broker jars once (cached outside the clone)
@@ -34,6 +34,9 @@
 #                      each node, with KAFKA_TLS_CERT and KAFKA_TLS_KEY (PEM files), and
 #                      enforce ACLs there (everything no ACL denies is allowed; add them
 #                      with `cli DIR org.apache.kafka.tools.AclCommand` on PORT)
+#   KAFKA_HOST         the address every listener binds and advertises (default
+#                      127.0.0.1; another host's clients need one they reach,
+#                      e.g. the master's address in the several-hosts test)
 #   KAFKA_HEAP_OPTS    broker heap (default "-Xms64m -Xmx256m")
 #   KAFKA_START_TIMEOUT, KAFKA_STOP_TIMEOUT   seconds (default 120, 30)
 #   LOGPIPE_KAFKA_CACHE  where the jars go (default ~/.cache/logpipe/kafka)
@@ -43,6 +46,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${LOGPIPE_KAFKA_CACHE:-$HOME/.cache/logpipe/kafka}
 HEAP=${KAFKA_HEAP_OPTS:--Xms64m -Xmx256m}
+HOST=${KAFKA_HOST:-127.0.0.1}
 START_TIMEOUT=${KAFKA_START_TIMEOUT:-120}
 STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
 if [ -z "${JAVA:-}" ]; then
@@ -83,7 +87,9 @@ kjava() {
 node_dir() { echo "$1/node$2"; }
 client_port() { echo $(($2 + 10 * ($1 - 1))); }     # client_port NODE BASE
 prop() { sed -n "s/^$2=//p" "$1" | tail -n 1; }       # prop FILE KEY
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") >/dev/null 2>&1; }
+port_open() { (exec 3<>"/dev/tcp/$1/$2") >/dev/null 2>&1; }   # port_open HOST PORT
+# client_address NODE_DIR: HOST PORT of its PLAINTEXT listener.
+client_address() { prop "$1/server.properties" listeners | sed 's#^PLAINTEXT://\([^:]*\):\([0-9]*\).*#\1 \2#'; }
 nodes_of() { cat "$1/nodes" 2>/dev/null || echo 1; }
 
 # config DIR NODE NODES BASE: server.properties of one node.
@@ -91,14 +97,14 @@ config() {
   local dir=$1 n=$2 nodes=$3 base=$4 port voters="" i listeners advertised protocols
   port=$(client_port "$n" "$base")
   for i in $(seq "$nodes"); do
-    voters=${voters:+$voters,}$i@127.0.0.1:$(($(client_port "$i" "$base") + 1))
+    voters=${voters:+$voters,}$i@$HOST:$(($(client_port "$i" "$base") + 1))
   done
-  listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))"
-  advertised="PLAINTEXT://127.0.0.1:$port"
+  listeners="PLAINTEXT://$HOST:$port,CONTROLLER://$HOST:$((port + 1))"
+  advertised="PLAINTEXT://$HOST:$port"
   protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
   if [ -n "${KAFKA_SCRAM:-}" ]; then
-    listeners="$listeners,SASL_SSL://127.0.0.1:$((port + 2))"
-    advertised="$advertised,SASL_SSL://127.0.0.1:$((port + 2))"
+    listeners="$listeners,SASL_SSL://$HOST:$((port + 2))"
+    advertised="$advertised,SASL_SSL://$HOST:$((port + 2))"
     protocols="$protocols,SASL_SSL:SASL_SSL"
   fi
   local replicas=$((nodes < 3 ? nodes : 3)) isr=$((nodes < 3 ? 1 : 2))
@@ -185,11 +191,11 @@ or put $found back into $dir/cluster.id. Kafka refuses to start a node of anothe
 pid_alive() { [ -f "$1/pid" ] && kill -0 "$(cat "$1/pid")" 2>/dev/null; }
 
 start_node() {
-  local dir=$1 n=$2 nd port deadline pid
+  local dir=$1 n=$2 nd host port deadline pid
   nd=$(node_dir "$dir" "$n")
   pid_alive "$nd" && { log "node $n already runs"; return 0; }
-  port=$(prop "$nd/server.properties" listeners | sed 's#^PLAINTEXT://127.0.0.1:\([0-9]*\).*#\1#')
-  ! port_open "$port" || die "127.0.0.1:$port is already in use: stop what listens there, or start on another PORT"
+  read -r host port < <(client_address "$nd")
+  ! port_open "$host" "$port" || die "$host:$port is already in use: stop what listens there, or start on another PORT"
   [ -f "$nd/server.log" ] && mv -f "$nd/server.log" "$nd/server.log.prev"
   # shellcheck disable=SC2086  # HEAP and JVM_OPTS are lists of options
   nohup "$JAVA" $HEAP $JVM_OPTS -Dlog4j2.configurationFile="$LOG4J" \
@@ -198,11 +204,11 @@ start_node() {
 }
 
 wait_node() {
-  local dir=$1 n=$2 nd port deadline
+  local dir=$1 n=$2 nd host port deadline
   nd=$(node_dir "$dir" "$n")
-  port=$(prop "$nd/server.properties" listeners | sed 's#^PLAINTEXT://127.0.0.1:\([0-9]*\).*#\1#')
+  read -r host port < <(client_address "$nd")
   deadline=$(($(date +%s) + START_TIMEOUT))
-  until grep -qF "Kafka Server started" "$nd/server.log" 2>/dev/null && port_open "$port"; do
+  until grep -qF "Kafka Server started" "$nd/server.log" 2>/dev/null && port_open "$host" "$port"; do
     if ! pid_alive "$nd"; then
       tail -n 30 "$nd/server.log" >&2
       die "node $n exited while starting (log: $nd/server.log)"
@@ -215,7 +221,7 @@ wait_node() {
 bootstrap() {
   local dir=$1 n out=""
   for n in $(seq "$(nodes_of "$dir")"); do
-    out=${out:+$out,}127.0.0.1:$(prop "$(node_dir "$dir" "$n")/server.properties" listeners | sed 's#^PLAINTEXT://127.0.0.1:\([0-9]*\).*#\1#')
+    out=${out:+$out,}$(client_address "$(node_dir "$dir" "$n")" | tr ' ' ':')
   done
   echo "$out"
 }
@@ -290,7 +296,7 @@ leader() {
 describe() {
   local dir=$1 topic=$2 server
   for server in $(bootstrap "$dir" | tr ',' ' '); do
-    port_open "${server##*:}" || continue
+    port_open "${server%:*}" "${server##*:}" || continue
     kjava org.apache.kafka.tools.TopicCommand --bootstrap-server "$server" \
       --describe --topic "$topic" 2>/dev/null && return 0
   done

@@ -197,4 +197,93 @@ mod tests {
             .unwrap();
         assert_eq!(lake.missing_files(&latest).await.unwrap(), latest.files);
     }
+
+    /// Commits 1 to 20, by one member; record 3 is long pruned.
+    async fn committed_to_20(lake: &Lake) {
+        for seq in 1..=20u64 {
+            let groups = groups();
+            let record = CommitRecord::for_test("raw", seq, plan_files("raw", seq, &groups));
+            lake.commit(&record, lake.encode(groups).await.unwrap())
+                .await
+                .unwrap();
+        }
+    }
+
+    /// A member cut off from the store whose create of step 3 arrives after
+    /// the others committed up to 20 (record 3 pruned, so the create
+    /// succeeds): its commit is refused as taken, its record removed, and
+    /// the file of step 3 the other member committed is left as it was.
+    #[tokio::test]
+    async fn a_late_commit_of_a_pruned_number_is_taken_and_writes_no_file() {
+        let lake = Lake::open(&LakeStore::memory(), Compression::Zstd);
+        committed_to_20(&lake).await;
+        let record_3 = StorePath::from(format!("_logpipe/commits/raw/{:020}.json", 3));
+        assert!(lake.store().head(&record_3).await.is_err(), "pruned");
+        let file = plan_files("raw", 3, &groups())[0].path.clone();
+        let before = lake
+            .store()
+            .get(&StorePath::from(file.as_str()))
+            .await
+            .unwrap();
+        let before = before.bytes().await.unwrap();
+
+        // The late writer's step 3 has other rows.
+        let mut late_groups = groups();
+        late_groups.extend(groups());
+        let late = CommitRecord::for_test("raw", 3, plan_files("raw", 3, &late_groups));
+        let error = lake
+            .commit(
+                &late,
+                vec![bytes::Bytes::from_static(b"not the committed rows")],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, LakeError::CommitTaken { seq: 3, .. }),
+            "{error}"
+        );
+        assert!(
+            lake.store().head(&record_3).await.is_err(),
+            "the late record stays"
+        );
+        let after = lake
+            .store()
+            .get(&StorePath::from(file.as_str()))
+            .await
+            .unwrap();
+        assert_eq!(after.bytes().await.unwrap(), before);
+        assert_eq!(lake.chain("raw").await.unwrap().seq, 20);
+    }
+
+    /// The same record left behind (its writer died before deleting it)
+    /// looks incomplete; whoever rolls forward deletes it instead.
+    #[tokio::test]
+    async fn a_late_record_left_behind_is_deleted_not_rolled_forward() {
+        let lake = Lake::open(&LakeStore::memory(), Compression::Zstd);
+        committed_to_20(&lake).await;
+        let late = CommitRecord::for_test("raw", 3, vec![]);
+        let mut late = late;
+        late.files = vec![crate::commit::CommittedFile {
+            path: "logs/raw/never-written.parquet".to_string(),
+            table: "logs".to_string(),
+            rows: 1,
+        }];
+        let record_3 = StorePath::from(format!("_logpipe/commits/raw/{:020}.json", 3));
+        lake.store()
+            .put(&record_3, serde_json::to_vec(&late).unwrap().into())
+            .await
+            .unwrap();
+        // A record a writer died half-way through is still rolled forward.
+        let mut dead = CommitRecord::for_test("raw", 21, vec![]);
+        dead.files = late.files.clone();
+        let record_21 = StorePath::from(format!("_logpipe/commits/raw/{:020}.json", 21));
+        lake.store()
+            .put(&record_21, serde_json::to_vec(&dead).unwrap().into())
+            .await
+            .unwrap();
+        let incomplete = lake.incomplete_commits("raw").await.unwrap();
+        let seqs: Vec<u64> = incomplete.iter().map(|(r, _)| r.seq).collect();
+        assert_eq!(seqs, vec![21]);
+        assert!(lake.store().head(&record_3).await.is_err());
+    }
 }

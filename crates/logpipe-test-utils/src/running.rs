@@ -29,6 +29,8 @@ enum Wrap {
     None,
     /// `ulimit -f` bytes.
     FileLimit(u64),
+    /// In a network namespace (`ip netns exec NS`): another host.
+    Netns(String),
     /// On a small tmpfs in a mount namespace of its own.
     SmallDisk {
         disk: PathBuf,
@@ -72,6 +74,24 @@ impl Running {
     /// Starts `logpipe ARGS… --data-dir DIR` without waiting for anything.
     pub fn spawn(args: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Running {
         Running::spawn_limited(args, data_dir, env, Wrap::None)
+    }
+
+    /// [`Running::start_role`] in network namespace `ns`
+    /// (`services::hosts`): a process on another host.
+    pub fn start_role_in(
+        ns: &str,
+        args: &[&str],
+        data_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Running {
+        let mut running = Running::spawn_in(ns, args, data_dir, env);
+        running.base_url = running.wait_for_url();
+        running
+    }
+
+    /// [`Running::spawn`] in network namespace `ns`.
+    pub fn spawn_in(ns: &str, args: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Running {
+        Running::spawn_limited(args, data_dir, env, Wrap::Netns(ns.to_string()))
     }
 
     /// [`Running::start_role`] in a mount namespace of its own where
@@ -129,6 +149,12 @@ impl Running {
             .unwrap();
         let mut command = match wrap {
             Wrap::None => Command::new(binary()),
+            Wrap::Netns(ns) => {
+                // `ip netns exec` execs the program: the child is logpipe.
+                let mut ip = Command::new("ip");
+                ip.args(["netns", "exec", &ns]).arg(binary());
+                ip
+            }
             Wrap::FileLimit(bytes) => {
                 let mut bash = Command::new("bash");
                 // An ignored signal stays ignored across exec.

@@ -15,6 +15,7 @@
 //! - `tls.rs`: HTTPS on the listener, certificates reloaded on SIGHUP.
 //! - `lake_s3.rs`, `lake_hdfs.rs`: the lake on S3 (versitygw, Garage) and
 //!   on HDFS (a MiniDFSCluster).
+//! - `hosts.rs`: the seed's master and two workers as network namespaces.
 //! - `deploy.rs`: the container image and the one-PC Compose file on podman.
 //! - `observability.rs`: the Prometheus rules, Alertmanager and Grafana
 //!   dashboards of `deploy/` against real Prometheus and Alertmanager.
@@ -30,6 +31,7 @@ mod auth;
 mod console;
 mod deploy;
 mod faults;
+mod hosts;
 mod jobs;
 mod kafka;
 mod lake_hdfs;

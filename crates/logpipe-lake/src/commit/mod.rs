@@ -23,6 +23,16 @@
 //! are incomplete is never pruned, so whichever member next takes the
 //! partitions rolls it forward.
 //!
+//! **A writer cut off from the store.** Its create of step *n* may reach
+//! the store long after it was sent (a network partition, then TCP
+//! delivering what it had queued), when the other members have committed
+//! far beyond *n* and pruned record *n*: the create then succeeds. Records
+//! are made in sequence order, so a record the store made after records
+//! numbered above it is such a late one: its writer deletes it before
+//! writing any file and drops the step like any other taken number, and a
+//! member rolling incomplete records forward deletes one it finds instead
+//! (the several-hosts test, `tests/it/hosts.rs`, lost records before this).
+//!
 //! - [`chain`] — reading the chain (newest commit, incomplete commits).
 //! - [`prune`] — keeping the chain short.
 
@@ -168,15 +178,27 @@ impl Lake {
                 PutOptions::from(PutMode::Create),
             )
             .await;
+        let taken = || LakeError::CommitTaken {
+            job: record.job.clone(),
+            seq: record.seq,
+        };
         match created {
             Ok(_) => {}
-            Err(object_store::Error::AlreadyExists { .. }) => {
-                return Err(LakeError::CommitTaken {
-                    job: record.job.clone(),
-                    seq: record.seq,
-                });
-            }
+            Err(object_store::Error::AlreadyExists { .. }) => return Err(taken()),
             Err(error) => return Err(error.into()),
+        }
+        // A writer cut off from the store (its group lost it meanwhile)
+        // whose create arrived late may find `seq` free again because the
+        // chain moved on and pruned it: the number was taken after all.
+        if self.made_out_of_order(&record.job, record.seq).await? {
+            tracing::warn!(
+                job = record.job,
+                seq = record.seq,
+                "this commit reached the store after newer ones (the process was cut off \
+                 from it); dropping the step, another member committed its partitions"
+            );
+            self.delete_commit(&path).await?;
+            return Err(taken());
         }
         let sizes: Vec<u64> = encoded.iter().map(|bytes| bytes.len() as u64).collect();
         self.put_files(&record.files, encoded).await?;

@@ -1,8 +1,10 @@
 //! Harnesses for the real services tests run against (`./scripts/test.sh`
 //! installs what they need): an Apache Kafka cluster per test, an S3
-//! server per test, an HDFS per test.
+//! server per test, an HDFS per test, podman, and several hosts as
+//! network namespaces.
 
 pub mod hdfs;
+pub mod hosts;
 pub mod kafka;
 pub mod podman;
 pub mod s3;

@@ -78,6 +78,37 @@ impl S3Server {
         .listening(port)
     }
 
+    /// versitygw in network namespace `ns` (`services::hosts`), serving
+    /// `addr:7070` to the other hosts.
+    pub fn start_in_namespace(ns: &str, addr: &str) -> S3Server {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(BUCKET)).unwrap();
+        let (access_key, secret_key) = ("logpipe-test", "logpipe-test-secret");
+        let (stdout, stderr) = log_file(dir.path());
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(tool(
+                "LOGPIPE_TEST_VERSITYGW",
+                ".cache/logpipe/tools/go/versitygw",
+            ))
+            .args(["--port", &format!("{addr}:7070")])
+            .args(["--access", access_key, "--secret", secret_key, "posix"])
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .expect("versitygw starts");
+        S3Server {
+            child,
+            endpoint: format!("http://{addr}:7070"),
+            region: "us-east-1",
+            access_key: access_key.to_string(),
+            secret_key: secret_key.to_string(),
+            dir,
+        }
+    }
+
     /// Garage, single node, with the bucket and a key made at start:
     /// conditional writes ignored.
     pub fn garage() -> S3Server {
@@ -142,6 +173,13 @@ impl S3Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Keeps the served files after the test (to look into a failure);
+    /// returns where they are.
+    pub fn keep_files(&mut self) -> PathBuf {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        dir.keep()
     }
 
     /// Where versitygw keeps `s3://logpipe/KEY` (as a file).
