@@ -175,11 +175,15 @@ fi
 # Podman (Debian) runs logpipe's container image and the Compose files of
 # deploy/ (tests/it/deploy.rs): no Docker engine is needed, podman serves
 # Docker's API to Debian's docker-compose; runc, netavark and aardvark-dns
-# are the runtime and network podman needs here, iptables its firewall.
+# are the runtime and network podman needs here, iptables its firewall;
+# debootstrap makes the Debian rootfs (with OpenJDK) of the Kafka image the
+# master/workers Compose test runs, once, into ~/.cache/logpipe/images.
 if ! command -v podman >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1 \
-  || ! command -v iptables >/dev/null 2>&1 || [ ! -x /usr/lib/podman/netavark ]; then
+  || ! command -v iptables >/dev/null 2>&1 || [ ! -x /usr/lib/podman/netavark ] \
+  || ! command -v debootstrap >/dev/null 2>&1; then
   install_podman() {
-    apt_install --no-install-recommends podman runc netavark aardvark-dns iptables docker-compose
+    apt_install --no-install-recommends podman runc netavark aardvark-dns iptables docker-compose \
+      debootstrap
   }
   tier "installing podman and docker-compose (Debian) for the container and Compose tests" install_podman
 fi

@@ -14,8 +14,15 @@
 #       (ldd), CA certificates, /tmp, and users root, nobody (65534) and
 #       logpipe (10001).
 #
+#   deploy/container/image.sh kafka TAG
+#       Apache Kafka from Maven Central's jars (deploy/kafka/kafka.sh fetch)
+#       on a Debian 12 rootfs with OpenJDK 17 made by debootstrap (once,
+#       cached in ~/.cache/logpipe/images), configured by KAFKA_* variables
+#       as the apache/kafka image is (deploy/kafka/container-run.sh): what
+#       the tests run deploy/compose/master-workers/master.yml with.
+#
 #   deploy/container/image.sh program TAG BINARY NAME [PATH...]
-#       `base` plus BINARY itself as /bin/NAME, and each PATH (a file or a
+#       `base` plus BINARY itself as /bin/NAME (the entrypoint), and each PATH (a file or a
 #       folder its program reads) at the same place: how the tests run
 #       Debian's Prometheus and Alertmanager in Compose without a registry.
 set -euo pipefail
@@ -46,9 +53,11 @@ rootfs() {
   printf 'root:x:0:\nnogroup:x:65534:\nlogpipe:x:10001:\n' >"$dir/etc/group"
 }
 
+# build_from_rootfs TAG [ENTRYPOINT]
 build_from_rootfs() {
   local tag=$1
   printf 'FROM scratch\nCOPY rootfs/ /\n' >"$WORK/Containerfile"
+  [ -z "${2:-}" ] || printf 'ENTRYPOINT ["%s"]\n' "$2" >>"$WORK/Containerfile"
   "$ENGINE" build --quiet --format docker -t "$tag" -f "$WORK/Containerfile" "$WORK" >/dev/null
   echo "$tag"
 }
@@ -60,6 +69,36 @@ case "${1:-}" in
     shift 2
     rootfs "$WORK/rootfs" "$@"
     build_from_rootfs "$tag"
+    exit 0
+    ;;
+  kafka)
+    [ $# -eq 2 ] || die "usage: image.sh kafka TAG"
+    tag=$2
+    images="$HOME/.cache/logpipe/images"
+    rootfs_tar="$images/debian-bookworm-jre17.tar"
+    if [ ! -f "$rootfs_tar" ]; then
+      command -v debootstrap >/dev/null 2>&1 || die "the Kafka image needs Debian's debootstrap"
+      mkdir -p "$images"
+      echo "image.sh: a Debian 12 rootfs with OpenJDK 17 (debootstrap, once)" >&2
+      debootstrap --variant=minbase --include=openjdk-17-jre-headless bookworm "$WORK/rootfs" \
+        "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"$WORK/debootstrap.log" 2>&1 \
+        || { tail -20 "$WORK/debootstrap.log" >&2; die "debootstrap failed"; }
+      rm -f "$WORK/rootfs/var/cache/apt/archives/"*.deb
+      tar -C "$WORK/rootfs" -cf "$rootfs_tar.tmp" .
+      mv "$rootfs_tar.tmp" "$rootfs_tar"
+      rm -rf "$WORK/rootfs"
+    fi
+    deploy/kafka/kafka.sh fetch
+    libs="${LOGPIPE_KAFKA_CACHE:-$HOME/.cache/logpipe/kafka}/libs-$(sha256sum deploy/kafka/pom.xml | cut -c1-12)"
+    mkdir -p "$WORK/kafka"
+    cp "$rootfs_tar" "$WORK/kafka/rootfs.tar"
+    cp -r "$libs" "$WORK/kafka/libs"
+    cp deploy/kafka/container-run.sh deploy/kafka/log4j2.properties "$WORK/kafka/"
+    printf '%s\n' 'FROM scratch' 'ADD rootfs.tar /' 'COPY libs /opt/kafka/libs' \
+      'COPY log4j2.properties /opt/kafka/log4j2.properties' 'COPY container-run.sh /opt/kafka/run' \
+      'ENTRYPOINT ["/opt/kafka/run"]' >"$WORK/kafka/Containerfile"
+    "$ENGINE" build --quiet --format docker -t "$tag" -f "$WORK/kafka/Containerfile" "$WORK/kafka" >/dev/null
+    echo "$tag"
     exit 0
     ;;
   program)
@@ -74,7 +113,7 @@ case "${1:-}" in
       mkdir -p "$WORK/rootfs$(dirname "$path")"
       cp -rL "$path" "$WORK/rootfs$path"
     done
-    build_from_rootfs "$tag"
+    build_from_rootfs "$tag" "/bin/$name"
     exit 0
     ;;
 esac
@@ -85,7 +124,7 @@ while [ $# -gt 0 ]; do
     --tag) TAG=$2; shift 2 ;;
     --binary) BINARY=$2; shift 2 ;;
     --runtime) RUNTIME=$2; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done

@@ -238,6 +238,11 @@ pub(crate) struct CollectorArgs {
     /// HTTP address [default: listen from the config, 127.0.0.1:8081].
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) listen: Option<String>,
+    /// Also run the batch jobs on their schedules (the [reports] crons and
+    /// each job's `-- schedule:`), as `logpipe up` does. Give it to one
+    /// process of a deployment: the master of a multi-host layout.
+    #[arg(long)]
+    pub(crate) reports: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

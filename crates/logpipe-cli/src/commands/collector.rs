@@ -1,5 +1,6 @@
 //! `logpipe collector`: the HTTP collector (and query API) against a
-//! shared bus; as many as the load needs.
+//! shared bus; as many as the load needs. `--reports` adds the batch jobs'
+//! schedule, for the one process of a deployment that runs them.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -19,7 +20,10 @@ pub(crate) async fn run(args: CollectorArgs) -> Result<ExitCode> {
     resolved.config.validate()?;
     require_shared_bus(&resolved, "collector")?;
     let brokers = resolved.config.bus.kafka.brokers.clone();
-    let roles = BTreeSet::from([Role::Collector, Role::QueryApi]);
+    let mut roles = BTreeSet::from([Role::Collector, Role::QueryApi]);
+    if args.reports {
+        roles.insert(Role::Reports);
+    }
     let running = Pipeline::new(resolved, roles).start().await?;
     println!(
         "logpipe collector → Kafka {brokers} (POST /api/collect/logs, /api/collect/activities)\n\

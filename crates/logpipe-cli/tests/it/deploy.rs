@@ -706,3 +706,159 @@ async fn the_small_profiles_pod_runs_as_rendered_within_its_limits() {
     ]);
     assert_eq!(state.trim(), "false true", "{}", podman.logs(&name));
 }
+
+/// deploy/compose/master-workers: the seed's three-PC layout as per-host
+/// files, on one machine with a loopback address per "host"
+/// (127.0.9.1–3) and host networking as on real hosts. The master runs
+/// Apache Kafka (an image of Maven Central's jars configured like
+/// apache/kafka's), the S3 server, the collector with the reports and
+/// Prometheus; worker1 and worker2 run stream processes from the same
+/// `.env` variables. Records posted to the master are queried back from
+/// the S3 lake, Prometheus scrapes all three hosts by name, and a missing
+/// address is refused naming the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_master_and_worker_compose_files_run_the_three_pc_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut podman = Podman::start();
+    let id = std::process::id();
+    let images = [
+        format!("localhost/logpipe-test:{id}"),
+        format!("localhost/kafka-test:{id}"),
+        format!("localhost/versitygw-test:{id}"),
+        format!("localhost/prometheus-test:{id}"),
+    ];
+    podman.logpipe_image(&images[0]);
+    podman.kafka_image(&images[1]);
+    let versitygw = std::env::var("LOGPIPE_TEST_VERSITYGW")
+        .expect("LOGPIPE_TEST_VERSITYGW is not set: run ./scripts/test.sh");
+    podman.program_image(&images[2], &versitygw, "versitygw", &[]);
+    podman.program_image(&images[3], "/usr/bin/prometheus", "prometheus", &[]);
+    let s3 = tmp.path().join("s3");
+    std::fs::create_dir_all(s3.join("logpipe")).unwrap();
+    let dir = repo().join("deploy/compose/master-workers");
+    let (master, worker1, worker2) = ("127.0.9.1", "127.0.9.2", "127.0.9.3");
+    let env = vec![
+        ("MASTER_ADDR", master),
+        ("WORKER1_ADDR", worker1),
+        ("WORKER2_ADDR", worker2),
+        ("KAFKA_CLUSTER_ID", "bG9ncGlwZS1rcmFmdC0wMQ"),
+        ("S3_ACCESS_KEY", "logpipe"),
+        ("S3_SECRET_KEY", "logpipe-test-secret"),
+        ("S3_DIR", s3.to_str().unwrap()),
+        ("LOGPIPE_ALLOW_UNAUTHENTICATED", "true"),
+        ("LOGPIPE_IMAGE", images[0].as_str()),
+        ("KAFKA_IMAGE", images[1].as_str()),
+        ("S3_IMAGE", images[2].as_str()),
+        ("PROMETHEUS_IMAGE", images[3].as_str()),
+    ];
+    let on = |addr: &'static str, jobs: &'static str| {
+        let mut env = env.clone();
+        env.extend([("WORKER_ADDR", addr), ("WORKER_JOBS", jobs)]);
+        env
+    };
+    let master_file = dir.join("master.yml");
+    let worker_file = dir.join("worker.yml");
+    let project = |host: &str| format!("logpipe{host}{id}");
+
+    // A missing address is refused before anything starts, naming it.
+    let output = Command::new("docker-compose")
+        .args(["-f", worker_file.to_str().unwrap(), "config", "-q"])
+        .env_remove("MASTER_ADDR")
+        .env("WORKER_ADDR", worker1)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("set MASTER_ADDR in .env"),
+        "{stderr}"
+    );
+
+    podman.compose(&project("master"), &master_file, &env, &["config", "-q"]);
+    podman.compose(&project("master"), &master_file, &env, &["up", "-d"]);
+    let client = reqwest::Client::new();
+    let base_url = format!("http://{master}:8081");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !client
+        .get(format!("{base_url}/ready"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the master's collector is not ready:\n{}\n{}",
+            podman.logs(&format!("{}_collector_1", project("master"))),
+            podman.logs(&format!("{}_kafka_1", project("master")))
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let worker1_env = on(worker1, "raw,windows,sql");
+    podman.compose(
+        &project("worker1"),
+        &worker_file,
+        &worker1_env,
+        &["up", "-d"],
+    );
+    let worker2_env = on(worker2, "raw");
+    podman.compose(
+        &project("worker2"),
+        &worker_file,
+        &worker2_env,
+        &["up", "-d"],
+    );
+
+    generate(&base_url, 20_000, &["--concurrency", "2"]);
+    wait_for_count(
+        &client,
+        &base_url,
+        "SELECT count(*) AS n FROM logs",
+        20_000,
+        Duration::from_secs(90),
+    )
+    .await;
+    assert!(
+        s3.join("logpipe/lake/_logpipe/commits/raw").is_dir(),
+        "the lake is not in the master's S3 folder"
+    );
+
+    // Prometheus on the master scrapes every host by name.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let targets: Value = get(&client, &format!("http://{master}:9090/api/v1/targets")).await;
+        let up: Vec<String> = targets["data"]["activeTargets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["health"] == "up")
+            .map(|t| t["labels"]["instance"].as_str().unwrap().to_string())
+            .collect();
+        if up.len() == 3 {
+            let mut up = up;
+            up.sort();
+            assert_eq!(up, ["master:8081", "worker1:9100", "worker2:9100"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every host is scraped: {targets}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    for (host, env) in [("worker2", &worker2_env), ("worker1", &worker1_env)] {
+        podman.compose(
+            &project(host),
+            &worker_file,
+            env,
+            &["down", "-v", "-t", "60"],
+        );
+    }
+    podman.compose(
+        &project("master"),
+        &master_file,
+        &env,
+        &["down", "-v", "-t", "60"],
+    );
+    let left = podman.run(&["ps", "-a", "-q"]);
+    assert!(left.trim().is_empty(), "containers left after down: {left}");
+}

@@ -33,8 +33,18 @@ pub struct Podman {
     dir: tempfile::TempDir,
     service: Option<Child>,
     /// What the test made, removed on drop: `container:NAME`,
-    /// `volume:NAME`, `image:TAG`, `compose:PROJECT:FILE`.
+    /// `volume:NAME`, `image:TAG`.
     made: Vec<String>,
+    /// Compose projects brought up, taken down on drop.
+    projects: Vec<Project>,
+}
+
+/// A Compose project: its name, file and the environment its variables
+/// need (to take it down too).
+struct Project {
+    name: String,
+    file: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Podman {
@@ -52,6 +62,7 @@ impl Podman {
             dir: tempfile::tempdir().unwrap(),
             service: None,
             made: Vec::new(),
+            projects: Vec::new(),
         }
     }
 
@@ -79,6 +90,12 @@ impl Podman {
             "--tag",
             tag,
         ]);
+        self.made.push(format!("image:{tag}"));
+    }
+
+    /// Apache Kafka's image (`image.sh kafka`).
+    pub fn kafka_image(&mut self, tag: &str) {
+        self.script(&["kafka", tag]);
         self.made.push(format!("image:{tag}"));
     }
 
@@ -141,9 +158,17 @@ impl Podman {
     /// `project` and `file`, with `env`; its stdout, or the test fails.
     pub fn compose(&mut self, project: &str, file: &Path, env: &[(&str, &str)], args: &[&str]) {
         let socket = self.socket();
-        if !self.made.iter().any(|m| m.starts_with("compose:")) {
-            self.made
-                .push(format!("compose:{project}:{}", file.display()));
+        if !self
+            .projects
+            .iter()
+            .any(|p| p.name == project && p.file == file)
+        {
+            let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+            self.projects.push(Project {
+                name: project.to_string(),
+                file: file.to_path_buf(),
+                env: env.collect(),
+            });
         }
         let output = compose_command(&socket, project, file, env)
             .args(args)
@@ -185,7 +210,7 @@ fn compose_command(socket: &Path, project: &str, file: &Path, env: &[(&str, &str
     command
         .env("DOCKER_HOST", format!("unix://{}", socket.display()))
         .env("CONTAINERS_CONF", containers_conf())
-        .args(["--no-ansi", "-p", project, "-f"])
+        .args(["--ansi", "never", "-p", project, "-f"])
         .arg(file)
         .envs(env.iter().copied());
     command
@@ -194,15 +219,19 @@ fn compose_command(socket: &Path, project: &str, file: &Path, env: &[(&str, &str
 impl Drop for Podman {
     fn drop(&mut self) {
         let socket = self.dir.path().join("podman.sock");
+        for project in self.projects.iter().rev() {
+            let env: Vec<(&str, &str)> = project
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let _ = compose_command(&socket, &project.name, &project.file, &env)
+                .args(["down", "-v", "--remove-orphans", "-t", "5"])
+                .output();
+        }
         for made in self.made.iter().rev() {
             let (kind, name) = made.split_once(':').unwrap();
             let _ = match kind {
-                "compose" => {
-                    let (project, file) = name.split_once(':').unwrap();
-                    compose_command(&socket, project, Path::new(file), &[])
-                        .args(["down", "-v", "--remove-orphans", "-t", "5"])
-                        .output()
-                }
                 "container" => self.command().args(["rm", "-f", "-t", "5", name]).output(),
                 "volume" => self.command().args(["volume", "rm", "-f", name]).output(),
                 _ => self.command().args(["rmi", "-f", name]).output(),
