@@ -262,6 +262,21 @@ fn airflow(home: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (bool
     )
 }
 
+/// `airflow dags test manual_pipeline LOGICAL_DATE` with `{"date": DATE}`.
+fn manual_run(
+    home: &std::path::Path,
+    env: &[(&str, &str)],
+    logical_date: &str,
+    date: &str,
+) -> (bool, String) {
+    let conf = json!({ "date": date }).to_string();
+    airflow(
+        home,
+        env,
+        &["dags", "test", "manual_pipeline", logical_date, "-c", &conf],
+    )
+}
+
 /// deploy/airflow/dags: the seed's daily, weekly and manual pipelines load
 /// without import errors and run the real binary on a real lake through
 /// `airflow dags test`: the daily run reports the day before its date, the
@@ -327,18 +342,7 @@ async fn airflow_runs_the_seeds_pipelines_on_the_binary_and_fails_when_a_job_doe
     );
     assert_eq!(rows[0]["n"], 30, "{rows:?}");
 
-    let (ok, out) = airflow(
-        &home,
-        &lake,
-        &[
-            "dags",
-            "test",
-            "manual_pipeline",
-            "2026-12-02",
-            "-c",
-            r#"{"date": "2026-11-30"}"#,
-        ],
-    );
+    let (ok, out) = manual_run(&home, &lake, "2026-12-02", "2026-11-30");
     assert!(ok, "{out}");
     let rows = crate::common::running::sql_json(
         &data,
@@ -348,35 +352,13 @@ async fn airflow_runs_the_seeds_pipelines_on_the_binary_and_fails_when_a_job_doe
 
     // A job that fails fails the run, with logpipe's message in the log.
     let nowhere = [("LOGPIPE_DATA_DIR", "/nonexistent/logpipe-data")];
-    let (ok, out) = airflow(
-        &home,
-        &nowhere,
-        &[
-            "dags",
-            "test",
-            "manual_pipeline",
-            "2026-12-03",
-            "-c",
-            r#"{"date": "2026-11-30"}"#,
-        ],
-    );
+    let (ok, out) = manual_run(&home, &nowhere, "2026-12-03", "2026-11-30");
     assert!(!ok, "{out}");
     assert!(
         out.contains("/nonexistent/logpipe-data does not exist"),
         "{out}"
     );
-    let (ok, out) = airflow(
-        &home,
-        &lake,
-        &[
-            "dags",
-            "test",
-            "manual_pipeline",
-            "2026-12-04",
-            "-c",
-            r#"{"date": "yesterday"}"#,
-        ],
-    );
+    let (ok, out) = manual_run(&home, &lake, "2026-12-04", "yesterday");
     assert!(!ok, "{out}");
     assert!(out.contains("'yesterday' is not a 'date'"), "{out}");
 }

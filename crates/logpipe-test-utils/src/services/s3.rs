@@ -50,48 +50,37 @@ fn log_file(dir: &Path) -> (Stdio, Stdio) {
 impl S3Server {
     /// versitygw: conditional writes honoured.
     pub fn start() -> S3Server {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(BUCKET)).unwrap();
         let port = free_port();
-        let (access_key, secret_key) = ("logpipe-test", "logpipe-test-secret");
-        let (stdout, stderr) = log_file(dir.path());
-        let child = Command::new(tool(
-            "LOGPIPE_TEST_VERSITYGW",
-            ".cache/logpipe/tools/go/versitygw",
-        ))
-        .args(["--port", &format!("127.0.0.1:{port}")])
-        .args(["--access", access_key, "--secret", secret_key, "posix"])
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .expect("versitygw starts");
-        S3Server {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            region: "us-east-1",
-            access_key: access_key.to_string(),
-            secret_key: secret_key.to_string(),
-            dir,
-        }
-        .listening(port)
+        S3Server::versitygw(None, &format!("127.0.0.1:{port}")).listening(port)
     }
 
     /// versitygw in network namespace `ns` (`services::hosts`), serving
     /// `addr:7070` to the other hosts.
     pub fn start_in_namespace(ns: &str, addr: &str) -> S3Server {
+        S3Server::versitygw(Some(ns), &format!("{addr}:7070"))
+    }
+
+    /// versitygw serving a new temporary directory on `address`, in
+    /// network namespace `ns` when given.
+    fn versitygw(ns: Option<&str>, address: &str) -> S3Server {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join(BUCKET)).unwrap();
         let (access_key, secret_key) = ("logpipe-test", "logpipe-test-secret");
         let (stdout, stderr) = log_file(dir.path());
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(tool(
-                "LOGPIPE_TEST_VERSITYGW",
-                ".cache/logpipe/tools/go/versitygw",
-            ))
-            .args(["--port", &format!("{addr}:7070")])
+        let program = tool(
+            "LOGPIPE_TEST_VERSITYGW",
+            ".cache/logpipe/tools/go/versitygw",
+        );
+        let mut command = match ns {
+            Some(ns) => {
+                let mut ip = Command::new("ip");
+                ip.args(["netns", "exec", ns]).arg(program);
+                ip
+            }
+            None => Command::new(program),
+        };
+        let child = command
+            .args(["--port", address])
             .args(["--access", access_key, "--secret", secret_key, "posix"])
             .arg(dir.path())
             .stdin(Stdio::null())
@@ -101,7 +90,7 @@ impl S3Server {
             .expect("versitygw starts");
         S3Server {
             child,
-            endpoint: format!("http://{addr}:7070"),
+            endpoint: format!("http://{address}"),
             region: "us-east-1",
             access_key: access_key.to_string(),
             secret_key: secret_key.to_string(),
