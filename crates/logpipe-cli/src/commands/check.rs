@@ -1,22 +1,25 @@
-//! `logpipe check`: reads a data directory through and reports damage.
+//! `logpipe check`: reads a data directory (and the lake, wherever its root
+//! is: a directory, S3 or HDFS) through and reports damage.
 //! Every batch of the embedded bus with its checksum, every commit record of
 //! the lake and the files it lists, every Parquet file decoded whole, and
 //! orphans (files of a job's step that its commit record does not list).
 //! Exits 1 when anything is damaged, naming the file and what to do.
 //!
 //! `--repair` moves damaged and orphan Parquet files out of the tables into
-//! `_logpipe/quarantine/` (kept, not deleted): queries stop failing on them,
+//! the lake's `_logpipe/quarantine/` (kept, not deleted): queries stop failing on them,
 //! and a file a retained commit record lists is rebuilt from the bus by its
 //! job at the next start. It does not touch the bus or commit records:
 //! cutting a damaged segment would drop the intact records after the damage,
 //! so that stays the operator's decision (the report says what to restore).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use futures::TryStreamExt;
 use logpipe_config::BusKind;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::args::CheckArgs;
@@ -51,15 +54,13 @@ pub(crate) async fn run(args: CheckArgs) -> Result<ExitCode> {
         eprintln!("bus: Kafka (the brokers keep and check their own logs)");
     }
 
-    let Some(root) = store.local_dir().map(Path::to_path_buf) else {
-        eprintln!(
-            "lake {}: not a local directory; only local lakes are checked",
-            resolved.lake_root
-        );
-        return Ok(finish(&damage));
+    // Messages name each file under the root as given: a directory's
+    // path, or the URL of an S3 or HDFS root.
+    let shown_root = match store.local_dir() {
+        Some(dir) => dir.display().to_string(),
+        None => resolved.lake_root.trim_end_matches('/').to_string(),
     };
-    let scan_root = root.clone();
-    let lake = tokio::task::spawn_blocking(move || check_lake(&scan_root)).await??;
+    let lake = check_lake(store.store().as_ref(), &shown_root).await?;
     eprintln!(
         "lake {}: {} commit records, {} Parquet files, {} rows",
         resolved.lake_root, lake.commits, lake.files, lake.rows
@@ -68,7 +69,7 @@ pub(crate) async fn run(args: CheckArgs) -> Result<ExitCode> {
         eprintln!("  note: {note}");
     }
     if args.repair && !lake.movable.is_empty() {
-        let moved = repair(&root, &lake.movable)?;
+        let moved = repair(store.store().as_ref(), &shown_root, &lake.movable).await?;
         for line in &moved {
             println!("repaired: {line}");
         }
@@ -77,7 +78,7 @@ pub(crate) async fn run(args: CheckArgs) -> Result<ExitCode> {
             !lake
                 .movable
                 .iter()
-                .any(|(path, _)| line.starts_with(&path.display().to_string()))
+                .any(|(path, _)| line.starts_with(&format!("{shown_root}/{path}")))
         }));
     } else {
         damage.extend(lake.damage);
@@ -91,24 +92,23 @@ pub(crate) async fn run(args: CheckArgs) -> Result<ExitCode> {
     Ok(finish(&damage))
 }
 
-/// Moves each file into `_logpipe/quarantine/` under its lake path.
-fn repair(root: &Path, files: &[(PathBuf, String)]) -> Result<Vec<String>> {
+/// Moves each file into `_logpipe/quarantine/<time>/` under its lake path
+/// (a rename on a directory, a copy and a delete on S3 and HDFS).
+async fn repair(
+    store: &dyn ObjectStore,
+    shown_root: &str,
+    files: &[(StorePath, String)],
+) -> Result<Vec<String>> {
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-    let quarantine = root.join("_logpipe/quarantine").join(stamp);
     let mut done = Vec::new();
     for (path, then) in files {
-        let relative = path.strip_prefix(root).unwrap_or(path);
-        let target = quarantine.join(relative);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        std::fs::rename(path, &target)
-            .with_context(|| format!("cannot move {} to {}", path.display(), target.display()))?;
+        let target = StorePath::from(format!("_logpipe/quarantine/{stamp}/{path}"));
+        store
+            .rename(path, &target)
+            .await
+            .with_context(|| format!("cannot move {shown_root}/{path} to {shown_root}/{target}"))?;
         done.push(format!(
-            "{} moved to {}; {then}",
-            path.display(),
-            target.display()
+            "{shown_root}/{path} moved to {shown_root}/{target}; {then}"
         ));
     }
     Ok(done)
@@ -136,67 +136,77 @@ struct LakeCheck {
     /// Worth knowing, not damage (an interrupted step the job completes).
     notes: Vec<String>,
     /// Files `--repair` moves aside, each with what happens then.
-    movable: Vec<(PathBuf, String)>,
+    movable: Vec<(StorePath, String)>,
 }
 
-fn files_under(dir: &Path, extension: &str, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            files_under(&path, extension, out)?;
-        } else if path.extension().is_some_and(|x| x == extension) {
-            out.push(path);
-        }
-    }
-    Ok(())
+/// Every object under `prefix` (the whole lake when `None`) whose name
+/// ends in `.extension`, in name order.
+async fn objects_under(
+    store: &dyn ObjectStore,
+    prefix: Option<&StorePath>,
+    extension: &str,
+) -> Result<Vec<StorePath>> {
+    let mut found: Vec<StorePath> = store
+        .list(prefix)
+        .try_filter(|meta| std::future::ready(meta.location.extension() == Some(extension)))
+        .map_ok(|meta| meta.location)
+        .try_collect()
+        .await?;
+    found.sort();
+    Ok(found)
 }
 
 /// `part-<job>-<seq>-<n>.parquet`: a job step's file (the lake's layout).
-fn step_of(path: &Path) -> Option<(String, u64)> {
-    let (job, seq) = logpipe_lake::layout::step_of_file_name(path.file_name()?.to_str()?)?;
+fn step_of(path: &StorePath) -> Option<(String, u64)> {
+    let (job, seq) = logpipe_lake::layout::step_of_file_name(path.filename()?)?;
     Some((job.to_string(), seq))
 }
 
-fn check_lake(root: &Path) -> Result<LakeCheck> {
+async fn check_lake(store: &dyn ObjectStore, shown_root: &str) -> Result<LakeCheck> {
+    let shown = |path: &StorePath| format!("{shown_root}/{path}");
     let mut report = LakeCheck::default();
     // Commit records by job and step.
     let mut chains: BTreeMap<String, BTreeMap<u64, logpipe_lake::CommitRecord>> = BTreeMap::new();
-    let mut commits = Vec::new();
-    files_under(&root.join("_logpipe/commits"), "json", &mut commits)?;
+    let commits = objects_under(store, Some(&StorePath::from("_logpipe/commits")), "json").await?;
     for path in &commits {
         report.commits += 1;
-        let parsed = std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                serde_json::from_slice::<logpipe_lake::CommitRecord>(&bytes)
-                    .map_err(|e| e.to_string())
-            });
+        let parsed = match store.get(path).await {
+            Ok(object) => object.bytes().await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+        .and_then(|bytes| {
+            serde_json::from_slice::<logpipe_lake::CommitRecord>(&bytes).map_err(|e| e.to_string())
+        });
         match parsed {
             Ok(record) => {
                 chains.entry(record.job.clone()).or_default().insert(record.seq, record);
             }
             Err(reason) => report.damage.push(format!(
                 "{}: the commit record is unreadable ({reason}) — restore it from a backup (--repair leaves it)",
-                path.display()
+                shown(path)
             )),
         }
     }
+    // The tables' Parquet files (not what `_logpipe/` keeps aside).
+    let files: Vec<StorePath> = objects_under(store, None, "parquet")
+        .await?
+        .into_iter()
+        .filter(|path| !path.as_ref().starts_with("_logpipe/"))
+        .collect();
+    let present: BTreeSet<&StorePath> = files.iter().collect();
     // Every file a retained record lists, with whether its job writes it
     // again when missing: the raw job rolls every retained step forward,
     // the windowed jobs their newest step only.
-    let mut listed: BTreeMap<PathBuf, bool> = BTreeMap::new();
+    let mut listed: BTreeMap<StorePath, bool> = BTreeMap::new();
     for records in chains.values() {
         let newest = records.keys().next_back().copied();
         for record in records.values() {
             for file in &record.files {
-                let path = root.join(&file.path);
-                if !path.exists() {
+                let path = StorePath::from(file.path.as_str());
+                if !present.contains(&path) {
                     report.notes.push(format!(
                         "{}: listed by step {} of job {} but not there yet — an interrupted step; the job writes it again from the bus at its next start",
-                        path.display(),
+                        shown(&path),
                         record.seq,
                         record.job
                     ));
@@ -206,14 +216,6 @@ fn check_lake(root: &Path) -> Result<LakeCheck> {
             }
         }
     }
-    let mut files = Vec::new();
-    files_under(root, "parquet", &mut files)?;
-    files.retain(|path| {
-        !path
-            .strip_prefix(root)
-            .is_ok_and(|p| p.starts_with("_logpipe"))
-    });
-    files.sort();
     for (n, path) in files.iter().enumerate() {
         if n > 0 && n % 1000 == 0 {
             eprintln!("  … {n} of {} Parquet files read", files.len());
@@ -228,13 +230,13 @@ fn check_lake(root: &Path) -> Result<LakeCheck> {
                     .get(job)
                     .is_none_or(|records| records.keys().next().is_some_and(|oldest| seq >= oldest))
         });
-        match read_parquet(path) {
+        match read_parquet(store, path).await {
             Ok(rows) => {
                 report.rows += rows;
                 if orphan {
                     report.damage.push(format!(
                         "{}: an orphan — no commit record lists it, so its rows may be counted twice or never belonged to the lake; --repair moves it aside",
-                        path.display()
+                        shown(path)
                     ));
                     report
                         .movable
@@ -249,7 +251,7 @@ fn check_lake(root: &Path) -> Result<LakeCheck> {
                 };
                 report.damage.push(format!(
                     "{}: the Parquet file is damaged ({reason}) — queries over its partition fail until it is moved aside (--repair) or restored from a backup",
-                    path.display()
+                    shown(path)
                 ));
                 report.movable.push((path.clone(), then.to_string()));
             }
@@ -259,9 +261,15 @@ fn check_lake(root: &Path) -> Result<LakeCheck> {
 }
 
 /// Decodes every row group of `path`; its rows.
-fn read_parquet(path: &Path) -> Result<u64, String> {
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+async fn read_parquet(store: &dyn ObjectStore, path: &StorePath) -> Result<u64, String> {
+    let bytes = store
+        .get(path)
+        .await
+        .map_err(|e| e.to_string())?
+        .bytes()
+        .await
+        .map_err(|e| e.to_string())?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(|e| e.to_string())?
         .build()
         .map_err(|e| e.to_string())?;

@@ -295,3 +295,120 @@ async fn compaction_merges_an_hour_on_s3() {
     .await;
     assert!(!data.join("logs").exists(), "lake files on the local disk");
 }
+
+/// `logpipe check [--repair]` on the S3 lake `env` names: exit status and
+/// everything printed.
+fn check_s3(data: &std::path::Path, env: &[(&str, &str)], repair: bool) -> (Option<i32>, String) {
+    let mut command = Command::new(binary());
+    command.arg("check");
+    if repair {
+        command.arg("--repair");
+    }
+    let output = command
+        .arg("--data-dir")
+        .arg(data)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// `logpipe check` reads a lake on S3 through as it does a directory: clean,
+/// it counts every row; a damaged Parquet file and an orphan are named by
+/// their s3:// paths, `--repair` moves both into the bucket's
+/// `_logpipe/quarantine/`, and the next start writes the damaged one again
+/// from the bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logpipe_check_reads_an_s3_lake_and_repairs_it() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lake_env = s3.lake_env("lake");
+    let mut env = up_env(&lake_env);
+    // Only the raw job's files: the row count is the records'.
+    env.push(("LOGPIPE__WINDOWS__ENABLED", "false"));
+    let running = Running::start(&data, &env);
+    let client = client();
+    for batch in 0..4 {
+        assert_eq!(post_batch(&client, &running.base_url, batch).await, 200);
+    }
+    wait_for_lake_in(
+        &data,
+        &env,
+        "s",
+        &(0..4)
+            .flat_map(|b| (0..50).map(move |i| format!("s3-{b}-{i}")))
+            .collect::<BTreeSet<String>>(),
+    );
+    assert!(running.terminate().success());
+    let (code, out) = check_s3(&data, &env, false);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("no damage found") && out.contains("200 rows"),
+        "{out}"
+    );
+
+    // One committed file damaged, one file no commit record lists.
+    let mut files = Vec::new();
+    let mut stack = vec![s3.object_path("lake/logs")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let damaged = files.last().unwrap().clone();
+    let orphan = damaged.with_file_name(
+        damaged
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace("-000.parquet", "-007.parquet"),
+    );
+    std::fs::copy(&damaged, &orphan).unwrap();
+    std::fs::write(&damaged, b"not parquet").unwrap();
+    let in_bucket = |path: &std::path::Path| {
+        let relative = path.strip_prefix(s3.object_path("")).unwrap();
+        format!("s3://logpipe/{}", relative.display())
+    };
+    let (code, out) = check_s3(&data, &env, false);
+    assert_eq!(code, Some(1), "{out}");
+    for (path, says) in [(&damaged, "is damaged"), (&orphan, "an orphan")] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&in_bucket(path)) && l.contains(says)),
+            "{} {says}:\n{out}",
+            in_bucket(path)
+        );
+    }
+    let (code, out) = check_s3(&data, &env, true);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!damaged.exists() && !orphan.exists(), "{out}");
+    assert!(
+        out.contains("moved to s3://logpipe/lake/_logpipe/quarantine/"),
+        "{out}"
+    );
+    // The next start writes the damaged step's file again from the bus.
+    let running = Running::start(&data, &env);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !damaged.exists() {
+        assert!(std::time::Instant::now() < deadline, "{}", running.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(running.terminate().success());
+    let (code, out) = check_s3(&data, &env, false);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("200 rows"), "{out}");
+}
