@@ -449,6 +449,26 @@ impl Pipeline {
                     Ok(())
                 });
             }
+            if self.has(Role::RawJob) {
+                // What the lake holds, per table, for the Storage dashboard.
+                let mut tables: Vec<&'static logpipe_core::TableDef> = Vec::new();
+                for table in logpipe_core::tables::ALL
+                    .iter()
+                    .copied()
+                    .chain(sql_jobs.iter().map(|job| job.table))
+                {
+                    if !tables.iter().any(|t| t.dir == table.dir) {
+                        tables.push(table);
+                    }
+                }
+                let lake = lake.clone();
+                let interval = config.lake.usage_interval;
+                let stop = supervisor.shutdown(stages.jobs);
+                supervisor.spawn(stages.jobs, "lake usage", async move {
+                    logpipe_lake::usage::run(lake, tables, interval, stop).await;
+                    Ok(())
+                });
+            }
             if self.has(Role::RawJob) && config.lake.compaction.enabled {
                 let compaction = &config.lake.compaction;
                 let mut tables: Vec<&'static logpipe_core::TableDef> = Vec::new();

@@ -182,6 +182,11 @@ pub struct LakeConfig {
     /// dropped. 0 turns the check off; at most 2^30. A job that starts
     /// re-reads this many offsets before its start to rebuild the check.
     pub dedup_window: u64,
+    /// How often the process running the raw job lists each table to
+    /// measure what the lake holds (`logpipe_lake_table_files`, `…_bytes`,
+    /// `…_rows`, `logpipe_lake_open_hour_files`).
+    #[serde(with = "humantime_serde")]
+    pub usage_interval: Duration,
 }
 
 impl Default for LakeConfig {
@@ -201,6 +206,9 @@ impl Default for LakeConfig {
             // partitions; about 4 MB per partition and job when every
             // record has an id (8 bytes a record, plus vector growth).
             dedup_window: 500_000,
+            // A listing per table a minute: small next to the commits' own
+            // requests (several a second).
+            usage_interval: Duration::from_secs(60),
         }
     }
 }
@@ -216,6 +224,9 @@ impl LakeConfig {
                     logpipe_core::dedup::MAX_WINDOW
                 ),
             );
+        }
+        if self.usage_interval.is_zero() {
+            return invalid("lake.usage_interval", "must be more than 0");
         }
         if self.flush_interval.is_zero() {
             return invalid("lake.flush_interval", "must be more than 0");

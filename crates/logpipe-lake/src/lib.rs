@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod parquet;
 pub mod retention;
 pub mod storage;
+pub mod usage;
 
 pub use commit::{
     Chain, CommitRecord, CommittedFile, Offsets, Ranges, Step, StepOutcome, plan_files,

@@ -1,7 +1,8 @@
 //! The lake's figures, counted where commits happen.
 
 use logpipe_core::telemetry::{
-    Counter, CounterVec, Family, HistogramVec, LATENCY_BUCKETS, MetricDef, MetricSet, MetricType,
+    Counter, CounterVec, Family, GaugeVec, HistogramVec, LATENCY_BUCKETS, MetricDef, MetricSet,
+    MetricType,
 };
 
 pub static ROWS_COMMITTED: MetricDef = MetricDef {
@@ -84,6 +85,31 @@ pub static STORE_REQUEST_DURATION: MetricDef = MetricDef {
     labels: &["operation"],
 };
 
+pub static TABLE_FILES: MetricDef = MetricDef {
+    name: "logpipe_lake_table_files",
+    help: "Parquet files in the lake, by table (a listing every lake.usage_interval).",
+    kind: MetricType::Gauge,
+    labels: &["table"],
+};
+pub static TABLE_BYTES: MetricDef = MetricDef {
+    name: "logpipe_lake_table_bytes",
+    help: "Bytes of the Parquet files in the lake, by table (a listing every lake.usage_interval).",
+    kind: MetricType::Gauge,
+    labels: &["table"],
+};
+pub static TABLE_ROWS: MetricDef = MetricDef {
+    name: "logpipe_lake_table_rows",
+    help: "Rows in the lake's Parquet files, by table (their footers; replaced files count until compaction deletes them).",
+    kind: MetricType::Gauge,
+    labels: &["table"],
+};
+pub static OPEN_HOUR_FILES: MetricDef = MetricDef {
+    name: "logpipe_lake_open_hour_files",
+    help: "Parquet files in the partition of the current hour, by table: how fast small files accumulate.",
+    kind: MetricType::Gauge,
+    labels: &["table"],
+};
+
 pub struct LakeMetrics {
     pub rows_committed: CounterVec,
     pub files_committed: CounterVec,
@@ -98,6 +124,10 @@ pub struct LakeMetrics {
     pub compaction_deleted: CounterVec,
     pub store_requests: CounterVec,
     pub store_request_duration: HistogramVec,
+    pub table_files: GaugeVec,
+    pub table_bytes: GaugeVec,
+    pub table_rows: GaugeVec,
+    pub open_hour_files: GaugeVec,
 }
 
 impl MetricSet for LakeMetrics {
@@ -116,6 +146,10 @@ impl MetricSet for LakeMetrics {
             &self.compaction_deleted,
             &self.store_requests,
             &self.store_request_duration,
+            &self.table_files,
+            &self.table_bytes,
+            &self.table_rows,
+            &self.open_hour_files,
         ]
     }
 }
@@ -135,6 +169,10 @@ logpipe_core::metric_set!(pub fn lake_metrics() -> LakeMetrics = {
         compaction_deleted: CounterVec::new(&COMPACTION_DELETED),
         store_requests: CounterVec::new(&STORE_REQUESTS),
         store_request_duration: HistogramVec::new(&STORE_REQUEST_DURATION, LATENCY_BUCKETS),
+        table_files: GaugeVec::new(&TABLE_FILES),
+        table_bytes: GaugeVec::new(&TABLE_BYTES),
+        table_rows: GaugeVec::new(&TABLE_ROWS),
+        open_hour_files: GaugeVec::new(&OPEN_HOUR_FILES),
     };
     for kind in logpipe_core::RecordKind::ALL {
         metrics.rows_committed.touch(&[kind.table()]);

@@ -754,3 +754,65 @@ async fn logpipe_compact_merges_the_closed_hours_now() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&manifests.stdout), "");
 }
+
+/// The storage gauges: after 300 logs of this hour and 200 of an hour
+/// three days ago, `/metrics` shows the `logs` table's rows, its files (at
+/// least one per hour) and this hour's files, from a listing every
+/// `lake.usage_interval`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_storage_gauges_show_what_each_table_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let running = Running::start(
+        &data,
+        &[
+            ("LOGPIPE__LAKE__USAGE_INTERVAL", "1s"),
+            ("LOGPIPE__WINDOWS__ENABLED", "false"),
+        ],
+    );
+    let now = chrono::Utc::now().timestamp();
+    let logs: Vec<serde_json::Value> = (0..500)
+        .map(|i| {
+            let at = if i < 300 { now } else { now - 3 * 86_400 };
+            log(&format!("usage-{i}"), serde_json::json!(at))
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    let (status, answer) = crate::common::http::post(
+        &client,
+        &format!("{}/api/collect/logs", running.base_url),
+        serde_json::to_string(&logs).unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let gauge = |page: &str, name: &str| -> Option<f64> {
+        page.lines()
+            .find(|l| l.starts_with(&format!("{name}{{table=\"logs\"}} ")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = running.metrics().await;
+        let rows = gauge(&page, "logpipe_lake_table_rows");
+        if rows == Some(500.0) {
+            assert!(
+                gauge(&page, "logpipe_lake_table_files").unwrap() >= 2.0,
+                "{page}"
+            );
+            assert!(
+                gauge(&page, "logpipe_lake_table_bytes").unwrap() > 0.0,
+                "{page}"
+            );
+            let open = gauge(&page, "logpipe_lake_open_hour_files").unwrap();
+            assert!(open >= 1.0, "{page}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rows {rows:?}:\n{page}\n{}",
+            running.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert!(running.terminate().success());
+}
