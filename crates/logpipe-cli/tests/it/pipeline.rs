@@ -429,7 +429,11 @@ pub(crate) async fn retention_deletes_expired_hours(
         let output = std::process::Command::new(crate::common::binary())
             .args(["sql", "--format", "json", "--data-dir"])
             .arg(data)
-            .arg("SELECT (SELECT count(*) FROM logs) AS logs, (SELECT count(*) FROM events) AS events")
+            .arg(
+                "SELECT (SELECT count(*) FROM logs) AS logs, \
+                 (SELECT count(*) FROM logs WHERE request_id LIKE 'young-%') AS young, \
+                 (SELECT count(*) FROM events) AS events",
+            )
             .envs(lake_env.iter().copied())
             .output()
             .unwrap();
@@ -449,7 +453,13 @@ pub(crate) async fn retention_deletes_expired_hours(
             })
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0);
-        if rows[0]["logs"] == json!(10) && rows[0]["events"] == json!(1) && deleted >= 2 {
+        // Only the young hour's 10 (not 10 of an old hour before the young
+        // one's file is there), the old event, and the old hours deleted.
+        if rows[0]["logs"] == json!(10)
+            && rows[0]["young"] == json!(10)
+            && rows[0]["events"] == json!(1)
+            && deleted >= 2
+        {
             break;
         }
         assert!(
