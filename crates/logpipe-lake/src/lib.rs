@@ -135,30 +135,42 @@ impl Lake {
     }
 }
 
+/// A step's worth of `rows` identical logs at `timestamp` (seconds), for
+/// the crate's tests.
+#[cfg(test)]
+pub(crate) fn log_groups(timestamp: f64, rows: usize) -> TableGroups {
+    use logpipe_core::record::{LogRecord, ValidationLimits};
+    use logpipe_core::tables::{LOGS, LogBatchBuilder};
+    let raw =
+        format!(r#"{{"timestamp": {timestamp}, "level": "INFO", "service": "a", "message": "m"}}"#);
+    let record = LogRecord::parse(&raw, &ValidationLimits::now()).unwrap();
+    let mut builder = LogBatchBuilder::default();
+    for _ in 0..rows {
+        builder.append(&record);
+    }
+    let mut groups = TableGroups::new();
+    groups.insert(
+        (
+            &LOGS,
+            logpipe_core::time::HourPartition::of_micros(record.timestamp_micros),
+        ),
+        builder.finish().unwrap(),
+    );
+    groups
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
     use futures::TryStreamExt;
-    use logpipe_core::record::{LogRecord, ValidationLimits};
-    use logpipe_core::tables::{LOGS, LogBatchBuilder};
-    use logpipe_core::time::HourPartition;
     use object_store::path::Path as StorePath;
 
     use crate::commit::prune::COMMIT_RECORDS_KEPT;
 
     fn groups() -> TableGroups {
-        let raw = r#"{"timestamp": 1736645166.5, "level": "INFO", "service": "a", "message": "m"}"#;
-        let record = LogRecord::parse(raw, &ValidationLimits::now()).unwrap();
-        let mut builder = LogBatchBuilder::default();
-        builder.append(&record);
-        let mut groups = TableGroups::new();
-        groups.insert(
-            (&LOGS, HourPartition::of_micros(record.timestamp_micros)),
-            builder.finish().unwrap(),
-        );
-        groups
+        log_groups(1736645166.5, 1)
     }
 
     #[tokio::test]

@@ -74,13 +74,11 @@ impl UsageScanner {
             };
             usage.rows += rows;
         }
-        // Forget the files that are gone.
-        if self.rows_of.len() > files.len() {
-            let present: std::collections::HashSet<&StorePath> =
-                files.iter().map(|meta| &meta.location).collect();
-            self.rows_of
-                .retain(|path, _| !path.prefix_matches(&dir) || present.contains(path));
-        }
+        // Forget this table's files that are gone.
+        let present: std::collections::HashSet<&StorePath> =
+            files.iter().map(|meta| &meta.location).collect();
+        self.rows_of
+            .retain(|path, _| !path.prefix_matches(&dir) || present.contains(path));
         Ok(usage)
     }
 }
@@ -144,26 +142,11 @@ mod tests {
     use crate::commit::{CommitRecord, plan_files};
     use crate::storage::LakeStore;
     use crate::{Compression, TableGroups};
-    use logpipe_core::record::{LogRecord, ValidationLimits};
-    use logpipe_core::tables::{LOGS, LogBatchBuilder};
+    use logpipe_core::tables::LOGS;
 
-    /// Two records of this hour and one of an old hour, in two steps.
+    /// Two logs `seconds_ago`.
     fn step(seconds_ago: i64) -> TableGroups {
-        let micros = now_micros() - seconds_ago * 1_000_000;
-        let raw = format!(
-            r#"{{"timestamp": {}, "level": "INFO", "service": "a", "message": "m"}}"#,
-            micros as f64 / 1e6
-        );
-        let record = LogRecord::parse(&raw, &ValidationLimits::now()).unwrap();
-        let mut builder = LogBatchBuilder::default();
-        builder.append(&record);
-        builder.append(&record);
-        let mut groups = TableGroups::new();
-        groups.insert(
-            (&LOGS, HourPartition::of_micros(record.timestamp_micros)),
-            builder.finish().unwrap(),
-        );
-        groups
+        crate::log_groups((now_micros() - seconds_ago * 1_000_000) as f64 / 1e6, 2)
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ pub mod services;
 pub use assertions::{assert_exactly_once, assert_none_missing};
 pub use bus::{FaultyBus, embedded_bus, record_topics};
 pub use http::{call, post, wait_for_count};
-pub use process::{python, spark_job, spark_python, stdout_of};
+pub use process::{code_and_output, python, spark_job, spark_python, stdout_of};
 pub use running::{Running, UP, binary, sql_json, sql_json_env, up_refused};
 pub use services::hdfs::HdfsServer;
 pub use services::kafka::Broker;

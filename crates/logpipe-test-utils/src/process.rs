@@ -14,6 +14,20 @@ pub fn stdout_of(command: &mut Command, what: &str) -> Vec<u8> {
     output.stdout
 }
 
+/// Runs `command` to its end: its exit code (`None` when a signal ended
+/// it) and everything it printed, stdout then stderr.
+pub fn code_and_output(command: &mut Command) -> (Option<i32>, String) {
+    let output = command.output().unwrap();
+    (
+        output.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
 /// Runs a Python snippet with the test venv (`LOGPIPE_TEST_PYTHON`, which
 /// has confluent-kafka and duckdb) and returns its stdout.
 pub fn python(script: &str, args: &[&str]) -> String {

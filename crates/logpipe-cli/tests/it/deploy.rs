@@ -15,7 +15,7 @@ use crate::common::http::{post, wait_for_count};
 use crate::common::running::binary;
 use crate::common::services::free_port;
 use crate::common::services::podman::{Podman, repo};
-use crate::common::stdout_of;
+use crate::common::{code_and_output, stdout_of};
 
 fn generate(base_url: &str, count: u32, extra: &[&str]) {
     stdout_of(
@@ -240,26 +240,19 @@ async fn get(client: &reqwest::Client, url: &str) -> Value {
 fn airflow(home: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
     let airflow = std::env::var("LOGPIPE_TEST_AIRFLOW")
         .expect("LOGPIPE_TEST_AIRFLOW is not set: run ./scripts/test.sh, which installs Airflow");
-    let output = Command::new(airflow)
-        .args(args)
-        .env("AIRFLOW_HOME", home)
-        .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-        .env(
-            "AIRFLOW__CORE__DAGS_FOLDER",
-            repo().join("deploy/airflow/dags"),
-        )
-        .env("LOGPIPE_BIN", binary())
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    let (code, out) = code_and_output(
+        Command::new(airflow)
+            .args(args)
+            .env("AIRFLOW_HOME", home)
+            .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+            .env(
+                "AIRFLOW__CORE__DAGS_FOLDER",
+                repo().join("deploy/airflow/dags"),
+            )
+            .env("LOGPIPE_BIN", binary())
+            .envs(env.iter().copied()),
+    );
+    (code == Some(0), out)
 }
 
 /// `airflow dags test manual_pipeline LOGICAL_DATE` with `{"date": DATE}`.
@@ -414,15 +407,8 @@ fn refused(values: &[&str]) -> String {
 fn venv_python(script: &[&str]) -> (bool, String) {
     let python = std::env::var("LOGPIPE_TEST_PYTHON")
         .expect("LOGPIPE_TEST_PYTHON is not set: run ./scripts/test.sh");
-    let output = Command::new(python).args(script).output().unwrap();
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    let (code, out) = code_and_output(Command::new(python).args(script));
+    (code == Some(0), out)
 }
 
 const CLUSTER: [&str; 5] = [
@@ -473,17 +459,12 @@ fn the_helm_chart_renders_both_profiles_free_of_the_seeds_failures() {
         .unwrap()
         .join("kubernetes-validate");
     for file in [&small, &cluster] {
-        let output = Command::new(&validate)
-            .args(["--strict", "--quiet"])
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "kubernetes-validate {file:?}:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+        let (code, out) = code_and_output(
+            Command::new(&validate)
+                .args(["--strict", "--quiet"])
+                .arg(file),
         );
+        assert_eq!(code, Some(0), "kubernetes-validate {file:?}:\n{out}");
     }
     let checker = repo().join("deploy/helm/check-rendered.py");
     let checker = checker.to_str().unwrap();

@@ -164,18 +164,10 @@ async fn logpipe_check_names_each_damaged_file() {
     assert!(running.terminate().success());
 
     let check = || {
-        let output = std::process::Command::new(crate::common::binary())
-            .args(["check", "--data-dir"])
-            .arg(&data)
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ),
+        crate::common::code_and_output(
+            std::process::Command::new(crate::common::binary())
+                .args(["check", "--data-dir"])
+                .arg(&data),
         )
     };
     let (code, out) = check();

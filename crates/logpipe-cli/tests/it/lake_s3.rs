@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{Running, S3Server, assert_exactly_once, binary, sql_json_env};
+use crate::common::{
+    Running, S3Server, assert_exactly_once, binary, code_and_output, sql_json_env,
+};
 use crate::load::wait_for_lake_in;
 
 /// 2026-01-11T09:00:00Z.
@@ -304,19 +306,11 @@ fn check_s3(data: &std::path::Path, env: &[(&str, &str)], repair: bool) -> (Opti
     if repair {
         command.arg("--repair");
     }
-    let output = command
-        .arg("--data-dir")
-        .arg(data)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    (
-        output.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
+    code_and_output(
+        command
+            .arg("--data-dir")
+            .arg(data)
+            .envs(env.iter().copied()),
     )
 }
 
