@@ -24,6 +24,11 @@ pub mod services;
 pub use assertions::{assert_exactly_once, assert_none_missing};
 pub use bus::{FaultyBus, embedded_bus, record_topics};
 pub use http::{call, post, wait_for_count};
+/// The repository's root (deploy/, docs/ and the scripts tests run).
+pub fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 pub use process::{code_and_output, python, spark_job, spark_python, stdout_of};
 pub use running::{Running, UP, binary, sql_json, sql_json_env, up_refused};
 pub use services::hdfs::HdfsServer;

@@ -3,10 +3,10 @@
 //! real `logpipe up` with the built-in generator running an incident; and
 //! `logpipe tail`, the console's live tail on the terminal.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use crate::common::{Running, binary, stdout_of};
+use crate::common::{Running, binary, repo, stdout_of};
 
 /// A `logpipe up` whose generator sends 100 logs/s over the default
 /// services with an error burst on payment-service, and 1-second windows,
@@ -44,10 +44,6 @@ allowed_lateness = "1s"
         &dir.join("data"),
         &[],
     )
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// The page loads without errors, its charts move, the tail shows a record

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::http::{post, wait_for_count};
+use crate::common::repo;
 use crate::common::running::binary;
 use crate::common::services::free_port;
-use crate::common::services::podman::{Podman, repo};
+use crate::common::services::podman::Podman;
 use crate::common::{code_and_output, stdout_of};
 
 fn generate(base_url: &str, count: u32, extra: &[&str]) {

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::common::repo;
 use crate::common::running::{Running, binary};
 use crate::common::services::hosts::Hosts;
-use crate::common::services::podman::repo;
 use crate::common::services::s3::S3Server;
 
 /// Kafka on the master, stopped when dropped.

@@ -7,7 +7,7 @@
 //! HighErrorRate through Alertmanager to a webhook and resolves after it.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,11 +15,7 @@ use serde_json::Value;
 
 use crate::analytics::webhook_server;
 use crate::common::services::free_port;
-use crate::common::{Running, binary};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use crate::common::{Running, binary, repo};
 
 /// Runs a tool and returns its combined output; fails naming the tool
 /// when it is missing or exits non-zero.

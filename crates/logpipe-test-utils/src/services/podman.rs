@@ -12,6 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::repo;
 use std::time::{Duration, Instant};
 
 /// Containers, images and firewall rules are the machine's, not a test's:
@@ -21,11 +23,6 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 const NO_EGRESS: [&str; 8] = [
     "FORWARD", "-i", "podman+", "!", "-o", "podman+", "-j", "DROP",
 ];
-
-/// The repository's root.
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Podman for one test; see the module's documentation.
 pub struct Podman {
