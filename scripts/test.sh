@@ -87,6 +87,9 @@ if [ -z "${LOGPIPE_TEST_KAFKA_BROKERS:-}" ]; then
     }
   done
   tier "fetching Apache Kafka (Maven Central) for the Kafka tests" deploy/kafka/kafka.sh fetch
+  # Kafka Connect 4.3.1 and Debezium's MariaDB connector 3.5.0.Final: the
+  # seed 003 source whose change events the CDC test applies.
+  tier "fetching Kafka Connect and Debezium (Maven Central) for the CDC test" deploy/kafka/kafka.sh fetch-connect
 fi
 
 # HDFS for the HDFS lake's tests: Hadoop's MiniDFSCluster (a NameNode and a
@@ -273,6 +276,11 @@ export LOGPIPE_TEST_GARAGE="$GARAGE_ROOT/bin/garage"
 PG_BIN=/usr/lib/postgresql/15/bin
 if [ ! -x "$PG_BIN/postgres" ]; then
   tier "installing PostgreSQL 15 (Debian) for the sink tests" apt_install postgresql
+fi
+# MariaDB 10.11 (Debian): the CDC test's source database, one private
+# server per test on a free port (crates/logpipe-test-utils services/mariadb.rs).
+if ! command -v mariadbd >/dev/null 2>&1; then
+  tier "installing MariaDB 10.11 (Debian) for the CDC test" apt_install --no-install-recommends mariadb-server mariadb-client
 fi
 PG_DIR="$(mktemp -d /tmp/logpipe-pg.XXXXXX)"
 PG_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

@@ -355,9 +355,43 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// A Kafka Connect worker (4.3.1, with Debezium's MariaDB connector)
+    /// for this cluster, started by `kafka.sh connect`; stopped with the
+    /// broker. Returns its REST URL. Needs a cluster this test started.
+    pub fn start_connect(&self) -> String {
+        for attempt in 0.. {
+            let port = free_port().to_string();
+            let output = Command::new("bash")
+                .arg(kafka_sh())
+                .args(["connect", self.dir().to_str().unwrap(), &port])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if output.status.success() {
+                return String::from_utf8(output.stdout)
+                    .unwrap()
+                    .lines()
+                    .last()
+                    .unwrap()
+                    .trim()
+                    .to_string();
+            }
+            if attempt < 3 && stderr.contains("already in use") {
+                continue;
+            }
+            panic!("kafka.sh connect (Kafka Connect for a test) failed:\n{stderr}");
+        }
+        unreachable!("the loop returns or panics")
+    }
+}
+
 impl Drop for Broker {
     fn drop(&mut self) {
         let Some(dir) = &self.dir else { return };
+        if let Ok(pid) = std::fs::read_to_string(dir.join("connect/pid")) {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
         // Thaw a frozen node first, so it can be stopped; then kill: the
         // data is the test's to throw away.
         for node in 1..=self.nodes {

@@ -6,6 +6,7 @@
 pub mod hdfs;
 pub mod hosts;
 pub mod kafka;
+pub mod mariadb;
 pub mod podman;
 pub mod s3;
 
