@@ -55,6 +55,9 @@ pub enum Role {
     Generator,
     /// The streaming jobs written in SQL of `[jobs] dir` (docs/jobs.md).
     SqlJobs,
+    /// The `[[cdc.sinks]]`: change events applied to their databases
+    /// (docs/cdc.md).
+    Cdc,
     /// `/health`, `/ready` and `/metrics` on `listen` (every role with an
     /// HTTP server serves them; `logpipe stream --listen` asks for them
     /// alone).
@@ -78,6 +81,9 @@ impl Role {
         if config.jobs.dir.is_some() {
             roles.insert(Role::SqlJobs);
         }
+        if !config.cdc.sinks.is_empty() {
+            roles.insert(Role::Cdc);
+        }
         roles
     }
 
@@ -91,6 +97,7 @@ impl Role {
             Role::Reports => "reports",
             Role::Generator => "generator",
             Role::SqlJobs => "sql_jobs",
+            Role::Cdc => "cdc",
             Role::Ops => "ops",
         }
     }
@@ -255,10 +262,23 @@ impl Pipeline {
             _ => None,
         };
 
+        if self.has(Role::Cdc) && config.bus.kind != BusKind::Kafka {
+            bail!(
+                "[[cdc.sinks]] read change events a Debezium connector writes to Kafka, which the \
+                 embedded bus is not: set bus.kind = \"kafka\" and bus.kafka.brokers (or leave the \
+                 sinks to a `logpipe cdc --bus kafka --brokers HOST:PORT` process)"
+            );
+        }
+        // A process that only applies change events makes none of
+        // logpipe's topics (on a Kafka cluster that is not logpipe's own).
+        let makes_topics = self
+            .roles
+            .iter()
+            .any(|r| !matches!(r, Role::Cdc | Role::Ops));
         let bus = logpipe_bus::open(
             &config.bus,
             &resolved.bus_dir,
-            &config.topics,
+            makes_topics.then_some(&config.topics),
             producer.as_deref(),
         )
         .await?;
@@ -569,6 +589,18 @@ impl Pipeline {
                     logpipe_batch::schedule::run(runner, stop).await;
                     Ok(())
                 });
+            }
+        }
+
+        if self.has(Role::Cdc) {
+            for sink in &config.cdc.sinks {
+                let sink = logpipe_cdc::CdcSink::new(sink.clone(), bus.bus.clone());
+                let stop = supervisor.shutdown(stages.jobs);
+                supervisor.spawn(
+                    stages.jobs,
+                    "CDC sink",
+                    async move { Ok(sink.run(stop).await?) },
+                );
             }
         }
 

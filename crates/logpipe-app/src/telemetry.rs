@@ -46,6 +46,9 @@ pub fn register(roles: &BTreeSet<Role>) {
             Role::Generator => {
                 logpipe_gen::metrics::generator_metrics();
             }
+            Role::Cdc => {
+                logpipe_cdc::metrics::cdc_metrics();
+            }
         }
     }
 }
@@ -60,6 +63,7 @@ pub fn catalog() -> Vec<&'static MetricDef> {
         Role::Reports,
         Role::Generator,
         Role::SqlJobs,
+        Role::Cdc,
         Role::Ops,
     ]));
     registry().defs()

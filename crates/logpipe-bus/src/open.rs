@@ -56,7 +56,8 @@ pub fn topic_specs(topics: &TopicsConfig) -> Vec<TopicSpec> {
 }
 
 /// Opens the configured bus (the embedded one in `dir`) and creates the
-/// topics that are missing.
+/// topics of `topics` that are missing (`None`: a process that only reads
+/// topics others make, e.g. a CDC sink, creates none).
 ///
 /// `producer` names this process as a producer of requests (the
 /// collector): stable across its restarts, unique among the processes
@@ -67,10 +68,10 @@ pub fn topic_specs(topics: &TopicsConfig) -> Vec<TopicSpec> {
 pub async fn open(
     config: &BusConfig,
     dir: &Path,
-    topics: &TopicsConfig,
+    topics: Option<&TopicsConfig>,
     producer: Option<&str>,
 ) -> Result<BusHandle, OpenError> {
-    let specs = topic_specs(topics);
+    let specs = topics.map(topic_specs).unwrap_or_default();
     match config.kind {
         BusKind::Embedded => {
             let bus =

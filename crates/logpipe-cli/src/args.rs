@@ -64,6 +64,10 @@ pub(crate) enum Command {
     /// when it is, 1 with the failing checks when not: the container
     /// image's HEALTHCHECK.
     Ready(ReadyArgs),
+    /// Apply change events (Debezium's JSON format, e.g. from a MariaDB
+    /// connector on Kafka Connect) from Kafka topics to a database, exactly
+    /// once: the [[cdc.sinks]] of the config (docs/cdc.md).
+    Cdc(CdcArgs),
 }
 
 #[derive(Subcommand)]
@@ -267,6 +271,21 @@ pub(crate) struct StreamArgs {
     /// Serve /health, /ready and /metrics on this address (Prometheus
     /// scrapes it; give each stream process on a host its own port).
     /// Without it the process serves no HTTP.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) listen: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct CdcArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    #[command(flatten)]
+    pub(crate) bus: BusArgs,
+    /// Run only this sink (repeat for several) [default: every [[cdc.sinks]]].
+    #[arg(long, value_name = "NAME")]
+    pub(crate) sink: Vec<String>,
+    /// Serve /health, /ready and /metrics on this address. Without it the
+    /// process serves no HTTP.
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) listen: Option<String>,
 }

@@ -46,6 +46,7 @@ fn main() -> ExitCode {
             Command::Jobs(command) => commands::jobs::run(command).await,
             Command::Collector(args) => commands::collector::run(args).await,
             Command::Stream(args) => commands::stream::run(args).await,
+            Command::Cdc(args) => commands::cdc::run(args).await,
             Command::Tail(args) => commands::tail::run(args).await,
             Command::Token(args) => commands::token::run(args),
             Command::Compact(args) => commands::compact::run(args).await,

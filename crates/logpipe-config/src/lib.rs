@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 mod alerts;
 mod auth;
 mod bus;
+mod cdc;
 mod collector;
 mod error;
 mod generator;
@@ -39,6 +40,7 @@ mod windows;
 pub use alerts::{AlertsConfig, ErrorRateAlertConfig, LatencyAlertConfig, SilenceAlertConfig};
 pub use auth::{AuthConfig, Scope, TokenConfig};
 pub use bus::{BusConfig, BusKind, EmbeddedBusConfig, FsyncPolicy, KafkaBusConfig};
+pub use cdc::{CdcConfig, CdcSinkConfig, CdcTableConfig};
 pub use collector::CollectorConfig;
 pub use error::ConfigError;
 use error::invalid;
@@ -82,6 +84,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub query: QueryConfig,
     pub tls: TlsConfig,
+    pub cdc: CdcConfig,
 }
 
 impl Default for Config {
@@ -102,6 +105,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             query: QueryConfig::default(),
             tls: TlsConfig::default(),
+            cdc: CdcConfig::default(),
         }
     }
 }
@@ -159,6 +163,7 @@ impl Config {
         self.query.validate()?;
         self.jobs.validate()?;
         self.tls.validate()?;
+        self.cdc.validate()?;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! One file per command, each a few lines over `logpipe_app`.
 
 pub(crate) mod batch;
+pub(crate) mod cdc;
 pub(crate) mod check;
 pub(crate) mod collector;
 pub(crate) mod compact;

@@ -17,6 +17,8 @@
 //!   on HDFS (a MiniDFSCluster).
 //! - `hosts.rs`: the seed's master and two workers as network namespaces.
 //! - `deploy.rs`: the container image and the one-PC Compose file on podman.
+//! - `cdc.rs`: MariaDB → Debezium on Kafka Connect → Kafka → `logpipe cdc`
+//!   → PostgreSQL, under writes, kill -9 and schema changes.
 //! - `observability.rs`: the Prometheus rules, Alertmanager and Grafana
 //!   dashboards of `deploy/` against real Prometheus and Alertmanager.
 
@@ -28,6 +30,7 @@ use logpipe_test_utils as common;
 mod analytics;
 mod answers;
 mod auth;
+mod cdc;
 mod console;
 mod deploy;
 mod faults;

@@ -1,0 +1,25 @@
+//! Change data capture (seed 003): keep a database equal to a source
+//! database's tables from their change events on the bus.
+//!
+//! - [`event`] reads Debezium's JSON change events (the format Debezium's
+//!   connectors on Kafka Connect write, with or without schemas) into
+//!   [`event::Change`]s whose values are ready for the target.
+//! - [`plan`] turns a batch of changes into what one target transaction
+//!   does: per key only the last change, columns added before the rows
+//!   that have them, truncates in order.
+//! - [`postgres`] is the PostgreSQL target: tables made and widened from
+//!   the events' schemas, upserts and deletes by primary key, and the bus
+//!   positions written in the same transaction (exactly once).
+//! - [`sink::CdcSink`] runs one `[[cdc.sinks]]`: read, plan, apply, and
+//!   start again from the target's positions after any failure.
+//!
+//! A MariaDB/MySQL target and logpipe's own binlog source are to come
+//! (docs/cdc.md, "Not yet").
+
+pub mod event;
+pub mod metrics;
+pub mod plan;
+pub mod postgres;
+pub mod sink;
+
+pub use sink::{CdcError, CdcSink};
