@@ -55,8 +55,8 @@ pub enum Role {
     Generator,
     /// The streaming jobs written in SQL of `[jobs] dir` (docs/jobs.md).
     SqlJobs,
-    /// The `[[cdc.sinks]]`: change events applied to their databases
-    /// (docs/cdc.md).
+    /// The `[[cdc.sources]]` (binlog → bus) and `[[cdc.sinks]]` (bus →
+    /// database) (docs/cdc.md).
     Cdc,
     /// `/health`, `/ready` and `/metrics` on `listen` (every role with an
     /// HTTP server serves them; `logpipe stream --listen` asks for them
@@ -81,7 +81,7 @@ impl Role {
         if config.jobs.dir.is_some() {
             roles.insert(Role::SqlJobs);
         }
-        if !config.cdc.sinks.is_empty() {
+        if !config.cdc.sinks.is_empty() || !config.cdc.sources.is_empty() {
             roles.insert(Role::Cdc);
         }
         roles
@@ -263,11 +263,20 @@ impl Pipeline {
         };
 
         if self.has(Role::Cdc) && config.bus.kind != BusKind::Kafka {
-            bail!(
-                "[[cdc.sinks]] read change events a Debezium connector writes to Kafka, which the \
-                 embedded bus is not: set bus.kind = \"kafka\" and bus.kafka.brokers (or leave the \
-                 sinks to a `logpipe cdc --bus kafka --brokers HOST:PORT` process)"
-            );
+            // On the embedded bus only this process's sources write change
+            // topics: a sink of anything else would wait forever.
+            let written: Vec<String> = config.cdc.sources.iter().flat_map(|s| s.topics()).collect();
+            for sink in &config.cdc.sinks {
+                if let Some(topic) = sink.topics.iter().find(|t| !written.contains(t)) {
+                    bail!(
+                        "cdc sink {}: topic {topic} is written by none of this process's [[cdc.sources]], \
+                         and the embedded bus holds only what this process writes. Capture it with a \
+                         [[cdc.sources]] (docs/cdc.md), or read a Debezium connector's topics with \
+                         bus.kind = \"kafka\"",
+                        sink.name
+                    );
+                }
+            }
         }
         // A process that only applies change events makes none of
         // logpipe's topics (on a Kafka cluster that is not logpipe's own).
@@ -593,6 +602,13 @@ impl Pipeline {
         }
 
         if self.has(Role::Cdc) {
+            for source in &config.cdc.sources {
+                let source = logpipe_cdc::CdcSource::new(source.clone(), bus.bus.clone());
+                let stop = supervisor.shutdown(stages.ingest);
+                supervisor.spawn(stages.ingest, "CDC source", async move {
+                    Ok(source.run(stop).await?)
+                });
+            }
             for sink in &config.cdc.sinks {
                 let sink = logpipe_cdc::CdcSink::new(sink.clone(), bus.bus.clone());
                 let stop = supervisor.shutdown(stages.jobs);

@@ -84,6 +84,26 @@ impl SqlType {
         }
     }
 
+    /// Whether a column of this type can take every value of `other`
+    /// without losing any: a target column is changed to a wider type only.
+    /// Change events of one table arrive in several partitions, so events
+    /// from before an `ALTER … MODIFY` may follow newer ones; a narrower
+    /// type among them must not narrow the column back.
+    pub fn holds(self, other: SqlType) -> bool {
+        use SqlType::*;
+        self == other
+            || matches!(
+                (self, other),
+                (Integer, SmallInt)
+                    | (BigInt, SmallInt | Integer)
+                    | (Numeric, SmallInt | Integer | BigInt)
+                    | (Double, Real | SmallInt | Integer)
+                    | (TimestampTz, Timestamp)
+                    | (Text, _)
+                    | (Jsonb, _)
+            )
+    }
+
     /// The type a PostgreSQL `udt_name` (information_schema) is, when it is
     /// one this sink makes.
     pub fn from_udt(udt: &str) -> Option<SqlType> {
@@ -552,6 +572,15 @@ mod tests {
                 "bytea"
             ]
         );
+    }
+
+    #[test]
+    fn a_column_is_only_ever_widened() {
+        assert!(SqlType::BigInt.holds(SqlType::Integer));
+        assert!(!SqlType::Integer.holds(SqlType::BigInt));
+        assert!(SqlType::Numeric.holds(SqlType::BigInt));
+        assert!(SqlType::Text.holds(SqlType::Date));
+        assert!(!SqlType::Date.holds(SqlType::Text));
     }
 
     #[test]

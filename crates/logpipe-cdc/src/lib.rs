@@ -12,14 +12,18 @@
 //!   positions written in the same transaction (exactly once).
 //! - [`sink::CdcSink`] runs one `[[cdc.sinks]]`: read, plan, apply, and
 //!   start again from the target's positions after any failure.
+//! - [`source::CdcSource`] runs one `[[cdc.sources]]`: a consistent
+//!   snapshot of MariaDB tables, then their binlog, as the same change
+//!   events Debezium writes, without Kafka Connect.
 //!
-//! A MariaDB/MySQL target and logpipe's own binlog source are to come
-//! (docs/cdc.md, "Not yet").
+//! A MariaDB/MySQL target is to come (docs/cdc.md, "Not yet").
 
 pub mod event;
 pub mod metrics;
 pub mod plan;
 pub mod postgres;
 pub mod sink;
+pub mod source;
 
 pub use sink::{CdcError, CdcSink};
+pub use source::CdcSource;

@@ -1,4 +1,4 @@
-//! The CDC sinks' figures, labelled by sink (`[[cdc.sinks]] name`).
+//! The CDC sources' and sinks' figures, labelled by their names.
 
 use logpipe_core::telemetry::{CounterVec, Family, GaugeVec, MetricDef, MetricSet, MetricType};
 
@@ -33,12 +33,41 @@ pub static LAG_SECONDS: MetricDef = MetricDef {
     labels: &["sink"],
 };
 
+pub static SOURCE_CHANGES: MetricDef = MetricDef {
+    name: "logpipe_cdc_source_changes_total",
+    help: "Row changes a CDC source appended to the bus, by source, table (db.table) and op (r snapshot, c, u, d).",
+    kind: MetricType::Counter,
+    labels: &["source", "table", "op"],
+};
+pub static SOURCE_ERRORS: MetricDef = MetricDef {
+    name: "logpipe_cdc_source_errors_total",
+    help: "Failed attempts of a CDC source (server or bus away), each resumed from the bus's last batch, by source.",
+    kind: MetricType::Counter,
+    labels: &["source"],
+};
+pub static SOURCE_LAG: MetricDef = MetricDef {
+    name: "logpipe_cdc_source_lag_seconds",
+    help: "Age of the newest binlog event a CDC source has read (its commit time to now); 0 while the binlog is idle, by source.",
+    kind: MetricType::Gauge,
+    labels: &["source"],
+};
+pub static SNAPSHOT_ROWS: MetricDef = MetricDef {
+    name: "logpipe_cdc_snapshot_rows",
+    help: "Rows of the table copied by the running or last snapshot, and the table's row estimate, by source, table and what (copied, estimated).",
+    kind: MetricType::Gauge,
+    labels: &["source", "table", "what"],
+};
+
 pub struct CdcMetrics {
     pub changes_applied: CounterVec,
     pub transactions: CounterVec,
     pub errors: CounterVec,
     pub lag_events: GaugeVec,
     pub lag_seconds: GaugeVec,
+    pub source_changes: CounterVec,
+    pub source_errors: CounterVec,
+    pub source_lag: GaugeVec,
+    pub snapshot_rows: GaugeVec,
 }
 
 impl MetricSet for CdcMetrics {
@@ -49,6 +78,10 @@ impl MetricSet for CdcMetrics {
             &self.errors,
             &self.lag_events,
             &self.lag_seconds,
+            &self.source_changes,
+            &self.source_errors,
+            &self.source_lag,
+            &self.snapshot_rows,
         ]
     }
 }
@@ -59,4 +92,8 @@ logpipe_core::metric_set!(pub fn cdc_metrics() -> CdcMetrics = CdcMetrics {
     errors: CounterVec::new(&ERRORS),
     lag_events: GaugeVec::new(&LAG_EVENTS),
     lag_seconds: GaugeVec::new(&LAG_SECONDS),
+    source_changes: CounterVec::new(&SOURCE_CHANGES),
+    source_errors: CounterVec::new(&SOURCE_ERRORS),
+    source_lag: GaugeVec::new(&SOURCE_LAG),
+    snapshot_rows: GaugeVec::new(&SNAPSHOT_ROWS),
 });

@@ -280,7 +280,7 @@ impl Target {
                                     )))?;
                                 tracing::info!(table = %table.display(), %column, r#type = sql.sql(), "CDC target: column added");
                             }
-                            Some(Some(current)) if *current != sql => {
+                            Some(Some(current)) if !current.holds(sql) => {
                                 transaction
                                     .batch_execute(&format!(
                                         "ALTER TABLE {table} ALTER COLUMN {column} TYPE {sql} USING {column}::{sql}",

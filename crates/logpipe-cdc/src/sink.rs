@@ -55,13 +55,22 @@ pub enum CdcError {
         oldest: u64,
         lost: u64,
     },
-    #[error("sink {sink}: {what}")]
-    Setting { sink: String, what: String },
+    /// `who`: "sink NAME" or "source NAME".
+    #[error("{who}: {what}")]
+    Setting { who: String, what: String },
+    #[error("the source database, {context}: {source}")]
+    Source {
+        context: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("finding where to resume: {0}")]
+    Resume(String),
 }
 
 impl CdcError {
     /// Waiting does not fix it.
-    fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         matches!(
             self,
             CdcError::Event { .. } | CdcError::Lost { .. } | CdcError::Setting { .. }
@@ -75,9 +84,32 @@ impl Classify for CdcError {
             CdcError::Setting { .. } => ErrorKind::Config,
             CdcError::Event { .. } => ErrorKind::Input,
             CdcError::Lost { .. } => ErrorKind::DataLoss,
-            CdcError::Target(_) | CdcError::Bus(_) => ErrorKind::Transient,
+            CdcError::Target(_)
+            | CdcError::Bus(_)
+            | CdcError::Source { .. }
+            | CdcError::Resume(_) => ErrorKind::Transient,
         }
     }
+}
+
+/// A password from the environment variable `env` or the file `file`
+/// (one trailing newline ignored); `Err` says which is missing.
+pub(crate) fn read_password(
+    env: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, String> {
+    if let Some(var) = env {
+        return std::env::var(var)
+            .map(Some)
+            .map_err(|_| format!("password_env names {var}, which is not set"));
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("password_file {}: {e}", path.display()))?;
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        return Ok(Some(text.strip_suffix('\r').unwrap_or(text).to_string()));
+    }
+    Ok(None)
 }
 
 /// A configured sink and the bus it reads.
@@ -101,22 +133,14 @@ impl CdcSink {
 
     /// The target's password from `password_env` or `password_file`.
     fn password(&self) -> Result<Option<String>, CdcError> {
-        let setting = |what: String| CdcError::Setting {
-            sink: self.config.name.clone(),
+        read_password(
+            self.config.password_env.as_deref(),
+            self.config.password_file.as_deref(),
+        )
+        .map_err(|what| CdcError::Setting {
+            who: format!("sink {}", self.config.name),
             what,
-        };
-        if let Some(var) = &self.config.password_env {
-            return std::env::var(var)
-                .map(Some)
-                .map_err(|_| setting(format!("password_env names {var}, which is not set")));
-        }
-        if let Some(path) = &self.config.password_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| setting(format!("password_file {}: {e}", path.display())))?;
-            let text = text.strip_suffix('\n').unwrap_or(&text);
-            return Ok(Some(text.strip_suffix('\r').unwrap_or(text).to_string()));
-        }
-        Ok(None)
+        })
     }
 
     /// Runs until `shutdown`, or a failure waiting cannot fix.
@@ -287,7 +311,7 @@ impl CdcSink {
                 };
                 if described.key.is_empty() {
                     return Err(CdcError::Setting {
-                        sink: name.to_string(),
+                        who: format!("sink {name}"),
                         what: format!(
                             "target table {} has no primary key: changes are applied by key; add PRIMARY KEY ({})",
                             described.display(),

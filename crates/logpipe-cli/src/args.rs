@@ -64,9 +64,10 @@ pub(crate) enum Command {
     /// when it is, 1 with the failing checks when not: the container
     /// image's HEALTHCHECK.
     Ready(ReadyArgs),
-    /// Apply change events (Debezium's JSON format, e.g. from a MariaDB
-    /// connector on Kafka Connect) from Kafka topics to a database, exactly
-    /// once: the [[cdc.sinks]] of the config (docs/cdc.md).
+    /// Change data capture (docs/cdc.md): [[cdc.sources]] capture MariaDB
+    /// tables (snapshot, then binlog) into topics as Debezium's change
+    /// events; [[cdc.sinks]] apply change events (theirs, or a Debezium
+    /// connector's on Kafka) to PostgreSQL exactly once.
     Cdc(CdcArgs),
 }
 
@@ -281,9 +282,13 @@ pub(crate) struct CdcArgs {
     pub(crate) config: ConfigArgs,
     #[command(flatten)]
     pub(crate) bus: BusArgs,
-    /// Run only this sink (repeat for several) [default: every [[cdc.sinks]]].
+    /// Run only this sink (repeat for several). With --sink or --source,
+    /// only the ones named run [default: every source and sink].
     #[arg(long, value_name = "NAME")]
     pub(crate) sink: Vec<String>,
+    /// Run only this source (repeat for several).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) source: Vec<String>,
     /// Serve /health, /ready and /metrics on this address. Without it the
     /// process serves no HTTP.
     #[arg(long, value_name = "HOST:PORT")]

@@ -1,5 +1,7 @@
-//! `[cdc]`: change data capture. `[[cdc.sinks]]` apply change events
-//! (Debezium's JSON format) from bus topics to a database, exactly once.
+//! `[cdc]`: change data capture. `[[cdc.sources]]` read a MariaDB/MySQL
+//! binlog into bus topics as Debezium's change events; `[[cdc.sinks]]`
+//! apply change events (logpipe's or Debezium's) to a database, exactly
+//! once.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,10 +15,173 @@ use crate::error::{ConfigError, invalid};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CdcConfig {
+    /// Each one captures tables of one MariaDB/MySQL server: a snapshot,
+    /// then the binlog, into `<topic_prefix>.<db>.<table>`.
+    pub sources: Vec<CdcSourceConfig>,
     /// Each one reads its topics and keeps a target database equal to the
     /// source tables. `logpipe cdc` runs them; `logpipe up` too when any
     /// is configured.
     pub sinks: Vec<CdcSinkConfig>,
+}
+
+/// One `[[cdc.sources]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdcSourceConfig {
+    /// Names the source in logs and metrics.
+    pub name: String,
+    /// The server, `mysql://USER@HOST:PORT` (`mariadb://` too). The user
+    /// needs SELECT, RELOAD, REPLICATION SLAVE, REPLICATION CLIENT and
+    /// BINLOG MONITOR (docs/cdc.md).
+    pub url: String,
+    /// An environment variable holding the password.
+    pub password_env: Option<String>,
+    /// A file holding the password; one trailing newline is ignored.
+    pub password_file: Option<PathBuf>,
+    /// The replica id this source registers with: unique among the
+    /// server's replicas and other CDC readers.
+    pub server_id: u32,
+    /// `db.table` of each captured table.
+    pub tables: Vec<String>,
+    /// Topics are `<topic_prefix>.<db>.<table>` (Debezium's names).
+    /// Default: the source's name.
+    pub topic_prefix: String,
+    /// Partitions of the topics the source makes (keys keep their order
+    /// within one).
+    pub partitions: u32,
+    /// How long the topics keep change events.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// `initial`: copy the tables first, then follow the binlog from the
+    /// snapshot's position; `never`: follow the binlog from its end.
+    pub snapshot: String,
+    /// When the position to resume from was purged from the binlog:
+    /// `fail` (say so and stop) or `snapshot` (copy the tables again).
+    pub purged: String,
+    /// Most changes appended to the bus at once.
+    pub batch: usize,
+    /// How long changes wait for more before they are appended.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+}
+
+impl Default for CdcSourceConfig {
+    fn default() -> Self {
+        CdcSourceConfig {
+            name: String::new(),
+            url: String::new(),
+            password_env: None,
+            password_file: None,
+            server_id: 5400,
+            tables: Vec::new(),
+            topic_prefix: String::new(),
+            partitions: 3,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            snapshot: "initial".to_string(),
+            purged: "fail".to_string(),
+            batch: 2_000,
+            linger: Duration::from_millis(100),
+        }
+    }
+}
+
+impl CdcSourceConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let name = &self.name;
+        if !identifier(name) {
+            return invalid(
+                "cdc.sources.name",
+                format!("{name:?} must be letters, digits, '_', '-' or '.'"),
+            );
+        }
+        if !self.url.starts_with("mysql://") && !self.url.starts_with("mariadb://") {
+            return invalid(
+                "cdc.sources.url",
+                format!(
+                    "of source \"{name}\": {:?} must start with mysql:// or mariadb://",
+                    self.url
+                ),
+            );
+        }
+        if self.password_env.is_some() && self.password_file.is_some() {
+            return invalid(
+                "cdc.sources.password_file",
+                format!("of source \"{name}\": give password_env or password_file, not both"),
+            );
+        }
+        if self.server_id == 0 {
+            return invalid(
+                "cdc.sources.server_id",
+                format!("of source \"{name}\" must not be 0 (a replica needs an id of its own)"),
+            );
+        }
+        if self.tables.is_empty() {
+            return invalid(
+                "cdc.sources.tables",
+                format!("of source \"{name}\" is empty: name the `db.table`s to capture"),
+            );
+        }
+        if let Some(bad) = self
+            .tables
+            .iter()
+            .find(|t| t.split('.').count() != 2 || t.split('.').any(str::is_empty))
+        {
+            return invalid(
+                "cdc.sources.tables",
+                format!("of source \"{name}\": {bad:?} must be `db.table`"),
+            );
+        }
+        if !["initial", "never"].contains(&self.snapshot.as_str()) {
+            return invalid(
+                "cdc.sources.snapshot",
+                format!(
+                    "of source \"{name}\": {:?} must be \"initial\" or \"never\"",
+                    self.snapshot
+                ),
+            );
+        }
+        if !["fail", "snapshot"].contains(&self.purged.as_str()) {
+            return invalid(
+                "cdc.sources.purged",
+                format!(
+                    "of source \"{name}\": {:?} must be \"fail\" or \"snapshot\"",
+                    self.purged
+                ),
+            );
+        }
+        if self.partitions == 0 || self.batch == 0 {
+            return invalid(
+                "cdc.sources.partitions",
+                format!("of source \"{name}\": partitions and batch must be at least 1"),
+            );
+        }
+        Ok(())
+    }
+
+    /// `topic_prefix`, else the name.
+    pub fn prefix(&self) -> &str {
+        if self.topic_prefix.is_empty() {
+            &self.name
+        } else {
+            &self.topic_prefix
+        }
+    }
+
+    /// The topic of `db.table`.
+    pub fn topic(&self, table: &str) -> String {
+        format!("{}.{table}", self.prefix())
+    }
+
+    /// Every topic the source writes.
+    pub fn topics(&self) -> Vec<String> {
+        self.tables.iter().map(|t| self.topic(t)).collect()
+    }
+}
+
+fn identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
 /// One `[[cdc.sinks]]`.
@@ -82,6 +247,19 @@ pub struct CdcTableConfig {
 impl CdcConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut names = std::collections::BTreeSet::new();
+        for source in &self.sources {
+            source.validate()?;
+            if !names.insert(source.name.as_str()) {
+                return invalid(
+                    "cdc.sources",
+                    format!(
+                        "names \"{}\" twice: each source needs its own name",
+                        source.name
+                    ),
+                );
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
         for sink in &self.sinks {
             sink.validate()?;
             if !names.insert(sink.name.as_str()) {
@@ -101,11 +279,6 @@ impl CdcConfig {
 impl CdcSinkConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let name = &self.name;
-        let identifier = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-        };
         if !identifier(name) {
             return invalid(
                 "cdc.sinks.name",
@@ -177,6 +350,41 @@ impl CdcSinkConfig {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_wrong_source_is_refused_naming_the_setting() {
+        let source = || CdcSourceConfig {
+            name: "car".into(),
+            url: "mysql://cdc@127.0.0.1:3306".into(),
+            tables: vec!["car.uservehicle".into()],
+            ..CdcSourceConfig::default()
+        };
+        let refusal = |edit: &dyn Fn(&mut CdcSourceConfig)| {
+            let mut s = source();
+            edit(&mut s);
+            CdcConfig {
+                sources: vec![s],
+                ..CdcConfig::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string()
+        };
+        assert!(
+            CdcConfig {
+                sources: vec![source()],
+                ..CdcConfig::default()
+            }
+            .validate()
+            .is_ok()
+        );
+        assert_eq!(source().topics(), ["car.car.uservehicle"]);
+        assert!(refusal(&|s| s.url = "postgres://x".into()).contains("mysql://"));
+        assert!(refusal(&|s| s.tables = vec!["uservehicle".into()]).contains("must be `db.table`"));
+        assert!(refusal(&|s| s.server_id = 0).contains("server_id"));
+        assert!(refusal(&|s| s.snapshot = "always".into()).contains("cdc.sources.snapshot"));
+        assert!(refusal(&|s| s.purged = "ignore".into()).contains("cdc.sources.purged"));
+    }
+
     fn sink() -> CdcSinkConfig {
         CdcSinkConfig {
             name: "inventory".into(),
@@ -189,17 +397,21 @@ mod tests {
     fn refusal(edit: impl FnOnce(&mut CdcSinkConfig)) -> String {
         let mut sink = sink();
         edit(&mut sink);
-        CdcConfig { sinks: vec![sink] }
-            .validate()
-            .unwrap_err()
-            .to_string()
+        CdcConfig {
+            sinks: vec![sink],
+            ..CdcConfig::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string()
     }
 
     #[test]
     fn a_wrong_sink_is_refused_naming_the_setting() {
         assert!(
             CdcConfig {
-                sinks: vec![sink()]
+                sinks: vec![sink()],
+                ..CdcConfig::default()
             }
             .validate()
             .is_ok()
@@ -230,6 +442,7 @@ mod tests {
         );
         let twice = CdcConfig {
             sinks: vec![sink(), sink()],
+            ..CdcConfig::default()
         }
         .validate()
         .unwrap_err()

@@ -40,7 +40,7 @@ mod windows;
 pub use alerts::{AlertsConfig, ErrorRateAlertConfig, LatencyAlertConfig, SilenceAlertConfig};
 pub use auth::{AuthConfig, Scope, TokenConfig};
 pub use bus::{BusConfig, BusKind, EmbeddedBusConfig, FsyncPolicy, KafkaBusConfig};
-pub use cdc::{CdcConfig, CdcSinkConfig, CdcTableConfig};
+pub use cdc::{CdcConfig, CdcSinkConfig, CdcSourceConfig, CdcTableConfig};
 pub use collector::CollectorConfig;
 pub use error::ConfigError;
 use error::invalid;

@@ -1,10 +1,11 @@
-//! `logpipe cdc`: the `[[cdc.sinks]]` against a Kafka cluster.
+//! `logpipe cdc`: the `[[cdc.sources]]` and `[[cdc.sinks]]`, on Kafka or,
+//! source and sink together, on the embedded bus.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use logpipe_app::{Pipeline, Role, require_shared_bus};
+use logpipe_app::{Pipeline, Role};
 
 use crate::args::CdcArgs;
 
@@ -14,30 +15,49 @@ pub(crate) async fn run(args: CdcArgs) -> Result<ExitCode> {
     if let Some(listen) = &args.listen {
         config.listen = listen.clone();
     }
-    if config.cdc.sinks.is_empty() {
+    if config.cdc.sinks.is_empty() && config.cdc.sources.is_empty() {
         bail!(
-            "no [[cdc.sinks]] in the configuration: add one (name, url, topics; docs/cdc.md) to apply change events"
+            "no [[cdc.sources]] or [[cdc.sinks]] in the configuration: add a source (url, tables) to \
+             capture a MariaDB, a sink (url, topics) to apply change events (docs/cdc.md)"
         );
     }
-    if !args.sink.is_empty() {
-        let known: Vec<String> = config.cdc.sinks.iter().map(|s| s.name.clone()).collect();
-        if let Some(unknown) = args.sink.iter().find(|name| !known.contains(name)) {
+    if !args.sink.is_empty() || !args.source.is_empty() {
+        let sinks: Vec<String> = config.cdc.sinks.iter().map(|s| s.name.clone()).collect();
+        if let Some(unknown) = args.sink.iter().find(|name| !sinks.contains(name)) {
             bail!(
                 "--sink {unknown}: no such sink (configured: {})",
-                known.join(", ")
+                sinks.join(", ")
+            );
+        }
+        let sources: Vec<String> = config.cdc.sources.iter().map(|s| s.name.clone()).collect();
+        if let Some(unknown) = args.source.iter().find(|name| !sources.contains(name)) {
+            bail!(
+                "--source {unknown}: no such source (configured: {})",
+                sources.join(", ")
             );
         }
         config
             .cdc
             .sinks
             .retain(|sink| args.sink.contains(&sink.name));
+        config
+            .cdc
+            .sources
+            .retain(|source| args.source.contains(&source.name));
     }
     let resolved = config.resolve();
     resolved.config.validate()?;
-    require_shared_bus(&resolved, "cdc")?;
     let mut roles = BTreeSet::from([Role::Cdc]);
     if args.listen.is_some() {
         roles.insert(Role::Ops);
+    }
+    for source in &resolved.config.cdc.sources {
+        eprintln!(
+            "logpipe cdc: source {} captures {} into {}.*",
+            source.name,
+            source.tables.join(", "),
+            source.prefix()
+        );
     }
     for sink in &resolved.config.cdc.sinks {
         eprintln!(

@@ -77,18 +77,27 @@ fn write_round(db: &MariaDb, round: u32, altered: bool) {
     db.sql(&sql);
 }
 
-const SOURCE_VEHICLES: &str = "SELECT CONCAT_WS('|', id, user_id, vin, IFNULL(model, '-'), IFNULL(price, '-'),
+/// `color` is there once the writer altered the table.
+fn source_vehicles(color: bool) -> String {
+    let color = if color { "IFNULL(color, '-')" } else { "'-'" };
+    format!("SELECT CONCAT_WS('|', id, user_id, vin, IFNULL(model, '-'), IFNULL(price, '-'),
   IFNULL(registered_on, '-'), IFNULL(DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s.%f'), '-'), active, updates,
-  IFNULL(color, '-')) FROM car.uservehicle ORDER BY id";
-const TARGET_VEHICLES: &str = "SELECT concat_ws('|', id, user_id, vin, coalesce(model, '-'), coalesce(price::text, '-'),
+  {color}) FROM car.uservehicle ORDER BY id")
+}
+fn target_vehicles(schema: &str, color: bool) -> String {
+    let color = if color { "coalesce(color, '-')" } else { "'-'" };
+    format!("SELECT concat_ws('|', id, user_id, vin, coalesce(model, '-'), coalesce(price::text, '-'),
   coalesce(registered_on::text, '-'), coalesce(to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS.US'), '-'), active, updates,
-  coalesce(color, '-')) FROM inventory.uservehicle ORDER BY id";
+  {color}) FROM {schema}.uservehicle ORDER BY id")
+}
 const SOURCE_SESSIONS: &str = "SELECT CONCAT_WS('|', session_id, vehicle_id, DATE_FORMAT(started_at, '%Y-%m-%d %H:%i:%s.%f'),
   IFNULL(DATE_FORMAT(ended_at, '%Y-%m-%d %H:%i:%s.%f'), '-'), IFNULL(distance_km, '-'), harsh_brakes, IFNULL(route, '-'))
   FROM car.driving_session ORDER BY session_id";
-const TARGET_SESSIONS: &str = "SELECT concat_ws('|', session_id, vehicle_id, to_char(started_at, 'YYYY-MM-DD HH24:MI:SS.US'),
+fn target_sessions(schema: &str) -> String {
+    format!("SELECT concat_ws('|', session_id, vehicle_id, to_char(started_at, 'YYYY-MM-DD HH24:MI:SS.US'),
   coalesce(to_char(ended_at, 'YYYY-MM-DD HH24:MI:SS.US'), '-'), coalesce(distance::text, '-'), harsh_brakes, coalesce(route, '-'))
-  FROM inventory.driving_sessions ORDER BY session_id";
+  FROM {schema}.driving_sessions ORDER BY session_id")
+}
 
 async fn target_lines(pg: &Postgres, sql: &str) -> Vec<String> {
     match pg.query_text(sql).await {
@@ -133,41 +142,57 @@ fn difference(source: &[String], target: &[String]) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn debeziums_change_events_reach_postgres_exactly_as_the_source_across_kills_and_schema_changes()
- {
-    if !mariadb::installed() {
-        eprintln!("skipped: MariaDB is not installed (./scripts/test.sh installs it)");
-        return;
+/// Writes rounds into `db` from a thread until stopped.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    altered: Arc<AtomicBool>,
+    rounds: Arc<AtomicU32>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(db: &Arc<MariaDb>) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let altered = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicU32::new(0));
+        let thread = {
+            let (db, stop, altered, rounds) =
+                (db.clone(), stop.clone(), altered.clone(), rounds.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let round = rounds.fetch_add(1, Ordering::SeqCst);
+                    write_round(&db, round, altered.load(Ordering::SeqCst));
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Writer {
+            stop,
+            altered,
+            rounds,
+            thread,
+        }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let Some(broker) = Broker::start_persistent(dir.path()) else {
-        eprintln!("skipped: needs a Kafka cluster this test starts (Kafka Connect runs beside it)");
-        return;
-    };
-    let db = Arc::new(MariaDb::start());
-    db.sql(SCHEMA);
-    let connect = broker.start_connect();
 
-    // Writers from before the snapshot until the end: Debezium's snapshot
-    // and its switch to the binlog happen under load.
-    let stop = Arc::new(AtomicBool::new(false));
-    let altered = Arc::new(AtomicBool::new(false));
-    let rounds = Arc::new(AtomicU32::new(0));
-    let writer = {
-        let (db, stop, altered, rounds) =
-            (db.clone(), stop.clone(), altered.clone(), rounds.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let round = rounds.fetch_add(1, Ordering::SeqCst);
-                write_round(&db, round, altered.load(Ordering::SeqCst));
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    /// `ADD COLUMN color` (set by later rounds) and `MODIFY … BIGINT`.
+    fn alter(&self, db: &MariaDb) {
+        db.sql("ALTER TABLE car.uservehicle ADD COLUMN color VARCHAR(16)");
+        self.altered.store(true, Ordering::SeqCst);
+        db.sql("ALTER TABLE car.driving_session MODIFY vehicle_id BIGINT NOT NULL");
+    }
 
-    let client = reqwest::Client::new();
-    let registered = client
+    /// Stops and returns how many transactions were written.
+    fn finish(self) -> u32 {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().unwrap();
+        self.rounds.load(Ordering::SeqCst)
+    }
+}
+
+/// Registers Debezium's MariaDB connector for `db`'s `car` database on
+/// `connect`, writing `car.car.<table>` with three partitions each.
+async fn register_debezium(connect: &str, db: &MariaDb, brokers: &str) {
+    let registered = reqwest::Client::new()
         .post(format!("{connect}/connectors"))
         .json(&serde_json::json!({
             "name": "car-cdc",
@@ -181,7 +206,7 @@ async fn debeziums_change_events_reach_postgres_exactly_as_the_source_across_kil
                 "database.server.id": "5401",
                 "topic.prefix": "car",
                 "database.include.list": "car",
-                "schema.history.internal.kafka.bootstrap.servers": broker.brokers,
+                "schema.history.internal.kafka.bootstrap.servers": brokers,
                 "schema.history.internal.kafka.topic": "schema-changes.car",
                 "topic.creation.default.replication.factor": "1",
                 "topic.creation.default.partitions": "3"
@@ -196,6 +221,93 @@ async fn debeziums_change_events_reach_postgres_exactly_as_the_source_across_kil
         "{}",
         registered.text().await.unwrap()
     );
+}
+
+/// A `[[cdc.sinks]]` block writing `topic_prefix`'s two tables into `schema`.
+fn sink_block(name: &str, url: &str, topic_prefix: &str, schema: &str) -> String {
+    format!(
+        r#"
+[[cdc.sinks]]
+name = "{name}"
+url = "{url}"
+schema = "{schema}"
+topics = ["{topic_prefix}.car.uservehicle", "{topic_prefix}.car.driving_session"]
+batch = 300
+
+[[cdc.sinks.tables]]
+topic = "{topic_prefix}.car.driving_session"
+table = "{schema}.driving_sessions"
+columns = {{ distance_km = "distance" }}
+"#
+    )
+}
+
+/// Waits until `schema`'s tables equal the source's, row by row.
+async fn wait_equal(
+    db: &MariaDb,
+    pg: &Postgres,
+    schema: &str,
+    limit: Duration,
+    log: impl Fn() -> String,
+) -> (usize, usize) {
+    let color = !db
+        .sql("SHOW COLUMNS FROM car.uservehicle LIKE 'color'")
+        .trim()
+        .is_empty();
+    let source_vehicles = source_lines(db, &source_vehicles(color));
+    let source_sessions = source_lines(db, SOURCE_SESSIONS);
+    let deadline = Instant::now() + limit;
+    loop {
+        let vehicles = target_lines(pg, &target_vehicles(schema, color)).await;
+        let sessions = target_lines(pg, &target_sessions(schema)).await;
+        if vehicles == source_vehicles && sessions == source_sessions {
+            return (vehicles.len(), sessions.len());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{schema} never equalled the source.\nuservehicle: {}\ndriving_session: {}\nlog:\n{}",
+            difference(&source_vehicles, &vehicles),
+            difference(&source_sessions, &sessions),
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// MariaDB, Kafka with Kafka Connect beside it, the seed's tables. `None`
+/// (the test skips) without MariaDB or a Kafka this test can start.
+fn services(dir: &std::path::Path) -> Option<(Arc<MariaDb>, Broker, String)> {
+    if !mariadb::installed() {
+        eprintln!("skipped: MariaDB is not installed (./scripts/test.sh installs it)");
+        return None;
+    }
+    let Some(broker) = Broker::start_persistent(dir) else {
+        eprintln!("skipped: needs a Kafka cluster this test starts (Kafka Connect runs beside it)");
+        return None;
+    };
+    let db = Arc::new(MariaDb::start());
+    db.sql(SCHEMA);
+    let connect = broker.start_connect();
+    Some((db, broker, connect))
+}
+
+fn kafka_config(brokers: &str) -> String {
+    format!("[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"{brokers}\"\n")
+}
+
+/// Seed 003 as it was, logpipe in Spark's place: Debezium's events,
+/// snapshot and switch to the binlog under a writer, applied by `logpipe
+/// cdc` killed three times, across `ADD COLUMN` and `MODIFY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debeziums_change_events_reach_postgres_exactly_as_the_source_across_kills_and_schema_changes()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((db, broker, connect)) = services(dir.path()) else {
+        return;
+    };
+    // The writer runs from before the snapshot until the end.
+    let writer = Writer::start(&db);
+    register_debezium(&connect, &db, &broker.brokers).await;
 
     let url = fresh_database("cdc_inventory").await;
     let pg = Postgres::lazy(&url);
@@ -203,32 +315,14 @@ async fn debeziums_change_events_reach_postgres_exactly_as_the_source_across_kil
     // authentication ignores it; the file must still be read).
     std::fs::write(dir.path().join("pg-password"), "not-in-the-config\n").unwrap();
     let config = dir.path().join("cdc.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[bus]
-kind = "kafka"
-[bus.kafka]
-brokers = "{brokers}"
-
-[[cdc.sinks]]
-name = "inventory"
-url = "{url}"
-password_file = "{password}"
-schema = "inventory"
-topics = ["car.car.uservehicle", "car.car.driving_session"]
-batch = 300
-
-[[cdc.sinks.tables]]
-topic = "car.car.driving_session"
-table = "inventory.driving_sessions"
-columns = {{ distance_km = "distance" }}
-"#,
-            brokers = broker.brokers,
-            password = dir.path().join("pg-password").display()
+    let block = sink_block("inventory", &url, "car", "inventory").replace(
+        "schema = ",
+        &format!(
+            "password_file = \"{}\"\nschema = ",
+            dir.path().join("pg-password").display()
         ),
-    )
-    .unwrap();
+    );
+    std::fs::write(&config, kafka_config(&broker.brokers) + &block).unwrap();
     let config = config.to_str().unwrap().to_string();
     let args = [
         "cdc",
@@ -239,55 +333,27 @@ columns = {{ distance_km = "distance" }}
     ];
     let data = dir.path().join("data");
 
-    // kill -9 three times while changes flow; a schema change between.
+    // kill -9 three times while changes flow; the schema changes between.
     let mut sink = Running::start_role(&args, &data, &[]);
     for kill in 0..3 {
         tokio::time::sleep(Duration::from_secs(4)).await;
         if kill == 1 {
-            db.sql("ALTER TABLE car.uservehicle ADD COLUMN color VARCHAR(16)");
-            altered.store(true, Ordering::SeqCst);
-            db.sql("ALTER TABLE car.driving_session MODIFY vehicle_id BIGINT NOT NULL");
+            writer.alter(&db);
         }
         sink.kill_hard();
         sink = Running::start_role(&args, &data, &[]);
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
-    stop.store(true, Ordering::SeqCst);
-    writer.join().unwrap();
-    let written = rounds.load(Ordering::SeqCst);
+    let written = writer.finish();
     assert!(written > 100, "the writer made only {written} transactions");
-
-    let source_vehicles = source_lines(&db, SOURCE_VEHICLES);
-    let source_sessions = source_lines(&db, SOURCE_SESSIONS);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let vehicles = target_lines(&pg, TARGET_VEHICLES).await;
-        let sessions = target_lines(&pg, TARGET_SESSIONS).await;
-        if vehicles == source_vehicles && sessions == source_sessions {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the target never equalled the source.\nuservehicle: {}\ndriving_session: {}\nsink log:\n{}",
-            difference(&source_vehicles, &vehicles),
-            difference(&source_sessions, &sessions),
-            sink.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let (vehicles, sessions) = wait_equal(&db, &pg, "inventory", Duration::from_secs(120), || {
+        sink.log()
+    })
+    .await;
 
     // The schema changes reached the target's columns.
-    let types = pg
-        .query_text(
-            "SELECT table_name || '.' || column_name || ':' || udt_name FROM information_schema.columns
-             WHERE table_schema = 'inventory' AND column_name IN ('color', 'vehicle_id', 'distance', 'price')
-             ORDER BY 1",
-        )
-        .await
-        .unwrap();
-    let types: Vec<String> = types.into_iter().filter_map(|r| r[0].clone()).collect();
     assert_eq!(
-        types,
+        column_types(&pg, "inventory").await,
         [
             "driving_sessions.distance:numeric",
             "driving_sessions.vehicle_id:int8",
@@ -320,9 +386,225 @@ columns = {{ distance_km = "distance" }}
         "two topics of three partitions"
     );
     eprintln!(
-        "CDC: {written} writer transactions; {} vehicles and {} sessions equal in MariaDB and PostgreSQL after 3 kills",
-        source_vehicles.len(),
-        source_sessions.len()
+        "CDC: {written} writer transactions; {vehicles} vehicles and {sessions} sessions equal in MariaDB and PostgreSQL after 3 kills"
     );
-    drop(sink);
+}
+
+/// The target's column types of interest, `table.column:udt`.
+async fn column_types(pg: &Postgres, schema: &str) -> Vec<String> {
+    pg.query_text(&format!(
+        "SELECT table_name || '.' || column_name || ':' || udt_name FROM information_schema.columns
+         WHERE table_schema = '{schema}' AND column_name IN ('color', 'vehicle_id', 'distance', 'price')
+         ORDER BY 1"
+    ))
+    .await
+    .unwrap()
+    .into_iter()
+    .filter_map(|r| r[0].clone())
+    .collect()
+}
+
+/// Reads both families of change topics (confluent-kafka, as any Debezium
+/// consumer would) and compares, per primary key, the streamed changes'
+/// `op`, `before` and `after`. Each stream is first freed of the records a
+/// restarted producer appended again (same source coordinates and row).
+const COMPARE_STREAMS: &str = r#"
+import json, sys
+from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+brokers, a, b = sys.argv[1:4]
+keys = {"car.uservehicle": "id", "car.driving_session": "session_id"}
+def read(topic):
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "compare-" + topic, "enable.auto.commit": False})
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+    out, idle = [], 0
+    while idle < 6:
+        m = c.poll(0.5)
+        if m is None:
+            idle += 1
+            continue
+        idle = 0
+        if m.error() or not m.value():
+            continue
+        out.append((m.partition(), m.offset(), json.loads(m.value())["payload"]))
+    c.close()
+    return out
+def per_key(prefix, table):
+    seen, changes, count = set(), {}, 0
+    for _, _, p in sorted(read(prefix + "." + table), key=lambda e: (e[0], e[1])):
+        if p["op"] == "r":
+            continue
+        s = p["source"]
+        ident = json.dumps([s["file"], s["pos"], s.get("row"), p["op"], p["before"], p["after"]], sort_keys=True)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        count += 1
+        row = p["after"] or p["before"]
+        changes.setdefault(str(row[keys[table]]), []).append([p["op"], p["before"], p["after"]])
+    return changes, count
+result = {}
+for table in keys:
+    ca, na = per_key(a, table)
+    cb, nb = per_key(b, table)
+    differing = [k for k in sorted(set(ca) | set(cb)) if ca.get(k) != cb.get(k)]
+    result[table] = {"a": na, "b": nb, "differing": len(differing),
+                     "first": [[k, ca.get(k), cb.get(k)] for k in differing[:2]]}
+print(json.dumps(result))
+"#;
+
+/// logpipe's own source beside Debezium on the same MariaDB: both streams
+/// into PostgreSQL through one `logpipe cdc` (source and sinks), killed
+/// twice mid-stream with schema changes between; both targets equal the
+/// source, and the two event streams agree change by change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logpipes_binlog_source_agrees_with_debezium_and_reaches_postgres_across_kills() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((db, broker, connect)) = services(dir.path()) else {
+        return;
+    };
+    register_debezium(&connect, &db, &broker.brokers).await;
+    let url = fresh_database("cdc_source").await;
+    let pg = Postgres::lazy(&url);
+    let config = dir.path().join("cdc.toml");
+    let source = format!(
+        r#"
+[[cdc.sources]]
+name = "lp"
+url = "mysql://cdc@127.0.0.1:{port}"
+password_env = "CAR_DB_PASSWORD"
+server_id = 5402
+tables = ["car.uservehicle", "car.driving_session"]
+partitions = 3
+batch = 200
+"#,
+        port = db.port
+    );
+    std::fs::write(
+        &config,
+        kafka_config(&broker.brokers)
+            + &source
+            + &sink_block("from_debezium", &url, "car", "dbz")
+            + &sink_block("from_logpipe", &url, "lp", "lp"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let args = [
+        "cdc",
+        "--config",
+        config.as_str(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let env = [("CAR_DB_PASSWORD", "cdcpw")];
+    let data = dir.path().join("data");
+
+    let mut cdc = Running::start_role(&args, &data, &env);
+    // Both snapshots first: then every later change is streamed by both.
+    wait_equal(&db, &pg, "lp", Duration::from_secs(60), || cdc.log()).await;
+    wait_equal(&db, &pg, "dbz", Duration::from_secs(120), || cdc.log()).await;
+    let writer = Writer::start(&db);
+    for kill in 0..2 {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        if kill == 1 {
+            writer.alter(&db);
+        }
+        cdc.kill_hard();
+        cdc = Running::start_role(&args, &data, &env);
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let written = writer.finish();
+    let (vehicles, sessions) =
+        wait_equal(&db, &pg, "lp", Duration::from_secs(120), || cdc.log()).await;
+    wait_equal(&db, &pg, "dbz", Duration::from_secs(120), || cdc.log()).await;
+    assert_eq!(
+        column_types(&pg, "lp").await,
+        column_types(&pg, "dbz").await
+    );
+
+    let compared: serde_json::Value = serde_json::from_str(&crate::common::process::python(
+        COMPARE_STREAMS,
+        &[&broker.brokers, "car", "lp"],
+    ))
+    .unwrap();
+    for table in ["car.uservehicle", "car.driving_session"] {
+        let t = &compared[table];
+        assert_eq!(
+            t["differing"], 0,
+            "{table}: Debezium's and logpipe's changes differ: {t:#}"
+        );
+        assert!(t["a"].as_u64().unwrap() > 100, "{table}: {t:#}");
+        assert_eq!(t["a"], t["b"], "{table}: {t:#}");
+    }
+    let metrics = cdc.metrics().await;
+    assert!(
+        metrics.contains(
+            "logpipe_cdc_source_changes_total{source=\"lp\",table=\"car.uservehicle\",op=\"u\"}"
+        ),
+        "{metrics}"
+    );
+    eprintln!(
+        "CDC source: {written} writer transactions, {vehicles} vehicles and {sessions} sessions; changes agree with Debezium: {compared}"
+    );
+}
+
+/// One machine, one process, no Kafka and no JVM: `logpipe cdc` with a
+/// source and a sink on the embedded bus keeps PostgreSQL equal to MariaDB
+/// across a snapshot, a writer, a kill -9 and the schema changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_and_sink_on_the_embedded_bus_need_no_kafka() {
+    if !mariadb::installed() {
+        eprintln!("skipped: MariaDB is not installed (./scripts/test.sh installs it)");
+        return;
+    }
+    let db = Arc::new(MariaDb::start());
+    db.sql(SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database("cdc_one_pc").await;
+    let pg = Postgres::lazy(&url);
+    std::fs::write(dir.path().join("car-password"), "cdcpw\n").unwrap();
+    let config = dir.path().join("cdc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[cdc.sources]]
+name = "car"
+url = "mysql://cdc@127.0.0.1:{port}"
+password_file = "{password}"
+tables = ["car.uservehicle", "car.driving_session"]
+"#,
+            port = db.port,
+            password = dir.path().join("car-password").display()
+        ) + &sink_block("inventory", &url, "car", "inventory"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let args = [
+        "cdc",
+        "--config",
+        config.as_str(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let data = dir.path().join("data");
+    let mut cdc = Running::start_role(&args, &data, &[]);
+    wait_equal(&db, &pg, "inventory", Duration::from_secs(60), || cdc.log()).await;
+    let writer = Writer::start(&db);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cdc.kill_hard();
+    writer.alter(&db);
+    cdc = Running::start_role(&args, &data, &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let written = writer.finish();
+    let (vehicles, sessions) =
+        wait_equal(&db, &pg, "inventory", Duration::from_secs(60), || cdc.log()).await;
+    let metrics = cdc.metrics().await;
+    assert!(
+        metrics.contains(r#"logpipe_cdc_snapshot_rows{source="car",table="car.driving_session",what="copied"} 1000"#),
+        "{metrics}"
+    );
+    eprintln!(
+        "CDC on the embedded bus: {written} writer transactions, {vehicles} vehicles and {sessions} sessions equal"
+    );
 }
