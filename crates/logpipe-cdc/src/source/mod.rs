@@ -50,6 +50,8 @@ pub const PHASE_HEADER: &str = "logpipe.cdc.phase";
 
 /// MariaDB's GTID event (not decoded by `mysql_common`).
 const MARIADB_GTID_EVENT: u8 = 162;
+/// How long an idle binlog is waited on before the lag shows 0.
+const IDLE: Duration = Duration::from_secs(1);
 /// "Could not find first log file name in binary log index file".
 const PURGED: u16 = 1236;
 
@@ -660,9 +662,17 @@ impl CdcSource {
         let mut batch_counts: Vec<(String, &'static str)> = Vec::new();
         let metrics = cdc_metrics();
         metrics.source_lag.set(&[name], 0.0);
+        // When the batch's first transaction joined it: the batch is
+        // appended `linger` after that at the latest, however busy the
+        // binlog is.
+        let mut batch_since: Option<std::time::Instant> = None;
         loop {
+            let wait = match batch_since {
+                Some(since) => self.config.linger.saturating_sub(since.elapsed()),
+                None => IDLE,
+            };
             let next = tokio::select! {
-                next = tokio::time::timeout(self.config.linger, stream.next()) => Some(next),
+                next = tokio::time::timeout(wait, stream.next()) => Some(next),
                 _ = shutdown.wait_for(|stopped| *stopped) => None,
             };
             let Some(next) = next else {
@@ -672,9 +682,11 @@ impl CdcSource {
             };
             let event = match next {
                 Err(_) => {
+                    if batch_since.take().is_none() {
+                        metrics.source_lag.set(&[name], 0.0);
+                    }
                     self.flush(&mut batch, &mut batch_start, &mut batch_counts)
                         .await?;
-                    metrics.source_lag.set(&[name], 0.0);
                     continue;
                 }
                 Ok(None) => {
@@ -840,11 +852,15 @@ impl CdcSource {
                     }));
                     batch.append(&mut pending);
                     batch_counts.append(&mut counts);
+                    batch_since.get_or_insert_with(std::time::Instant::now);
                 }
                 gtid = None;
-                if batch.len() >= self.config.batch {
+                let lingered =
+                    batch_since.is_some_and(|since| since.elapsed() >= self.config.linger);
+                if batch.len() >= self.config.batch || lingered {
                     self.flush(&mut batch, &mut batch_start, &mut batch_counts)
                         .await?;
+                    batch_since = None;
                     backoff.reset();
                 }
             }
