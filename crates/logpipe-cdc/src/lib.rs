@@ -7,23 +7,24 @@
 //! - [`plan`] turns a batch of changes into what one target transaction
 //!   does: per key only the last change, columns added before the rows
 //!   that have them, truncates in order.
-//! - [`postgres`] is the PostgreSQL target: tables made and widened from
-//!   the events' schemas, upserts and deletes by primary key, and the bus
-//!   positions written in the same transaction (exactly once).
+//! - [`target`] is where a sink writes, by the URL's scheme: [`postgres`]
+//!   or [`mariadb`]. Tables made and widened from the events' schemas,
+//!   upserts and deletes by primary key, and the bus positions written in
+//!   the same transaction (exactly once).
 //! - [`sink::CdcSink`] runs one `[[cdc.sinks]]`: read, plan, apply, and
 //!   start again from the target's positions after any failure.
 //! - [`source::CdcSource`] runs one `[[cdc.sources]]`: a consistent
 //!   snapshot of MariaDB tables, then their binlog, as the same change
 //!   events Debezium writes, without Kafka Connect.
-//!
-//! A MariaDB/MySQL target is to come (docs/cdc.md, "Not yet").
 
 pub mod event;
+pub mod mariadb;
 pub mod metrics;
 pub mod plan;
 pub mod postgres;
 pub mod sink;
 pub mod source;
+pub mod target;
 
 pub use sink::{CdcError, CdcSink};
 pub use source::CdcSource;

@@ -14,7 +14,7 @@ use logpipe_config::CdcSinkConfig;
 use serde_json::{Map, Value};
 
 use crate::event::{Change, Op, SqlType, type_of_value};
-use crate::postgres::TableStep;
+use crate::target::TableStep;
 
 /// Where one topic's changes go, and under which column names.
 #[derive(Debug, Clone)]
@@ -27,15 +27,15 @@ pub struct Mapping {
 
 impl Mapping {
     /// `[[cdc.sinks.tables]]` for `topic`, or the table named after the
-    /// topic's last dot-separated part in the sink's schema.
-    pub fn of(sink: &CdcSinkConfig, topic: &str) -> Mapping {
+    /// topic's last dot-separated part in `schema` (the target's default).
+    pub fn of(sink: &CdcSinkConfig, topic: &str, schema: &str) -> Mapping {
         let configured = sink.table_of(topic);
         let name = configured
             .map(|t| t.table.clone())
             .unwrap_or_else(|| topic.rsplit('.').next().unwrap_or(topic).to_string());
         let (schema, table) = match name.split_once('.') {
             Some((schema, table)) => (schema.to_string(), table.to_string()),
-            None => (sink.schema.clone(), name),
+            None => (schema.to_string(), name),
         };
         Mapping {
             schema,
@@ -307,7 +307,7 @@ mod tests {
 
     #[test]
     fn only_each_keys_last_change_is_written_with_mapped_names() {
-        let mapping = Mapping::of(&sink(), "car.car.uservehicle");
+        let mapping = Mapping::of(&sink(), "car.car.uservehicle", "public");
         assert_eq!(mapping.key(), "inventory.vehicles");
         let mut planner = Planner::default();
         planner.add(
@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn a_new_column_or_a_truncate_starts_a_segment_in_order() {
-        let mapping = Mapping::of(&sink(), "other.db.t");
+        let mapping = Mapping::of(&sink(), "other.db.t", "public");
         assert_eq!(mapping.key(), "public.t");
         let mut planner = Planner::default();
         planner.add(&mapping, change("c", 1, serde_json::json!({"id": 1})));

@@ -14,40 +14,16 @@
 //! to its column's type, one round trip per table and batch, and no SQL is
 //! ever built from values (only from quoted identifiers).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio_postgres::{Client, NoTls};
 
 use logpipe_sinks::postgres::redact;
 
 use crate::event::SqlType;
-
-/// Why the target refused.
-#[derive(Debug, thiserror::Error)]
-pub enum TargetError {
-    #[error("cannot connect to the target {url}: {source}")]
-    Connect {
-        url: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    #[error("{url} is not a PostgreSQL URL: {source}")]
-    Url {
-        url: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    #[error("target {context}: {source}")]
-    Query {
-        context: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    #[error("target table {table}: {reason}")]
-    Table { table: String, reason: String },
-}
+use crate::target::{TableStep, TargetError, TargetTable};
 
 fn query_error(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> TargetError {
     let context = context.into();
@@ -59,44 +35,13 @@ pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// A target table: its name and what the sink knows of its columns.
-#[derive(Debug, Clone)]
-pub struct TargetTable {
-    pub schema: String,
-    pub name: String,
-    /// Column → type (`None`: a type this sink does not make, e.g. a
-    /// `varchar` of a table the user created; left as it is).
-    pub columns: BTreeMap<String, Option<SqlType>>,
-    pub key: Vec<String>,
-}
-
-impl TargetTable {
-    /// `"schema"."table"`.
-    pub fn sql_name(&self) -> String {
-        format!("{}.{}", quote(&self.schema), quote(&self.name))
-    }
-
-    pub fn display(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
-    }
-}
-
-/// What one transaction does to one table, in order.
-#[derive(Debug)]
-pub enum TableStep {
-    /// Columns the rows need, with their types: added when missing, a
-    /// type this sink made changed when it differs (MODIFY COLUMN).
-    Columns(Vec<(String, SqlType)>),
-    Upserts {
-        columns: Vec<String>,
-        rows: Vec<Map<String, Value>>,
-    },
-    Deletes(Vec<Map<String, Value>>),
-    Truncate,
+/// `"schema"."table"`.
+fn sql_name(table: &TargetTable) -> String {
+    format!("{}.{}", quote(&table.schema), quote(&table.name))
 }
 
 /// A connection to the target.
-pub struct Target {
+pub struct PgTarget {
     url: String,
     client: Client,
     positions: String,
@@ -105,14 +50,14 @@ pub struct Target {
 /// The table of the sinks' positions.
 const POSITIONS: &str = "logpipe_cdc_positions";
 
-impl Target {
+impl PgTarget {
     /// Connects (with `password` when the URL has none) and makes the
     /// positions table in `schema`.
     pub async fn connect(
         url: &str,
         password: Option<&str>,
         schema: &str,
-    ) -> Result<Target, TargetError> {
+    ) -> Result<PgTarget, TargetError> {
         let shown = redact(url);
         let mut config =
             tokio_postgres::Config::from_str(url).map_err(|source| TargetError::Url {
@@ -137,7 +82,7 @@ impl Target {
             }
         });
         let positions = format!("{}.{}", quote(schema), quote(POSITIONS));
-        let target = Target {
+        let target = PgTarget {
             url: shown,
             client,
             positions,
@@ -269,7 +214,7 @@ impl Target {
                                 transaction
                                     .batch_execute(&format!(
                                         "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
-                                        table.sql_name(),
+                                        sql_name(table),
                                         quote(&column),
                                         sql.sql()
                                     ))
@@ -284,7 +229,7 @@ impl Target {
                                 transaction
                                     .batch_execute(&format!(
                                         "ALTER TABLE {table} ALTER COLUMN {column} TYPE {sql} USING {column}::{sql}",
-                                        table = table.sql_name(),
+                                        table = sql_name(table),
                                         column = quote(&column),
                                         sql = sql.sql()
                                     ))
@@ -326,7 +271,7 @@ impl Target {
                     };
                     let statement = format!(
                         "INSERT INTO {name} ({list}) SELECT {list} FROM jsonb_populate_recordset(NULL::{name}, $1::text::jsonb) ON CONFLICT ({key}) {conflict}",
-                        name = table.sql_name()
+                        name = sql_name(table)
                     );
                     let json =
                         Value::Array(rows.into_iter().map(Value::Object).collect()).to_string();
@@ -344,7 +289,7 @@ impl Target {
                         .join(" AND ");
                     let statement = format!(
                         "DELETE FROM {name} AS t USING jsonb_populate_recordset(NULL::{name}, $1::text::jsonb) AS d WHERE {matches}",
-                        name = table.sql_name()
+                        name = sql_name(table)
                     );
                     let json =
                         Value::Array(keys.into_iter().map(Value::Object).collect()).to_string();
@@ -355,7 +300,7 @@ impl Target {
                 }
                 TableStep::Truncate => {
                     transaction
-                        .batch_execute(&format!("TRUNCATE {}", table.sql_name()))
+                        .batch_execute(&format!("TRUNCATE {}", sql_name(table)))
                         .await
                         .map_err(query_error(format!("truncating {}", table.display())))?;
                 }

@@ -24,7 +24,7 @@ use logpipe_core::retry::Backoff;
 use crate::event::{Decoded, EventError, decode};
 use crate::metrics::cdc_metrics;
 use crate::plan::{Mapping, Planner};
-use crate::postgres::{Target, TargetError, TargetTable};
+use crate::target::{Target, TargetError, TargetTable};
 
 /// Why a sink stopped or had to start over.
 #[derive(Debug, thiserror::Error)]
@@ -248,7 +248,10 @@ impl CdcSink {
             .config
             .topics
             .iter()
-            .map(|topic| (topic.clone(), Mapping::of(&self.config, topic)))
+            .map(|topic| {
+                let schema = target.default_schema(&self.config.schema).to_string();
+                (topic.clone(), Mapping::of(&self.config, topic, &schema))
+            })
             .collect();
         let mut tables: HashMap<String, TargetTable> = HashMap::new();
         let mut newest_source_ms: Option<i64> = None;

@@ -191,8 +191,9 @@ pub struct CdcSinkConfig {
     /// Names the sink: its consumer group (`logpipe-cdc-<name>`), its rows
     /// in the target's `logpipe_cdc_positions`, its metrics' label.
     pub name: String,
-    /// The target database, `postgres://USER@HOST:PORT/DATABASE`. Leave
-    /// the password out of it: `password_env` or `password_file`.
+    /// The target database, `postgres://USER@HOST:PORT/DATABASE` or
+    /// `mysql://USER@HOST:PORT/DATABASE` (MariaDB/MySQL). Leave the
+    /// password out of it: `password_env` or `password_file`.
     pub url: String,
     /// An environment variable holding the target's password.
     pub password_env: Option<String>,
@@ -201,7 +202,8 @@ pub struct CdcSinkConfig {
     pub password_file: Option<PathBuf>,
     /// Topics of change events, e.g. Debezium's `<prefix>.<db>.<table>`.
     pub topics: Vec<String>,
-    /// The target schema of tables named without one.
+    /// The target schema of tables named without one (PostgreSQL; on
+    /// MariaDB the URL's database unless this names another).
     pub schema: String,
     /// Most change events applied in one target transaction.
     pub batch: usize,
@@ -287,13 +289,15 @@ impl CdcSinkConfig {
                 ),
             );
         }
-        if !self.url.starts_with("postgres://") && !self.url.starts_with("postgresql://") {
-            let what = if self.url.starts_with("mysql://") || self.url.starts_with("mariadb://") {
-                "MariaDB/MySQL targets are not built yet; PostgreSQL is".to_string()
-            } else {
-                format!("{:?} must start with postgres://", self.url)
-            };
-            return invalid("cdc.sinks.url", format!("of sink \"{name}\": {what}"));
+        let schemes = ["postgres://", "postgresql://", "mysql://", "mariadb://"];
+        if !schemes.iter().any(|s| self.url.starts_with(s)) {
+            return invalid(
+                "cdc.sinks.url",
+                format!(
+                    "of sink \"{name}\": {:?} must start with postgres:// or mysql:// (MariaDB)",
+                    self.url
+                ),
+            );
         }
         if self.password_env.is_some() && self.password_file.is_some() {
             return invalid(
@@ -417,10 +421,6 @@ mod tests {
             .is_ok()
         );
         assert!(refusal(|s| s.name = "a b".into()).contains("cdc.sinks.name"));
-        assert!(
-            refusal(|s| s.url = "mysql://x/y".into())
-                .contains("MariaDB/MySQL targets are not built yet")
-        );
         assert!(refusal(|s| s.url = "http://x".into()).contains("must start with postgres://"));
         assert!(refusal(|s| s.topics.clear()).contains("cdc.sinks.topics"));
         assert!(refusal(|s| s.batch = 0).contains("cdc.sinks.batch"));

@@ -590,6 +590,11 @@ tables = ["car.uservehicle", "car.driving_session"]
     let data = dir.path().join("data");
     let mut cdc = Running::start_role(&args, &data, &[]);
     wait_equal(&db, &pg, "inventory", Duration::from_secs(60), || cdc.log()).await;
+    let metrics = cdc.metrics().await;
+    assert!(
+        metrics.contains(r#"logpipe_cdc_snapshot_rows{source="car",table="car.driving_session",what="copied"} 1000"#),
+        "{metrics}"
+    );
     let writer = Writer::start(&db);
     tokio::time::sleep(Duration::from_secs(3)).await;
     cdc.kill_hard();
@@ -599,12 +604,130 @@ tables = ["car.uservehicle", "car.driving_session"]
     let written = writer.finish();
     let (vehicles, sessions) =
         wait_equal(&db, &pg, "inventory", Duration::from_secs(60), || cdc.log()).await;
-    let metrics = cdc.metrics().await;
-    assert!(
-        metrics.contains(r#"logpipe_cdc_snapshot_rows{source="car",table="car.driving_session",what="copied"} 1000"#),
-        "{metrics}"
-    );
     eprintln!(
         "CDC on the embedded bus: {written} writer transactions, {vehicles} vehicles and {sessions} sessions equal"
+    );
+}
+
+/// `database`'s vehicles in MariaDB, decimals as doubles (the target's
+/// DECIMAL has another scale than the source's).
+fn mariadb_vehicles(database: &str, color: bool) -> String {
+    let color = if color { "IFNULL(color, '-')" } else { "'-'" };
+    format!("SELECT CONCAT_WS('|', id, user_id, vin, IFNULL(model, '-'), IFNULL(CAST(price AS DOUBLE), '-'),
+  IFNULL(registered_on, '-'), IFNULL(DATE_FORMAT(updated_at, '%Y-%m-%d %H:%i:%s.%f'), '-'), active, updates,
+  {color}) FROM {database}.uservehicle ORDER BY id")
+}
+
+fn mariadb_sessions(table: &str, distance: &str) -> String {
+    format!("SELECT CONCAT_WS('|', session_id, vehicle_id, DATE_FORMAT(started_at, '%Y-%m-%d %H:%i:%s.%f'),
+  IFNULL(DATE_FORMAT(ended_at, '%Y-%m-%d %H:%i:%s.%f'), '-'), IFNULL(CAST({distance} AS DOUBLE), '-'), harsh_brakes,
+  IFNULL(route, '-')) FROM {table} ORDER BY session_id")
+}
+
+/// Seed 003's own target: the inventory database on MariaDB. Source and
+/// sink in one `logpipe cdc` on the embedded bus, killed once under the
+/// writer, the schema changes between: `inventory_db` equals `car`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_reach_a_mariadb_inventory_database_exactly_as_the_source() {
+    if !mariadb::installed() {
+        eprintln!("skipped: MariaDB is not installed (./scripts/test.sh installs it)");
+        return;
+    }
+    let db = Arc::new(MariaDb::start());
+    db.sql(SCHEMA);
+    db.sql(
+        "CREATE DATABASE inventory_db; CREATE USER 'inventory'@'%' IDENTIFIED BY 'invpw';
+         GRANT ALL ON inventory_db.* TO 'inventory'@'%';",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cdc.toml");
+    let url = format!("mysql://inventory@127.0.0.1:{}/inventory_db", db.port);
+    let sink = sink_block("inventory", &url, "car", "inventory_db").replace(
+        "schema = ",
+        "password_env = \"INVENTORY_PASSWORD\"\nschema = ",
+    );
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[cdc.sources]]
+name = "car"
+url = "mysql://cdc:cdcpw@127.0.0.1:{port}"
+tables = ["car.uservehicle", "car.driving_session"]
+"#,
+            port = db.port
+        ) + &sink,
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let args = [
+        "cdc",
+        "--config",
+        config.as_str(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let env = [("INVENTORY_PASSWORD", "invpw")];
+    let data = dir.path().join("data");
+    let wait = |cdc: &Running| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let color = !db
+                .sql("SHOW COLUMNS FROM car.uservehicle LIKE 'color'")
+                .trim()
+                .is_empty();
+            let source = (
+                source_lines(&db, &mariadb_vehicles("car", color)),
+                source_lines(&db, &mariadb_sessions("car.driving_session", "distance_km")),
+            );
+            let target = (
+                db.try_sql(&mariadb_vehicles("inventory_db", color))
+                    .unwrap_or_default(),
+                db.try_sql(&mariadb_sessions(
+                    "inventory_db.driving_sessions",
+                    "distance",
+                ))
+                .unwrap_or_default(),
+            );
+            let target: (Vec<String>, Vec<String>) = (
+                target.0.lines().map(str::to_string).collect(),
+                target.1.lines().map(str::to_string).collect(),
+            );
+            if source == target {
+                return source.0.len() + source.1.len();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "inventory_db never equalled car.\nuservehicle: {}\ndriving_session: {}\nlog:\n{}",
+                difference(&source.0, &target.0),
+                difference(&source.1, &target.1),
+                cdc.log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    let mut cdc = Running::start_role(&args, &data, &env);
+    wait(&cdc);
+    let writer = Writer::start(&db);
+    std::thread::sleep(Duration::from_secs(3));
+    cdc.kill_hard();
+    writer.alter(&db);
+    cdc = Running::start_role(&args, &data, &env);
+    std::thread::sleep(Duration::from_secs(3));
+    let written = writer.finish();
+    let rows = wait(&cdc);
+    let positions =
+        db.sql("SELECT COUNT(*) FROM inventory_db.logpipe_cdc_positions WHERE sink = 'inventory'");
+    assert_eq!(positions.trim(), "6", "two topics of three partitions");
+    let types = db.sql(
+        "SELECT CONCAT(TABLE_NAME, '.', COLUMN_NAME, ':', DATA_TYPE) FROM information_schema.COLUMNS
+         WHERE TABLE_SCHEMA = 'inventory_db' AND COLUMN_NAME IN ('color', 'vehicle_id') ORDER BY 1",
+    );
+    assert_eq!(
+        types.trim(),
+        "driving_sessions.vehicle_id:bigint\nuservehicle.color:longtext"
+    );
+    eprintln!(
+        "CDC into MariaDB: {written} writer transactions, {rows} rows equal in car and inventory_db"
     );
 }

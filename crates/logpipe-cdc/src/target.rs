@@ -1,0 +1,168 @@
+//! The databases a CDC sink writes: PostgreSQL and MariaDB/MySQL, chosen
+//! by the URL's scheme, behind one type with the same five operations.
+//! Both keep the same protocol: a batch's rows and the sink's bus positions
+//! in one transaction (docs/cdc.md).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value};
+
+use crate::event::SqlType;
+use crate::mariadb::MariaDbTarget;
+use crate::postgres::PgTarget;
+
+/// Why the target refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("cannot connect to the target {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("{url} is not a PostgreSQL URL: {source}")]
+    Url {
+        url: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("target {context}: {source}")]
+    Query {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("target {context}: {source}")]
+    MariaDb {
+        context: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("target table {table}: {reason}")]
+    Table { table: String, reason: String },
+}
+
+/// A target table: its name and what the sink knows of its columns.
+#[derive(Debug, Clone)]
+pub struct TargetTable {
+    /// The PostgreSQL schema, or the MariaDB database.
+    pub schema: String,
+    pub name: String,
+    /// Column → type (`None`: a type this sink does not make, e.g. a
+    /// `varchar` of a table the user created; left as it is).
+    pub columns: BTreeMap<String, Option<SqlType>>,
+    pub key: Vec<String>,
+}
+
+impl TargetTable {
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// What one transaction does to one table, in order.
+#[derive(Debug)]
+pub enum TableStep {
+    /// Columns the rows need, with their types: added when missing, a
+    /// type this sink made widened when the rows need more.
+    Columns(Vec<(String, SqlType)>),
+    Upserts {
+        columns: Vec<String>,
+        rows: Vec<Map<String, Value>>,
+    },
+    Deletes(Vec<Map<String, Value>>),
+    Truncate,
+}
+
+/// A connected target.
+pub enum Target {
+    Postgres(PgTarget),
+    MariaDb(MariaDbTarget),
+}
+
+impl Target {
+    /// Connects to `url` (`postgres://` or `mysql://`/`mariadb://`).
+    pub async fn connect(
+        url: &str,
+        password: Option<&str>,
+        schema: &str,
+    ) -> Result<Target, TargetError> {
+        if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            Ok(Target::MariaDb(
+                MariaDbTarget::connect(url, password, schema).await?,
+            ))
+        } else {
+            Ok(Target::Postgres(
+                PgTarget::connect(url, password, schema).await?,
+            ))
+        }
+    }
+
+    /// The URL without its password.
+    pub fn url(&self) -> &str {
+        match self {
+            Target::Postgres(t) => t.url(),
+            Target::MariaDb(t) => t.url(),
+        }
+    }
+
+    /// Where tables named without a schema go: `schema` on PostgreSQL,
+    /// the URL's database on MariaDB (unless `schema` names another).
+    pub fn default_schema<'a>(&'a self, schema: &'a str) -> &'a str {
+        match self {
+            Target::Postgres(_) => schema,
+            Target::MariaDb(t) => t.default_schema(),
+        }
+    }
+
+    /// The next offset to apply per (topic, partition) of `sink`.
+    pub async fn positions(
+        &mut self,
+        sink: &str,
+    ) -> Result<HashMap<(String, u32), u64>, TargetError> {
+        match self {
+            Target::Postgres(t) => t.positions(sink).await,
+            Target::MariaDb(t) => t.positions(sink).await,
+        }
+    }
+
+    /// The table as it is in the target (`None`: it does not exist).
+    pub async fn describe(
+        &mut self,
+        schema: &str,
+        name: &str,
+    ) -> Result<Option<TargetTable>, TargetError> {
+        match self {
+            Target::Postgres(t) => t.describe(schema, name).await,
+            Target::MariaDb(t) => t.describe(schema, name).await,
+        }
+    }
+
+    /// Creates the table with `columns` and primary key `key` unless it exists.
+    pub async fn create(
+        &mut self,
+        schema: &str,
+        name: &str,
+        columns: &[(String, SqlType)],
+        key: &[String],
+    ) -> Result<(), TargetError> {
+        match self {
+            Target::Postgres(t) => t.create(schema, name, columns, key).await,
+            Target::MariaDb(t) => t.create(schema, name, columns, key).await,
+        }
+    }
+
+    /// Applies `steps` and moves `sink`'s positions in one transaction.
+    pub async fn apply(
+        &mut self,
+        sink: &str,
+        tables: &mut HashMap<String, TargetTable>,
+        steps: Vec<(String, TableStep)>,
+        positions: &[(String, u32, u64, Option<i64>)],
+    ) -> Result<(), TargetError> {
+        match self {
+            Target::Postgres(t) => t.apply(sink, tables, steps, positions).await,
+            Target::MariaDb(t) => t.apply(sink, tables, steps, positions).await,
+        }
+    }
+}
