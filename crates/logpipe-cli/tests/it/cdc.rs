@@ -274,6 +274,32 @@ async fn wait_equal(
     }
 }
 
+/// `logpipe cdc --config DIR/cdc.toml --listen 127.0.0.1:0` over `DIR/data`
+/// with `env`, to start (and start again after a kill).
+struct Cdc {
+    config: String,
+    data: std::path::PathBuf,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl Cdc {
+    /// Writes `config` to `dir/cdc.toml`.
+    fn new(dir: &std::path::Path, config: &str, env: &[(&'static str, &'static str)]) -> Cdc {
+        let path = dir.join("cdc.toml");
+        std::fs::write(&path, config).unwrap();
+        Cdc {
+            config: path.to_str().unwrap().to_string(),
+            data: dir.join("data"),
+            env: env.to_vec(),
+        }
+    }
+
+    fn start(&self) -> Running {
+        let args = ["cdc", "--config", &self.config, "--listen", "127.0.0.1:0"];
+        Running::start_role(&args, &self.data, &self.env)
+    }
+}
+
 /// MariaDB, Kafka with Kafka Connect beside it, the seed's tables. `None`
 /// (the test skips) without MariaDB or a Kafka this test can start.
 fn services(dir: &std::path::Path) -> Option<(Arc<MariaDb>, Broker, String)> {
@@ -314,7 +340,6 @@ async fn debeziums_change_events_reach_postgres_exactly_as_the_source_across_kil
     // The password comes from a file, as from a Kubernetes secret (trust
     // authentication ignores it; the file must still be read).
     std::fs::write(dir.path().join("pg-password"), "not-in-the-config\n").unwrap();
-    let config = dir.path().join("cdc.toml");
     let block = sink_block("inventory", &url, "car", "inventory").replace(
         "schema = ",
         &format!(
@@ -322,26 +347,17 @@ async fn debeziums_change_events_reach_postgres_exactly_as_the_source_across_kil
             dir.path().join("pg-password").display()
         ),
     );
-    std::fs::write(&config, kafka_config(&broker.brokers) + &block).unwrap();
-    let config = config.to_str().unwrap().to_string();
-    let args = [
-        "cdc",
-        "--config",
-        config.as_str(),
-        "--listen",
-        "127.0.0.1:0",
-    ];
-    let data = dir.path().join("data");
+    let cdc = Cdc::new(dir.path(), &(kafka_config(&broker.brokers) + &block), &[]);
 
     // kill -9 three times while changes flow; the schema changes between.
-    let mut sink = Running::start_role(&args, &data, &[]);
+    let mut sink = cdc.start();
     for kill in 0..3 {
         tokio::time::sleep(Duration::from_secs(4)).await;
         if kill == 1 {
             writer.alter(&db);
         }
         sink.kill_hard();
-        sink = Running::start_role(&args, &data, &[]);
+        sink = cdc.start();
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     let written = writer.finish();
@@ -466,7 +482,6 @@ async fn logpipes_binlog_source_agrees_with_debezium_and_reaches_postgres_across
     register_debezium(&connect, &db, &broker.brokers).await;
     let url = fresh_database("cdc_source").await;
     let pg = Postgres::lazy(&url);
-    let config = dir.path().join("cdc.toml");
     let source = format!(
         r#"
 [[cdc.sources]]
@@ -480,26 +495,16 @@ batch = 200
 "#,
         port = db.port
     );
-    std::fs::write(
-        &config,
-        kafka_config(&broker.brokers)
+    let command = Cdc::new(
+        dir.path(),
+        &(kafka_config(&broker.brokers)
             + &source
             + &sink_block("from_debezium", &url, "car", "dbz")
-            + &sink_block("from_logpipe", &url, "lp", "lp"),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap().to_string();
-    let args = [
-        "cdc",
-        "--config",
-        config.as_str(),
-        "--listen",
-        "127.0.0.1:0",
-    ];
-    let env = [("CAR_DB_PASSWORD", "cdcpw")];
-    let data = dir.path().join("data");
+            + &sink_block("from_logpipe", &url, "lp", "lp")),
+        &[("CAR_DB_PASSWORD", "cdcpw")],
+    );
 
-    let mut cdc = Running::start_role(&args, &data, &env);
+    let mut cdc = command.start();
     // Both snapshots first: then every later change is streamed by both.
     wait_equal(&db, &pg, "lp", Duration::from_secs(60), || cdc.log()).await;
     wait_equal(&db, &pg, "dbz", Duration::from_secs(120), || cdc.log()).await;
@@ -510,7 +515,7 @@ batch = 200
             writer.alter(&db);
         }
         cdc.kill_hard();
-        cdc = Running::start_role(&args, &data, &env);
+        cdc = command.start();
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
     let written = writer.finish();
@@ -563,32 +568,23 @@ async fn source_and_sink_on_the_embedded_bus_need_no_kafka() {
     let url = fresh_database("cdc_one_pc").await;
     let pg = Postgres::lazy(&url);
     std::fs::write(dir.path().join("car-password"), "cdcpw\n").unwrap();
-    let config = dir.path().join("cdc.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let source = format!(
+        r#"
 [[cdc.sources]]
 name = "car"
 url = "mysql://cdc@127.0.0.1:{port}"
 password_file = "{password}"
 tables = ["car.uservehicle", "car.driving_session"]
 "#,
-            port = db.port,
-            password = dir.path().join("car-password").display()
-        ) + &sink_block("inventory", &url, "car", "inventory"),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap().to_string();
-    let args = [
-        "cdc",
-        "--config",
-        config.as_str(),
-        "--listen",
-        "127.0.0.1:0",
-    ];
-    let data = dir.path().join("data");
-    let mut cdc = Running::start_role(&args, &data, &[]);
+        port = db.port,
+        password = dir.path().join("car-password").display()
+    );
+    let command = Cdc::new(
+        dir.path(),
+        &(source + &sink_block("inventory", &url, "car", "inventory")),
+        &[],
+    );
+    let mut cdc = command.start();
     wait_equal(&db, &pg, "inventory", Duration::from_secs(60), || cdc.log()).await;
     let metrics = cdc.metrics().await;
     assert!(
@@ -599,7 +595,7 @@ tables = ["car.uservehicle", "car.driving_session"]
     tokio::time::sleep(Duration::from_secs(3)).await;
     cdc.kill_hard();
     writer.alter(&db);
-    cdc = Running::start_role(&args, &data, &[]);
+    cdc = command.start();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let written = writer.finish();
     let (vehicles, sessions) =
@@ -640,35 +636,25 @@ async fn changes_reach_a_mariadb_inventory_database_exactly_as_the_source() {
          GRANT ALL ON inventory_db.* TO 'inventory'@'%';",
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cdc.toml");
     let url = format!("mysql://inventory@127.0.0.1:{}/inventory_db", db.port);
     let sink = sink_block("inventory", &url, "car", "inventory_db").replace(
         "schema = ",
         "password_env = \"INVENTORY_PASSWORD\"\nschema = ",
     );
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let source = format!(
+        r#"
 [[cdc.sources]]
 name = "car"
 url = "mysql://cdc:cdcpw@127.0.0.1:{port}"
 tables = ["car.uservehicle", "car.driving_session"]
 "#,
-            port = db.port
-        ) + &sink,
-    )
-    .unwrap();
-    let config = config.to_str().unwrap().to_string();
-    let args = [
-        "cdc",
-        "--config",
-        config.as_str(),
-        "--listen",
-        "127.0.0.1:0",
-    ];
-    let env = [("INVENTORY_PASSWORD", "invpw")];
-    let data = dir.path().join("data");
+        port = db.port
+    );
+    let command = Cdc::new(
+        dir.path(),
+        &(source + &sink),
+        &[("INVENTORY_PASSWORD", "invpw")],
+    );
     let wait = |cdc: &Running| {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -706,13 +692,13 @@ tables = ["car.uservehicle", "car.driving_session"]
             std::thread::sleep(Duration::from_millis(500));
         }
     };
-    let mut cdc = Running::start_role(&args, &data, &env);
+    let mut cdc = command.start();
     wait(&cdc);
     let writer = Writer::start(&db);
     std::thread::sleep(Duration::from_secs(3));
     cdc.kill_hard();
     writer.alter(&db);
-    cdc = Running::start_role(&args, &data, &env);
+    cdc = command.start();
     std::thread::sleep(Duration::from_secs(3));
     let written = writer.finish();
     let rows = wait(&cdc);
