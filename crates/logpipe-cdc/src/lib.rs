@@ -24,6 +24,7 @@ pub mod plan;
 pub mod postgres;
 pub mod sink;
 pub mod source;
+pub mod step;
 pub mod target;
 
 pub use sink::{CdcError, CdcSink};

@@ -19,7 +19,7 @@ use mysql_async::{Conn, Opts, OptsBuilder, TxOpts, Value};
 use serde_json::{Map, Value as Json};
 
 use crate::event::SqlType;
-use crate::target::{TableStep, TargetError, TargetTable};
+use crate::step::{TableStep, TargetError, TargetTable};
 
 /// `` `name` `` with inner backticks doubled.
 pub fn quote(name: &str) -> String {

@@ -14,7 +14,7 @@ use logpipe_config::CdcSinkConfig;
 use serde_json::{Map, Value};
 
 use crate::event::{Change, Op, SqlType, type_of_value};
-use crate::target::TableStep;
+use crate::step::TableStep;
 
 /// Where one topic's changes go, and under which column names.
 #[derive(Debug, Clone)]

@@ -23,7 +23,7 @@ use tokio_postgres::{Client, NoTls};
 use logpipe_sinks::postgres::redact;
 
 use crate::event::SqlType;
-use crate::target::{TableStep, TargetError, TargetTable};
+use crate::step::{TableStep, TargetError, TargetTable};
 
 fn query_error(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> TargetError {
     let context = context.into();
