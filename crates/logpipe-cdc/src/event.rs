@@ -19,6 +19,8 @@
 
 use std::sync::Arc;
 
+use std::fmt::Write as _;
+
 use base64::Engine;
 use serde_json::{Map, Value};
 
@@ -473,7 +475,8 @@ fn convert(logical: &Logical, value: &Value) -> Result<Value, String> {
             let mut text = String::with_capacity(2 + 2 * bytes.len());
             text.push_str("\\x");
             for byte in bytes {
-                text.push_str(&format!("{byte:02x}"));
+                // Writing to a String cannot fail.
+                let _ = write!(text, "{byte:02x}");
             }
             Value::String(text)
         }

@@ -19,7 +19,21 @@ use mysql_async::{Conn, Opts, OptsBuilder, TxOpts, Value};
 use serde_json::{Map, Value as Json};
 
 use crate::event::SqlType;
-use crate::step::{TableStep, TargetError, TargetTable};
+use crate::step::{
+    ColumnChange, TableStep, TargetError, TargetTable, described, quoted_list, table_definition,
+};
+
+/// The connection options of a `mysql://` or `mariadb://` URL, with
+/// `password` when given; TCP even to localhost (the source's and the
+/// target's).
+pub(crate) fn opts(url: &str, password: Option<&str>) -> Result<Opts, mysql_async::UrlError> {
+    let opts = Opts::from_url(&url.replacen("mariadb://", "mysql://", 1))?;
+    let mut builder = OptsBuilder::from_opts(opts).prefer_socket(false);
+    if let Some(password) = password {
+        builder = builder.pass(Some(password));
+    }
+    Ok(builder.into())
+}
 
 /// `` `name` `` with inner backticks doubled.
 pub fn quote(name: &str) -> String {
@@ -119,11 +133,9 @@ impl MariaDbTarget {
         schema: &str,
     ) -> Result<MariaDbTarget, TargetError> {
         let shown = logpipe_sinks::postgres::redact(url);
-        let opts = Opts::from_url(&url.replacen("mariadb://", "mysql://", 1)).map_err(|e| {
-            TargetError::Table {
-                table: shown.clone(),
-                reason: format!("not a MariaDB URL: {e}"),
-            }
+        let opts = opts(url, password).map_err(|e| TargetError::Table {
+            table: shown.clone(),
+            reason: format!("not a MariaDB URL: {e}"),
         })?;
         let database = match (opts.db_name(), schema) {
             (_, schema) if schema != "public" && !schema.is_empty() => schema.to_string(),
@@ -135,11 +147,7 @@ impl MariaDbTarget {
                 });
             }
         };
-        let mut builder = OptsBuilder::from_opts(opts).prefer_socket(false);
-        if let Some(password) = password {
-            builder = builder.pass(Some(password));
-        }
-        let mut conn = Conn::new(builder)
+        let mut conn = Conn::new(opts)
             .await
             .map_err(error(format!("connecting to {shown}")))?;
         conn.query_drop("SET SESSION time_zone = '+00:00'")
@@ -234,18 +242,7 @@ impl MariaDbTarget {
         columns: &[(String, SqlType)],
         key: &[String],
     ) -> Result<(), TargetError> {
-        let mut defs: Vec<String> = columns
-            .iter()
-            .map(|(column, sql)| {
-                let is_key = key.contains(column);
-                let not_null = if is_key { " NOT NULL" } else { "" };
-                format!("{} {}{not_null}", quote(column), ddl(*sql, is_key))
-            })
-            .collect();
-        defs.push(format!(
-            "PRIMARY KEY ({})",
-            key.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
-        ));
+        let definition = table_definition(columns, key, quote, ddl);
         self.conn
             .query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", quote(schema)))
             .await
@@ -255,7 +252,7 @@ impl MariaDbTarget {
                 "CREATE TABLE IF NOT EXISTS {}.{} ({})",
                 quote(schema),
                 quote(name),
-                defs.join(", ")
+                definition
             ))
             .await
             .map_err(error(format!("creating {schema}.{name}")))?;
@@ -275,29 +272,24 @@ impl MariaDbTarget {
             let TableStep::Columns(columns) = step else {
                 continue;
             };
-            let table = tables
-                .get_mut(table_key)
-                .ok_or_else(|| TargetError::Table {
-                    table: table_key.clone(),
-                    reason: "not described before its changes".into(),
-                })?;
+            let table = described(tables, table_key)?;
             for (column, sql) in columns {
-                let statement = match table.columns.get(column) {
-                    None => format!(
+                let statement = match table.column_change(column, *sql) {
+                    None => continue,
+                    Some(ColumnChange::Add) => format!(
                         "ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} {}",
                         quote(&table.schema),
                         quote(&table.name),
                         quote(column),
                         ddl(*sql, false)
                     ),
-                    Some(Some(current)) if !current.holds(*sql) => format!(
+                    Some(ColumnChange::Widen { .. }) => format!(
                         "ALTER TABLE {}.{} MODIFY COLUMN {} {}",
                         quote(&table.schema),
                         quote(&table.name),
                         quote(column),
                         ddl(*sql, table.key.contains(column))
                     ),
-                    Some(_) => continue,
                 };
                 self.conn
                     .query_drop(statement)
@@ -327,14 +319,9 @@ impl MariaDbTarget {
                         .map_err(error(format!("emptying {}", table.display())))?;
                 }
                 TableStep::Upserts { columns, rows } => {
-                    let list = columns
-                        .iter()
-                        .map(|c| quote(c))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let updates: Vec<String> = columns
-                        .iter()
-                        .filter(|c| !table.key.contains(c))
+                    let list = quoted_list(&columns, quote);
+                    let updates: Vec<String> = table
+                        .updated(&columns)
                         .map(|c| format!("{0} = VALUES({0})", quote(c)))
                         .collect();
                     let conflict = if updates.is_empty() {
@@ -369,12 +356,7 @@ impl MariaDbTarget {
                 TableStep::Deletes(keys) => {
                     let per_statement = (MAX_PARAMS / table.key.len().max(1)).max(1);
                     let one = format!("({})", vec!["?"; table.key.len()].join(", "));
-                    let key_list = table
-                        .key
-                        .iter()
-                        .map(|c| quote(c))
-                        .collect::<Vec<_>>()
-                        .join(", ");
+                    let key_list = quoted_list(&table.key, quote);
                     for chunk in keys.chunks(per_statement) {
                         let statement = format!(
                             "DELETE FROM {name} WHERE ({key_list}) IN ({})",

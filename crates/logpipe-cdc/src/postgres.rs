@@ -23,7 +23,9 @@ use tokio_postgres::{Client, NoTls};
 use logpipe_sinks::postgres::redact;
 
 use crate::event::SqlType;
-use crate::step::{TableStep, TargetError, TargetTable};
+use crate::step::{
+    ColumnChange, TableStep, TargetError, TargetTable, described, quoted_list, table_definition,
+};
 
 fn query_error(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> TargetError {
     let context = context.into();
@@ -200,68 +202,47 @@ impl PgTarget {
             .await
             .map_err(query_error("starting a transaction"))?;
         for (table_key, step) in steps {
-            let table = tables
-                .get_mut(&table_key)
-                .ok_or_else(|| TargetError::Table {
-                    table: table_key.clone(),
-                    reason: "not described before its changes".into(),
-                })?;
+            let table = described(tables, &table_key)?;
             match step {
                 TableStep::Columns(columns) => {
                     for (column, sql) in columns {
-                        match table.columns.get(&column) {
-                            None => {
-                                transaction
-                                    .batch_execute(&format!(
-                                        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
-                                        sql_name(table),
-                                        quote(&column),
-                                        sql.sql()
-                                    ))
-                                    .await
-                                    .map_err(query_error(format!(
-                                        "adding column {column} to {}",
-                                        table.display()
-                                    )))?;
-                                tracing::info!(table = %table.display(), %column, r#type = sql.sql(), "CDC target: column added");
-                            }
-                            Some(Some(current)) if !current.holds(sql) => {
-                                transaction
-                                    .batch_execute(&format!(
-                                        "ALTER TABLE {table} ALTER COLUMN {column} TYPE {sql} USING {column}::{sql}",
-                                        table = sql_name(table),
-                                        column = quote(&column),
-                                        sql = sql.sql()
-                                    ))
-                                    .await
-                                    .map_err(query_error(format!(
-                                        "changing column {column} of {} from {} to {}",
-                                        table.display(),
-                                        current.sql(),
-                                        sql.sql()
-                                    )))?;
-                                tracing::info!(table = %table.display(), %column, from = current.sql(), to = sql.sql(), "CDC target: column type changed");
-                            }
-                            Some(_) => continue,
-                        }
+                        let (statement, done) = match table.column_change(&column, sql) {
+                            None => continue,
+                            Some(ColumnChange::Add) => (
+                                format!(
+                                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
+                                    sql_name(table),
+                                    quote(&column),
+                                    sql.sql()
+                                ),
+                                format!("added as {}", sql.sql()),
+                            ),
+                            Some(ColumnChange::Widen { from }) => (
+                                format!(
+                                    "ALTER TABLE {table} ALTER COLUMN {column} TYPE {sql} USING {column}::{sql}",
+                                    table = sql_name(table),
+                                    column = quote(&column),
+                                    sql = sql.sql()
+                                ),
+                                format!("changed from {} to {}", from.sql(), sql.sql()),
+                            ),
+                        };
+                        transaction
+                            .batch_execute(&statement)
+                            .await
+                            .map_err(query_error(format!(
+                                "column {column} of {}, to be {done}",
+                                table.display()
+                            )))?;
+                        tracing::info!(table = %table.display(), %column, "CDC target: column {done}");
                         table.columns.insert(column, Some(sql));
                     }
                 }
                 TableStep::Upserts { columns, rows } => {
-                    let list = columns
-                        .iter()
-                        .map(|c| quote(c))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let key = table
-                        .key
-                        .iter()
-                        .map(|c| quote(c))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    let updates: Vec<String> = columns
-                        .iter()
-                        .filter(|c| !table.key.contains(c))
+                    let list = quoted_list(&columns, quote);
+                    let key = quoted_list(&table.key, quote);
+                    let updates: Vec<String> = table
+                        .updated(&columns)
                         .map(|c| format!("{0} = EXCLUDED.{0}", quote(c)))
                         .collect();
                     let conflict = if updates.is_empty() {
@@ -341,28 +322,14 @@ impl PgTarget {
         columns: &[(String, SqlType)],
         key: &[String],
     ) -> Result<(), TargetError> {
-        let mut defs: Vec<String> = columns
-            .iter()
-            .map(|(column, sql)| {
-                let not_null = if key.contains(column) {
-                    " NOT NULL"
-                } else {
-                    ""
-                };
-                format!("{} {}{not_null}", quote(column), sql.sql())
-            })
-            .collect();
-        defs.push(format!(
-            "PRIMARY KEY ({})",
-            key.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ")
-        ));
+        let definition = table_definition(columns, key, quote, |sql, _| sql.sql());
         self.client
             .batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE IF NOT EXISTS {}.{} ({})",
                 quote(schema),
                 quote(schema),
                 quote(name),
-                defs.join(", ")
+                definition
             ))
             .await
             .map_err(query_error(format!("creating {schema}.{name}")))?;

@@ -71,10 +71,7 @@ pub enum CdcError {
 impl CdcError {
     /// Waiting does not fix it.
     pub(crate) fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            CdcError::Event { .. } | CdcError::Lost { .. } | CdcError::Setting { .. }
-        )
+        !self.is_transient()
     }
 }
 
@@ -244,14 +241,12 @@ impl CdcSink {
             positions.insert((tp.topic.clone(), tp.partition), next);
         }
         tracing::info!(sink = %name, target = %target.url(), partitions = positions.len(), "CDC sink applying changes");
+        let schema = target.default_schema(&self.config.schema).to_string();
         let mappings: HashMap<String, Mapping> = self
             .config
             .topics
             .iter()
-            .map(|topic| {
-                let schema = target.default_schema(&self.config.schema).to_string();
-                (topic.clone(), Mapping::of(&self.config, topic, &schema))
-            })
+            .map(|topic| (topic.clone(), Mapping::of(&self.config, topic, &schema)))
             .collect();
         let mut tables: HashMap<String, TargetTable> = HashMap::new();
         let mut newest_source_ms: Option<i64> = None;
@@ -269,7 +264,9 @@ impl CdcSink {
                 continue;
             }
             let mut planner = Planner::default();
-            let mut moved: BTreeMap<(String, u32), (u64, Option<i64>)> = BTreeMap::new();
+            // Per partition: the next offset and the newest source time.
+            // Keyed by the records' shared topic name: no copy per record.
+            let mut moved: BTreeMap<(Arc<str>, u32), (u64, Option<i64>)> = BTreeMap::new();
             for record in &records {
                 let decoded =
                     decode(&record.key, &record.value).map_err(|source| CdcError::Event {
@@ -280,7 +277,7 @@ impl CdcSink {
                         source,
                     })?;
                 let entry = moved
-                    .entry((record.topic.to_string(), record.partition))
+                    .entry((record.topic.clone(), record.partition))
                     .or_insert((0, None));
                 entry.0 = record.offset + 1;
                 if let Decoded::Change(change) = decoded {
@@ -328,7 +325,7 @@ impl CdcSink {
             let steps = planner.steps();
             let written: Vec<(String, u32, u64, Option<i64>)> = moved
                 .iter()
-                .map(|((topic, partition), (next, ms))| (topic.clone(), *partition, *next, *ms))
+                .map(|((topic, partition), (next, ms))| (topic.to_string(), *partition, *next, *ms))
                 .collect();
             target.apply(name, &mut tables, steps, &written).await?;
             backoff.reset();
@@ -337,7 +334,7 @@ impl CdcSink {
                 metrics.changes_applied.add(&[name, &table, op], count);
             }
             for ((topic, partition), (next, ms)) in moved {
-                positions.insert((topic, partition), next);
+                positions.insert((topic.to_string(), partition), next);
                 if let Some(ms) = ms {
                     newest_source_ms = Some(newest_source_ms.map_or(ms, |m| m.max(ms)));
                 }

@@ -1,7 +1,7 @@
 //! What a sink asks of a target database, whichever it is: the tables it
 //! knows, the steps of one transaction, and why the target refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value};
 
@@ -54,6 +54,74 @@ impl TargetTable {
     pub fn display(&self) -> String {
         format!("{}.{}", self.schema, self.name)
     }
+
+    /// What `column` needs before rows whose values are `sql` go in:
+    /// added when missing, widened when its type (one this sink makes)
+    /// cannot hold them; `None` when it takes them as it is.
+    pub fn column_change(&self, column: &str, sql: SqlType) -> Option<ColumnChange> {
+        match self.columns.get(column) {
+            None => Some(ColumnChange::Add),
+            Some(Some(current)) if !current.holds(sql) => {
+                Some(ColumnChange::Widen { from: *current })
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// The columns an upsert of `columns` updates: all but the key's.
+    pub fn updated<'a>(&'a self, columns: &'a [String]) -> impl Iterator<Item = &'a String> + 'a {
+        columns.iter().filter(|c| !self.key.contains(c))
+    }
+}
+
+/// A column's change before a batch's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnChange {
+    Add,
+    Widen { from: SqlType },
+}
+
+/// The table `key` of a batch's steps, described before its steps run.
+pub fn described<'a>(
+    tables: &'a mut HashMap<String, TargetTable>,
+    key: &str,
+) -> Result<&'a mut TargetTable, TargetError> {
+    tables.get_mut(key).ok_or_else(|| TargetError::Table {
+        table: key.to_string(),
+        reason: "not described before its changes".into(),
+    })
+}
+
+/// `names`, each quoted by `quote`, comma-separated.
+pub fn quoted_list<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+    quote: fn(&str) -> String,
+) -> String {
+    names
+        .into_iter()
+        .map(|c| quote(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A new table's column definitions (the key's NOT NULL) and its primary
+/// key, quoted by `quote`, typed by `ddl(type, in the key)`.
+pub fn table_definition(
+    columns: &[(String, SqlType)],
+    key: &[String],
+    quote: fn(&str) -> String,
+    ddl: impl Fn(SqlType, bool) -> &'static str,
+) -> String {
+    let mut defs: Vec<String> = columns
+        .iter()
+        .map(|(column, sql)| {
+            let in_key = key.contains(column);
+            let not_null = if in_key { " NOT NULL" } else { "" };
+            format!("{} {}{not_null}", quote(column), ddl(*sql, in_key))
+        })
+        .collect();
+    defs.push(format!("PRIMARY KEY ({})", quoted_list(key, quote)));
+    defs.join(", ")
 }
 
 /// What one transaction does to one table, in order.

@@ -45,7 +45,6 @@ pub struct SourceColumn {
     pub name: String,
     pub kind: Kind,
     pub key: bool,
-    pub optional: bool,
 }
 
 /// Why a column cannot be captured.
@@ -113,16 +112,19 @@ impl SourceColumn {
                 });
             }
         };
-        // The binlog does not say which columns are NOT NULL (the result
-        // set of the snapshot does): every column but the key is optional
-        // in both, so a table's schema does not change between the two.
-        let key = flags.contains(ColumnFlags::PRI_KEY_FLAG);
         Ok(SourceColumn {
             name,
             kind,
-            key,
-            optional: !key,
+            key: flags.contains(ColumnFlags::PRI_KEY_FLAG),
         })
+    }
+
+    /// Whether the schema says the column may be null. The binlog does not
+    /// say which columns are NOT NULL (the snapshot's result set does):
+    /// every column but the key is optional in both, so a table's schema
+    /// does not change between the two.
+    pub fn optional(&self) -> bool {
+        !self.key
     }
 
     /// The column's Connect schema field, as Debezium writes it.
@@ -149,7 +151,7 @@ impl SourceColumn {
         };
         let mut field = Map::new();
         field.insert("type".into(), kind.into());
-        field.insert("optional".into(), self.optional.into());
+        field.insert("optional".into(), self.optional().into());
         if let Some(name) = name {
             field.insert("name".into(), name.into());
             field.insert("version".into(), 1.into());
@@ -325,7 +327,6 @@ mod tests {
             name: "c".into(),
             kind,
             key: false,
-            optional: true,
         };
         let at = Value::Date(2024, 3, 1, 10, 11, 12, 345_678);
         assert_eq!(

@@ -35,11 +35,12 @@ use logpipe_core::job::Shutdown;
 use logpipe_core::retry::Backoff;
 use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStreamRequest, Conn, Opts, OptsBuilder, Value};
+use mysql_async::{BinlogStreamRequest, Conn, Opts, Value};
 use serde_json::{Map, Value as Json, json};
 
 pub use columns::{ColumnError, Kind, SourceColumn};
 
+use crate::mariadb::quote;
 use crate::metrics::cdc_metrics;
 use crate::sink::CdcError;
 
@@ -77,6 +78,17 @@ impl Position {
     }
 }
 
+/// The headers of every record of a batch: where to resume, and the phase.
+fn headers(resume: &Position, phase: &str) -> Headers {
+    let resume = resume.encode();
+    [
+        (RESUME_HEADER, resume.as_bytes()),
+        (PHASE_HEADER, phase.as_bytes()),
+    ]
+    .into_iter()
+    .collect()
+}
+
 /// A configured source and the bus it writes.
 pub struct CdcSource {
     config: CdcSourceConfig,
@@ -89,17 +101,19 @@ struct Table {
     name: String,
     topic: String,
     columns: Vec<SourceColumn>,
-    /// The value's Connect schema, for these columns.
-    envelope: Json,
-    key_schema: Json,
+    /// The value's and the key's Connect schemas for these columns, as
+    /// JSON text: written into every event, built once.
+    envelope: String,
+    key_schema: String,
 }
 
 impl Table {
     fn new(db: &str, name: &str, topic: String, columns: Vec<SourceColumn>) -> Table {
+        let fields: Vec<Json> = columns.iter().map(SourceColumn::schema).collect();
         let row = |field: &str| {
             json!({
                 "type": "struct",
-                "fields": columns.iter().map(SourceColumn::schema).collect::<Vec<_>>(),
+                "fields": fields,
                 "optional": true,
                 "name": format!("{topic}.Value"),
                 "field": field,
@@ -148,16 +162,19 @@ impl Table {
             name: name.to_string(),
             topic,
             columns,
-            envelope,
-            key_schema,
+            envelope: envelope.to_string(),
+            key_schema: key_schema.to_string(),
         }
     }
 
-    fn row(&self, values: &[Value]) -> Result<Map<String, Json>, ColumnError> {
+    fn row(
+        &self,
+        values: impl IntoIterator<Item = Value>,
+    ) -> Result<Map<String, Json>, ColumnError> {
         self.columns
             .iter()
             .zip(values)
-            .map(|(column, value)| Ok((column.name.clone(), column.json(value)?)))
+            .map(|(column, value)| Ok((column.name.clone(), column.json(&value)?)))
             .collect()
     }
 }
@@ -188,37 +205,46 @@ fn change_event(
         .filter(|c| c.key)
         .filter_map(|c| Some((c.name.clone(), image?.get(&c.name)?.clone())))
         .collect();
+    // `{"payload":…,"schema":…}`: the order serde_json writes a map in, so
+    // the bytes are those of the whole object serialized at once.
     let key = if key.is_empty() {
         Vec::new()
     } else {
-        json!({"schema": table.key_schema, "payload": key})
-            .to_string()
-            .into_bytes()
+        format!(
+            r#"{{"payload":{},"schema":{}}}"#,
+            Json::Object(key),
+            table.key_schema
+        )
+        .into_bytes()
     };
-    let value = json!({
-        "schema": table.envelope,
-        "payload": {
-            "before": before,
-            "after": after,
-            "source": {
-                "version": concat!("logpipe ", env!("CARGO_PKG_VERSION")),
-                "connector": "mariadb",
-                "name": source_name,
-                "ts_ms": origin.ts_ms,
-                "snapshot": if origin.snapshot { "true" } else { "false" },
-                "db": table.db,
-                "table": table.name,
-                "server_id": origin.server_id,
-                "gtid": origin.gtid,
-                "file": origin.position.file,
-                "pos": origin.position.pos,
-                "row": origin.row,
-            },
-            "op": op,
-            "ts_ms": chrono::Utc::now().timestamp_millis(),
-        }
-    });
-    (key, value.to_string().into_bytes())
+    let mut payload = Map::new();
+    payload.insert("before".into(), before.map_or(Json::Null, Json::Object));
+    payload.insert("after".into(), after.map_or(Json::Null, Json::Object));
+    payload.insert(
+        "source".into(),
+        json!({
+            "version": concat!("logpipe ", env!("CARGO_PKG_VERSION")),
+            "connector": "mariadb",
+            "name": source_name,
+            "ts_ms": origin.ts_ms,
+            "snapshot": if origin.snapshot { "true" } else { "false" },
+            "db": table.db,
+            "table": table.name,
+            "server_id": origin.server_id,
+            "gtid": origin.gtid,
+            "file": origin.position.file,
+            "pos": origin.position.pos,
+            "row": origin.row,
+        }),
+    );
+    payload.insert("op".into(), op.into());
+    payload.insert("ts_ms".into(), chrono::Utc::now().timestamp_millis().into());
+    let value = format!(
+        r#"{{"payload":{},"schema":{}}}"#,
+        Json::Object(payload),
+        table.envelope
+    );
+    (key, value.into_bytes())
 }
 
 fn source_error(context: &str) -> impl FnOnce(mysql_async::Error) -> CdcError + '_ {
@@ -236,6 +262,11 @@ impl CdcSource {
         CdcSource { config, bus }
     }
 
+    /// A column of `table` this source cannot capture, as its refusal.
+    fn in_table(&self, table: &str, error: ColumnError) -> CdcError {
+        self.setting(format!("table {table}: {error}"))
+    }
+
     fn setting(&self, what: String) -> CdcError {
         CdcError::Setting {
             who: format!("source {}", self.config.name),
@@ -244,18 +275,13 @@ impl CdcSource {
     }
 
     fn opts(&self) -> Result<Opts, CdcError> {
-        let url = self.config.url.replacen("mariadb://", "mysql://", 1);
-        let opts = Opts::from_url(&url).map_err(|e| self.setting(format!("url: {e}")))?;
         let password = crate::sink::read_password(
             self.config.password_env.as_deref(),
             self.config.password_file.as_deref(),
         )
         .map_err(|what| self.setting(what))?;
-        let mut builder = OptsBuilder::from_opts(opts).prefer_socket(false);
-        if let Some(password) = password {
-            builder = builder.pass(Some(password));
-        }
-        Ok(builder.into())
+        crate::mariadb::opts(&self.config.url, password.as_deref())
+            .map_err(|e| self.setting(format!("url: {e}")))
     }
 
     /// Runs until `shutdown`, or a failure waiting cannot fix.
@@ -318,7 +344,7 @@ impl CdcSource {
         } else {
             Err(self.setting(format!(
                 "the MariaDB server at {} cannot be captured; set {}",
-                self.config.url,
+                logpipe_sinks::postgres::redact(&self.config.url),
                 wrong.join(", ")
             )))
         }
@@ -511,22 +537,12 @@ impl CdcSource {
         let at = Position { file, pos };
         let start = keep.unwrap_or_else(|| at.clone());
         tracing::info!(source = %name, at = %at.encode(), tables = self.config.tables.len(), "CDC source snapshot started");
-        let resume = start.encode();
-        let headers: Headers = [
-            (RESUME_HEADER, resume.as_bytes()),
-            (PHASE_HEADER, b"snapshot".as_slice()),
-        ]
-        .into_iter()
-        .collect();
+        let headers = headers(&start, "snapshot");
         let started = std::time::Instant::now();
         let mut total = 0u64;
         for full in &self.config.tables {
             let (db, table_name) = full.split_once('.').unwrap_or((full, ""));
-            let sql = format!(
-                "SELECT * FROM `{}`.`{}`",
-                db.replace('`', "``"),
-                table_name.replace('`', "``")
-            );
+            let sql = format!("SELECT * FROM {}.{}", quote(db), quote(table_name));
             let estimate: Option<u64> = conn
                 .exec_first(
                     "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
@@ -544,7 +560,7 @@ impl CdcSource {
                 .iter()
                 .map(|c| SourceColumn::of(c, c.decimals()))
                 .collect::<Result<_, _>>()
-                .map_err(|e| self.setting(format!("table {full}: {e}")))?;
+                .map_err(|e| self.in_table(full, e))?;
             let table = Table::new(db, table_name, self.config.topic(full), columns);
             let metrics = cdc_metrics();
             metrics
@@ -557,10 +573,9 @@ impl CdcSource {
                 .await
                 .map_err(source_error("reading a row for the snapshot"))?
             {
-                let values = row.unwrap();
                 let after = table
-                    .row(&values)
-                    .map_err(|e| self.setting(format!("table {full}: {e}")))?;
+                    .row(row.unwrap())
+                    .map_err(|e| self.in_table(full, e))?;
                 let origin = Origin {
                     position: &at,
                     gtid: None,
@@ -658,8 +673,8 @@ impl CdcSource {
         let mut batch: Vec<(String, BusRecord)> = Vec::new();
         let mut batch_start: Option<Position> = None;
         // (table, op) of each change in `pending`, then in `batch`.
-        let mut counts: Vec<(String, &'static str)> = Vec::new();
-        let mut batch_counts: Vec<(String, &'static str)> = Vec::new();
+        let mut counts: Vec<(String, &'static str, u64)> = Vec::new();
+        let mut batch_counts: Vec<(String, &'static str, u64)> = Vec::new();
         let metrics = cdc_metrics();
         metrics.source_lag.set(&[name], 0.0);
         // When the batch's first transaction joined it: the batch is
@@ -721,7 +736,7 @@ impl CdcSource {
             }
             let data = event.read_data().map_err(|e| CdcError::Source {
                 context: "decoding a binlog event".into(),
-                source: mysql_async::Error::Io(mysql_async::IoError::Io(e)),
+                source: e.into(),
             })?;
             let Some(data) = data else { continue };
             let commit = match data {
@@ -772,52 +787,61 @@ impl CdcSource {
                             RowsEventData::DeleteRowsEventV1(_)
                             | RowsEventData::DeleteRowsEvent(_) => "d",
                         };
-                    let position = txn_start.clone().unwrap_or(Position {
+                    let position = txn_start.clone().unwrap_or_else(|| Position {
                         file: file.clone(),
                         pos: event_start,
                     });
+                    // Every row of one rows event has the table map's
+                    // columns: described once, from the first row.
+                    let mut described = false;
+                    let mut changes = 0u64;
                     for (index, row) in rows.rows(tme).enumerate() {
                         let (before, after) = row.map_err(|e| CdcError::Source {
                             context: format!("decoding a row of {full}"),
-                            source: mysql_async::Error::Io(mysql_async::IoError::Io(e)),
+                            source: e.into(),
                         })?;
-                        let image = after.as_ref().or(before.as_ref());
-                        let Some(image) = image else { continue };
-                        let columns: Vec<SourceColumn> = image
-                            .columns_ref()
-                            .iter()
-                            .enumerate()
-                            .map(|(i, c)| {
-                                let meta = tme.get_column_metadata(i).unwrap_or(&[]);
-                                let decimals = match c.column_type() {
-                                    mysql_async::consts::ColumnType::MYSQL_TYPE_NEWDECIMAL => {
-                                        meta.get(1)
-                                    }
-                                    _ => meta.first(),
-                                };
-                                SourceColumn::of(c, decimals.copied().unwrap_or(0))
-                            })
-                            .collect::<Result<_, _>>()
-                            .map_err(|e| self.setting(format!("table {full}: {e}")))?;
-                        let table = match tables.get(&full) {
-                            Some(table) if table.columns == columns => table,
-                            _ => {
-                                let (db, table_name) = full.split_once('.').unwrap_or((&full, ""));
-                                tables.insert(
-                                    full.clone(),
-                                    Table::new(db, table_name, self.config.topic(&full), columns),
-                                );
-                                &tables[&full]
-                            }
+                        let Some(image) = after.as_ref().or(before.as_ref()) else {
+                            continue;
                         };
-                        let values = |row: Option<mysql_async::binlog::row::BinlogRow>| -> Result<Option<Map<String, Json>>, CdcError> {
-                            let Some(row) = row else { return Ok(None) };
-                            let values: Vec<Value> = row
-                                .unwrap()
-                                .into_iter()
-                                .map(|v| Value::try_from(v).unwrap_or(Value::NULL))
-                                .collect();
-                            table.row(&values).map(Some).map_err(|e| self.setting(format!("table {full}: {e}")))
+                        if !described {
+                            let columns: Vec<SourceColumn> = image
+                                .columns_ref()
+                                .iter()
+                                .enumerate()
+                                .map(|(i, c)| {
+                                    let meta = tme.get_column_metadata(i).unwrap_or(&[]);
+                                    let decimals = match c.column_type() {
+                                        mysql_async::consts::ColumnType::MYSQL_TYPE_NEWDECIMAL => {
+                                            meta.get(1)
+                                        }
+                                        _ => meta.first(),
+                                    };
+                                    SourceColumn::of(c, decimals.copied().unwrap_or(0))
+                                })
+                                .collect::<Result<_, _>>()
+                                .map_err(|e| self.in_table(&full, e))?;
+                            if tables.get(&full).is_none_or(|t| t.columns != columns) {
+                                let table = Table::new(
+                                    &tme.database_name(),
+                                    &tme.table_name(),
+                                    self.config.topic(&full),
+                                    columns,
+                                );
+                                tables.insert(full.clone(), table);
+                            }
+                            described = true;
+                        }
+                        let table = &tables[&full];
+                        let values = |row: Option<mysql_async::binlog::row::BinlogRow>| {
+                            row.map(|row| {
+                                table.row(
+                                    row.unwrap()
+                                        .into_iter()
+                                        .map(|v| Value::try_from(v).unwrap_or(Value::NULL)),
+                                )
+                            })
+                            .transpose()
+                            .map_err(|e| self.in_table(&full, e))
                         };
                         let before = values(before)?;
                         let after = values(after)?;
@@ -837,8 +861,9 @@ impl CdcSource {
                         if let Some(tombstone) = tombstone {
                             pending.push((table.topic.clone(), tombstone));
                         }
-                        counts.push((full.clone(), op));
+                        changes += 1;
                     }
+                    counts.push((full, op, changes));
                     false
                 }
                 _ => false,
@@ -846,10 +871,12 @@ impl CdcSource {
             if commit {
                 let txn = txn_start.take();
                 if !pending.is_empty() {
-                    batch_start.get_or_insert(txn.unwrap_or(Position {
-                        file: file.clone(),
-                        pos: event_start,
-                    }));
+                    batch_start.get_or_insert_with(|| {
+                        txn.unwrap_or_else(|| Position {
+                            file: file.clone(),
+                            pos: event_start,
+                        })
+                    });
                     batch.append(&mut pending);
                     batch_counts.append(&mut counts);
                     batch_since.get_or_insert_with(std::time::Instant::now);
@@ -872,20 +899,14 @@ impl CdcSource {
         &self,
         batch: &mut Vec<(String, BusRecord)>,
         batch_start: &mut Option<Position>,
-        counts: &mut Vec<(String, &'static str)>,
+        counts: &mut Vec<(String, &'static str, u64)>,
     ) -> Result<(), CdcError> {
         let Some(start) = batch_start.take() else {
             batch.clear();
             counts.clear();
             return Ok(());
         };
-        let resume = start.encode();
-        let headers: Headers = [
-            (RESUME_HEADER, resume.as_bytes()),
-            (PHASE_HEADER, b"stream".as_slice()),
-        ]
-        .into_iter()
-        .collect();
+        let headers = headers(&start, "stream");
         let mut by_topic: std::collections::BTreeMap<String, Vec<BusRecord>> =
             std::collections::BTreeMap::new();
         for (topic, mut record) in batch.drain(..) {
@@ -896,8 +917,10 @@ impl CdcSource {
             self.bus.append(&topic, records).await?;
         }
         let metrics = cdc_metrics();
-        for (table, op) in counts.drain(..) {
-            metrics.source_changes.inc(&[&self.config.name, &table, op]);
+        for (table, op, changes) in counts.drain(..) {
+            metrics
+                .source_changes
+                .add(&[&self.config.name, &table, op], changes);
         }
         Ok(())
     }
