@@ -105,6 +105,22 @@ impl Role {
     fn is_job(self) -> bool {
         matches!(self, Role::RawJob | Role::WindowJob | Role::SqlJobs)
     }
+
+    /// Whether the role writes or reads logpipe's own topics, so a process
+    /// running it creates them. CDC reads and writes change topics only
+    /// (on a Kafka cluster that may not be logpipe's own).
+    fn uses_own_topics(self) -> bool {
+        match self {
+            Role::Collector
+            | Role::QueryApi
+            | Role::RawJob
+            | Role::WindowJob
+            | Role::Reports
+            | Role::Generator
+            | Role::SqlJobs => true,
+            Role::Cdc | Role::Ops => false,
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `stop` turns true.
@@ -278,16 +294,15 @@ impl Pipeline {
                 }
             }
         }
-        // A process that only applies change events makes none of
-        // logpipe's topics (on a Kafka cluster that is not logpipe's own).
-        let makes_topics = self
-            .roles
-            .iter()
-            .any(|r| !matches!(r, Role::Cdc | Role::Ops));
+        let own_topics = if self.roles.iter().any(|r| r.uses_own_topics()) {
+            logpipe_bus::topic_specs(&config.topics)
+        } else {
+            Vec::new()
+        };
         let bus = logpipe_bus::open(
             &config.bus,
             &resolved.bus_dir,
-            makes_topics.then_some(&config.topics),
+            &own_topics,
             producer.as_deref(),
         )
         .await?;
@@ -478,18 +493,21 @@ impl Pipeline {
                     Ok(())
                 });
             }
+            // Every table of the lake, built in and the streaming jobs',
+            // once each (by folder).
+            let mut lake_tables: Vec<&'static logpipe_core::TableDef> = Vec::new();
+            for table in logpipe_core::tables::ALL
+                .iter()
+                .copied()
+                .chain(sql_jobs.iter().map(|job| job.table))
+            {
+                if !lake_tables.iter().any(|t| t.dir == table.dir) {
+                    lake_tables.push(table);
+                }
+            }
             if self.has(Role::RawJob) {
                 // What the lake holds, per table, for the Storage dashboard.
-                let mut tables: Vec<&'static logpipe_core::TableDef> = Vec::new();
-                for table in logpipe_core::tables::ALL
-                    .iter()
-                    .copied()
-                    .chain(sql_jobs.iter().map(|job| job.table))
-                {
-                    if !tables.iter().any(|t| t.dir == table.dir) {
-                        tables.push(table);
-                    }
-                }
+                let tables = lake_tables.clone();
                 let lake = lake.clone();
                 let interval = config.lake.usage_interval;
                 let stop = supervisor.shutdown(stages.jobs);
@@ -500,18 +518,11 @@ impl Pipeline {
             }
             if self.has(Role::RawJob) && config.lake.compaction.enabled {
                 let compaction = &config.lake.compaction;
-                let mut tables: Vec<&'static logpipe_core::TableDef> = Vec::new();
-                for table in logpipe_core::tables::ALL
+                let tables: Vec<&'static logpipe_core::TableDef> = lake_tables
                     .iter()
                     .copied()
-                    .chain(sql_jobs.iter().map(|job| job.table))
-                {
-                    if table.partitioning == logpipe_core::tables::Partitioning::Hourly
-                        && !tables.iter().any(|t| t.dir == table.dir)
-                    {
-                        tables.push(table);
-                    }
-                }
+                    .filter(|t| t.partitioning == logpipe_core::tables::Partitioning::Hourly)
+                    .collect();
                 let settings =
                     logpipe_lake::compaction::CompactionSettings::from_config(compaction);
                 let lake = lake.clone();
@@ -551,9 +562,10 @@ impl Pipeline {
                 })
                 .collect();
             if !sql_jobs.is_empty() {
-                let like = logpipe_bus::topic_specs(&config.topics)
-                    .into_iter()
+                let like = own_topics
+                    .iter()
                     .find(|spec| spec.name == topics::LOGS_RAW)
+                    .cloned()
                     .expect("the logs topic is configured");
                 let jobs = ClaimedJobs::new(
                     bus.bus.clone(),

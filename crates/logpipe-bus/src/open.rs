@@ -56,8 +56,8 @@ pub fn topic_specs(topics: &TopicsConfig) -> Vec<TopicSpec> {
 }
 
 /// Opens the configured bus (the embedded one in `dir`) and creates the
-/// topics of `topics` that are missing (`None`: a process that only reads
-/// topics others make, e.g. a CDC sink, creates none).
+/// `topics` that are missing ([`topic_specs`] of `[topics]`; none for a
+/// process that only uses topics others make, e.g. CDC).
 ///
 /// `producer` names this process as a producer of requests (the
 /// collector): stable across its restarts, unique among the processes
@@ -68,10 +68,9 @@ pub fn topic_specs(topics: &TopicsConfig) -> Vec<TopicSpec> {
 pub async fn open(
     config: &BusConfig,
     dir: &Path,
-    topics: Option<&TopicsConfig>,
+    specs: &[TopicSpec],
     producer: Option<&str>,
 ) -> Result<BusHandle, OpenError> {
-    let specs = topics.map(topic_specs).unwrap_or_default();
     match config.kind {
         BusKind::Embedded => {
             let bus =
@@ -79,7 +78,7 @@ pub async fn open(
                     dir: dir.display().to_string(),
                     source,
                 })?;
-            bus.create_topics(&specs).await.map_err(OpenError::Topics)?;
+            bus.create_topics(specs).await.map_err(OpenError::Topics)?;
             Ok(BusHandle {
                 bus: Arc::new(bus.clone()),
                 embedded: Some(bus),
@@ -92,7 +91,7 @@ pub async fn open(
             let bus = crate::kafka::KafkaBus::connect(&config.kafka, transactional_id)
                 .await
                 .map_err(OpenError::Connect)?;
-            bus.create_topics(&specs).await.map_err(OpenError::Topics)?;
+            bus.create_topics(specs).await.map_err(OpenError::Topics)?;
             Ok(BusHandle {
                 bus: Arc::new(bus),
                 embedded: None,
