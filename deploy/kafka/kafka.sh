@@ -288,15 +288,22 @@ kill_node() {
   rm -f "$nd/pid"
 }
 
+# term_wait DIR: SIGTERM the process of DIR/pid, wait up to STOP_TIMEOUT,
+# then SIGKILL; forget the pid.
+term_wait() {
+  local deadline
+  kill -TERM "$(cat "$1/pid")" 2>/dev/null || true
+  deadline=$(($(date +%s) + STOP_TIMEOUT))
+  while pid_alive "$1" && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
+  pid_alive "$1" && kill -KILL "$(cat "$1/pid")" 2>/dev/null || true
+  rm -f "$1/pid"
+}
+
 stop_node() {
-  local nd deadline
+  local nd
   nd=$(node_dir "${1:?usage: kafka.sh stop-node DIR NODE}" "${2:?NODE}")
   pid_alive "$nd" || die "node $2 does not run"
-  kill -TERM "$(cat "$nd/pid")"
-  deadline=$(($(date +%s) + STOP_TIMEOUT))
-  while pid_alive "$nd" && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
-  pid_alive "$nd" && kill -KILL "$(cat "$nd/pid")" 2>/dev/null || true
-  rm -f "$nd/pid"
+  term_wait "$nd"
 }
 
 leader() {
@@ -400,19 +407,14 @@ fetch_connect() {
 }
 
 stop_connect() {
-  local cd=$1/connect deadline
-  pid_alive "$cd" || return 0
-  kill -TERM "$(cat "$cd/pid")" 2>/dev/null || true
-  deadline=$(($(date +%s) + STOP_TIMEOUT))
-  while pid_alive "$cd" && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.2; done
-  pid_alive "$cd" && kill -KILL "$(cat "$cd/pid")" 2>/dev/null || true
-  rm -f "$cd/pid"
+  pid_alive "$1/connect" || return 0
+  term_wait "$1/connect"
 }
 
 case ${1:-} in
   fetch) fetch ;;
   fetch-connect) fetch_connect ;;
-  connect) shift; fetch; connect "$@" ;;
+  connect) shift; connect "$@" ;;
   start) shift; start "$@" ;;
   stop) shift; stop "$@" ;;
   kill) shift; kill_node "$@" ;;

@@ -56,9 +56,7 @@ pub fn spark_job(
     envs: &[(&str, &str)],
     what: &str,
 ) -> serde_json::Value {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../deploy/spark")
-        .join(script);
+    let script = crate::repo().join("deploy/spark").join(script);
     let output = Command::new(spark_python())
         .arg(&script)
         .args(args)

@@ -115,7 +115,7 @@ async fn a_job_of_your_own_runs_on_schedule_by_hand_and_in_a_backfill() {
     assert!(running.terminate().success());
 
     // Copy the example, edit its schedule to every 2 seconds, restart.
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/jobs/my_job.sql");
+    let example = crate::common::repo().join("examples/jobs/my_job.sql");
     let text = std::fs::read_to_string(example).unwrap();
     assert!(text.contains("-- schedule: 0 2 * * *"));
     std::fs::write(

@@ -4,12 +4,12 @@
 //! its data in a temporary directory. `scripts/test.sh` fetches the jars
 //! once into `$HOME/.cache/logpipe/hdfs`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// `deploy/hdfs/hdfs.sh` of this checkout.
 pub fn hdfs_sh() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/hdfs/hdfs.sh")
+    crate::repo().join("deploy/hdfs/hdfs.sh")
 }
 
 /// A running MiniDFSCluster; stopped (SIGTERM, then SIGKILL) when dropped.

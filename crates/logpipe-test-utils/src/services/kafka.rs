@@ -34,7 +34,7 @@ pub struct Broker {
 
 /// `deploy/kafka/kafka.sh` of this checkout.
 pub fn kafka_sh() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kafka/kafka.sh")
+    crate::repo().join("deploy/kafka/kafka.sh")
 }
 
 /// The bootstrap address of an outside broker the tests must use

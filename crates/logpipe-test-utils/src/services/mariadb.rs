@@ -58,15 +58,8 @@ impl MariaDb {
         if root {
             install.arg("--user=mysql");
         }
-        let output = install
-            .output()
-            .expect("mariadb-install-db (Debian's mariadb-server)");
-        assert!(
-            output.status.success(),
-            "mariadb-install-db failed:\n{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let (code, output) = crate::process::code_and_output(&mut install);
+        assert_eq!(code, Some(0), "mariadb-install-db failed:\n{output}");
         let port = free_port();
         let socket = dir.join("sock");
         let log = std::fs::File::create(dir.join("server.log")).unwrap();
