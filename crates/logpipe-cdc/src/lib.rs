@@ -22,6 +22,7 @@ pub mod mariadb;
 pub mod metrics;
 pub mod plan;
 pub mod postgres;
+pub mod score;
 pub mod sink;
 pub mod source;
 pub mod step;

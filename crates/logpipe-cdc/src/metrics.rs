@@ -58,6 +58,13 @@ pub static SNAPSHOT_ROWS: MetricDef = MetricDef {
     labels: &["source", "table", "what"],
 };
 
+pub static SCORES: MetricDef = MetricDef {
+    name: "logpipe_cdc_scores_total",
+    help: "Rows the scoring hook sent to its model service, by sink and outcome (ok, failed after its retries).",
+    kind: MetricType::Counter,
+    labels: &["sink", "outcome"],
+};
+
 pub struct CdcMetrics {
     pub changes_applied: CounterVec,
     pub transactions: CounterVec,
@@ -68,6 +75,7 @@ pub struct CdcMetrics {
     pub source_errors: CounterVec,
     pub source_lag: GaugeVec,
     pub snapshot_rows: GaugeVec,
+    pub scores: CounterVec,
 }
 
 impl MetricSet for CdcMetrics {
@@ -82,6 +90,7 @@ impl MetricSet for CdcMetrics {
             &self.source_errors,
             &self.source_lag,
             &self.snapshot_rows,
+            &self.scores,
         ]
     }
 }
@@ -96,4 +105,5 @@ logpipe_core::metric_set!(pub fn cdc_metrics() -> CdcMetrics = CdcMetrics {
     source_errors: CounterVec::new(&SOURCE_ERRORS),
     source_lag: GaugeVec::new(&SOURCE_LAG),
     snapshot_rows: GaugeVec::new(&SNAPSHOT_ROWS),
+    scores: CounterVec::new(&SCORES),
 });

@@ -288,6 +288,7 @@ mod tests {
             table: "inventory.vehicles".into(),
             columns: BTreeMap::from([("vin".to_string(), "vehicle_vin".to_string())]),
             exclude: vec!["secret".into()],
+            score: None,
         });
         sink
     }

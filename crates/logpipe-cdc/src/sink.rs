@@ -21,9 +21,11 @@ use logpipe_core::error::{Classify, ErrorKind};
 use logpipe_core::job::Shutdown;
 use logpipe_core::retry::Backoff;
 
-use crate::event::{Decoded, EventError, decode};
+use crate::event::{Decoded, EventError, SqlType, decode};
 use crate::metrics::cdc_metrics;
 use crate::plan::{Mapping, Planner};
+use crate::score::{ScoreError, Scorer};
+use crate::step::TableStep;
 use crate::target::{Target, TargetError, TargetTable};
 
 /// Why a sink stopped or had to start over.
@@ -66,6 +68,8 @@ pub enum CdcError {
     },
     #[error("finding where to resume: {0}")]
     Resume(String),
+    #[error(transparent)]
+    Score(#[from] ScoreError),
 }
 
 impl CdcError {
@@ -84,7 +88,8 @@ impl Classify for CdcError {
             CdcError::Target(_)
             | CdcError::Bus(_)
             | CdcError::Source { .. }
-            | CdcError::Resume(_) => ErrorKind::Transient,
+            | CdcError::Resume(_)
+            | CdcError::Score(_) => ErrorKind::Transient,
         }
     }
 }
@@ -248,6 +253,13 @@ impl CdcSink {
             .iter()
             .map(|topic| (topic.clone(), Mapping::of(&self.config, topic, &schema)))
             .collect();
+        // The scoring hooks, by target table.
+        let scorers: HashMap<String, Scorer> = self
+            .config
+            .tables
+            .iter()
+            .filter_map(|t| Some((mappings.get(&t.topic)?.key(), Scorer::new(t.score.clone()?))))
+            .collect();
         let mut tables: HashMap<String, TargetTable> = HashMap::new();
         let mut newest_source_ms: Option<i64> = None;
         loop {
@@ -322,7 +334,10 @@ impl CdcSink {
                 tables.insert(key, described);
             }
             let counts = std::mem::take(&mut planner.counts);
-            let steps = planner.steps();
+            let mut steps = planner.steps();
+            if !scorers.is_empty() {
+                steps = score(name, &scorers, steps).await?;
+            }
             let written: Vec<(String, u32, u64, Option<i64>)> = moved
                 .iter()
                 .map(|((topic, partition), (next, ms))| (topic.to_string(), *partition, *next, *ms))
@@ -386,4 +401,38 @@ impl CdcSink {
         };
         metrics.lag_seconds.set(&[name], seconds);
     }
+}
+
+/// Scores the upserted rows of the tables that have a scoring hook, the
+/// score column added before them.
+async fn score(
+    sink: &str,
+    scorers: &HashMap<String, Scorer>,
+    steps: Vec<(String, TableStep)>,
+) -> Result<Vec<(String, TableStep)>, CdcError> {
+    let mut scored = Vec::with_capacity(steps.len());
+    for (table, step) in steps {
+        match (scorers.get(&table), step) {
+            (
+                Some(scorer),
+                TableStep::Upserts {
+                    mut columns,
+                    mut rows,
+                },
+            ) => {
+                scorer.score(sink, &mut rows).await?;
+                let column = scorer.column().to_string();
+                scored.push((
+                    table.clone(),
+                    TableStep::Columns(vec![(column.clone(), SqlType::Double)]),
+                ));
+                if !columns.contains(&column) {
+                    columns.push(column);
+                }
+                scored.push((table, TableStep::Upserts { columns, rows }));
+            }
+            (_, step) => scored.push((table, step)),
+        }
+    }
+    Ok(scored)
 }

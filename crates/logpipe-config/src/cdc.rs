@@ -244,6 +244,55 @@ pub struct CdcTableConfig {
     pub columns: BTreeMap<String, String>,
     /// Source columns not copied (a secret, a blob the target has no use for).
     pub exclude: Vec<String>,
+    /// The scoring hook: each upserted row POSTed to a model service,
+    /// its answer stored in a column (`score = { url = "http://…" }`).
+    pub score: Option<CdcScoreConfig>,
+}
+
+/// `score = { … }` of a `[[cdc.sinks.tables]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdcScoreConfig {
+    /// Where each row goes, as a JSON object (`POST`).
+    pub url: String,
+    /// The target column of the answer: a JSON number, or an object with
+    /// a number under this name.
+    pub column: String,
+    /// Per request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts after the first, with backoff.
+    pub retries: u32,
+    /// Requests at once: the hook's bounded queue.
+    pub concurrency: usize,
+    /// When the scorer keeps failing: `wait` (the batch waits and is tried
+    /// again; no row without its score) or `null` (the row is written
+    /// without one; no change is held up).
+    pub on_failure: ScoreOnFailure,
+}
+
+/// What the scoring hook does with a row its scorer keeps failing on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScoreOnFailure {
+    /// The batch waits and is tried again: no row without its score, the
+    /// sink stalls while the scorer is down.
+    Wait,
+    /// The row is written without a score (`NULL`): no change is held up.
+    Null,
+}
+
+impl Default for CdcScoreConfig {
+    fn default() -> Self {
+        CdcScoreConfig {
+            url: String::new(),
+            column: "score".to_string(),
+            timeout: Duration::from_secs(2),
+            retries: 2,
+            concurrency: 8,
+            on_failure: ScoreOnFailure::Wait,
+        }
+    }
 }
 
 impl CdcConfig {
@@ -330,6 +379,26 @@ impl CdcSinkConfig {
                         self.topics.join(", ")
                     ),
                 );
+            }
+            if let Some(score) = &table.score {
+                if !score.url.starts_with("http://") && !score.url.starts_with("https://") {
+                    return invalid(
+                        "cdc.sinks.tables.score.url",
+                        format!(
+                            "of topic {:?}: {:?} must be an http:// or https:// URL",
+                            table.topic, score.url
+                        ),
+                    );
+                }
+                if score.column.is_empty() || score.concurrency == 0 {
+                    return invalid(
+                        "cdc.sinks.tables.score",
+                        format!(
+                            "of topic {:?}: column must be named and concurrency at least 1",
+                            table.topic
+                        ),
+                    );
+                }
             }
             if table.table.is_empty() || table.table.split('.').count() > 2 {
                 return invalid(
@@ -448,5 +517,54 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(twice.contains("names \"inventory\" twice"), "{twice}");
+    }
+
+    #[test]
+    fn a_wrong_scoring_hook_is_refused_naming_the_setting() {
+        let scored = |score: CdcScoreConfig| {
+            let mut s = sink();
+            s.tables.push(CdcTableConfig {
+                topic: s.topics[0].clone(),
+                table: "scored".into(),
+                score: Some(score),
+                ..CdcTableConfig::default()
+            });
+            CdcConfig {
+                sinks: vec![s],
+                ..CdcConfig::default()
+            }
+            .validate()
+        };
+        let good = CdcScoreConfig {
+            url: "http://model:8000/predict".into(),
+            ..CdcScoreConfig::default()
+        };
+        assert!(scored(good.clone()).is_ok());
+        let url = scored(CdcScoreConfig {
+            url: "model:8000".into(),
+            ..good.clone()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(url.contains("cdc.sinks.tables.score.url"), "{url}");
+        let none = scored(CdcScoreConfig {
+            concurrency: 0,
+            ..good
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(none.contains("concurrency at least 1"), "{none}");
+        // A misspelt policy names the choices.
+        use figment::providers::Format;
+        let policy = figment::Figment::from(figment::providers::Toml::string(
+            "topic = \"t\"\ntable = \"t\"\nscore = { url = \"http://m\", on_failure = \"skip\" }",
+        ))
+        .extract::<CdcTableConfig>()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            policy.contains("wait") && policy.contains("null"),
+            "{policy}"
+        );
     }
 }

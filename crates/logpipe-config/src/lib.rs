@@ -40,7 +40,9 @@ mod windows;
 pub use alerts::{AlertsConfig, ErrorRateAlertConfig, LatencyAlertConfig, SilenceAlertConfig};
 pub use auth::{AuthConfig, Scope, TokenConfig};
 pub use bus::{BusConfig, BusKind, EmbeddedBusConfig, FsyncPolicy, KafkaBusConfig};
-pub use cdc::{CdcConfig, CdcSinkConfig, CdcSourceConfig, CdcTableConfig};
+pub use cdc::{
+    CdcConfig, CdcScoreConfig, CdcSinkConfig, CdcSourceConfig, CdcTableConfig, ScoreOnFailure,
+};
 pub use collector::CollectorConfig;
 pub use error::ConfigError;
 use error::invalid;

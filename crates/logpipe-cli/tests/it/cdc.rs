@@ -717,3 +717,159 @@ tables = ["car.uservehicle", "car.driving_session"]
         "CDC into MariaDB: {written} writer transactions, {rows} rows equal in car and inventory_db"
     );
 }
+
+/// A model service for the scoring hook: answers `{"score": id / 2}`, but
+/// HTTP 500 for odd ids while the file named by its argument exists.
+/// Prints its port.
+const SCORER: &str = r#"
+import json, os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        row = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if row["id"] % 2 and os.path.exists(sys.argv[1]):
+            self.send_response(500)
+            self.end_headers()
+            return
+        body = json.dumps({"score": row["id"] / 2}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer.request_queue_size = 64
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+/// `[scored = id / 2, without a score, updated once]` counts of `uservehicle`.
+async fn score_counts(pg: &Postgres) -> Vec<String> {
+    let rows = pg
+        .query_text(
+            "SELECT count(*) FILTER (WHERE score = id / 2.0)::text, count(*) FILTER (WHERE score IS NULL)::text,
+                    count(*) FILTER (WHERE updates = 1)::text FROM uservehicle",
+        )
+        .await
+        .unwrap_or_default();
+    rows.into_iter()
+        .next()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The seed's model service: every upserted vehicle is POSTed to a scorer
+/// and its answer stored beside the row. While the scorer fails (odd ids),
+/// sink `scored` (`on_failure = "null"`) writes those rows without a score
+/// and holds nothing, and sink `waiting` (`on_failure = "wait"`) writes
+/// nothing; when the scorer recovers, `waiting` has every row, each with
+/// its score, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scoring_hook_stores_each_rows_score_and_never_loses_a_change() {
+    if !mariadb::installed() {
+        eprintln!("skipped: MariaDB is not installed (./scripts/test.sh installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let failing = dir.path().join("odd-ids-fail");
+    std::fs::write(&failing, "").unwrap();
+    let mut scorer = std::process::Command::new("python3")
+        .args(["-c", SCORER])
+        .arg(&failing)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(scorer.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let db = Arc::new(MariaDb::start());
+    db.sql(SCHEMA);
+    let url = fresh_database("cdc_score").await;
+    let waiting_url = fresh_database("cdc_score_wait").await;
+    let pg = Postgres::lazy(&url);
+    let waiting_pg = Postgres::lazy(&waiting_url);
+    let config = format!(
+        r#"
+[[cdc.sources]]
+name = "car"
+url = "mysql://cdc:cdcpw@127.0.0.1:{db_port}"
+tables = ["car.uservehicle"]
+
+[[cdc.sinks]]
+name = "scored"
+url = "{url}"
+topics = ["car.car.uservehicle"]
+
+[[cdc.sinks.tables]]
+topic = "car.car.uservehicle"
+table = "uservehicle"
+score = {{ url = "http://127.0.0.1:{port}/predict", on_failure = "null", retries = 1, timeout = "2s" }}
+
+[[cdc.sinks]]
+name = "waiting"
+url = "{waiting_url}"
+topics = ["car.car.uservehicle"]
+
+[[cdc.sinks.tables]]
+topic = "car.car.uservehicle"
+table = "uservehicle"
+score = {{ url = "http://127.0.0.1:{port}/predict", on_failure = "wait", retries = 1, timeout = "2s" }}
+"#,
+        db_port = db.port,
+        port = port.trim()
+    );
+    let command = Cdc::new(dir.path(), &config, &[]);
+    let cdc = command.start();
+    db.sql("UPDATE car.uservehicle SET updates = updates + 1 WHERE id <= 20");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let scored = loop {
+        let counts = score_counts(&pg).await;
+        if counts == ["250", "250", "20"] {
+            break counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "scores never arrived: {counts:?}\n{}",
+            cdc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let metrics = cdc.metrics().await;
+    assert!(
+        metrics.contains(r#"logpipe_cdc_scores_total{sink="scored",outcome="failed"}"#),
+        "{metrics}"
+    );
+    // The waiting sink has written no row without its score while the
+    // scorer failed (a batch with an odd id waits whole).
+    let held = score_counts(&waiting_pg).await;
+    assert!(
+        held.is_empty() || held[1] == "0",
+        "rows written without their scores: {held:?}"
+    );
+    std::fs::remove_file(&failing).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let waited = loop {
+        let counts = score_counts(&waiting_pg).await;
+        if counts == ["500", "0", "20"] {
+            break counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the waiting sink never caught up: {counts:?}\n{}",
+            cdc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let _ = scorer.kill();
+    eprintln!(
+        "scoring hook: on_failure=null {scored:?}, on_failure=wait after the scorer recovered {waited:?} \
+         (scored, without a score, updated)"
+    );
+}
