@@ -94,24 +94,20 @@ impl Classify for CdcError {
     }
 }
 
-/// A password from the environment variable `env` or the file `file`
-/// (one trailing newline ignored); `Err` says which is missing.
+/// A password from `password_env` or `password_file`; `Err` says which
+/// is missing.
 pub(crate) fn read_password(
     env: Option<&str>,
     file: Option<&std::path::Path>,
 ) -> Result<Option<String>, String> {
-    if let Some(var) = env {
-        return std::env::var(var)
-            .map(Some)
-            .map_err(|_| format!("password_env names {var}, which is not set"));
-    }
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("password_file {}: {e}", path.display()))?;
-        let text = text.strip_suffix('\n').unwrap_or(&text);
-        return Ok(Some(text.strip_suffix('\r').unwrap_or(text).to_string()));
-    }
-    Ok(None)
+    logpipe_config::read_secret(env, file).map_err(|reason| {
+        let setting = if env.is_some() {
+            "password_env"
+        } else {
+            "password_file"
+        };
+        format!("{setting}: {reason}")
+    })
 }
 
 /// A configured sink and the bus it reads.

@@ -98,6 +98,12 @@ pub struct KafkaBusConfig {
     /// `ssl.ca.location`, …) and tuning. They apply to every client logpipe
     /// creates and override logpipe's own settings.
     pub properties: std::collections::BTreeMap<String, String>,
+    /// Client properties whose values are secrets, read from an
+    /// environment variable or a file when logpipe connects, so that no
+    /// password needs to be in the file:
+    /// `"sasl.password" = { env = "KAFKA_PASSWORD" }` or
+    /// `{ file = "/run/secrets/kafka-password" }`.
+    pub secret_properties: std::collections::BTreeMap<String, crate::SecretRef>,
 }
 
 impl Default for KafkaBusConfig {
@@ -113,6 +119,7 @@ impl Default for KafkaBusConfig {
             transactional_id_prefix: "logpipe".to_string(),
             transaction_timeout: Duration::from_secs(15),
             properties: std::collections::BTreeMap::new(),
+            secret_properties: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -233,6 +240,17 @@ impl KafkaBusConfig {
                 "bus.kafka.transactional_id_prefix",
                 format!("{prefix:?} must be letters, digits, '-', '_' or '.'"),
             );
+        }
+        for (key, secret) in &self.secret_properties {
+            if let Err(reason) = secret.check() {
+                return invalid("bus.kafka.secret_properties", format!("{key:?} {reason}"));
+            }
+            if self.properties.contains_key(key) {
+                return invalid(
+                    "bus.kafka.secret_properties",
+                    format!("{key:?} is also in bus.kafka.properties: give it in one place"),
+                );
+            }
         }
         Ok(())
     }

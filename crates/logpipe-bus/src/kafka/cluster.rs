@@ -24,7 +24,14 @@ impl KafkaBus {
         options: &KafkaBusConfig,
         transactional_id: Option<String>,
     ) -> Result<KafkaBus> {
-        let options = options.clone();
+        let mut options = options.clone();
+        // The secrets are read now, each named when it cannot be.
+        for (key, secret) in &options.secret_properties {
+            let value = secret.read().map_err(|reason| {
+                BusError::Misconfigured(format!("bus.kafka.secret_properties.{key:?}: {reason}"))
+            })?;
+            options.properties.insert(key.clone(), value);
+        }
         let context = LogContext::default();
         let producer = new_producer(&options, &context)?;
         let bus = KafkaBus {

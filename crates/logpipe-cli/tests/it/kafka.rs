@@ -718,11 +718,21 @@ async fn sasl_scram_over_tls_reaches_the_lake_and_each_refusal_says_why() {
         eprintln!("skipped: it configures the broker's users (LOGPIPE_TEST_KAFKA_BROKERS is set)");
         return;
     };
-    let config = |name: &str, password: &str, ca: bool| {
+    // The password is never in the file: it comes from the environment
+    // variable LOGPIPE_TEST_KAFKA_PASSWORD, or from a file (`password`
+    // names the file's content).
+    let config = |name: &str, password: Option<&str>, ca: bool| {
+        let secret = match password {
+            None => "{ env = \"LOGPIPE_TEST_KAFKA_PASSWORD\" }".to_string(),
+            Some(password) => {
+                let file = dir.path().join(format!("{name}.password"));
+                std::fs::write(&file, format!("{password}\n")).unwrap();
+                format!("{{ file = {:?} }}", file.to_str().unwrap())
+            }
+        };
         let mut text = format!(
             "[bus.kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\
-             \"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"logpipe\"\n\
-             \"sasl.password\" = \"{password}\"\n"
+             \"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"logpipe\"\n"
         );
         if ca {
             let cert = dir.path().join("cert.pem");
@@ -731,14 +741,19 @@ async fn sasl_scram_over_tls_reaches_the_lake_and_each_refusal_says_why() {
                 cert.to_str().unwrap()
             ));
         }
+        text.push_str(&format!(
+            "[bus.kafka.secret_properties]\n\"sasl.password\" = {secret}\n"
+        ));
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
         path
     };
     let data = dir.path().join("data");
-    let env = kafka_env(&broker.brokers, "logpipe-secured");
+    let without_password = kafka_env(&broker.brokers, "logpipe-secured");
+    let mut env = without_password.clone();
+    env.push(("LOGPIPE_TEST_KAFKA_PASSWORD", "s3cret-pass"));
 
-    let good = config("secured.toml", "s3cret-pass", true);
+    let good = config("secured.toml", None, true);
     let running = Running::start_with_config(&data, &env, &good);
     let client = reqwest::Client::new();
     let body: Vec<_> = (0..300u64)
@@ -757,13 +772,24 @@ async fn sasl_scram_over_tls_reaches_the_lake_and_each_refusal_says_why() {
     running.terminate();
     assert_exactly_once(&acked, &counts, &log);
 
-    let wrong = config("wrong-password.toml", "not-the-password", true);
+    // The variable not set: the start names it.
+    let stderr = crate::common::up_refused(
+        &data,
+        &["--config", good.to_str().unwrap()],
+        &without_password,
+    );
+    assert!(
+        stderr.contains("LOGPIPE_TEST_KAFKA_PASSWORD is not set")
+            && stderr.contains("secret_properties"),
+        "the error does not name the missing variable:\n{stderr}"
+    );
+    let wrong = config("wrong-password.toml", Some("not-the-password"), true);
     let stderr = crate::common::up_refused(&data, &["--config", wrong.to_str().unwrap()], &env);
     assert!(
         stderr.contains("SASL authentication error") && stderr.contains("sasl.password"),
         "the error does not say the password was refused and what to check:\n{stderr}"
     );
-    let no_ca = config("no-ca.toml", "s3cret-pass", false);
+    let no_ca = config("no-ca.toml", Some("s3cret-pass"), false);
     let stderr = crate::common::up_refused(&data, &["--config", no_ca.to_str().unwrap()], &env);
     assert!(
         stderr.contains("certificate verify failed") && stderr.contains("ssl.ca.location"),
