@@ -16,8 +16,11 @@
 //! newest streamed batch's start, so a batch cut by a crash is appended
 //! again whole (each change carries the whole row: a sink applying it twice
 //! writes the same row). When only snapshot records are there, the snapshot
-//! is taken again, and the binlog still read from the first snapshot's P
-//! (a row deleted between the two snapshots is deleted by the binlog).
+//! resumes: a table whose copy finished is not copied again (its last row
+//! is appended alone, after all its others were acknowledged, with the
+//! phase `snapshot-done`), the others are copied again, and the binlog is
+//! still read from the first snapshot's P (a row changed or deleted between
+//! the two snapshots is changed or deleted again by the binlog after it).
 //!
 //! **Schema changes** need nothing: with `binlog_row_metadata=FULL` every
 //! table map carries the columns' names and types, so a row after an
@@ -25,6 +28,7 @@
 
 mod columns;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,8 +50,11 @@ use crate::sink::CdcError;
 
 /// Header: the binlog position to resume from (`file:pos`).
 pub const RESUME_HEADER: &str = "logpipe.cdc.resume";
-/// Header: `snapshot` or `stream`.
+/// Header: `snapshot`, `snapshot-done` (a table's last snapshot row, sent
+/// once all its others were) or `stream`.
 pub const PHASE_HEADER: &str = "logpipe.cdc.phase";
+/// The phase of a table's last snapshot row.
+const SNAPSHOT_DONE: &str = "snapshot-done";
 
 /// MariaDB's GTID event (not decoded by `mysql_common`).
 const MARIADB_GTID_EVENT: u8 = 162;
@@ -87,6 +94,15 @@ fn headers(resume: &Position, phase: &str) -> Headers {
     ]
     .into_iter()
     .collect()
+}
+
+/// Where a source resumes, read from its topics.
+struct Resume {
+    /// The last batch's resume position and whether it was streamed
+    /// (`None`: the topics are empty).
+    position: Option<(Position, bool)>,
+    /// The topics of the tables whose snapshot finished.
+    copied: HashSet<String>,
 }
 
 /// A configured source and the bus it writes.
@@ -374,14 +390,16 @@ impl CdcSource {
             })
             .collect();
         self.bus.create_topics(&specs).await?;
-        let start = match self.resume_point().await? {
+        let resume = self.resume_point().await?;
+        let start = match resume.position {
             Some((position, true)) => {
                 tracing::info!(source = %self.config.name, resume = %position.encode(), "CDC source resuming the binlog");
                 position
             }
             Some((position, false)) => {
-                tracing::info!(source = %self.config.name, "CDC source's snapshot did not finish: taking it again");
-                self.snapshot(&mut conn, Some(position), shutdown).await?
+                tracing::info!(source = %self.config.name, copied = resume.copied.len(), "CDC source's snapshot did not finish: resuming it (the tables it finished are not copied again)");
+                self.snapshot(&mut conn, Some(position), &resume.copied, shutdown)
+                    .await?
             }
             None if self.config.snapshot == "never" => {
                 let row: Option<mysql_async::Row> = conn
@@ -395,7 +413,10 @@ impl CdcSource {
                     })?;
                 Position { file, pos }
             }
-            None => self.snapshot(&mut conn, None, shutdown).await?,
+            None => {
+                self.snapshot(&mut conn, None, &HashSet::new(), shutdown)
+                    .await?
+            }
         };
         if *shutdown.borrow() {
             return Ok(());
@@ -410,7 +431,9 @@ impl CdcSource {
                     let mut conn = Conn::new(opts.clone())
                         .await
                         .map_err(source_error("connecting"))?;
-                    let start = self.snapshot(&mut conn, None, shutdown).await?;
+                    let start = self
+                        .snapshot(&mut conn, None, &HashSet::new(), shutdown)
+                        .await?;
                     self.stream(opts, start, shutdown, backoff).await
                 } else {
                     Err(self.setting(format!(
@@ -423,9 +446,8 @@ impl CdcSource {
         }
     }
 
-    /// The last batch's resume position and whether it was streamed, from
-    /// the last record of each partition (`None`: the topics are empty).
-    async fn resume_point(&self) -> Result<Option<(Position, bool)>, CdcError> {
+    /// Where to resume, from the last record of each partition.
+    async fn resume_point(&self) -> Result<Resume, CdcError> {
         let topics = self.config.topics();
         // The ends are known once the bus has looked them up.
         let mut ends = Vec::new();
@@ -466,6 +488,7 @@ impl CdcSource {
             }
         }
         let mut best: Option<(Position, bool)> = None;
+        let mut copied = HashSet::new();
         let mut seen = std::collections::HashSet::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -486,7 +509,13 @@ impl CdcSource {
                 else {
                     continue;
                 };
-                let streamed = record.headers.get(PHASE_HEADER) == Some(b"stream".as_slice());
+                let phase = record.headers.get(PHASE_HEADER);
+                let streamed = phase == Some(b"stream".as_slice());
+                // A table's topic gets nothing after its last snapshot row
+                // until the binlog is followed.
+                if phase == Some(SNAPSHOT_DONE.as_bytes()) {
+                    copied.insert(record.topic.to_string());
+                }
                 best = match best {
                     None => Some((position, streamed)),
                     Some((current, current_streamed)) => Some(match (current_streamed, streamed) {
@@ -500,15 +529,20 @@ impl CdcSource {
             }
         }
         reader.close().await;
-        Ok(best)
+        Ok(Resume {
+            position: best,
+            copied,
+        })
     }
 
-    /// Copies the tables as of one binlog position and returns where the
-    /// binlog must be read from (`keep`: a first snapshot's position).
+    /// Copies the tables (but those whose topics are in `copied`) as of one
+    /// binlog position and returns where the binlog must be read from
+    /// (`keep`: a first snapshot's position).
     async fn snapshot(
         &self,
         conn: &mut Conn,
         keep: Option<Position>,
+        copied: &HashSet<String>,
         shutdown: &Shutdown,
     ) -> Result<Position, CdcError> {
         let name = self.config.name.as_str();
@@ -538,9 +572,14 @@ impl CdcSource {
         let start = keep.unwrap_or_else(|| at.clone());
         tracing::info!(source = %name, at = %at.encode(), tables = self.config.tables.len(), "CDC source snapshot started");
         let headers = headers(&start, "snapshot");
+        let last_headers = self::headers(&start, SNAPSHOT_DONE);
         let started = std::time::Instant::now();
         let mut total = 0u64;
         for full in &self.config.tables {
+            if copied.contains(&self.config.topic(full)) {
+                tracing::info!(source = %name, table = %full, "CDC source snapshot: table copied before, not copied again");
+                continue;
+            }
             let (db, table_name) = full.split_once('.').unwrap_or((full, ""));
             let sql = format!("SELECT * FROM {}.{}", quote(db), quote(table_name));
             let estimate: Option<u64> = conn
@@ -598,30 +637,42 @@ impl CdcSource {
                     headers: headers.clone(),
                 });
                 rows += 1;
-                if batch.len() >= self.config.batch {
+                // The newest row is held back: it may be the table's last.
+                if batch.len() > self.config.batch {
+                    let last = batch.pop();
                     let appended = batch.len() as u64;
                     self.bus
                         .append(&table.topic, std::mem::take(&mut batch))
                         .await?;
+                    batch.extend(last);
                     metrics.source_changes.add(&[name, full, "r"], appended);
                     metrics
                         .snapshot_rows
                         .set(&[name, full, "copied"], rows as f64);
                 }
+                if *shutdown.borrow() {
+                    // Stopped: the table is copied again at the next start.
+                    return Ok(start);
+                }
             }
+            // The last row alone, once every other was acknowledged: its
+            // phase says the table is copied.
+            let last = batch.pop();
             if !batch.is_empty() {
                 let appended = batch.len() as u64;
                 self.bus.append(&table.topic, batch).await?;
                 metrics.source_changes.add(&[name, full, "r"], appended);
+            }
+            if let Some(mut last) = last {
+                last.headers = last_headers.clone();
+                self.bus.append(&table.topic, vec![last]).await?;
+                metrics.source_changes.add(&[name, full, "r"], 1);
             }
             metrics
                 .snapshot_rows
                 .set(&[name, full, "copied"], rows as f64);
             total += rows;
             tracing::info!(source = %name, table = %full, rows, "CDC source snapshot: table copied");
-            if *shutdown.borrow() {
-                break;
-            }
         }
         conn.query_drop("COMMIT")
             .await
