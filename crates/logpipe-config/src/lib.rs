@@ -42,7 +42,8 @@ pub use alerts::{AlertsConfig, ErrorRateAlertConfig, LatencyAlertConfig, Silence
 pub use auth::{AuthConfig, Scope, TokenConfig};
 pub use bus::{BusConfig, BusKind, EmbeddedBusConfig, FsyncPolicy, KafkaBusConfig};
 pub use cdc::{
-    CdcConfig, CdcScoreConfig, CdcSinkConfig, CdcSourceConfig, CdcTableConfig, ScoreOnFailure,
+    CdcConfig, CdcScoreConfig, CdcSinkConfig, CdcSourceConfig, CdcTableConfig, PurgedPolicy,
+    ScoreOnFailure, SnapshotMode,
 };
 pub use collector::CollectorConfig;
 pub use error::ConfigError;

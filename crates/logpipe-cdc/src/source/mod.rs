@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use logpipe_bus::{Bus, BusRecord, Headers, TopicSpec};
-use logpipe_config::CdcSourceConfig;
+use logpipe_config::{CdcSourceConfig, PurgedPolicy, SnapshotMode};
 use logpipe_core::job::Shutdown;
 use logpipe_core::retry::Backoff;
 use mysql_async::binlog::events::{EventData, RowsEventData};
@@ -401,7 +401,7 @@ impl CdcSource {
                 self.snapshot(&mut conn, Some(position), &resume.copied, shutdown)
                     .await?
             }
-            None if self.config.snapshot == "never" => {
+            None if self.config.snapshot == SnapshotMode::Never => {
                 let row: Option<mysql_async::Row> = conn
                     .query_first("SHOW MASTER STATUS")
                     .await
@@ -426,7 +426,7 @@ impl CdcSource {
                 source: mysql_async::Error::Server(e),
                 ..
             }) if e.code == PURGED => {
-                if self.config.purged == "snapshot" {
+                if self.config.purged == PurgedPolicy::Snapshot {
                     tracing::warn!(source = %self.config.name, error = %e.message, "CDC source's binlog position was purged: taking a new snapshot (cdc.sources.purged = \"snapshot\")");
                     let mut conn = Conn::new(opts.clone())
                         .await

@@ -989,3 +989,156 @@ topics = ["car.car.uservehicle", "car.car.driving_session", "car.car.odometer"]
         "CDC snapshot resumed after a kill: only car.odometer copied again; target equals source"
     );
 }
+
+/// `[uservehicle rows, sum(updates), driving_session rows]` of a target
+/// (empty while the tables are not there).
+async fn target_counts(pg: &Postgres) -> Vec<String> {
+    pg.query_text(
+        "SELECT (SELECT count(*) FROM uservehicle)::text, (SELECT coalesce(sum(updates), 0) FROM uservehicle)::text,
+                (SELECT count(*) FROM driving_session)::text",
+    )
+    .await
+    .unwrap_or_default()
+    .into_iter()
+    .next()
+    .unwrap_or_default()
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+async fn wait_counts(pg: &Postgres, want: &[&str], cdc: &Running, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let counts = target_counts(pg).await;
+        if counts == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {counts:?}, want {want:?}\n{}",
+            cdc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The binlog a stopped source was to resume from is purged: with
+/// `purged = "fail"` (the default) it stops saying what was lost and what
+/// to set; with `purged = "snapshot"` it copies the tables again and the
+/// changes made in the lost binlog reach the target. A source with
+/// `snapshot = "never"` sends only changes made after it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_position_fails_or_snapshots_again_and_snapshot_never_sends_only_new_changes() {
+    if !mariadb::installed() {
+        eprintln!("skipped: MariaDB is not installed (./scripts/test.sh installs it)");
+        return;
+    }
+    let db = Arc::new(MariaDb::start());
+    db.sql(SCHEMA);
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database("cdc_purged").await;
+    let later_url = fresh_database("cdc_never").await;
+    let pg = Postgres::lazy(&url);
+    let later_pg = Postgres::lazy(&later_url);
+    let config = |purged: &str, with_later: bool| {
+        let mut text = format!(
+            r#"
+[[cdc.sources]]
+name = "car"
+url = "mysql://cdc:cdcpw@127.0.0.1:{port}"
+tables = ["car.uservehicle", "car.driving_session"]
+purged = "{purged}"
+
+[[cdc.sinks]]
+name = "inventory"
+url = "{url}"
+topics = ["car.car.uservehicle", "car.car.driving_session"]
+"#,
+            port = db.port
+        );
+        if with_later {
+            text.push_str(&format!(
+                r#"
+[[cdc.sources]]
+name = "later"
+url = "mysql://cdc:cdcpw@127.0.0.1:{port}"
+server_id = 5401
+tables = ["car.uservehicle"]
+snapshot = "never"
+
+[[cdc.sinks]]
+name = "later"
+url = "{later_url}"
+topics = ["later.car.uservehicle"]
+"#,
+                port = db.port
+            ));
+        }
+        text
+    };
+    let cdc = Cdc::new(dir.path(), &config("fail", false), &[]).start();
+    wait_counts(&pg, &["500", "0", "1000"], &cdc, "the first snapshot").await;
+    cdc.kill_hard();
+    // While it is down: changes, then their binlog purged.
+    db.sql(
+        "UPDATE car.uservehicle SET updates = updates + 1 WHERE id <= 10;
+         INSERT INTO car.driving_session (vehicle_id, started_at) VALUES (1, NOW(6));
+         FLUSH BINARY LOGS;
+         DO SLEEP(1);
+         PURGE BINARY LOGS BEFORE NOW();",
+    );
+    let mut failing = Cdc::new(dir.path(), &config("fail", false), &[]).start();
+    let status = failing.wait_for_exit(Duration::from_secs(60), "with its position purged");
+    let log = failing.log();
+    assert!(
+        !status.success()
+            && log.contains("changes since then are lost")
+            && log.contains("cdc.sources.purged = \"snapshot\""),
+        "{status}\n{log}"
+    );
+    let cdc = Cdc::new(dir.path(), &config("snapshot", true), &[]).start();
+    wait_counts(
+        &pg,
+        &["500", "10", "1001"],
+        &cdc,
+        "the snapshot after the purge",
+    )
+    .await;
+    // The `never` source follows the binlog from where it was at start.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cdc
+        .log()
+        .contains("CDC source following the binlog source=later")
+    {
+        assert!(Instant::now() < deadline, "{}", cdc.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.sql("UPDATE car.uservehicle SET updates = updates + 1 WHERE id BETWEEN 101 AND 105");
+    wait_counts(
+        &pg,
+        &["500", "15", "1001"],
+        &cdc,
+        "the changes after the purge",
+    )
+    .await;
+    let later = loop {
+        let rows = later_pg
+            .query_text("SELECT string_agg(id::text, ',' ORDER BY id) FROM uservehicle")
+            .await
+            .ok()
+            .and_then(|rows| rows.into_iter().next()?.into_iter().next()?);
+        if rows.as_deref() == Some("101,102,103,104,105") {
+            break rows;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(30),
+            "the snapshot = \"never\" target: {rows:?}\n{}",
+            cdc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    eprintln!(
+        "purged = fail stopped, purged = snapshot copied again; snapshot = never sent only {later:?}"
+    );
+}
