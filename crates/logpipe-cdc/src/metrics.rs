@@ -58,6 +58,13 @@ pub static SNAPSHOT_ROWS: MetricDef = MetricDef {
     labels: &["source", "table", "what"],
 };
 
+pub static SNAPSHOT_RUNNING: MetricDef = MetricDef {
+    name: "logpipe_cdc_snapshot_running",
+    help: "1 while the source copies its tables (the snapshot), 0 once it follows the binlog.",
+    kind: MetricType::Gauge,
+    labels: &["source"],
+};
+
 pub static SCORES: MetricDef = MetricDef {
     name: "logpipe_cdc_scores_total",
     help: "Rows the scoring hook sent to its model service, by sink and outcome (ok, failed after its retries).",
@@ -75,6 +82,7 @@ pub struct CdcMetrics {
     pub source_errors: CounterVec,
     pub source_lag: GaugeVec,
     pub snapshot_rows: GaugeVec,
+    pub snapshot_running: GaugeVec,
     pub scores: CounterVec,
 }
 
@@ -90,6 +98,7 @@ impl MetricSet for CdcMetrics {
             &self.source_errors,
             &self.source_lag,
             &self.snapshot_rows,
+            &self.snapshot_running,
             &self.scores,
         ]
     }
@@ -105,5 +114,6 @@ logpipe_core::metric_set!(pub fn cdc_metrics() -> CdcMetrics = CdcMetrics {
     source_errors: CounterVec::new(&SOURCE_ERRORS),
     source_lag: GaugeVec::new(&SOURCE_LAG),
     snapshot_rows: GaugeVec::new(&SNAPSHOT_ROWS),
+    snapshot_running: GaugeVec::new(&SNAPSHOT_RUNNING),
     scores: CounterVec::new(&SCORES),
 });

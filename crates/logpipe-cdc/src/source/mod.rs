@@ -96,6 +96,23 @@ fn headers(resume: &Position, phase: &str) -> Headers {
     .collect()
 }
 
+/// `logpipe_cdc_snapshot_running` of a source: 1 while it lives, 0 after,
+/// however the snapshot ends.
+struct Running<'a>(&'a str);
+
+impl<'a> Running<'a> {
+    fn set(source: &'a str) -> Running<'a> {
+        cdc_metrics().snapshot_running.set(&[source], 1.0);
+        Running(source)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        cdc_metrics().snapshot_running.set(&[self.0], 0.0);
+    }
+}
+
 /// Where a source resumes, read from its topics.
 struct Resume {
     /// The last batch's resume position and whether it was streamed
@@ -570,6 +587,7 @@ impl CdcSource {
         };
         let at = Position { file, pos };
         let start = keep.unwrap_or_else(|| at.clone());
+        let _running = Running::set(name);
         tracing::info!(source = %name, at = %at.encode(), tables = self.config.tables.len(), "CDC source snapshot started");
         let headers = headers(&start, "snapshot");
         let last_headers = self::headers(&start, SNAPSHOT_DONE);

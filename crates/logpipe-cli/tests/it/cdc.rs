@@ -1142,3 +1142,73 @@ topics = ["later.car.uservehicle"]
         "purged = fail stopped, purged = snapshot copied again; snapshot = never sent only {later:?}"
     );
 }
+
+/// On a terminal `logpipe cdc` shows the snapshot's progress (rows, rows/s,
+/// the table being copied) and then what it copied: run under `script`,
+/// which gives it a terminal.
+#[test]
+fn a_terminal_shows_the_snapshots_progress() {
+    if !mariadb::installed() {
+        eprintln!("skipped: MariaDB is not installed (./scripts/test.sh installs it)");
+        return;
+    }
+    let db = MariaDb::start();
+    db.sql(SCHEMA);
+    db.sql(
+        "USE car; CREATE TABLE car.odometer (reading_id BIGINT PRIMARY KEY, km DOUBLE NOT NULL);
+         INSERT INTO car.odometer SELECT seq, seq * 1.5 FROM seq_1_to_150000;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cdc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[cdc.sources]]\nname = \"car\"\nurl = \"mysql://cdc:cdcpw@127.0.0.1:{}\"\ntables = [\"car.odometer\"]\n",
+            db.port
+        ),
+    )
+    .unwrap();
+    let command = format!(
+        "{} cdc --config {} --data-dir {}",
+        crate::common::running::binary().display(),
+        config.display(),
+        dir.path().join("data").display()
+    );
+    let mut script = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = script.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.contains("rows copied in") && Instant::now() < deadline {
+        if let Ok(bytes) = rx.recv_timeout(Duration::from_millis(200)) {
+            seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    let _ = script.kill();
+    let _ = script.wait();
+    assert!(
+        seen.contains("snapshot car: ")
+            && seen.contains("rows/s (table 1/1 car.odometer, ~")
+            && seen.contains("snapshot car: 150,000 rows copied in"),
+        "{seen}"
+    );
+    let shown: Vec<&str> = seen
+        .split(['\r', '\n'])
+        .filter(|line| line.contains("snapshot car"))
+        .collect();
+    eprintln!("on a terminal: {shown:?}");
+}
