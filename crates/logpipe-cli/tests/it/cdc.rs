@@ -868,6 +868,7 @@ score = {{ url = "http://127.0.0.1:{port}/predict", on_failure = "wait", retries
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     let _ = scorer.kill();
+    let _ = scorer.wait();
     eprintln!(
         "scoring hook: on_failure=null {scored:?}, on_failure=wait after the scorer recovered {waited:?} \
          (scored, without a score, updated)"

@@ -730,10 +730,9 @@ async fn sasl_scram_over_tls_reaches_the_lake_and_each_refusal_says_why() {
                 format!("{{ file = {:?} }}", file.to_str().unwrap())
             }
         };
-        let mut text = format!(
-            "[bus.kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\
+        let mut text = "[bus.kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\
              \"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"logpipe\"\n"
-        );
+            .to_string();
         if ca {
             let cert = dir.path().join("cert.pem");
             text.push_str(&format!(
