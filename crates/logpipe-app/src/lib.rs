@@ -487,9 +487,10 @@ impl Pipeline {
             if !tables.is_empty() {
                 let lake = lake.clone();
                 let interval = config.lake.retention.interval;
+                let grace = config.lake.retention.grace;
                 let stop = supervisor.shutdown(stages.jobs);
                 supervisor.spawn(stages.jobs, "lake retention", async move {
-                    logpipe_lake::retention::run(lake, tables, interval, stop).await;
+                    logpipe_lake::retention::run(lake, tables, interval, grace, stop).await;
                     Ok(())
                 });
             }

@@ -79,6 +79,11 @@ pub struct RetentionConfig {
     /// How often expired partitions are looked for.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// How long an expired partition is hidden from logpipe's queries
+    /// before it is deleted: a query that listed it just before has this
+    /// long to read it.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
 }
 
 impl Default for RetentionConfig {
@@ -89,6 +94,7 @@ impl Default for RetentionConfig {
             windows: None,
             alerts: None,
             interval: Duration::from_secs(600),
+            grace: Duration::from_secs(5 * 60),
         }
     }
 }

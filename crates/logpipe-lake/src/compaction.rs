@@ -29,7 +29,8 @@
 //! **Readers.** logpipe's queries read through [`CompactionView`], which
 //! hides from every listing the inputs of a compaction whose merged files
 //! are all there, and the merged files of one that is not complete: a query
-//! sees every row once at any moment. A reader of the plain Hive tree
+//! sees every row once at any moment. (It also hides the partitions
+//! retention has expired but not yet deleted: `retention::expired_files`.) A reader of the plain Hive tree
 //! (Spark, DuckDB) does not read the manifests: it sees an hour's rows
 //! twice from step 4 until the inputs are deleted. So compaction is off by
 //! default (docs/operations.md "Compaction").
@@ -784,7 +785,8 @@ impl ObjectStore for CompactionView {
         let prefix = prefix.cloned();
         futures::stream::once(async move {
             let listed: Vec<ObjectMeta> = store.list(prefix.as_ref()).try_collect().await?;
-            let hidden = hidden_files(&store, prefix.as_ref(), &listed).await?;
+            let mut hidden = hidden_files(&store, prefix.as_ref(), &listed).await?;
+            hidden.extend(crate::retention::expired_files(&store, &listed).await?);
             Ok::<_, object_store::Error>(futures::stream::iter(
                 listed
                     .into_iter()
@@ -801,7 +803,8 @@ impl ObjectStore for CompactionView {
         prefix: Option<&StorePath>,
     ) -> object_store::Result<ListResult> {
         let mut listed = self.inner.list_with_delimiter(prefix).await?;
-        let hidden = hidden_files(&self.inner, prefix, &listed.objects).await?;
+        let mut hidden = hidden_files(&self.inner, prefix, &listed.objects).await?;
+        hidden.extend(crate::retention::expired_files(&self.inner, &listed.objects).await?);
         listed
             .objects
             .retain(|meta| !hidden.contains(&meta.location));

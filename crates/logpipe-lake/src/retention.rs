@@ -12,13 +12,24 @@
 //! for an hour already deleted lands again in a new file and goes at the
 //! next pass. Deletes are idempotent, so the processes that run the pass
 //! (every one that runs the raw→lake job) may overlap.
+//!
+//! **Running queries.** A pass first hides what expired and deletes it a
+//! `grace` later: it records its cutoff in the table's marks
+//! (`_logpipe/retention/<table dir>/marks.json`), which logpipe's reads
+//! (the lake view, [`expired_files`]) follow at once, and deletes only up
+//! to the cutoff of a mark written at least `grace` ago. So a query that
+//! listed an hour before it was hidden has `grace` to read it, and one
+//! that lists it after never sees it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use futures::{StreamExt, TryStreamExt};
 use logpipe_core::tables::TableDef;
 use object_store::path::Path as StorePath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
 
 use crate::Lake;
 use crate::error::Result;
@@ -60,6 +71,122 @@ fn span(levels: &[u32]) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
 }
 
 const LEVELS: [&str; 4] = ["year=", "month=", "day=", "hour="];
+
+/// Where retention keeps each table's marks.
+const MARKS_PREFIX: &str = "_logpipe/retention";
+
+fn marks_path(dir: &str) -> StorePath {
+    StorePath::from(format!("{MARKS_PREFIX}/{dir}/marks.json"))
+}
+
+/// A table's retention marks: when each pass hid what, newest last.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+struct Marks {
+    marks: Vec<Mark>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Mark {
+    /// When the pass wrote it, ms since 1970.
+    written_ms: i64,
+    /// Partitions that ended at or before this (ms since 1970) are hidden.
+    hidden_before_ms: i64,
+}
+
+impl Marks {
+    /// What logpipe's reads hide: partitions that ended at or before it.
+    fn hidden_before(&self) -> Option<i64> {
+        self.marks.iter().map(|m| m.hidden_before_ms).max()
+    }
+
+    /// What may be deleted: the cutoff of the newest mark written at least
+    /// `grace` ago.
+    fn deletable_before(&self, now_ms: i64, grace_ms: i64) -> Option<i64> {
+        self.marks
+            .iter()
+            .filter(|m| m.written_ms <= now_ms - grace_ms)
+            .map(|m| m.hidden_before_ms)
+            .max()
+    }
+
+    /// Records a pass's cutoff (when it hides more than before) and drops
+    /// the marks no longer needed: all but the newest written `grace` ago
+    /// and those written since.
+    fn add(&mut self, now_ms: i64, cutoff_ms: i64, grace_ms: i64) {
+        if self.hidden_before().is_none_or(|hidden| cutoff_ms > hidden) {
+            self.marks.push(Mark {
+                written_ms: now_ms,
+                hidden_before_ms: cutoff_ms,
+            });
+        }
+        let settled = self
+            .marks
+            .iter()
+            .filter(|m| m.written_ms <= now_ms - grace_ms)
+            .map(|m| m.written_ms)
+            .max();
+        self.marks
+            .retain(|m| m.written_ms > now_ms - grace_ms || Some(m.written_ms) == settled);
+    }
+}
+
+/// The marks of the table in `dir` (none yet: empty).
+async fn read_marks(store: &Arc<dyn ObjectStore>, dir: &str) -> object_store::Result<Marks> {
+    match store.get(&marks_path(dir)).await {
+        Ok(got) => {
+            let bytes = got.bytes().await?;
+            serde_json::from_slice(&bytes).map_err(|e| object_store::Error::Generic {
+                store: "lake",
+                source: format!("retention marks of {dir}: {e}").into(),
+            })
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(Marks::default()),
+        Err(error) => Err(error),
+    }
+}
+
+/// The end of the partition `path` lies in (the deepest of its `year=`,
+/// `month=`, `day=`, `hour=` levels), and the table directory above them.
+fn partition_end(path: &str) -> Option<(&str, DateTime<Utc>)> {
+    let first = path.find("/year=")?;
+    let mut levels = Vec::new();
+    for (segment, key) in path[first + 1..].split('/').zip(LEVELS) {
+        match segment.strip_prefix(key) {
+            Some(value) => levels.push(value.parse().ok()?),
+            None => break,
+        }
+    }
+    Some((&path[..first], span(&levels)?.1))
+}
+
+/// The files of `listed` in partitions retention has hidden (expired, to
+/// be deleted after the grace period), read after the listing.
+pub async fn expired_files(
+    store: &Arc<dyn ObjectStore>,
+    listed: &[ObjectMeta],
+) -> object_store::Result<std::collections::BTreeSet<StorePath>> {
+    let mut hidden = std::collections::BTreeSet::new();
+    // Table directory → what its marks hide.
+    let mut tables: std::collections::BTreeMap<String, Option<i64>> = Default::default();
+    for meta in listed {
+        if meta.location.extension() != Some("parquet") {
+            continue;
+        }
+        let Some((dir, end)) = partition_end(meta.location.as_ref()) else {
+            continue;
+        };
+        if !tables.contains_key(dir) {
+            let marks = read_marks(store, dir).await?;
+            tables.insert(dir.to_string(), marks.hidden_before());
+        }
+        if let Some(Some(before)) = tables.get(dir)
+            && end.timestamp_millis() <= *before
+        {
+            hidden.insert(meta.location.clone());
+        }
+    }
+    Ok(hidden)
+}
 
 /// A partition directory of an hourly table, one level of the Hive tree.
 pub(crate) struct Partition {
@@ -107,11 +234,34 @@ impl Lake {
             .collect())
     }
 
-    /// Deletes the hour partitions of `table` (Hive-partitioned by hour)
-    /// that ended before `cutoff`; logs each deleted prefix and counts it.
-    pub async fn expire(&self, table: &TableDef, cutoff: DateTime<Utc>) -> Result<Deleted> {
+    /// Hides the partitions of `table` that ended before `cutoff` from
+    /// logpipe's reads, and deletes those hidden at least `grace` ago; logs
+    /// each deleted prefix and counts it.
+    pub async fn expire(
+        &self,
+        table: &TableDef,
+        cutoff: DateTime<Utc>,
+        grace: Duration,
+    ) -> Result<Deleted> {
         let (name, dir) = (table.name, table.dir);
+        let now = Utc::now().timestamp_millis();
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        let mut marks = read_marks(self.store(), dir).await?;
+        let before = marks.clone();
+        marks.add(now, cutoff.timestamp_millis(), grace_ms);
+        if marks != before {
+            let json = serde_json::to_vec(&marks).expect("marks serialize");
+            self.store()
+                .put(&marks_path(dir), PutPayload::from(json))
+                .await?;
+        }
         let mut deleted = Deleted::default();
+        let Some(cutoff) = marks
+            .deletable_before(now, grace_ms)
+            .and_then(DateTime::from_timestamp_millis)
+        else {
+            return Ok(deleted);
+        };
         // (prefix, levels parsed so far)
         let mut pending: Vec<(StorePath, Vec<u32>)> = vec![(StorePath::from(dir), Vec::new())];
         while let Some((prefix, levels)) = pending.pop() {
@@ -199,12 +349,13 @@ pub async fn run(
     lake: Lake,
     tables: Vec<(&'static TableDef, Duration)>,
     interval: Duration,
+    grace: Duration,
     shutdown: logpipe_core::job::Shutdown,
 ) {
     let (lake, tables) = (&lake, &tables);
     logpipe_core::job::every(interval, shutdown, move || async move {
         for (table, kept) in tables {
-            if let Err(error) = lake.expire(table, cutoff(*kept)).await {
+            if let Err(error) = lake.expire(table, cutoff(*kept), grace).await {
                 tracing::warn!(table = table.name, %error, "retention pass failed; trying again at the next interval");
             }
         }
@@ -237,5 +388,41 @@ mod tests {
         );
         assert_eq!(span(&[2025, 13]), None);
         assert_eq!(span(&[2025, 2, 30]), None);
+    }
+
+    #[test]
+    fn a_file_is_placed_in_its_deepest_partition() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            partition_end("logs/raw/year=2025/month=01/day=12/hour=23/part-1.parquet"),
+            Some(("logs/raw", at("2025-01-13T00:00:00Z")))
+        );
+        assert_eq!(
+            partition_end("reports/daily/year=2025/month=01/day=12/part.parquet"),
+            Some(("reports/daily", at("2025-01-13T00:00:00Z")))
+        );
+        assert_eq!(partition_end("logs/raw/part.parquet"), None);
+    }
+
+    #[test]
+    fn marks_hide_at_once_and_allow_deletion_only_a_grace_later() {
+        let mut marks = Marks::default();
+        // Pass at t=0 hides up to 100; nothing deletable yet.
+        marks.add(0, 100, 10);
+        assert_eq!(marks.hidden_before(), Some(100));
+        assert_eq!(marks.deletable_before(0, 10), None);
+        // Passes at t=5 and t=12 hide more; at t=12 the first is settled.
+        marks.add(5, 105, 10);
+        marks.add(12, 112, 10);
+        assert_eq!(marks.hidden_before(), Some(112));
+        assert_eq!(marks.deletable_before(12, 10), Some(100));
+        // At t=30 only the newest settled mark and none newer remain.
+        marks.add(30, 112, 10);
+        assert_eq!(marks.deletable_before(30, 10), Some(112));
+        assert_eq!(marks.marks.len(), 1);
+        // No grace: deletable at once.
+        let mut now = Marks::default();
+        now.add(0, 50, 0);
+        assert_eq!(now.deletable_before(0, 0), Some(50));
     }
 }

@@ -1030,6 +1030,7 @@ async fn a_streaming_jobs_table_keeps_what_its_retention_says() {
     let env = [
         ("LOGPIPE__JOBS__DIR", jobs.to_str().unwrap()),
         ("LOGPIPE__LAKE__RETENTION__INTERVAL", "1s"),
+        ("LOGPIPE__LAKE__RETENTION__GRACE", "1s"),
         ("LOGPIPE__WINDOWS__ENABLED", "false"),
         ("LOGPIPE__REPORTS__SCHEDULE", "false"),
     ];

@@ -395,6 +395,7 @@ pub(crate) async fn retention_deletes_expired_hours(
     env.extend([
         ("LOGPIPE__LAKE__RETENTION__LOGS", "2h"),
         ("LOGPIPE__LAKE__RETENTION__INTERVAL", "1s"),
+        ("LOGPIPE__LAKE__RETENTION__GRACE", "5s"),
         ("LOGPIPE__REPORTS__SCHEDULE", "false"),
     ]);
     let running = Running::start(data, &env);
@@ -422,10 +423,10 @@ pub(crate) async fn retention_deletes_expired_hours(
     .await;
     assert_eq!(status, 200, "{answer}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut hidden_before_deleted = false;
     loop {
-        // A query that listed a file retention deletes before the query
-        // reads it fails with "not found": expected while an expired hour
-        // goes, so asked again.
+        // Expired hours are hidden before they are deleted: a query never
+        // fails on a file retention deleted after the query listed it.
         let output = std::process::Command::new(crate::common::binary())
             .args(["sql", "--format", "json", "--data-dir"])
             .arg(data)
@@ -437,13 +438,11 @@ pub(crate) async fn retention_deletes_expired_hours(
             .envs(lake_env.iter().copied())
             .output()
             .unwrap();
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            assert!(stderr.contains("not found"), "logpipe sql failed: {stderr}");
-            assert!(std::time::Instant::now() < deadline, "{stderr}");
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            continue;
-        }
+        assert!(
+            output.status.success(),
+            "logpipe sql failed while retention works: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let rows: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
         let metrics = running.metrics().await;
         let deleted = metrics
@@ -453,6 +452,11 @@ pub(crate) async fn retention_deletes_expired_hours(
             })
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or(0);
+        // Hidden from queries before deleted: the expired hours' rows gone
+        // from the answer while their files are still there.
+        if rows[0]["logs"] == json!(10) && rows[0]["young"] == json!(10) && deleted == 0 {
+            hidden_before_deleted = true;
+        }
         // Only the young hour's 10 (not 10 of an old hour before the young
         // one's file is there), the old event, and the old hours deleted.
         if rows[0]["logs"] == json!(10)
@@ -469,6 +473,10 @@ pub(crate) async fn retention_deletes_expired_hours(
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    assert!(
+        hidden_before_deleted,
+        "the expired hours were never seen hidden before their deletion (grace 5 s)"
+    );
     let left = sql_json_env(data, lake_env, "SELECT DISTINCT request_id FROM logs");
     assert!(
         left.iter()
