@@ -434,6 +434,10 @@ impl Pipeline {
                 let limits = logpipe_query::QueryLimits {
                     timeout: Some(config.query.timeout),
                     max_memory_bytes: Some(config.query.max_memory_bytes),
+                    threads: Some(logpipe_query::QueryThreads {
+                        threads: config.query.threads,
+                        nice: config.query.nice,
+                    }),
                 };
                 let engine = QueryEngine::open_limited(store, limits).await?;
                 engine.add_tables(&job_tables);

@@ -18,6 +18,13 @@ pub struct QueryConfig {
     /// Memory a query's operators (sorts, joins, aggregations) may hold,
     /// and the largest result it may return, in bytes.
     pub max_memory_bytes: usize,
+    /// The query API's and the console's queries run on threads of their
+    /// own, this many (0: one per core)…
+    pub threads: usize,
+    /// …at this lower scheduling priority (0 as ingest, up to 19): a heavy
+    /// query then takes only the CPU ingest leaves free, and runs at full
+    /// speed on an idle machine.
+    pub nice: i32,
 }
 
 impl Default for QueryConfig {
@@ -25,6 +32,8 @@ impl Default for QueryConfig {
         QueryConfig {
             timeout: Duration::from_secs(30),
             max_memory_bytes: 512 * 1024 * 1024,
+            threads: 0,
+            nice: 10,
         }
     }
 }
@@ -36,6 +45,12 @@ impl QueryConfig {
         }
         if self.max_memory_bytes < 1024 * 1024 {
             return invalid("query.max_memory_bytes", "must be at least 1 MiB (1048576)");
+        }
+        if !(0..=19).contains(&self.nice) {
+            return invalid(
+                "query.nice",
+                format!("is {}, must be 0 (as ingest) to 19 (lowest)", self.nice),
+            );
         }
         Ok(())
     }

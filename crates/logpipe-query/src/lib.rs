@@ -37,12 +37,14 @@ pub mod alerts;
 mod catalog;
 mod error;
 pub mod render;
+mod runtime;
 pub mod stream_sql;
 
 pub use alerts::AlertFilter;
 pub use catalog::LAKE_URL;
 pub use error::{QueryError, Result};
 pub use render::{OutputFormat, QueryResult};
+pub use runtime::QueryThreads;
 
 use arrow::datatypes::SchemaRef;
 
@@ -97,6 +99,9 @@ pub struct QueryEngine {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QueryLimits {
     pub timeout: Option<std::time::Duration>,
+    /// Queries on a runtime of their own at a lower priority
+    /// (`runtime.rs`); `None`: on the caller's.
+    pub threads: Option<QueryThreads>,
     /// Operators' memory (sorts, joins, aggregations; no spilling to disk)
     /// and the size of the result.
     pub max_memory_bytes: Option<usize>,
@@ -236,9 +241,27 @@ impl QueryEngine {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let run = async {
-            let frame = self.ctx.sql_with_options(sql, options).await?;
-            self.collect(frame, max_rows).await
+        let ctx = self.ctx.clone();
+        let limit = self.limits.max_memory_bytes;
+        let sql = sql.to_string();
+        let run = async move {
+            let frame = ctx.sql_with_options(&sql, options).await?;
+            collect(frame, max_rows, limit).await
+        };
+        let run = async move {
+            match self.limits.threads {
+                None => run.await,
+                Some(threads) => {
+                    // Dropped (a timeout, the client gone): the task stops.
+                    let mut task = runtime::AbortOnDrop(runtime::handle(threads).spawn(run));
+                    match (&mut task.0).await {
+                        Ok(result) => result,
+                        Err(error) => {
+                            Err(QueryError::Execution(format!("the query's task: {error}")))
+                        }
+                    }
+                }
+            }
         };
         match self.limits.timeout {
             None => run.await,
@@ -252,45 +275,49 @@ impl QueryEngine {
             })?,
         }
     }
+}
 
-    /// Runs `frame`, keeping at most `max_rows` rows.
-    async fn collect(&self, frame: DataFrame, max_rows: usize) -> Result<QueryResult> {
-        let schema: arrow::datatypes::SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-        let mut stream = frame.execute_stream().await?;
-        let mut batches = Vec::new();
-        let mut rows = 0usize;
-        let mut bytes = 0usize;
-        let mut truncated = false;
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            if rows + batch.num_rows() > max_rows {
-                let keep = max_rows - rows;
-                if keep > 0 {
-                    batches.push(batch.slice(0, keep));
-                }
-                rows += keep;
-                truncated = true;
-                break;
+/// Runs `frame`, keeping at most `max_rows` rows and `max_bytes` of them.
+async fn collect(
+    frame: DataFrame,
+    max_rows: usize,
+    max_bytes: Option<usize>,
+) -> Result<QueryResult> {
+    let schema: arrow::datatypes::SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let mut stream = frame.execute_stream().await?;
+    let mut batches = Vec::new();
+    let mut rows = 0usize;
+    let mut bytes = 0usize;
+    let mut truncated = false;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if rows + batch.num_rows() > max_rows {
+            let keep = max_rows - rows;
+            if keep > 0 {
+                batches.push(batch.slice(0, keep));
             }
-            rows += batch.num_rows();
-            bytes += batch.get_array_memory_size();
-            if let Some(limit) = self.limits.max_memory_bytes
-                && bytes > limit
-            {
-                return Err(QueryError::Limit(format!(
-                    "the result is larger than query.max_memory_bytes ({limit} bytes); \
-                     ask for fewer rows or columns (max_rows, LIMIT) or raise the setting"
-                )));
-            }
-            batches.push(batch);
+            rows += keep;
+            truncated = true;
+            break;
         }
-        Ok(QueryResult {
-            schema,
-            batches,
-            rows,
-            truncated,
-        })
+        rows += batch.num_rows();
+        bytes += batch.get_array_memory_size();
+        if let Some(limit) = max_bytes
+            && bytes > limit
+        {
+            return Err(QueryError::Limit(format!(
+                "the result is larger than query.max_memory_bytes ({limit} bytes); \
+                 ask for fewer rows or columns (max_rows, LIMIT) or raise the setting"
+            )));
+        }
+        batches.push(batch);
     }
+    Ok(QueryResult {
+        schema,
+        batches,
+        rows,
+        truncated,
+    })
 }
 
 #[cfg(test)]
