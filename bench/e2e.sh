@@ -17,6 +17,9 @@
 #        Kafka cluster of BENCH_KAFKA_NODES (1 or 3, default 1) KRaft nodes
 #        on free loopback ports (deploy/kafka/kafka.sh); with 3 nodes the
 #        topics get replication factor 3 and min.insync.replicas 2.
+#        BENCH_PRELOAD=N loads N records first, untimed (a lake to query).
+#        BENCH_QUERY=SQL posts SQL to /api/query in a loop, one at a time,
+#        while the timed records go in (bench/query_isolation.sh compares).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${1:-2000000}
@@ -61,25 +64,52 @@ fi
 
 start_up "$WORK/data" "${BUS_ARGS[@]}"
 
+PRELOAD=${BENCH_PRELOAD:-0}
+if [ "$PRELOAD" -gt 0 ]; then
+  "$BIN" generate --target "$URL" --count "$PRELOAD" --kind "$KIND" --batch-size "$BATCH" --concurrency "$CONCURRENCY" >/dev/null 2>&1
+  until [ "$(stat lake_rows)" -ge "$PRELOAD" ]; do sleep 0.1; done
+fi
+PRE_TICKS=$(awk '{print $14 + $15}' "/proc/$PID/stat")
+if [ -n "${BENCH_QUERY:-}" ]; then
+  # One query at a time until the file `stop` appears: each one's seconds.
+  python3 - "$URL" "$BENCH_QUERY" "$WORK/stop" >"$WORK/queries" <<'PY' &
+import json, os, sys, time, urllib.request
+url, sql, stop = sys.argv[1:]
+body = json.dumps({"sql": sql}).encode()
+while not os.path.exists(stop):
+    began = time.time()
+    request = urllib.request.Request(url + "/api/query", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        answer.read()
+    print(f"{time.time() - began:.3f}", flush=True)
+PY
+  QUERY_PID=$!
+fi
+
 START=$(date +%s.%N)
 /usr/bin/env time -f 'GEN_CPU %U %S' "${CLIENT_PIN[@]}" "$BIN" generate --target "$URL" --count "$COUNT" --kind "$KIND" --batch-size "$BATCH" --concurrency "$CONCURRENCY" >"$WORK/gen" 2>&1
 ACKED=$(date +%s.%N)
-until [ "$(stat lake_rows)" -ge "$COUNT" ]; do sleep 0.02; done
+until [ "$(stat lake_rows)" -ge "$((PRELOAD + COUNT))" ]; do sleep 0.02; done
 DONE=$(date +%s.%N)
+if [ -n "${QUERY_PID:-}" ]; then
+  touch "$WORK/stop"
+  wait "$QUERY_PID" || true
+fi
 # Kafka transactions and the appends they carried (0 0 without them).
 TXNS=$(curl -sf "$URL/metrics" | awk '/^logpipe_bus_transactions_total\{outcome="committed"\}/ {t=$2} /^logpipe_bus_transaction_requests_total / {r=$2} END {print t+0, r+0}')
 RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
 # utime + stime of `logpipe up`, in clock ticks (fields 14 and 15).
-UP_TICKS=$(awk '{print $14 + $15}' "/proc/$PID/stat")
+UP_TICKS=$(awk -v pre="$PRE_TICKS" '{print $14 + $15 - pre}' "/proc/$PID/stat")
 BROKER_TICKS=0
 for pidfile in ${KAFKA_DIR:+$KAFKA_DIR/node*/pid}; do
   BROKER_TICKS=$((BROKER_TICKS + $(awk '{print $14 + $15}' "/proc/$(cat "$pidfile")/stat")))
 done
 stop_up
 
-python3 - "$COUNT" "$START" "$ACKED" "$DONE" "$RSS_KB" "$WORK/gen" "$UP_TICKS" "$(getconf CLK_TCK)" "$BROKER_TICKS" $TXNS <<'PY'
-import sys
-count, start, acked, done, rss_kb, gen, up_ticks, hz, broker_ticks, txns, txn_appends = sys.argv[1:]
+touch "$WORK/queries"
+python3 - "$COUNT" "$START" "$ACKED" "$DONE" "$RSS_KB" "$WORK/gen" "$UP_TICKS" "$(getconf CLK_TCK)" "$BROKER_TICKS" $TXNS "$WORK/queries" <<'PY'
+import statistics, sys
+count, start, acked, done, rss_kb, gen, up_ticks, hz, broker_ticks, txns, txn_appends, queries = sys.argv[1:]
 count = int(count); start, acked, done = float(start), float(acked), float(done)
 lines = open(gen).read().strip().splitlines()
 gen_cpu = sum(float(x) for l in lines if l.startswith('GEN_CPU') for x in l.split()[1:])
@@ -97,4 +127,7 @@ if int(broker_ticks):
     print(f"broker CPU         {broker_cpu:.1f} s ({broker_cpu / (done - start):.2f} cores, {broker_cpu / count * 1e6:.2f} µs/record)")
 if float(txns):
     print(f"transactions       {float(txns):.0f} committed, {float(txn_appends) / float(txns):.2f} requests each")
+seconds = [float(l) for l in open(queries).read().split()]
+if seconds:
+    print(f"queries meanwhile  {len(seconds)}, median {statistics.median(seconds) * 1000:.0f} ms, max {max(seconds) * 1000:.0f} ms")
 PY
