@@ -7,6 +7,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, invalid};
 
+/// The query threads' scheduling priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryPriority {
+    /// SCHED_IDLE: run only when no other thread wants the CPU.
+    Idle,
+    /// nice 10: about a tenth of the CPU when ingest wants it all.
+    Low,
+    /// As every other thread.
+    Normal,
+}
+
 /// `[query]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -21,10 +33,10 @@ pub struct QueryConfig {
     /// The query API's and the console's queries run on threads of their
     /// own, this many (0: one per core)…
     pub threads: usize,
-    /// …at this lower scheduling priority (0 as ingest, up to 19): a heavy
-    /// query then takes only the CPU ingest leaves free, and runs at full
-    /// speed on an idle machine.
-    pub nice: i32,
+    /// …at this scheduling priority: `idle` (only CPU that nothing else
+    /// wants: ingest is never slowed, a query waits while ingest takes every
+    /// core), `low` (nice 10) or `normal` (as ingest).
+    pub priority: QueryPriority,
 }
 
 impl Default for QueryConfig {
@@ -33,7 +45,7 @@ impl Default for QueryConfig {
             timeout: Duration::from_secs(30),
             max_memory_bytes: 512 * 1024 * 1024,
             threads: 0,
-            nice: 10,
+            priority: QueryPriority::Idle,
         }
     }
 }
@@ -45,12 +57,6 @@ impl QueryConfig {
         }
         if self.max_memory_bytes < 1024 * 1024 {
             return invalid("query.max_memory_bytes", "must be at least 1 MiB (1048576)");
-        }
-        if !(0..=19).contains(&self.nice) {
-            return invalid(
-                "query.nice",
-                format!("is {}, must be 0 (as ingest) to 19 (lowest)", self.nice),
-            );
         }
         Ok(())
     }

@@ -44,7 +44,7 @@ pub use alerts::AlertFilter;
 pub use catalog::LAKE_URL;
 pub use error::{QueryError, Result};
 pub use render::{OutputFormat, QueryResult};
-pub use runtime::QueryThreads;
+pub use runtime::{QueryPriority, QueryThreads};
 
 use arrow::datatypes::SchemaRef;
 

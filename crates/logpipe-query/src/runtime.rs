@@ -1,6 +1,6 @@
 //! Where the query API's queries run: a runtime of their own whose threads
-//! the kernel schedules at a lower priority (`nice`), so that a heavy query
-//! takes only the CPU that ingest leaves free. DataFusion's tasks and the
+//! the kernel schedules at a lower priority (`SCHED_IDLE` by default), so
+//! that a heavy query takes only the CPU that ingest leaves free. DataFusion's tasks and the
 //! local store's blocking reads spawn on the runtime that runs the query,
 //! so all of a query's work stays on these threads. On an idle machine a
 //! query runs as fast as before: a lower priority only matters when
@@ -10,14 +10,23 @@ use std::sync::OnceLock;
 
 use tokio::runtime::{Handle, Runtime};
 
-/// `[query] threads` and `nice`.
+/// The query threads' scheduling priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryPriority {
+    /// SCHED_IDLE: run only when no other thread wants the CPU.
+    Idle,
+    /// nice 10.
+    Low,
+    /// As every other thread.
+    Normal,
+}
+
+/// `[query] threads` and `priority`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueryThreads {
     /// Worker threads (0: one per core).
     pub threads: usize,
-    /// Added to the threads' scheduling priority, 0 (as ingest) to 19
-    /// (only what nothing else wants).
-    pub nice: i32,
+    pub priority: QueryPriority,
 }
 
 /// The process's query runtime, made by the first engine that asks for
@@ -32,11 +41,11 @@ pub(crate) fn handle(threads: QueryThreads) -> Handle {
             } else {
                 threads.threads
             };
-            let nice = threads.nice;
+            let priority = threads.priority;
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers)
                 .thread_name("logpipe-query")
-                .on_thread_start(move || lower_priority(nice))
+                .on_thread_start(move || lower_priority(priority))
                 .enable_all()
                 .build()
                 .expect("the query runtime's threads start")
@@ -45,18 +54,37 @@ pub(crate) fn handle(threads: QueryThreads) -> Handle {
         .clone()
 }
 
-/// Lowers the calling thread's priority by `nice` (Linux schedules
-/// threads one by one; elsewhere nothing happens).
-fn lower_priority(nice: i32) {
+/// Lowers the calling thread's priority (Linux schedules threads one by
+/// one; elsewhere nothing happens).
+fn lower_priority(priority: QueryPriority) {
     #[cfg(target_os = "linux")]
-    if nice > 0 {
-        let tid = rustix::thread::gettid();
-        if let Err(error) = rustix::process::setpriority_process(Some(tid), nice) {
-            tracing::warn!(%error, nice, "cannot lower the query threads' priority");
+    {
+        let outcome = match priority {
+            QueryPriority::Normal => return,
+            QueryPriority::Idle => {
+                use thread_priority::unix::{
+                    NormalThreadSchedulePolicy, ThreadSchedulePolicy,
+                    set_thread_priority_and_policy, thread_native_id,
+                };
+                // SCHED_IDLE takes no priority value but its minimum (0).
+                set_thread_priority_and_policy(
+                    thread_native_id(),
+                    thread_priority::ThreadPriority::Min,
+                    ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+                )
+                .map_err(|e| format!("{e:?}"))
+            }
+            QueryPriority::Low => {
+                rustix::process::setpriority_process(Some(rustix::thread::gettid()), 10)
+                    .map_err(|e| e.to_string())
+            }
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(%error, ?priority, "cannot lower the query threads' priority");
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = nice;
+    let _ = priority;
 }
 
 /// A query task that is stopped when its caller stops waiting (a timeout,
@@ -74,22 +102,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_threads_run_at_the_lower_priority() {
+    fn query_threads_run_at_the_idle_priority() {
         let handle = handle(QueryThreads {
             threads: 1,
-            nice: 7,
+            priority: QueryPriority::Idle,
         });
-        let nice = std::thread::spawn(move || {
+        let policy = std::thread::spawn(move || {
             handle.block_on(async {
-                tokio::spawn(async {
-                    rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap()
-                })
-                .await
-                .unwrap()
+                tokio::spawn(async { thread_priority::unix::thread_schedule_policy().unwrap() })
+                    .await
+                    .unwrap()
             })
         })
         .join()
         .unwrap();
-        assert_eq!(nice, 7);
+        assert_eq!(
+            policy,
+            thread_priority::unix::ThreadSchedulePolicy::Normal(
+                thread_priority::unix::NormalThreadSchedulePolicy::Idle
+            )
+        );
     }
 }
