@@ -33,9 +33,9 @@ pub struct QueryConfig {
     /// The query API's and the console's queries run on threads of their
     /// own, this many (0: one per core)…
     pub threads: usize,
-    /// …at this scheduling priority: `idle` (only CPU that nothing else
-    /// wants: ingest is never slowed, a query waits while ingest takes every
-    /// core), `low` (nice 10) or `normal` (as ingest).
+    /// …at this scheduling priority: `idle` (only CPU that no other thread
+    /// wants; a query waits while ingest takes every core), `low` (nice 10)
+    /// or `normal` (as ingest).
     pub priority: QueryPriority,
 }
 
