@@ -311,10 +311,21 @@ fn services(dir: &std::path::Path) -> Option<(Arc<MariaDb>, Broker, String)> {
         eprintln!("skipped: needs a Kafka cluster this test starts (Kafka Connect runs beside it)");
         return None;
     };
-    let db = Arc::new(MariaDb::start());
-    db.sql(SCHEMA);
+    let db = car_database()?;
     let connect = broker.start_connect();
     Some((db, broker, connect))
+}
+
+/// A private MariaDB holding the seed's tables; `None` (the test skips)
+/// without MariaDB.
+fn car_database() -> Option<Arc<MariaDb>> {
+    if !mariadb::installed() {
+        eprintln!("skipped: MariaDB is not installed (./scripts/test.sh installs it)");
+        return None;
+    }
+    let db = Arc::new(MariaDb::start());
+    db.sql(SCHEMA);
+    Some(db)
 }
 
 fn kafka_config(brokers: &str) -> String {
@@ -558,12 +569,7 @@ batch = 200
 /// across a snapshot, a writer, a kill -9 and the schema changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_and_sink_on_the_embedded_bus_need_no_kafka() {
-    if !mariadb::installed() {
-        eprintln!("skipped: MariaDB is not installed (./scripts/test.sh installs it)");
-        return;
-    }
-    let db = Arc::new(MariaDb::start());
-    db.sql(SCHEMA);
+    let Some(db) = car_database() else { return };
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database("cdc_one_pc").await;
     let pg = Postgres::lazy(&url);
@@ -625,12 +631,7 @@ fn mariadb_sessions(table: &str, distance: &str) -> String {
 /// writer, the schema changes between: `inventory_db` equals `car`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_reach_a_mariadb_inventory_database_exactly_as_the_source() {
-    if !mariadb::installed() {
-        eprintln!("skipped: MariaDB is not installed (./scripts/test.sh installs it)");
-        return;
-    }
-    let db = Arc::new(MariaDb::start());
-    db.sql(SCHEMA);
+    let Some(db) = car_database() else { return };
     db.sql(
         "CREATE DATABASE inventory_db; CREATE USER 'inventory'@'%' IDENTIFIED BY 'invpw';
          GRANT ALL ON inventory_db.* TO 'inventory'@'%';",
@@ -746,20 +747,46 @@ server.serve_forever()
 "#;
 
 /// `[scored = id / 2, without a score, updated once]` counts of `uservehicle`.
-async fn score_counts(pg: &Postgres) -> Vec<String> {
-    let rows = pg
-        .query_text(
-            "SELECT count(*) FILTER (WHERE score = id / 2.0)::text, count(*) FILTER (WHERE score IS NULL)::text,
-                    count(*) FILTER (WHERE updates = 1)::text FROM uservehicle",
-        )
+const SCORED: &str = "SELECT count(*) FILTER (WHERE score = id / 2.0)::text, count(*) FILTER (WHERE score IS NULL)::text,
+    count(*) FILTER (WHERE updates = 1)::text FROM uservehicle";
+
+/// The first row of `sql` as text (empty while it fails, e.g. before the
+/// sink made the table).
+async fn first_row(pg: &Postgres, sql: &str) -> Vec<String> {
+    pg.query_text(sql)
         .await
-        .unwrap_or_default();
-    rows.into_iter()
+        .unwrap_or_default()
+        .into_iter()
         .next()
         .unwrap_or_default()
         .into_iter()
         .flatten()
         .collect()
+}
+
+/// Waits up to `limit` until `sql`'s first row is `want`; fails the test
+/// saying `what`, with the last row and `cdc`'s log.
+async fn wait_row(
+    pg: &Postgres,
+    sql: &str,
+    want: &[&str],
+    limit: Duration,
+    cdc: &Running,
+    what: &str,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let row = first_row(pg, sql).await;
+        if row == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {row:?}, want {want:?}\n{}",
+            cdc.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// The seed's model service: every upserted vehicle is POSTed to a scorer
@@ -770,10 +797,7 @@ async fn score_counts(pg: &Postgres) -> Vec<String> {
 /// its score, none lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scoring_hook_stores_each_rows_score_and_never_loses_a_change() {
-    if !mariadb::installed() {
-        eprintln!("skipped: MariaDB is not installed (./scripts/test.sh installs it)");
-        return;
-    }
+    let Some(db) = car_database() else { return };
     let dir = tempfile::tempdir().unwrap();
     let failing = dir.path().join("odd-ids-fail");
     std::fs::write(&failing, "").unwrap();
@@ -789,58 +813,46 @@ async fn the_scoring_hook_stores_each_rows_score_and_never_loses_a_change() {
         &mut port,
     )
     .unwrap();
-    let db = Arc::new(MariaDb::start());
-    db.sql(SCHEMA);
     let url = fresh_database("cdc_score").await;
     let waiting_url = fresh_database("cdc_score_wait").await;
     let pg = Postgres::lazy(&url);
     let waiting_pg = Postgres::lazy(&waiting_url);
-    let config = format!(
-        r#"
-[[cdc.sources]]
-name = "car"
-url = "mysql://cdc:cdcpw@127.0.0.1:{db_port}"
-tables = ["car.uservehicle"]
-
+    // Two sinks of the same topic, one per on_failure policy.
+    let sink = |name: &str, url: &str, on_failure: &str| {
+        format!(
+            r#"
 [[cdc.sinks]]
-name = "scored"
+name = "{name}"
 url = "{url}"
 topics = ["car.car.uservehicle"]
 
 [[cdc.sinks.tables]]
 topic = "car.car.uservehicle"
 table = "uservehicle"
-score = {{ url = "http://127.0.0.1:{port}/predict", on_failure = "null", retries = 1, timeout = "2s" }}
-
-[[cdc.sinks]]
-name = "waiting"
-url = "{waiting_url}"
-topics = ["car.car.uservehicle"]
-
-[[cdc.sinks.tables]]
-topic = "car.car.uservehicle"
-table = "uservehicle"
-score = {{ url = "http://127.0.0.1:{port}/predict", on_failure = "wait", retries = 1, timeout = "2s" }}
+score = {{ url = "http://127.0.0.1:{port}/predict", on_failure = "{on_failure}", retries = 1, timeout = "2s" }}
 "#,
-        db_port = db.port,
-        port = port.trim()
+            port = port.trim()
+        )
+    };
+    let config = format!(
+        "[[cdc.sources]]\nname = \"car\"\nurl = \"mysql://cdc:cdcpw@127.0.0.1:{}\"\ntables = [\"car.uservehicle\"]\n{}{}",
+        db.port,
+        sink("scored", &url, "null"),
+        sink("waiting", &waiting_url, "wait")
     );
     let command = Cdc::new(dir.path(), &config, &[]);
     let cdc = command.start();
     db.sql("UPDATE car.uservehicle SET updates = updates + 1 WHERE id <= 20");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let scored = loop {
-        let counts = score_counts(&pg).await;
-        if counts == ["250", "250", "20"] {
-            break counts;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "scores never arrived: {counts:?}\n{}",
-            cdc.log()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let scored = ["250", "250", "20"];
+    wait_row(
+        &pg,
+        SCORED,
+        &scored,
+        Duration::from_secs(60),
+        &cdc,
+        "scores never arrived",
+    )
+    .await;
     let metrics = cdc.metrics().await;
     assert!(
         metrics.contains(r#"logpipe_cdc_scores_total{sink="scored",outcome="failed"}"#),
@@ -848,25 +860,22 @@ score = {{ url = "http://127.0.0.1:{port}/predict", on_failure = "wait", retries
     );
     // The waiting sink has written no row without its score while the
     // scorer failed (a batch with an odd id waits whole).
-    let held = score_counts(&waiting_pg).await;
+    let held = first_row(&waiting_pg, SCORED).await;
     assert!(
         held.is_empty() || held[1] == "0",
         "rows written without their scores: {held:?}"
     );
     std::fs::remove_file(&failing).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let waited = loop {
-        let counts = score_counts(&waiting_pg).await;
-        if counts == ["500", "0", "20"] {
-            break counts;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the waiting sink never caught up: {counts:?}\n{}",
-            cdc.log()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let waited = ["500", "0", "20"];
+    wait_row(
+        &waiting_pg,
+        SCORED,
+        &waited,
+        Duration::from_secs(60),
+        &cdc,
+        "the waiting sink never caught up",
+    )
+    .await;
     let _ = scorer.kill();
     let _ = scorer.wait();
     eprintln!(
@@ -882,13 +891,8 @@ score = {{ url = "http://127.0.0.1:{port}/predict", on_failure = "wait", retries
 /// target after the copies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_cut_by_a_kill_resumes_without_copying_finished_tables_again() {
-    if !mariadb::installed() {
-        eprintln!("skipped: MariaDB is not installed (./scripts/test.sh installs it)");
-        return;
-    }
     const READINGS: u32 = 200_000;
-    let db = Arc::new(MariaDb::start());
-    db.sql(SCHEMA);
+    let Some(db) = car_database() else { return };
     db.sql(&format!(
         "USE car; CREATE TABLE car.odometer (reading_id BIGINT PRIMARY KEY, vehicle_id INT NOT NULL, km DOUBLE NOT NULL);
          INSERT INTO car.odometer SELECT seq, 1 + seq % 500, seq * 1.5 FROM seq_1_to_{READINGS};"
@@ -942,32 +946,17 @@ topics = ["car.car.uservehicle", "car.car.driving_session", "car.car.odometer"]
     );
     cdc.kill_hard();
     let cdc = command.start();
-    let want = ["500", "10", "1000", &(READINGS - 100).to_string()].map(str::to_string);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let counts: Vec<String> = pg
-            .query_text(
-                "SELECT (SELECT count(*) FROM uservehicle)::text, (SELECT sum(updates) FROM uservehicle)::text,
-                        (SELECT count(*) FROM driving_session)::text, (SELECT count(*) FROM odometer)::text",
-            )
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .next()
-            .unwrap_or_default()
-            .into_iter()
-            .flatten()
-            .collect();
-        if counts == want {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the target never reached the source: {counts:?}, want {want:?}\n{}",
-            cdc.log()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let readings = (READINGS - 100).to_string();
+    wait_row(
+        &pg,
+        "SELECT (SELECT count(*) FROM uservehicle)::text, (SELECT sum(updates) FROM uservehicle)::text,
+                (SELECT count(*) FROM driving_session)::text, (SELECT count(*) FROM odometer)::text",
+        &["500", "10", "1000", &readings],
+        Duration::from_secs(120),
+        &cdc,
+        "the target never reached the source",
+    )
+    .await;
     // The restarted source copied only the odometer.
     let metrics = cdc.metrics().await;
     let reads = |table: &str| {
@@ -991,37 +980,12 @@ topics = ["car.car.uservehicle", "car.car.driving_session", "car.car.odometer"]
     );
 }
 
-/// `[uservehicle rows, sum(updates), driving_session rows]` of a target
-/// (empty while the tables are not there).
-async fn target_counts(pg: &Postgres) -> Vec<String> {
-    pg.query_text(
-        "SELECT (SELECT count(*) FROM uservehicle)::text, (SELECT coalesce(sum(updates), 0) FROM uservehicle)::text,
-                (SELECT count(*) FROM driving_session)::text",
-    )
-    .await
-    .unwrap_or_default()
-    .into_iter()
-    .next()
-    .unwrap_or_default()
-    .into_iter()
-    .flatten()
-    .collect()
-}
+/// `[uservehicle rows, sum(updates), driving_session rows]` of a target.
+const TARGET_COUNTS: &str = "SELECT (SELECT count(*) FROM uservehicle)::text,
+    (SELECT coalesce(sum(updates), 0) FROM uservehicle)::text, (SELECT count(*) FROM driving_session)::text";
 
 async fn wait_counts(pg: &Postgres, want: &[&str], cdc: &Running, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let counts = target_counts(pg).await;
-        if counts == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {counts:?}, want {want:?}\n{}",
-            cdc.log()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_row(pg, TARGET_COUNTS, want, Duration::from_secs(60), cdc, what).await;
 }
 
 /// The binlog a stopped source was to resume from is purged: with
@@ -1031,12 +995,7 @@ async fn wait_counts(pg: &Postgres, want: &[&str], cdc: &Running, what: &str) {
 /// `snapshot = "never"` sends only changes made after it started.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purged_position_fails_or_snapshots_again_and_snapshot_never_sends_only_new_changes() {
-    if !mariadb::installed() {
-        eprintln!("skipped: MariaDB is not installed (./scripts/test.sh installs it)");
-        return;
-    }
-    let db = Arc::new(MariaDb::start());
-    db.sql(SCHEMA);
+    let Some(db) = car_database() else { return };
     let dir = tempfile::tempdir().unwrap();
     let url = fresh_database("cdc_purged").await;
     let later_url = fresh_database("cdc_never").await;
@@ -1149,12 +1108,7 @@ topics = ["later.car.uservehicle"]
 /// which gives it a terminal.
 #[test]
 fn a_terminal_shows_the_snapshots_progress() {
-    if !mariadb::installed() {
-        eprintln!("skipped: MariaDB is not installed (./scripts/test.sh installs it)");
-        return;
-    }
-    let db = MariaDb::start();
-    db.sql(SCHEMA);
+    let Some(db) = car_database() else { return };
     db.sql(
         "USE car; CREATE TABLE car.odometer (reading_id BIGINT PRIMARY KEY, km DOUBLE NOT NULL);
          INSERT INTO car.odometer SELECT seq, seq * 1.5 FROM seq_1_to_150000;",
