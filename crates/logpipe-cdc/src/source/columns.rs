@@ -37,6 +37,10 @@ pub enum Kind {
     Year,
     String,
     Bytes,
+    /// `ENUM`: one of the column's `allowed` values, as text.
+    Enum,
+    /// `SET`: some of them, comma-separated.
+    Set,
 }
 
 /// A source column.
@@ -45,6 +49,9 @@ pub struct SourceColumn {
     pub name: String,
     pub kind: Kind,
     pub key: bool,
+    /// An `ENUM`'s or a `SET`'s values in their order (empty otherwise):
+    /// the binlog carries their numbers, events carry the text.
+    pub allowed: Vec<String>,
 }
 
 /// Why a column cannot be captured.
@@ -57,15 +64,26 @@ pub struct ColumnError {
 }
 
 impl SourceColumn {
-    /// From a column definition and its precision or scale (`decimals` of
-    /// a result set; the table map's metadata for the binlog).
-    pub fn of(column: &Column, decimals: u8) -> Result<SourceColumn, ColumnError> {
+    /// From a column definition, its precision or scale (`decimals` of a
+    /// result set; the table map's metadata for the binlog) and, for an
+    /// `ENUM` or a `SET`, its values.
+    pub fn of(
+        column: &Column,
+        decimals: u8,
+        allowed: Vec<String>,
+    ) -> Result<SourceColumn, ColumnError> {
         let flags = column.flags();
         let unsigned = flags.contains(ColumnFlags::UNSIGNED_FLAG);
         let binary = column.character_set() == BINARY_CHARSET;
         let name = column.name_str().into_owned();
         use ColumnType::*;
         let kind = match column.column_type() {
+            // The binlog's table map names them; a result set says STRING
+            // with a flag.
+            MYSQL_TYPE_ENUM => Kind::Enum,
+            MYSQL_TYPE_SET => Kind::Set,
+            MYSQL_TYPE_STRING if flags.contains(ColumnFlags::ENUM_FLAG) => Kind::Enum,
+            MYSQL_TYPE_STRING if flags.contains(ColumnFlags::SET_FLAG) => Kind::Set,
             MYSQL_TYPE_TINY => Kind::Int16,
             MYSQL_TYPE_SHORT if unsigned => Kind::Int32,
             MYSQL_TYPE_SHORT => Kind::Int16,
@@ -107,15 +125,21 @@ impl SourceColumn {
                     column: name,
                     kind: None,
                     reason: format!(
-                        "type {other:?} is not captured yet (ENUM, SET and geometry types are not); exclude the table or change the column"
+                        "type {other:?} is not captured yet (geometry types are not); exclude the table or change the column"
                     ),
                 });
             }
+        };
+        let allowed = if matches!(kind, Kind::Enum | Kind::Set) {
+            allowed
+        } else {
+            Vec::new()
         };
         Ok(SourceColumn {
             name,
             kind,
             key: flags.contains(ColumnFlags::PRI_KEY_FLAG),
+            allowed,
         })
     }
 
@@ -148,6 +172,16 @@ impl SourceColumn {
             Kind::Year => ("int32", Some("io.debezium.time.Year"), None),
             Kind::String => ("string", None, None),
             Kind::Bytes => ("bytes", None, None),
+            Kind::Enum => (
+                "string",
+                Some("io.debezium.data.Enum"),
+                Some(json!({ "allowed": self.allowed.join(",") })),
+            ),
+            Kind::Set => (
+                "string",
+                Some("io.debezium.data.EnumSet"),
+                Some(json!({ "allowed": self.allowed.join(",") })),
+            ),
         };
         let mut field = Map::new();
         field.insert("type".into(), kind.into());
@@ -161,6 +195,34 @@ impl SourceColumn {
         }
         field.insert("field".into(), self.name.clone().into());
         Json::Object(field)
+    }
+
+    /// A binlog value as a result set gives it: an `ENUM`'s number and a
+    /// `SET`'s bits become their text.
+    pub fn from_binlog(&self, value: Value) -> Value {
+        match (self.kind, value) {
+            (Kind::Enum, Value::Int(0)) => Value::Bytes(Vec::new()),
+            (Kind::Enum, Value::Int(n)) => {
+                let index = usize::try_from(n - 1).unwrap_or(usize::MAX);
+                Value::Bytes(
+                    self.allowed
+                        .get(index)
+                        .map(|v| v.as_bytes().to_vec())
+                        .unwrap_or_else(|| n.to_string().into_bytes()),
+                )
+            }
+            (Kind::Set, Value::Bytes(bits)) => {
+                let names: Vec<&str> = self
+                    .allowed
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0))
+                    .map(|(_, name)| name.as_str())
+                    .collect();
+                Value::Bytes(names.join(",").into_bytes())
+            }
+            (_, value) => value,
+        }
     }
 
     /// A value as Debezium writes it.
@@ -239,13 +301,43 @@ impl SourceColumn {
                     + i64::from(*us);
                 json!(if *negative { -micros } else { micros })
             }
-            (Kind::String, Value::Bytes(b)) => Json::String(text(b)),
+            (Kind::String | Kind::Enum | Kind::Set, Value::Bytes(b)) => Json::String(text(b)),
             (Kind::Bytes, Value::Bytes(b)) => {
                 Json::String(base64::engine::general_purpose::STANDARD.encode(b))
             }
             (kind, value) => return Err(fail(format!("a {kind:?} column holds {value:?}"))),
         })
     }
+}
+
+/// The values of `enum('a','b')` or `set('x','y')`, as
+/// `information_schema.COLUMNS.COLUMN_TYPE` writes them (a quote inside a
+/// value doubled).
+pub fn allowed_values(column_type: &str) -> Vec<String> {
+    let Some(open) = column_type.find('(') else {
+        return Vec::new();
+    };
+    let inner = column_type[open + 1..].trim_end_matches(')');
+    let mut values = Vec::new();
+    let mut chars = inner.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\'' {
+            continue;
+        }
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    value.push('\'');
+                }
+                '\'' => break,
+                c => value.push(c),
+            }
+        }
+        values.push(value);
+    }
+    values
 }
 
 fn epoch_date() -> chrono::NaiveDate {
@@ -327,6 +419,7 @@ mod tests {
             name: "c".into(),
             kind,
             key: false,
+            allowed: Vec::new(),
         };
         let at = Value::Date(2024, 3, 1, 10, 11, 12, 345_678);
         assert_eq!(
@@ -366,5 +459,38 @@ mod tests {
                 .to_string()
                 .contains("column c")
         );
+    }
+
+    #[test]
+    fn enums_and_sets_are_their_text() {
+        assert_eq!(
+            allowed_values("enum('base','sport','it''s')"),
+            ["base", "sport", "it's"]
+        );
+        assert_eq!(allowed_values("set('roof','tow')"), ["roof", "tow"]);
+        let column = |kind| SourceColumn {
+            name: "c".into(),
+            kind,
+            key: false,
+            allowed: allowed_values("set('roof','tow','heat')"),
+        };
+        let set = column(Kind::Set);
+        assert_eq!(
+            set.from_binlog(Value::Bytes(vec![0b101])),
+            Value::Bytes(b"roof,heat".to_vec())
+        );
+        assert_eq!(
+            set.from_binlog(Value::Bytes(vec![0])),
+            Value::Bytes(Vec::new())
+        );
+        let one = column(Kind::Enum);
+        assert_eq!(
+            one.from_binlog(Value::Int(2)),
+            Value::Bytes(b"tow".to_vec())
+        );
+        assert_eq!(one.from_binlog(Value::Int(0)), Value::Bytes(Vec::new()));
+        assert_eq!(one.json(&Value::Bytes(b"tow".to_vec())).unwrap(), "tow");
+        assert_eq!(one.schema()["name"], "io.debezium.data.Enum");
+        assert_eq!(one.schema()["parameters"]["allowed"], "roof,tow,heat");
     }
 }

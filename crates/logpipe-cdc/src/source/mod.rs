@@ -42,7 +42,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts, Value};
 use serde_json::{Map, Value as Json, json};
 
-pub use columns::{ColumnError, Kind, SourceColumn};
+pub use columns::{ColumnError, Kind, SourceColumn, allowed_values};
 
 use crate::mariadb::quote;
 use crate::metrics::cdc_metrics;
@@ -210,6 +210,43 @@ impl Table {
             .map(|(column, value)| Ok((column.name.clone(), column.json(&value)?)))
             .collect()
     }
+}
+
+/// The values of each `ENUM` and of each `SET` column of a table map, in
+/// column order (`binlog_row_metadata=FULL` puts them there).
+fn enum_and_set_values(
+    tme: &mysql_async::binlog::events::TableMapEvent<'_>,
+) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    use mysql_async::binlog::events::OptionalMetadataField;
+    let (mut enums, mut sets) = (Vec::new(), Vec::new());
+    for field in tme.iter_optional_meta().flatten() {
+        match field {
+            OptionalMetadataField::EnumStrValue(columns) => {
+                for column in columns.iter_values().flatten() {
+                    enums.push(
+                        column
+                            .values()
+                            .iter()
+                            .map(|v| v.value().into_owned())
+                            .collect(),
+                    );
+                }
+            }
+            OptionalMetadataField::SetStrValue(columns) => {
+                for column in columns.iter_values().flatten() {
+                    sets.push(
+                        column
+                            .values()
+                            .iter()
+                            .map(|v| v.value().into_owned())
+                            .collect(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    (enums, sets)
 }
 
 /// Where a change came from, for `source`.
@@ -608,6 +645,22 @@ impl CdcSource {
                 .await
                 .ok()
                 .flatten();
+            // An ENUM's or a SET's values, which a result set does not carry.
+            let enums: Vec<(String, String)> = conn
+                .exec(
+                    "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS \
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND DATA_TYPE IN ('enum', 'set')",
+                    (db, table_name),
+                )
+                .await
+                .map_err(source_error("reading a table's ENUM and SET values"))?;
+            let allowed = |column: &str| {
+                enums
+                    .iter()
+                    .find(|(name, _)| name == column)
+                    .map(|(_, column_type)| columns::allowed_values(column_type))
+                    .unwrap_or_default()
+            };
             let mut result = conn
                 .exec_iter(sql, ())
                 .await
@@ -615,7 +668,7 @@ impl CdcSource {
             let columns = result.columns().unwrap_or_else(|| Arc::from(Vec::new()));
             let columns: Vec<SourceColumn> = columns
                 .iter()
-                .map(|c| SourceColumn::of(c, c.decimals()))
+                .map(|c| SourceColumn::of(c, c.decimals(), allowed(&c.name_str())))
                 .collect::<Result<_, _>>()
                 .map_err(|e| self.in_table(full, e))?;
             let table = Table::new(db, table_name, self.config.topic(full), columns);
@@ -873,11 +926,21 @@ impl CdcSource {
                             continue;
                         };
                         if !described {
+                            let (enums, sets) = enum_and_set_values(tme);
+                            let (mut enums, mut sets) = (enums.into_iter(), sets.into_iter());
                             let columns: Vec<SourceColumn> = image
                                 .columns_ref()
                                 .iter()
                                 .enumerate()
                                 .map(|(i, c)| {
+                                    use mysql_async::consts::ColumnType::{
+                                        MYSQL_TYPE_ENUM, MYSQL_TYPE_SET,
+                                    };
+                                    let allowed = match c.column_type() {
+                                        MYSQL_TYPE_ENUM => enums.next().unwrap_or_default(),
+                                        MYSQL_TYPE_SET => sets.next().unwrap_or_default(),
+                                        _ => Vec::new(),
+                                    };
                                     let meta = tme.get_column_metadata(i).unwrap_or(&[]);
                                     let decimals = match c.column_type() {
                                         mysql_async::consts::ColumnType::MYSQL_TYPE_NEWDECIMAL => {
@@ -885,7 +948,7 @@ impl CdcSource {
                                         }
                                         _ => meta.first(),
                                     };
-                                    SourceColumn::of(c, decimals.copied().unwrap_or(0))
+                                    SourceColumn::of(c, decimals.copied().unwrap_or(0), allowed)
                                 })
                                 .collect::<Result<_, _>>()
                                 .map_err(|e| self.in_table(&full, e))?;
@@ -903,11 +966,12 @@ impl CdcSource {
                         let table = &tables[&full];
                         let values = |row: Option<mysql_async::binlog::row::BinlogRow>| {
                             row.map(|row| {
-                                table.row(
-                                    row.unwrap()
-                                        .into_iter()
-                                        .map(|v| Value::try_from(v).unwrap_or(Value::NULL)),
-                                )
+                                table.row(row.unwrap().into_iter().zip(&table.columns).map(
+                                    |(v, column)| {
+                                        column
+                                            .from_binlog(Value::try_from(v).unwrap_or(Value::NULL))
+                                    },
+                                ))
                             })
                             .transpose()
                             .map_err(|e| self.in_table(&full, e))

@@ -1167,3 +1167,69 @@ fn a_terminal_shows_the_snapshots_progress() {
         .collect();
     eprintln!("on a terminal: {shown:?}");
 }
+
+/// `ENUM` and `SET` columns arrive as their text (Debezium's `Enum` and
+/// `EnumSet`): from the snapshot's rows, and from the binlog, which carries
+/// only their numbers and bits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enum_and_set_columns_arrive_as_their_text() {
+    let Some(db) = car_database() else { return };
+    db.sql(
+        "CREATE TABLE car.trims (id INT PRIMARY KEY, trim ENUM('base', 'sport', 'it''s lux') NOT NULL,
+           options SET('roof', 'tow', 'heat', 'sat nav') NOT NULL);
+         INSERT INTO car.trims VALUES (1, 'base', ''), (2, 'sport', 'roof,heat'), (3, 'it''s lux', 'tow');",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database("cdc_enums").await;
+    let pg = Postgres::lazy(&url);
+    let config = format!(
+        r#"
+[[cdc.sources]]
+name = "car"
+url = "mysql://cdc:cdcpw@127.0.0.1:{port}"
+tables = ["car.trims"]
+
+[[cdc.sinks]]
+name = "inventory"
+url = "{url}"
+topics = ["car.car.trims"]
+"#,
+        port = db.port
+    );
+    let cdc = Cdc::new(dir.path(), &config, &[]).start();
+    let source = || {
+        source_lines(
+            &db,
+            "SELECT CONCAT_WS('|', id, trim, options) FROM car.trims ORDER BY id",
+        )
+        .join("\n")
+    };
+    let target =
+        "SELECT string_agg(concat_ws('|', id, trim, options), E'\\n' ORDER BY id) FROM trims";
+    wait_row(
+        &pg,
+        target,
+        &[&source()],
+        Duration::from_secs(60),
+        &cdc,
+        "the snapshot",
+    )
+    .await;
+    // From the binlog: numbers and bits turned into their text.
+    db.sql(
+        "UPDATE car.trims SET trim = 'it''s lux', options = 'roof,tow,heat' WHERE id = 1;
+         UPDATE car.trims SET options = '' WHERE id = 2;
+         INSERT INTO car.trims VALUES (4, 'sport', 'heat,tow,sat nav');",
+    );
+    let want = source();
+    assert!(want.contains("1|it's lux|roof,tow,heat"), "{want}");
+    wait_row(
+        &pg,
+        target,
+        &[&want],
+        Duration::from_secs(60),
+        &cdc,
+        "the binlog's changes",
+    )
+    .await;
+}
