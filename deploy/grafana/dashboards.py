@@ -33,6 +33,10 @@ MAY_BE_EMPTY = {
     "Stream job restarts (1h)": "after the first restart",
     "PostgreSQL rows written /s": "with postgres.url set",
     "Retention: files deleted (1h)": "with lake.retention set, once an hour expired",
+    "Compaction: hours and files (1h)": "with lake.compaction.enabled, once an hour closed",
+    "CDC changes applied /s": "with [[cdc.sinks]] configured",
+    "CDC lag behind the source": "with [cdc] configured",
+    "CDC snapshot": "with [[cdc.sources]] configured",
 }
 
 
@@ -156,6 +160,16 @@ def dashboards():
             panel("Batch job last duration", [("max by (job_name) (logpipe_batch_last_duration_seconds)", "{{job_name}}")], "s"),
             panel("PostgreSQL rows written /s", [(f"sum(rate(logpipe_postgres_rows_written_total[{RATE}]))", "rows"),
                                                  (f"sum(rate(logpipe_postgres_errors_total[{RATE}]))", "errors")], "ops"),
+            panel("CDC changes applied /s", [(f"sum by (sink, table, op) (rate(logpipe_cdc_changes_applied_total[{RATE}]))", "{{sink}} {{table}} {{op}}")], "ops",
+                  description="Change events applied to each sink's target (upsert, delete, truncate), docs/cdc.md."),
+            panel("CDC lag behind the source", [
+                ("max by (sink) (logpipe_cdc_lag_seconds)", "sink {{sink}}"),
+                ("max by (source) (logpipe_cdc_source_lag_seconds)", "source {{source}}"),
+            ], "s", description="Sink: source commit to target commit of the newest change applied; source: how far behind the binlog it reads."),
+            panel("CDC snapshot", [
+                ('sum by (source) (logpipe_cdc_snapshot_rows{what="copied"})', "{{source}} copied"),
+                ('sum by (source) (logpipe_cdc_snapshot_rows{what="estimated"})', "{{source}} estimated"),
+            ], "short", description="Rows copied by a source's snapshot, next to the server's estimate (logpipe_cdc_snapshot_running is 1 meanwhile)."),
             panel("Records the lake will never have /s", [
                 (f"sum by (table) (rate(logpipe_lake_records_invalid_total[{RATE}]))", "invalid {{table}}"),
                 (f"sum by (table) (rate(logpipe_lake_records_lost_total[{RATE}]))", "lost {{table}}"),
@@ -175,6 +189,19 @@ def dashboards():
             panel("Store requests /s", [(f"sum by (operation, outcome) (rate(logpipe_lake_store_requests_total[{RATE}]))", "{{operation}} {{outcome}}")], "reqps",
                   description="Requests to the lake's store (a directory or S3); error: the store failed to answer."),
             panel("Store latency p95", [(f"histogram_quantile(0.95, sum by (le, operation) (rate(logpipe_lake_store_request_duration_seconds_bucket[{RATE}])))", "{{operation}}")], "s"),
+            panel("Lake size by table", [("sum by (table) (logpipe_lake_table_bytes)", "{{table}}")], "bytes",
+                  description="Bytes of each table's Parquet files (a listing every lake.usage_interval)."),
+            panel("Lake files and rows by table", [
+                ("sum by (table) (logpipe_lake_table_files)", "{{table}} files"),
+                ("sum by (table) (logpipe_lake_table_rows)", "{{table}} rows"),
+            ], "short"),
+            panel("Files in the open hour", [("max by (table) (logpipe_lake_open_hour_files)", "{{table}}")], "short",
+                  description="Small files accumulating in the hour being written; compaction merges them once the hour closed."),
+            panel("Compaction: hours and files (1h)", [
+                ("sum by (table) (increase(logpipe_lake_compactions_total[1h]))", "{{table}} hours"),
+                ("sum by (table) (increase(logpipe_lake_compaction_input_files_total[1h]))", "{{table}} files in"),
+                ("sum by (table) (increase(logpipe_lake_compaction_output_files_total[1h]))", "{{table}} files out"),
+            ], "short"),
             panel("Retention: files deleted (1h)", [("sum by (table) (increase(logpipe_lake_retention_deleted_files_total[1h]))", "{{table}}")], "short",
                   description="Whole hour partitions past lake.retention, deleted."),
             panel("Data directory disk free", [("logpipe_data_dir_free_bytes / logpipe_data_dir_size_bytes", "{{instance}}")], "percentunit",
