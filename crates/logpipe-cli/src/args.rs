@@ -67,7 +67,8 @@ pub(crate) enum Command {
     /// Change data capture (docs/cdc.md): [[cdc.sources]] capture MariaDB
     /// tables (snapshot, then binlog) into topics as Debezium's change
     /// events; [[cdc.sinks]] apply change events (theirs, or a Debezium
-    /// connector's on Kafka) to PostgreSQL or MariaDB exactly once.
+    /// connector's on Kafka) to PostgreSQL or MariaDB exactly once. On a
+    /// terminal it shows each snapshot's progress.
     Cdc(CdcArgs),
 }
 
