@@ -349,6 +349,18 @@ impl Pipeline {
             },
         };
         let job_tables = job_files.tables();
+        // Batch jobs' tables with a `-- retention:`, kept by the process
+        // that runs the batch jobs.
+        let batch_retention: Vec<(&'static logpipe_core::TableDef, std::time::Duration)> =
+            if self.has(Role::Reports) {
+                job_files
+                    .batch
+                    .iter()
+                    .filter_map(|job| job.retention.map(|kept| (job.table, kept)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
 
         let sql_jobs_postgres =
             self.has(Role::SqlJobs) && job_files.streams.iter().any(|job| job.postgres);
@@ -496,6 +508,7 @@ impl Pipeline {
                     .iter()
                     .filter_map(|job| job.retention.map(|kept| (job.table, kept))),
             );
+            tables.extend(batch_retention);
             if !tables.is_empty() {
                 let lake = lake.clone();
                 let interval = config.lake.retention.interval;

@@ -207,6 +207,9 @@ pub struct JobDef {
     pub webhook: Option<String>,
     /// Jobs whose output this one reads (filled by the runner).
     pub inputs: Vec<&'static str>,
+    /// How long its periods' partitions are kept (`-- retention: 90d`),
+    /// counted from the period's end; unset: kept for ever.
+    pub retention: Option<std::time::Duration>,
 }
 
 /// The built-in reports: name, file, scheduled by which `[reports]` cron.
@@ -228,7 +231,7 @@ pub const BUILT_IN: [(&str, &str, &str); 3] = [
     ),
 ];
 
-const KEYS: &str = "name, kind, period, days, schedule, output, postgres, webhook";
+const KEYS: &str = "name, kind, period, days, schedule, output, retention, postgres, webhook";
 const STREAM_KEYS: &str =
     "name, kind, lateness, idle_close, retention, output, postgres, webhook, alert";
 
@@ -466,6 +469,7 @@ impl JobDef {
         let mut output = None;
         let mut postgres = true;
         let mut webhook = None;
+        let mut retention = None;
         for (key, value_text, line_no, column) in header(text) {
             let fail = |reason: String| header_error(origin, line_no, column, reason);
             match key {
@@ -490,6 +494,19 @@ impl JobDef {
                     schedule = Some((value_text.to_string(), cron));
                 }
                 "output" => output = Some((value_text.to_string(), line_no, column)),
+                "retention" => {
+                    let kept = duration_of(value_text).ok_or_else(|| {
+                        fail(format!(
+                            "retention must be a duration like 36h or 30d, not {value_text:?}"
+                        ))
+                    })?;
+                    if kept < std::time::Duration::from_secs(3600) {
+                        return Err(fail(format!(
+                            "retention is {value_text}; it deletes whole periods, so keep at least 1h"
+                        )));
+                    }
+                    retention = Some(kept);
+                }
                 "kind" if value_text == "batch" => {}
                 "kind" => {
                     return Err(fail(format!(
@@ -562,6 +579,7 @@ impl JobDef {
             postgres,
             webhook,
             inputs: Vec::new(),
+            retention,
         })
     }
 
@@ -901,5 +919,20 @@ mod tests {
         let template_column = text.lines().nth(1).unwrap().find("nope").unwrap() as u64 + 1;
         assert_eq!(job.file_position(&period, 2, column), (2, template_column));
         assert_eq!(job.file_position(&period, 2, 8), (2, 8));
+    }
+
+    #[test]
+    fn a_batch_jobs_retention_is_a_duration_of_at_least_an_hour() {
+        let parse =
+            |header: &str| JobDef::parse("jobs/r.sql", &format!("{header}\nSELECT 1"), "r", false);
+        assert_eq!(
+            parse("-- retention: 90d").unwrap().retention,
+            Some(std::time::Duration::from_secs(90 * 86_400))
+        );
+        assert_eq!(parse("-- name: r").unwrap().retention, None);
+        let short = parse("-- retention: 30m").unwrap_err().to_string();
+        assert!(short.contains("at least 1h"), "{short}");
+        let wrong = parse("-- retention: a year").unwrap_err().to_string();
+        assert!(wrong.contains("retention must be a duration"), "{wrong}");
     }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use futures::{StreamExt, TryStreamExt};
-use logpipe_core::tables::TableDef;
+use logpipe_core::tables::{Partitioning, TableDef};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -145,18 +145,48 @@ async fn read_marks(store: &Arc<dyn ObjectStore>, dir: &str) -> object_store::Re
     }
 }
 
-/// The end of the partition `path` lies in (the deepest of its `year=`,
-/// `month=`, `day=`, `hour=` levels), and the table directory above them.
-fn partition_end(path: &str) -> Option<(&str, DateTime<Utc>)> {
-    let first = path.find("/year=")?;
-    let mut levels = Vec::new();
-    for (segment, key) in path[first + 1..].split('/').zip(LEVELS) {
-        match segment.strip_prefix(key) {
-            Some(value) => levels.push(value.parse().ok()?),
-            None => break,
+/// The end of a batch job's period partition from its directory's name:
+/// `date=YYYY-MM-DD` and `end_date=YYYY-MM-DD` end after that day,
+/// `week=YYYY-Www` after its Sunday.
+fn period_end(segment: &str) -> Option<DateTime<Utc>> {
+    let (key, value) = segment.split_once('=')?;
+    let last_day = match key {
+        "date" | "end_date" => chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()?,
+        "week" => {
+            let (year, week) = value.split_once("-W")?;
+            chrono::NaiveDate::from_isoywd_opt(
+                year.parse().ok()?,
+                week.parse().ok()?,
+                chrono::Weekday::Sun,
+            )?
         }
-    }
-    Some((&path[..first], span(&levels)?.1))
+        _ => return None,
+    };
+    Some(Utc.from_utc_datetime(&last_day.succ_opt()?.and_hms_opt(0, 0, 0)?))
+}
+
+/// The end of the partition `path` lies in (the deepest of its `year=`,
+/// `month=`, `day=`, `hour=` levels, or its period), and the table
+/// directory above them.
+fn partition_end(path: &str) -> Option<(&str, DateTime<Utc>)> {
+    let first = ["/year=", "/date=", "/week=", "/start_date="]
+        .iter()
+        .filter_map(|level| path.find(level))
+        .min()?;
+    let rest = &path[first + 1..];
+    let end = if rest.starts_with("year=") {
+        let mut levels = Vec::new();
+        for (segment, key) in rest.split('/').zip(LEVELS) {
+            match segment.strip_prefix(key) {
+                Some(value) => levels.push(value.parse().ok()?),
+                None => break,
+            }
+        }
+        span(&levels)?.1
+    } else {
+        rest.split('/').rev().find_map(period_end)?
+    };
+    Some((&path[..first], end))
 }
 
 /// The files of `listed` in partitions retention has hidden (expired, to
@@ -262,31 +292,59 @@ impl Lake {
         else {
             return Ok(deleted);
         };
-        // (prefix, levels parsed so far)
-        let mut pending: Vec<(StorePath, Vec<u32>)> = vec![(StorePath::from(dir), Vec::new())];
-        while let Some((prefix, levels)) = pending.pop() {
-            for child in self.partitions_under(&prefix, &levels).await? {
-                if child.end <= cutoff {
-                    let gone = self.delete_prefix(&child.path).await?;
-                    if let Some(root) = self.lake_store().local_dir() {
-                        // A local lake keeps the emptied directories.
-                        remove_empty_dirs(&root.join(child.path.as_ref()));
+        // The partitions that ended before the cutoff: (prefix, levels
+        // parsed so far) of an hourly table; `date=`, `week=`, and
+        // `start_date=…/end_date=` of a batch job's.
+        let mut expired: Vec<StorePath> = Vec::new();
+        match table.partitioning {
+            Partitioning::Hourly => {
+                let mut pending: Vec<(StorePath, Vec<u32>)> =
+                    vec![(StorePath::from(dir), Vec::new())];
+                while let Some((prefix, levels)) = pending.pop() {
+                    for child in self.partitions_under(&prefix, &levels).await? {
+                        if child.end <= cutoff {
+                            expired.push(child.path);
+                        } else if child.start < cutoff {
+                            pending.push((child.path, child.levels));
+                        }
                     }
-                    if gone.files > 0 {
-                        tracing::info!(
-                            table = name,
-                            partition = %child.path,
-                            files = gone.files,
-                            bytes = gone.bytes,
-                            "retention deleted an expired partition"
-                        );
-                    }
-                    deleted.files += gone.files;
-                    deleted.bytes += gone.bytes;
-                } else if child.start < cutoff {
-                    pending.push((child.path, child.levels));
                 }
             }
+            Partitioning::Text(_) => {
+                let mut pending = vec![StorePath::from(dir)];
+                while let Some(prefix) = pending.pop() {
+                    let listed = self.store().list_with_delimiter(Some(&prefix)).await?;
+                    for child in listed.common_prefixes {
+                        let Some(name) = child.filename() else {
+                            continue;
+                        };
+                        if name.starts_with("start_date=") {
+                            pending.push(child);
+                        } else if period_end(name).is_some_and(|end| end <= cutoff) {
+                            expired.push(child);
+                        }
+                    }
+                }
+            }
+            Partitioning::None => {}
+        }
+        for path in expired {
+            let gone = self.delete_prefix(&path).await?;
+            if let Some(root) = self.lake_store().local_dir() {
+                // A local lake keeps the emptied directories.
+                remove_empty_dirs(&root.join(path.as_ref()));
+            }
+            if gone.files > 0 {
+                tracing::info!(
+                    table = name,
+                    partition = %path,
+                    files = gone.files,
+                    bytes = gone.bytes,
+                    "retention deleted an expired partition"
+                );
+            }
+            deleted.files += gone.files;
+            deleted.bytes += gone.bytes;
         }
         let metrics = lake_metrics();
         metrics.retention_files.add(&[name], deleted.files);
@@ -402,6 +460,19 @@ mod tests {
             Some(("reports/daily", at("2025-01-13T00:00:00Z")))
         );
         assert_eq!(partition_end("logs/raw/part.parquet"), None);
+        assert_eq!(
+            partition_end("jobs/daily/date=2025-01-12/part-0.parquet"),
+            Some(("jobs/daily", at("2025-01-13T00:00:00Z")))
+        );
+        // ISO week 2 of 2026: Monday 5 to Sunday 11 January.
+        assert_eq!(
+            partition_end("jobs/weekly/week=2026-W02/part-0.parquet"),
+            Some(("jobs/weekly", at("2026-01-12T00:00:00Z")))
+        );
+        assert_eq!(
+            partition_end("jobs/r/start_date=2026-01-01/end_date=2026-01-31/part-0.parquet"),
+            Some(("jobs/r", at("2026-02-01T00:00:00Z")))
+        );
     }
 
     #[test]

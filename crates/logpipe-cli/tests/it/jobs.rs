@@ -1097,3 +1097,79 @@ async fn a_streaming_jobs_table_keeps_what_its_retention_says() {
     );
     assert!(running.terminate().success());
 }
+
+/// A batch job's `-- retention:` deletes its periods that ended longer ago
+/// (here its days, kept 2 days), by the process that runs the batch jobs,
+/// and keeps the younger ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_jobs_table_keeps_the_periods_its_retention_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    std::fs::write(
+        jobs.join("heartbeat.sql"),
+        "-- retention: 2d\nSELECT DATE '{date}' AS day, 1 AS beats\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    let today = Utc::now().date_naive();
+    let from = (today - chrono::Days::new(6)).to_string();
+    let to = (today - chrono::Days::new(1)).to_string();
+    let ran = jobs_cli(
+        &data,
+        &jobs,
+        &["run", "heartbeat", "--from", &from, "--to", &to],
+    );
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let days = || -> Vec<String> {
+        let mut days: Vec<String> = std::fs::read_dir(data.join("jobs/heartbeat"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        days.sort();
+        days
+    };
+    assert_eq!(days().len(), 6, "{:?}", days());
+    let env = [
+        ("LOGPIPE__JOBS__DIR", jobs.to_str().unwrap()),
+        ("LOGPIPE__LAKE__RETENTION__INTERVAL", "1s"),
+        ("LOGPIPE__LAKE__RETENTION__GRACE", "1s"),
+        ("LOGPIPE__WINDOWS__ENABLED", "false"),
+        // The scheduler's process runs the batch jobs' retention.
+        ("LOGPIPE__REPORTS__SCHEDULE", "true"),
+    ];
+    let running = Running::start(&data, &env);
+    // Kept: the days that ended less than 2 days ago (yesterday and the
+    // day before).
+    let kept: Vec<String> = (1..=2)
+        .rev()
+        .map(|ago| format!("date={}", today - chrono::Days::new(ago)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while days() != kept {
+        assert!(
+            Instant::now() < deadline,
+            "days left: {:?}, want {kept:?}\n{}",
+            days(),
+            running.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let beats = sql_with_jobs(
+        &data,
+        &jobs,
+        "SELECT CAST(sum(beats) AS BIGINT) AS n FROM heartbeat",
+    );
+    assert_eq!(beats[0]["n"], 2, "{beats:?}");
+    assert!(running.terminate().success());
+}
