@@ -448,15 +448,7 @@ impl Pipeline {
                     max_memory_bytes: Some(config.query.max_memory_bytes),
                     threads: Some(logpipe_query::QueryThreads {
                         threads: config.query.threads,
-                        priority: match config.query.priority {
-                            logpipe_config::QueryPriority::Idle => {
-                                logpipe_query::QueryPriority::Idle
-                            }
-                            logpipe_config::QueryPriority::Low => logpipe_query::QueryPriority::Low,
-                            logpipe_config::QueryPriority::Normal => {
-                                logpipe_query::QueryPriority::Normal
-                            }
-                        },
+                        priority: config.query.priority,
                     }),
                 };
                 let engine = QueryEngine::open_limited(store, limits).await?;

@@ -8,18 +8,8 @@
 
 use std::sync::OnceLock;
 
+pub use logpipe_config::QueryPriority;
 use tokio::runtime::{Handle, Runtime};
-
-/// The query threads' scheduling priority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueryPriority {
-    /// SCHED_IDLE: run only when no other thread wants the CPU.
-    Idle,
-    /// nice 10.
-    Low,
-    /// As every other thread.
-    Normal,
-}
 
 /// `[query] threads` and `priority`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
