@@ -10,6 +10,7 @@
 //! up). Either way no change is lost: the bus positions only move with the
 //! rows. A replayed batch is scored again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,9 +19,11 @@ use serde_json::{Map, Value};
 
 use crate::metrics::cdc_metrics;
 
-/// A configured scorer.
+/// A configured scorer; its clones (one per request in flight) share it.
 #[derive(Clone)]
-pub struct Scorer {
+pub struct Scorer(Arc<Inner>);
+
+struct Inner {
     config: CdcScoreConfig,
     client: reqwest::Client,
 }
@@ -42,12 +45,12 @@ impl Scorer {
             .timeout(config.timeout)
             .build()
             .unwrap_or_default();
-        Scorer { config, client }
+        Scorer(Arc::new(Inner { config, client }))
     }
 
     /// The column the score goes to.
     pub fn column(&self) -> &str {
-        &self.config.column
+        &self.0.config.column
     }
 
     /// Adds the score to every row (`null` where the scorer failed and
@@ -57,20 +60,23 @@ impl Scorer {
         sink: &str,
         rows: &mut [Map<String, Value>],
     ) -> Result<(), ScoreError> {
+        let config = &self.0.config;
         // At most `concurrency` requests in flight (the hook's bounded
-        // queue), answers in row order; each future owns what it sends.
-        // (The futures are made first: a stream mapping borrowed rows is
-        // not `Send` for every lifetime, which the sink task needs.)
+        // queue), answers in row order; each future owns its row's JSON,
+        // serialized once for all its attempts. (The futures are made
+        // first: a stream mapping borrowed rows is not `Send` for every
+        // lifetime, which the sink task needs.)
         let requests: Vec<_> = rows
             .iter()
             .map(|row| {
                 let scorer = self.clone();
-                let row = row.clone();
-                async move { scorer.one(&row).await }
+                let body =
+                    bytes::Bytes::from(serde_json::to_vec(row).expect("a JSON object serializes"));
+                async move { scorer.one(body).await }
             })
             .collect();
         let answers: Vec<Result<Value, ScoreError>> = futures::stream::iter(requests)
-            .buffered(self.config.concurrency.max(1))
+            .buffered(config.concurrency.max(1))
             .collect()
             .await;
         let metrics = cdc_metrics();
@@ -78,12 +84,12 @@ impl Scorer {
             match answer {
                 Ok(score) => {
                     metrics.scores.inc(&[sink, "ok"]);
-                    row.insert(self.config.column.clone(), score);
+                    row.insert(config.column.clone(), score);
                 }
-                Err(error) if self.config.on_failure == ScoreOnFailure::Null => {
+                Err(error) if config.on_failure == ScoreOnFailure::Null => {
                     metrics.scores.inc(&[sink, "failed"]);
                     tracing::warn!(sink, %error, "CDC scorer failed: the row is written without its score");
-                    row.insert(self.config.column.clone(), Value::Null);
+                    row.insert(config.column.clone(), Value::Null);
                 }
                 Err(error) => {
                     metrics.scores.inc(&[sink, "failed"]);
@@ -95,14 +101,19 @@ impl Scorer {
     }
 
     /// One row's score: the answer's number, or its `column` field's.
-    async fn one(&self, row: &Map<String, Value>) -> Result<Value, ScoreError> {
+    async fn one(&self, body: bytes::Bytes) -> Result<Value, ScoreError> {
+        let Inner { config, client } = &*self.0;
         let mut last = String::new();
-        let attempts = self.config.retries + 1;
+        let attempts = config.retries + 1;
         for attempt in 0..attempts {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100) * 2u32.pow(attempt.min(6))).await;
             }
-            let response = match self.client.post(&self.config.url).json(row).send().await {
+            let request = client
+                .post(&config.url)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            let response = match request.send().await {
                 Ok(response) => response,
                 Err(error) => {
                     last = error.to_string();
@@ -115,16 +126,16 @@ impl Scorer {
             }
             match response.json::<Value>().await {
                 Ok(Value::Number(n)) => return Ok(Value::Number(n)),
-                Ok(Value::Object(answer)) => match answer.get(&self.config.column) {
+                Ok(Value::Object(answer)) => match answer.get(&config.column) {
                     Some(Value::Number(n)) => return Ok(Value::Number(n.clone())),
-                    _ => last = format!("the answer has no number in \"{}\"", self.config.column),
+                    _ => last = format!("the answer has no number in \"{}\"", config.column),
                 },
                 Ok(other) => last = format!("the answer {other} is not a number"),
                 Err(error) => last = format!("the answer is not JSON: {error}"),
             }
         }
         Err(ScoreError::Failed {
-            url: self.config.url.clone(),
+            url: config.url.clone(),
             attempts,
             last,
         })
