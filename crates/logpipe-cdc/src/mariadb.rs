@@ -114,6 +114,26 @@ fn param(value: &Json, sql: Option<SqlType>) -> Value {
     }
 }
 
+/// `count` tuples of `width` placeholders: `(?, ?), (?, ?)`.
+fn placeholders(width: usize, count: usize) -> String {
+    let one = format!("({})", vec!["?"; width].join(", "));
+    vec![one.as_str(); count].join(", ")
+}
+
+/// The `columns` of each of `rows` as parameters, typed by `table`.
+fn row_params(table: &TargetTable, rows: &[Map<String, Json>], columns: &[String]) -> Vec<Value> {
+    rows.iter()
+        .flat_map(|row| {
+            columns.iter().map(|c| {
+                param(
+                    row.get(c).unwrap_or(&Json::Null),
+                    table.columns.get(c).copied().flatten(),
+                )
+            })
+        })
+        .collect()
+}
+
 /// A MariaDB connection as a target.
 pub struct MariaDbTarget {
     url: String,
@@ -256,7 +276,6 @@ impl MariaDbTarget {
             ))
             .await
             .map_err(error(format!("creating {schema}.{name}")))?;
-        tracing::info!(table = %format!("{schema}.{name}"), key = %key.join(","), "CDC target: table created");
         Ok(())
     }
 
@@ -331,50 +350,26 @@ impl MariaDbTarget {
                     };
                     let per_statement = (MAX_PARAMS / columns.len().max(1)).max(1);
                     for chunk in rows.chunks(per_statement) {
-                        let placeholders = format!("({})", vec!["?"; columns.len()].join(", "));
                         let statement = format!(
                             "INSERT INTO {name} ({list}) VALUES {} ON DUPLICATE KEY UPDATE {conflict}",
-                            vec![placeholders.as_str(); chunk.len()].join(", ")
+                            placeholders(columns.len(), chunk.len())
                         );
-                        let params: Vec<Value> = chunk
-                            .iter()
-                            .flat_map(|row| {
-                                columns.iter().map(|c| {
-                                    param(
-                                        row.get(c).unwrap_or(&Json::Null),
-                                        table.columns.get(c).copied().flatten(),
-                                    )
-                                })
-                            })
-                            .collect();
                         transaction
-                            .exec_drop(statement, params)
+                            .exec_drop(statement, row_params(table, chunk, &columns))
                             .await
                             .map_err(error(format!("upserting into {}", table.display())))?;
                     }
                 }
                 TableStep::Deletes(keys) => {
                     let per_statement = (MAX_PARAMS / table.key.len().max(1)).max(1);
-                    let one = format!("({})", vec!["?"; table.key.len()].join(", "));
                     let key_list = quoted_list(&table.key, quote);
                     for chunk in keys.chunks(per_statement) {
                         let statement = format!(
                             "DELETE FROM {name} WHERE ({key_list}) IN ({})",
-                            vec![one.as_str(); chunk.len()].join(", ")
+                            placeholders(table.key.len(), chunk.len())
                         );
-                        let params: Vec<Value> = chunk
-                            .iter()
-                            .flat_map(|key: &Map<String, Json>| {
-                                table.key.iter().map(|c| {
-                                    param(
-                                        key.get(c).unwrap_or(&Json::Null),
-                                        table.columns.get(c).copied().flatten(),
-                                    )
-                                })
-                            })
-                            .collect();
                         transaction
-                            .exec_drop(statement, params)
+                            .exec_drop(statement, row_params(table, chunk, &table.key))
                             .await
                             .map_err(error(format!("deleting from {}", table.display())))?;
                     }

@@ -333,7 +333,6 @@ impl PgTarget {
             ))
             .await
             .map_err(query_error(format!("creating {schema}.{name}")))?;
-        tracing::info!(table = %format!("{schema}.{name}"), key = %key.join(","), "CDC target: table created");
         Ok(())
     }
 }

@@ -83,9 +83,11 @@ impl Target {
         key: &[String],
     ) -> Result<(), TargetError> {
         match self {
-            Target::Postgres(t) => t.create(schema, name, columns, key).await,
-            Target::MariaDb(t) => t.create(schema, name, columns, key).await,
+            Target::Postgres(t) => t.create(schema, name, columns, key).await?,
+            Target::MariaDb(t) => t.create(schema, name, columns, key).await?,
         }
+        tracing::info!(table = %format!("{schema}.{name}"), key = %key.join(","), "CDC target: table created");
+        Ok(())
     }
 
     /// Applies `steps` and moves `sink`'s positions in one transaction.
