@@ -221,28 +221,18 @@ fn enum_and_set_values(
     let (mut enums, mut sets) = (Vec::new(), Vec::new());
     for field in tme.iter_optional_meta().flatten() {
         match field {
-            OptionalMetadataField::EnumStrValue(columns) => {
-                for column in columns.iter_values().flatten() {
-                    enums.push(
-                        column
-                            .values()
-                            .iter()
-                            .map(|v| v.value().into_owned())
-                            .collect(),
-                    );
-                }
-            }
-            OptionalMetadataField::SetStrValue(columns) => {
-                for column in columns.iter_values().flatten() {
-                    sets.push(
-                        column
-                            .values()
-                            .iter()
-                            .map(|v| v.value().into_owned())
-                            .collect(),
-                    );
-                }
-            }
+            OptionalMetadataField::EnumStrValue(columns) => enums.extend(
+                columns
+                    .iter_values()
+                    .flatten()
+                    .map(|c| c.values().iter().map(|v| v.value().into_owned()).collect()),
+            ),
+            OptionalMetadataField::SetStrValue(columns) => sets.extend(
+                columns
+                    .iter_values()
+                    .flatten()
+                    .map(|c| c.values().iter().map(|v| v.value().into_owned()).collect()),
+            ),
             _ => {}
         }
     }
@@ -934,19 +924,20 @@ impl CdcSource {
                                 .enumerate()
                                 .map(|(i, c)| {
                                     use mysql_async::consts::ColumnType::{
-                                        MYSQL_TYPE_ENUM, MYSQL_TYPE_SET,
+                                        MYSQL_TYPE_ENUM, MYSQL_TYPE_NEWDECIMAL, MYSQL_TYPE_SET,
                                     };
-                                    let allowed = match c.column_type() {
-                                        MYSQL_TYPE_ENUM => enums.next().unwrap_or_default(),
-                                        MYSQL_TYPE_SET => sets.next().unwrap_or_default(),
-                                        _ => Vec::new(),
-                                    };
+                                    // A DECIMAL's scale is its metadata's second
+                                    // byte, a time's precision the first.
                                     let meta = tme.get_column_metadata(i).unwrap_or(&[]);
-                                    let decimals = match c.column_type() {
-                                        mysql_async::consts::ColumnType::MYSQL_TYPE_NEWDECIMAL => {
-                                            meta.get(1)
+                                    let (decimals, allowed) = match c.column_type() {
+                                        MYSQL_TYPE_NEWDECIMAL => (meta.get(1), Vec::new()),
+                                        MYSQL_TYPE_ENUM => {
+                                            (meta.first(), enums.next().unwrap_or_default())
                                         }
-                                        _ => meta.first(),
+                                        MYSQL_TYPE_SET => {
+                                            (meta.first(), sets.next().unwrap_or_default())
+                                        }
+                                        _ => (meta.first(), Vec::new()),
                                     };
                                     SourceColumn::of(c, decimals.copied().unwrap_or(0), allowed)
                                 })
