@@ -30,9 +30,10 @@
 //! hides from every listing the inputs of a compaction whose merged files
 //! are all there, and the merged files of one that is not complete: a query
 //! sees every row once at any moment. (It also hides the partitions
-//! retention has expired but not yet deleted: `retention::expired_files`.) A reader of the plain Hive tree
-//! (Spark, DuckDB) does not read the manifests: it sees an hour's rows
-//! twice from step 4 until the inputs are deleted. So compaction is off by
+//! retention has expired but not yet deleted: `retention::expired_files`.)
+//! A reader of the plain Hive tree (Spark, DuckDB) does not read the
+//! manifests: it sees an hour's rows twice from step 4 until the inputs
+//! are deleted. So compaction is off by
 //! default (docs/operations.md "Compaction").
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -674,6 +675,18 @@ impl CompactionView {
     }
 }
 
+/// What a listing under `prefix` leaves out: the files pending compactions
+/// replace or have not finished, and the partitions retention expired.
+async fn hidden(
+    store: &Arc<dyn ObjectStore>,
+    prefix: Option<&StorePath>,
+    listed: &[ObjectMeta],
+) -> object_store::Result<BTreeSet<StorePath>> {
+    let mut hidden = hidden_files(store, prefix, listed).await?;
+    hidden.extend(crate::retention::expired_files(store, listed).await?);
+    Ok(hidden)
+}
+
 /// The files the pending compactions under `prefix` hide from a listing
 /// that returned `listed`. Read after the listing: a compaction that
 /// starts in between has no merged file in it yet, and one that finishes
@@ -785,8 +798,7 @@ impl ObjectStore for CompactionView {
         let prefix = prefix.cloned();
         futures::stream::once(async move {
             let listed: Vec<ObjectMeta> = store.list(prefix.as_ref()).try_collect().await?;
-            let mut hidden = hidden_files(&store, prefix.as_ref(), &listed).await?;
-            hidden.extend(crate::retention::expired_files(&store, &listed).await?);
+            let hidden = hidden(&store, prefix.as_ref(), &listed).await?;
             Ok::<_, object_store::Error>(futures::stream::iter(
                 listed
                     .into_iter()
@@ -803,8 +815,7 @@ impl ObjectStore for CompactionView {
         prefix: Option<&StorePath>,
     ) -> object_store::Result<ListResult> {
         let mut listed = self.inner.list_with_delimiter(prefix).await?;
-        let mut hidden = hidden_files(&self.inner, prefix, &listed.objects).await?;
-        hidden.extend(crate::retention::expired_files(&self.inner, &listed.objects).await?);
+        let hidden = hidden(&self.inner, prefix, &listed.objects).await?;
         listed
             .objects
             .retain(|meta| !hidden.contains(&meta.location));
