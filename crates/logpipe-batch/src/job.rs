@@ -56,12 +56,8 @@ impl Period {
 
     /// Parses `YYYY-Www` (ISO week).
     pub fn parse_week(text: &str) -> Result<Period> {
-        let bad = || BatchError::BadWeek(text.to_string());
-        let (year, week) = text.split_once("-W").ok_or_else(bad)?;
-        let year: i32 = year.parse().map_err(|_| bad())?;
-        let week: u32 = week.parse().map_err(|_| bad())?;
-        let monday =
-            NaiveDate::from_isoywd_opt(year, week, chrono::Weekday::Mon).ok_or_else(bad)?;
+        let monday = logpipe_core::time::iso_week_monday(text)
+            .ok_or_else(|| BatchError::BadWeek(text.to_string()))?;
         Ok(Period::Week(monday))
     }
 

@@ -157,6 +157,13 @@ impl HourPartition {
     }
 }
 
+/// The Monday of ISO week `YYYY-Www` (a weekly period's partition value,
+/// e.g. `2026-W02`).
+pub fn iso_week_monday(text: &str) -> Option<chrono::NaiveDate> {
+    let (year, week) = text.split_once("-W")?;
+    chrono::NaiveDate::from_isoywd_opt(year.parse().ok()?, week.parse().ok()?, chrono::Weekday::Mon)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

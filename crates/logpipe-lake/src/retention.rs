@@ -152,14 +152,7 @@ fn period_end(segment: &str) -> Option<DateTime<Utc>> {
     let (key, value) = segment.split_once('=')?;
     let last_day = match key {
         "date" | "end_date" => chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").ok()?,
-        "week" => {
-            let (year, week) = value.split_once("-W")?;
-            chrono::NaiveDate::from_isoywd_opt(
-                year.parse().ok()?,
-                week.parse().ok()?,
-                chrono::Weekday::Sun,
-            )?
-        }
+        "week" => logpipe_core::time::iso_week_monday(value)? + chrono::Days::new(6),
         _ => return None,
     };
     Some(Utc.from_utc_datetime(&last_day.succ_opt()?.and_hms_opt(0, 0, 0)?))
