@@ -25,15 +25,11 @@ cd "$(dirname "$0")/.."
 COUNT=${1:-5000000}
 DAYS=${2:-30}
 . bench/lib.sh
-PY=${BENCH_PYTHON:-$HOME/.cache/logpipe/venv/bin/python}
 SPARK_PY=${BENCH_SPARK_PYTHON:-$HOME/.cache/logpipe/spark-venv-4.2.0/bin/python}
 DATA=${BENCH_KEEP:-$WORK/data}
 
 if [ ! -d "$DATA/logs" ]; then
-  LOGPIPE__WINDOWS__ENABLED=false LOGPIPE__REPORTS__SCHEDULE=false start_up "$DATA"
-  echo "loading $COUNT logs over $DAYS days…" >&2
-  "$BIN" generate --target "$URL" --count "$COUNT" --kind logs --spread-days "$DAYS" >&2
-  until [ "$(stat lake_rows)" -ge "$COUNT" ]; do sleep 0.2; done
+  load_logs "$DATA" "$COUNT" --spread-days "$DAYS"
   stop_up
 fi
 FIRST=$(date -u -d "$DAYS days ago" +%F)

@@ -63,6 +63,21 @@ start_up() {
   [ -n "$URL" ] || { echo "logpipe up did not start:" >&2; cat "$WORK/err" >&2; exit 1; }
 }
 
+# The Python with DuckDB that scripts/test.sh installs (BENCH_PYTHON: another).
+PY=${BENCH_PYTHON:-$HOME/.cache/logpipe/venv/bin/python}
+
+# load_logs DATA_DIR COUNT [GENERATE_ARGS…]: `logpipe up` on DATA_DIR (no
+# windows, no scheduled reports), COUNT logs from `logpipe generate`, and
+# a wait until the lake holds them all; the server keeps running.
+load_logs() {
+  local data=$1 count=$2
+  shift 2
+  LOGPIPE__WINDOWS__ENABLED=false LOGPIPE__REPORTS__SCHEDULE=false start_up "$data"
+  echo "loading $count logs…" >&2
+  "$BIN" generate --target "$URL" --count "$count" --kind logs "$@" >&2
+  until [ "$(stat lake_rows)" -ge "$count" ]; do sleep 0.2; done
+}
+
 # stat NAME: one figure of the running server's /api/stats.
 stat() { curl -sf "$URL/api/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 

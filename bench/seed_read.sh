@@ -21,13 +21,9 @@ cd "$(dirname "$0")/.."
 COUNT=${1:-5000000}
 RUNS=${2:-5}
 . bench/lib.sh
-PY=${BENCH_PYTHON:-$HOME/.cache/logpipe/venv/bin/python}
 DATA=$WORK/data
 
-LOGPIPE__WINDOWS__ENABLED=false LOGPIPE__REPORTS__SCHEDULE=false start_up "$DATA"
-echo "loading $COUNT logs…" >&2
-"$BIN" generate --target "$URL" --count "$COUNT" --kind logs --spread-days 1 >/dev/null 2>&1
-until [ "$(stat lake_rows)" -ge "$COUNT" ]; do sleep 0.2; done
+load_logs "$DATA" "$COUNT" --spread-days 1
 FILES=$(find "$DATA/logs/raw" -name '*.parquet' | wc -l)
 BYTES=$(du -sb "$DATA/logs/raw" | cut -f1)
 
