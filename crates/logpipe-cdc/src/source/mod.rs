@@ -42,7 +42,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts, Value};
 use serde_json::{Map, Value as Json, json};
 
-pub use columns::{ColumnError, Kind, SourceColumn, allowed_values};
+pub use columns::{ColumnError, Kind, SourceColumn};
 
 use crate::mariadb::quote;
 use crate::metrics::cdc_metrics;
