@@ -61,16 +61,18 @@ VENV="$HOME/.cache/logpipe/venv"
 # confluent-kafka (PyPI, with its own librdkafka) is the outside Kafka client;
 # OpenTelemetry's Python SDK and OTLP/HTTP exporter send logs to /v1/logs;
 # kubernetes-validate checks the Helm chart's manifests against
-# Kubernetes' schemas offline, and PyYAML reads them.
+# Kubernetes' schemas offline, and PyYAML reads them; deltalake (delta-rs)
+# reads the lake's Delta logs as an outside reader.
 OTEL_VERSION=1.45.2
+DELTALAKE_VERSION=1.6.6
 install_venv() {
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb confluent-kafka \
     "opentelemetry-sdk==$OTEL_VERSION" "opentelemetry-exporter-otlp-proto-http==$OTEL_VERSION" \
-    kubernetes-validate pyyaml
+    kubernetes-validate pyyaml "deltalake==$DELTALAKE_VERSION"
 }
-if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, kubernetes_validate, yaml' 2>/dev/null; then
-  tier "installing duckdb, confluent-kafka and the OpenTelemetry SDK (PyPI) into $VENV for the external-client tests" install_venv
+if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, kubernetes_validate, yaml, deltalake' 2>/dev/null; then
+  tier "installing duckdb, deltalake, confluent-kafka and the OpenTelemetry SDK (PyPI) into $VENV for the external-client tests" install_venv
 fi
 export LOGPIPE_TEST_PYTHON="$VENV/bin/python"
 
@@ -122,6 +124,24 @@ if ! "$SPARK_VENV/bin/python" -c 'import pyspark' 2>/dev/null || [ ! -f "$SPARK_
   tier "installing pyspark $SPARK_VERSION (PyPI) and its Kafka source (Maven Central)" install_spark
 fi
 export LOGPIPE_TEST_SPARK_PYTHON="$SPARK_VENV/bin/python" LOGPIPE_TEST_SPARK_JARS="$SPARK_JARS"
+
+# Spark reading logpipe's Delta logs ([lake.delta]): delta-spark built for
+# Spark 4.2 and delta-storage from Maven Central (deploy/spark/delta-pom.xml),
+# two jars cached outside the clone.
+DELTA_VERSION=4.3.0
+SPARK_DELTA_JARS="$HOME/.cache/logpipe/spark-delta-$DELTA_VERSION"
+install_spark_delta() {
+  rm -rf "$SPARK_DELTA_JARS.tmp"
+  mvn -q -B -Dstyle.color=never -f deploy/spark/delta-pom.xml -Ddelta.version=$DELTA_VERSION \
+    dependency:copy-dependencies -DexcludeTransitive=true -DoutputDirectory="$SPARK_DELTA_JARS.tmp" >&2
+  rm -rf "$SPARK_DELTA_JARS"
+  mv "$SPARK_DELTA_JARS.tmp" "$SPARK_DELTA_JARS"
+  touch "$SPARK_DELTA_JARS/.complete"
+}
+if [ ! -f "$SPARK_DELTA_JARS/.complete" ]; then
+  tier "fetching delta-spark $DELTA_VERSION (Maven Central) for Spark reading the Delta log" install_spark_delta
+fi
+export LOGPIPE_TEST_SPARK_DELTA_JARS="$SPARK_DELTA_JARS"
 
 # Airflow (PyPI) runs deploy/airflow/dags against the binary
 # (tests/it/deploy.rs): pinned, with the constraints frozen in

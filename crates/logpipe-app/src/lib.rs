@@ -551,6 +551,18 @@ impl Pipeline {
                     Ok(())
                 });
             }
+            if self.has(Role::RawJob) && config.lake.delta.enabled {
+                // A Delta log over every table, publishing what logpipe's
+                // reads see (compactions and expiries atomically).
+                let tables = lake_tables.clone();
+                let settings = logpipe_lake::delta::DeltaSettings::from_config(&config.lake.delta);
+                let lake = lake.clone();
+                let stop = supervisor.shutdown(stages.jobs);
+                supervisor.spawn(stages.jobs, "lake delta log", async move {
+                    logpipe_lake::delta::run(lake, tables, settings, stop).await;
+                    Ok(())
+                });
+            }
             if self.has(Role::RawJob) {
                 let job = RawToLake::new(
                     bus.bus.clone(),

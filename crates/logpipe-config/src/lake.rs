@@ -160,6 +160,43 @@ impl Default for CompactionConfig {
     }
 }
 
+/// `[lake.delta]`: a Delta Lake transaction log kept over each table's
+/// files, so readers outside logpipe (Spark with delta-spark, delta-rs,
+/// DuckDB's delta extension, Trino) see a compaction or a retention
+/// deletion in one atomic step (docs/operations.md "Delta log").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeltaConfig {
+    /// Off by default: the plain Hive tree needs no log, and the log's
+    /// checkpoints are Parquet files under `<table>/_delta_log/` that a
+    /// `**/*.parquet` glob would also match.
+    pub enabled: bool,
+    /// How often what logpipe's reads see is published as a new version:
+    /// how far the Delta view trails. At most half of
+    /// `lake.compaction.grace` and `lake.retention.grace`, so a version
+    /// leaves out replaced files well before they are deleted.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A checkpoint (the whole file list in one Parquet file) every this
+    /// many versions, so a reader replays at most this many commits.
+    pub checkpoint_interval: u64,
+    /// Versions older than this, and older than the newest checkpoint,
+    /// are deleted (time travel reaches back this far).
+    #[serde(with = "humantime_serde")]
+    pub log_retention: Duration,
+}
+
+impl Default for DeltaConfig {
+    fn default() -> Self {
+        DeltaConfig {
+            enabled: false,
+            interval: Duration::from_secs(15),
+            checkpoint_interval: 20,
+            log_retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 /// `[lake]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -175,6 +212,8 @@ pub struct LakeConfig {
     pub retention: RetentionConfig,
     /// Merging closed hours' small files.
     pub compaction: CompactionConfig,
+    /// A Delta Lake log over the tables, for outside readers.
+    pub delta: DeltaConfig,
     pub compression: Compression,
     /// How often buffered records are written and committed; the bound on
     /// how long an acknowledged record takes to become queryable.
@@ -202,6 +241,7 @@ impl Default for LakeConfig {
             s3: S3Config::default(),
             retention: RetentionConfig::default(),
             compaction: CompactionConfig::default(),
+            delta: DeltaConfig::default(),
             compression: Compression::Zstd,
             flush_interval: Duration::from_secs(1),
             // ~ 60 MB of column data at seed record sizes; at full load a
@@ -288,6 +328,39 @@ impl LakeConfig {
                 "lake.compaction.lookback",
                 "must be longer than lake.compaction.min_age, or no hour is ever compacted",
             );
+        }
+        let delta = &self.delta;
+        if delta.interval < Duration::from_millis(100) {
+            return invalid("lake.delta.interval", "must be at least 100ms");
+        }
+        if delta.checkpoint_interval == 0 {
+            return invalid(
+                "lake.delta.checkpoint_interval",
+                "must be at least 1 (a checkpoint every N versions)",
+            );
+        }
+        if delta.enabled {
+            for (key, grace, on) in [
+                (
+                    "lake.compaction.grace",
+                    compaction.grace,
+                    compaction.enabled,
+                ),
+                ("lake.retention.grace", self.retention.grace, true),
+            ] {
+                if on && delta.interval * 2 > grace {
+                    return invalid(
+                        "lake.delta.interval",
+                        format!(
+                            "is {}, more than half of {key} ({}): a Delta version could still \
+                             list files after they are deleted; make it at most {}",
+                            humantime_serde::re::humantime::format_duration(delta.interval),
+                            humantime_serde::re::humantime::format_duration(grace),
+                            humantime_serde::re::humantime::format_duration(grace / 2)
+                        ),
+                    );
+                }
+            }
         }
         if let Some(endpoint) = &self.s3.endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))

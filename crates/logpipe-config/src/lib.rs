@@ -51,7 +51,8 @@ use error::invalid;
 pub use generator::{GeneratorConfig, IncidentConfig, IncidentKind};
 pub use jobs::JobsConfig;
 pub use lake::{
-    CompactionConfig, Compression, DataLossPolicy, LakeConfig, RetentionConfig, S3Config,
+    CompactionConfig, Compression, DataLossPolicy, DeltaConfig, LakeConfig, RetentionConfig,
+    S3Config,
 };
 pub use postgres::PostgresConfig;
 pub use query::{QueryConfig, QueryPriority};
@@ -333,6 +334,31 @@ mod tests {
             jail.set_env("LOGPIPE__LAKE__DEDUP_WINDOW", "5000000000");
         });
         assert!(error.contains("lake.dedup_window"), "{error}");
+
+        // A Delta version could name files already deleted.
+        let error = load_error(|jail| {
+            jail.create_file(
+                "given.toml",
+                "[lake.delta]\nenabled = true\ninterval = \"4m\"\n",
+            )
+            .unwrap();
+        });
+        assert!(
+            error.contains("lake.delta.interval") && error.contains("lake.retention.grace"),
+            "{error}"
+        );
+        let error = load_error(|jail| {
+            jail.create_file(
+                "given.toml",
+                "[lake.delta]\nenabled = true\ninterval = \"1m\"\n\
+                 [lake.compaction]\nenabled = true\ngrace = \"90s\"\n",
+            )
+            .unwrap();
+        });
+        assert!(
+            error.contains("lake.delta.interval") && error.contains("lake.compaction.grace"),
+            "{error}"
+        );
 
         let error = load_error(|jail| {
             jail.create_file("given.toml", "listen = \"nowhere\"")

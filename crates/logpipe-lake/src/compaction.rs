@@ -34,7 +34,8 @@
 //! A reader of the plain Hive tree (Spark, DuckDB) does not read the
 //! manifests: it sees an hour's rows twice from step 4 until the inputs
 //! are deleted. So compaction is off by
-//! default (docs/operations.md "Compaction").
+//! default (docs/operations.md "Compaction"), unless a Delta log is kept
+//! for such readers ([`crate::delta`], which publishes what this view shows).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -736,6 +737,13 @@ async fn hidden_files(
     Ok(hidden)
 }
 
+/// Whether `path` is in a table's Delta log (whose checkpoints are Parquet
+/// files a table listing must not take for data).
+fn in_delta_log(path: &StorePath) -> bool {
+    path.parts()
+        .any(|part| part.as_ref() == crate::delta::LOG_DIR)
+}
+
 impl fmt::Debug for CompactionView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "CompactionView({:?})", self.inner)
@@ -802,7 +810,9 @@ impl ObjectStore for CompactionView {
             Ok::<_, object_store::Error>(futures::stream::iter(
                 listed
                     .into_iter()
-                    .filter(move |meta| !hidden.contains(&meta.location))
+                    .filter(move |meta| {
+                        !hidden.contains(&meta.location) && !in_delta_log(&meta.location)
+                    })
                     .map(Ok::<_, object_store::Error>),
             ))
         })
@@ -818,7 +828,10 @@ impl ObjectStore for CompactionView {
         let hidden = hidden(&self.inner, prefix, &listed.objects).await?;
         listed
             .objects
-            .retain(|meta| !hidden.contains(&meta.location));
+            .retain(|meta| !hidden.contains(&meta.location) && !in_delta_log(&meta.location));
+        listed
+            .common_prefixes
+            .retain(|prefix| prefix.filename() != Some(crate::delta::LOG_DIR));
         Ok(listed)
     }
 

@@ -30,6 +30,8 @@ pub enum LakeError {
         expected: u64,
         found: u64,
     },
+    #[error("Delta log {path}: {reason}")]
+    BadDeltaLog { path: String, reason: String },
     #[error("background task failed: {0}")]
     Task(String),
     /// Another writer committed step `seq` of `job` first.
@@ -52,6 +54,7 @@ impl Classify for LakeError {
             | LakeError::Arrow(_)
             | LakeError::BadCommit { .. }
             | LakeError::BadManifest { .. }
+            | LakeError::BadDeltaLog { .. }
             | LakeError::CompactionMismatch { .. }
             | LakeError::Task(_) => ErrorKind::Internal,
         }

@@ -20,6 +20,8 @@
 //! - [`parquet`] — encoding batches, off the async reactor.
 //! - [`retention`] and [`compaction`] — whole expired hours deleted; closed
 //!   hours' small files merged, hidden from logpipe's reads until done.
+//! - [`delta`] — a Delta Lake log over each table's files publishing what
+//!   logpipe's reads see, so outside readers see those changes atomically.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +34,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 pub mod commit;
 pub mod compaction;
+pub mod delta;
 mod error;
 pub mod layout;
 pub mod metrics;

@@ -72,6 +72,12 @@ pub static COMPACTION_DELETED: MetricDef = MetricDef {
     kind: MetricType::Counter,
     labels: &["table"],
 };
+pub static DELTA_VERSIONS: MetricDef = MetricDef {
+    name: "logpipe_lake_delta_versions_total",
+    help: "Versions published to a table's Delta log (lake.delta), by table.",
+    kind: MetricType::Counter,
+    labels: &["table"],
+};
 pub static STORE_REQUESTS: MetricDef = MetricDef {
     name: "logpipe_lake_store_requests_total",
     help: "Requests to the lake's store (a directory, S3), by operation (put, put_multipart, get, list, delete, copy) and outcome (ok, conflict, not_found, error).",
@@ -122,6 +128,7 @@ pub struct LakeMetrics {
     pub compaction_files_in: CounterVec,
     pub compaction_files_out: CounterVec,
     pub compaction_deleted: CounterVec,
+    pub delta_versions: CounterVec,
     pub store_requests: CounterVec,
     pub store_request_duration: HistogramVec,
     pub table_files: GaugeVec,
@@ -144,6 +151,7 @@ impl MetricSet for LakeMetrics {
             &self.compaction_files_in,
             &self.compaction_files_out,
             &self.compaction_deleted,
+            &self.delta_versions,
             &self.store_requests,
             &self.store_request_duration,
             &self.table_files,
@@ -167,6 +175,7 @@ logpipe_core::metric_set!(pub fn lake_metrics() -> LakeMetrics = {
         compaction_files_in: CounterVec::new(&COMPACTION_FILES_IN),
         compaction_files_out: CounterVec::new(&COMPACTION_FILES_OUT),
         compaction_deleted: CounterVec::new(&COMPACTION_DELETED),
+        delta_versions: CounterVec::new(&DELTA_VERSIONS),
         store_requests: CounterVec::new(&STORE_REQUESTS),
         store_request_duration: HistogramVec::new(&STORE_REQUEST_DURATION, LATENCY_BUCKETS),
         table_files: GaugeVec::new(&TABLE_FILES),

@@ -16,7 +16,7 @@ use logpipe_core::tables::TableDef;
 use logpipe_core::time::{HourPartition, now_micros};
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::file::metadata::ParquetMetaDataReader;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 use crate::Lake;
 use crate::error::Result;
@@ -50,7 +50,9 @@ impl UsageScanner {
         let files: Vec<_> = lake
             .store()
             .list(Some(&dir))
-            .try_filter(|meta| std::future::ready(meta.location.extension() == Some("parquet")))
+            .try_filter(|meta| {
+                std::future::ready(crate::delta::is_table_file(table.dir, &meta.location))
+            })
             .try_collect()
             .await?;
         let mut usage = TableUsage::default();
@@ -84,8 +86,19 @@ impl UsageScanner {
 }
 
 /// The row count in the footer of the Parquet file `path` of `size`
-/// bytes: two ranged reads (its last 8 bytes, then the footer).
+/// bytes.
 async fn footer_rows(store: &dyn ObjectStore, path: &StorePath, size: u64) -> Option<u64> {
+    let metadata = footer(store, path, size).await?;
+    u64::try_from(metadata.file_metadata().num_rows()).ok()
+}
+
+/// The footer of the Parquet file `path` of `size` bytes: two ranged reads
+/// (its last 8 bytes, then the footer).
+pub(crate) async fn footer(
+    store: &dyn ObjectStore,
+    path: &StorePath,
+    size: u64,
+) -> Option<ParquetMetaData> {
     let tail = store
         .get_range(path, size.checked_sub(8)?..size)
         .await
@@ -96,8 +109,7 @@ async fn footer_rows(store: &dyn ObjectStore, path: &StorePath, size: u64) -> Op
     let length = u64::from(u32::from_le_bytes(tail[..4].try_into().ok()?));
     let start = size.checked_sub(8 + length)?;
     let footer = store.get_range(path, start..size - 8).await.ok()?;
-    let metadata = ParquetMetaDataReader::decode_metadata(&footer).ok()?;
-    u64::try_from(metadata.file_metadata().num_rows()).ok()
+    ParquetMetaDataReader::decode_metadata(&footer).ok()
 }
 
 /// Measures `tables` at start and every `interval` until `shutdown`, into

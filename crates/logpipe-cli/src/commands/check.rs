@@ -187,11 +187,12 @@ async fn check_lake(store: &dyn ObjectStore, shown_root: &str) -> Result<LakeChe
             )),
         }
     }
-    // The tables' Parquet files (not what `_logpipe/` keeps aside).
+    // The tables' Parquet files (not what `_logpipe/` keeps aside, nor
+    // the Delta logs' checkpoints).
     let files: Vec<StorePath> = objects_under(store, None, "parquet")
         .await?
         .into_iter()
-        .filter(|path| !path.as_ref().starts_with("_logpipe/"))
+        .filter(|path| logpipe_lake::delta::is_table_file("", path))
         .collect();
     let present: BTreeSet<&StorePath> = files.iter().collect();
     // Every file a retained record lists, with whether its job writes it

@@ -282,20 +282,56 @@ async fn retention_deletes_expired_hours_on_s3() {
 }
 
 /// Compaction on S3 (`pipeline::compaction_under_queries`): the hour's
-/// small objects merged into one while `logpipe sql` counts every row once.
+/// small objects merged into one while `logpipe sql` counts every row once;
+/// the Delta log kept beside them on S3 (`[lake.delta]`) is read by
+/// delta-rs over S3 with every row once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_merges_an_hour_on_s3() {
     let s3 = S3Server::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let lake_env = s3.lake_env("lake");
-    let env: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend([
+        ("LOGPIPE__LAKE__DELTA__ENABLED", "true"),
+        ("LOGPIPE__LAKE__DELTA__INTERVAL", "500ms"),
+        ("LOGPIPE__LAKE__DELTA__CHECKPOINT_INTERVAL", "5"),
+        ("LOGPIPE__LAKE__COMPACTION__GRACE", "3s"),
+    ]);
     let hour_dir = |hour: &str| s3.object_path(&format!("lake/logs/raw/{hour}"));
-    crate::pipeline::compaction_under_queries(&data, &env, |hour| {
+    let total = crate::pipeline::compaction_under_queries(&data, &env, |hour| {
         crate::pipeline::parquet_files_in(&hour_dir(hour))
     })
     .await;
     assert!(!data.join("logs").exists(), "lake files on the local disk");
+    assert!(
+        s3.object_path("lake/logs/raw/_delta_log/_last_checkpoint")
+            .exists(),
+        "no Delta checkpoint in the bucket"
+    );
+    let (region, key, secret) = s3.credentials();
+    let read = crate::common::python(
+        "import json, sys\n\
+         from deltalake import DeltaTable, QueryBuilder\n\
+         table = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2]))\n\
+         rows = QueryBuilder().register('logs', table).execute(\n\
+             'SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM logs').read_all()\n\
+         print(json.dumps([rows.column('n')[0].as_py(), rows.column('d')[0].as_py()]))",
+        &[
+            &format!("s3://{}/lake/logs/raw", crate::common::services::s3::BUCKET),
+            &json!({
+                "AWS_ENDPOINT_URL": s3.endpoint,
+                "AWS_REGION": region,
+                "AWS_ACCESS_KEY_ID": key,
+                "AWS_SECRET_ACCESS_KEY": secret,
+                "AWS_ALLOW_HTTP": "true",
+                "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+            })
+            .to_string(),
+        ],
+    );
+    let read: serde_json::Value = serde_json::from_str(read.trim()).unwrap();
+    assert_eq!(read, json!([total, total]), "delta-rs over S3");
 }
 
 /// `logpipe check [--repair]` on the S3 lake `env` names: exit status and

@@ -533,6 +533,163 @@ async fn compaction_merges_an_hour_while_queries_count_every_row_once() {
     );
 }
 
+/// A reader of the Delta log (delta-rs, PyPI's `deltalake`) in a loop while
+/// an hour is compacted: each version it reads holds every row once and
+/// never fewer than the one before, so the compaction's merged file and
+/// the removal of its inputs came in one version; it read versions on both
+/// sides of that one, and the newest names the hour's merged file only.
+const DELTA_READER: &str = r#"
+import json, os, sys, time
+import duckdb
+from deltalake import DeltaTable, QueryBuilder
+path, stop, hour = sys.argv[1], sys.argv[2], sys.argv[3]
+while not os.path.exists(stop):
+    if not DeltaTable.is_deltatable(path):
+        time.sleep(0.05)
+        continue
+    table = DeltaTable(path)
+    try:
+        # DuckDB over the files the version names, and delta-rs's own
+        # engine over the same version.
+        files = [uri.removeprefix("file://") for uri in table.file_uris()]
+        rows, distinct = duckdb.sql(
+            f"SELECT count(*), count(DISTINCT request_id) FROM read_parquet({files!r})").fetchall()[0]
+        engine = QueryBuilder().register("logs", table).execute(
+            "SELECT count(*) AS n FROM logs").read_all()
+        engine_rows = engine.column("n")[0].as_py()
+        print(json.dumps([table.version(), rows, distinct, sum(hour in f for f in files), engine_rows]), flush=True)
+    except Exception as error:
+        print(json.dumps(["error", table.version(), repr(error)]), flush=True)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_reader_sees_a_compaction_in_one_version_never_half_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let stop = dir.path().join("stop-reader");
+    let python = std::env::var("LOGPIPE_TEST_PYTHON")
+        .expect("LOGPIPE_TEST_PYTHON is not set: run ./scripts/test.sh");
+    let reader = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(DELTA_READER)
+        .arg(data.join("logs/raw"))
+        .arg(&stop)
+        .arg(COMPACTED_HOUR)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lake = data.clone();
+    let total = compaction_under_queries(
+        &data,
+        &[
+            ("LOGPIPE__LAKE__DELTA__ENABLED", "true"),
+            ("LOGPIPE__LAKE__DELTA__INTERVAL", "300ms"),
+            ("LOGPIPE__LAKE__DELTA__CHECKPOINT_INTERVAL", "10"),
+            ("LOGPIPE__LAKE__COMPACTION__GRACE", "3s"),
+        ],
+        move |hour| parquet_files_in(&lake.join("logs/raw").join(hour)),
+    )
+    .await;
+    std::fs::write(&stop, b"").unwrap();
+    let output = reader.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the Delta reader failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(
+        seen.iter().all(|read| read[0] != "error"),
+        "a read of the Delta table failed: {stdout}"
+    );
+    assert!(
+        seen.len() >= 5,
+        "the reader read only {} versions",
+        seen.len()
+    );
+    // Each compaction is one version (OPTIMIZE) that removes and adds.
+    let log_dir = data.join("logs/raw/_delta_log");
+    let mut optimized = 0;
+    for entry in std::fs::read_dir(&log_dir).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if text.contains("\"operation\":\"OPTIMIZE\"") {
+            assert!(
+                text.contains("\"remove\"") && text.contains("compacted-"),
+                "a compaction's version does not both remove and add: {text}"
+            );
+            optimized += 1;
+        }
+    }
+    assert!(optimized >= 1, "no OPTIMIZE version in the Delta log");
+    let mut last = (0u64, 0u64, 0u64);
+    let mut most_hour_files = 0;
+    for read in &seen {
+        let (version, rows, distinct, hour_files) = (
+            read[0].as_u64().unwrap(),
+            read[1].as_u64().unwrap(),
+            read[2].as_u64().unwrap(),
+            read[3].as_u64().unwrap(),
+        );
+        assert_eq!(
+            rows, distinct,
+            "version {version} holds a row twice: {stdout}"
+        );
+        assert_eq!(
+            read[4].as_u64(),
+            Some(rows),
+            "delta-rs counted otherwise: {stdout}"
+        );
+        if version >= last.0 {
+            assert!(rows >= last.1, "version {version} lost rows: {stdout}");
+            last = (version, rows, hour_files);
+        }
+        most_hour_files = most_hour_files.max(hour_files);
+    }
+    // The reader saw the hour in small files and, at the end, merged.
+    assert!(
+        most_hour_files > 1,
+        "no read before the compaction: {stdout}"
+    );
+    assert_eq!(last.2, 1, "the newest version read: {stdout}");
+    assert_eq!(last.1, total, "the newest version read: {stdout}");
+    assert!(
+        log_dir.join("_last_checkpoint").exists(),
+        "no checkpoint was written"
+    );
+    // Spark (pyspark 4.2.0 with delta-spark 4.3.0) reads the same log:
+    // schema, partition columns, the checkpoint and the versions after it.
+    let jars_dir = std::env::var("LOGPIPE_TEST_SPARK_DELTA_JARS")
+        .expect("LOGPIPE_TEST_SPARK_DELTA_JARS is not set: run ./scripts/test.sh");
+    let mut jars: Vec<String> = std::fs::read_dir(&jars_dir)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path().display().to_string())
+        .filter(|path| path.ends_with(".jar"))
+        .collect();
+    jars.sort();
+    let read = crate::common::spark_job(
+        "read_lake.py",
+        &[data.as_os_str(), "--delta".as_ref()],
+        &[("SPARK_DELTA_JARS", jars.join(",").as_str())],
+        "Spark reading the Delta log",
+    );
+    assert_eq!(
+        read["rows"],
+        json!(total),
+        "Spark's reading of the Delta log: {read}"
+    );
+    assert_eq!(
+        read["ids"],
+        json!(total),
+        "Spark's reading of the Delta log: {read}"
+    );
+}
+
 /// The Parquet files directly in `dir`.
 pub(crate) fn parquet_files_in(dir: &Path) -> usize {
     std::fs::read_dir(dir)
@@ -560,8 +717,8 @@ pub(crate) async fn compaction_under_queries(
     lake_env: &[(&str, &str)],
     files_in_hour: impl Fn(&str) -> usize,
 ) -> u64 {
-    let mut env = lake_env.to_vec();
-    env.extend([
+    // `lake_env` last: it may override these.
+    let mut env = vec![
         ("LOGPIPE__LAKE__COMPACTION__ENABLED", "true"),
         ("LOGPIPE__LAKE__COMPACTION__INTERVAL", "1s"),
         ("LOGPIPE__LAKE__COMPACTION__MIN_AGE", "0s"),
@@ -571,7 +728,8 @@ pub(crate) async fn compaction_under_queries(
         ("LOGPIPE__LAKE__FLUSH_INTERVAL", "150ms"),
         ("LOGPIPE__WINDOWS__ENABLED", "false"),
         ("LOGPIPE__REPORTS__SCHEDULE", "false"),
-    ]);
+    ];
+    env.extend_from_slice(lake_env);
     let running = Running::start(data, &env);
     let client = reqwest::Client::new();
 

@@ -176,6 +176,12 @@ impl S3Server {
         self.dir.path().join(BUCKET).join(key)
     }
 
+    /// What an outside S3 client (delta-rs, pyarrow) needs: region,
+    /// access key id and secret.
+    pub fn credentials(&self) -> (&str, &str, &str) {
+        (self.region, &self.access_key, &self.secret_key)
+    }
+
     /// The environment that puts a logpipe's lake at `s3://logpipe/PREFIX`
     /// on this server.
     pub fn lake_env(&self, prefix: &str) -> Vec<(&'static str, String)> {
