@@ -49,3 +49,73 @@ async fn retention_deletes_expired_hours_on_hdfs() {
     crate::pipeline::retention_deletes_expired_hours(&data, &env).await;
     assert!(!data.join("logs").exists(), "lake files on the local disk");
 }
+
+/// Compaction on HDFS (`pipeline::compaction_under_queries`): the hour's
+/// small files merged into one while `logpipe sql` counts every row once;
+/// the Delta log kept beside them in HDFS is read by Spark over `hdfs://`
+/// with every row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_an_hour_on_hdfs_and_spark_reads_its_delta_log() {
+    let hdfs = HdfsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let lake_env = hdfs.lake_env("lake");
+    let mut env: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend([
+        ("LOGPIPE__LAKE__DELTA__ENABLED", "true"),
+        ("LOGPIPE__LAKE__DELTA__INTERVAL", "500ms"),
+        ("LOGPIPE__LAKE__DELTA__CHECKPOINT_INTERVAL", "5"),
+        ("LOGPIPE__LAKE__COMPACTION__GRACE", "3s"),
+    ]);
+    // The hour's files as HDFS lists them (logpipe's own client).
+    let store = logpipe_lake::resolve(&format!("{}/lake", hdfs.url))
+        .unwrap()
+        .store()
+        .clone();
+    let files_in_hour = move |hour: &str| {
+        let prefix = object_store::path::Path::from(format!("logs/raw/{hour}"));
+        let store = store.clone();
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move {
+                store
+                    .list_with_delimiter(Some(&prefix))
+                    .await
+                    .map(|listed| {
+                        listed
+                            .objects
+                            .iter()
+                            .filter(|meta| meta.location.extension() == Some("parquet"))
+                            .count()
+                    })
+                    .unwrap_or(0)
+            })
+        })
+    };
+    let total = crate::pipeline::compaction_under_queries(&data, &env, files_in_hour).await;
+    assert!(!data.join("logs").exists(), "lake files on the local disk");
+    let jars_dir = std::env::var("LOGPIPE_TEST_SPARK_DELTA_JARS")
+        .expect("LOGPIPE_TEST_SPARK_DELTA_JARS is not set: run ./scripts/test.sh");
+    let mut jars: Vec<String> = std::fs::read_dir(&jars_dir)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path().display().to_string())
+        .filter(|path| path.ends_with(".jar"))
+        .collect();
+    jars.sort();
+    let read = crate::common::spark_job(
+        "read_lake.py",
+        &[format!("{}/lake", hdfs.url).as_ref(), "--delta".as_ref()],
+        &[("SPARK_DELTA_JARS", jars.join(",").as_str())],
+        "Spark reading the Delta log in HDFS",
+    );
+    assert_eq!(
+        read["rows"],
+        json!(total),
+        "Spark's reading of the Delta log: {read}"
+    );
+    assert_eq!(
+        read["ids"],
+        json!(total),
+        "Spark's reading of the Delta log: {read}"
+    );
+}
