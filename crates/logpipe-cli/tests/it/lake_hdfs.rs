@@ -2,7 +2,8 @@
 //! `deploy/hdfs/hdfs.sh`): `logpipe up` writes it through the native HDFS
 //! client, a kill -9 loses and doubles nothing, the windows, `logpipe sql`,
 //! a batch report and Spark (pyspark, its own Hadoop client) read it,
-//! retention deletes whole expired hours, and none of it is on the
+//! retention deletes whole expired hours, compaction merges an hour under
+//! queries (Spark reading its Delta log), and none of it is on the
 //! process's disk.
 
 use serde_json::json;
