@@ -34,6 +34,8 @@ MAY_BE_EMPTY = {
     "PostgreSQL rows written /s": "with postgres.url set",
     "Retention: files deleted (1h)": "with lake.retention set, once an hour expired",
     "Compaction: hours and files (1h)": "with lake.compaction.enabled, once an hour closed",
+    "Compaction lag": "with lake.compaction.enabled",
+    "Compaction backlog (hours)": "with lake.compaction.enabled",
     "CDC changes applied /s": "with [[cdc.sinks]] configured",
     "CDC lag behind the source": "with [cdc] configured",
     "CDC snapshot": "with [[cdc.sources]] configured",
@@ -202,6 +204,14 @@ def dashboards():
                 ("sum by (table) (increase(logpipe_lake_compaction_input_files_total[1h]))", "{{table}} files in"),
                 ("sum by (table) (increase(logpipe_lake_compaction_output_files_total[1h]))", "{{table}} files out"),
             ], "short"),
+            panel("Compaction lag", [
+                ("max by (table) (logpipe_lake_compaction_lag_seconds)", "{{table}} oldest waiting hour ended (s ago)"),
+            ], "s",
+                  description="How long ago the oldest closed hour still full of small files ended; it grows while steps' commit records are kept or passes fail."),
+            panel("Compaction backlog (hours)", [
+                ("max by (table) (logpipe_lake_compaction_backlog_hours)", "{{table}}"),
+            ], "short",
+                  description="Closed hours within lake.compaction.lookback still holding lake.compaction.min_files small files."),
             panel("Retention: files deleted (1h)", [("sum by (table) (increase(logpipe_lake_retention_deleted_files_total[1h]))", "{{table}}")], "short",
                   description="Whole hour partitions past lake.retention, deleted."),
             panel("Data directory disk free", [("logpipe_data_dir_free_bytes / logpipe_data_dir_size_bytes", "{{instance}}")], "percentunit",

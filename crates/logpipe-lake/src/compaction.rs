@@ -137,6 +137,9 @@ impl Manifest {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Compacted {
     pub hours: u64,
+    /// Closed hours left with `min_files` small files or more (their
+    /// steps' commit records are still kept, or a pass failed).
+    pub waiting: u64,
     pub files_in: u64,
     pub files_out: u64,
     pub bytes_in: u64,
@@ -165,31 +168,50 @@ impl Lake {
         let to = now - chrono::Duration::from_std(settings.min_age).unwrap_or_default();
         let from = now - chrono::Duration::from_std(settings.lookback).unwrap_or_default();
         let hours = self.hours_between(table, from, to).await?;
-        if hours.is_empty() {
-            return Ok(done);
-        }
-        let retained = self.retained_steps().await?;
-        for hour in hours {
-            if let Some(merged) = self.compact_hour(table, &hour, settings, &retained).await? {
+        let retained = if hours.is_empty() {
+            BTreeSet::new()
+        } else {
+            self.retained_steps().await?
+        };
+        // The closed hours still holding `min_files` small files after
+        // this pass, and when the oldest of them ended: compaction's lag.
+        let mut waiting: Vec<DateTime<Utc>> = Vec::new();
+        for (hour, end) in hours {
+            let mut small_files = 0;
+            let merged = self
+                .compact_hour(table, &hour, settings, &retained, &mut small_files)
+                .await?;
+            if let Some(merged) = merged {
                 done.hours += 1;
                 done.files_in += merged.files_in;
                 done.files_out += merged.files_out;
                 done.bytes_in += merged.bytes_in;
                 done.bytes_out += merged.bytes_out;
+            } else if small_files >= settings.min_files {
+                waiting.push(end);
             }
         }
+        let metrics = lake_metrics();
+        metrics
+            .compaction_backlog
+            .set(&[table.name], waiting.len() as f64);
+        let lag = waiting.iter().min().map_or(0.0, |end| {
+            (now - *end).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        metrics.compaction_lag.set(&[table.name], lag);
+        done.waiting = waiting.len() as u64;
         Ok(done)
     }
 
     /// The hour directories of `table` whose hour lies within
-    /// `[from, to)`, walking the Hive tree one level at a time and opening
-    /// only the prefixes whose span meets the range.
+    /// `[from, to)`, with when each ended, walking the Hive tree one level
+    /// at a time and opening only the prefixes whose span meets the range.
     async fn hours_between(
         &self,
         table: &TableDef,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<StorePath>> {
+    ) -> Result<Vec<(StorePath, DateTime<Utc>)>> {
         let mut hours = Vec::new();
         let mut pending: Vec<(StorePath, Vec<u32>)> =
             vec![(StorePath::from(table.dir), Vec::new())];
@@ -202,7 +224,7 @@ impl Lake {
                     pending.push((child.path, child.levels));
                 } else if child.end <= to {
                     // An hour, closed before `to`.
-                    hours.push(child.path);
+                    hours.push((child.path, child.end));
                 }
             }
         }
@@ -237,6 +259,7 @@ impl Lake {
         hour: &StorePath,
         settings: &CompactionSettings,
         retained: &BTreeSet<(String, u64)>,
+        small_files: &mut usize,
     ) -> Result<Option<Compacted>> {
         let manifest_at = manifest_path(hour);
         match self.store().head(&manifest_at).await {
@@ -248,6 +271,11 @@ impl Lake {
         }
         let listed = self.store().list_with_delimiter(Some(hour)).await?;
         let small = settings.target_file_bytes / 2;
+        *small_files = listed
+            .objects
+            .iter()
+            .filter(|meta| meta.size < small && meta.location.extension() == Some("parquet"))
+            .count();
         let mut candidates: Vec<Candidate> = listed
             .objects
             .into_iter()
@@ -952,10 +980,15 @@ mod tests {
         );
         lake.finish_compactions(Duration::ZERO).await.unwrap();
         assert_eq!(manifests(&lake).await, 0);
-        // The merged file and the 16 kept steps: too few small files now.
+        // The merged file and the 16 kept steps: nothing to take now, but
+        // the hour waits (its lag and backlog gauges say so) until the
+        // kept records are pruned.
         assert_eq!(
             lake.compact(&LOGS, &settings(), Utc::now()).await.unwrap(),
-            Compacted::default()
+            Compacted {
+                waiting: 1,
+                ..Compacted::default()
+            }
         );
     }
 

@@ -72,6 +72,18 @@ pub static COMPACTION_DELETED: MetricDef = MetricDef {
     kind: MetricType::Counter,
     labels: &["table"],
 };
+pub static COMPACTION_BACKLOG: MetricDef = MetricDef {
+    name: "logpipe_lake_compaction_backlog_hours",
+    help: "Closed hours within lake.compaction.lookback still holding lake.compaction.min_files small files or more after the last pass, by table.",
+    kind: MetricType::Gauge,
+    labels: &["table"],
+};
+pub static COMPACTION_LAG: MetricDef = MetricDef {
+    name: "logpipe_lake_compaction_lag_seconds",
+    help: "How long ago the oldest hour of logpipe_lake_compaction_backlog_hours ended (0: none waits), by table.",
+    kind: MetricType::Gauge,
+    labels: &["table"],
+};
 pub static DELTA_VERSIONS: MetricDef = MetricDef {
     name: "logpipe_lake_delta_versions_total",
     help: "Versions published to a table's Delta log (lake.delta), by table.",
@@ -128,6 +140,8 @@ pub struct LakeMetrics {
     pub compaction_files_in: CounterVec,
     pub compaction_files_out: CounterVec,
     pub compaction_deleted: CounterVec,
+    pub compaction_backlog: GaugeVec,
+    pub compaction_lag: GaugeVec,
     pub delta_versions: CounterVec,
     pub store_requests: CounterVec,
     pub store_request_duration: HistogramVec,
@@ -151,6 +165,8 @@ impl MetricSet for LakeMetrics {
             &self.compaction_files_in,
             &self.compaction_files_out,
             &self.compaction_deleted,
+            &self.compaction_backlog,
+            &self.compaction_lag,
             &self.delta_versions,
             &self.store_requests,
             &self.store_request_duration,
@@ -175,6 +191,8 @@ logpipe_core::metric_set!(pub fn lake_metrics() -> LakeMetrics = {
         compaction_files_in: CounterVec::new(&COMPACTION_FILES_IN),
         compaction_files_out: CounterVec::new(&COMPACTION_FILES_OUT),
         compaction_deleted: CounterVec::new(&COMPACTION_DELETED),
+        compaction_backlog: GaugeVec::new(&COMPACTION_BACKLOG),
+        compaction_lag: GaugeVec::new(&COMPACTION_LAG),
         delta_versions: CounterVec::new(&DELTA_VERSIONS),
         store_requests: CounterVec::new(&STORE_REQUESTS),
         store_request_duration: HistogramVec::new(&STORE_REQUEST_DURATION, LATENCY_BUCKETS),
