@@ -326,6 +326,13 @@ tier "cargo clippy (warnings are errors)" \
 tier "cargo clippy of the build without Kafka (--no-default-features)" \
   cargo clippy -p logpipe-cli --no-default-features --locked -- -D warnings
 tier "cargo test" cargo test --workspace --locked "$@"
+# Every bench script at a tiny size on the debug binary cargo test built,
+# so none rots between measuring runs (figures mean nothing here). Skipped
+# when only some tests were asked for.
+if [ $# -eq 0 ]; then
+  tier "bench scripts at a tiny size (bench/smoke.sh)" \
+    env LOGPIPE_BIN="$CARGO_TARGET_DIR/debug/logpipe" bench/smoke.sh
+fi
 # Coverage-guided fuzzing, briefly: each target from its corpus for a few
 # seconds (scripts/fuzz.sh SECONDS for longer runs; docs/RELIABILITY.md).
 tier "fuzz targets (cargo fuzz, nightly, ${FUZZ_SECONDS:-15} s each)" scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
