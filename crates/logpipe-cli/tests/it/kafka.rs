@@ -304,9 +304,48 @@ async fn two_stream_processes_share_partitions_and_a_kill_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stream_processes_share_an_s3_lake_and_a_kill_loses_nothing() {
     let s3 = crate::common::S3Server::start();
+    let mut env = s3.lake_env("scaled");
+    // Both members publish the Delta log too (`[lake.delta]`): two
+    // publishers of one log, fenced by creating each version if absent.
+    env.extend([
+        ("LOGPIPE__LAKE__DELTA__ENABLED", "true".to_string()),
+        ("LOGPIPE__LAKE__DELTA__INTERVAL", "300ms".to_string()),
+        ("LOGPIPE__LAKE__DELTA__CHECKPOINT_INTERVAL", "5".to_string()),
+    ]);
+    let (region, key, secret) = s3.credentials();
+    let options = json!({
+        "AWS_ENDPOINT_URL": s3.endpoint,
+        "AWS_REGION": region,
+        "AWS_ACCESS_KEY_ID": key,
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    })
+    .to_string();
+    // What delta-rs reads from the log: rows and distinct ids of this
+    // test's records.
+    let delta_rows = Box::new(move || -> serde_json::Value {
+        let read = crate::common::python(
+            "import json, sys\n\
+             from deltalake import DeltaTable, QueryBuilder\n\
+             table = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2]))\n\
+             rows = QueryBuilder().register('logs', table).execute(\n\
+                 \"SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM logs WHERE request_id LIKE 's3%'\").read_all()\n\
+             print(json.dumps([rows.column('n')[0].as_py(), rows.column('d')[0].as_py()]))",
+            &[
+                &format!(
+                    "s3://{}/scaled/logs/raw",
+                    crate::common::services::s3::BUCKET
+                ),
+                &options,
+            ],
+        );
+        serde_json::from_str(read.trim()).unwrap()
+    });
     let lake = SharedLake {
         tag: "s3",
-        env: s3.lake_env("scaled"),
+        env,
+        delta_rows: Some(delta_rows),
     };
     kill_one_of_two_members(Rebalancing::Cooperative, Some(lake)).await;
     // The lake is on the server, not on the processes' disk.
@@ -325,6 +364,7 @@ async fn two_stream_processes_share_an_hdfs_lake_and_a_kill_loses_nothing() {
     let lake = SharedLake {
         tag: "hdfs",
         env: hdfs.lake_env("scaled"),
+        delta_rows: None,
     };
     kill_one_of_two_members(Rebalancing::Cooperative, Some(lake)).await;
 }
@@ -348,6 +388,9 @@ enum Rebalancing {
 struct SharedLake {
     tag: &'static str,
     env: Vec<(&'static str, String)>,
+    /// With `[lake.delta]` on: `[rows, distinct ids]` of the test's
+    /// records in the Delta log's newest version.
+    delta_rows: Option<Box<dyn Fn() -> serde_json::Value + Send>>,
 }
 
 async fn kill_one_of_two_members(rebalancing: Rebalancing, shared: Option<SharedLake>) {
@@ -362,7 +405,9 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing, shared: Option<Shared
         (Rebalancing::Eager, _) => ("scale-out-eager".to_string(), "e"),
     };
     let group = group.as_str();
-    let lake_env = shared.map(|lake| lake.env).unwrap_or_default();
+    let (lake_env, delta_rows) = shared
+        .map(|lake| (lake.env, lake.delta_rows))
+        .unwrap_or_default();
     let lake: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut env = kafka_env(&broker.brokers, group);
     env.extend(&lake);
@@ -454,6 +499,22 @@ async fn kill_one_of_two_members(rebalancing: Rebalancing, shared: Option<Shared
         "{} acknowledged records exactly once after a member was killed",
         wanted.len()
     );
+    if let Some(delta_rows) = delta_rows {
+        // The survivor publishes what the killed member left, too.
+        let expected = json!([wanted.len(), wanted.len()]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let read = delta_rows();
+            if read == expected {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Delta log holds {read} of this test's records, the lake {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
     assert!(survivor.terminate().success());
     for collector in collectors {
         assert!(collector.terminate().success());
