@@ -241,9 +241,17 @@ impl DeltaPublisher {
         for _attempt in 0..16 {
             refresh(self.lake.store(), table, log).await?;
             let visible = self.visible_files(table).await?;
+            // New files, and files written again under the same name (a
+            // batch job's period replaced by one put): a newer `add` for a
+            // path replaces the older one.
             let adds: Vec<&ObjectMeta> = visible
                 .iter()
-                .filter(|(path, _)| !log.files.contains_key(*path))
+                .filter(|(path, meta)| {
+                    log.files.get(*path).is_none_or(|logged| {
+                        logged.size != meta.size
+                            || logged.modified_millis != meta.last_modified.timestamp_millis()
+                    })
+                })
                 .map(|(_, meta)| meta)
                 .collect();
             let removes: Vec<(String, LoggedFile)> = log
@@ -970,6 +978,31 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("\"request_id\"")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_written_again_under_its_name_is_added_again() {
+        let lake = Lake::open(&LakeStore::memory(), logpipe_config::Compression::Zstd);
+        let mut publisher = DeltaPublisher::new(lake.clone(), settings(100));
+        let path = format!("{HOUR}/report.parquet");
+        put(&lake, &path).await;
+        publisher.publish(&LOGS).await.unwrap().unwrap();
+        lake.store()
+            .put(
+                &StorePath::from(path.as_str()),
+                PutPayload::from(vec![0u8; 25]),
+            )
+            .await
+            .unwrap();
+        let published = publisher.publish(&LOGS).await.unwrap().unwrap();
+        assert_eq!((published.added, published.removed), (1, 0));
+        let log = load(lake.store(), &LOGS).await.unwrap();
+        assert_eq!(
+            log.files
+                .get("year=2026/month=1/day=11/hour=9/report.parquet")
+                .map(|f| f.size),
+            Some(25)
         );
     }
 
