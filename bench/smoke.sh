@@ -44,6 +44,7 @@ run "daily.sh" "report" bench/daily.sh 20000 1
 run "seed_read.sh" "aggregate" bench/seed_read.sh 20000 1
 run "query_isolation.sh" "idle" bench/query_isolation.sh 5000 5000 1
 run "backfill.sh" "Spark" bench/backfill.sh 20000 2
+run "freshness.sh" "ack → queryable" bench/freshness.sh 2000 3
 run "soak.sh" "round 1" bench/soak.sh 1 2000 2000
 run "transactions.sh" "median" bench/transactions.sh 1 5000 2
 
