@@ -1036,11 +1036,16 @@ async fn a_streaming_jobs_table_keeps_what_its_retention_says() {
     ];
     let running = Running::start(&data, &env);
     let now = Utc::now().timestamp();
-    let logs: Vec<Value> = [("old", 5 * 3600), ("young", 3600)]
+    // The young records in the last second of their minute: with no newer
+    // record, their window closes by idle time, which moves the watermark
+    // on from them at wall-clock speed; from the start of the minute that
+    // took up to a minute and outran the deadline below.
+    let young = (now - 3600) / 60 * 60 + 59;
+    let logs: Vec<Value> = [("old", now - 5 * 3600), ("young", young)]
         .iter()
-        .flat_map(|(age, ago)| {
+        .flat_map(|(age, at)| {
             (0..10).map(move |i| {
-                json!({"timestamp": now - ago, "level": "INFO", "service": "api",
+                json!({"timestamp": at, "level": "INFO", "service": "api",
                        "message": "m", "metadata": {"request_id": format!("{age}-{i}")}})
             })
         })
@@ -1053,7 +1058,7 @@ async fn a_streaming_jobs_table_keeps_what_its_retention_says() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
     let old_hour = logpipe_core::time::HourPartition::of_micros((now - 5 * 3600) * 1_000_000);
-    let young_hour = logpipe_core::time::HourPartition::of_micros((now - 3600) * 1_000_000);
+    let young_hour = logpipe_core::time::HourPartition::of_micros(young * 1_000_000);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let expired = running.log().lines().any(|l| {
