@@ -115,7 +115,8 @@ async fn the_image_runs_healthy_as_non_root_and_keeps_the_lake_on_its_volume() {
 /// an error burst reaches Alertmanager as logpipe's own alert. `down -v`
 /// removes it all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_one_pc_compose_file_runs_the_pipeline_with_prometheus_and_alertmanager() {
+async fn the_one_pc_compose_file_runs_the_pipeline_with_prometheus_and_alertmanager_and_survives_a_kill()
+ {
     let mut podman = Podman::start();
     let id = std::process::id();
     let images = [
@@ -220,6 +221,50 @@ async fn the_one_pc_compose_file_runs_the_pipeline_with_prometheus_and_alertmana
     .await;
     assert_eq!(status, 200, "{answer}");
     assert!(answer["rows"][0]["n"].as_u64().unwrap() >= 1, "{answer}");
+
+    // A failure under load: the logpipe container killed (SIGKILL) while
+    // a client sends 10,000 more logs, retrying through the outage with
+    // its Idempotency-Keys, then brought back by `up -d` on its volume:
+    // every record is in the lake once.
+    let total = 4000 + 10_000;
+    let loader = {
+        let base_url = base_url.clone();
+        std::thread::spawn(move || {
+            generate(
+                &base_url,
+                10_000,
+                &[
+                    "--rate",
+                    "1000",
+                    "--error-rate",
+                    "0",
+                    "--retry-for-secs",
+                    "120",
+                ],
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    podman.run(&["kill", "-s", "KILL", &logpipe]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    podman.compose(&project, &file, &env, &["up", "-d", "--no-build"]);
+    podman.wait_healthy(&logpipe, Duration::from_secs(60));
+    loader.join().expect("the load client failed");
+    wait_for_count(&client, &base_url, count, total, Duration::from_secs(60)).await;
+    let (status, answer) = post(
+        &client,
+        &format!("{base_url}/api/query"),
+        json!({"sql": "SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM logs"})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["rows"][0],
+        json!({"n": total, "d": total}),
+        "after the kill: {answer}\n{}",
+        podman.logs(&logpipe)
+    );
 
     podman.compose(&project, &file, &env, &["down", "-v", "-t", "60"]);
     let left = podman.run(&["ps", "-a", "--filter", &format!("name={project}"), "-q"]);
