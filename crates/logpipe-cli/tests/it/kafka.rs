@@ -312,36 +312,15 @@ async fn two_stream_processes_share_an_s3_lake_and_a_kill_loses_nothing() {
         ("LOGPIPE__LAKE__DELTA__INTERVAL", "300ms".to_string()),
         ("LOGPIPE__LAKE__DELTA__CHECKPOINT_INTERVAL", "5".to_string()),
     ]);
-    let (region, key, secret) = s3.credentials();
-    let options = json!({
-        "AWS_ENDPOINT_URL": s3.endpoint,
-        "AWS_REGION": region,
-        "AWS_ACCESS_KEY_ID": key,
-        "AWS_SECRET_ACCESS_KEY": secret,
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
-    })
-    .to_string();
     // What delta-rs reads from the log: rows and distinct ids of this
     // test's records.
-    let delta_rows = Box::new(move || -> serde_json::Value {
-        let read = crate::common::python(
-            "import json, sys\n\
-             from deltalake import DeltaTable, QueryBuilder\n\
-             table = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2]))\n\
-             rows = QueryBuilder().register('logs', table).execute(\n\
-                 \"SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM logs WHERE request_id LIKE 's3%'\").read_all()\n\
-             print(json.dumps([rows.column('n')[0].as_py(), rows.column('d')[0].as_py()]))",
-            &[
-                &format!(
-                    "s3://{}/scaled/logs/raw",
-                    crate::common::services::s3::BUCKET
-                ),
-                &options,
-            ],
-        );
-        serde_json::from_str(read.trim()).unwrap()
-    });
+    let s3 = std::sync::Arc::new(s3);
+    let delta_rows = {
+        let s3 = s3.clone();
+        Box::new(move || {
+            crate::lake_s3::delta_rs_counts(&s3, "scaled/logs/raw", "request_id LIKE 's3%'")
+        })
+    };
     let lake = SharedLake {
         tag: "s3",
         env,

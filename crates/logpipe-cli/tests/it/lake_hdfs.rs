@@ -62,12 +62,7 @@ async fn compaction_merges_an_hour_on_hdfs_and_spark_reads_its_delta_log() {
     let data = dir.path().join("data");
     let lake_env = hdfs.lake_env("lake");
     let mut env: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    env.extend([
-        ("LOGPIPE__LAKE__DELTA__ENABLED", "true"),
-        ("LOGPIPE__LAKE__DELTA__INTERVAL", "500ms"),
-        ("LOGPIPE__LAKE__DELTA__CHECKPOINT_INTERVAL", "5"),
-        ("LOGPIPE__LAKE__COMPACTION__GRACE", "3s"),
-    ]);
+    env.extend(crate::pipeline::DELTA_UNDER_COMPACTION);
     // The hour's files as HDFS lists them (logpipe's own client).
     let store = logpipe_lake::resolve(&format!("{}/lake", hdfs.url))
         .unwrap()
@@ -94,21 +89,7 @@ async fn compaction_merges_an_hour_on_hdfs_and_spark_reads_its_delta_log() {
     };
     let total = crate::pipeline::compaction_under_queries(&data, &env, files_in_hour).await;
     assert!(!data.join("logs").exists(), "lake files on the local disk");
-    let jars_dir = std::env::var("LOGPIPE_TEST_SPARK_DELTA_JARS")
-        .expect("LOGPIPE_TEST_SPARK_DELTA_JARS is not set: run ./scripts/test.sh");
-    let mut jars: Vec<String> = std::fs::read_dir(&jars_dir)
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.path().display().to_string())
-        .filter(|path| path.ends_with(".jar"))
-        .collect();
-    jars.sort();
-    let read = crate::common::spark_job(
-        "read_lake.py",
-        &[format!("{}/lake", hdfs.url).as_ref(), "--delta".as_ref()],
-        &[("SPARK_DELTA_JARS", jars.join(",").as_str())],
-        "Spark reading the Delta log in HDFS",
-    );
+    let read = crate::pipeline::spark_reads_delta(format!("{}/lake", hdfs.url).as_ref());
     assert_eq!(
         read["rows"],
         json!(total),

@@ -292,12 +292,7 @@ async fn compaction_merges_an_hour_on_s3() {
     let data = dir.path().join("data");
     let lake_env = s3.lake_env("lake");
     let mut env: Vec<(&str, &str)> = lake_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    env.extend([
-        ("LOGPIPE__LAKE__DELTA__ENABLED", "true"),
-        ("LOGPIPE__LAKE__DELTA__INTERVAL", "500ms"),
-        ("LOGPIPE__LAKE__DELTA__CHECKPOINT_INTERVAL", "5"),
-        ("LOGPIPE__LAKE__COMPACTION__GRACE", "3s"),
-    ]);
+    env.extend(crate::pipeline::DELTA_UNDER_COMPACTION);
     let hour_dir = |hour: &str| s3.object_path(&format!("lake/logs/raw/{hour}"));
     let total = crate::pipeline::compaction_under_queries(&data, &env, |hour| {
         crate::pipeline::parquet_files_in(&hour_dir(hour))
@@ -309,29 +304,33 @@ async fn compaction_merges_an_hour_on_s3() {
             .exists(),
         "no Delta checkpoint in the bucket"
     );
-    let (region, key, secret) = s3.credentials();
+    let read = delta_rs_counts(&s3, "lake/logs/raw", "");
+    assert_eq!(read, json!([total, total]), "delta-rs over S3");
+}
+
+/// `[rows, distinct request ids]` of the Delta table at `s3://logpipe/PATH`
+/// on `s3` as delta-rs (PyPI `deltalake`) reads its newest version, with
+/// `filter` (a SQL condition, or empty).
+pub(crate) fn delta_rs_counts(s3: &S3Server, path: &str, filter: &str) -> serde_json::Value {
+    let filter = if filter.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {filter}")
+    };
     let read = crate::common::python(
         "import json, sys\n\
          from deltalake import DeltaTable, QueryBuilder\n\
          table = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2]))\n\
          rows = QueryBuilder().register('logs', table).execute(\n\
-             'SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM logs').read_all()\n\
+             'SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM logs' + sys.argv[3]).read_all()\n\
          print(json.dumps([rows.column('n')[0].as_py(), rows.column('d')[0].as_py()]))",
         &[
-            &format!("s3://{}/lake/logs/raw", crate::common::services::s3::BUCKET),
-            &json!({
-                "AWS_ENDPOINT_URL": s3.endpoint,
-                "AWS_REGION": region,
-                "AWS_ACCESS_KEY_ID": key,
-                "AWS_SECRET_ACCESS_KEY": secret,
-                "AWS_ALLOW_HTTP": "true",
-                "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
-            })
-            .to_string(),
+            &format!("s3://{}/{path}", crate::common::services::s3::BUCKET),
+            &s3.storage_options(),
+            &filter,
         ],
     );
-    let read: serde_json::Value = serde_json::from_str(read.trim()).unwrap();
-    assert_eq!(read, json!([total, total]), "delta-rs over S3");
+    serde_json::from_str(read.trim()).unwrap()
 }
 
 /// `logpipe check [--repair]` on the S3 lake `env` names: exit status and

@@ -666,21 +666,7 @@ async fn a_delta_reader_sees_a_compaction_in_one_version_never_half_done() {
     );
     // Spark (pyspark 4.2.0 with delta-spark 4.3.0) reads the same log:
     // schema, partition columns, the checkpoint and the versions after it.
-    let jars_dir = std::env::var("LOGPIPE_TEST_SPARK_DELTA_JARS")
-        .expect("LOGPIPE_TEST_SPARK_DELTA_JARS is not set: run ./scripts/test.sh");
-    let mut jars: Vec<String> = std::fs::read_dir(&jars_dir)
-        .unwrap()
-        .flatten()
-        .map(|entry| entry.path().display().to_string())
-        .filter(|path| path.ends_with(".jar"))
-        .collect();
-    jars.sort();
-    let read = crate::common::spark_job(
-        "read_lake.py",
-        &[data.as_os_str(), "--delta".as_ref()],
-        &[("SPARK_DELTA_JARS", jars.join(",").as_str())],
-        "Spark reading the Delta log",
-    );
+    let read = spark_reads_delta(data.as_os_str());
     assert_eq!(
         read["rows"],
         json!(total),
@@ -691,6 +677,35 @@ async fn a_delta_reader_sees_a_compaction_in_one_version_never_half_done() {
         json!(total),
         "Spark's reading of the Delta log: {read}"
     );
+}
+
+/// `[lake.delta]` publishing often enough for a compaction test's grace
+/// period (at most half of it), with a checkpoint every 5 versions.
+pub(crate) const DELTA_UNDER_COMPACTION: [(&str, &str); 4] = [
+    ("LOGPIPE__LAKE__DELTA__ENABLED", "true"),
+    ("LOGPIPE__LAKE__DELTA__INTERVAL", "500ms"),
+    ("LOGPIPE__LAKE__DELTA__CHECKPOINT_INTERVAL", "5"),
+    ("LOGPIPE__LAKE__COMPACTION__GRACE", "3s"),
+];
+
+/// Spark (pyspark 4.2.0 with delta-spark 4.3.0, deploy/spark/delta-pom.xml)
+/// reading the Delta log of `LAKE/logs/raw`: `{"rows", "ids", "levels"}`.
+pub(crate) fn spark_reads_delta(lake: &std::ffi::OsStr) -> serde_json::Value {
+    let jars_dir = std::env::var("LOGPIPE_TEST_SPARK_DELTA_JARS")
+        .expect("LOGPIPE_TEST_SPARK_DELTA_JARS is not set: run ./scripts/test.sh");
+    let mut jars: Vec<String> = std::fs::read_dir(&jars_dir)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path().display().to_string())
+        .filter(|path| path.ends_with(".jar"))
+        .collect();
+    jars.sort();
+    crate::common::spark_job(
+        "read_lake.py",
+        &[lake, "--delta".as_ref()],
+        &[("SPARK_DELTA_JARS", jars.join(",").as_str())],
+        "Spark reading the Delta log",
+    )
 }
 
 /// The Parquet files directly in `dir`.

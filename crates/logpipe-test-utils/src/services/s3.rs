@@ -176,10 +176,18 @@ impl S3Server {
         self.dir.path().join(BUCKET).join(key)
     }
 
-    /// What an outside S3 client (delta-rs, pyarrow) needs: region,
-    /// access key id and secret.
-    pub fn credentials(&self) -> (&str, &str, &str) {
-        (self.region, &self.access_key, &self.secret_key)
+    /// The storage options an outside S3 client (delta-rs, object_store)
+    /// needs for this server, as JSON.
+    pub fn storage_options(&self) -> String {
+        serde_json::json!({
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+        })
+        .to_string()
     }
 
     /// The environment that puts a logpipe's lake at `s3://logpipe/PREFIX`
