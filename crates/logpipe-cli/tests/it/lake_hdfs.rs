@@ -89,15 +89,5 @@ async fn compaction_merges_an_hour_on_hdfs_and_spark_reads_its_delta_log() {
     };
     let total = crate::pipeline::compaction_under_queries(&data, &env, files_in_hour).await;
     assert!(!data.join("logs").exists(), "lake files on the local disk");
-    let read = crate::pipeline::spark_reads_delta(format!("{}/lake", hdfs.url).as_ref());
-    assert_eq!(
-        read["rows"],
-        json!(total),
-        "Spark's reading of the Delta log: {read}"
-    );
-    assert_eq!(
-        read["ids"],
-        json!(total),
-        "Spark's reading of the Delta log: {read}"
-    );
+    crate::pipeline::spark_reads_delta(format!("{}/lake", hdfs.url).as_ref(), total);
 }
