@@ -769,7 +769,7 @@ async fn hidden_files(
 /// files a table listing must not take for data).
 fn in_delta_log(path: &StorePath) -> bool {
     path.parts()
-        .any(|part| part.as_ref() == crate::delta::LOG_DIR)
+        .any(|part| part.as_ref() == crate::layout::LOG_DIR)
 }
 
 impl fmt::Debug for CompactionView {
@@ -859,7 +859,7 @@ impl ObjectStore for CompactionView {
             .retain(|meta| !hidden.contains(&meta.location) && !in_delta_log(&meta.location));
         listed
             .common_prefixes
-            .retain(|prefix| prefix.filename() != Some(crate::delta::LOG_DIR));
+            .retain(|prefix| prefix.filename() != Some(crate::layout::LOG_DIR));
         Ok(listed)
     }
 

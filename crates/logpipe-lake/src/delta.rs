@@ -57,12 +57,8 @@ use crate::Lake;
 use crate::compaction::CompactionView;
 use crate::error::{LakeError, Result};
 use crate::layout::{COMMIT_PREFIX, step_of_file_name};
+pub use crate::layout::{LOG_DIR, is_table_file};
 use crate::metrics::lake_metrics;
-
-/// The log's directory in a table's directory. Its `_` keeps it out of
-/// Spark's and Hive's partition discovery, and logpipe's own listings
-/// skip it ([`is_table_file`]).
-pub const LOG_DIR: &str = "_delta_log";
 
 /// What a pass does (from `[lake.delta]`).
 #[derive(Debug, Clone, Copy)]
@@ -80,22 +76,6 @@ impl DeltaSettings {
             log_retention: config.log_retention,
         }
     }
-}
-
-/// Whether `path`, listed under `table_dir`, is one of the table's data
-/// files: a Parquet file outside every `_`-named directory (the Delta
-/// log's checkpoints are Parquet files too).
-pub fn is_table_file(table_dir: &str, path: &StorePath) -> bool {
-    if path.extension() != Some("parquet") {
-        return false;
-    }
-    let relative = path
-        .as_ref()
-        .strip_prefix(table_dir)
-        .unwrap_or(path.as_ref());
-    !relative
-        .split('/')
-        .any(|segment| segment.starts_with('_') || segment.starts_with('.'))
 }
 
 /// A file the log holds.
@@ -567,7 +547,7 @@ async fn metadata_of(
     let schema: SchemaRef = match table.schema {
         Some(schema) => schema(),
         None => {
-            let footer = crate::usage::footer(store.as_ref(), &file.location, file.size)
+            let footer = crate::parquet::footer(store.as_ref(), &file.location, file.size)
                 .await
                 .ok_or_else(|| {
                     LakeError::Task(format!(

@@ -68,3 +68,24 @@ pub(crate) fn manifest_path(hour: &StorePath) -> StorePath {
 pub(crate) fn compacted_file_path(hour: &StorePath, micros: i64, n: usize) -> StorePath {
     StorePath::from(format!("{hour}/compacted-{micros}-{n:03}.parquet"))
 }
+
+/// The log's directory in a table's directory. Its `_` keeps it out of
+/// Spark's and Hive's partition discovery, and logpipe's own listings
+/// skip it ([`is_table_file`]); the log itself is [`crate::delta`].
+pub const LOG_DIR: &str = "_delta_log";
+
+/// Whether `path`, listed under `table_dir`, is one of the table's data
+/// files: a Parquet file outside every `_`-named directory (the Delta
+/// log's checkpoints are Parquet files too).
+pub fn is_table_file(table_dir: &str, path: &StorePath) -> bool {
+    if path.extension() != Some("parquet") {
+        return false;
+    }
+    let relative = path
+        .as_ref()
+        .strip_prefix(table_dir)
+        .unwrap_or(path.as_ref());
+    !relative
+        .split('/')
+        .any(|segment| segment.starts_with('_') || segment.starts_with('.'))
+}

@@ -8,6 +8,7 @@ use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::error::Result;
+use object_store::ObjectStoreExt;
 
 /// How every Parquet file of the lake is written (compaction's merged
 /// files too).
@@ -30,4 +31,24 @@ pub fn encode_parquet(batch: &RecordBatch, compression: Compression) -> Result<B
     writer.write(batch)?;
     writer.close()?;
     Ok(Bytes::from(buffer))
+}
+
+/// The footer of the Parquet file `path` of `size` bytes: two ranged reads
+/// (its last 8 bytes, then the footer).
+pub(crate) async fn footer(
+    store: &dyn object_store::ObjectStore,
+    path: &object_store::path::Path,
+    size: u64,
+) -> Option<parquet::file::metadata::ParquetMetaData> {
+    let tail = store
+        .get_range(path, size.checked_sub(8)?..size)
+        .await
+        .ok()?;
+    if &tail[4..] != b"PAR1" {
+        return None;
+    }
+    let length = u64::from(u32::from_le_bytes(tail[..4].try_into().ok()?));
+    let start = size.checked_sub(8 + length)?;
+    let footer = store.get_range(path, start..size - 8).await.ok()?;
+    parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer).ok()
 }

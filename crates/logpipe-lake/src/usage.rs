@@ -14,9 +14,8 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use logpipe_core::tables::TableDef;
 use logpipe_core::time::{HourPartition, now_micros};
+use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 
 use crate::Lake;
 use crate::error::Result;
@@ -51,7 +50,7 @@ impl UsageScanner {
             .store()
             .list(Some(&dir))
             .try_filter(|meta| {
-                std::future::ready(crate::delta::is_table_file(table.dir, &meta.location))
+                std::future::ready(crate::layout::is_table_file(table.dir, &meta.location))
             })
             .try_collect()
             .await?;
@@ -88,28 +87,8 @@ impl UsageScanner {
 /// The row count in the footer of the Parquet file `path` of `size`
 /// bytes.
 async fn footer_rows(store: &dyn ObjectStore, path: &StorePath, size: u64) -> Option<u64> {
-    let metadata = footer(store, path, size).await?;
+    let metadata = crate::parquet::footer(store, path, size).await?;
     u64::try_from(metadata.file_metadata().num_rows()).ok()
-}
-
-/// The footer of the Parquet file `path` of `size` bytes: two ranged reads
-/// (its last 8 bytes, then the footer).
-pub(crate) async fn footer(
-    store: &dyn ObjectStore,
-    path: &StorePath,
-    size: u64,
-) -> Option<ParquetMetaData> {
-    let tail = store
-        .get_range(path, size.checked_sub(8)?..size)
-        .await
-        .ok()?;
-    if &tail[4..] != b"PAR1" {
-        return None;
-    }
-    let length = u64::from(u32::from_le_bytes(tail[..4].try_into().ok()?));
-    let start = size.checked_sub(8 + length)?;
-    let footer = store.get_range(path, start..size - 8).await.ok()?;
-    ParquetMetaDataReader::decode_metadata(&footer).ok()
 }
 
 /// Measures `tables` at start and every `interval` until `shutdown`, into
@@ -181,7 +160,7 @@ mod tests {
         assert!(usage.bytes > 0);
         // A file gone is no longer counted (nor remembered).
         let old = plan_files("raw", 2, &step(3 * 86_400))[0].path.clone();
-        ObjectStoreExt::delete(lake.store().as_ref(), &StorePath::from(old.as_str()))
+        object_store::ObjectStoreExt::delete(lake.store().as_ref(), &StorePath::from(old.as_str()))
             .await
             .unwrap();
         let usage = scanner.scan(&lake, &LOGS).await.unwrap();
