@@ -234,7 +234,7 @@ impl Lake {
 
     /// (job, seq) of every commit record in the lake: their files may be
     /// rolled forward, so compaction leaves them.
-    async fn retained_steps(&self) -> Result<BTreeSet<(String, u64)>> {
+    pub(crate) async fn retained_steps(&self) -> Result<BTreeSet<(String, u64)>> {
         let mut steps = BTreeSet::new();
         let mut listing = self.store().list(Some(&StorePath::from(COMMIT_PREFIX)));
         while let Some(meta) = listing.try_next().await? {

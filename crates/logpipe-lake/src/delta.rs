@@ -56,7 +56,7 @@ use serde_json::{Value, json};
 use crate::Lake;
 use crate::compaction::CompactionView;
 use crate::error::{LakeError, Result};
-use crate::layout::{COMMIT_PREFIX, step_of_file_name};
+use crate::layout::step_of_file_name;
 pub use crate::layout::{LOG_DIR, is_table_file};
 use crate::metrics::lake_metrics;
 
@@ -178,11 +178,23 @@ pub struct DeltaPublisher {
     view: Arc<dyn ObjectStore>,
     settings: DeltaSettings,
     logs: HashMap<&'static str, TableLog>,
-    /// Job steps known to have all their files (commit records never
-    /// change, so a complete one stays complete).
+    /// Kept job steps known to have all their files (a complete step stays
+    /// complete); forgotten once their commit record is pruned.
     complete_steps: BTreeSet<(String, u64)>,
     /// Tables whose schema has a type Delta cannot name: said once.
     refused: BTreeSet<&'static str>,
+}
+
+/// What a pass saw of one table before writing anything.
+struct Listing {
+    table: &'static TableDef,
+    /// The files the log held just before the listing: only these may be
+    /// removed. A file another publisher added after it is one this
+    /// listing may simply have been too early to see.
+    base: BTreeSet<String>,
+    /// The table's files as logpipe's reads see them, by path relative
+    /// to the table directory.
+    visible: BTreeMap<String, ObjectMeta>,
 }
 
 impl DeltaPublisher {
@@ -201,43 +213,162 @@ impl DeltaPublisher {
     /// Publishes what logpipe's reads see of `table` now, as one new
     /// version if anything changed. `None`: nothing to publish.
     pub async fn publish(&mut self, table: &'static TableDef) -> Result<Option<Published>> {
-        if self.refused.contains(table.name) {
-            return Ok(None);
+        self.publish_all(&[table]).await?.pop().unwrap_or(Ok(None))
+    }
+
+    /// One pass over `tables`: every table listed first, then the kept
+    /// commit records once for all of them (a listed file's step record
+    /// was made before the file), then a version for each table whose
+    /// files changed. The outer error: the commit records could not be
+    /// read; the inner ones, per table.
+    pub async fn publish_all(
+        &mut self,
+        tables: &[&'static TableDef],
+    ) -> Result<Vec<Result<Option<Published>>>> {
+        let mut listings = Vec::new();
+        for table in tables {
+            listings.push(if self.refused.contains(table.name) {
+                Ok(None)
+            } else {
+                self.list(table).await.map(Some)
+            });
         }
-        let mut log = match self.logs.remove(table.dir) {
-            Some(log) => log,
-            None => load(self.lake.store(), table).await?,
+        let listed: Vec<&Listing> = listings.iter().flatten().flatten().collect();
+        let incomplete = self.incomplete_steps(&listed).await?;
+        let mut results = Vec::new();
+        for listing in listings {
+            results.push(match listing {
+                Ok(Some(listing)) => self.write(&listing, &incomplete).await,
+                Ok(None) => Ok(None),
+                Err(error) => Err(error),
+            });
+        }
+        Ok(results)
+    }
+
+    /// The table's log brought up to date, and its files as the view
+    /// shows them.
+    async fn list(&mut self, table: &'static TableDef) -> Result<Listing> {
+        let log = match self.logs.remove(table.dir) {
+            Some(mut log) => {
+                let refreshed = refresh(self.lake.store(), table, &mut log).await;
+                self.logs.insert(table.dir, log);
+                refreshed?;
+                &self.logs[table.dir]
+            }
+            None => self
+                .logs
+                .entry(table.dir)
+                .or_insert(load(self.lake.store(), table).await?),
         };
-        let result = self.publish_with(table, &mut log).await;
+        let base = log.files.keys().cloned().collect();
+        let visible = self
+            .view
+            .list(Some(&StorePath::from(table.dir)))
+            .try_filter(|meta| std::future::ready(is_table_file(table.dir, &meta.location)))
+            .map_ok(|meta| (relative(table, &meta.location), meta))
+            .try_collect()
+            .await?;
+        Ok(Listing {
+            table,
+            base,
+            visible,
+        })
+    }
+
+    /// The kept job steps with a file missing from `listings` (a writer
+    /// still putting them, or one that died half-way): their files wait
+    /// until the step is whole. Files of tables not listed are not asked
+    /// for.
+    async fn incomplete_steps(&mut self, listings: &[&Listing]) -> Result<BTreeSet<(String, u64)>> {
+        let retained = self.lake.retained_steps().await?;
+        self.complete_steps.retain(|step| retained.contains(step));
+        let mut incomplete = BTreeSet::new();
+        for step in retained {
+            if self.complete_steps.contains(&step) {
+                continue;
+            }
+            let record = match self
+                .lake
+                .read_commit(&crate::layout::commit_path(&step.0, step.1))
+                .await
+            {
+                Ok(record) => record,
+                // Pruned meanwhile: it was complete.
+                Err(LakeError::Store(object_store::Error::NotFound { .. })) => continue,
+                Err(error) => return Err(error),
+            };
+            let whole = record.files.iter().all(|file| {
+                listings.iter().all(|listing| {
+                    file.path
+                        .strip_prefix(listing.table.dir)
+                        .and_then(|rest| rest.strip_prefix('/'))
+                        .is_none_or(|rest| listing.visible.contains_key(rest))
+                })
+            });
+            if whole {
+                self.complete_steps.insert(step);
+            } else {
+                incomplete.insert(step);
+            }
+        }
+        Ok(incomplete)
+    }
+
+    /// Writes the version that brings `listing`'s table log to what the
+    /// listing saw (without the files of `incomplete` steps).
+    async fn write(
+        &mut self,
+        listing: &Listing,
+        incomplete: &BTreeSet<(String, u64)>,
+    ) -> Result<Option<Published>> {
+        let table = listing.table;
+        let visible: BTreeMap<&String, &ObjectMeta> = listing
+            .visible
+            .iter()
+            .filter(|(_, meta)| {
+                incomplete.is_empty()
+                    || meta
+                        .location
+                        .filename()
+                        .and_then(step_of_file_name)
+                        .is_none_or(|(job, seq)| !incomplete.contains(&(job.to_string(), seq)))
+            })
+            .collect();
+        let mut log = self.logs.remove(table.dir).unwrap_or_default();
+        let result = self
+            .write_with(table, &listing.base, &visible, &mut log)
+            .await;
         self.logs.insert(table.dir, log);
         result
     }
 
-    async fn publish_with(
+    async fn write_with(
         &mut self,
         table: &'static TableDef,
+        base: &BTreeSet<String>,
+        visible: &BTreeMap<&String, &ObjectMeta>,
         log: &mut TableLog,
     ) -> Result<Option<Published>> {
         for _attempt in 0..16 {
             refresh(self.lake.store(), table, log).await?;
-            let visible = self.visible_files(table).await?;
             // New files, and files written again under the same name (a
             // batch job's period replaced by one put): a newer `add` for a
             // path replaces the older one.
             let adds: Vec<&ObjectMeta> = visible
                 .iter()
                 .filter(|(path, meta)| {
-                    log.files.get(*path).is_none_or(|logged| {
+                    log.files.get(path.as_str()).is_none_or(|logged| {
                         logged.size != meta.size
                             || logged.modified_millis != meta.last_modified.timestamp_millis()
                     })
                 })
-                .map(|(_, meta)| meta)
+                .map(|(_, meta)| *meta)
                 .collect();
             let removes: Vec<(String, LoggedFile)> = log
                 .files
                 .iter()
-                .filter(|(path, _)| !visible.contains_key(*path))
+                .filter(|(path, _)| base.contains(*path) && !visible.contains_key(*path))
                 .map(|(path, file)| (path.clone(), file.clone()))
                 .collect();
             if adds.is_empty() && removes.is_empty() {
@@ -299,25 +430,23 @@ impl DeltaPublisher {
             }
             for meta in &adds {
                 let path = relative(table, &meta.location);
-                actions.push(json!({"add": {
-                    "path": path,
-                    "partitionValues": partition_values(table, &path),
-                    "size": meta.size,
-                    "modificationTime": meta.last_modified.timestamp_millis(),
-                    "dataChange": !is_compacted(&path),
-                }}));
-            }
-            let mut body = Vec::new();
-            for action in &actions {
-                serde_json::to_writer(&mut body, action).expect("JSON values serialize");
-                body.push(b'\n');
+                let data_change = !is_compacted(&path);
+                actions.push(add_action(
+                    table,
+                    &path,
+                    &LoggedFile {
+                        size: meta.size,
+                        modified_millis: meta.last_modified.timestamp_millis(),
+                    },
+                    data_change,
+                ));
             }
             let created = self
                 .lake
                 .store()
                 .put_opts(
                     &version_path(table, version),
-                    PutPayload::from(body),
+                    PutPayload::from(ndjson(&actions)),
                     PutOptions::from(PutMode::Create),
                 )
                 .await;
@@ -355,69 +484,6 @@ impl DeltaPublisher {
             log_dir(table).as_ref(),
             "16 versions in a row were taken by another writer while publishing",
         ))
-    }
-
-    /// The table's files as logpipe's reads see them, by path relative to
-    /// the table directory, without the files of incomplete job steps.
-    async fn visible_files(
-        &mut self,
-        table: &'static TableDef,
-    ) -> Result<BTreeMap<String, ObjectMeta>> {
-        let listed: Vec<ObjectMeta> = self
-            .view
-            .list(Some(&StorePath::from(table.dir)))
-            .try_filter(|meta| std::future::ready(is_table_file(table.dir, &meta.location)))
-            .try_collect()
-            .await?;
-        let present: BTreeSet<&str> = listed.iter().map(|m| m.location.as_ref()).collect();
-        // Steps whose commit record is kept may still be incomplete.
-        let records: BTreeSet<StorePath> = self
-            .lake
-            .store()
-            .list(Some(&StorePath::from(COMMIT_PREFIX)))
-            .map_ok(|meta| meta.location)
-            .try_collect()
-            .await?;
-        let mut incomplete: BTreeSet<(String, u64)> = BTreeSet::new();
-        for meta in &listed {
-            let Some((job, seq)) = meta.location.filename().and_then(step_of_file_name) else {
-                continue;
-            };
-            let step = (job.to_string(), seq);
-            if self.complete_steps.contains(&step) || incomplete.contains(&step) {
-                continue;
-            }
-            let record = crate::layout::commit_path(job, seq);
-            if !records.contains(&record) {
-                // Pruned: it was complete.
-                self.complete_steps.insert(step);
-                continue;
-            }
-            let complete = match self.lake.read_commit(&record).await {
-                Ok(record) => record
-                    .files
-                    .iter()
-                    .filter(|file| file.path.starts_with(&format!("{}/", table.dir)))
-                    .all(|file| present.contains(file.path.as_str())),
-                Err(LakeError::Store(object_store::Error::NotFound { .. })) => true,
-                Err(error) => return Err(error),
-            };
-            if complete {
-                self.complete_steps.insert(step);
-            } else {
-                incomplete.insert(step);
-            }
-        }
-        Ok(listed
-            .into_iter()
-            .filter(|meta| {
-                meta.location
-                    .filename()
-                    .and_then(step_of_file_name)
-                    .is_none_or(|(job, seq)| !incomplete.contains(&(job.to_string(), seq)))
-            })
-            .map(|meta| (relative(table, &meta.location), meta))
-            .collect())
     }
 
     /// Deletes versions and checkpoints older than the checkpoint at
@@ -463,6 +529,27 @@ fn is_compacted(path: &str) -> bool {
 
 fn parent(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(dir, _)| dir)
+}
+
+/// The `add` action of the file at `path` (relative to the table).
+fn add_action(table: &TableDef, path: &str, file: &LoggedFile, data_change: bool) -> Value {
+    json!({"add": {
+        "path": path,
+        "partitionValues": partition_values(table, path),
+        "size": file.size,
+        "modificationTime": file.modified_millis,
+        "dataChange": data_change,
+    }})
+}
+
+/// Actions as newline-delimited JSON (a version file, a checkpoint's input).
+fn ndjson(actions: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for action in actions {
+        serde_json::to_writer(&mut out, action).expect("JSON values serialize");
+        out.push(b'\n');
+    }
+    out
 }
 
 /// A file's partition values, from the `name=value` directories of its
@@ -737,25 +824,15 @@ async fn write_checkpoint(
     log: &TableLog,
     version: u64,
 ) -> Result<()> {
-    let mut lines = Vec::new();
-    let mut push = |value: Value| {
-        serde_json::to_writer(&mut lines, &value).expect("JSON values serialize");
-        lines.push(b'\n');
-    };
-    push(json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}}));
+    let mut actions = vec![json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}})];
     if let Some(metadata) = &log.metadata {
-        push(json!({ "metaData": metadata }));
+        actions.push(json!({ "metaData": metadata }));
     }
     for (path, file) in &log.files {
-        push(json!({"add": {
-            "path": path,
-            "partitionValues": partition_values(table, path),
-            "size": file.size,
-            "modificationTime": file.modified_millis,
-            "dataChange": false,
-        }}));
+        actions.push(add_action(table, path, file, false));
     }
-    let actions = (log.files.len() + 2) as u64;
+    let lines = ndjson(&actions);
+    let actions = actions.len();
     let schema = checkpoint_schema();
     let reader = arrow::json::ReaderBuilder::new(schema.clone())
         .with_batch_size(8192)
@@ -860,9 +937,16 @@ pub async fn run(
     let (publisher, tables) = (&publisher, &tables);
     logpipe_core::job::every(settings.interval, shutdown, move || async move {
         let mut publisher = publisher.lock().await;
-        for table in tables {
-            if let Err(error) = publisher.publish(table).await {
-                tracing::warn!(table = table.name, %error, "publishing the Delta log failed; trying again at the next interval");
+        match publisher.publish_all(tables).await {
+            Ok(results) => {
+                for (table, result) in tables.iter().zip(results) {
+                    if let Err(error) = result {
+                        tracing::warn!(table = table.name, %error, "publishing the Delta log failed; trying again at the next interval");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading the commit records for the Delta log failed; trying again at the next interval");
             }
         }
     })
@@ -984,6 +1068,23 @@ mod tests {
                 .map(|f| f.size),
             Some(25)
         );
+    }
+
+    #[tokio::test]
+    async fn a_listing_older_than_another_publishers_version_removes_nothing_it_added() {
+        let lake = Lake::open(&LakeStore::memory(), logpipe_config::Compression::Zstd);
+        let mut first = DeltaPublisher::new(lake.clone(), settings(100));
+        let mut second = DeltaPublisher::new(lake.clone(), settings(100));
+        put(&lake, &format!("{HOUR}/a.parquet")).await;
+        first.publish(&LOGS).await.unwrap().unwrap();
+        // The first lists now; the second sees a newer file and publishes
+        // it before the first writes.
+        let listing = first.list(&LOGS).await.unwrap();
+        put(&lake, &format!("{HOUR}/b.parquet")).await;
+        second.publish(&LOGS).await.unwrap().unwrap();
+        assert_eq!(first.write(&listing, &BTreeSet::new()).await.unwrap(), None);
+        let log = load(lake.store(), &LOGS).await.unwrap();
+        assert_eq!(log.files.len(), 2, "{:?}", log.files);
     }
 
     #[tokio::test]
