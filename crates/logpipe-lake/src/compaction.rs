@@ -175,7 +175,8 @@ impl Lake {
         };
         // The closed hours still holding `min_files` small files after
         // this pass, and when the oldest of them ended: compaction's lag.
-        let mut waiting: Vec<DateTime<Utc>> = Vec::new();
+        let mut waiting = 0u64;
+        let mut oldest_waiting: Option<DateTime<Utc>> = None;
         for (hour, end) in hours {
             let mut small_files = 0;
             let merged = self
@@ -188,18 +189,19 @@ impl Lake {
                 done.bytes_in += merged.bytes_in;
                 done.bytes_out += merged.bytes_out;
             } else if small_files >= settings.min_files {
-                waiting.push(end);
+                waiting += 1;
+                oldest_waiting = Some(oldest_waiting.map_or(end, |oldest| oldest.min(end)));
             }
         }
         let metrics = lake_metrics();
         metrics
             .compaction_backlog
-            .set(&[table.name], waiting.len() as f64);
-        let lag = waiting.iter().min().map_or(0.0, |end| {
-            (now - *end).num_milliseconds().max(0) as f64 / 1000.0
+            .set(&[table.name], waiting as f64);
+        let lag = oldest_waiting.map_or(0.0, |end| {
+            (now - end).num_milliseconds().max(0) as f64 / 1000.0
         });
         metrics.compaction_lag.set(&[table.name], lag);
-        done.waiting = waiting.len() as u64;
+        done.waiting = waiting;
         Ok(done)
     }
 
@@ -271,24 +273,19 @@ impl Lake {
         }
         let listed = self.store().list_with_delimiter(Some(hour)).await?;
         let small = settings.target_file_bytes / 2;
-        *small_files = listed
-            .objects
-            .iter()
-            .filter(|meta| meta.size < small && meta.location.extension() == Some("parquet"))
-            .count();
-        let mut candidates: Vec<Candidate> = listed
+        let small_parquet: Vec<ObjectMeta> = listed
             .objects
             .into_iter()
-            .filter(|meta| meta.size < small)
+            .filter(|meta| meta.size < small && meta.location.extension() == Some("parquet"))
+            .collect();
+        *small_files = small_parquet.len();
+        let mut candidates: Vec<Candidate> = small_parquet
+            .into_iter()
             .filter(|meta| {
-                let Some(name) = meta.location.filename() else {
-                    return false;
-                };
-                if !name.ends_with(".parquet") {
-                    return false;
-                }
                 // A step whose record is kept may be rolled forward.
-                step_of_file_name(name)
+                meta.location
+                    .filename()
+                    .and_then(step_of_file_name)
                     .is_none_or(|(job, seq)| !retained.contains(&(job.to_string(), seq)))
             })
             .map(|meta| Candidate {
@@ -705,7 +702,8 @@ impl CompactionView {
 }
 
 /// What a listing under `prefix` leaves out: the files pending compactions
-/// replace or have not finished, and the partitions retention expired.
+/// replace or have not finished, the partitions retention expired, and the
+/// Delta logs.
 async fn hidden(
     store: &Arc<dyn ObjectStore>,
     prefix: Option<&StorePath>,
@@ -713,6 +711,14 @@ async fn hidden(
 ) -> object_store::Result<BTreeSet<StorePath>> {
     let mut hidden = hidden_files(store, prefix, listed).await?;
     hidden.extend(crate::retention::expired_files(store, listed).await?);
+    // The Delta logs' files: their checkpoints are Parquet files a table
+    // listing must not take for data.
+    hidden.extend(
+        listed
+            .iter()
+            .filter(|meta| crate::layout::in_delta_log(&meta.location))
+            .map(|meta| meta.location.clone()),
+    );
     Ok(hidden)
 }
 
@@ -763,13 +769,6 @@ async fn hidden_files(
         hidden.extend(manifest.hidden(&present).into_iter().map(StorePath::from));
     }
     Ok(hidden)
-}
-
-/// Whether `path` is in a table's Delta log (whose checkpoints are Parquet
-/// files a table listing must not take for data).
-fn in_delta_log(path: &StorePath) -> bool {
-    path.parts()
-        .any(|part| part.as_ref() == crate::layout::LOG_DIR)
 }
 
 impl fmt::Debug for CompactionView {
@@ -838,9 +837,7 @@ impl ObjectStore for CompactionView {
             Ok::<_, object_store::Error>(futures::stream::iter(
                 listed
                     .into_iter()
-                    .filter(move |meta| {
-                        !hidden.contains(&meta.location) && !in_delta_log(&meta.location)
-                    })
+                    .filter(move |meta| !hidden.contains(&meta.location))
                     .map(Ok::<_, object_store::Error>),
             ))
         })
@@ -856,7 +853,7 @@ impl ObjectStore for CompactionView {
         let hidden = hidden(&self.inner, prefix, &listed.objects).await?;
         listed
             .objects
-            .retain(|meta| !hidden.contains(&meta.location) && !in_delta_log(&meta.location));
+            .retain(|meta| !hidden.contains(&meta.location));
         listed
             .common_prefixes
             .retain(|prefix| prefix.filename() != Some(crate::layout::LOG_DIR));

@@ -89,3 +89,8 @@ pub fn is_table_file(table_dir: &str, path: &StorePath) -> bool {
         .split('/')
         .any(|segment| segment.starts_with('_') || segment.starts_with('.'))
 }
+
+/// Whether `path` is in a table's Delta log.
+pub(crate) fn in_delta_log(path: &StorePath) -> bool {
+    path.parts().any(|part| part.as_ref() == LOG_DIR)
+}
