@@ -356,13 +356,7 @@ impl StreamJobFile {
                 "lateness" => allowed_lateness = duration()?,
                 "idle_close" => idle_close = duration()?,
                 "retention" => {
-                    let kept = duration()?;
-                    if kept < std::time::Duration::from_secs(3600) {
-                        return Err(fail(format!(
-                            "retention is {value}; it deletes whole hours, so keep at least 1h"
-                        )));
-                    }
-                    retention = Some(kept);
+                    retention = Some(at_least_an_hour(duration()?, value, "hours").map_err(fail)?);
                 }
                 "postgres" => postgres = flag(key, value).map_err(fail)?,
                 "webhook" => webhook = Some(webhook_url(value).map_err(fail)?),
@@ -496,12 +490,7 @@ impl JobDef {
                             "retention must be a duration like 36h or 30d, not {value_text:?}"
                         ))
                     })?;
-                    if kept < std::time::Duration::from_secs(3600) {
-                        return Err(fail(format!(
-                            "retention is {value_text}; it deletes whole periods, so keep at least 1h"
-                        )));
-                    }
-                    retention = Some(kept);
+                    retention = Some(at_least_an_hour(kept, value_text, "periods").map_err(fail)?);
                 }
                 "kind" if value_text == "batch" => {}
                 "kind" => {
@@ -777,6 +766,21 @@ pub fn load_all(
         jobs.extend(entry);
     }
     Ok((jobs, streams))
+}
+
+/// A `-- retention:` of `value` (parsed as `kept`): retention deletes whole
+/// `what` (hours, periods), so less than an hour is refused.
+fn at_least_an_hour(
+    kept: std::time::Duration,
+    value: &str,
+    what: &str,
+) -> Result<std::time::Duration, String> {
+    if kept < std::time::Duration::from_secs(3600) {
+        return Err(format!(
+            "retention is {value}; it deletes whole {what}, so keep at least 1h"
+        ));
+    }
+    Ok(kept)
 }
 
 #[cfg(test)]
