@@ -26,7 +26,7 @@ LOGPIPE__WINDOWS__ENABLED=false LOGPIPE__REPORTS__SCHEDULE=false start_up "$WORK
   --rate "$RATE" --batch-size 1000 --concurrency 4 >"$WORK/gen" 2>&1 &
 GEN=$!
 
-python3 - "$URL" "$SECONDS_OF_LOAD" "$WORK/gen.done" <<'PY'
+python3 - "$URL" "$SECONDS_OF_LOAD" <<'PY'
 import json, sys, threading, time, urllib.request
 url, seconds = sys.argv[1], float(sys.argv[2])
 acked, seen = {}, {}
@@ -63,7 +63,7 @@ def watch():
         _, body = post("/api/query", {"sql": sql})
         now = time.time()
         for row in json.loads(body).get("rows", []):
-            rid = row["request_id"] if isinstance(row, dict) else row[0]
+            rid = row["request_id"]
             seen.setdefault(rid, now)
         time.sleep(max(0.0, 0.02 - (now - began)))
 
