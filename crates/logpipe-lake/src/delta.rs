@@ -12,9 +12,10 @@
 //! guarantee.
 //!
 //! **Publishing.** Every `interval` a pass lists each table through the
-//! view, leaves out the files of a job step whose commit record is still
-//! incomplete (a dead writer's step is published once rolled forward, whole),
-//! and commits the difference to what the log holds as one version
+//! view, then the kept commit records once, leaves out the files of a job
+//! step not yet whole in the listings (a dead writer's step is published
+//! once rolled forward, whole), and commits the difference to what the log
+//! holds as one version
 //! `<table dir>/_delta_log/<version>.json`: `add` for the new files,
 //! `remove` for the ones the view no longer shows. A compaction therefore
 //! appears as one version that removes its inputs and adds its merged files
@@ -26,7 +27,9 @@
 //!
 //! **Versions** are created if absent (`PutMode::Create`): two publishers
 //! never both write version *n*; the loser reads the winner's version and
-//! computes its difference again. A checkpoint (the whole file list as one
+//! computes its difference again; it removes only files the log held
+//! before its listing, never ones a newer version added that its listing
+//! was too early to see. A checkpoint (the whole file list as one
 //! Parquet file, with `_last_checkpoint` pointing at it) is written every
 //! `checkpoint_interval` versions, and versions older than both the newest
 //! checkpoint and `log_retention` are deleted. The log is reader version 1,
