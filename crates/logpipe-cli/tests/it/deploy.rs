@@ -604,6 +604,159 @@ fn the_helm_chart_renders_both_profiles_free_of_the_seeds_failures() {
     assert!(refused(&id).contains("22-character"));
 }
 
+/// A real kube-apiserver and etcd on loopback (deploy/helm/apiserver,
+/// built from the Go module proxy), stopped when dropped.
+struct ApiServer {
+    dir: tempfile::TempDir,
+    kubeconfig: String,
+}
+
+impl ApiServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = stdout_of(
+            Command::new(repo().join("deploy/helm/apiserver/apiserver.sh"))
+                .arg("start")
+                .arg(dir.path()),
+            "apiserver.sh start",
+        );
+        let kubeconfig = String::from_utf8(out)
+            .unwrap()
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string();
+        Self { dir, kubeconfig }
+    }
+
+    /// `kubectl ARGS` against this server: success and everything printed.
+    fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let helm = std::env::var("LOGPIPE_TEST_HELM").expect("LOGPIPE_TEST_HELM is not set");
+        let kubectl = std::path::Path::new(&helm).with_file_name("kubectl");
+        let (code, out) = code_and_output(
+            Command::new(kubectl)
+                .args(["--kubeconfig", &self.kubeconfig])
+                .args(args),
+        );
+        (code == Some(0), out)
+    }
+
+    /// `kubectl apply` of `file` into `namespace` (helm's output names none).
+    fn apply(&self, file: &std::path::Path, namespace: &str, extra: &[&str]) -> (bool, String) {
+        let mut args = vec![
+            "apply",
+            "--validate=strict",
+            "-n",
+            namespace,
+            "-f",
+            file.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        self.kubectl(&args)
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("deploy/helm/apiserver/apiserver.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Both profiles as a real Kubernetes API server takes them: a server-side
+/// dry run, then stored for real (every object validated against the
+/// server's own schemas with unknown fields refused, defaulted and
+/// admitted; NodePorts allocated), and what the server refuses is shown
+/// to be refused: a field the server does not know, and a second release
+/// asking for the NodePort the first one holds. No scheduler or kubelet
+/// runs, so no pod starts (the small profile's pod runs on podman in the
+/// next test).
+#[test]
+fn a_real_kube_apiserver_takes_both_profiles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = ApiServer::start();
+    let (ok, out) = server.kubectl(&["create", "namespace", "log-pipeline"]);
+    assert!(ok, "{out}");
+
+    let small = tmp.path().join("small.yaml");
+    std::fs::write(&small, render(&["auth.allowUnauthenticated=true"])).unwrap();
+    let cluster = tmp.path().join("cluster.yaml");
+    let cluster_text = render(&CLUSTER);
+    std::fs::write(&cluster, &cluster_text).unwrap();
+
+    for file in [&small, &cluster] {
+        let (ok, out) = server.apply(file, "log-pipeline", &["--dry-run=server"]);
+        assert!(ok, "server-side dry run of {file:?}:\n{out}");
+    }
+    // Nothing was stored by the dry runs.
+    let (ok, out) = server.kubectl(&["get", "all", "-n", "log-pipeline", "-o", "name"]);
+    assert!(ok && !out.contains("logpipe"), "{out}");
+
+    let (ok, out) = server.apply(&small, "log-pipeline", &[]);
+    assert!(ok, "{out}");
+    let (ok, out) = server.kubectl(&["get", "statefulset,cronjob,service", "-n", "log-pipeline"]);
+    assert!(ok && out.contains("statefulset.apps/logpipe"), "{out}");
+    let (ok, out) = server.kubectl(&[
+        "delete",
+        "-n",
+        "log-pipeline",
+        "-f",
+        small.to_str().unwrap(),
+        "--wait=false",
+    ]);
+    assert!(ok, "{out}");
+
+    let (ok, out) = server.apply(&cluster, "log-pipeline", &[]);
+    assert!(ok, "{out}");
+    let (ok, out) = server.kubectl(&[
+        "get",
+        "statefulset,deployment,hpa,cronjob",
+        "-n",
+        "log-pipeline",
+        "-o",
+        "name",
+    ]);
+    assert!(ok, "{out}");
+    for kind in [
+        "statefulset.apps/",
+        "deployment.apps/",
+        "horizontalpodautoscaler.autoscaling/",
+        "cronjob.batch/",
+    ] {
+        assert!(out.contains(kind), "no {kind} stored:\n{out}");
+    }
+    let (ok, ports) = server.kubectl(&[
+        "get",
+        "service",
+        "-n",
+        "log-pipeline",
+        "-o",
+        "jsonpath={.items[*].spec.ports[*].nodePort}",
+    ]);
+    assert!(ok && ports.contains("30081"), "{ports}");
+
+    // A field the server does not know is refused, naming it.
+    let typo = tmp.path().join("typo.yaml");
+    std::fs::write(
+        &typo,
+        cluster_text.replacen("enableServiceLinks: false", "enableServiceLink: false", 1),
+    )
+    .unwrap();
+    let (ok, out) = server.apply(&typo, "log-pipeline", &["--dry-run=server"]);
+    assert!(!ok && out.contains("enableServiceLink"), "{out}");
+    // A second release in another namespace asking for the same NodePort.
+    let (ok, out) = server.kubectl(&["create", "namespace", "second"]);
+    assert!(ok, "{out}");
+    let (ok, out) = server.apply(&cluster, "second", &["--dry-run=server"]);
+    assert!(
+        !ok && out.contains("30081") && out.contains("already allocated"),
+        "{out}"
+    );
+}
+
 /// The small profile's pod as rendered (its image, args, environment,
 /// config file and resource limits) runs on podman within the limits it
 /// declares: ready, takes records and answers queries.
