@@ -34,27 +34,7 @@ if [ "${BENCH_BUS:-embedded}" = kafka ]; then
   BROKERS=${BENCH_BROKERS:-}
   if [ -z "$BROKERS" ]; then
     NODES=${BENCH_KAFKA_NODES:-1}
-    # Node n listens on PORT+10(n-1) and the two ports after it: pick a
-    # base below the ephemeral range with every one of them free.
-    PORT=$(python3 - "$NODES" <<'PY'
-import random, socket, sys
-nodes = int(sys.argv[1])
-for _ in range(200):
-    base = random.randrange(20000, 32000)
-    try:
-        for port in [base + 10 * n + k for n in range(nodes) for k in range(3)]:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    print(base)
-    break
-else:
-    sys.exit("no free ports for the Kafka nodes")
-PY
-)
-    BROKERS=$(deploy/kafka/kafka.sh start "$WORK/kafka" "$NODES" "$PORT" | tail -n 1)
-    KAFKA_DIR=$WORK/kafka
+    start_kafka "$NODES"
     if [ "$NODES" = 3 ]; then
       export LOGPIPE__BUS__KAFKA__REPLICATION_FACTOR=3 LOGPIPE__BUS__KAFKA__MIN_INSYNC_REPLICAS=2
     fi

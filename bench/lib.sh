@@ -25,6 +25,7 @@ cleanup() {
   [ -n "${S3_PID:-}" ] && kill "$S3_PID" 2>/dev/null
   [ -n "${KAFKA_DIR:-}" ] && deploy/kafka/kafka.sh stop "$KAFKA_DIR" 2>/dev/null
   [ -n "${HDFS_DIR:-}" ] && deploy/hdfs/hdfs.sh stop "$HDFS_DIR" >/dev/null 2>&1
+  [ -n "${PG_DIR:-}" ] && as_pg "$PG_BIN/pg_ctl -D $PG_DIR/data -m fast stop" >/dev/null 2>&1
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -51,6 +52,54 @@ if [ "${BENCH_LAKE:-local}" = hdfs ]; then
   HDFS_URL=$(deploy/hdfs/hdfs.sh start "$HDFS_DIR" | tail -n 1)
   export LOGPIPE__LAKE__ROOT="$HDFS_URL/lake"
 fi
+
+# start_kafka NODES: a fresh Apache Kafka cluster of NODES (1 or 3) KRaft
+# nodes on free loopback ports (deploy/kafka/kafka.sh), stopped on exit;
+# sets BROKERS and KAFKA_DIR.
+start_kafka() {
+  local nodes=$1 port
+  # Node n listens on PORT+10(n-1) and the two ports after it: pick a base
+  # below the ephemeral range with every one of them free.
+  port=$(python3 - "$nodes" <<'PY'
+import random, socket, sys
+nodes = int(sys.argv[1])
+for _ in range(200):
+    base = random.randrange(20000, 32000)
+    try:
+        for port in [base + 10 * n + k for n in range(nodes) for k in range(3)]:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(base)
+    break
+else:
+    sys.exit("no free ports for the Kafka nodes")
+PY
+)
+  KAFKA_DIR=$WORK/kafka
+  BROKERS=$(deploy/kafka/kafka.sh start "$KAFKA_DIR" "$nodes" "$port" | tail -n 1)
+}
+
+# start_postgres: PG_URL, BENCH_POSTGRES_URL when set, otherwise a
+# throwaway PostgreSQL 15 cluster (Debian's, default settings: fsync and
+# synchronous_commit on) on a free loopback port, deleted on exit.
+PG_BIN=/usr/lib/postgresql/15/bin
+as_pg() { if [ "$(id -u)" -eq 0 ]; then su postgres -c "$*"; else sh -c "$*"; fi; }
+start_postgres() {
+  PG_URL=${BENCH_POSTGRES_URL:-}
+  [ -z "$PG_URL" ] || return 0
+  [ -x "$PG_BIN/postgres" ] || { echo "PostgreSQL 15 is not installed (apt-get install postgresql), or set BENCH_POSTGRES_URL" >&2; exit 1; }
+  local port
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$WORK/pg"
+  # initdb refuses to run as root: the cluster belongs to `postgres` then.
+  [ "$(id -u)" -ne 0 ] || chown postgres:postgres "$WORK/pg" "$WORK"
+  as_pg "$PG_BIN/initdb -D $WORK/pg/data -A trust -U postgres" >/dev/null
+  as_pg "$PG_BIN/pg_ctl -D $WORK/pg/data -l $WORK/pg/log -w -o '-p $port -k $WORK/pg -c listen_addresses=127.0.0.1' start" >/dev/null
+  PG_DIR=$WORK/pg
+  PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
+}
 
 # start_up DATA_DIR [ARGS…]: `logpipe up --no-generator` on 127.0.0.1:0.
 start_up() {

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The seed's read table on this machine: its four queries over COUNT log
 # rows loaded through the real pipeline (`logpipe up` + `logpipe generate`),
-# through logpipe's query API (HTTP, JSON answer included) and through
-# DuckDB with 2 threads on the same Parquet files (hive partitioning).
+# through logpipe's query API (HTTP, JSON answer included), DuckDB with 2
+# threads and Spark SQL (local[2]) on the same Parquet files (hive
+# partitioning), and PostgreSQL on the same rows (COPY, VACUUM ANALYZE)
+# without an index, then with one on timestamp and one on (service, level).
 # Each query runs once to warm up, then RUNS times: min and median, and
-# the answers are checked equal across the two (counts exactly, figures to
-# 0.1 %).
+# the answers are checked equal across all of them (counts exactly,
+# figures to 0.1 %; PostgreSQL's p95 is exact, the others' approximate).
 #
 #   count      SELECT count(*)
 #   group by   per service and level: count
@@ -14,8 +16,12 @@
 #              latency
 #
 # Usage: bench/seed_read.sh [COUNT=5000000] [RUNS=5]
-# Env:   LOGPIPE_BIN (default: the release build), BENCH_PYTHON (with duckdb;
-#        default $HOME/.cache/logpipe/venv/bin/python).
+# Env:   LOGPIPE_BIN (default: the release build), BENCH_PYTHON (with duckdb
+#        and psycopg; default $HOME/.cache/logpipe/venv/bin/python),
+#        BENCH_POSTGRES_URL (default: a throwaway PostgreSQL 15 cluster),
+#        BENCH_SPARK_PYTHON (pyspark 4.2.0; default the venv scripts/test.sh
+#        makes; `none` leaves Spark out), BENCH_PLOT=FILE keeps the table
+#        drawn as a PNG (bench/plot_seed.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${1:-5000000}
@@ -27,34 +33,37 @@ load_logs "$DATA" "$COUNT" --spread-days 1
 FILES=$(find "$DATA/logs/raw" -name '*.parquet' | wc -l)
 BYTES=$(du -sb "$DATA/logs/raw" | cut -f1)
 
-"$PY" - "$URL" "$DATA/logs/raw" "$RUNS" "$COUNT" "$FILES" "$BYTES" <<'PY'
-import json, statistics, sys, time, urllib.request
-import duckdb
+start_postgres
+SPARK_PY=${BENCH_SPARK_PYTHON:-$HOME/.cache/logpipe/spark-venv-4.2.0/bin/python}
+[ -x "$SPARK_PY" ] || SPARK_PY=none
 
-url, root, runs, count, files, size = sys.argv[1:]
+"$PY" - "$URL" "$DATA/logs/raw" "$RUNS" "$COUNT" "$FILES" "$BYTES" "$PG_URL" "$SPARK_PY" "$WORK" <<'PY'
+import decimal, json, os, statistics, subprocess, sys, time, urllib.request
+import duckdb, psycopg
+
+url, root, runs, count, files, size, pg_url, spark_py, work = sys.argv[1:]
 runs = int(runs)
-# (name, logpipe's SQL, DuckDB's SQL): the same question in each dialect.
+AGGREGATE = ("SELECT service, date_trunc('hour', timestamp) AS hour, count(*) AS n, "
+             "avg(CASE WHEN level = 'ERROR' THEN 1.0 ELSE 0.0 END) AS error_rate, {p95} AS p95 "
+             "FROM logs GROUP BY 1, 2 ORDER BY 1, 2")
+# The same question in each engine's dialect: only the percentile differs
+# (PostgreSQL's is exact, the others approximate).
 QUERIES = [
-    ("count", "SELECT count(*) AS n FROM logs", "SELECT count(*) AS n FROM logs"),
-    ("group by",
-     "SELECT service, level, count(*) AS n FROM logs GROUP BY service, level ORDER BY service, level",
-     "SELECT service, level, count(*) AS n FROM logs GROUP BY service, level ORDER BY service, level"),
-    ("order by",
-     "SELECT * FROM logs ORDER BY timestamp DESC, request_id LIMIT 100",
-     "SELECT * FROM logs ORDER BY timestamp DESC, request_id LIMIT 100"),
-    ("aggregate",
-     "SELECT service, date_trunc('hour', timestamp) AS hour, count(*) AS n, "
-     "avg(CASE WHEN level = 'ERROR' THEN 1.0 ELSE 0.0 END) AS error_rate, "
-     "approx_percentile_cont(response_time_ms, 0.95) AS p95 "
-     "FROM logs GROUP BY 1, 2 ORDER BY 1, 2",
-     "SELECT service, date_trunc('hour', timestamp) AS hour, count(*) AS n, "
-     "avg(CASE WHEN level = 'ERROR' THEN 1.0 ELSE 0.0 END) AS error_rate, "
-     "approx_quantile(response_time_ms, 0.95) AS p95 "
-     "FROM logs GROUP BY 1, 2 ORDER BY 1, 2"),
+    ("count", "SELECT count(*) AS n FROM logs", {}),
+    ("group by", "SELECT service, level, count(*) AS n FROM logs GROUP BY service, level ORDER BY service, level", {}),
+    ("order by", "SELECT * FROM logs ORDER BY timestamp DESC, request_id LIMIT 100", {}),
+    ("aggregate", None, {
+        "logpipe": AGGREGATE.format(p95="approx_percentile_cont(response_time_ms, 0.95)"),
+        "duckdb": AGGREGATE.format(p95="approx_quantile(response_time_ms, 0.95)"),
+        "spark": AGGREGATE.format(p95="approx_percentile(response_time_ms, 0.95)"),
+        "postgres": AGGREGATE.format(p95="percentile_cont(0.95) WITHIN GROUP (ORDER BY response_time_ms)"),
+    }),
 ]
+def sql(engine, query):
+    return query[2].get(engine, query[1])
 
-def logpipe(sql):
-    body = json.dumps({"sql": sql, "max_rows": 100000}).encode()
+def logpipe(text):
+    body = json.dumps({"sql": text, "max_rows": 100000}).encode()
     request = urllib.request.Request(url + "/api/query", body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=300) as answer:
         return json.load(answer)["rows"]
@@ -63,17 +72,41 @@ con = duckdb.connect()
 con.sql("SET threads = 2")
 con.sql(f"CREATE VIEW logs AS SELECT * FROM read_parquet('{root}/**/*.parquet', hive_partitioning = true)")
 
-def ddb(sql):
-    relation = con.sql(sql)
+def ddb(text):
+    relation = con.sql(text)
     names = relation.columns
     return [dict(zip(names, row)) for row in relation.fetchall()]
 
-def timed(run, sql):
-    run(sql)  # warm
+# PostgreSQL: the same rows (the seed's table: an identity key and the
+# record's columns), loaded with COPY from a CSV DuckDB writes, then
+# VACUUM ANALYZE; the four queries without an index, then with one on
+# timestamp and one on (service, level).
+columns = [c for c in con.sql("SELECT * FROM logs LIMIT 0").columns if c not in ("year", "month", "day", "hour")]
+csv = os.path.join(work, "logs.csv")
+con.sql(f"COPY (SELECT {', '.join(columns)} FROM logs) TO '{csv}' (FORMAT csv, HEADER false)")
+kinds = {"timestamp": "timestamptz", "response_time_ms": "double precision", "status_code": "integer"}
+pg = psycopg.connect(pg_url, autocommit=True)
+pg.execute("SET TIME ZONE 'UTC'")
+pg.execute("DROP TABLE IF EXISTS logs")
+pg.execute("CREATE TABLE logs (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, "
+           + ", ".join(f"{c} {kinds.get(c, 'text')}" for c in columns) + ")")
+with pg.cursor().copy(f"COPY logs ({', '.join(columns)}) FROM STDIN (FORMAT csv)") as copy, open(csv, "rb") as rows:
+    while chunk := rows.read(1 << 20):
+        copy.write(chunk)
+os.remove(csv)
+pg.execute("VACUUM ANALYZE logs")
+
+def postgres(text):
+    cur = pg.execute(text)
+    names = [d.name for d in cur.description]
+    return [{k: float(v) if isinstance(v, decimal.Decimal) else v for k, v in zip(names, row)} for row in cur.fetchall()]
+
+def timed(run, text):
+    run(text)  # warm
     seconds = []
     for _ in range(runs):
         began = time.perf_counter()
-        rows = run(sql)
+        rows = run(text)
         seconds.append(time.perf_counter() - began)
     return rows, min(seconds) * 1000, statistics.median(seconds) * 1000
 
@@ -82,18 +115,61 @@ def close(a, b):
         return abs(a - b) <= 0.001 * max(abs(a), abs(b), 1e-9)
     return True  # times, strings: formats differ between the engines
 
-print(f"{count} rows in {files} Parquet files ({int(size) / 2**20:.0f} MiB), {runs} warm runs each, 2 cores")
-print("| query | logpipe API min / median ms | DuckDB (2 threads) min / median ms | rows |")
-print("|---|---|---|---|")
-for name, ours, theirs in QUERIES:
-    a, a_min, a_med = timed(logpipe, ours)
-    b, b_min, b_med = timed(ddb, theirs)
-    assert len(a) == len(b), f"{name}: {len(a)} rows from logpipe, {len(b)} from DuckDB"
-    for x, y in zip(a, b):
+def check(name, engine, ours, theirs):
+    assert len(ours) == len(theirs), f"{name}: {len(ours)} rows from logpipe, {len(theirs)} from {engine}"
+    for x, y in zip(ours, theirs):
         for key in ("n", "error_rate", "service", "level"):
-            if key in x and key in y and x[key] is not None and not close(x[key], y[key]) or (
-                key in ("service", "level") and key in x and x.get(key) != y.get(key)):
-                raise SystemExit(f"{name}: logpipe {x} vs DuckDB {y}")
-    print(f"| {name} | {a_min:.1f} / {a_med:.1f} | {b_min:.1f} / {b_med:.1f} | {len(a)} |")
+            if key not in x or key not in y or x[key] is None:
+                continue
+            if (key in ("service", "level") and x[key] != y[key]) or not close(x[key], y[key]):
+                raise SystemExit(f"{name}: logpipe {x} vs {engine} {y}")
+
+results = {}
+for query in QUERIES:
+    name = query[0]
+    ours, *times = timed(logpipe, sql("logpipe", query))
+    results[name] = {"logpipe": times, "rows": len(ours)}
+    theirs, *times = timed(ddb, sql("duckdb", query))
+    check(name, "DuckDB", ours, theirs)
+    results[name]["duckdb"] = times
+    theirs, *times = timed(postgres, sql("postgres", query))
+    check(name, "PostgreSQL", ours, theirs)
+    results[name]["postgres"] = times
+    results[name]["ours"] = ours
+pg.execute("CREATE INDEX ON logs (timestamp)")
+pg.execute("CREATE INDEX ON logs (service, level)")
+pg.execute("VACUUM ANALYZE logs")
+for query in QUERIES:
+    theirs, *times = timed(postgres, sql("postgres", query))
+    check(query[0], "PostgreSQL with indexes", results[query[0]]["ours"], theirs)
+    results[query[0]]["postgres_indexed"] = times
+pg.execute("DROP TABLE logs")
+
+if spark_py != "none":
+    queries = json.dumps([[query[0], sql("spark", query)] for query in QUERIES])
+    out = subprocess.run([spark_py, "bench/spark_sql.py", root, str(runs)], input=queries, capture_output=True,
+                         text=True, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
+    if out.returncode != 0:
+        raise SystemExit(f"Spark SQL failed:\n{out.stderr[-3000:]}")
+    for line in out.stdout.splitlines():
+        answer = json.loads(line)
+        check(answer["name"], "Spark SQL", results[answer["name"]]["ours"], answer["rows"])
+        results[answer["name"]]["spark"] = (answer["min_ms"], answer["median_ms"])
+
+print(f"{count} rows in {files} Parquet files ({int(size) / 2**20:.0f} MiB), {runs} warm runs each, 2 cores; "
+      "min / median ms")
+print("| query | logpipe API | DuckDB (2 threads) | Spark SQL (local[2]) | PostgreSQL | PostgreSQL + indexes | rows |")
+print("|---|---|---|---|---|---|---|")
+cell = lambda t: f"{t[0]:.1f} / {t[1]:.1f}" if t else "-"
+names = {"logpipe": "logpipe API", "duckdb": "DuckDB", "spark": "Spark SQL", "postgres": "PostgreSQL",
+         "postgres_indexed": "PostgreSQL + indexes"}
+with open(os.path.join(work, "read.json"), "w") as out:
+    json.dump({q[0]: {names[k]: v[1] for k, v in results[q[0]].items() if k in names} for q in QUERIES}, out)
+for query in QUERIES:
+    r = results[query[0]]
+    print(f"| {query[0]} | {cell(r['logpipe'])} | {cell(r['duckdb'])} | {cell(r.get('spark'))} | "
+          f"{cell(r['postgres'])} | {cell(r['postgres_indexed'])} | {r['rows']} |")
 PY
 stop_up
+"$PY" bench/plot_seed.py read "$WORK/read.json" "$WORK/seed_read.png"
+[ -z "${BENCH_PLOT:-}" ] || cp "$WORK/seed_read.png" "$BENCH_PLOT"

@@ -41,7 +41,9 @@ run "e2e.sh on HDFS" "records/s" env BENCH_LAKE=hdfs bench/e2e.sh 5000 logs 500 
 run "e2e.sh on Kafka" "records/s" env BENCH_BUS=kafka bench/e2e.sh 5000 logs 500 2
 run "compare.sh" "median" bench/compare.sh "$LOGPIPE_BIN" "$LOGPIPE_BIN" 1 5000
 run "daily.sh" "report" bench/daily.sh 20000 1
-run "seed_read.sh" "aggregate" bench/seed_read.sh 20000 1
+run "seed_read.sh" "aggregate" env BENCH_POSTGRES_URL="${LOGPIPE_TEST_POSTGRES_URL:-}" bench/seed_read.sh 20000 1
+run "seed_write.sh" "Spark Structured Streaming → Parquet | unpaced" env BENCH_KAFKA=1 BENCH_POSTGRES_URL="${LOGPIPE_TEST_POSTGRES_URL:-}" \
+  bench/seed_write.sh 1 0.01
 run "query_isolation.sh" "idle" bench/query_isolation.sh 5000 5000 1
 run "backfill.sh" "Spark" bench/backfill.sh 20000 2
 run "freshness.sh" "ack → queryable" bench/freshness.sh 2000 3

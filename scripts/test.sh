@@ -63,18 +63,21 @@ VENV="$HOME/.cache/logpipe/venv"
 # kubernetes-validate checks the Helm chart's manifests against
 # Kubernetes' schemas offline, and PyYAML reads them; deltalake (delta-rs)
 # reads the lake's Delta logs as an outside reader; psycopg writes the
-# seed's PostgreSQL rows in bench/seed_write.sh.
+# seed's PostgreSQL rows in bench/seed_write.sh and seed_read.sh, and
+# matplotlib draws their tables (bench/plot_seed.py).
 OTEL_VERSION=1.45.2
 DELTALAKE_VERSION=1.6.6
 PSYCOPG_VERSION=3.3.9
+MATPLOTLIB_VERSION=3.11.2
 install_venv() {
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb confluent-kafka \
     "opentelemetry-sdk==$OTEL_VERSION" "opentelemetry-exporter-otlp-proto-http==$OTEL_VERSION" \
-    kubernetes-validate pyyaml "deltalake==$DELTALAKE_VERSION" "psycopg[binary]==$PSYCOPG_VERSION"
+    kubernetes-validate pyyaml "deltalake==$DELTALAKE_VERSION" "psycopg[binary]==$PSYCOPG_VERSION" \
+    "matplotlib==$MATPLOTLIB_VERSION"
 }
-if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, kubernetes_validate, yaml, deltalake, psycopg' 2>/dev/null; then
-  tier "installing duckdb, deltalake, confluent-kafka, psycopg and the OpenTelemetry SDK (PyPI) into $VENV for the external-client tests" install_venv
+if ! "$VENV/bin/python" -c 'import duckdb, confluent_kafka, opentelemetry.sdk, opentelemetry.exporter.otlp.proto.http, kubernetes_validate, yaml, deltalake, psycopg, matplotlib' 2>/dev/null; then
+  tier "installing duckdb, deltalake, confluent-kafka, psycopg, matplotlib and the OpenTelemetry SDK (PyPI) into $VENV for the external-client tests" install_venv
 fi
 export LOGPIPE_TEST_PYTHON="$VENV/bin/python"
 

@@ -1,0 +1,113 @@
+"""The seed's stream job for bench/seed_write.sh: Spark Structured Streaming
+reads `logs.raw` from Kafka, parses each record (the collector's canonical
+JSON, README "Records") and appends it as Parquet partitioned by event hour
+(year=/month=/day=/hour=, the seed's HDFS layout) with Spark's file sink,
+one micro-batch per TRIGGER (the seed's raw_to_hdfs ran on a processing-time
+trigger). It runs until killed.
+
+    SPARK_KAFKA_JARS=DIR python spark_stream.py BOOTSTRAP OUT_DIR PROGRESS_FILE [TRIGGER="1 second"]
+
+After each micro-batch commits, one line is appended to PROGRESS_FILE: the
+wall-clock time and the rows committed so far, which bench/seed_write.py
+reads as "readable". The line `ready` is written once the query runs.
+Spark runs `local[2]` with its default driver memory (1 GiB).
+"""
+import glob
+import os
+import sys
+import time
+
+import pyspark
+from pyspark.sql import SparkSession
+from pyspark.sql.functions import col, dayofmonth, from_json, hour, month, to_timestamp, year
+from pyspark.sql.streaming import StreamingQueryListener
+from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+
+bootstrap, out_dir, progress_file = sys.argv[1:4]
+trigger = sys.argv[4] if len(sys.argv) > 4 else "1 second"
+
+jars = sorted(glob.glob(os.path.join(os.environ["SPARK_KAFKA_JARS"], "*.jar")))
+wanted = f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar"
+assert any(j.endswith(wanted) for j in jars), f"no {wanted} in {jars}: the jars must match pyspark"
+
+spark = (
+    SparkSession.builder.master("local[2]")
+    .appName("seed-raw-to-parquet")
+    .config("spark.jars", ",".join(jars))
+    .config("spark.driver.host", "127.0.0.1")
+    .config("spark.driver.bindAddress", "127.0.0.1")
+    .config("spark.ui.enabled", "false")
+    .config("spark.sql.shuffle.partitions", "2")
+    .config("spark.sql.session.timeZone", "UTC")
+    .getOrCreate()
+)
+spark.sparkContext.setLogLevel("WARN")
+
+metadata = StructType([
+    StructField("request_id", StringType()),
+    StructField("response_time_ms", DoubleType()),
+    StructField("status_code", IntegerType()),
+    StructField("endpoint", StringType()),
+    StructField("method", StringType()),
+])
+schema = StructType([
+    StructField("timestamp", DoubleType()),
+    StructField("level", StringType()),
+    StructField("service", StringType()),
+    StructField("host", StringType()),
+    StructField("message", StringType()),
+    StructField("metadata", metadata),
+])
+
+logs = (
+    spark.readStream.format("kafka")
+    .option("kafka.bootstrap.servers", bootstrap)
+    .option("subscribe", "logs.raw")
+    .option("startingOffsets", "earliest")
+    # The collector writes each request in a transaction and aborts the
+    # transaction of a request it answers 503.
+    .option("kafka.isolation.level", "read_committed")
+    .load()
+    .select(from_json(col("value").cast("string"), schema).alias("log"))
+    .select("log.*")
+    .withColumn("event_time", to_timestamp(col("timestamp")))
+    .withColumn("year", year("event_time"))
+    .withColumn("month", month("event_time"))
+    .withColumn("day", dayofmonth("event_time"))
+    .withColumn("hour", hour("event_time"))
+)
+
+
+class Progress(StreamingQueryListener):
+    """Appends `time rows-so-far` after each committed micro-batch."""
+
+    def __init__(self):
+        self.rows = 0
+
+    def onQueryStarted(self, event):
+        pass
+
+    def onQueryProgress(self, event):
+        self.rows += event.progress.numInputRows
+        with open(progress_file, "a") as out:
+            out.write(f"{time.time():.3f} {self.rows}\n")
+
+    def onQueryIdle(self, event):
+        pass
+
+    def onQueryTerminated(self, event):
+        pass
+
+
+spark.streams.addListener(Progress())
+query = (
+    logs.writeStream.format("parquet")
+    .option("path", out_dir)
+    .option("checkpointLocation", out_dir + "-checkpoint")
+    .partitionBy("year", "month", "day", "hour")
+    .trigger(processingTime=trigger)
+    .start()
+)
+with open(progress_file, "a") as out:
+    out.write("ready\n")
+query.awaitTermination()
