@@ -18,8 +18,9 @@ use crate::common::services::free_port;
 use crate::common::services::podman::Podman;
 use crate::common::{code_and_output, stdout_of};
 
-fn generate(base_url: &str, count: u32, extra: &[&str]) {
-    stdout_of(
+/// `logpipe generate` to its end; what it printed (its summary).
+fn generate(base_url: &str, count: u32, extra: &[&str]) -> String {
+    let out = stdout_of(
         Command::new(binary())
             .args(["generate", "--target", base_url, "--count"])
             .arg(count.to_string())
@@ -27,6 +28,7 @@ fn generate(base_url: &str, count: u32, extra: &[&str]) {
             .args(extra),
         "logpipe generate",
     );
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The image: a non-root user, healthy by its own HEALTHCHECK, records
@@ -1006,6 +1008,56 @@ async fn the_master_and_worker_compose_files_run_the_three_pc_layout() {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+
+    // Failures under load, while a client sends 30,000 more logs and
+    // retries through them with its Idempotency-Keys: worker2's stream
+    // process killed (SIGKILL; worker1 takes its partitions over), brought
+    // back by `up -d` (it rejoins), then the master's broker restarted.
+    // Every acknowledged record is in the lake once.
+    let total = 20_000 + 30_000;
+    let loader = {
+        let base_url = base_url.clone();
+        std::thread::spawn(move || {
+            generate(
+                &base_url,
+                30_000,
+                &["--rate", "2000", "--retry-for-secs", "180"],
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stream2 = format!("{}_stream_1", project("worker2"));
+    podman.run(&["kill", "-s", "KILL", &stream2]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    podman.compose(
+        &project("worker2"),
+        &worker_file,
+        &worker2_env,
+        &["up", "-d", "--no-build"],
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kafka = format!("{}_kafka_1", project("master"));
+    podman.run(&["restart", "-t", "20", &kafka]);
+    let summary = loader.join().expect("the load client failed");
+    // The broker's restart happened under load: requests were retried.
+    assert!(!summary.contains(", 0 retries"), "{summary}");
+    let count = "SELECT count(*) AS n FROM logs";
+    wait_for_count(&client, &base_url, count, total, Duration::from_secs(180)).await;
+    let (status, answer) = post(
+        &client,
+        &format!("{base_url}/api/query"),
+        json!({"sql": "SELECT count(*) AS n, count(DISTINCT request_id) AS d FROM logs"})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["rows"][0],
+        json!({"n": total, "d": total}),
+        "after the failures: {answer}\n{}\n{}",
+        podman.logs(&stream2),
+        podman.logs(&format!("{}_stream_1", project("worker1")))
+    );
 
     for (host, env) in [("worker2", &worker2_env), ("worker1", &worker1_env)] {
         podman.compose(
