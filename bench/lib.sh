@@ -20,12 +20,17 @@ if [ -n "${BENCH_PIN:-}" ]; then
 fi
 
 WORK=$(mktemp -d)
+# Everything a script started, stopped on exit however it ends: without
+# `set -e` here, one step that fails (a process already gone) does not skip
+# the rest.
 cleanup() {
+  set +e
+  [ -n "${SPARK_PID:-}" ] && kill "$SPARK_PID" ${SPARK_JVM:-} 2>/dev/null
   [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null
   [ -n "${S3_PID:-}" ] && kill "$S3_PID" 2>/dev/null
   [ -n "${KAFKA_DIR:-}" ] && deploy/kafka/kafka.sh stop "$KAFKA_DIR" 2>/dev/null
   [ -n "${HDFS_DIR:-}" ] && deploy/hdfs/hdfs.sh stop "$HDFS_DIR" >/dev/null 2>&1
-  [ -n "${PG_DIR:-}" ] && as_pg "$PG_BIN/pg_ctl -D $PG_DIR/data -m fast stop" >/dev/null 2>&1
+  [ -n "${PG_DIR:-}" ] && as_pg "$PG_BIN/pg_ctl -D '$PG_DIR/data' -m fast stop" >/dev/null 2>&1
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -95,9 +100,10 @@ start_postgres() {
   mkdir -p "$WORK/pg"
   # initdb refuses to run as root: the cluster belongs to `postgres` then.
   [ "$(id -u)" -ne 0 ] || chown postgres:postgres "$WORK/pg" "$WORK"
-  as_pg "$PG_BIN/initdb -D $WORK/pg/data -A trust -U postgres" >/dev/null
-  as_pg "$PG_BIN/pg_ctl -D $WORK/pg/data -l $WORK/pg/log -w -o '-p $port -k $WORK/pg -c listen_addresses=127.0.0.1' start" >/dev/null
+  # The C locale: text sorts by bytes, as the other engines sort it.
+  as_pg "$PG_BIN/initdb -D '$WORK/pg/data' -A trust -U postgres --locale=C --encoding=UTF8" >/dev/null
   PG_DIR=$WORK/pg
+  as_pg "$PG_BIN/pg_ctl -D '$WORK/pg/data' -l '$WORK/pg/log' -w -o \"-p $port -k '$WORK/pg' -c listen_addresses=127.0.0.1\" start" >/dev/null
   PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
 }
 

@@ -31,7 +31,9 @@ if kind == "write":
         ax.set_xlabel("the seed's step (rows/min asked)")
         ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
-    axes[0].plot(labels[:-1], [step / 1e6 for step in steps[:-1]], "k--", linewidth=1, label="asked")
+    asked = {row["step"]: row.get("asked_per_min") for row in rows}
+    axes[0].plot(labels[:-1], [(asked[step] or float("nan")) / 1e6 for step in steps[:-1]], "k--", linewidth=1,
+                 label="asked")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8)
     fig.suptitle("The seed's write table on 2 cores (bench/seed_write.sh)")
     fig.tight_layout(rect=(0, 0.12, 1, 1))

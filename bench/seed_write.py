@@ -17,9 +17,12 @@ Per target and step it prints one table row: the rate sustained, the latency
 of an acknowledgement (a request answered; a transaction committed) p50/p99,
 the latency from acknowledgement to readable p50/p99 (logpipe: until the
 lake's committed rows cover it; PostgreSQL: a committed row is readable, so
-0), the server's CPU in cores and its peak memory (logpipe: peak RSS;
+0), the server's CPU (CPU seconds from the step's start until its rows were
+readable: in cores over that time, and per row) and its peak memory during
+the step (logpipe, brokers, Spark: peak RSS, reset before each step;
 PostgreSQL: the peak of its processes' summed PSS, which counts shared
-buffers once), and the load client's CPU in cores (`logpipe generate`; for
+buffers once and includes those touched by earlier steps, COPY's by the
+INSERT run before it), and the load client's CPU in cores (`logpipe generate`; for
 PostgreSQL this Python process, psycopg's C code doing the encoding): on 2
 cores a client near a whole core limits the step as much as the server.
 """
@@ -72,6 +75,26 @@ def ticks(pid):
     except OSError:
         return 0
     return int(fields[11]) + int(fields[12])
+
+
+def tree_ticks(parent):
+    """CPU of `parent` and every process under it, including those that
+    exited (their time is in the parent's cutime/cstime once reaped)."""
+    try:
+        fields = open(f"/proc/{parent}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return sum(int(f) for f in fields[11:15]) + sum(ticks(pid) for pid in children(parent))
+
+
+def reset_peak(pid):
+    """Starts VmHWM again from the current RSS (Linux: clear_refs 5), so a
+    step's peak is its own."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as out:
+            out.write("5")
+    except OSError:
+        pass
 
 
 def peak_rss_kib(pid):
@@ -168,9 +191,11 @@ def cpu_seconds(who):
     return usage.ru_utime + usage.ru_stime
 
 
-def row(target, step, wanted, count, seconds, ack, lag, cores, peak_mib, client):
+def row(target, step, wanted, count, seconds, ack, lag, cpu, busy, peak_mib, client):
     """One table row: `step` the seed's rows/min, `wanted` the rows/s asked,
-    `seconds` from the step's start to its last acknowledgement. A step
+    `seconds` from the step's start to its last acknowledgement, `cpu` the
+    server's CPU seconds over `busy` (the step until its rows were
+    readable). A step
     acknowledged on schedule counts as its whole scheduled time (its last
     request leaves before the end), so the rate sustained is at most the
     rate asked."""
@@ -180,11 +205,13 @@ def row(target, step, wanted, count, seconds, ack, lag, cores, peak_mib, client)
     if os.environ.get("SEED_RESULTS"):
         with open(os.environ["SEED_RESULTS"], "a") as out:
             out.write(json.dumps({"target": target, "step": step, "rows_per_min": rate * 60,
-                                  "readable_p99_ms": lag[1], "ack_p99_ms": ack[1], "cores": cores,
+                                  "asked_per_min": wanted * 60 if wanted else None,
+                                  "readable_p99_ms": lag[1], "ack_p99_ms": ack[1], "cores": cpu / busy,
                                   "peak_mib": peak_mib}) + "\n")
     print(
         f"| {target} | {asked} | {rate * 60:,.0f}{share} | "
-        f"{ack[0]:.1f} / {ack[1]:.1f} | {lag[0]:.0f} / {lag[1]:.0f} | {cores:.2f} | {peak_mib:.0f} | "
+        f"{ack[0]:.1f} / {ack[1]:.1f} | {lag[0]:.0f} / {lag[1]:.0f} | {cpu / busy:.2f} / {cpu / count * 1e6:.1f} | "
+        f"{peak_mib:.0f} | "
         f"{client / seconds:.2f} |",
         flush=True,
     )
@@ -202,6 +229,8 @@ def logpipe_steps(args, steps):
         rate, count = step_size(step, args)
         sampler = Sampler(stats, 0.05)
         sampler.start()
+        for pid in pids:
+            reset_peak(pid)
         began = time.monotonic()
         before = {pid: ticks(pid) for pid in pids}
         client = cpu_seconds(resource.RUSAGE_CHILDREN)
@@ -224,10 +253,10 @@ def logpipe_steps(args, steps):
         latency = re.search(r"ack latency p50 ([\d.]+) ms, p99 ([\d.]+) ms", out)
         ack = (float(latency.group(1)), float(latency.group(2))) if latency else (float("nan"),) * 2
         lag = readable_lag(samples)
-        cores = sum(ticks(pid) - before[pid] for pid in pids) / HZ / (done - began)
+        cpu = sum(ticks(pid) - before[pid] for pid in pids) / HZ
         rss = sum(peak_rss_kib(pid) for pid in pids)
         row(args.label, step, rate, count, acked - began, ack,
-            (lag[0] * 1000, lag[1] * 1000), cores, rss / 1024, client)
+            (lag[0] * 1000, lag[1] * 1000), cpu, done - began, rss / 1024, client)
 
 
 def spark_steps(args, steps):
@@ -255,6 +284,8 @@ def spark_steps(args, steps):
         rate, count = step_size(step, args)
         sampler = Sampler(stats, 0.05)
         sampler.start()
+        for pid in pids:
+            reset_peak(pid)
         began = time.monotonic()
         before = {pid: ticks(pid) for pid in pids}
         client = cpu_seconds(resource.RUSAGE_CHILDREN)
@@ -280,7 +311,7 @@ def spark_steps(args, steps):
         cpu = sum(ticks(pid) - before[pid] for pid in pids) / HZ
         rss = sum(peak_rss_kib(pid) for pid in pids)
         row("collector → Kafka → Spark Structured Streaming → Parquet", step, rate, count, acked - began, ack,
-            (lag[0] * 1000, lag[1] * 1000), cpu / (done - began), rss / 1024, client)
+            (lag[0] * 1000, lag[1] * 1000), cpu, done - began, rss / 1024, client)
 
 
 def lake_rows(lake, offset, count):
@@ -348,7 +379,7 @@ def postgres_steps(args, steps, mode):
         # The postmaster, its background processes and the backends of
         # these connections, all running now.
         pids = [postmaster] + children(postmaster)
-        before = {pid: ticks(pid) for pid in pids}
+        before = tree_ticks(postmaster)
         memory = Sampler(lambda: pss_kib(pids), 0.2)
         memory.start()
         began = time.monotonic()
@@ -358,14 +389,14 @@ def postgres_steps(args, steps, mode):
         for thread in threads:
             thread.join()
         done = time.monotonic()
-        cpu = sum(ticks(pid) - before.get(pid, 0) for pid in pids) / HZ
+        cpu = (tree_ticks(postmaster) - before) / HZ
         peak = max((value for _, value in memory.stop()), default=0)
         for con in connections:
             con.close()
         if len(latencies) != len(batches):
             sys.exit(f"PostgreSQL {mode}: {len(latencies)} of {len(batches)} batches committed")
         ms = [seconds * 1000 for seconds in latencies]
-        row(f"PostgreSQL {'COPY' if mode == 'copy' else 'INSERT batches'}", step, rate, count, done - began, (quantile(ms, 0.5), quantile(ms, 0.99)), (0, 0), cpu / (done - began), peak / 1024, client[0])
+        row(f"PostgreSQL {'COPY' if mode == 'copy' else 'INSERT batches'}", step, rate, count, done - began, (quantile(ms, 0.5), quantile(ms, 0.99)), (0, 0), cpu, done - began, peak / 1024, client[0])
     with psycopg.connect(args.postgres, autocommit=True) as con:
         stored = con.execute("SELECT count(*) FROM seed_logs").fetchone()[0]
         con.execute("DROP TABLE seed_logs")
@@ -394,7 +425,7 @@ def main():
     print(f"The seed's steps x {args.scale:g}, {args.seconds} s each; {BATCH:,} rows per request or "
           f"transaction, {CONNECTIONS} in flight; latencies in ms; CPU of the server only")
     print("| target | step (rows/min) | sustained rows/min (of the step) | ack p50 / p99 | "
-          "ack → readable p50 / p99 | server CPU (cores) | server peak memory (MiB) | client CPU (cores) |")
+          "ack → readable p50 / p99 | server CPU: cores / µs per row | server peak memory (MiB) | client CPU (cores) |")
     print("|---|---|---|---|---|---|---|---|")
     logpipe_steps(args, steps)
     if args.postgres:

@@ -39,21 +39,33 @@ stop_up
 # The pids of the brokers this script started, comma-separated.
 broker_pids() { [ -z "${KAFKA_DIR:-}" ] || cat "$KAFKA_DIR"/node*/pid | paste -sd, -; }
 
+SPARK_PY=${BENCH_SPARK_PYTHON:-$HOME/.cache/logpipe/spark-venv-4.2.0/bin/python}
+SPARK_JARS=${BENCH_SPARK_JARS:-$HOME/.cache/logpipe/spark-kafka-4.2.0}
+if [ -n "${BENCH_KAFKA:-}" ] && [ -z "${BENCH_BROKERS:-}" ] && [ ! -x "$SPARK_PY" ]; then
+  echo "BENCH_KAFKA=1 needs pyspark 4.2.0 at $SPARK_PY (./scripts/test.sh installs it)" >&2
+  exit 1
+fi
 if [ -n "${BENCH_KAFKA:-}" ]; then
   BROKERS=${BENCH_BROKERS:-}
   [ -n "$BROKERS" ] || start_kafka 1
-  # CPU and memory of a broker this script started count as the server's.
   LOGPIPE__WINDOWS__ENABLED=false LOGPIPE__REPORTS__SCHEDULE=false \
     start_up "$WORK/kafka-data" --bus kafka --brokers "$BROKERS"
-  BROKER_PIDS=$(broker_pids)
-  "$PY" bench/seed_write.py --logpipe "$URL" --logpipe-pid "$PID" --bin "$BIN" --server-pids "$BROKER_PIDS" \
-    --seconds "$SECONDS_PER_STEP" --scale "$SCALE" --label "logpipe (Kafka bus; + broker)" | tail -n +4
+  # CPU and memory of a broker this script started count as the server's.
+  LABEL="logpipe (Kafka bus${KAFKA_DIR:+; + broker})"
+  "$PY" bench/seed_write.py --logpipe "$URL" --logpipe-pid "$PID" --bin "$BIN" --server-pids "$(broker_pids)" \
+    --seconds "$SECONDS_PER_STEP" --scale "$SCALE" --label "$LABEL" | tail -n +4
   stop_up
+fi
 
-  # The seed's path on a fresh topic: the collector alone, then Spark.
-  [ -n "${KAFKA_DIR:-}" ] && { deploy/kafka/kafka.sh stop "$KAFKA_DIR" >/dev/null; rm -rf "$KAFKA_DIR"; start_kafka 1; }
-  SPARK_PY=${BENCH_SPARK_PYTHON:-$HOME/.cache/logpipe/spark-venv-4.2.0/bin/python}
-  SPARK_JARS=${BENCH_SPARK_JARS:-$HOME/.cache/logpipe/spark-kafka-4.2.0}
+# The seed's path on a fresh broker (an empty `logs.raw`, the broker's cost
+# counted): the collector alone, then Spark. Not on BENCH_BROKERS, whose
+# topic already holds the rows above.
+if [ -n "${BENCH_KAFKA:-}" ] && [ -n "${BENCH_BROKERS:-}" ]; then
+  echo "the seed's Spark path runs on a broker of its own: left out with BENCH_BROKERS" >&2
+elif [ -n "${BENCH_KAFKA:-}" ]; then
+  deploy/kafka/kafka.sh stop "$KAFKA_DIR" >/dev/null
+  rm -rf "$KAFKA_DIR"
+  start_kafka 1
   "${SERVER_PIN[@]}" "$BIN" collector --bus kafka --brokers "$BROKERS" --listen 127.0.0.1:0 \
     --data-dir "$WORK/collector" >"$WORK/out" 2>"$WORK/err" &
   PID=$!
@@ -65,12 +77,13 @@ if [ -n "${BENCH_KAFKA:-}" ]; then
   SPARK_PID=$!
   for _ in $(seq 600); do grep -q '^ready' "$WORK/spark-progress" 2>/dev/null && break; sleep 0.1; done
   grep -q '^ready' "$WORK/spark-progress" 2>/dev/null || { tail -n 30 "$WORK/spark.log" >&2; exit 1; }
-  JVM=$(pgrep -P "$SPARK_PID" java | head -n 1)
-  BROKER_PIDS=$(broker_pids)
+  SPARK_JVM=$(pgrep -P "$SPARK_PID" java | head -n 1 || true)
+  [ -n "$SPARK_JVM" ] || { echo "no Spark JVM under pid $SPARK_PID:" >&2; tail -n 30 "$WORK/spark.log" >&2; exit 1; }
   "$PY" bench/seed_write.py --spark "$URL" --spark-progress "$WORK/spark-progress" --bin "$BIN" \
-    --server-pids "$PID,$JVM${BROKER_PIDS:+,$BROKER_PIDS}" --seconds "$SECONDS_PER_STEP" --scale "$SCALE"
-  kill "$SPARK_PID" "$JVM" 2>/dev/null || true
+    --server-pids "$PID,$SPARK_JVM,$(broker_pids)" --seconds "$SECONDS_PER_STEP" --scale "$SCALE"
+  kill "$SPARK_PID" "$SPARK_JVM" 2>/dev/null || true
   wait "$SPARK_PID" 2>/dev/null || true
+  SPARK_PID=
   stop_up
 fi
 

@@ -40,10 +40,10 @@ build() {
   # The version kube-apiserver reports (kubectl version, discovery), which
   # Kubernetes' own build stamps from git.
   local version
-  version=$(cd "$HERE" && GOFLAGS=-mod=mod "$GO" list -m -f '{{.Version}}' k8s.io/kubernetes)
+  version=$(cd "$HERE" && GOFLAGS="-mod=readonly -buildvcs=false" "$GO" list -m -f '{{.Version}}' k8s.io/kubernetes)
   local stamp="-X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=$(echo "$version" | cut -d. -f1 | tr -d v) -X k8s.io/component-base/version.gitMinor=$(echo "$version" | cut -d. -f2) -X k8s.io/component-base/version.gitTreeState=clean"
-  (cd "$HERE" && GOFLAGS=-mod=mod "$GO" build -trimpath -ldflags "$stamp" -o "$tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver \
-    && GOFLAGS=-mod=mod "$GO" build -trimpath -o "$tmp/etcd" ./etcd) >&2 || { rm -rf "$tmp"; die "go build failed"; }
+  (cd "$HERE" && GOFLAGS="-mod=readonly -buildvcs=false" "$GO" build -trimpath -ldflags "$stamp" -o "$tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver \
+    && GOFLAGS="-mod=readonly -buildvcs=false" "$GO" build -trimpath -o "$tmp/etcd" ./etcd) >&2 || { rm -rf "$tmp"; die "go build failed"; }
   rm -rf "$BIN"
   mv "$tmp" "$BIN"
 }
@@ -58,17 +58,18 @@ start() {
   etcd_port=$(free_port)
   peer_port=$(free_port)
   port=$(free_port)
+  # The service-account token signer and one admin bearer token, before
+  # anything runs that a failure here would leave behind.
+  [ -f "$dir/sa.key" ] || openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
+  token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+  echo "$token,admin,admin,system:masters" >"$dir/tokens.csv"
   "$BIN/etcd" --name test --data-dir "$dir/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "test=http://127.0.0.1:$peer_port" >"$dir/etcd.log" 2>&1 </dev/null &
   echo $! >"$dir/etcd.pid"
 
-  # The service-account token signer and one admin bearer token.
-  [ -f "$dir/sa.key" ] || openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
-  openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
-  token=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
-  echo "$token,admin,admin,system:masters" >"$dir/tokens.csv"
   # The ServiceAccount admission plugin waits for a namespace's `default`
   # account, which the controller manager (not run here) creates: left out,
   # so workloads are taken as a cluster would once that account exists.
@@ -102,7 +103,7 @@ contexts:
 current-context: test
 EOF
   deadline=$(($(date +%s) + START_TIMEOUT))
-  until [ "$(curl -sk -H "Authorization: Bearer $token" "https://127.0.0.1:$port/readyz" 2>/dev/null)" = ok ]; do
+  until [ "$(curl -sk --max-time 2 -H "Authorization: Bearer $token" "https://127.0.0.1:$port/readyz" 2>/dev/null)" = ok ]; do
     for process in etcd kube-apiserver; do
       kill -0 "$(cat "$dir/$process.pid")" 2>/dev/null && continue
       tail -n 30 "$dir/$process.log" >&2

@@ -748,7 +748,10 @@ fn a_real_kube_apiserver_takes_both_profiles() {
     )
     .unwrap();
     let (ok, out) = server.apply(&typo, "log-pipeline", &["--dry-run=server"]);
-    assert!(!ok && out.contains("enableServiceLink"), "{out}");
+    assert!(
+        !ok && out.contains("unknown field") && out.contains("enableServiceLink"),
+        "{out}"
+    );
     // A second release in another namespace asking for the same NodePort.
     let (ok, out) = server.kubectl(&["create", "namespace", "second"]);
     assert!(ok, "{out}");
