@@ -217,13 +217,11 @@ def row(target, step, wanted, count, seconds, ack, lag, cpu, busy, peak_mib, cli
     )
 
 
-def logpipe_steps(args, steps):
-    def stats():
-        with urllib.request.urlopen(args.logpipe + "/api/stats", timeout=5) as answer:
-            body = json.load(answer)
-        return body["records_accepted"], body["lake_rows"]
-
-    pids = [args.logpipe_pid] + [int(pid) for pid in args.server_pids.split(",") if pid] if args.server_pids else [args.logpipe_pid]
+def generate_steps(args, steps, url, pids, stats, label, what, patience):
+    """Each step through `logpipe generate` against `url`; `stats()` gives
+    (records accepted, records readable); the step ends when every one of
+    its records is readable (or after `patience` seconds: an error naming
+    `what`). `pids`: the server's processes."""
     base = stats()[1]
     for step in steps:
         rate, count = step_size(step, args)
@@ -235,16 +233,16 @@ def logpipe_steps(args, steps):
         before = {pid: ticks(pid) for pid in pids}
         client = cpu_seconds(resource.RUSAGE_CHILDREN)
         out = subprocess.run(
-            [args.bin, "generate", "--target", args.logpipe, "--count", str(count),
+            [args.bin, "generate", "--target", url, "--count", str(count),
              "--batch-size", str(BATCH), "--concurrency", str(CONNECTIONS)] + (["--rate", str(rate)] if rate else []),
             capture_output=True, text=True, check=True,
         ).stdout
         acked = time.monotonic()
         client = cpu_seconds(resource.RUSAGE_CHILDREN) - client
-        deadline = acked + 120
+        deadline = acked + patience
         while stats()[1] < base + count:
             if time.monotonic() > deadline:
-                sys.exit(f"logpipe: the lake did not reach {base + count} rows in 120 s")
+                sys.exit(f"{what}: {stats()[1]} rows readable after {patience} s, {base + count} sent")
             time.sleep(0.02)
         done = time.monotonic()
         time.sleep(0.1)
@@ -255,8 +253,19 @@ def logpipe_steps(args, steps):
         lag = readable_lag(samples)
         cpu = sum(ticks(pid) - before[pid] for pid in pids) / HZ
         rss = sum(peak_rss_kib(pid) for pid in pids)
-        row(args.label, step, rate, count, acked - began, ack,
+        row(label, step, rate, count, acked - began, ack,
             (lag[0] * 1000, lag[1] * 1000), cpu, done - began, rss / 1024, client)
+
+
+def logpipe_steps(args, steps):
+    """logpipe: readable once in the lake (`lake_rows` of /api/stats)."""
+    def stats():
+        with urllib.request.urlopen(args.logpipe + "/api/stats", timeout=5) as answer:
+            body = json.load(answer)
+        return body["records_accepted"], body["lake_rows"]
+
+    extra = [int(pid) for pid in (args.server_pids or "").split(",") if pid]
+    generate_steps(args, steps, args.logpipe, [args.logpipe_pid] + extra, stats, args.label, "logpipe", 120)
 
 
 def spark_steps(args, steps):
@@ -264,8 +273,6 @@ def spark_steps(args, steps):
     Structured Streaming → Parquet. Readable: rows Spark has committed
     (bench/spark_stream.py's progress file). Server: the collector, the
     broker(s) and Spark's JVM, CPU and peak RSS summed."""
-    pids = [int(pid) for pid in args.server_pids.split(",")]
-
     def committed():
         rows = 0
         for line in open(args.spark_progress):
@@ -279,39 +286,9 @@ def spark_steps(args, steps):
             accepted = json.load(answer)["records_accepted"]
         return accepted, committed()
 
-    base = committed()
-    for step in steps:
-        rate, count = step_size(step, args)
-        sampler = Sampler(stats, 0.05)
-        sampler.start()
-        for pid in pids:
-            reset_peak(pid)
-        began = time.monotonic()
-        before = {pid: ticks(pid) for pid in pids}
-        client = cpu_seconds(resource.RUSAGE_CHILDREN)
-        out = subprocess.run(
-            [args.bin, "generate", "--target", args.spark, "--count", str(count),
-             "--batch-size", str(BATCH), "--concurrency", str(CONNECTIONS)] + (["--rate", str(rate)] if rate else []),
-            capture_output=True, text=True, check=True,
-        ).stdout
-        acked = time.monotonic()
-        client = cpu_seconds(resource.RUSAGE_CHILDREN) - client
-        deadline = acked + 300
-        while committed() < base + count:
-            if time.monotonic() > deadline:
-                sys.exit(f"Spark: {committed()} rows committed after 300 s, {base + count} sent")
-            time.sleep(0.05)
-        done = time.monotonic()
-        time.sleep(0.1)
-        samples = sampler.stop()
-        base += count
-        latency = re.search(r"ack latency p50 ([\d.]+) ms, p99 ([\d.]+) ms", out)
-        ack = (float(latency.group(1)), float(latency.group(2))) if latency else (float("nan"),) * 2
-        lag = readable_lag(samples)
-        cpu = sum(ticks(pid) - before[pid] for pid in pids) / HZ
-        rss = sum(peak_rss_kib(pid) for pid in pids)
-        row("collector → Kafka → Spark Structured Streaming → Parquet", step, rate, count, acked - began, ack,
-            (lag[0] * 1000, lag[1] * 1000), cpu, done - began, rss / 1024, client)
+    pids = [int(pid) for pid in args.server_pids.split(",") if pid]
+    generate_steps(args, steps, args.spark, pids, stats,
+                   "collector → Kafka → Spark Structured Streaming → Parquet", "Spark", 300)
 
 
 def lake_rows(lake, offset, count):

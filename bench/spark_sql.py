@@ -10,25 +10,17 @@ runs once to warm up, then RUNS times; one JSON line per query on stdout:
 as ISO strings).
 """
 import json
+import os
 import statistics
 import sys
 import time
 
-from pyspark.sql import SparkSession
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy", "spark"))
+from logpipe_spark import session  # noqa: E402
 
 root, runs = sys.argv[1], int(sys.argv[2])
 queries = json.load(sys.stdin)
-spark = (
-    SparkSession.builder.master("local[2]")
-    .appName("seed-read")
-    .config("spark.driver.host", "127.0.0.1")
-    .config("spark.driver.bindAddress", "127.0.0.1")
-    .config("spark.ui.enabled", "false")
-    .config("spark.sql.shuffle.partitions", "2")
-    .config("spark.sql.session.timeZone", "UTC")
-    .getOrCreate()
-)
-spark.sparkContext.setLogLevel("ERROR")
+spark = session("seed-read", 2, log_level="ERROR")
 spark.read.parquet(root).createOrReplaceTempView("logs")
 
 for name, sql in queries:

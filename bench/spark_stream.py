@@ -10,54 +10,23 @@ trigger). It runs until killed.
 After each micro-batch commits, one line is appended to PROGRESS_FILE: the
 wall-clock time and the rows committed so far, which bench/seed_write.py
 reads as "readable". The line `ready` is written once the query runs.
-Spark runs `local[2]` with its default driver memory (1 GiB).
+Spark runs `local[2]` with its default driver memory (1 GiB); the session
+and the record's schema are deploy/spark/logpipe_spark.py's.
 """
-import glob
 import os
 import sys
 import time
 
-import pyspark
-from pyspark.sql import SparkSession
 from pyspark.sql.functions import col, dayofmonth, from_json, hour, month, to_timestamp, year
 from pyspark.sql.streaming import StreamingQueryListener
-from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy", "spark"))
+from logpipe_spark import LOG_SCHEMA, kafka_jars, session  # noqa: E402
 
 bootstrap, out_dir, progress_file = sys.argv[1:4]
 trigger = sys.argv[4] if len(sys.argv) > 4 else "1 second"
-
-jars = sorted(glob.glob(os.path.join(os.environ["SPARK_KAFKA_JARS"], "*.jar")))
-wanted = f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar"
-assert any(j.endswith(wanted) for j in jars), f"no {wanted} in {jars}: the jars must match pyspark"
-
-spark = (
-    SparkSession.builder.master("local[2]")
-    .appName("seed-raw-to-parquet")
-    .config("spark.jars", ",".join(jars))
-    .config("spark.driver.host", "127.0.0.1")
-    .config("spark.driver.bindAddress", "127.0.0.1")
-    .config("spark.ui.enabled", "false")
-    .config("spark.sql.shuffle.partitions", "2")
-    .config("spark.sql.session.timeZone", "UTC")
-    .getOrCreate()
-)
-spark.sparkContext.setLogLevel("WARN")
-
-metadata = StructType([
-    StructField("request_id", StringType()),
-    StructField("response_time_ms", DoubleType()),
-    StructField("status_code", IntegerType()),
-    StructField("endpoint", StringType()),
-    StructField("method", StringType()),
-])
-schema = StructType([
-    StructField("timestamp", DoubleType()),
-    StructField("level", StringType()),
-    StructField("service", StringType()),
-    StructField("host", StringType()),
-    StructField("message", StringType()),
-    StructField("metadata", metadata),
-])
+spark = session("seed-raw-to-parquet", 2, kafka_jars())
+schema = LOG_SCHEMA
 
 logs = (
     spark.readStream.format("kafka")

@@ -20,54 +20,22 @@ logpipe's own lake tables all read the same way.
 
 Jars: Spark's Kafka source at exactly pyspark's version (deploy/spark/pom.xml).
 """
-import glob
 import json
 import os
 import sys
 import tempfile
 
-import pyspark
-from pyspark.sql import SparkSession
 from pyspark.sql.functions import col, dayofmonth, from_json, hour, month, to_timestamp, year
-from pyspark.sql.types import DoubleType, IntegerType, MapType, StringType, StructField, StructType
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from logpipe_spark import LOG_SCHEMA, kafka_jars, session  # noqa: E402
 
 bootstrap, prefix = sys.argv[1], sys.argv[2]
 out_dir = sys.argv[3] if len(sys.argv) > 3 else None
 per_id = os.environ.get("LOGPIPE_SPARK_IDS") == "1"
 
-jars = sorted(glob.glob(os.path.join(os.environ["SPARK_KAFKA_JARS"], "*.jar")))
-wanted = f"spark-sql-kafka-0-10_2.13-{pyspark.__version__}.jar"
-assert any(j.endswith(wanted) for j in jars), f"no {wanted} in {jars}: the jars must match pyspark"
-
-spark = (
-    SparkSession.builder.master("local[1]")
-    .appName("logpipe-read-logs-raw")
-    .config("spark.jars", ",".join(jars))
-    .config("spark.driver.host", "127.0.0.1")
-    .config("spark.driver.bindAddress", "127.0.0.1")
-    .config("spark.ui.enabled", "false")
-    .config("spark.sql.shuffle.partitions", "1")
-    .config("spark.sql.session.timeZone", "UTC")
-    .getOrCreate()
-)
-spark.sparkContext.setLogLevel("WARN")
-
-# The documented log record (README "Records"), as logpipe writes it on the bus.
-metadata = StructType([
-    StructField("request_id", StringType()),
-    StructField("response_time_ms", DoubleType()),
-    StructField("status_code", IntegerType()),
-    StructField("endpoint", StringType()),
-    StructField("method", StringType()),
-])
-schema = StructType([
-    StructField("timestamp", DoubleType()),
-    StructField("level", StringType()),
-    StructField("service", StringType()),
-    StructField("host", StringType()),
-    StructField("message", StringType()),
-    StructField("metadata", metadata),
-])
+spark = session("logpipe-read-logs-raw", 1, kafka_jars())
+schema = LOG_SCHEMA
 
 raw = (
     spark.readStream.format("kafka")
