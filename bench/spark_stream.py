@@ -17,29 +17,18 @@ import os
 import sys
 import time
 
-from pyspark.sql.functions import col, dayofmonth, from_json, hour, month, to_timestamp, year
+from pyspark.sql.functions import dayofmonth, hour, month, year
 from pyspark.sql.streaming import StreamingQueryListener
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy", "spark"))
-from logpipe_spark import LOG_SCHEMA, kafka_jars, session  # noqa: E402
+from logpipe_spark import kafka_jars, logs_stream, session  # noqa: E402
 
 bootstrap, out_dir, progress_file = sys.argv[1:4]
 trigger = sys.argv[4] if len(sys.argv) > 4 else "1 second"
 spark = session("seed-raw-to-parquet", 2, kafka_jars())
-schema = LOG_SCHEMA
 
 logs = (
-    spark.readStream.format("kafka")
-    .option("kafka.bootstrap.servers", bootstrap)
-    .option("subscribe", "logs.raw")
-    .option("startingOffsets", "earliest")
-    # The collector writes each request in a transaction and aborts the
-    # transaction of a request it answers 503.
-    .option("kafka.isolation.level", "read_committed")
-    .load()
-    .select(from_json(col("value").cast("string"), schema).alias("log"))
-    .select("log.*")
-    .withColumn("event_time", to_timestamp(col("timestamp")))
+    logs_stream(spark, bootstrap)
     .withColumn("year", year("event_time"))
     .withColumn("month", month("event_time"))
     .withColumn("day", dayofmonth("event_time"))

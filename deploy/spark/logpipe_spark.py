@@ -9,6 +9,7 @@ import os
 
 import pyspark
 from pyspark.sql import SparkSession
+from pyspark.sql.functions import col, from_json, to_timestamp
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
 LOG_METADATA = StructType([
@@ -54,3 +55,22 @@ def session(app, cores, jars=(), log_level="WARN"):
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(log_level)
     return spark
+
+
+def logs_stream(spark, bootstrap):
+    """`logs.raw` from its first offset as a stream of parsed log records
+    with their event time (`event_time`). Committed records only
+    (`read_committed`): the collector writes each request in a Kafka
+    transaction and aborts the transaction of a request it answers 503,
+    which Spark's default (`read_uncommitted`) would read too."""
+    return (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", bootstrap)
+        .option("subscribe", "logs.raw")
+        .option("startingOffsets", "earliest")
+        .option("kafka.isolation.level", "read_committed")
+        .load()
+        .select(from_json(col("value").cast("string"), LOG_SCHEMA).alias("log"))
+        .select("log.*")
+        .withColumn("event_time", to_timestamp(col("timestamp")))
+    )

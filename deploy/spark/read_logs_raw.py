@@ -25,32 +25,18 @@ import os
 import sys
 import tempfile
 
-from pyspark.sql.functions import col, dayofmonth, from_json, hour, month, to_timestamp, year
+from pyspark.sql.functions import col, dayofmonth, hour, month, year
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from logpipe_spark import LOG_SCHEMA, kafka_jars, session  # noqa: E402
+from logpipe_spark import kafka_jars, logs_stream, session  # noqa: E402
 
 bootstrap, prefix = sys.argv[1], sys.argv[2]
 out_dir = sys.argv[3] if len(sys.argv) > 3 else None
 per_id = os.environ.get("LOGPIPE_SPARK_IDS") == "1"
 
 spark = session("logpipe-read-logs-raw", 1, kafka_jars())
-schema = LOG_SCHEMA
 
-raw = (
-    spark.readStream.format("kafka")
-    .option("kafka.bootstrap.servers", bootstrap)
-    .option("subscribe", "logs.raw")
-    .option("startingOffsets", "earliest")
-    .option("kafka.isolation.level", "read_committed")
-    .load()
-)
-logs = (
-    raw.select(from_json(col("value").cast("string"), schema).alias("log"))
-    .select("log.*")
-    .withColumn("event_time", to_timestamp(col("timestamp")))
-    .filter(col("metadata.request_id").startswith(prefix))
-)
+logs = logs_stream(spark, bootstrap).filter(col("metadata.request_id").startswith(prefix))
 
 def each_batch(batch, batch_id):
     batch.persist()
