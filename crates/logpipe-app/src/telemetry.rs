@@ -77,7 +77,12 @@ mod tests {
     /// their type and labels. `LOGPIPE_UPDATE_DOCS=1` rewrites its table.
     #[test]
     fn the_metrics_page_lists_exactly_the_catalog() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/METRICS.md");
+        // The package folder cargo runs the test in, not the one it was
+        // compiled in (clones share one build cache; see test-utils `repo`).
+        let package = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+        let path = package.join("../../docs/METRICS.md");
         let page = std::fs::read_to_string(&path).unwrap_or_default();
         let table: String = catalog()
             .iter()

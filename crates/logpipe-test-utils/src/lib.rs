@@ -25,8 +25,16 @@ pub use assertions::{assert_exactly_once, assert_none_missing};
 pub use bus::{FaultyBus, embedded_bus, record_topics};
 pub use http::{call, post, wait_for_count};
 /// The repository's root (deploy/, docs/ and the scripts tests run).
+///
+/// From the package folder cargo names when it runs the test (every
+/// package is `crates/NAME`), not the one this crate was compiled in:
+/// clones share one build cache outside them, and cargo reuses this crate
+/// compiled in another clone, whose folder may be gone.
 pub fn repo() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let package = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    package.join("../..")
 }
 
 pub use process::{code_and_output, python, spark_job, spark_python, stdout_of};

@@ -2,8 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::path::Path;
-
 use logpipe_test_utils::modules::module_cycles;
 
 /// No crate's sibling modules import each other in a circle (see
@@ -16,7 +14,7 @@ use logpipe_test_utils::modules::module_cycles;
 fn no_crate_has_a_module_cycle() {
     let crates = match std::env::var_os("LOGPIPE_CHECK_CRATES") {
         Some(dir) => std::path::PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+        None => logpipe_test_utils::repo().join("crates"),
     };
     let mut found = Vec::new();
     let mut checked = 0;
