@@ -25,7 +25,6 @@ cd "$(dirname "$0")/.."
 COUNT=${1:-5000000}
 DAYS=${2:-30}
 . bench/lib.sh
-SPARK_PY=${BENCH_SPARK_PYTHON:-$HOME/.cache/logpipe/spark-venv-4.2.0/bin/python}
 DATA=${BENCH_KEEP:-$WORK/data}
 
 if [ ! -d "$DATA/logs" ]; then

@@ -107,19 +107,30 @@ start_postgres() {
   PG_URL="postgres://postgres@127.0.0.1:$port/postgres"
 }
 
+# start_role ROLE DATA_DIR [ARGS…]: `logpipe ROLE` (up, collector) on
+# 127.0.0.1:0; sets PID and URL once it listens.
+start_role() {
+  local role=$1 data=$2
+  shift 2
+  "${SERVER_PIN[@]}" "$BIN" "$role" --listen 127.0.0.1:0 --data-dir "$data" "$@" >"$WORK/out" 2>"$WORK/err" &
+  PID=$!
+  for _ in $(seq 100); do grep -q '^listening on ' "$WORK/out" 2>/dev/null && break; sleep 0.1; done
+  URL=$(sed -n 's/^listening on //p' "$WORK/out")
+  [ -n "$URL" ] || { echo "logpipe $role did not start:" >&2; cat "$WORK/err" >&2; exit 1; }
+}
+
 # start_up DATA_DIR [ARGS…]: `logpipe up --no-generator` on 127.0.0.1:0.
 start_up() {
   local data=$1
   shift
-  "${SERVER_PIN[@]}" "$BIN" up --no-generator --listen 127.0.0.1:0 --data-dir "$data" "$@" >"$WORK/out" 2>"$WORK/err" &
-  PID=$!
-  for _ in $(seq 100); do grep -q '^listening on ' "$WORK/out" 2>/dev/null && break; sleep 0.1; done
-  URL=$(sed -n 's/^listening on //p' "$WORK/out")
-  [ -n "$URL" ] || { echo "logpipe up did not start:" >&2; cat "$WORK/err" >&2; exit 1; }
+  start_role up "$data" --no-generator "$@"
 }
 
 # The Python with DuckDB that scripts/test.sh installs (BENCH_PYTHON: another).
 PY=${BENCH_PYTHON:-$HOME/.cache/logpipe/venv/bin/python}
+# pyspark 4.2.0's venv scripts/test.sh makes (BENCH_SPARK_PYTHON: another;
+# `none` leaves Spark out where a script allows it).
+SPARK_PY=${BENCH_SPARK_PYTHON:-$HOME/.cache/logpipe/spark-venv-4.2.0/bin/python}
 
 # load_logs DATA_DIR COUNT [GENERATE_ARGS…]: `logpipe up` on DATA_DIR (no
 # windows, no scheduled reports), COUNT logs from `logpipe generate`, and

@@ -35,7 +35,6 @@ FILES=$(find "$DATA/logs/raw" -name '*.parquet' | wc -l)
 BYTES=$(du -sb "$DATA/logs/raw" | cut -f1)
 
 start_postgres
-SPARK_PY=${BENCH_SPARK_PYTHON:-$HOME/.cache/logpipe/spark-venv-4.2.0/bin/python}
 [ -x "$SPARK_PY" ] || SPARK_PY=none
 
 "$PY" - "$URL" "$DATA/logs/raw" "$RUNS" "$COUNT" "$FILES" "$BYTES" "$PG_URL" "$SPARK_PY" "$WORK" <<'PY'

@@ -31,7 +31,6 @@ import argparse
 import os
 import resource
 import re
-import statistics
 import subprocess
 import sys
 import threading
@@ -43,12 +42,6 @@ import urllib.request
 # unpaced step (None: as fast as acknowledgements come, as many rows as the
 # largest step) for each target's ceiling.
 STEPS = [90_000, 900_000, 1_800_000, 3_600_000, 9_000_000, None]
-
-
-def step_size(step, args):
-    """(rows/s asked, or None unpaced; rows to send) of a step."""
-    rate = max(1, round((step or STEPS[-2]) * args.scale / 60))
-    return (rate if step else None), rate * args.seconds
 BATCH = 1000
 CONNECTIONS = 4
 COLUMNS = [
@@ -68,21 +61,32 @@ NAMES = ", ".join(name for name, _ in COLUMNS)
 HZ = os.sysconf("SC_CLK_TCK")
 
 
+def step_size(step, args):
+    """(rows/s asked, or None unpaced; rows to send) of a step."""
+    rate = max(1, round((step or STEPS[-2]) * args.scale / 60))
+    return (rate if step else None), rate * args.seconds
+
+
+def stat_fields(pid):
+    """/proc/PID/stat after the command name (index 1: the parent, 11-14:
+    utime, stime, cutime, cstime); None once the process is gone."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def ticks(pid):
     """utime + stime of a process, 0 once it is gone."""
-    try:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])
+    fields = stat_fields(pid)
+    return int(fields[11]) + int(fields[12]) if fields else 0
 
 
 def tree_ticks(parent):
     """CPU of `parent` and every process under it, including those that
     exited (their time is in the parent's cutime/cstime once reaped)."""
-    try:
-        fields = open(f"/proc/{parent}/stat").read().rsplit(")", 1)[1].split()
-    except OSError:
+    fields = stat_fields(parent)
+    if not fields:
         return 0
     return sum(int(f) for f in fields[11:15]) + sum(ticks(pid) for pid in children(parent))
 
@@ -105,11 +109,8 @@ def children(parent):
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
-                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent:
+            fields = stat_fields(entry)
+            if fields and int(fields[1]) == parent:
                 pids.append(int(entry))
     return pids
 
@@ -195,8 +196,7 @@ def row(target, step, wanted, count, seconds, ack, lag, cpu, busy, peak_mib, cli
     """One table row: `step` the seed's rows/min, `wanted` the rows/s asked,
     `seconds` from the step's start to its last acknowledgement, `cpu` the
     server's CPU seconds over `busy` (the step until its rows were
-    readable). A step
-    acknowledged on schedule counts as its whole scheduled time (its last
+    readable). A step acknowledged on schedule counts as its whole scheduled time (its last
     request leaves before the end), so the rate sustained is at most the
     rate asked."""
     rate = count / max(seconds, count / wanted if wanted else 0)
@@ -291,15 +291,24 @@ def spark_steps(args, steps):
                    "collector → Kafka → Spark Structured Streaming → Parquet", "Spark", 300)
 
 
+LAKES = {}
+
+
 def lake_rows(lake, offset, count):
+    """Rows `offset` to `offset + count` of the lake's logs in (timestamp,
+    request_id) order: the lake is read and sorted once (in DuckDB, which
+    keeps a table's insertion order), then sliced for each step."""
     import duckdb
 
-    con = duckdb.connect()
-    con.sql("SET threads = 2")
-    return con.sql(
-        f"SELECT {NAMES} FROM read_parquet('{lake}/logs/raw/**/*.parquet', hive_partitioning = false) "
-        f"ORDER BY timestamp, request_id LIMIT {count} OFFSET {offset}"
-    ).fetchall()
+    if lake not in LAKES:
+        con = duckdb.connect()
+        con.sql("SET threads = 2")
+        con.sql(
+            f"CREATE TABLE seed AS SELECT {NAMES} FROM read_parquet('{lake}/logs/raw/**/*.parquet', "
+            "hive_partitioning = false) ORDER BY timestamp, request_id"
+        )
+        LAKES[lake] = con
+    return LAKES[lake].sql(f"SELECT * FROM seed LIMIT {count} OFFSET {offset}").fetchall()
 
 
 def postgres_steps(args, steps, mode):
@@ -313,7 +322,7 @@ def postgres_steps(args, steps, mode):
             + ", ".join(f"{name} {kind}" for name, kind in COLUMNS) + ")"
         )
         backend = con.execute("SELECT pg_backend_pid()").fetchone()[0]
-        postmaster = int(open(f"/proc/{backend}/stat").read().rsplit(")", 1)[1].split()[1])
+        postmaster = int(stat_fields(backend)[1])
     insert = f"INSERT INTO seed_logs ({NAMES}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
     offset = 0
     for step in steps:
@@ -325,7 +334,6 @@ def postgres_steps(args, steps, mode):
         batches = [rows[i:i + BATCH] for i in range(0, count, BATCH)]
         connections = [psycopg.connect(args.postgres) for _ in range(CONNECTIONS)]
         lock, next_batch, latencies, client = threading.Lock(), [0], [], [0.0]
-        began = time.monotonic()
 
         def load(con):
             cur = con.cursor()

@@ -39,7 +39,6 @@ stop_up
 # The pids of the brokers this script started, comma-separated.
 broker_pids() { [ -z "${KAFKA_DIR:-}" ] || cat "$KAFKA_DIR"/node*/pid | paste -sd, -; }
 
-SPARK_PY=${BENCH_SPARK_PYTHON:-$HOME/.cache/logpipe/spark-venv-4.2.0/bin/python}
 SPARK_JARS=${BENCH_SPARK_JARS:-$HOME/.cache/logpipe/spark-kafka-4.2.0}
 if [ -n "${BENCH_KAFKA:-}" ] && [ -z "${BENCH_BROKERS:-}" ] && [ ! -x "$SPARK_PY" ]; then
   echo "BENCH_KAFKA=1 needs pyspark 4.2.0 at $SPARK_PY (./scripts/test.sh installs it)" >&2
@@ -66,12 +65,7 @@ elif [ -n "${BENCH_KAFKA:-}" ]; then
   deploy/kafka/kafka.sh stop "$KAFKA_DIR" >/dev/null
   rm -rf "$KAFKA_DIR"
   start_kafka 1
-  "${SERVER_PIN[@]}" "$BIN" collector --bus kafka --brokers "$BROKERS" --listen 127.0.0.1:0 \
-    --data-dir "$WORK/collector" >"$WORK/out" 2>"$WORK/err" &
-  PID=$!
-  for _ in $(seq 100); do grep -q '^listening on ' "$WORK/out" 2>/dev/null && break; sleep 0.1; done
-  URL=$(sed -n 's/^listening on //p' "$WORK/out")
-  [ -n "$URL" ] || { echo "logpipe collector did not start:" >&2; cat "$WORK/err" >&2; exit 1; }
+  start_role collector "$WORK/collector" --bus kafka --brokers "$BROKERS"
   SPARK_KAFKA_JARS=$SPARK_JARS SPARK_LOCAL_IP=127.0.0.1 "${SERVER_PIN[@]}" "$SPARK_PY" bench/spark_stream.py \
     "$BROKERS" "$WORK/spark-out" "$WORK/spark-progress" >"$WORK/spark.log" 2>&1 &
   SPARK_PID=$!

@@ -51,9 +51,7 @@ export LOGPIPE__WINDOWS__IDLE_CLOSE=1s
 BUS=${SOAK_BUS:-embedded}
 ROLES=(up)
 if [ "$BUS" = kafka ]; then
-  KAFKA_PORT=$(free_port)
-  BROKERS=$(deploy/kafka/kafka.sh start "$WORK/kafka" 1 "$KAFKA_PORT" | tail -n 1)
-  KAFKA_DIR=$WORK/kafka
+  start_kafka 1
   export LOGPIPE__BUS__KIND=kafka LOGPIPE__BUS__KAFKA__BROKERS=$BROKERS LOGPIPE__BUS__KAFKA__TRANSACTIONS=true
   STREAM_PORT=$(free_port)
   STREAM_URL="http://127.0.0.1:$STREAM_PORT"
