@@ -252,18 +252,14 @@ impl DeltaPublisher {
     /// The table's log brought up to date, and its files as the view
     /// shows them.
     async fn list(&mut self, table: &'static TableDef) -> Result<Listing> {
-        let log = match self.logs.remove(table.dir) {
-            Some(mut log) => {
-                let refreshed = refresh(self.lake.store(), table, &mut log).await;
+        match self.logs.get_mut(table.dir) {
+            Some(log) => refresh(self.lake.store(), table, log).await?,
+            None => {
+                let log = load(self.lake.store(), table).await?;
                 self.logs.insert(table.dir, log);
-                refreshed?;
-                &self.logs[table.dir]
             }
-            None => self
-                .logs
-                .entry(table.dir)
-                .or_insert(load(self.lake.store(), table).await?),
-        };
+        }
+        let log = &self.logs[table.dir];
         let base = log.files.keys().cloned().collect();
         let visible = self
             .view
@@ -358,15 +354,15 @@ impl DeltaPublisher {
             // New files, and files written again under the same name (a
             // batch job's period replaced by one put): a newer `add` for a
             // path replaces the older one.
-            let adds: Vec<&ObjectMeta> = visible
+            let adds: Vec<(&String, &ObjectMeta)> = visible
                 .iter()
+                .map(|(path, meta)| (*path, *meta))
                 .filter(|(path, meta)| {
                     log.files.get(path.as_str()).is_none_or(|logged| {
                         logged.size != meta.size
                             || logged.modified_millis != meta.last_modified.timestamp_millis()
                     })
                 })
-                .map(|(_, meta)| *meta)
                 .collect();
             let removes: Vec<(String, LoggedFile)> = log
                 .files
@@ -381,9 +377,8 @@ impl DeltaPublisher {
             let mut actions: Vec<Value> = Vec::new();
             let compacted: BTreeSet<String> = adds
                 .iter()
-                .map(|meta| relative(table, &meta.location))
-                .filter(|path| is_compacted(path))
-                .map(|path| parent(&path).to_string())
+                .filter(|(path, _)| is_compacted(path))
+                .map(|(path, _)| parent(path).to_string())
                 .collect();
             let operation = if !compacted.is_empty() {
                 "OPTIMIZE"
@@ -400,7 +395,7 @@ impl DeltaPublisher {
                 "engineInfo": concat!("logpipe/", env!("CARGO_PKG_VERSION")),
             }}));
             if log.metadata.is_none() {
-                let Some(first) = adds.first() else {
+                let Some((_, first)) = adds.first() else {
                     return Ok(None);
                 };
                 let metadata = match metadata_of(self.lake.store(), table, first).await {
@@ -431,12 +426,11 @@ impl DeltaPublisher {
                     "size": file.size,
                 }}));
             }
-            for meta in &adds {
-                let path = relative(table, &meta.location);
-                let data_change = !is_compacted(&path);
+            for (path, meta) in &adds {
+                let data_change = !is_compacted(path);
                 actions.push(add_action(
                     table,
-                    &path,
+                    path,
                     &LoggedFile {
                         size: meta.size,
                         modified_millis: meta.last_modified.timestamp_millis(),
