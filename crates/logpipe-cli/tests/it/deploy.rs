@@ -18,9 +18,8 @@ use crate::common::services::free_port;
 use crate::common::services::podman::Podman;
 use crate::common::{code_and_output, stdout_of};
 
-/// `logpipe generate` to its end; what it printed (its summary).
-fn generate(base_url: &str, count: u32, extra: &[&str]) -> String {
-    let out = stdout_of(
+fn generate(base_url: &str, count: u32, extra: &[&str]) {
+    stdout_of(
         Command::new(binary())
             .args(["generate", "--target", base_url, "--count"])
             .arg(count.to_string())
@@ -28,7 +27,6 @@ fn generate(base_url: &str, count: u32, extra: &[&str]) -> String {
             .args(extra),
         "logpipe generate",
     );
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The image: a non-root user, healthy by its own HEALTHCHECK, records
@@ -1051,10 +1049,14 @@ async fn the_master_and_worker_compose_files_run_the_three_pc_layout() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let kafka = format!("{}_kafka_1", project("master"));
+    // The broker restarts under load (the client sends for about 15 s; it
+    // may ride the restart out on slow answers or on retries).
+    assert!(
+        !loader.is_finished(),
+        "the load ended before the broker restarted"
+    );
     podman.run(&["restart", "-t", "20", &kafka]);
-    let summary = loader.join().expect("the load client failed");
-    // The broker's restart happened under load: requests were retried.
-    assert!(!summary.contains(", 0 retries"), "{summary}");
+    loader.join().expect("the load client failed");
     let count = "SELECT count(*) AS n FROM logs";
     wait_for_count(&client, &base_url, count, total, Duration::from_secs(180)).await;
     each_record_once(&client, &base_url, total, || {
