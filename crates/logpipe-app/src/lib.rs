@@ -58,6 +58,9 @@ pub enum Role {
     /// The `[[cdc.sources]]` (binlog → bus) and `[[cdc.sinks]]` (bus →
     /// database) (docs/cdc.md).
     Cdc,
+    /// `[postgres.hot]`: the newest raw records also in PostgreSQL
+    /// (docs/hot-store.md; one process).
+    HotStore,
     /// `/health`, `/ready` and `/metrics` on `listen` (every role with an
     /// HTTP server serves them; `logpipe stream --listen` asks for them
     /// alone).
@@ -84,6 +87,9 @@ impl Role {
         if !config.cdc.sinks.is_empty() || !config.cdc.sources.is_empty() {
             roles.insert(Role::Cdc);
         }
+        if config.postgres.hot.enabled {
+            roles.insert(Role::HotStore);
+        }
         roles
     }
 
@@ -98,6 +104,7 @@ impl Role {
             Role::Generator => "generator",
             Role::SqlJobs => "sql_jobs",
             Role::Cdc => "cdc",
+            Role::HotStore => "hot_store",
             Role::Ops => "ops",
         }
     }
@@ -117,7 +124,8 @@ impl Role {
             | Role::WindowJob
             | Role::Reports
             | Role::Generator
-            | Role::SqlJobs => true,
+            | Role::SqlJobs
+            | Role::HotStore => true,
             Role::Cdc | Role::Ops => false,
         }
     }
@@ -660,6 +668,21 @@ impl Pipeline {
                     async move { Ok(sink.run(stop).await?) },
                 );
             }
+        }
+
+        if self.has(Role::HotStore) {
+            let job = logpipe_stream::HotStoreJob::new(
+                bus.bus.clone(),
+                config.postgres.url.clone(),
+                config.postgres.hot.clone(),
+                config.lake.dedup_window,
+            );
+            let stop = supervisor.shutdown(stages.jobs);
+            supervisor.spawn(
+                stages.jobs,
+                "hot store",
+                async move { Ok(job.run(stop).await?) },
+            );
         }
 
         if self.has(Role::Generator) {

@@ -49,6 +49,10 @@ pub fn register(roles: &BTreeSet<Role>) {
             Role::Cdc => {
                 logpipe_cdc::metrics::cdc_metrics();
             }
+            Role::HotStore => {
+                logpipe_stream::hot::metrics::hot_metrics();
+                logpipe_core::job::job_metrics();
+            }
         }
     }
 }
@@ -64,6 +68,7 @@ pub fn catalog() -> Vec<&'static MetricDef> {
         Role::Generator,
         Role::SqlJobs,
         Role::Cdc,
+        Role::HotStore,
         Role::Ops,
     ]));
     registry().defs()

@@ -259,6 +259,8 @@ pub(crate) enum StreamJobArg {
     Windows,
     /// The streaming SQL jobs of `[jobs] dir` (one process only).
     Sql,
+    /// raw → the PostgreSQL hot store of `[postgres.hot]` (one process only).
+    Hot,
 }
 
 #[derive(Args)]

@@ -54,7 +54,7 @@ pub use lake::{
     CompactionConfig, Compression, DataLossPolicy, DeltaConfig, LakeConfig, RetentionConfig,
     S3Config,
 };
-pub use postgres::PostgresConfig;
+pub use postgres::{HotStoreConfig, PostgresConfig};
 pub use query::{QueryConfig, QueryPriority};
 pub use reports::ReportsConfig;
 pub use resolve::{EMBEDDED_RAW_GROUP, Resolved, WINDOWS_GROUP};

@@ -3,6 +3,7 @@
 use logpipe_bus::BusError;
 use logpipe_core::error::{Classify, ErrorKind};
 use logpipe_lake::LakeError;
+use logpipe_sinks::postgres::PgError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -24,6 +25,8 @@ pub enum StreamError {
     WarmUp { job: String, reason: String },
     #[error("a {what} task failed: {reason}")]
     Task { what: &'static str, reason: String },
+    #[error(transparent)]
+    Postgres(#[from] PgError),
 }
 
 impl Classify for StreamError {
@@ -35,6 +38,7 @@ impl Classify for StreamError {
         match self {
             StreamError::Bus(error) => error.kind(),
             StreamError::Lake(error) => error.kind(),
+            StreamError::Postgres(error) => error.kind(),
             StreamError::DataLoss(_) => ErrorKind::DataLoss,
             StreamError::RollForward { .. } | StreamError::WarmUp { .. } => ErrorKind::Transient,
             StreamError::BadState { .. } | StreamError::Task { .. } => ErrorKind::Internal,

@@ -16,6 +16,8 @@
 //!   (`logpipe_sinks`).
 //! - [`sql_job`] — [`SqlJobs`] runs the streaming jobs written in SQL (a
 //!   windowed aggregation over `logs` or `events`), each into its own table.
+//! - [`hot`] — [`HotStoreJob`] writes `logs` and `events` into PostgreSQL
+//!   tables partitioned by event day, exactly once, with retention.
 //! - [`error`] — [`StreamError`], whose kind decides what restarts.
 //!
 //! A new job (a CDC upsert, a job written in SQL) is one more folder that
@@ -24,12 +26,14 @@
 pub mod aggregate;
 pub mod alerts;
 pub mod error;
+pub mod hot;
 pub mod raw;
 pub mod runtime;
 pub mod sql_job;
 pub mod windows;
 
 pub use error::StreamError;
+pub use hot::HotStoreJob;
 pub use raw::{RawToLake, RawToLakeOptions};
 pub use sql_job::claims::{ClaimedJobs, claims_topic};
 pub use sql_job::{SqlJobOptions, SqlJobSinks, SqlJobs, check_alerts, upsert_key};

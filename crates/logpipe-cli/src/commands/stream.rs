@@ -25,8 +25,15 @@ pub(crate) async fn run(args: StreamArgs) -> Result<ExitCode> {
             StreamJobArg::Raw => Role::RawJob,
             StreamJobArg::Windows => Role::WindowJob,
             StreamJobArg::Sql => Role::SqlJobs,
+            StreamJobArg::Hot => Role::HotStore,
         })
         .collect();
+    if roles.contains(&Role::HotStore) && !resolved.config.postgres.hot.enabled {
+        anyhow::bail!(
+            "--jobs hot runs the PostgreSQL hot store, which is off: set [postgres.hot] enabled = true \
+             and [postgres] url (or LOGPIPE__POSTGRES__HOT__ENABLED=true and LOGPIPE__POSTGRES__URL)"
+        );
+    }
     if args.listen.is_some() {
         roles.insert(Role::Ops);
     }
@@ -34,6 +41,7 @@ pub(crate) async fn run(args: StreamArgs) -> Result<ExitCode> {
         (Role::RawJob, "raw"),
         (Role::WindowJob, "windows"),
         (Role::SqlJobs, "sql"),
+        (Role::HotStore, "hot"),
     ]
     .into_iter()
     .filter(|(role, _)| roles.contains(role))

@@ -19,6 +19,7 @@
 //! - `deploy.rs`: the container image and the one-PC Compose file on podman.
 //! - `cdc.rs`: MariaDB → Debezium on Kafka Connect → Kafka → `logpipe cdc`
 //!   → PostgreSQL, under writes, kill -9 and schema changes.
+//! - `hot_store.rs`: the PostgreSQL hot store across kill -9, with retention.
 //! - `observability.rs`: the Prometheus rules, Alertmanager and Grafana
 //!   dashboards of `deploy/` against real Prometheus and Alertmanager.
 
@@ -35,6 +36,7 @@ mod console;
 mod deploy;
 mod faults;
 mod hosts;
+mod hot_store;
 mod jobs;
 mod kafka;
 mod lake_hdfs;

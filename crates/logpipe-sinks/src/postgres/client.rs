@@ -38,6 +38,10 @@ pub enum PgError {
     },
     #[error("column {column} has type {data_type}, which the PostgreSQL sink does not write")]
     UnsupportedType { column: String, data_type: String },
+    /// A compare-and-set of bus positions found another writer's: the
+    /// transaction was rolled back, nothing of it stored.
+    #[error("{what}; starting again from the positions in PostgreSQL")]
+    Fenced { what: String },
 }
 
 impl PgError {

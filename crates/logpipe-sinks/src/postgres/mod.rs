@@ -1,5 +1,6 @@
 //! PostgreSQL as a sink: the client ([`client`]: migrations, array-bound
-//! upserts and period replacement) and the [`StepSink`] over it.
+//! upserts and period replacement), the [`StepSink`] over it, and the hot
+//! store's tables of raw records ([`hot`]).
 //!
 //! Blocking: the window job takes no further step until PostgreSQL has this
 //! one, so `window_stats` never misses a window while the database is down
@@ -13,6 +14,7 @@ use crate::metrics::sink_metrics;
 use crate::{Delivery, RowWrite, SinkError, StepOutput, StepSink};
 
 mod client;
+pub mod hot;
 
 pub use client::{PgError, Postgres, redact};
 
@@ -23,6 +25,7 @@ impl Classify for PgError {
             PgError::Query { source, .. } if source.is_closed() => ErrorKind::Transient,
             PgError::Query { .. } => ErrorKind::Internal,
             PgError::UnsupportedType { .. } => ErrorKind::Internal,
+            PgError::Fenced { .. } => ErrorKind::Transient,
         }
     }
 }

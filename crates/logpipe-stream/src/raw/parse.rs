@@ -19,7 +19,7 @@ pub(crate) fn consumer_limits() -> ValidationLimits {
 
 /// A consumed record and the result of validating it (`None`: a topic this
 /// job does not write).
-pub(super) type Parsed = (ConsumedRecord, Option<Result<Record, String>>);
+pub(crate) type Parsed = (ConsumedRecord, Option<Result<Record, String>>);
 
 /// Validates one record (`None`: a topic this job does not write).
 pub(super) fn parse_one(record: &ConsumedRecord) -> Option<Result<Record, String>> {
@@ -36,7 +36,7 @@ pub(super) fn parse_one(record: &ConsumedRecord) -> Option<Result<Record, String
 /// Parsing is most of the job's CPU: it runs on the blocking pool, split over
 /// two threads (this machine class has two cores; the collector's parsing
 /// already runs in parallel on the same pool), and keeps the input order.
-pub(super) async fn parse_all(records: Vec<ConsumedRecord>) -> Result<Vec<Parsed>, StreamError> {
+pub(crate) async fn parse_all(records: Vec<ConsumedRecord>) -> Result<Vec<Parsed>, StreamError> {
     const PARALLEL_FROM_RECORDS: usize = 2048;
     tokio::task::spawn_blocking(move || {
         let parse = |chunk: Vec<ConsumedRecord>| -> Vec<Parsed> {
