@@ -3,6 +3,8 @@ servers): stepped loads into logpipe and into PostgreSQL, on the same rows.
 
     seed_write.py --logpipe URL --logpipe-pid PID --bin LOGPIPE --lake DIR
                   --postgres DSN [--seconds S] [--scale X] [--label NAME]
+    seed_write.py --logpipe URL --logpipe-pid PID --bin LOGPIPE --hot-store DSN
+                  (logpipe running with [postgres.hot] into DSN)
 
 logpipe first: `logpipe generate --rate R` for S seconds per step, /api/stats
 sampled every 50 ms (records accepted, rows committed to the lake) for the
@@ -217,11 +219,13 @@ def row(target, step, wanted, count, seconds, ack, lag, cpu, busy, peak_mib, cli
     )
 
 
-def generate_steps(args, steps, url, pids, stats, label, what, patience):
+def generate_steps(args, steps, url, pids, stats, label, what, patience, postmaster=None):
     """Each step through `logpipe generate` against `url`; `stats()` gives
     (records accepted, records readable); the step ends when every one of
     its records is readable (or after `patience` seconds: an error naming
-    `what`). `pids`: the server's processes."""
+    `what`). `pids`: the server's processes; `postmaster`: a PostgreSQL
+    server whose CPU (all its processes) and memory (summed PSS, as in
+    `postgres_steps`) count too."""
     base = stats()[1]
     for step in steps:
         rate, count = step_size(step, args)
@@ -229,6 +233,11 @@ def generate_steps(args, steps, url, pids, stats, label, what, patience):
         sampler.start()
         for pid in pids:
             reset_peak(pid)
+        if postmaster:
+            pg_pids = [postmaster] + children(postmaster)
+            pg_before = tree_ticks(postmaster)
+            pg_memory = Sampler(lambda: pss_kib(pg_pids), 0.2)
+            pg_memory.start()
         began = time.monotonic()
         before = {pid: ticks(pid) for pid in pids}
         client = cpu_seconds(resource.RUSAGE_CHILDREN)
@@ -253,6 +262,9 @@ def generate_steps(args, steps, url, pids, stats, label, what, patience):
         lag = readable_lag(samples)
         cpu = sum(ticks(pid) - before[pid] for pid in pids) / HZ
         rss = sum(peak_rss_kib(pid) for pid in pids)
+        if postmaster:
+            cpu += (tree_ticks(postmaster) - pg_before) / HZ
+            rss += max((value for _, value in pg_memory.stop()), default=0)
         row(label, step, rate, count, acked - began, ack,
             (lag[0] * 1000, lag[1] * 1000), cpu, done - began, rss / 1024, client)
 
@@ -290,6 +302,43 @@ def spark_steps(args, steps):
     generate_steps(args, steps, args.spark, pids, stats,
                    "collector → Kafka → Spark Structured Streaming → Parquet", "Spark", 300)
 
+
+def hot_store_steps(args, steps):
+    """logpipe with `[postgres.hot]` on (the lake job still runs): readable
+    once committed in PostgreSQL (`logpipe_hot_rows_written_total` of
+    /metrics counts rows after their transaction commits). Server: logpipe
+    and every PostgreSQL process. At the end, every row sent must be in
+    `seed_hot.logs` once; the schema is dropped after."""
+    import psycopg
+
+    def written():
+        with urllib.request.urlopen(args.logpipe + "/metrics", timeout=5) as answer:
+            for line in answer.read().decode().splitlines():
+                if line.startswith('logpipe_hot_rows_written_total{table="logs"}'):
+                    return int(float(line.split()[-1]))
+        return 0
+
+    def stats():
+        with urllib.request.urlopen(args.logpipe + "/api/stats", timeout=5) as answer:
+            accepted = json.load(answer)["records_accepted"]
+        return accepted, written()
+
+    with psycopg.connect(args.hot_store, autocommit=True) as con:
+        backend = con.execute("SELECT pg_backend_pid()").fetchone()[0]
+        postmaster = int(stat_fields(backend)[1])
+    generate_steps(args, steps, args.logpipe, [args.logpipe_pid], stats,
+                   "logpipe + hot store (PostgreSQL, COPY)", "the hot store", 120, postmaster)
+    with psycopg.connect(args.hot_store, autocommit=True) as con:
+        rows, ids = con.execute(
+            f"SELECT count(*), count(DISTINCT request_id) FROM {HOT_SCHEMA}.logs").fetchone()
+        con.execute(f"DROP SCHEMA {HOT_SCHEMA} CASCADE")
+    sent = sum(step_size(step, args)[1] for step in steps)
+    if rows != sent or ids != sent:
+        sys.exit(f"the hot store holds {rows} rows ({ids} distinct request ids), {sent} sent")
+
+
+# The hot store's schema in the benchmark (seed_write.sh drops it before).
+HOT_SCHEMA = "seed_hot"
 
 LAKES = {}
 
@@ -401,11 +450,15 @@ def main():
     parser.add_argument("--label", default="logpipe (embedded bus)")
     parser.add_argument("--spark", help="the seed's path instead: the collector's URL")
     parser.add_argument("--spark-progress")
+    parser.add_argument("--hot-store", help="logpipe runs [postgres.hot] into this PostgreSQL: its steps only")
     parser.add_argument("--server-pids", help="more server processes (brokers; Spark's JVM) whose CPU and peak RSS count")
     args = parser.parse_args()
     steps = STEPS
     if args.spark:
         spark_steps(args, steps)
+        return
+    if args.hot_store:
+        hot_store_steps(args, steps)
         return
     print(f"The seed's steps x {args.scale:g}, {args.seconds} s each; {BATCH:,} rows per request or "
           f"transaction, {CONNECTIONS} in flight; latencies in ms; CPU of the server only")

@@ -5,7 +5,8 @@
 # from logpipe's lake, into PostgreSQL as INSERT batches (what the seed's
 # JDBC batch sent) and with COPY. One table row per target and step: rate
 # sustained, ack and ack → readable latency p50/p99, server CPU and peak
-# memory (bench/seed_write.py says how each is measured).
+# memory (bench/seed_write.py says how each is measured). Then logpipe with
+# the PostgreSQL hot store on ([postgres.hot], docs/hot-store.md).
 #
 # Usage: bench/seed_write.sh [SECONDS=10] [SCALE=1]
 #   SCALE multiplies every step (0.01: a tiny run).
@@ -34,6 +35,15 @@ export SEED_RESULTS=$WORK/results.jsonl
 LOGPIPE__WINDOWS__ENABLED=false LOGPIPE__REPORTS__SCHEDULE=false start_up "$WORK/data"
 "$PY" bench/seed_write.py --logpipe "$URL" --logpipe-pid "$PID" --bin "$BIN" --lake "$WORK/data" \
   --postgres "$PG_URL" --seconds "$SECONDS_PER_STEP" --scale "$SCALE"
+stop_up
+
+# logpipe with the PostgreSQL hot store on ([postgres.hot]): the same steps,
+# readable once committed in PostgreSQL, whose CPU and memory count too.
+"$PY" -c 'import psycopg, sys; psycopg.connect(sys.argv[1], autocommit=True).execute("DROP SCHEMA IF EXISTS seed_hot CASCADE")' "$PG_URL"
+LOGPIPE__WINDOWS__ENABLED=false LOGPIPE__REPORTS__SCHEDULE=false LOGPIPE__POSTGRES__URL=$PG_URL \
+  LOGPIPE__POSTGRES__HOT__ENABLED=true LOGPIPE__POSTGRES__HOT__SCHEMA=seed_hot start_up "$WORK/hot-data"
+"$PY" bench/seed_write.py --logpipe "$URL" --logpipe-pid "$PID" --bin "$BIN" --hot-store "$PG_URL" \
+  --seconds "$SECONDS_PER_STEP" --scale "$SCALE"
 stop_up
 
 # The pids of the brokers this script started, comma-separated.
