@@ -44,6 +44,7 @@ run "daily.sh" "report" bench/daily.sh 20000 1
 run "seed_read.sh" "aggregate" env BENCH_POSTGRES_URL="${LOGPIPE_TEST_POSTGRES_URL:-}" bench/seed_read.sh 20000 1
 run "seed_write.sh" "Spark Structured Streaming → Parquet | unpaced" env BENCH_KAFKA=1 BENCH_POSTGRES_URL="${LOGPIPE_TEST_POSTGRES_URL:-}" \
   bench/seed_write.sh 1 0.01
+run "sizing_hosts.sh" "| load | worker2" env SECONDS_PER_PHASE=2 LOAD_COUNT=5000 bench/sizing_hosts.sh
 run "query_isolation.sh" "idle" bench/query_isolation.sh 5000 5000 1
 run "backfill.sh" "Spark" bench/backfill.sh 20000 2
 run "freshness.sh" "ack → queryable" bench/freshness.sh 2000 3
