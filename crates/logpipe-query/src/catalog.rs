@@ -45,6 +45,30 @@ pub(crate) async fn has_parquet(store: &LakeStore, table: &TableDef) -> Result<b
     Ok(false)
 }
 
+/// `schema` with its strings read as views (`Utf8View`): the Parquet
+/// reader then points into the pages it decoded instead of copying every
+/// string into one buffer per column, and grouping compares views. The
+/// seed's GROUP BY service, level over 5 M rows took 74–84 ms instead of
+/// 98–110 (docs/BENCHMARKS.md, the seed's read table). What DataFusion
+/// does for the schemas it infers; the lake's own tables give theirs
+/// explicitly.
+fn string_views(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 => {
+                field.as_ref().clone().with_data_type(DataType::Utf8View)
+            }
+            _ => field.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
+}
+
 /// Registers `table`, with `file_schema` or the schema of its first file.
 pub(crate) async fn register(
     ctx: &SessionContext,
@@ -67,7 +91,9 @@ pub(crate) async fn register(
         );
     let config = ListingTableConfig::new(table_url(table)?).with_listing_options(options);
     let config = match file_schema {
-        Some(file_schema) => config.with_schema(file_schema),
+        Some(file_schema) => config.with_schema(string_views(&file_schema)),
+        // Inference reads strings as views already
+        // (`schema_force_view_types`).
         None => config.infer_schema(&ctx.state()).await?,
     };
     let listing = ListingTable::try_new(config)?;
