@@ -39,6 +39,8 @@ MAY_BE_EMPTY = {
     "CDC changes applied /s": "with [[cdc.sinks]] configured",
     "CDC lag behind the source": "with [cdc] configured",
     "CDC snapshot": "with [[cdc.sources]] configured",
+    "Hot store rows written /s": "with [postgres.hot] enabled",
+    "Hot store lag (records)": "with [postgres.hot] enabled",
 }
 
 
@@ -172,6 +174,14 @@ def dashboards():
                 ('sum by (source) (logpipe_cdc_snapshot_rows{what="copied"})', "{{source}} copied"),
                 ('sum by (source) (logpipe_cdc_snapshot_rows{what="estimated"})', "{{source}} estimated"),
             ], "short", description="Rows copied by a source's snapshot, next to the server's estimate (logpipe_cdc_snapshot_running is 1 meanwhile)."),
+            panel("Hot store rows written /s", [
+                (f"sum by (table) (rate(logpipe_hot_rows_written_total[{RATE}]))", "{{table}}"),
+                (f"sum by (table) (rate(logpipe_hot_records_expired_total[{RATE}]))", "expired {{table}}"),
+                (f"sum by (table, reason) (rate(logpipe_hot_records_skipped_total[{RATE}]))", "{{reason}} {{table}}"),
+                (f"sum(rate(logpipe_hot_fenced_total[{RATE}]))", "fenced"),
+            ], "ops", description="Raw records committed into the PostgreSQL hot store, and those not written (past the retention, invalid, duplicate, lost); fenced: transactions another writer beat (docs/hot-store.md)."),
+            panel("Hot store lag (records)", [("max(logpipe_hot_lag_records)", "behind")], "short",
+                  description="Records on the raw topics not yet in the hot store; grows while PostgreSQL is down (the job restarts with backoff)."),
             panel("Records the lake will never have /s", [
                 (f"sum by (table) (rate(logpipe_lake_records_invalid_total[{RATE}]))", "invalid {{table}}"),
                 (f"sum by (table) (rate(logpipe_lake_records_lost_total[{RATE}]))", "lost {{table}}"),

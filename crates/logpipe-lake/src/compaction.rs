@@ -701,9 +701,9 @@ impl CompactionView {
     }
 }
 
-/// What a listing under `prefix` leaves out: the files pending compactions
-/// replace or have not finished, the partitions retention expired, and the
-/// Delta logs.
+/// What a listing under `prefix` leaves out besides the Delta logs (see
+/// [`shown`]): the files pending compactions replace or have not finished,
+/// and the partitions retention expired.
 async fn hidden(
     store: &Arc<dyn ObjectStore>,
     prefix: Option<&StorePath>,
@@ -711,15 +711,15 @@ async fn hidden(
 ) -> object_store::Result<BTreeSet<StorePath>> {
     let mut hidden = hidden_files(store, prefix, listed).await?;
     hidden.extend(crate::retention::expired_files(store, listed).await?);
-    // The Delta logs' files: their checkpoints are Parquet files a table
-    // listing must not take for data.
-    hidden.extend(
-        listed
-            .iter()
-            .filter(|meta| crate::layout::in_delta_log(&meta.location))
-            .map(|meta| meta.location.clone()),
-    );
     Ok(hidden)
+}
+
+/// Whether a listed object stays in the view: not `hidden`, and not in a
+/// Delta log (its checkpoints are Parquet files a table listing must not
+/// take for data). Checked per object rather than collected into `hidden`:
+/// every listing of a table passes here.
+fn shown(meta: &ObjectMeta, hidden: &BTreeSet<StorePath>) -> bool {
+    !crate::layout::in_delta_log(&meta.location) && !hidden.contains(&meta.location)
 }
 
 /// The files the pending compactions under `prefix` hide from a listing
@@ -837,7 +837,7 @@ impl ObjectStore for CompactionView {
             Ok::<_, object_store::Error>(futures::stream::iter(
                 listed
                     .into_iter()
-                    .filter(move |meta| !hidden.contains(&meta.location))
+                    .filter(move |meta| shown(meta, &hidden))
                     .map(Ok::<_, object_store::Error>),
             ))
         })
@@ -851,9 +851,7 @@ impl ObjectStore for CompactionView {
     ) -> object_store::Result<ListResult> {
         let mut listed = self.inner.list_with_delimiter(prefix).await?;
         let hidden = hidden(&self.inner, prefix, &listed.objects).await?;
-        listed
-            .objects
-            .retain(|meta| !hidden.contains(&meta.location));
+        listed.objects.retain(|meta| shown(meta, &hidden));
         listed
             .common_prefixes
             .retain(|prefix| prefix.filename() != Some(crate::layout::LOG_DIR));
