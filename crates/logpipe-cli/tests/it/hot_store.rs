@@ -325,3 +325,92 @@ async fn a_second_writer_of_the_same_positions_is_fenced_and_stores_nothing() {
     );
     assert_eq!(counts[1], vec![Some("20".to_string())]);
 }
+
+/// PostgreSQL cuts the hot store's connection again and again under load
+/// (`pg_terminate_backend`: mid-COPY, mid-commit, or between a commit and
+/// its answer): the job starts again from the positions PostgreSQL holds,
+/// and every acknowledged record is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_store_whose_connection_is_cut_under_load_stores_every_record_once() {
+    let url = fresh_database("logpipe_hot_cut").await;
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(
+        &dir.path().join("data"),
+        &[
+            ("LOGPIPE__POSTGRES__URL", url.as_str()),
+            ("LOGPIPE__POSTGRES__HOT__ENABLED", "true"),
+            ("LOGPIPE__POSTGRES__HOT__LINGER", "50ms"),
+            ("LOGPIPE__POSTGRES__HOT__BATCH", "2000"),
+            ("LOGPIPE__WINDOWS__ENABLED", "false"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let admin = Postgres::lazy(&url);
+    let mut wanted = BTreeSet::new();
+    let mut cut = 0;
+    // Load until the connection was cut four times (each time the job
+    // waits its backoff before it connects again).
+    for batch in 0..400 {
+        if cut >= 4 && batch % 5 == 0 {
+            break;
+        }
+        let ids: Vec<String> = (0..500).map(|i| format!("c{batch:03}-{i:03}")).collect();
+        let body: Vec<_> = ids.iter().map(|id| log(id, now_seconds())).collect();
+        let status = client
+            .post(format!("{}/api/collect/logs", running.base_url))
+            .body(serde_json::Value::from(body).to_string())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 200);
+        wanted.extend(ids);
+        if batch % 5 == 2 {
+            let rows = admin
+                .query_text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                     WHERE application_name = 'logpipe-hot-store'",
+                )
+                .await
+                .unwrap();
+            cut += rows[0][0].as_deref().unwrap().parse::<u32>().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cut >= 4, "the hot store's connection was cut {cut} times");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let counts: BTreeMap<String, u64> = loop {
+        let counts: BTreeMap<String, u64> = hot_rows(
+            &url,
+            "SELECT request_id, count(*) FROM hot.logs GROUP BY request_id",
+        )
+        .await
+        .into_iter()
+        .map(|row| {
+            (
+                row[0].clone().unwrap(),
+                row[1].as_deref().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+        if wanted.iter().all(|id| counts.contains_key(id)) || Instant::now() > deadline {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_exactly_once(&wanted, &counts, &running.log());
+    assert_eq!(counts.len(), wanted.len(), "rows no client sent");
+    let metrics = running.metrics().await;
+    assert!(
+        sample(
+            &metrics,
+            "logpipe_stream_job_restarts_total{job_name=\"hot_store\"}"
+        ) >= 1.0,
+        "the job never restarted:\n{metrics}"
+    );
+    eprintln!(
+        "{} records in hot.logs once after the connection was cut {cut} times",
+        wanted.len()
+    );
+    assert!(running.terminate().success());
+}

@@ -22,12 +22,32 @@ impl Classify for PgError {
     fn kind(&self) -> ErrorKind {
         match self {
             PgError::Connect { .. } => ErrorKind::Transient,
-            PgError::Query { source, .. } if source.is_closed() => ErrorKind::Transient,
+            PgError::Query { source, .. } if source.is_closed() || passes(source) => {
+                ErrorKind::Transient
+            }
             PgError::Query { .. } => ErrorKind::Internal,
             PgError::UnsupportedType { .. } => ErrorKind::Internal,
             PgError::Fenced { .. } => ErrorKind::Transient,
         }
     }
+}
+
+/// Whether the server's answer is one waiting can get past (by SQLSTATE):
+/// the connection ended (08: connection exception; 57P01–57P03: the
+/// server or an administrator shut it down, or it is starting), the server
+/// is out of resources (53), the transaction lost a race (40:
+/// serialization failure, deadlock; 55P03: a lock not available in time)
+/// or was cancelled (57014). Anything else (a missing column, a type
+/// mismatch) is the same on the next attempt.
+fn passes(error: &tokio_postgres::Error) -> bool {
+    error.code().is_some_and(|state| {
+        let code = state.code();
+        ["08", "53", "40", "57P"]
+            .iter()
+            .any(|class| code.starts_with(class))
+            || code == "55P03"
+            || code == "57014"
+    })
 }
 
 /// Writes a step's table rows into PostgreSQL.
