@@ -86,6 +86,23 @@ fn sample(metrics: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// request_id → rows of it in `hot.logs`.
+async fn stored_ids(url: &str) -> BTreeMap<String, u64> {
+    hot_rows(
+        url,
+        "SELECT request_id, count(*) FROM hot.logs GROUP BY request_id",
+    )
+    .await
+    .into_iter()
+    .map(|row| {
+        (
+            row[0].clone().unwrap(),
+            row[1].as_deref().unwrap().parse().unwrap(),
+        )
+    })
+    .collect()
+}
+
 async fn hot_rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
     Postgres::lazy(url).query_text(sql).await.unwrap()
 }
@@ -155,20 +172,7 @@ async fn the_hot_store_holds_every_acked_record_once_across_kill_9_and_drops_old
     assert_eq!(wanted.len(), recent.len());
     let deadline = Instant::now() + Duration::from_secs(60);
     let counts: BTreeMap<String, u64> = loop {
-        let rows = hot_rows(
-            &url,
-            "SELECT request_id, count(*) FROM hot.logs GROUP BY request_id",
-        )
-        .await;
-        let counts: BTreeMap<String, u64> = rows
-            .into_iter()
-            .map(|row| {
-                (
-                    row[0].clone().unwrap(),
-                    row[1].as_deref().unwrap().parse().unwrap(),
-                )
-            })
-            .collect();
+        let counts = stored_ids(&url).await;
         let metrics = running.metrics().await;
         // At least the 50 sent now (old records the killed rounds had not
         // written yet are past the retention now too).
@@ -380,19 +384,7 @@ async fn a_hot_store_whose_connection_is_cut_under_load_stores_every_record_once
     assert!(cut >= 4, "the hot store's connection was cut {cut} times");
     let deadline = Instant::now() + Duration::from_secs(90);
     let counts: BTreeMap<String, u64> = loop {
-        let counts: BTreeMap<String, u64> = hot_rows(
-            &url,
-            "SELECT request_id, count(*) FROM hot.logs GROUP BY request_id",
-        )
-        .await
-        .into_iter()
-        .map(|row| {
-            (
-                row[0].clone().unwrap(),
-                row[1].as_deref().unwrap().parse().unwrap(),
-            )
-        })
-        .collect();
+        let counts = stored_ids(&url).await;
         if wanted.iter().all(|id| counts.contains_key(id)) || Instant::now() > deadline {
             break counts;
         }

@@ -280,17 +280,19 @@ impl HotStore {
                 .iter()
                 .map(|array| Reader::of(array.as_ref()))
                 .collect::<Vec<_>>();
+            // One row's cells in a vector reused for every row.
             let mut cells: Vec<Cell<'_>> = Vec::with_capacity(readers.len());
             for row in 0..day_rows.batch.num_rows() {
                 cells.clear();
                 cells.extend(readers.iter().map(|reader| reader.cell(row)));
-                let values: Vec<&(dyn ToSql + Sync)> =
-                    cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
                 writer
                     .as_mut()
-                    .write(&values)
+                    .write_raw(cells.iter())
                     .await
-                    .map_err(query(format!("copying rows into {}", day_rows.table)))?;
+                    .map_err(|source| PgError::Query {
+                        context: format!("copying rows into {}", day_rows.table),
+                        source,
+                    })?;
             }
             written += writer
                 .finish()

@@ -54,6 +54,8 @@ pub struct HotStoreJob {
     bus: Arc<dyn Bus>,
     url: String,
     config: HotStoreConfig,
+    /// The raw tables `config.tables` names.
+    kinds: Vec<RecordKind>,
     /// Offsets per partition within which a repeated record id is dropped
     /// (`lake.dedup_window`: the same rule as the lake's).
     dedup_window: u64,
@@ -66,10 +68,15 @@ impl HotStoreJob {
         config: HotStoreConfig,
         dedup_window: u64,
     ) -> HotStoreJob {
+        let kinds = RecordKind::ALL
+            .into_iter()
+            .filter(|kind| config.tables.iter().any(|t| t == kind.table()))
+            .collect();
         HotStoreJob {
             bus,
             url,
             config,
+            kinds,
             dedup_window,
         }
     }
@@ -79,13 +86,6 @@ impl HotStoreJob {
     pub async fn run(self, shutdown: Shutdown) -> Result<(), StreamError> {
         hot_metrics();
         run_restarting(&self, shutdown).await
-    }
-
-    fn kinds(&self) -> Vec<RecordKind> {
-        RecordKind::ALL
-            .into_iter()
-            .filter(|kind| self.config.tables.iter().any(|t| t == kind.table()))
-            .collect()
     }
 
     /// Event times before this are past the retention.
@@ -103,8 +103,8 @@ impl Job for HotStoreJob {
 
     async fn attempt(&self, shutdown: &mut Shutdown) -> Result<(), StreamError> {
         let mut store = HotStore::connect(&self.url, &self.config.schema).await?;
-        let kinds = self.kinds();
-        for kind in &kinds {
+        let kinds = &self.kinds;
+        for kind in kinds {
             let def = tables::of_kind(*kind);
             let schema = def.schema.map(|schema| schema()).ok_or(StreamError::Task {
                 what: "hot store",
@@ -159,7 +159,7 @@ impl Job for HotStoreJob {
                 return Ok(());
             }
             if Instant::now() >= next_retention {
-                self.expire(&mut store, &kinds).await;
+                self.expire(&mut store).await;
                 next_retention = Instant::now() + RETENTION_EVERY;
             }
             let records = tokio::select! {
@@ -274,9 +274,9 @@ impl Job for HotStoreJob {
 impl HotStoreJob {
     /// Drops the day partitions past the retention; a failure waits for
     /// the next pass (nothing is lost by keeping rows longer).
-    async fn expire(&self, store: &mut HotStore, kinds: &[RecordKind]) {
+    async fn expire(&self, store: &mut HotStore) {
         let cutoff = self.cutoff();
-        for kind in kinds {
+        for kind in &self.kinds {
             match store.drop_before(kind.table(), cutoff).await {
                 Ok(dropped) => {
                     for name in &dropped {
@@ -294,7 +294,7 @@ impl HotStoreJob {
     /// Sets the lag gauge from the bus's log ends.
     fn show_lag(&self, positions: &BTreeMap<(String, u32), Option<u64>>) {
         let mut behind = 0u64;
-        for kind in self.kinds() {
+        for kind in &self.kinds {
             let Ok(ends) = self.bus.end_offsets(kind.topic()) else {
                 continue;
             };
