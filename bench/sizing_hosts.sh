@@ -62,7 +62,7 @@ WORKERS+=("$W2")
 WORKER_URLS=$(sed -n 's/^listening on //p' "$WORK/worker1.out" "$WORK/worker2.out" | paste -sd, -)
 
 "$PY" - "$URL" "$WORKER_URLS" "$BIN" "$PHASE" "$LOAD_COUNT" "master=$MASTER_PIDS" "worker1=$W1" "worker2=$W2" <<'PY'
-import json, os, re, subprocess, sys, time, urllib.request
+import subprocess, sys, time, urllib.request
 
 url, worker_urls, binary = sys.argv[1], sys.argv[2].split(","), sys.argv[3]
 phase, load_count = int(sys.argv[4]), int(sys.argv[5])
@@ -70,40 +70,17 @@ hosts = {}
 for arg in sys.argv[6:]:
     name, pids = arg.split("=")
     hosts[name] = [int(p) for p in pids.split(",") if p]
-HZ = os.sysconf("SC_CLK_TCK")
+
+
+# /proc readers shared with the write table's script.
+sys.path.insert(0, "bench")
+from seed_write import HZ, children, peak_rss_kib, reset_peak, ticks  # noqa: E402
 
 
 def family(pid):
     """The process and everything under it (a broker's JVM under its
     launcher), alive now."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    parent = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
-                except OSError:
-                    continue
-                if parent == p:
-                    todo.append(int(entry))
-    return out
-
-
-def ticks(pid):
-    try:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    except OSError:
-        return 0
-
-
-def peak_kib(pid):
-    try:
-        return int(re.search(r"VmHWM:\s+(\d+)", open(f"/proc/{pid}/status").read()).group(1))
-    except (OSError, AttributeError):
-        return 0
+    return [pid] + [q for child in children(pid) for q in family(child)]
 
 
 procs = {name: sorted({q for p in pids for q in family(p)}) for name, pids in hosts.items()}
@@ -126,11 +103,7 @@ def measure(run, done):
     core) and summed peak RSS (MiB)."""
     for pids in procs.values():
         for pid in pids:
-            try:
-                with open(f"/proc/{pid}/clear_refs", "w") as out:
-                    out.write("5")
-            except OSError:
-                pass
+            reset_peak(pid)
     first = {name: sum(ticks(p) for p in pids) for name, pids in procs.items()}
     last, peaks = dict(first), {name: 0.0 for name in procs}
     began = time.monotonic()
@@ -146,7 +119,7 @@ def measure(run, done):
     elapsed = time.monotonic() - began
     return elapsed, {
         name: ((last[name] - first[name]) / HZ / elapsed * 100, peaks[name],
-               sum(peak_kib(p) for p in pids) / 1024)
+               sum(peak_rss_kib(p) for p in pids) / 1024)
         for name, pids in procs.items()
     }
 
