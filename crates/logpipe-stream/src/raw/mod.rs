@@ -36,7 +36,6 @@ mod roll_forward;
 
 use buffer::Buffer;
 use metrics::raw_metrics;
-use parse::parse_all;
 
 #[derive(Debug, Clone)]
 pub struct RawToLakeOptions {
@@ -178,10 +177,10 @@ impl RawToLake {
                 dedups,
                 ..
             } = &mut reading;
-            for (record, parsed) in parse_all(records).await? {
-                buffer.add(&record, parsed, dedups)?;
+            for record in &records {
                 partitions_of(positions, &record.topic).insert(record.partition, record.offset + 1);
             }
+            buffer.add_all(records, dedups).await?;
             self.report_lag(consumer, &read_through(consumer, positions));
             let due = buffer
                 .since

@@ -8,7 +8,6 @@ use logpipe_lake::{CommitRecord, CommittedFile, LakeError, Offsets, plan_files};
 
 use super::RawToLake;
 use super::buffer::Buffer;
-use super::parse::parse_one;
 use crate::error::StreamError;
 use crate::runtime::dedup::Dedups;
 use crate::runtime::ranges::{RangeRead, read_ranges};
@@ -57,7 +56,7 @@ impl RawToLake {
             idle_polls: None,
         };
         read_ranges(&*self.bus, &record.ranges, how, fail, |consumed| {
-            buffer.add(consumed, parse_one(consumed), &mut dedups)
+            buffer.add(consumed, &mut dedups)
         })
         .await?;
         let groups = buffer.take_groups()?;
