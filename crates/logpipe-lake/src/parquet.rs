@@ -4,6 +4,9 @@ use arrow::array::RecordBatch;
 use bytes::Bytes;
 use logpipe_config::Compression;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn, compute_leaves,
+};
 use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -23,14 +26,116 @@ pub(crate) fn writer_properties(compression: Compression) -> Result<WriterProper
         .build())
 }
 
-/// Encodes one batch as a Parquet file.
+/// Batches with fewer rows are encoded on the calling thread alone.
+const PARALLEL_FROM_ROWS: usize = 16_384;
+
+/// Threads a batch's columns are encoded on (this machine class has two
+/// cores; the lake job's flush waits for the encoding).
+const ENCODE_THREADS: usize = 2;
+
+/// Encodes one batch as a Parquet file. A large batch's columns are encoded
+/// and compressed on [`ENCODE_THREADS`] threads (column chunks are
+/// independent), then spliced into row groups in schema order: the same
+/// file [`ArrowWriter`] writes, in about half the time on two cores.
 pub fn encode_parquet(batch: &RecordBatch, compression: Compression) -> Result<Bytes> {
     let properties = writer_properties(compression)?;
+    let group_rows = properties
+        .max_row_group_row_count()
+        .unwrap_or(usize::MAX)
+        .max(1);
     let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(properties))?;
-    writer.write(batch)?;
-    writer.close()?;
+    if batch.num_rows() < PARALLEL_FROM_ROWS {
+        writer.write(batch)?;
+        writer.close()?;
+        return Ok(Bytes::from(buffer));
+    }
+    let (mut file, factory) = writer.into_serialized_writer()?;
+    let schema = batch.schema();
+    let mut start = 0;
+    for index in 0.. {
+        if start >= batch.num_rows() {
+            break;
+        }
+        let rows = group_rows.min(batch.num_rows() - start);
+        let slice = batch.slice(start, rows);
+        start += rows;
+        // One writer per leaf column; this schema is flat (one leaf each).
+        let mut work: Vec<(usize, ArrowColumnWriter, Vec<ArrowLeafColumn>)> = Vec::new();
+        let mut writers = factory.create_column_writers(index)?.into_iter();
+        for (field, column) in schema.fields().iter().zip(slice.columns()) {
+            for leaf in compute_leaves(field, column)? {
+                let writer = writers.next().ok_or_else(|| {
+                    parquet::errors::ParquetError::General(
+                        "fewer column writers than leaves".into(),
+                    )
+                })?;
+                let size = column.get_array_memory_size();
+                work.push((size, writer, vec![leaf]));
+            }
+        }
+        let chunks = encode_columns(work)?;
+        let mut row_group = file.next_row_group()?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut row_group)?;
+        }
+        row_group.close()?;
+    }
+    file.close()?;
     Ok(Bytes::from(buffer))
+}
+
+/// Encodes each column (memory size, writer, leaves) and returns the chunks
+/// in the order given. The largest columns are dealt first, each to the
+/// thread with the least work so far.
+fn encode_columns(
+    work: Vec<(usize, ArrowColumnWriter, Vec<ArrowLeafColumn>)>,
+) -> Result<Vec<ArrowColumnChunk>> {
+    let mut order: Vec<usize> = (0..work.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(work[i].0));
+    let mut loads = [0usize; ENCODE_THREADS];
+    let mut shares: Vec<Vec<(usize, ArrowColumnWriter, Vec<ArrowLeafColumn>)>> =
+        (0..ENCODE_THREADS).map(|_| Vec::new()).collect();
+    let mut slots: Vec<Option<(usize, ArrowColumnWriter, Vec<ArrowLeafColumn>)>> =
+        work.into_iter().map(Some).collect();
+    for i in order {
+        let Some((size, writer, leaves)) = slots[i].take() else {
+            continue;
+        };
+        let thread = (0..ENCODE_THREADS)
+            .min_by_key(|&t| loads[t])
+            .unwrap_or_default();
+        loads[thread] += size;
+        shares[thread].push((i, writer, leaves));
+    }
+    let encode = |share: Vec<(usize, ArrowColumnWriter, Vec<ArrowLeafColumn>)>| {
+        share
+            .into_iter()
+            .map(|(i, mut writer, leaves)| {
+                for leaf in &leaves {
+                    writer.write(leaf)?;
+                }
+                Ok((i, writer.close()?))
+            })
+            .collect::<Result<Vec<(usize, ArrowColumnChunk)>>>()
+    };
+    let mut shares = shares.into_iter();
+    let first = shares.next().unwrap_or_default();
+    let mut done = std::thread::scope(|scope| {
+        let others: Vec<_> = shares
+            .map(|share| scope.spawn(move || encode(share)))
+            .collect();
+        let mut done = encode(first)?;
+        for other in others {
+            let chunks = other.join().map_err(|_| {
+                parquet::errors::ParquetError::General("a Parquet encoding thread panicked".into())
+            })??;
+            done.extend(chunks);
+        }
+        Ok::<_, crate::error::LakeError>(done)
+    })?;
+    done.sort_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, chunk)| chunk).collect())
 }
 
 /// The footer of the Parquet file `path` of `size` bytes: two ranged reads
@@ -51,4 +156,65 @@ pub(crate) async fn footer(
     let start = size.checked_sub(8 + length)?;
     let footer = store.get_range(path, start..size - 8).await.ok()?;
     parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&footer).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Float64Array, Int32Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::*;
+
+    fn batch(rows: usize) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("message", DataType::Utf8, false),
+            Field::new("code", DataType::Int32, true),
+            Field::new("ms", DataType::Float64, true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                (0..rows).map(|i| format!("message {}", i % 977)),
+            )),
+            Arc::new(Int32Array::from_iter(
+                (0..rows).map(|i| (i % 7 != 0).then_some(i as i32)),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                (0..rows).map(|i| i as f64 / 3.0),
+            )),
+        ];
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    /// What the plain writer makes of `batch`.
+    fn sequential(batch: &RecordBatch) -> Bytes {
+        let mut buffer = Vec::new();
+        let properties = writer_properties(Compression::Zstd).unwrap();
+        let mut writer =
+            ArrowWriter::try_new(&mut buffer, batch.schema(), Some(properties)).unwrap();
+        writer.write(batch).unwrap();
+        writer.close().unwrap();
+        Bytes::from(buffer)
+    }
+
+    /// Columns encoded on two threads make the file one thread makes, byte
+    /// for byte, and it reads back as the batch (schema included).
+    #[test]
+    fn columns_encoded_in_parallel_make_the_same_file() {
+        for rows in [10, PARALLEL_FROM_ROWS + 1, 100_000] {
+            let batch = batch(rows);
+            let parallel = encode_parquet(&batch, Compression::Zstd).unwrap();
+            assert_eq!(parallel, sequential(&batch), "{rows} rows");
+            let read: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(parallel)
+                .unwrap()
+                .with_batch_size(rows)
+                .build()
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(read, vec![batch], "{rows} rows");
+        }
+    }
 }
