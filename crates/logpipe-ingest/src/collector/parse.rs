@@ -21,11 +21,11 @@ pub(super) fn parse_batch(
     summaries: bool,
     request: Option<u128>,
 ) -> Result<ParsedBatch, record::BodyError> {
-    let raw_records = record::split_body(body)?;
-    let mut records = Vec::with_capacity(raw_records.len());
+    let parsed = record::parse_body(kind, body, limits)?;
+    let mut records = Vec::with_capacity(parsed.len());
     let mut rejected = Vec::new();
-    for (index, raw) in raw_records.into_iter().enumerate() {
-        match raw.and_then(|text| Record::parse(kind, text, limits)) {
+    for (index, parsed) in parsed.into_iter().enumerate() {
+        match parsed {
             Ok(record) => {
                 let id = request.map(|request| RecordId {
                     request,
