@@ -1,14 +1,15 @@
 //! The PostgreSQL hot store (`[postgres.hot]`) against the real binary and
 //! a real PostgreSQL 15: every acknowledged record in the day-partitioned
-//! table once across kill -9 restarts, a retried record's second copy
-//! dropped, records past the retention not written, and a day past it
-//! dropped whole.
+//! table once across kill -9 restarts (on the embedded bus and on Apache
+//! Kafka, logs and events), a retried record's second copy dropped, records
+//! past the retention not written, and a day past it dropped whole.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::analytics::fresh_database;
-use crate::common::{Running, assert_exactly_once};
+use crate::common::{Broker, Running, assert_exactly_once};
+use crate::kafka::kafka_env;
 use logpipe_sinks::postgres::Postgres;
 use serde_json::json;
 
@@ -29,11 +30,53 @@ fn log(id: &str, timestamp: f64) -> serde_json::Value {
 /// Five days before now: a day the test's 2-day retention drops.
 const OLD: f64 = 5.0 * 86_400.0;
 
-/// Posts batches of 200 recent logs (each batch twice when `retry`: the
-/// second copy with the same Idempotency-Key, as a client that lost the
-/// first answer) until the server goes away; every 10th batch is five days
-/// old. Returns the ids acknowledged, recent and old apart.
+fn event(id: &str, timestamp: f64) -> serde_json::Value {
+    json!({"event_id": id, "timestamp": timestamp, "user_id": "user_12345", "session_id": "sess_abcde",
+           "event_type": "CLICK",
+           "event_data": {"page": "/products/123", "element": "add_to_cart_button",
+                          "position": {"x": 450, "y": 320}},
+           "device": {"type": "mobile", "os": "iOS", "browser": "Safari"}})
+}
+
+/// What a sender posts: logs, or activity events.
+#[derive(Clone, Copy)]
+enum Kind {
+    Logs,
+    Events,
+}
+
+impl Kind {
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Logs => "logs",
+            Kind::Events => "activities",
+        }
+    }
+
+    fn record(self, id: &str, timestamp: f64) -> serde_json::Value {
+        match self {
+            Kind::Logs => log(id, timestamp),
+            Kind::Events => event(id, timestamp),
+        }
+    }
+}
+
+/// Posts batches of 200 recent logs (each batch twice: the second copy with
+/// the same Idempotency-Key, as a client that lost the first answer) until
+/// the server goes away; every 10th batch is five days old. Returns the ids
+/// acknowledged, recent and old apart.
 async fn send_until_refused(base_url: String, task: usize) -> (Vec<String>, Vec<String>) {
+    send_kind_until_refused(base_url, task, Kind::Logs, 10).await
+}
+
+/// [`send_until_refused`] for `kind`, every `old_every`th batch five days
+/// old (0: none).
+async fn send_kind_until_refused(
+    base_url: String,
+    task: usize,
+    kind: Kind,
+    old_every: usize,
+) -> (Vec<String>, Vec<String>) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -43,19 +86,19 @@ async fn send_until_refused(base_url: String, task: usize) -> (Vec<String>, Vec<
         let ids: Vec<String> = (0..200)
             .map(|i| format!("h{task}-b{batch:04}-{i:03}"))
             .collect();
-        let is_old = batch % 10 == 9;
+        let is_old = old_every > 0 && batch % old_every == old_every - 1;
         let at = now_seconds() - if is_old { OLD } else { 1.0 };
         let body: Vec<_> = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| log(id, at + i as f64 * 0.001))
+            .map(|(i, id)| kind.record(id, at + i as f64 * 0.001))
             .collect();
         let body = serde_json::Value::from(body).to_string();
         let key = format!("hot-{task}-{batch}");
         let mut acked = false;
         for _ in 0..2 {
             let response = client
-                .post(format!("{base_url}/api/collect/logs"))
+                .post(format!("{base_url}/api/collect/{}", kind.path()))
                 .header("Idempotency-Key", &key)
                 .body(body.clone())
                 .send()
@@ -88,19 +131,34 @@ fn sample(metrics: &str, series: &str) -> f64 {
 
 /// request_id → rows of it in `hot.logs`.
 async fn stored_ids(url: &str) -> BTreeMap<String, u64> {
-    hot_rows(
+    stored(
         url,
         "SELECT request_id, count(*) FROM hot.logs GROUP BY request_id",
     )
     .await
-    .into_iter()
-    .map(|row| {
-        (
-            row[0].clone().unwrap(),
-            row[1].as_deref().unwrap().parse().unwrap(),
-        )
-    })
-    .collect()
+}
+
+/// event_id → rows of it in `hot.events`.
+async fn stored_event_ids(url: &str) -> BTreeMap<String, u64> {
+    stored(
+        url,
+        "SELECT event_id, count(*) FROM hot.events GROUP BY event_id",
+    )
+    .await
+}
+
+/// The (id, count) rows of `sql`.
+async fn stored(url: &str, sql: &str) -> BTreeMap<String, u64> {
+    hot_rows(url, sql)
+        .await
+        .into_iter()
+        .map(|row| {
+            (
+                row[0].clone().unwrap(),
+                row[1].as_deref().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
 }
 
 async fn hot_rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
@@ -403,6 +461,93 @@ async fn a_hot_store_whose_connection_is_cut_under_load_stores_every_record_once
     eprintln!(
         "{} records in hot.logs once after the connection was cut {cut} times",
         wanted.len()
+    );
+    assert!(running.terminate().success());
+}
+
+/// The hot store on Apache Kafka (`logpipe up` on a one-node KRaft
+/// cluster): logs and activity events, each batch posted twice with one
+/// Idempotency-Key, a kill -9 under load and a restart; every acknowledged
+/// log in `hot.logs` and every acknowledged event in `hot.events` once,
+/// with the flattened event columns filled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kafka_logs_and_events_reach_the_hot_store_once_across_kill_9() {
+    let broker = Broker::start();
+    let url = fresh_database("logpipe_hot_kafka").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let group = format!("hot-kafka-{}", std::process::id());
+    let mut env = kafka_env(&broker.brokers, &group);
+    env.extend([
+        ("LOGPIPE__POSTGRES__URL", url.as_str()),
+        ("LOGPIPE__POSTGRES__HOT__ENABLED", "true"),
+        ("LOGPIPE__POSTGRES__HOT__LINGER", "100ms"),
+        ("LOGPIPE__POSTGRES__HOT__BATCH", "3000"),
+    ]);
+    let (mut logs, mut events) = (Vec::new(), Vec::new());
+    for round in 0..2 {
+        let running = Running::start(&data, &env);
+        let senders: Vec<_> = [Kind::Logs, Kind::Events]
+            .into_iter()
+            .map(|kind| {
+                tokio::spawn(send_kind_until_refused(
+                    running.base_url.clone(),
+                    round,
+                    kind,
+                    0,
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        if round == 0 {
+            running.kill_hard();
+        } else {
+            // The last round ends cleanly: the senders stop when the
+            // server does, and the restart below finds everything read.
+            assert!(running.terminate().success());
+        }
+        let mut senders = senders.into_iter();
+        logs.extend(senders.next().unwrap().await.unwrap().0);
+        events.extend(senders.next().unwrap().await.unwrap().0);
+    }
+    assert!(
+        !logs.is_empty() && !events.is_empty(),
+        "the load was acknowledged"
+    );
+    let running = Running::start(&data, &env);
+    let wanted_logs: BTreeSet<String> = logs.iter().cloned().collect();
+    let wanted_events: BTreeSet<String> = events.iter().cloned().collect();
+    assert_eq!(
+        (wanted_logs.len(), wanted_events.len()),
+        (logs.len(), events.len())
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (log_counts, event_counts) = loop {
+        let (l, e) = (stored_ids(&url).await, stored_event_ids(&url).await);
+        let complete = wanted_logs.iter().all(|id| l.contains_key(id))
+            && wanted_events.iter().all(|id| e.contains_key(id));
+        if complete || Instant::now() > deadline {
+            break (l, e);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_exactly_once(&wanted_logs, &log_counts, &running.log());
+    assert_exactly_once(&wanted_events, &event_counts, &running.log());
+    let columns = hot_rows(
+        &url,
+        "SELECT count(*) FROM hot.events WHERE event_type = 'CLICK' AND page = '/products/123'
+           AND position_x = 450 AND device_os = 'iOS' AND event_data LIKE '%add_to_cart_button%'",
+    )
+    .await;
+    assert_eq!(
+        columns[0][0].as_deref().unwrap().parse::<u64>().unwrap(),
+        event_counts.values().sum::<u64>(),
+        "every event's flattened columns"
+    );
+    eprintln!(
+        "on Kafka: {} logs and {} events acknowledged, each once in the hot store across a kill -9",
+        wanted_logs.len(),
+        wanted_events.len()
     );
     assert!(running.terminate().success());
 }
