@@ -327,6 +327,32 @@ struct LogIn<'a> {
     metadata: Option<MetadataIn>,
 }
 
+/// An object key, borrowed from the input unless it holds escapes. (serde's
+/// `Cow<str>` always copies: that was an allocation per key per record.)
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(value)))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(value.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, value: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(value)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
 /// Metadata keeps unknown keys, so it has a hand-written visitor instead of
 /// `#[serde(flatten)]` (which buffers every value and is several times slower).
 struct MetadataIn(LogMetadata);
@@ -341,7 +367,7 @@ impl<'de> Deserialize<'de> for MetadataIn {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetadataIn, A::Error> {
                 let mut metadata = LogMetadata::default();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     match key.as_ref() {
                         "request_id" => metadata.request_id = map.next_value()?,
                         "response_time_ms" => {
@@ -425,7 +451,7 @@ impl<'de> Deserialize<'de> for EventDataView {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventDataView, A::Error> {
                 let mut view = EventDataView::default();
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     match key.as_ref() {
                         "page" => view.page = map.next_value::<Lenient<String>>()?.0,
                         "element" => view.element = map.next_value::<Lenient<String>>()?.0,
@@ -1115,6 +1141,22 @@ mod tests {
         )
         .unwrap();
         assert!(records[0].is_ok() && records[1].is_err());
+    }
+
+    /// Keys are read borrowed, but a key spelled with escapes is the same
+    /// key (known, or kept in `metadata_extra` under its unescaped name).
+    #[test]
+    fn escaped_keys_are_the_same_keys() {
+        let raw = r#"{"timestamp": 1736645166, "level": "INFO", "service": "s", "message": "m",
+                      "metadata": {"request\u005fid": "r", "x\ty": 1}}"#;
+        let record = LogRecord::parse(raw, &ValidationLimits::now()).unwrap();
+        assert_eq!(record.metadata.request_id.as_deref(), Some("r"));
+        let extra = record.metadata.extra.unwrap();
+        assert_eq!(extra.get("x\ty"), Some(&Value::from(1)));
+        let raw = r#"{"event_id": "e", "timestamp": 1736645166, "user_id": "u", "event_type": "VIEW",
+                      "event_data": {"pa\u0067e": "/p"}}"#;
+        let event = ActivityEvent::parse(raw, &ValidationLimits::now()).unwrap();
+        assert_eq!(event.page.as_deref(), Some("/p"));
     }
 
     #[test]
