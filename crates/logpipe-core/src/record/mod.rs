@@ -1029,6 +1029,71 @@ mod tests {
         );
     }
 
+    /// What each shape of `page` and `position` flattens to: the value
+    /// when it has the expected type, otherwise a null column (never an
+    /// error).
+    #[test]
+    fn event_data_columns_take_only_the_expected_types() {
+        let cases: [(&str, Option<&str>, (Option<f64>, Option<f64>)); 12] = [
+            (
+                r#"{"page": "/p", "position": {"x": 1, "y": 2.5}}"#,
+                Some("/p"),
+                (Some(1.0), Some(2.5)),
+            ),
+            (
+                r#"{"page": "a\"b", "position": {"y": -3, "z": [1], "x": 18446744073709551615}}"#,
+                Some("a\"b"),
+                (Some(18446744073709551615.0), Some(-3.0)),
+            ),
+            (
+                r#"{"page": null, "position": {"x": "1", "y": null}}"#,
+                None,
+                (None, None),
+            ),
+            (
+                r#"{"page": {"a": "b"}, "position": {"x": {"n": 1}, "y": [2]}}"#,
+                None,
+                (None, None),
+            ),
+            (
+                r#"{"page": ["x"], "position": [4, 5]}"#,
+                None,
+                (Some(4.0), Some(5.0)),
+            ),
+            (
+                r#"{"page": true, "position": [4]}"#,
+                None,
+                (Some(4.0), None),
+            ),
+            (
+                r#"{"page": 1.5, "position": [4, 5, 6]}"#,
+                None,
+                (None, None),
+            ),
+            (r#"{"position": []}"#, None, (None, None)),
+            (
+                r#"{"position": {"x": 1, "x": 2, "y": 3}}"#,
+                None,
+                (None, None),
+            ),
+            (r#"{"position": "top", "element": "e"}"#, None, (None, None)),
+            (
+                r#"{"position": null, "page": "/q", "page2": {"page": 1}}"#,
+                Some("/q"),
+                (None, None),
+            ),
+            (r#"{"position": {}, "element": 3}"#, None, (None, None)),
+        ];
+        for (data, page, position) in cases {
+            let raw = format!(
+                r#"{{"event_id": "e", "timestamp": 1736645166, "user_id": "u", "event_type": "VIEW", "event_data": {data}}}"#
+            );
+            let event = ActivityEvent::parse(&raw, &limits()).unwrap();
+            assert_eq!(event.page.as_deref(), page, "{data}");
+            assert_eq!((event.position_x, event.position_y), position, "{data}");
+        }
+    }
+
     #[test]
     fn unknown_metadata_keys_are_kept() {
         let raw = r#"{"timestamp": "2025-01-12T01:26:06Z", "level": "WARN", "service": "s",
