@@ -1034,7 +1034,8 @@ mod tests {
     /// error).
     #[test]
     fn event_data_columns_take_only_the_expected_types() {
-        let cases: [(&str, Option<&str>, (Option<f64>, Option<f64>)); 12] = [
+        type Position = (Option<f64>, Option<f64>);
+        let cases: [(&str, Option<&str>, Position); 12] = [
             (
                 r#"{"page": "/p", "position": {"x": 1, "y": 2.5}}"#,
                 Some("/p"),
