@@ -533,17 +533,26 @@ async fn on_kafka_logs_and_events_reach_the_hot_store_once_across_kill_9() {
     };
     assert_exactly_once(&wanted_logs, &log_counts, &running.log());
     assert_exactly_once(&wanted_events, &event_counts, &running.log());
+    // This test's events (ids `h<round>-b…`; a broker you run may hold
+    // other tests' events too).
     let columns = hot_rows(
         &url,
-        "SELECT count(*) FROM hot.events WHERE event_type = 'CLICK' AND page = '/products/123'
-           AND position_x = 450 AND device_os = 'iOS' AND event_data LIKE '%add_to_cart_button%'",
+        "SELECT count(*) FILTER (WHERE event_type = 'CLICK' AND page = '/products/123'
+           AND position_x = 450 AND device_os = 'iOS' AND event_data LIKE '%add_to_cart_button%'),
+           count(*)
+         FROM hot.events WHERE event_id LIKE 'h_-b%'",
     )
     .await;
-    assert_eq!(
-        columns[0][0].as_deref().unwrap().parse::<u64>().unwrap(),
-        event_counts.values().sum::<u64>(),
-        "every event's flattened columns"
+    let (filled, all) = (
+        columns[0][0].as_deref().unwrap(),
+        columns[0][1].as_deref().unwrap(),
     );
+    // (More when the kill came between storing a batch and its answer.)
+    assert!(
+        all.parse::<usize>().unwrap() >= wanted_events.len(),
+        "this test's events: {all}"
+    );
+    assert_eq!(filled, all, "every event's flattened columns");
     eprintln!(
         "on Kafka: {} logs and {} events acknowledged, each once in the hot store across a kill -9",
         wanted_logs.len(),
