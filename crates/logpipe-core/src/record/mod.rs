@@ -874,18 +874,22 @@ pub fn parse_body(
         .is_some_and(|first| *first == b'[');
     if array {
         let whole = match kind {
-            RecordKind::Log => serde_json::from_slice::<Vec<LogIn<'_>>>(body).map(|inputs| {
-                inputs
-                    .into_iter()
-                    .map(|input| LogRecord::validate(input, limits).map(Record::Log))
-                    .collect()
-            }),
-            RecordKind::Event => serde_json::from_slice::<Vec<EventIn<'_>>>(body).map(|inputs| {
-                inputs
-                    .into_iter()
-                    .map(|input| ActivityEvent::validate(input, limits).map(Record::Event))
-                    .collect()
-            }),
+            RecordKind::Log => {
+                serde_json::from_slice::<Vec<InObject<LogIn<'_>>>>(body).map(|inputs| {
+                    inputs
+                        .into_iter()
+                        .map(|input| LogRecord::validate(input.0, limits).map(Record::Log))
+                        .collect()
+                })
+            }
+            RecordKind::Event => {
+                serde_json::from_slice::<Vec<InObject<EventIn<'_>>>>(body).map(|inputs| {
+                    inputs
+                        .into_iter()
+                        .map(|input| ActivityEvent::validate(input.0, limits).map(Record::Event))
+                        .collect()
+                })
+            }
         };
         if let Ok(records) = whole {
             return Ok(records);
@@ -895,6 +899,27 @@ pub fn parse_body(
         .into_iter()
         .map(|raw| raw.and_then(|text| Record::parse(kind, text, limits)))
         .collect())
+}
+
+/// A record read only from a JSON object. A derived `Deserialize` also
+/// takes a struct written as an array of its fields, which the record
+/// parser refuses (`check_object`); the one-pass read must refuse it too.
+struct InObject<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for InObject<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = InObject<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<InObject<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(InObject)
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+    }
 }
 
 /// A validated record of either kind.
@@ -1187,6 +1212,16 @@ mod tests {
             (RecordKind::Log, format!("{log}\n{bad_level}\n")),
             (RecordKind::Event, format!("[{event}, {event}]")),
             (RecordKind::Event, format!("[{event}, {log}]")),
+            // A record written as an array of its fields: serde would take
+            // it for the struct; the record parser refuses it.
+            (
+                RecordKind::Log,
+                format!(r#"[{log}, [1736645166, "INFO", "s", null, "m"]]"#),
+            ),
+            (
+                RecordKind::Event,
+                r#"[["e", 1736645166, "u", null, "CLICK"]]"#.to_string(),
+            ),
         ];
         for (kind, body) in cases {
             let by_record = split_body(body.as_bytes()).map(|raws| {
