@@ -25,6 +25,7 @@ pub mod dedup;
 pub mod error;
 pub mod health;
 pub mod job;
+pub mod parallel;
 pub mod partition;
 pub mod record;
 pub mod retry;

@@ -3,6 +3,7 @@
 use arrow::array::RecordBatch;
 use bytes::Bytes;
 use logpipe_config::Compression;
+use logpipe_core::parallel::on_threads;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{
     ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn, compute_leaves,
@@ -60,8 +61,8 @@ pub fn encode_parquet(batch: &RecordBatch, compression: Compression) -> Result<B
         let rows = group_rows.min(batch.num_rows() - start);
         let slice = batch.slice(start, rows);
         start += rows;
-        // One writer per leaf column; this schema is flat (one leaf each).
-        let mut work: Vec<(usize, ArrowColumnWriter, Vec<ArrowLeafColumn>)> = Vec::new();
+        // One writer per leaf column, in schema order.
+        let mut work: Vec<Column> = Vec::new();
         let mut writers = factory.create_column_writers(index)?.into_iter();
         for (field, column) in schema.fields().iter().zip(slice.columns()) {
             for leaf in compute_leaves(field, column)? {
@@ -71,7 +72,7 @@ pub fn encode_parquet(batch: &RecordBatch, compression: Compression) -> Result<B
                     )
                 })?;
                 let size = column.get_array_memory_size();
-                work.push((size, writer, vec![leaf]));
+                work.push((size, writer, leaf));
             }
         }
         let chunks = encode_columns(work)?;
@@ -85,57 +86,40 @@ pub fn encode_parquet(batch: &RecordBatch, compression: Compression) -> Result<B
     Ok(Bytes::from(buffer))
 }
 
-/// Encodes each column (memory size, writer, leaves) and returns the chunks
-/// in the order given. The largest columns are dealt first, each to the
-/// thread with the least work so far.
-fn encode_columns(
-    work: Vec<(usize, ArrowColumnWriter, Vec<ArrowLeafColumn>)>,
-) -> Result<Vec<ArrowColumnChunk>> {
-    let mut order: Vec<usize> = (0..work.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(work[i].0));
+/// One leaf column to encode: its memory size (the work it is), its writer
+/// and its values.
+type Column = (usize, ArrowColumnWriter, ArrowLeafColumn);
+
+/// Encodes each column and returns the chunks in the order given. The
+/// largest columns are dealt first, each to the thread with the least work
+/// so far.
+fn encode_columns(columns: Vec<Column>) -> Result<Vec<ArrowColumnChunk>> {
+    let mut largest_first: Vec<(usize, Column)> = columns.into_iter().enumerate().collect();
+    largest_first.sort_by_key(|(_, (size, ..))| std::cmp::Reverse(*size));
     let mut loads = [0usize; ENCODE_THREADS];
-    let mut shares: Vec<Vec<(usize, ArrowColumnWriter, Vec<ArrowLeafColumn>)>> =
-        (0..ENCODE_THREADS).map(|_| Vec::new()).collect();
-    let mut slots: Vec<Option<(usize, ArrowColumnWriter, Vec<ArrowLeafColumn>)>> =
-        work.into_iter().map(Some).collect();
-    for i in order {
-        let Some((size, writer, leaves)) = slots[i].take() else {
-            continue;
-        };
+    let mut shares: Vec<Vec<(usize, Column)>> = (0..ENCODE_THREADS).map(|_| Vec::new()).collect();
+    for (i, column) in largest_first {
         let thread = (0..ENCODE_THREADS)
             .min_by_key(|&t| loads[t])
             .unwrap_or_default();
-        loads[thread] += size;
-        shares[thread].push((i, writer, leaves));
+        loads[thread] += column.0;
+        shares[thread].push((i, column));
     }
-    let encode = |share: Vec<(usize, ArrowColumnWriter, Vec<ArrowLeafColumn>)>| {
+    let encoded = on_threads(shares, |share| {
         share
             .into_iter()
-            .map(|(i, mut writer, leaves)| {
-                for leaf in &leaves {
-                    writer.write(leaf)?;
-                }
+            .map(|(i, (_, mut writer, leaf))| {
+                writer.write(&leaf)?;
                 Ok((i, writer.close()?))
             })
             .collect::<Result<Vec<(usize, ArrowColumnChunk)>>>()
-    };
-    let mut shares = shares.into_iter();
-    let first = shares.next().unwrap_or_default();
-    let mut done = std::thread::scope(|scope| {
-        let others: Vec<_> = shares
-            .map(|share| scope.spawn(move || encode(share)))
-            .collect();
-        let mut done = encode(first)?;
-        for other in others {
-            let chunks = other.join().map_err(|_| {
-                parquet::errors::ParquetError::General("a Parquet encoding thread panicked".into())
-            })??;
-            done.extend(chunks);
-        }
-        Ok::<_, crate::error::LakeError>(done)
-    })?;
-    done.sort_by_key(|(i, _)| *i);
-    Ok(done.into_iter().map(|(_, chunk)| chunk).collect())
+    });
+    let mut chunks = Vec::new();
+    for share in encoded {
+        chunks.extend(share?);
+    }
+    chunks.sort_by_key(|(i, _)| *i);
+    Ok(chunks.into_iter().map(|(_, chunk)| chunk).collect())
 }
 
 /// The footer of the Parquet file `path` of `size` bytes: two ranged reads

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use logpipe_bus::ConsumedRecord;
+use logpipe_core::parallel::on_threads;
 use logpipe_core::record::RecordKind;
 use logpipe_core::tables::{self, BatchBuilder};
 use logpipe_core::time::HourPartition;
@@ -21,20 +22,13 @@ use logpipe_lake::{LakeError, Ranges, TableGroups};
 use tokio::time::Instant;
 
 use super::metrics::raw_metrics;
-use super::parse::parse_one;
+use super::parse::{LANES, lane_share, parse_one};
 use crate::error::StreamError;
 use crate::runtime::dedup::Dedups;
 use crate::runtime::positions::partitions_of;
 
 /// Invalid records logged per flush (all are counted in a metric).
 const INVALID_LOGGED_PER_FLUSH: u64 = 5;
-
-/// Threads a poll's records are parsed and appended on (this machine class
-/// has two cores; the collector's parsing runs on the same pool).
-const LANES: usize = 2;
-
-/// Polls smaller than this stay on one lane (a thread costs more).
-const PARALLEL_FROM_RECORDS: usize = 2048;
 
 /// The builders of one lane, per (table, event hour).
 type Lane = BTreeMap<(RecordKind, HourPartition), BatchBuilder>;
@@ -69,7 +63,7 @@ pub(super) struct Buffer {
     pub(super) since: Option<Instant>,
 }
 
-/// Parses `record` and appends it to `lane` (`Err`: it is not valid).
+/// Parses `record` and appends it to `lane`, or counts it refused.
 fn append(lane: &mut Lane, kind: RecordKind, record: &ConsumedRecord, outcome: &mut LaneOutcome) {
     match parse_one(record) {
         Some(Ok(parsed)) => {
@@ -157,33 +151,11 @@ impl Buffer {
         let mut lanes = std::mem::take(&mut self.lanes);
         lanes.resize_with(LANES, Lane::new);
         let (lanes, outcomes) = tokio::task::spawn_blocking(move || {
-            if admitted.len() < PARALLEL_FROM_RECORDS {
-                let outcome = build(&mut lanes[0], &admitted);
-                return (lanes, vec![outcome]);
-            }
-            let share = admitted.len().div_ceil(LANES);
-            let outcomes = std::thread::scope(|scope| {
-                let mut shares = admitted.chunks(share);
-                let mut lanes_iter = lanes.iter_mut();
-                let (first_lane, first) = (lanes_iter.next(), shares.next());
-                let others: Vec<_> = lanes_iter
-                    .zip(shares)
-                    .map(|(lane, share)| scope.spawn(move || build(lane, share)))
-                    .collect();
-                let mut outcomes = Vec::with_capacity(LANES);
-                if let (Some(lane), Some(share)) = (first_lane, first) {
-                    outcomes.push(build(lane, share));
-                }
-                for other in others {
-                    outcomes.push(other.join().unwrap_or_else(|_| LaneOutcome {
-                        failed: Some(arrow::error::ArrowError::ComputeError(
-                            "a lake parsing thread panicked".into(),
-                        )),
-                        ..LaneOutcome::default()
-                    }));
-                }
-                outcomes
-            });
+            let shares: Vec<_> = lanes
+                .iter_mut()
+                .zip(admitted.chunks(lane_share(admitted.len())))
+                .collect();
+            let outcomes = on_threads(shares, |(lane, records)| build(lane, records));
             (lanes, outcomes)
         })
         .await

@@ -2,6 +2,7 @@
 //! split over two threads off the async reactor.
 
 use logpipe_bus::ConsumedRecord;
+use logpipe_core::parallel::on_threads;
 use logpipe_core::record::{Record, RecordKind, ValidationLimits};
 
 use crate::error::StreamError;
@@ -33,11 +34,25 @@ pub(super) fn parse_one(record: &ConsumedRecord) -> Option<Result<Record, String
     )
 }
 
+/// Threads a poll's records are parsed on (this machine class has two
+/// cores; the collector's parsing runs on the same pool).
+pub(super) const LANES: usize = 2;
+
+/// Polls smaller than this are parsed on one thread (a thread costs more).
+pub(super) const PARALLEL_FROM_RECORDS: usize = 2048;
+
+/// How many records of a poll of `len` each lane takes, in order.
+pub(super) fn lane_share(len: usize) -> usize {
+    if len < PARALLEL_FROM_RECORDS {
+        len.max(1)
+    } else {
+        len.div_ceil(LANES)
+    }
+}
+
 /// Parsing is most of the job's CPU: it runs on the blocking pool, split over
-/// two threads (this machine class has two cores; the collector's parsing
-/// already runs in parallel on the same pool), and keeps the input order.
+/// [`LANES`] threads, and keeps the input order.
 pub(crate) async fn parse_all(records: Vec<ConsumedRecord>) -> Result<Vec<Parsed>, StreamError> {
-    const PARALLEL_FROM_RECORDS: usize = 2048;
     tokio::task::spawn_blocking(move || {
         let parse = |chunk: Vec<ConsumedRecord>| -> Vec<Parsed> {
             chunk
@@ -48,17 +63,15 @@ pub(crate) async fn parse_all(records: Vec<ConsumedRecord>) -> Result<Vec<Parsed
                 })
                 .collect()
         };
-        if records.len() < PARALLEL_FROM_RECORDS {
-            return parse(records);
+        let share = lane_share(records.len());
+        let mut shares = vec![records];
+        while let Some(last) = shares.last_mut()
+            && last.len() > share
+        {
+            let rest = last.split_off(share);
+            shares.push(rest);
         }
-        let mut first = records;
-        let second = first.split_off(first.len() / 2);
-        std::thread::scope(|scope| {
-            let handle = scope.spawn(|| parse(second));
-            let mut out = parse(first);
-            out.extend(handle.join().unwrap_or_default());
-            out
-        })
+        on_threads(shares, parse).into_iter().flatten().collect()
     })
     .await
     .map_err(|e| StreamError::Task {
