@@ -874,24 +874,14 @@ pub fn parse_body(
         .is_some_and(|first| *first == b'[');
     if array {
         let whole = match kind {
-            RecordKind::Log => {
-                serde_json::from_slice::<Vec<InObject<LogIn<'_>>>>(body).map(|inputs| {
-                    inputs
-                        .into_iter()
-                        .map(|input| LogRecord::validate(input.0, limits).map(Record::Log))
-                        .collect()
-                })
-            }
-            RecordKind::Event => {
-                serde_json::from_slice::<Vec<InObject<EventIn<'_>>>>(body).map(|inputs| {
-                    inputs
-                        .into_iter()
-                        .map(|input| ActivityEvent::validate(input.0, limits).map(Record::Event))
-                        .collect()
-                })
-            }
+            RecordKind::Log => read_whole(body, |input: LogIn<'_>| {
+                LogRecord::validate(input, limits).map(Record::Log)
+            }),
+            RecordKind::Event => read_whole(body, |input: EventIn<'_>| {
+                ActivityEvent::validate(input, limits).map(Record::Event)
+            }),
         };
-        if let Ok(records) = whole {
+        if let Some(records) = whole {
             return Ok(records);
         }
     }
@@ -899,6 +889,16 @@ pub fn parse_body(
         .into_iter()
         .map(|raw| raw.and_then(|text| Record::parse(kind, text, limits)))
         .collect())
+}
+
+/// The records of an array `body` read in one pass as `T` and validated
+/// (`None`: the pass failed somewhere).
+fn read_whole<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
+    validate: impl Fn(T) -> Result<Record, RecordError>,
+) -> Option<Vec<Result<Record, RecordError>>> {
+    let inputs: Vec<InObject<T>> = serde_json::from_slice(body).ok()?;
+    Some(inputs.into_iter().map(|input| validate(input.0)).collect())
 }
 
 /// A record read only from a JSON object. A derived `Deserialize` also
