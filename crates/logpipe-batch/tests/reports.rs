@@ -68,7 +68,7 @@ async fn seed_lake(dir: &Path) -> Lake {
         lake.store()
             .put(
                 &StorePath::from(path),
-                PutPayload::from(encode_parquet(&batch, Compression::Zstd).unwrap()),
+                PutPayload::from(encode_parquet(batch.clone(), Compression::Zstd).unwrap()),
             )
             .await
             .unwrap();

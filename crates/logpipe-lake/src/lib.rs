@@ -90,12 +90,14 @@ impl Lake {
         self.encode_batches(groups.into_values().collect()).await
     }
 
-    /// Encodes each batch as one Parquet file, off the async reactor.
+    /// Encodes each batch as one Parquet file, off the async reactor. Each
+    /// batch is freed column by column as it is encoded, unless the caller
+    /// still holds it.
     pub async fn encode_batches(&self, batches: Vec<RecordBatch>) -> Result<Vec<Bytes>> {
         let compression = self.compression;
         tokio::task::spawn_blocking(move || {
             batches
-                .iter()
+                .into_iter()
                 .map(|batch| encode_parquet(batch, compression))
                 .collect::<Result<Vec<_>>>()
         })

@@ -1,13 +1,12 @@
 //! Encoding record batches as Parquet files.
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::FieldRef;
 use bytes::Bytes;
 use logpipe_config::Compression;
 use logpipe_core::parallel::on_threads;
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_writer::{
-    ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn, compute_leaves,
-};
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, compute_leaves};
 use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
@@ -37,8 +36,11 @@ const ENCODE_THREADS: usize = 2;
 /// Encodes one batch as a Parquet file. A large batch's columns are encoded
 /// and compressed on [`ENCODE_THREADS`] threads (column chunks are
 /// independent), then spliced into row groups in schema order: the same
-/// file [`ArrowWriter`] writes, in about half the time on two cores.
-pub fn encode_parquet(batch: &RecordBatch, compression: Compression) -> Result<Bytes> {
+/// file [`ArrowWriter`] writes, in about half the time on two cores. The
+/// batch is taken, not borrowed: each column is freed once encoded (unless
+/// the caller still holds it), so the batch and its encoded file are not
+/// both whole in memory at the end.
+pub fn encode_parquet(batch: RecordBatch, compression: Compression) -> Result<Bytes> {
     let properties = writer_properties(compression)?;
     let group_rows = properties
         .max_row_group_row_count()
@@ -47,33 +49,55 @@ pub fn encode_parquet(batch: &RecordBatch, compression: Compression) -> Result<B
     let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4);
     let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(properties))?;
     if batch.num_rows() < PARALLEL_FROM_ROWS {
-        writer.write(batch)?;
+        writer.write(&batch)?;
         writer.close()?;
         return Ok(Bytes::from(buffer));
     }
     let (mut file, factory) = writer.into_serialized_writer()?;
-    let schema = batch.schema();
+    let (schema, mut columns, total_rows) = batch.into_parts();
     let mut start = 0;
     for index in 0.. {
-        if start >= batch.num_rows() {
+        if start >= total_rows {
             break;
         }
-        let rows = group_rows.min(batch.num_rows() - start);
-        let slice = batch.slice(start, rows);
+        let rows = group_rows.min(total_rows - start);
+        let last = start + rows == total_rows;
+        // The last row group takes the columns themselves, so each is freed
+        // as soon as it is encoded.
+        let group: Vec<ArrayRef> = if last {
+            std::mem::take(&mut columns)
+                .into_iter()
+                .map(|column| {
+                    if start == 0 {
+                        column
+                    } else {
+                        column.slice(start, rows)
+                    }
+                })
+                .collect()
+        } else {
+            columns.iter().map(|c| c.slice(start, rows)).collect()
+        };
         start += rows;
-        // One writer per leaf column, in schema order.
-        let mut work: Vec<Column> = Vec::new();
+        // The writers of each field's leaves, in schema order.
         let mut writers = factory.create_column_writers(index)?.into_iter();
-        for (field, column) in schema.fields().iter().zip(slice.columns()) {
-            for leaf in compute_leaves(field, column)? {
-                let writer = writers.next().ok_or_else(|| {
-                    parquet::errors::ParquetError::General(
-                        "fewer column writers than leaves".into(),
-                    )
-                })?;
-                let size = column.get_array_memory_size();
-                work.push((size, writer, leaf));
+        let mut work: Vec<Column> = Vec::new();
+        for (field, column) in schema.fields().iter().zip(group) {
+            let leaves = compute_leaves(field, &column.slice(0, 0))?.len();
+            let mine: Vec<ArrowColumnWriter> = writers.by_ref().take(leaves).collect();
+            if mine.len() != leaves {
+                return Err(parquet::errors::ParquetError::General(
+                    "fewer column writers than leaves".into(),
+                )
+                .into());
             }
+            let size = column.get_array_memory_size();
+            work.push(Column {
+                size,
+                field: field.clone(),
+                column,
+                writers: mine,
+            });
         }
         let chunks = encode_columns(work)?;
         let mut row_group = file.next_row_group()?;
@@ -86,40 +110,67 @@ pub fn encode_parquet(batch: &RecordBatch, compression: Compression) -> Result<B
     Ok(Bytes::from(buffer))
 }
 
-/// One leaf column to encode: its memory size (the work it is), its writer
-/// and its values.
-type Column = (usize, ArrowColumnWriter, ArrowLeafColumn);
+/// One field to encode: its memory size (the work it is), its values and
+/// the writers of its leaves (one for a flat column).
+struct Column {
+    size: usize,
+    field: FieldRef,
+    column: ArrayRef,
+    writers: Vec<ArrowColumnWriter>,
+}
 
-/// Encodes each column and returns the chunks in the order given. The
-/// largest columns are dealt first, each to the thread with the least work
-/// so far.
+impl Column {
+    /// Turns the values into leaves (levels and values) only now, on the
+    /// encoding thread, writes them, frees them and returns the leaves'
+    /// chunks: one field's leaves in memory per thread, not every field's.
+    /// (Writing a column in slices would hold less still, but it moves page
+    /// boundaries: the file would differ from [`ArrowWriter`]'s.)
+    fn encode(self) -> Result<Vec<ArrowColumnChunk>> {
+        let Column {
+            field,
+            column,
+            mut writers,
+            ..
+        } = self;
+        let leaves = compute_leaves(&field, &column)?;
+        for (writer, leaf) in writers.iter_mut().zip(leaves) {
+            writer.write(&leaf)?;
+        }
+        drop(column);
+        writers
+            .into_iter()
+            .map(|writer| Ok(writer.close()?))
+            .collect()
+    }
+}
+
+/// Encodes each field and returns the chunks of their leaves in the order
+/// given. The largest columns are dealt first, each to the thread with the
+/// least work so far.
 fn encode_columns(columns: Vec<Column>) -> Result<Vec<ArrowColumnChunk>> {
     let mut largest_first: Vec<(usize, Column)> = columns.into_iter().enumerate().collect();
-    largest_first.sort_by_key(|(_, (size, ..))| std::cmp::Reverse(*size));
+    largest_first.sort_by_key(|(_, column)| std::cmp::Reverse(column.size));
     let mut loads = [0usize; ENCODE_THREADS];
     let mut shares: Vec<Vec<(usize, Column)>> = (0..ENCODE_THREADS).map(|_| Vec::new()).collect();
     for (i, column) in largest_first {
         let thread = (0..ENCODE_THREADS)
             .min_by_key(|&t| loads[t])
             .unwrap_or_default();
-        loads[thread] += column.0;
+        loads[thread] += column.size;
         shares[thread].push((i, column));
     }
     let encoded = on_threads(shares, |share| {
         share
             .into_iter()
-            .map(|(i, (_, mut writer, leaf))| {
-                writer.write(&leaf)?;
-                Ok((i, writer.close()?))
-            })
-            .collect::<Result<Vec<(usize, ArrowColumnChunk)>>>()
+            .map(|(i, column)| Ok((i, column.encode()?)))
+            .collect::<Result<Vec<(usize, Vec<ArrowColumnChunk>)>>>()
     });
     let mut chunks = Vec::new();
     for share in encoded {
         chunks.extend(share?);
     }
     chunks.sort_by_key(|(i, _)| *i);
-    Ok(chunks.into_iter().map(|(_, chunk)| chunk).collect())
+    Ok(chunks.into_iter().flat_map(|(_, chunks)| chunks).collect())
 }
 
 /// The footer of the Parquet file `path` of `size` bytes: two ranged reads
@@ -189,7 +240,7 @@ mod tests {
     fn columns_encoded_in_parallel_make_the_same_file() {
         for rows in [10, PARALLEL_FROM_ROWS + 1, 100_000] {
             let batch = batch(rows);
-            let parallel = encode_parquet(&batch, Compression::Zstd).unwrap();
+            let parallel = encode_parquet(batch.clone(), Compression::Zstd).unwrap();
             assert_eq!(parallel, sequential(&batch), "{rows} rows");
             let read: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(parallel)
                 .unwrap()

@@ -343,7 +343,7 @@ mod tests {
         let batch = builder.finish().unwrap();
         let dir = root.join("logs/raw").join(hour.unwrap().hive_path());
         std::fs::create_dir_all(&dir).unwrap();
-        let bytes = logpipe_lake::encode_parquet(&batch, Compression::Snappy).unwrap();
+        let bytes = logpipe_lake::encode_parquet(batch.clone(), Compression::Snappy).unwrap();
         std::fs::write(dir.join(format!("part-{}.parquet", raw.len())), bytes).unwrap();
     }
 

@@ -39,7 +39,8 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use logpipe_core::time::{micros_to_rfc3339, now_micros};
+use logpipe_core::TableDef;
+use logpipe_core::time::{HourPartition, micros_to_rfc3339, now_micros};
 use object_store::{PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
@@ -118,13 +119,25 @@ impl CommitRecord {
 /// The files step `seq` of `job` writes for `groups`, in order (see
 /// [`data_file_path`]).
 pub fn plan_files(job: &str, seq: u64, groups: &TableGroups) -> Vec<CommittedFile> {
-    groups
+    let shapes: Vec<GroupShape> = groups
+        .iter()
+        .map(|(&(table, hour), batch)| (table, hour, batch.num_rows()))
+        .collect();
+    plan_shapes(job, seq, &shapes)
+}
+
+/// A group of a step as its plan sees it: table, hour and row count.
+type GroupShape = (&'static TableDef, HourPartition, usize);
+
+/// [`plan_files`] from the groups' shapes, in the groups' order.
+fn plan_shapes(job: &str, seq: u64, shapes: &[GroupShape]) -> Vec<CommittedFile> {
+    shapes
         .iter()
         .enumerate()
-        .map(|(n, ((table, hour), batch))| CommittedFile {
+        .map(|(n, (table, hour, rows))| CommittedFile {
             path: data_file_path(table, hour, job, seq, n),
             table: table.name.to_string(),
-            rows: batch.num_rows() as u64,
+            rows: *rows as u64,
         })
         .collect()
 }
@@ -229,10 +242,15 @@ impl Lake {
     /// job committed meanwhile, takes the chain from it and either goes on
     /// at the next number or, when that writer committed partitions this
     /// step read, drops the step ([`StepOutcome::Fenced`]).
-    pub async fn commit_step(&self, chain: &mut Chain, step: Step) -> Result<StepOutcome> {
-        let encoded = self
-            .encode_batches(step.groups.values().cloned().collect())
-            .await?;
+    pub async fn commit_step(&self, chain: &mut Chain, mut step: Step) -> Result<StepOutcome> {
+        // The plan needs only each group's key and row count: the batches
+        // themselves go to the encoder, which frees them as it goes.
+        let shapes: Vec<GroupShape> = step
+            .groups
+            .iter()
+            .map(|(&(table, hour), batch)| (table, hour, batch.num_rows()))
+            .collect();
+        let encoded = self.encode(std::mem::take(&mut step.groups)).await?;
         let mut record = CommitRecord {
             job: step.job,
             seq: 0,
@@ -249,7 +267,7 @@ impl Lake {
             // The step goes after the newest commit known; its offsets are
             // that commit's, moved on for the partitions this step read.
             record.seq = chain.seq + 1;
-            record.files = plan_files(&record.job, record.seq, &step.groups);
+            record.files = plan_shapes(&record.job, record.seq, &shapes);
             record.offsets = chain.offsets.clone();
             for (topic, partitions) in &record.ranges {
                 let offsets = record.offsets.entry(topic.clone()).or_default();
