@@ -12,6 +12,11 @@ mod commands;
 
 use args::{Cli, Command};
 
+/// jemalloc, with the options in src/malloc_conf.c (build.rs links them in).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOGPIPE_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,datafusion=warn,hyper=warn,reqwest=warn")

@@ -1033,3 +1033,28 @@ async fn the_storage_gauges_show_what_each_table_holds() {
     }
     assert!(running.terminate().success());
 }
+
+/// The binary allocates with jemalloc and the options
+/// `crates/logpipe-cli/src/malloc_conf.c` bakes in (two arenas, purging on
+/// background threads): `background_thread:true` starts jemalloc's purging
+/// threads, which exist only if the linked-in options were read — neither
+/// glibc's malloc nor jemalloc's defaults start any.
+#[test]
+fn the_binary_allocates_with_jemalloc_and_its_baked_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(&dir.path().join("data"), &[]);
+    let tasks = format!("/proc/{}/task", running.child.id());
+    let mut names = Vec::new();
+    for _ in 0..100 {
+        names = std::fs::read_dir(&tasks)
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_string())
+            .collect();
+        if names.iter().any(|name| name == "jemalloc_bg_thd") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no jemalloc background thread in `logpipe up`; its threads: {names:?}");
+}
