@@ -6,9 +6,12 @@
 
 fn main() {
     println!("cargo:rerun-if-changed=src/malloc_conf.c");
-    let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
-    if target_env == "msvc" {
-        return; // no jemalloc there (see the allocator in main.rs)
+    // No jemalloc on msvc (see the allocator in main.rs); on windows-gnu
+    // jemalloc's own definition of the options is not weak, so a second
+    // one would not link.
+    let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    if target_os == "windows" {
+        return;
     }
     let objects = cc::Build::new()
         .file("src/malloc_conf.c")

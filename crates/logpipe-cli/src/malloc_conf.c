@@ -5,14 +5,20 @@
  * narenas:2          two arenas instead of four per core: freed memory is
  *                    reused by the next batch instead of sitting in the arena
  *                    of whichever thread freed it (peak RSS under full load
- *                    420 -> 220 MiB for events, docs/BENCHMARKS.md); thread
- *                    caches keep allocation from contending on them.
+ *                    about 356 -> 225 MiB for events, 243 -> 187 MiB for
+ *                    logs, against glibc's malloc; docs/BENCHMARKS.md "Peak
+ *                    memory"); thread caches keep allocation from contending
+ *                    on them.
  * background_thread  purging off the hot threads.
  * dirty_decay_ms     freed pages go back to the kernel after a second, so
  * muzzy_decay_ms     an idle process shrinks after a burst.
+ * abort_conf         an option jemalloc does not understand (here, or in
+ *                    _RJEM_MALLOC_CONF) stops the process at start with
+ *                    jemalloc's message naming it, instead of a warning
+ *                    and the option silently ignored.
  *
  * Override at run time with _RJEM_MALLOC_CONF (e.g. narenas:16 on a host
- * with many cores; docs/operations.md).
+ * with many cores; docs/operations.md "Memory").
  */
 const char *_rjem_malloc_conf =
-    "background_thread:true,narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0";
+    "abort_conf:true,background_thread:true,narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0";

@@ -1041,6 +1041,12 @@ async fn the_storage_gauges_show_what_each_table_holds() {
 /// glibc's malloc nor jemalloc's defaults start any.
 #[test]
 fn the_binary_allocates_with_jemalloc_and_its_baked_options() {
+    // The options can also come from the environment, which the child
+    // inherits: then this test would not show the baked-in ones.
+    assert!(
+        std::env::var_os("_RJEM_MALLOC_CONF").is_none(),
+        "unset _RJEM_MALLOC_CONF to run this test"
+    );
     let dir = tempfile::tempdir().unwrap();
     let running = Running::start(&dir.path().join("data"), &[]);
     let tasks = format!("/proc/{}/task", running.child.id());

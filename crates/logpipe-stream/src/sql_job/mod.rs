@@ -312,9 +312,7 @@ impl Slot {
                 );
                 let groups = self.groups(&state)?;
                 let files = plan_files(job, seq, &groups);
-                let encoded = lake
-                    .encode_batches(groups.values().cloned().collect())
-                    .await?;
+                let encoded = lake.encode(groups).await?;
                 lake.put_missing(files, encoded, &missing).await?;
             }
         }
