@@ -453,8 +453,8 @@ impl<'de> Deserialize<'de> for EventDataView {
                 let mut view = EventDataView::default();
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     match key.as_ref() {
-                        "page" => view.page = map.next_value::<Lenient<String>>()?.0,
-                        "element" => view.element = map.next_value::<Lenient<String>>()?.0,
+                        "page" => view.page = map.next_value::<LenientString>()?.0,
+                        "element" => view.element = map.next_value::<LenientString>()?.0,
                         "position" => {
                             let position = map.next_value::<Lenient<PositionView>>()?.0;
                             if let Some(position) = position {
@@ -489,6 +489,23 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = <&'de RawValue>::deserialize(deserializer)?;
         Ok(Lenient(serde_json::from_str(raw.get()).ok()))
+    }
+}
+
+/// [`Lenient<String>`] without the second parse where the value is a
+/// string with no escapes (nearly every `page` and `element`): between its
+/// quotes is then exactly the text. Anything else takes the lenient parse.
+struct LenientString(Option<String>);
+
+impl<'de> Deserialize<'de> for LenientString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <&'de RawValue>::deserialize(deserializer)?.get();
+        if let Some(text) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"'))
+            && !text.contains('\\')
+        {
+            return Ok(LenientString(Some(text.to_owned())));
+        }
+        Ok(LenientString(serde_json::from_str(raw).ok()))
     }
 }
 
@@ -1052,6 +1069,30 @@ mod tests {
             error.contains("field `event_data`: must be a JSON object"),
             "{error}"
         );
+    }
+
+    /// The string fast path answers what the lenient parse answers, for
+    /// every shape a value can have.
+    #[test]
+    fn lenient_strings_read_as_the_lenient_parse_reads_them() {
+        for raw in [
+            r#""/home""#,
+            r#""""#,
+            r#""caf\u00e9""#,
+            r#""a\"b""#,
+            r#""tab\tend""#,
+            r#""한글 page""#,
+            "12",
+            "-0.5e3",
+            "null",
+            "true",
+            r#"{"a":"b"}"#,
+            r#"["x"]"#,
+        ] {
+            let fast = serde_json::from_str::<LenientString>(raw).unwrap().0;
+            let lenient = serde_json::from_str::<Lenient<String>>(raw).unwrap().0;
+            assert_eq!(fast, lenient, "{raw}");
+        }
     }
 
     /// What each shape of `page` and `position` flattens to: the value
