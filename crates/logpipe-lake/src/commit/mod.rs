@@ -119,15 +119,19 @@ impl CommitRecord {
 /// The files step `seq` of `job` writes for `groups`, in order (see
 /// [`data_file_path`]).
 pub fn plan_files(job: &str, seq: u64, groups: &TableGroups) -> Vec<CommittedFile> {
-    let shapes: Vec<GroupShape> = groups
-        .iter()
-        .map(|(&(table, hour), batch)| (table, hour, batch.num_rows()))
-        .collect();
-    plan_shapes(job, seq, &shapes)
+    plan_shapes(job, seq, &shapes_of(groups))
 }
 
 /// A group of a step as its plan sees it: table, hour and row count.
 type GroupShape = (&'static TableDef, HourPartition, usize);
+
+/// What [`plan_shapes`] needs of `groups`, in their order.
+fn shapes_of(groups: &TableGroups) -> Vec<GroupShape> {
+    groups
+        .iter()
+        .map(|(&(table, hour), batch)| (table, hour, batch.num_rows()))
+        .collect()
+}
 
 /// [`plan_files`] from the groups' shapes, in the groups' order.
 fn plan_shapes(job: &str, seq: u64, shapes: &[GroupShape]) -> Vec<CommittedFile> {
@@ -245,11 +249,7 @@ impl Lake {
     pub async fn commit_step(&self, chain: &mut Chain, mut step: Step) -> Result<StepOutcome> {
         // The plan needs only each group's key and row count: the batches
         // themselves go to the encoder, which frees them as it goes.
-        let shapes: Vec<GroupShape> = step
-            .groups
-            .iter()
-            .map(|(&(table, hour), batch)| (table, hour, batch.num_rows()))
-            .collect();
+        let shapes = shapes_of(&step.groups);
         let encoded = self.encode(std::mem::take(&mut step.groups)).await?;
         let mut record = CommitRecord {
             job: step.job,
