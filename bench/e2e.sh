@@ -20,6 +20,8 @@
 #        BENCH_PRELOAD=N loads N records first, untimed (a lake to query).
 #        BENCH_QUERY=SQL posts SQL to /api/query in a loop, one at a time,
 #        while the timed records go in (bench/query_isolation.sh compares).
+#        BENCH_BUSY_LOOPS=N runs N busy loops at SCHED_IDLE in another
+#        process meanwhile (what any low-priority work costs ingest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${1:-2000000}
@@ -66,15 +68,27 @@ PY
   QUERY_PID=$!
 fi
 
+BUSY_PIDS=()
+for _ in $(seq "${BENCH_BUSY_LOOPS:-0}"); do
+  chrt --idle 0 python3 -c '
+import os, sys
+while not os.path.exists(sys.argv[1]):
+    for _ in range(100000): pass' "$WORK/stop" &
+  BUSY_PIDS+=($!)
+done
+
 START=$(date +%s.%N)
 /usr/bin/env time -f 'GEN_CPU %U %S' "${CLIENT_PIN[@]}" "$BIN" generate --target "$URL" --count "$COUNT" --kind "$KIND" --batch-size "$BATCH" --concurrency "$CONCURRENCY" >"$WORK/gen" 2>&1
 ACKED=$(date +%s.%N)
 until [ "$(stat lake_rows)" -ge "$((PRELOAD + COUNT))" ]; do sleep 0.02; done
 DONE=$(date +%s.%N)
-if [ -n "${QUERY_PID:-}" ]; then
-  touch "$WORK/stop"
-  wait "$QUERY_PID" || true
-fi
+BUSY_TICKS=0
+for pid in "${BUSY_PIDS[@]}"; do
+  BUSY_TICKS=$((BUSY_TICKS + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+done
+touch "$WORK/stop"
+[ -n "${QUERY_PID:-}" ] && { wait "$QUERY_PID" || true; }
+for pid in "${BUSY_PIDS[@]}"; do wait "$pid" || true; done
 # Kafka transactions and the appends they carried (0 0 without them).
 TXNS=$(curl -sf "$URL/metrics" | awk '/^logpipe_bus_transactions_total\{outcome="committed"\}/ {t=$2} /^logpipe_bus_transaction_requests_total / {r=$2} END {print t+0, r+0}')
 RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$PID/status")
@@ -87,9 +101,9 @@ done
 stop_up
 
 touch "$WORK/queries"
-python3 - "$COUNT" "$START" "$ACKED" "$DONE" "$RSS_KB" "$WORK/gen" "$UP_TICKS" "$(getconf CLK_TCK)" "$BROKER_TICKS" $TXNS "$WORK/queries" <<'PY'
+python3 - "$COUNT" "$START" "$ACKED" "$DONE" "$RSS_KB" "$WORK/gen" "$UP_TICKS" "$(getconf CLK_TCK)" "$BROKER_TICKS" $TXNS "$WORK/queries" "$BUSY_TICKS" <<'PY'
 import statistics, sys
-count, start, acked, done, rss_kb, gen, up_ticks, hz, broker_ticks, txns, txn_appends, queries = sys.argv[1:]
+count, start, acked, done, rss_kb, gen, up_ticks, hz, broker_ticks, txns, txn_appends, queries, busy_ticks = sys.argv[1:]
 count = int(count); start, acked, done = float(start), float(acked), float(done)
 lines = open(gen).read().strip().splitlines()
 gen_cpu = sum(float(x) for l in lines if l.startswith('GEN_CPU') for x in l.split()[1:])
@@ -107,6 +121,9 @@ if int(broker_ticks):
     print(f"broker CPU         {broker_cpu:.1f} s ({broker_cpu / (done - start):.2f} cores, {broker_cpu / count * 1e6:.2f} µs/record)")
 if float(txns):
     print(f"transactions       {float(txns):.0f} committed, {float(txn_appends) / float(txns):.2f} requests each")
+if int(busy_ticks):
+    busy_cpu = int(busy_ticks) / int(hz)
+    print(f"busy loops took    {busy_cpu / (done - start):.2f} cores")
 seconds = [float(l) for l in open(queries).read().split()]
 if seconds:
     print(f"queries meanwhile  {len(seconds)}, median {statistics.median(seconds) * 1000:.0f} ms, max {max(seconds) * 1000:.0f} ms")

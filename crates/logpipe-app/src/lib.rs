@@ -457,6 +457,7 @@ impl Pipeline {
                     threads: Some(logpipe_query::QueryThreads {
                         threads: config.query.threads,
                         priority: config.query.priority,
+                        max_share_under_load: config.query.max_share_under_load,
                     }),
                 };
                 let engine = QueryEngine::open_limited(store, limits).await?;

@@ -264,6 +264,17 @@ mod tests {
         config.query.timeout = std::time::Duration::ZERO;
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("query.timeout"), "{error}");
+        config.query.timeout = std::time::Duration::from_secs(1);
+        for share in [-0.1, 1.5, f64::NAN] {
+            config.query.max_share_under_load = share;
+            let error = config.validate().unwrap_err().to_string();
+            assert!(
+                error.contains("query.max_share_under_load"),
+                "{share}: {error}"
+            );
+        }
+        config.query.max_share_under_load = 0.0;
+        assert!(config.validate().is_ok());
     }
 
     #[test]

@@ -37,6 +37,13 @@ pub struct QueryConfig {
     /// wants; a query waits while ingest takes every core), `low` (nice 10)
     /// or `normal` (as ingest).
     pub priority: QueryPriority,
+    /// While the rest of the process (ingest, stream jobs) uses at least a
+    /// quarter of the cores, the query threads together use at most this
+    /// share of the cores: a scan waits between batches of rows to stay
+    /// under. Priority alone does not protect ingest on few cores (what runs
+    /// in its short idle gaps costs it more than the CPU taken); 0 turns
+    /// the cap off.
+    pub max_share_under_load: f64,
 }
 
 impl Default for QueryConfig {
@@ -46,6 +53,7 @@ impl Default for QueryConfig {
             max_memory_bytes: 512 * 1024 * 1024,
             threads: 0,
             priority: QueryPriority::Idle,
+            max_share_under_load: 0.1,
         }
     }
 }
@@ -57,6 +65,12 @@ impl QueryConfig {
         }
         if self.max_memory_bytes < 1024 * 1024 {
             return invalid("query.max_memory_bytes", "must be at least 1 MiB (1048576)");
+        }
+        if !(0.0..=1.0).contains(&self.max_share_under_load) {
+            return invalid(
+                "query.max_share_under_load",
+                "must be a share of the cores from 0 (no cap) to 1",
+            );
         }
         Ok(())
     }

@@ -65,6 +65,6 @@ impl QueryEngine {
                 col("alert_id").sort(true, false),
             ])?
             .limit(0, Some(filter.limit))?;
-        crate::collect(frame, filter.limit, self.limits.max_memory_bytes).await
+        crate::collect(frame, filter.limit, self.limits.max_memory_bytes, None).await
     }
 }

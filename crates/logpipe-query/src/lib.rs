@@ -19,6 +19,8 @@
 //! - `catalog.rs`: registering the catalog's tables.
 //! - [`alerts`] — the typed query behind `/api/alerts`.
 //! - [`render`] — results as a table, CSV or JSON.
+//! - `runtime.rs`: the query API's own low-priority runtime; `pace.rs`: its
+//!   scans held to a share of the cores while ingest is busy.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -36,6 +38,7 @@ use logpipe_lake::LakeStore;
 pub mod alerts;
 mod catalog;
 mod error;
+mod pace;
 pub mod render;
 mod runtime;
 pub mod stream_sql;
@@ -243,10 +246,11 @@ impl QueryEngine {
             .with_allow_statements(false);
         let ctx = self.ctx.clone();
         let limit = self.limits.max_memory_bytes;
+        let pacer = self.limits.threads.and_then(runtime::pacer);
         let sql = sql.to_string();
         let run = async move {
             let frame = ctx.sql_with_options(&sql, options).await?;
-            collect(frame, max_rows, limit).await
+            collect(frame, max_rows, limit, pacer).await
         };
         let run = async move {
             match self.limits.threads {
@@ -277,14 +281,23 @@ impl QueryEngine {
     }
 }
 
-/// Runs `frame`, keeping at most `max_rows` rows and `max_bytes` of them.
+/// Runs `frame`, keeping at most `max_rows` rows and `max_bytes` of them,
+/// its scans paced by `pacer` when one is given (`pace.rs`).
 async fn collect(
     frame: DataFrame,
     max_rows: usize,
     max_bytes: Option<usize>,
+    pacer: Option<&'static pace::Pacer>,
 ) -> Result<QueryResult> {
     let schema: arrow::datatypes::SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let mut stream = frame.execute_stream().await?;
+    let mut stream = match pacer {
+        None => frame.execute_stream().await?,
+        Some(pacer) => {
+            let task = Arc::new(frame.task_ctx());
+            let plan = pace::paced(frame.create_physical_plan().await?, pacer)?;
+            datafusion::physical_plan::execute_stream(plan, task)?
+        }
+    };
     let mut batches = Vec::new();
     let mut rows = 0usize;
     let mut bytes = 0usize;

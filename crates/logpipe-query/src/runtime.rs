@@ -11,12 +11,29 @@ use std::sync::OnceLock;
 pub use logpipe_config::QueryPriority;
 use tokio::runtime::{Handle, Runtime};
 
-/// `[query] threads` and `priority`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use crate::pace::Pacer;
+
+/// `[query] threads`, `priority` and `max_share_under_load`.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QueryThreads {
     /// Worker threads (0: one per core).
     pub threads: usize,
     pub priority: QueryPriority,
+    /// The share of the cores the query threads may use while the rest of
+    /// the process is busy (`pace.rs`; 0: no cap).
+    pub max_share_under_load: f64,
+}
+
+/// The process's pacer for the query runtime's scans (made once, like the
+/// runtime); `None` when `max_share_under_load` sets no cap.
+pub(crate) fn pacer(threads: QueryThreads) -> Option<&'static Pacer> {
+    static PACER: OnceLock<Option<Pacer>> = OnceLock::new();
+    PACER
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(2, usize::from);
+            Pacer::new(threads.max_share_under_load, cores)
+        })
+        .as_ref()
 }
 
 /// The process's query runtime, made by the first engine that asks for
@@ -96,6 +113,7 @@ mod tests {
         let handle = handle(QueryThreads {
             threads: 1,
             priority: QueryPriority::Idle,
+            max_share_under_load: 0.1,
         });
         let policy = std::thread::spawn(move || {
             handle.block_on(async {
