@@ -70,9 +70,10 @@ fi
 
 BUSY_PIDS=()
 for _ in $(seq "${BENCH_BUSY_LOOPS:-0}"); do
+  # Stops at `stop`, or when the script's directory is gone (it ended early).
   chrt --idle 0 python3 -c '
 import os, sys
-while not os.path.exists(sys.argv[1]):
+while os.path.isdir(os.path.dirname(sys.argv[1])) and not os.path.exists(sys.argv[1]):
     for _ in range(100000): pass' "$WORK/stop" &
   BUSY_PIDS+=($!)
 done

@@ -38,9 +38,9 @@ pub struct QueryConfig {
     /// or `normal` (as ingest).
     pub priority: QueryPriority,
     /// While the rest of the process (ingest, stream jobs) uses at least a
-    /// quarter of the cores, the query threads together use at most this
-    /// share of the cores: a scan waits between batches of rows to stay
-    /// under. Priority alone does not protect ingest on few cores (what runs
+    /// quarter of the cores, the query threads together use about this
+    /// share of the cores (averaged over tenths of a second): a scan waits
+    /// between batches of rows to stay under. Priority alone does not protect ingest on few cores (what runs
     /// in its short idle gaps costs it more than the CPU taken); 0 turns
     /// the cap off.
     pub max_share_under_load: f64,

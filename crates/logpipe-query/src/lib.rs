@@ -273,7 +273,9 @@ impl QueryEngine {
             Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {
                 QueryError::Limit(format!(
                     "the query ran longer than query.timeout ({}s) and was stopped; narrow it \
-                     (a WHERE on year/month/day/hour) or raise the setting",
+                     (a WHERE on year/month/day/hour) or raise the setting (while ingest is \
+                     busy, API queries also wait for their share of the CPU: \
+                     query.max_share_under_load)",
                     limit.as_secs_f64()
                 ))
             })?,

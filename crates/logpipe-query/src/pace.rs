@@ -3,26 +3,30 @@
 //!
 //! Why a cap and not only a priority: on two cores ingest leaves many short
 //! gaps between its wake-ups (group fsyncs, HTTP round trips), and whatever
-//! runs in them costs ingest more than the CPU time it takes — measured, a
-//! busy loop at `SCHED_IDLE` in another process takes 0.47 cores of those
-//! gaps and costs ingest a fifth of its rate, as much as a heavy query does
-//! (docs/BENCHMARKS.md, "What a heavy query costs ingest"). The kernel's
-//! priority decides who runs, not how often the caches are refilled, so the
-//! only lever is running less often. While the process's other threads
+//! runs in them costs ingest more than the CPU time it takes — measured, two
+//! busy loops at `SCHED_IDLE` in another process take 0.56 cores of those
+//! gaps and cost ingest a fifth of its rate, as a heavy query at `SCHED_IDLE`
+//! does (docs/BENCHMARKS.md, "What a heavy query costs ingest"). The
+//! kernel's priority decides who runs, not how often the gaps are taken, so
+//! the lever is running less often. While the process's other threads
 //! (ingest, stream jobs, the HTTP server) use at least a quarter of the
-//! cores, the query threads together may use at most
-//! `max_share_under_load` of the cores: each scan of a query waits between
-//! two batches of rows until the time its threads spent is paid back. On a
-//! process that is otherwise idle queries run at full speed, and a query
-//! never waits longer than [`MAX_WAIT`] at once.
+//! cores, the query threads together may use about `max_share_under_load`
+//! of the cores: every leaf of a query's plan (each scan, and the plans
+//! that make rows without reading any) waits before its next batch until
+//! the CPU its threads spent beyond that share is paid back, looking again
+//! every [`MAX_WAIT`] at most. On a process that is otherwise idle queries
+//! run at full speed.
 //!
-//! The query threads' CPU is read from each thread's own clock at every
-//! batch a scan returns (the work between two batches on a thread is all
-//! query work: nothing else runs on the query runtime); the rest of the
-//! process is the process's clock minus that.
+//! The query threads' CPU is what each thread reports of its own clock: at
+//! every paced batch, when it parks and when it stops. Work between two
+//! reports (a long sort, file reads on the blocking threads until they
+//! stop) counts as the rest of the process until reported, and what a
+//! batch did is charged after it: the cap is an average over windows of a
+//! tenth of a second, not a hard limit.
 
 use std::cell::Cell;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -30,7 +34,6 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
@@ -39,11 +42,14 @@ use futures::Stream;
 
 /// How often the rest of the process's CPU is measured.
 const WINDOW: Duration = Duration::from_millis(100);
+/// A meter not read for this long starts over (not busy, no debt): the
+/// last queries' state says nothing about the next one's.
+const STALE: Duration = Duration::from_secs(1);
 /// The rest of the process is busy from this share of the cores on.
 const BUSY_SHARE: f64 = 0.25;
-/// The longest a scan waits at once (a batch that took long is paid back
-/// over several waits, so the query still shows progress to the timeout).
-pub(crate) const MAX_WAIT: Duration = Duration::from_millis(500);
+/// The longest a scan sleeps at once before it looks again (the process
+/// may have quieted meanwhile); it sleeps again while debt is left.
+pub(crate) const MAX_WAIT: Duration = Duration::from_millis(250);
 
 /// The process's pacer: one budget for all query threads.
 #[derive(Debug)]
@@ -52,13 +58,16 @@ pub(crate) struct Pacer {
     allowed_cores: f64,
     /// Cores the rest of the process must use to count as busy.
     busy_cores: f64,
+    /// CPU the query threads reported (each its own, at every paced batch,
+    /// when it parks and when it stops).
+    query_ns: AtomicU64,
     meter: Mutex<Meter>,
 }
 
 #[derive(Debug)]
 struct Meter {
-    /// CPU the query threads used, as their checkpoints reported it.
-    query_ns: u64,
+    /// `query_ns` already charged to the debt.
+    charged_ns: u64,
     window_began: Instant,
     process_ns_then: u64,
     query_ns_then: u64,
@@ -80,8 +89,9 @@ impl Pacer {
         Some(Pacer {
             allowed_cores: share * cores as f64,
             busy_cores: BUSY_SHARE * cores as f64,
+            query_ns: AtomicU64::new(0),
             meter: Mutex::new(Meter {
-                query_ns: 0,
+                charged_ns: 0,
                 window_began: now,
                 process_ns_then: process_cpu_ns(),
                 query_ns_then: 0,
@@ -92,33 +102,57 @@ impl Pacer {
         })
     }
 
-    /// Called on a query thread after a scan's batch: counts the thread's
-    /// CPU since its last checkpoint and answers how long the scan should
-    /// wait before its next batch.
-    pub(crate) fn checkpoint(&self) -> Option<Duration> {
-        let used = thread_cpu_since_last_checkpoint();
-        self.account(used, Instant::now(), process_cpu_ns)
+    /// Adds the calling query thread's CPU since it last reported (the
+    /// runtime calls this when a query thread parks or stops).
+    pub(crate) fn report_thread(&self) {
+        self.report(thread_cpu_since_last_report());
     }
 
-    /// The bookkeeping of [`Pacer::checkpoint`], with the clocks passed in.
+    fn report(&self, used_ns: u64) {
+        self.query_ns.fetch_add(used_ns, Ordering::Relaxed);
+    }
+
+    /// Called on a query thread after a paced batch: reports the thread's
+    /// CPU and answers how long the scan should wait before its next batch.
+    pub(crate) fn checkpoint(&self) -> Option<Duration> {
+        self.report_thread();
+        self.account(Instant::now, process_cpu_ns)
+    }
+
+    /// The bookkeeping of [`Pacer::checkpoint`], with the clocks passed in
+    /// (read under the lock, so time never runs backwards here).
     fn account(
         &self,
-        used_ns: u64,
-        now: Instant,
+        clock: impl Fn() -> Instant,
         process_ns: impl Fn() -> u64,
     ) -> Option<Duration> {
         let mut meter = self.meter.lock().unwrap_or_else(PoisonError::into_inner);
-        meter.query_ns += used_ns;
+        let now = clock().max(meter.paid_until);
+        let total = self.query_ns.load(Ordering::Relaxed);
+        let fresh = total.saturating_sub(meter.charged_ns);
+        meter.charged_ns = total;
+        let wall = now.saturating_duration_since(meter.window_began);
+        if wall >= STALE {
+            *meter = Meter {
+                charged_ns: total,
+                window_began: now,
+                process_ns_then: process_ns(),
+                query_ns_then: total,
+                busy: false,
+                debt_ns: 0.0,
+                paid_until: now,
+            };
+            return None;
+        }
         let elapsed = now.saturating_duration_since(meter.paid_until);
         meter.paid_until = now;
         if meter.busy {
             let allowance = self.allowed_cores * elapsed.as_nanos() as f64;
-            meter.debt_ns = (meter.debt_ns + used_ns as f64 - allowance).max(0.0);
+            meter.debt_ns = (meter.debt_ns + fresh as f64 - allowance).max(0.0);
         }
-        let wall = now.saturating_duration_since(meter.window_began);
         if wall >= WINDOW {
             let process = process_ns();
-            let query = meter.query_ns - meter.query_ns_then;
+            let query = total.saturating_sub(meter.query_ns_then);
             let rest = process
                 .saturating_sub(meter.process_ns_then)
                 .saturating_sub(query);
@@ -128,7 +162,7 @@ impl Pacer {
             }
             meter.window_began = now;
             meter.process_ns_then = process;
-            meter.query_ns_then = meter.query_ns;
+            meter.query_ns_then = total;
         }
         if !meter.busy {
             return None;
@@ -153,7 +187,7 @@ fn process_cpu_ns() -> u64 {
 
 /// This thread's CPU since it last asked (all of it the first time: a
 /// query thread runs nothing but queries).
-fn thread_cpu_since_last_checkpoint() -> u64 {
+fn thread_cpu_since_last_report() -> u64 {
     thread_local! {
         static LAST: Cell<u64> = const { Cell::new(0) };
     }
@@ -163,13 +197,14 @@ fn thread_cpu_since_last_checkpoint() -> u64 {
     LAST.with(|last| now.saturating_sub(last.replace(now)))
 }
 
-/// `plan` with every scan paced by `pacer`.
+/// `plan` with every leaf paced by `pacer`: the scans, and the plans that
+/// make rows without reading any (`generate_series`, `information_schema`).
 pub(crate) fn paced(
     plan: Arc<dyn ExecutionPlan>,
     pacer: &'static Pacer,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
-        if node.is::<DataSourceExec>() {
+        if node.children().is_empty() {
             Ok(Transformed::yes(
                 Arc::new(PacedExec { input: node, pacer }) as Arc<dyn ExecutionPlan>
             ))
@@ -246,9 +281,13 @@ impl Stream for PacedStream {
     type Item = DfResult<RecordBatch>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(wait) = self.wait.as_mut() {
+        // Sleep until the debt is paid, looking again after each sleep.
+        while let Some(wait) = self.wait.as_mut() {
             ready!(wait.as_mut().poll(cx));
-            self.wait = None;
+            self.wait = self
+                .pacer
+                .checkpoint()
+                .map(|wait| Box::pin(tokio::time::sleep(wait)));
         }
         let next = ready!(self.input.as_mut().poll_next(cx));
         if let Some(Ok(_)) = &next
@@ -270,12 +309,42 @@ impl RecordBatchStream for PacedStream {
 mod tests {
     use super::*;
 
-    /// A pacer for 2 cores, 10 % for queries, busy from half a core.
+    /// A pacer for 2 cores, 10 % for queries (0.2 cores), busy from half a
+    /// core.
     fn pacer() -> Pacer {
         Pacer::new(0.1, 2).unwrap()
     }
 
     const MS: u64 = 1_000_000;
+
+    /// Steps of 10 ms from `start`: the query threads report `query` ms of
+    /// CPU and the rest of the process uses `rest` ms; each step's answer.
+    fn steps(
+        pacer: &Pacer,
+        start: Instant,
+        process: &mut u64,
+        range: std::ops::RangeInclusive<u64>,
+        query: u64,
+        rest: u64,
+    ) -> Vec<Option<Duration>> {
+        range
+            .map(|step| {
+                pacer.report(query * MS);
+                *process += (query + rest) * MS;
+                let now = start + Duration::from_millis(10 * step);
+                let process = *process;
+                pacer.account(|| now, || process)
+            })
+            .collect()
+    }
+
+    fn process_then(pacer: &Pacer) -> u64 {
+        pacer.meter.lock().unwrap().process_ns_then
+    }
+
+    fn start_of(pacer: &Pacer) -> Instant {
+        pacer.meter.lock().unwrap().window_began
+    }
 
     #[test]
     fn no_cap_at_zero_or_a_whole_share() {
@@ -287,81 +356,78 @@ mod tests {
     #[test]
     fn an_idle_process_never_waits() {
         let pacer = pacer();
-        let start = Instant::now();
-        // The query alone uses both cores for a second: the process's
-        // clock moves with the query's and nothing else.
-        let mut process = pacer.meter.lock().unwrap().process_ns_then;
-        for step in 1..=100u64 {
-            process += 20 * MS;
-            let now = start + Duration::from_millis(10 * step);
-            assert_eq!(pacer.account(20 * MS, now, || process), None, "step {step}");
-        }
+        let mut process = process_then(&pacer);
+        // The query alone uses both cores for a second.
+        let waits = steps(&pacer, start_of(&pacer), &mut process, 1..=100, 20, 0);
+        assert!(waits.iter().all(Option::is_none), "{waits:?}");
     }
 
     #[test]
     fn a_busy_process_holds_queries_to_their_share() {
         let pacer = pacer();
-        let start = Instant::now();
-        let mut process = pacer.meter.lock().unwrap().process_ns_then;
-        // Ingest uses 1.5 cores; the query has used 20 ms of CPU in each of
-        // the last 10 ms (two threads).
-        let mut waits = Vec::new();
-        for step in 1..=30u64 {
-            process += 15 * MS + 20 * MS;
-            let now = start + Duration::from_millis(10 * step);
-            waits.push(pacer.account(20 * MS, now, || process));
-        }
+        let mut process = process_then(&pacer);
+        // Ingest uses 1.5 cores; the query 20 ms of CPU every 10 ms.
+        let waits = steps(&pacer, start_of(&pacer), &mut process, 1..=30, 20, 15);
         // The first window is measured before anything waits.
-        assert!(waits[..9].iter().all(Option::is_none), "{waits:?}");
-        // Then each batch's 20 ms at 0.2 cores is 100 ms of waiting, less
-        // what time already paid back, growing with the debt up to the cap.
+        assert!(waits[..10].iter().all(Option::is_none), "{waits:?}");
+        // Then 20 ms of CPU against 10 ms at 0.2 cores (2 ms) leaves 18 ms
+        // of debt: 90 ms to wait at 0.2 cores; it grows to the longest sleep.
         let later: Vec<_> = waits[10..].iter().map(|w| w.unwrap()).collect();
-        assert!(later[0] >= Duration::from_millis(50), "{later:?}");
+        assert!(
+            later[0] > Duration::from_millis(89) && later[0] < Duration::from_millis(91),
+            "{later:?}"
+        );
         assert!(later.windows(2).all(|w| w[0] <= w[1]), "{later:?}");
         assert_eq!(*later.last().unwrap(), MAX_WAIT);
     }
 
     #[test]
-    fn waiting_pays_the_debt_back() {
+    fn waiting_pays_the_debt_back_once() {
         let pacer = pacer();
-        let start = Instant::now();
-        let mut process = pacer.meter.lock().unwrap().process_ns_then;
-        let mut now = start;
-        for _ in 0..11 {
-            process += 15 * MS + 20 * MS;
-            now += Duration::from_millis(10);
-            pacer.account(20 * MS, now, || process);
-        }
-        let wait = pacer.account(0, now, || process).unwrap();
-        // After waiting that long, the next batch starts free of debt.
-        now += wait;
-        process += (15.0 * wait.as_millis() as f64 / 10.0) as u64 * MS;
-        assert_eq!(pacer.account(0, now, || process), None);
+        let start = start_of(&pacer);
+        let mut process = process_then(&pacer);
+        steps(&pacer, start, &mut process, 1..=11, 20, 15);
+        let now = start + Duration::from_millis(110);
+        let wait = pacer.account(|| now, || process).unwrap();
+        // A clock read late (another thread's) neither pays nor adds.
+        let earlier = now - Duration::from_millis(50);
+        assert_eq!(pacer.account(|| earlier, || process), Some(wait));
+        // After waiting that long the next batch starts free of debt, the
+        // rest of the process still busy meanwhile.
+        let after = now + wait;
+        process += (1.5 * wait.as_nanos() as f64) as u64;
+        assert_eq!(pacer.account(|| after, || process), None);
+        assert!(pacer.meter.lock().unwrap().busy);
     }
 
     #[test]
     fn the_cap_lifts_when_the_rest_of_the_process_quiets() {
         let pacer = pacer();
-        let start = Instant::now();
-        let mut process = pacer.meter.lock().unwrap().process_ns_then;
-        let mut now = start;
-        for _ in 0..11 {
-            process += 15 * MS + 20 * MS;
-            now += Duration::from_millis(10);
-            pacer.account(20 * MS, now, || process);
-        }
-        assert!(pacer.account(0, now, || process).is_some());
+        let start = start_of(&pacer);
+        let mut process = process_then(&pacer);
+        let busy = steps(&pacer, start, &mut process, 1..=11, 20, 15);
+        assert!(busy.last().unwrap().is_some());
         // Ingest stops; only the query runs for the next window.
-        for _ in 0..11 {
-            process += 20 * MS;
-            now += Duration::from_millis(10);
-            pacer.account(20 * MS, now, || process);
-        }
-        assert_eq!(pacer.account(0, now, || process), None);
+        let quiet = steps(&pacer, start, &mut process, 12..=22, 20, 0);
+        assert_eq!(*quiet.last().unwrap(), None);
+    }
+
+    #[test]
+    fn a_meter_left_alone_starts_over() {
+        let pacer = pacer();
+        let start = start_of(&pacer);
+        let mut process = process_then(&pacer);
+        assert!(steps(&pacer, start, &mut process, 1..=11, 20, 15)[10].is_some());
+        // No query for two seconds (ingest went on): the next one starts
+        // at full speed and is measured afresh.
+        let later = start + Duration::from_millis(2110);
+        process += 3000 * MS;
+        assert_eq!(pacer.account(|| later, || process), None);
+        assert!(!pacer.meter.lock().unwrap().busy);
     }
 
     #[tokio::test]
-    async fn a_paced_plan_wraps_its_scans_and_a_scan_in_debt_waits() {
+    async fn a_paced_plan_wraps_its_leaves_and_a_leaf_in_debt_waits() {
         use arrow::array::Int64Array;
         use datafusion::catalog::memory::MemorySourceConfig;
         use datafusion::physical_plan::{collect, displayable};
@@ -375,25 +441,26 @@ mod tests {
             MemorySourceConfig::try_new_exec(&[vec![batch.clone(), batch]], batch_schema(), None)
                 .unwrap();
         let pacer: &'static Pacer = Box::leak(Box::new(pacer()));
-        {
-            // Busy, and 10 ms of query CPU over the allowance: 50 ms to wait
-            // at 0.2 cores, less what passes before the first batch.
-            let mut meter = pacer.meter.lock().unwrap();
-            meter.busy = true;
-            meter.debt_ns = 10.0 * MS as f64;
-            meter.window_began = Instant::now() + Duration::from_secs(3600);
-            meter.paid_until = Instant::now();
-        }
         let plan = paced(scan, pacer).unwrap();
         let shown = displayable(plan.as_ref()).indent(false).to_string();
         assert!(shown.starts_with("PacedExec\n  DataSourceExec"), "{shown}");
+        // Busy, and 10 ms of query CPU over the allowance: 50 ms to wait at
+        // 0.2 cores (this thread's earlier CPU already reported).
+        thread_cpu_since_last_report();
         let began = Instant::now();
+        {
+            let mut meter = pacer.meter.lock().unwrap();
+            meter.busy = true;
+            meter.debt_ns = 10.0 * MS as f64;
+            meter.window_began = began;
+            meter.paid_until = began;
+        }
         let batches = collect(plan, Arc::new(TaskContext::default()))
             .await
             .unwrap();
         assert_eq!(batches.iter().map(RecordBatch::num_rows).sum::<usize>(), 6);
         assert!(
-            began.elapsed() >= Duration::from_millis(40),
+            began.elapsed() >= Duration::from_millis(45),
             "{:?}",
             began.elapsed()
         );
@@ -407,13 +474,18 @@ mod tests {
 
     #[test]
     fn a_thread_reports_its_own_cpu_once() {
-        let spin = Instant::now();
+        let clock = || {
+            nanos(rustix::time::clock_gettime(
+                rustix::time::ClockId::ThreadCPUTime,
+            ))
+        };
+        let spun = clock();
         let mut x = 0u64;
-        while spin.elapsed() < Duration::from_millis(30) {
+        while clock() - spun < 20 * MS {
             x = std::hint::black_box(x.wrapping_add(1));
         }
-        let first = thread_cpu_since_last_checkpoint();
-        let second = thread_cpu_since_last_checkpoint();
+        let first = thread_cpu_since_last_report();
+        let second = thread_cpu_since_last_report();
         assert!(first >= 20 * MS, "{first}");
         assert!(second < first, "{second} after {first}");
     }

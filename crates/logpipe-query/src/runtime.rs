@@ -49,10 +49,21 @@ pub(crate) fn handle(threads: QueryThreads) -> Handle {
                 threads.threads
             };
             let priority = threads.priority;
+            // The pacer counts the query threads' CPU as each reports it:
+            // at every paced batch, and here when a thread goes idle or
+            // ends (work outside the paced leaves: sorts, final
+            // aggregations, file reads on the blocking threads).
+            let report = move || {
+                if let Some(pacer) = pacer(threads) {
+                    pacer.report_thread();
+                }
+            };
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers)
                 .thread_name("logpipe-query")
                 .on_thread_start(move || lower_priority(priority))
+                .on_thread_park(report)
+                .on_thread_stop(report)
                 .enable_all()
                 .build()
                 .expect("the query runtime's threads start")
