@@ -117,22 +117,39 @@ impl ObjectStore for MissingIsNotFound {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        let mut result = self
-            .inner
-            .get_opts(location, options)
-            .await
-            .map_err(|e| not_found(location, e))?;
-        // Blocks are read as the stream is polled: a file deleted by then
-        // fails there.
-        if let GetResultPayload::Stream(stream) = result.payload {
-            let path = location.clone();
-            result.payload = GetResultPayload::Stream(
-                stream
-                    .map(move |chunk| chunk.map_err(|e| not_found(&path, e)))
-                    .boxed(),
-            );
+        if options.head || options.range.is_some() {
+            return self.get_streamed(location, options).await;
         }
-        Ok(result)
+        // The client states the file and then opens it again by name, to
+        // the length it stated: a file replaced in between (a compaction
+        // manifest rewritten, longer) comes back cut short. A whole file
+        // is read, then stated again; if it changed meanwhile, read again.
+        for _ in 0..REREADS {
+            let result = self.get_streamed(location, options.clone()).await?;
+            let (meta, range, attributes) = (
+                result.meta.clone(),
+                result.range.clone(),
+                result.attributes.clone(),
+            );
+            let bytes = result.bytes().await?;
+            let now = self
+                .get_streamed(location, GetOptions::default().with_head(true))
+                .await?;
+            if now.meta.e_tag == meta.e_tag {
+                return Ok(GetResult {
+                    payload: GetResultPayload::Stream(
+                        futures::stream::once(async move { Ok(bytes) }).boxed(),
+                    ),
+                    meta,
+                    range,
+                    attributes,
+                });
+            }
+        }
+        Err(object_store::Error::Generic {
+            store: "HdfsObjectStore",
+            source: format!("{location} changed under each of {REREADS} reads").into(),
+        })
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
@@ -165,9 +182,143 @@ impl ObjectStore for MissingIsNotFound {
     }
 }
 
+/// Whole-file reads tried before a file that keeps changing is an error.
+const REREADS: usize = 5;
+
+impl MissingIsNotFound {
+    async fn get_streamed(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let mut result = self
+            .inner
+            .get_opts(location, options)
+            .await
+            .map_err(|e| not_found(location, e))?;
+        // Blocks are read as the stream is polled: a file deleted by then
+        // fails there.
+        if let GetResultPayload::Stream(stream) = result.payload {
+            let path = location.clone();
+            result.payload = GetResultPayload::Stream(
+                stream
+                    .map(move |chunk| chunk.map_err(|e| not_found(&path, e)))
+                    .boxed(),
+            );
+        }
+        Ok(result)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use object_store::memory::InMemory;
+
     use super::*;
+
+    /// An in-memory store whose next `torn` whole-file reads come back as
+    /// HDFS returns a file replaced while it was opened: cut short, with
+    /// the earlier file's e_tag.
+    #[derive(Debug)]
+    struct Torn {
+        inner: InMemory,
+        torn: AtomicUsize,
+    }
+
+    impl fmt::Display for Torn {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("Torn")
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Torn {
+        async fn put_opts(&self, l: &Path, p: PutPayload, o: PutOptions) -> Result<PutResult> {
+            self.inner.put_opts(l, p, o).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            l: &Path,
+            o: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(l, o).await
+        }
+        async fn get_opts(&self, l: &Path, options: GetOptions) -> Result<GetResult> {
+            let head = options.head;
+            let mut result = self.inner.get_opts(l, options).await?;
+            let tear = !head
+                && self
+                    .torn
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+            if tear {
+                let mut meta = result.meta.clone();
+                meta.e_tag = Some("the earlier file".into());
+                let bytes = result.bytes().await?;
+                let cut = bytes.slice(..bytes.len() / 2);
+                result = GetResult {
+                    payload: GetResultPayload::Stream(
+                        futures::stream::once(async move { Ok(cut) }).boxed(),
+                    ),
+                    range: 0..meta.size,
+                    meta,
+                    attributes: Default::default(),
+                };
+            }
+            Ok(result)
+        }
+        fn delete_stream(
+            &self,
+            l: BoxStream<'static, Result<Path>>,
+        ) -> BoxStream<'static, Result<Path>> {
+            self.inner.delete_stream(l)
+        }
+        fn list(&self, p: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.inner.list(p)
+        }
+        async fn list_with_delimiter(&self, p: Option<&Path>) -> Result<ListResult> {
+            self.inner.list_with_delimiter(p).await
+        }
+        async fn copy_opts(&self, f: &Path, t: &Path, o: CopyOptions) -> Result<()> {
+            self.inner.copy_opts(f, t, o).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_replaced_under_a_whole_read_is_read_again() {
+        let torn = Arc::new(Torn {
+            inner: InMemory::new(),
+            torn: AtomicUsize::new(2),
+        });
+        let store = MissingIsNotFound {
+            inner: torn.clone(),
+        };
+        let path = Path::from("_logpipe/compactions/x/manifest.json");
+        let body = br#"{"state": "done", "inputs_deleted_at_micros": 1}"#;
+        store
+            .put_opts(&path, PutPayload::from_static(body), PutOptions::default())
+            .await
+            .unwrap();
+        // Two torn reads, then a whole one.
+        let read = store.get_opts(&path, GetOptions::default()).await.unwrap();
+        assert_eq!(read.bytes().await.unwrap().as_ref(), body);
+        // A ranged read (Parquet's, of files never replaced) is passed on.
+        torn.torn.store(1, Ordering::SeqCst);
+        let ranged = GetOptions {
+            range: Some((0..4).into()),
+            ..GetOptions::default()
+        };
+        let read = store.get_opts(&path, ranged).await.unwrap();
+        assert_eq!(read.bytes().await.unwrap().len(), 2);
+        // A file that changes under every read is an error naming it.
+        torn.torn.store(REREADS + 1, Ordering::SeqCst);
+        let error = store
+            .get_opts(&path, GetOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("changed under each of 5 reads"),
+            "{error}"
+        );
+    }
 
     fn generic(error: HdfsError) -> object_store::Error {
         object_store::Error::Generic {
