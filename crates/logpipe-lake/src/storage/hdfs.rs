@@ -26,8 +26,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
+use std::panic::AssertUnwindSafe;
+
 use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use hdfs_native::HdfsError;
 use hdfs_native_object_store::HdfsObjectStoreBuilder;
 use object_store::path::Path;
@@ -125,7 +127,14 @@ impl ObjectStore for MissingIsNotFound {
         // manifest rewritten, longer) comes back cut short. A whole file
         // is read, then stated again; if it changed meanwhile, read again.
         for _ in 0..REREADS {
-            let result = self.get_streamed(location, options.clone()).await?;
+            // Replaced by a shorter file, the client panics ("Cannot read
+            // past end of the file") before reading a byte: that file too
+            // changed under the read.
+            let read = AssertUnwindSafe(self.get_streamed(location, options.clone()));
+            let Ok(result) = read.catch_unwind().await else {
+                continue;
+            };
+            let result = result?;
             let (meta, range, attributes) = (
                 result.meta.clone(),
                 result.range.clone(),
@@ -221,6 +230,8 @@ mod tests {
     struct Torn {
         inner: InMemory,
         torn: AtomicUsize,
+        /// The next whole reads that find the file shorter than stated.
+        shrunk: AtomicUsize,
     }
 
     impl fmt::Display for Torn {
@@ -243,12 +254,15 @@ mod tests {
         }
         async fn get_opts(&self, l: &Path, options: GetOptions) -> Result<GetResult> {
             let head = options.head;
+            let once = |n: &AtomicUsize| {
+                n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            };
+            if !head && once(&self.shrunk) {
+                panic!("Cannot read past end of the file");
+            }
             let mut result = self.inner.get_opts(l, options).await?;
-            let tear = !head
-                && self
-                    .torn
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                    .is_ok();
+            let tear = !head && once(&self.torn);
             if tear {
                 let mut meta = result.meta.clone();
                 meta.e_tag = Some("the earlier file".into());
@@ -287,6 +301,7 @@ mod tests {
         let torn = Arc::new(Torn {
             inner: InMemory::new(),
             torn: AtomicUsize::new(2),
+            shrunk: AtomicUsize::new(1),
         });
         let store = MissingIsNotFound {
             inner: torn.clone(),
@@ -297,7 +312,8 @@ mod tests {
             .put_opts(&path, PutPayload::from_static(body), PutOptions::default())
             .await
             .unwrap();
-        // Two torn reads, then a whole one.
+        // A read the client panics on (the file shrank), two torn reads,
+        // then a whole one.
         let read = store.get_opts(&path, GetOptions::default()).await.unwrap();
         assert_eq!(read.bytes().await.unwrap().as_ref(), body);
         // A ranged read (Parquet's, of files never replaced) is passed on.
