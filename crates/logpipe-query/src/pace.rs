@@ -81,6 +81,22 @@ struct Meter {
     paid_until: Instant,
 }
 
+impl Meter {
+    /// A meter starting at `now`: not busy, no debt, the clocks' readings
+    /// as its baseline.
+    fn fresh(now: Instant, process_ns: u64, query_ns: u64) -> Meter {
+        Meter {
+            charged_ns: query_ns,
+            window_began: now,
+            process_ns_then: process_ns,
+            query_ns_then: query_ns,
+            busy: false,
+            debt_ns: 0.0,
+            paid_until: now,
+        }
+    }
+}
+
 impl Pacer {
     /// `share` of `cores` for the query threads while the rest of the
     /// process uses at least a quarter of them; `None` when `share` is 0 or
@@ -89,20 +105,11 @@ impl Pacer {
         if !(share > 0.0 && share < 1.0) {
             return None;
         }
-        let now = Instant::now();
         Some(Pacer {
             allowed_cores: share * cores as f64,
             busy_cores: BUSY_SHARE * cores as f64,
             query_ns: AtomicU64::new(0),
-            meter: Mutex::new(Meter {
-                charged_ns: 0,
-                window_began: now,
-                process_ns_then: process_cpu_ns(),
-                query_ns_then: 0,
-                busy: false,
-                debt_ns: 0.0,
-                paid_until: now,
-            }),
+            meter: Mutex::new(Meter::fresh(Instant::now(), process_cpu_ns(), 0)),
         })
     }
 
@@ -123,6 +130,12 @@ impl Pacer {
         self.account(Instant::now, process_cpu_ns)
     }
 
+    /// [`Pacer::checkpoint`] as the sleep to take, if any.
+    fn sleep_if_in_debt(&self) -> Option<Pin<Box<tokio::time::Sleep>>> {
+        self.checkpoint()
+            .map(|wait| Box::pin(tokio::time::sleep(wait)))
+    }
+
     /// The bookkeeping of [`Pacer::checkpoint`], with the clocks passed in
     /// (read under the lock, so time never runs backwards here).
     fn account(
@@ -137,15 +150,7 @@ impl Pacer {
         meter.charged_ns = total;
         let wall = now.saturating_duration_since(meter.window_began);
         if now.saturating_duration_since(meter.paid_until) >= STALE {
-            *meter = Meter {
-                charged_ns: total,
-                window_began: now,
-                process_ns_then: process_ns(),
-                query_ns_then: total,
-                busy: false,
-                debt_ns: 0.0,
-                paid_until: now,
-            };
+            *meter = Meter::fresh(now, process_ns(), total);
             return None;
         }
         let elapsed = now.saturating_duration_since(meter.paid_until);
@@ -288,16 +293,11 @@ impl Stream for PacedStream {
         // Sleep until the debt is paid, looking again after each sleep.
         while let Some(wait) = self.wait.as_mut() {
             ready!(wait.as_mut().poll(cx));
-            self.wait = self
-                .pacer
-                .checkpoint()
-                .map(|wait| Box::pin(tokio::time::sleep(wait)));
+            self.wait = self.pacer.sleep_if_in_debt();
         }
         let next = ready!(self.input.as_mut().poll_next(cx));
-        if let Some(Ok(_)) = &next
-            && let Some(wait) = self.pacer.checkpoint()
-        {
-            self.wait = Some(Box::pin(tokio::time::sleep(wait)));
+        if let Some(Ok(_)) = &next {
+            self.wait = self.pacer.sleep_if_in_debt();
         }
         Poll::Ready(next)
     }
@@ -340,6 +340,17 @@ mod tests {
                 pacer.account(|| now, || process)
             })
             .collect()
+    }
+
+    /// A pacer after 110 ms of ingest at 1.5 cores and the query at 2:
+    /// busy from 100 ms on, its 10 ms steps' answers, its start and the
+    /// process clock then.
+    fn busy_for_110_ms() -> (Pacer, Vec<Option<Duration>>, Instant, u64) {
+        let pacer = pacer();
+        let start = start_of(&pacer);
+        let mut process = process_then(&pacer);
+        let waits = steps(&pacer, start, &mut process, 1..=11, 20, 15);
+        (pacer, waits, start, process)
     }
 
     fn process_then(pacer: &Pacer) -> u64 {
@@ -387,10 +398,7 @@ mod tests {
 
     #[test]
     fn waiting_pays_the_debt_back_once() {
-        let pacer = pacer();
-        let start = start_of(&pacer);
-        let mut process = process_then(&pacer);
-        steps(&pacer, start, &mut process, 1..=11, 20, 15);
+        let (pacer, _, start, mut process) = busy_for_110_ms();
         let now = start + Duration::from_millis(110);
         let wait = pacer.account(|| now, || process).unwrap();
         // A clock read late (another thread's) neither pays nor adds.
@@ -414,10 +422,7 @@ mod tests {
 
     #[test]
     fn the_cap_lifts_when_the_rest_of_the_process_quiets() {
-        let pacer = pacer();
-        let start = start_of(&pacer);
-        let mut process = process_then(&pacer);
-        let busy = steps(&pacer, start, &mut process, 1..=11, 20, 15);
+        let (pacer, busy, start, mut process) = busy_for_110_ms();
         assert!(busy.last().unwrap().is_some());
         // Ingest stops; only the query runs for the next window.
         let quiet = steps(&pacer, start, &mut process, 12..=22, 20, 0);
@@ -426,10 +431,8 @@ mod tests {
 
     #[test]
     fn a_meter_left_alone_starts_over() {
-        let pacer = pacer();
-        let start = start_of(&pacer);
-        let mut process = process_then(&pacer);
-        assert!(steps(&pacer, start, &mut process, 1..=11, 20, 15)[10].is_some());
+        let (pacer, busy, start, mut process) = busy_for_110_ms();
+        assert!(busy[10].is_some());
         // No query for two seconds (ingest went on): the next one starts
         // at full speed and is measured afresh.
         let later = start + Duration::from_millis(2110);
