@@ -78,7 +78,7 @@ impl Consumer for EmbeddedConsumer {
                 })
                 .await
                 .map_err(|e| BusError::Corrupt(format!("read task failed: {e}")))??;
-                let mut out = Vec::new();
+                let mut out = Vec::with_capacity(batches.iter().map(Vec::len).sum());
                 for records in batches {
                     if let Some(last) = records.last() {
                         let key = TopicPartition {

@@ -147,7 +147,9 @@ impl PartitionLog {
                 log_end: end,
             });
         }
-        let mut out = Vec::new();
+        // Sized once: grown by doubling, a full read's records (over a
+        // hundred bytes each) were copied again and again.
+        let mut out = Vec::with_capacity(max_records.min((end - offset) as usize));
         let mut bytes_read = 0usize;
         let mut next = offset;
         let recent = self

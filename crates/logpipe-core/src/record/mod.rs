@@ -669,7 +669,20 @@ impl LogRecord {
 
     /// Canonical JSON for the bus.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        let strings =
+            self.service.len() + self.message.len() + self.host.as_ref().map_or(0, String::len);
+        canonical_json(self, strings)
+    }
+}
+
+/// `value` as JSON, in a buffer sized for `strings` bytes of text plus the
+/// keys and numbers around them: `serde_json::to_vec` starts at 128 bytes
+/// and grows by copying, twice for a typical record.
+fn canonical_json(value: &impl Serialize, strings: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(strings + 256);
+    match serde_json::to_writer(&mut out, value) {
+        Ok(()) => out,
+        Err(_) => Vec::new(),
     }
 }
 
@@ -741,7 +754,12 @@ impl ActivityEvent {
     }
 
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        let optional = |text: &Option<String>| text.as_ref().map_or(0, String::len);
+        let strings = self.event_id.len()
+            + self.user_id.len()
+            + optional(&self.session_id)
+            + optional(&self.event_data);
+        canonical_json(self, strings)
     }
 }
 
