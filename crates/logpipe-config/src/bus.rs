@@ -140,6 +140,18 @@ pub enum FsyncPolicy {
     Interval,
 }
 
+/// How the collector writes a record's value on the embedded bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordEncoding {
+    /// The validated fields, length-prefixed (`logpipe_core::record::binary`):
+    /// the jobs reading the bus take them apart without parsing JSON again.
+    Binary,
+    /// Canonical JSON, as on Kafka. For a bus directory an older logpipe
+    /// (before the binary form) will read again.
+    Json,
+}
+
 /// `[bus.embedded]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -154,6 +166,8 @@ pub struct EmbeddedBusConfig {
     pub segment_bytes: u64,
     /// Appends waiting for the writer; beyond this the collector answers 503.
     pub max_pending_appends: usize,
+    /// The form of a record's value (Kafka's topics are always JSON).
+    pub record_encoding: RecordEncoding,
 }
 
 impl Default for EmbeddedBusConfig {
@@ -167,6 +181,7 @@ impl Default for EmbeddedBusConfig {
             // 256 of them (of up to 16 MiB) bound the queue's memory while
             // keeping both cores busy under load.
             max_pending_appends: 256,
+            record_encoding: RecordEncoding::Binary,
         }
     }
 }

@@ -40,7 +40,7 @@ mod windows;
 
 pub use alerts::{AlertsConfig, ErrorRateAlertConfig, LatencyAlertConfig, SilenceAlertConfig};
 pub use auth::{AuthConfig, Scope, TokenConfig};
-pub use bus::{BusConfig, BusKind, EmbeddedBusConfig, FsyncPolicy, KafkaBusConfig};
+pub use bus::{BusConfig, BusKind, EmbeddedBusConfig, FsyncPolicy, KafkaBusConfig, RecordEncoding};
 pub use cdc::{
     CdcConfig, CdcScoreConfig, CdcSinkConfig, CdcSourceConfig, CdcTableConfig, PurgedPolicy,
     ScoreOnFailure, SnapshotMode,

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::{BusKind, Config};
+use crate::{BusKind, Config, RecordEncoding};
 
 /// Consumer group of the raw→lake job on the embedded bus (lag reporting
 /// only: the lake's commit records hold the positions).
@@ -27,6 +27,10 @@ pub struct Resolved {
     /// (docs/benchmarks/log.md, session 5). Never without the window job, which alone
     /// reads it.
     pub summary_header: bool,
+    /// Whether the collector writes records in binary form: on the
+    /// embedded bus unless `bus.embedded.record_encoding = "json"`; never
+    /// on Kafka, whose other clients read JSON.
+    pub binary_records: bool,
     /// The raw→lake job's consumer group: `bus.kafka.group` on Kafka, whose
     /// members share the partitions; [`EMBEDDED_RAW_GROUP`] on the embedded
     /// bus.
@@ -52,6 +56,8 @@ impl Config {
                 .windows
                 .summary_header
                 .unwrap_or(self.bus.kind == BusKind::Embedded);
+        let binary_records = self.bus.kind == BusKind::Embedded
+            && self.bus.embedded.record_encoding == RecordEncoding::Binary;
         let raw_group = match self.bus.kind {
             BusKind::Embedded => EMBEDDED_RAW_GROUP.to_string(),
             BusKind::Kafka => self.bus.kafka.group.clone(),
@@ -61,6 +67,7 @@ impl Config {
             bus_dir,
             lake_root,
             summary_header,
+            binary_records,
             raw_group,
         }
     }
@@ -81,6 +88,10 @@ mod tests {
         assert_eq!(resolved.lake_root, "/srv/lp");
         assert_eq!(resolved.raw_group, EMBEDDED_RAW_GROUP);
         assert!(resolved.summary_header);
+        assert!(resolved.binary_records, "binary on the embedded bus");
+        let mut json = config.clone();
+        json.bus.embedded.record_encoding = RecordEncoding::Json;
+        assert!(!json.resolve().binary_records);
         config.bus.embedded.dir = Some(PathBuf::from("/fast/bus"));
         config.lake.root = Some("memory://".into());
         config.bus.kind = BusKind::Kafka;
@@ -89,5 +100,6 @@ mod tests {
         assert_eq!(resolved.lake_root, "memory://");
         assert_eq!(resolved.raw_group, "logpipe-stream");
         assert!(!resolved.summary_header, "off on Kafka unless asked for");
+        assert!(!resolved.binary_records, "Kafka's topics stay JSON");
     }
 }

@@ -35,7 +35,7 @@ use chrono::{NaiveDate, Utc};
 use logpipe_batch::{BatchRunner, JobDef, Period, PeriodKind, Report};
 use logpipe_bus::Bus;
 use logpipe_config::Scope;
-use logpipe_core::record::RecordKind;
+use logpipe_core::record::{Record, RecordKind, ValidationLimits, binary};
 use logpipe_core::telemetry::registry;
 use logpipe_http::auth::{Auth, require};
 use logpipe_lake::Lake;
@@ -317,6 +317,20 @@ fn time_of(value: &Value) -> f64 {
     }
 }
 
+/// A bus value as the console shows it: a record in binary form as its
+/// JSON, JSON as itself, anything else as text.
+fn shown(topic: &str, value: &[u8]) -> Value {
+    if binary::is_binary(value)
+        && let Some(kind) = RecordKind::of_topic(topic)
+        && let Ok(record) = Record::from_bus(kind, value, &ValidationLimits::structure_only())
+        && let Ok(json) = serde_json::from_slice(&record.to_json())
+    {
+        return json;
+    }
+    serde_json::from_slice(value)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(value).into()))
+}
+
 /// The newest `limit` records of `topic` that `filter` keeps, among the
 /// last [`TAIL_SCAN_PER_PARTITION`] of each partition, newest first.
 async fn newest_records(
@@ -367,8 +381,7 @@ async fn newest_records(
                 continue;
             }
             remaining = remaining.saturating_sub(1);
-            let value: Value = serde_json::from_slice(&record.value)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&record.value).into()));
+            let value = shown(topic, &record.value);
             if filter.keeps(&value) {
                 order += 1;
                 kept.push((

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use crate::time::{self, TimestampError, truncate_for_message};
 use crate::topics;
 
+pub mod binary;
 pub mod sample;
 pub mod summary;
 
@@ -226,6 +227,17 @@ impl ValidationLimits {
             max_field_bytes: Self::DEFAULT_MAX_FIELD_BYTES,
             max_future_skew_secs: Self::DEFAULT_MAX_FUTURE_SKEW_SECS,
             now_micros: time::now_micros(),
+        }
+    }
+
+    /// For reading records off the bus: structure only. The length and
+    /// future-time checks are the collector's (they depend on its settings
+    /// and its clock, and would make a re-read give another answer).
+    pub fn structure_only() -> ValidationLimits {
+        ValidationLimits {
+            max_field_bytes: usize::MAX,
+            max_future_skew_secs: i64::MAX / time::MICROS_PER_SECOND,
+            now_micros: 0,
         }
     }
 }
@@ -1008,6 +1020,22 @@ impl Record {
             Record::Log(record) => record.to_json(),
             Record::Event(event) => event.to_json(),
         }
+    }
+
+    /// A record of `kind` from a bus value: the [`binary`] form the
+    /// collector writes on the embedded bus, or JSON text (Kafka, other
+    /// producers, bus segments written before the binary form).
+    pub fn from_bus(
+        kind: RecordKind,
+        value: &[u8],
+        limits: &ValidationLimits,
+    ) -> Result<Record, RecordError> {
+        if binary::is_binary(value) {
+            return binary::decode(kind, value, limits);
+        }
+        let text = std::str::from_utf8(value)
+            .map_err(|e| RecordError::NotJson(format!("value is not UTF-8: {e}")))?;
+        Record::parse(kind, text, limits)
     }
 }
 

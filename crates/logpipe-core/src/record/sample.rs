@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::summary::LogSummary;
-use super::{Level, LogRecord};
+use super::{Level, LogRecord, Record, RecordKind, ValidationLimits, binary};
 use crate::time::{epoch_seconds_to_micros, parse_iso8601_micros};
 
 /// The fields of a log record a window needs.
@@ -77,6 +77,19 @@ struct MetaFields {
 
 /// Parses the window fields of a `logs.raw` value (`None`: not a log record).
 pub fn parse_sample(value: &[u8]) -> Option<Sample<'_>> {
+    if binary::is_binary(value) {
+        let limits = ValidationLimits::structure_only();
+        let Ok(Record::Log(log)) = binary::decode(RecordKind::Log, value, &limits) else {
+            return None;
+        };
+        return Some(Sample {
+            timestamp_micros: log.timestamp_micros,
+            level: log.level,
+            response_time_ms: log.metadata.response_time_ms,
+            status_code: log.metadata.status_code,
+            service: Cow::Owned(log.service),
+        });
+    }
     let fields: LogFields<'_> = serde_json::from_slice(value).ok()?;
     let timestamp_micros = match &fields.timestamp {
         TimeField::Seconds(seconds) => epoch_seconds_to_micros(*seconds).ok()?,
@@ -129,9 +142,9 @@ mod tests {
         assert!(parse_sample(br#"{"timestamp": 1, "level": "LOUD", "service": "a"}"#).is_none());
     }
 
-    /// The summary header and the JSON value give the same sample, for
-    /// records of every shape, so a window counts a record where the lake
-    /// puts it whichever way it was read.
+    /// The summary header, the JSON value and the binary value give the
+    /// same sample, for records of every shape, so a window counts a record
+    /// where the lake puts it whichever way it was read.
     #[test]
     fn the_summary_header_and_the_json_value_agree() {
         let mut rng = fastrand::Rng::with_seed(7);
@@ -153,7 +166,13 @@ mod tests {
             let value = record.to_json();
             let summary = LogSummary::of(&record).encode();
             let from_header = sample_of(Some(&summary), &value).unwrap();
-            assert_eq!(Some(from_header), parse_sample(&value), "{record:?}");
+            assert_eq!(
+                Some(from_header.clone()),
+                parse_sample(&value),
+                "{record:?}"
+            );
+            let binary = binary::encode(&Record::Log(record.clone()));
+            assert_eq!(Some(from_header), parse_sample(&binary), "{record:?}");
         }
     }
 }

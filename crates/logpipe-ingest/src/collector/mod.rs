@@ -45,7 +45,7 @@ mod parse;
 mod tests;
 
 use metrics::{Refused, collector_metrics};
-use parse::parse_batch;
+use parse::{BusForm, parse_batch};
 
 /// Rejection details listed per response at most; `rejected_total` always
 /// has the full count. Keeps a 50,000-record garbage batch from producing a
@@ -67,6 +67,9 @@ pub struct CollectorSettings {
     /// Give each log record its window fields as a header
     /// (`logpipe_core::record::summary`), so the window job need not parse its JSON.
     pub summaries: bool,
+    /// Write records in binary form (`logpipe_core::record::binary`)
+    /// instead of canonical JSON.
+    pub binary_records: bool,
 }
 
 impl CollectorSettings {
@@ -82,6 +85,7 @@ impl CollectorSettings {
             body_timeout: config.body_timeout,
             max_records_per_request: config.max_records_per_request,
             summaries: resolved.summary_header,
+            binary_records: resolved.binary_records,
         }
     }
 }
@@ -225,10 +229,13 @@ impl Collector {
             now_micros: logpipe_core::time::now_micros(),
         };
         // Parsing a large body takes milliseconds of CPU: keep it off the reactor.
-        let summaries = self.settings.summaries;
+        let form = BusForm {
+            summaries: self.settings.summaries,
+            binary: self.settings.binary_records,
+        };
         let parsed = tokio::task::spawn_blocking(move || {
             let request = key.map(|key| dedup::request_id(&key, &body));
-            parse_batch(kind, &body, &limits, summaries, request)
+            parse_batch(kind, &body, &limits, form, request)
         })
         .await
         .map_err(|join_error| ApiError::Internal(format!("parser failed: {join_error}")))?

@@ -1,11 +1,20 @@
 //! A request body to bus records: split the body (a JSON array or NDJSON),
-//! validate each record, and give each valid one its bus form (canonical
-//! JSON, key, and the headers: window summary, record id).
+//! validate each record, and give each valid one its bus form (binary or
+//! canonical JSON, key, and the headers: window summary, record id).
 
 use logpipe_bus::{BusRecord, HeadersBuilder};
 use logpipe_core::dedup::{self, RecordId};
 use logpipe_core::record::summary::{self, LogSummary};
-use logpipe_core::record::{self, Record, RecordKind, ValidationLimits};
+use logpipe_core::record::{self, Record, RecordKind, ValidationLimits, binary};
+
+/// What a record carries on the bus besides its key.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BusForm {
+    /// A log record's window fields as a header.
+    pub(super) summaries: bool,
+    /// The value in binary form, else canonical JSON.
+    pub(super) binary: bool,
+}
 
 /// Valid records ready for the bus, and why the others were refused.
 pub(super) struct ParsedBatch {
@@ -18,7 +27,7 @@ pub(super) fn parse_batch(
     kind: RecordKind,
     body: &[u8],
     limits: &ValidationLimits,
-    summaries: bool,
+    form: BusForm,
     request: Option<u128>,
 ) -> Result<ParsedBatch, record::BodyError> {
     let parsed = record::parse_body(kind, body, limits)?;
@@ -31,7 +40,7 @@ pub(super) fn parse_batch(
                     request,
                     index: index as u32,
                 });
-                records.push(bus_record(&record, summaries, id));
+                records.push(bus_record(&record, form, id));
             }
             Err(error) => rejected.push((index, error.to_string())),
         }
@@ -39,12 +48,17 @@ pub(super) fn parse_batch(
     Ok(ParsedBatch { records, rejected })
 }
 
-/// The bus form of a valid record. With `summaries`, a log record also
-/// carries its window fields as a header; with `id`, the record carries its
-/// id (see [`dedup`]).
-pub(super) fn bus_record(record: &Record, summaries: bool, id: Option<RecordId>) -> BusRecord {
-    let mut out = BusRecord::new(record.key(), record.to_json());
-    let summary = match (record, summaries) {
+/// The bus form of a valid record. With `form.summaries`, a log record
+/// also carries its window fields as a header; with `id`, the record
+/// carries its id (see [`dedup`]).
+pub(super) fn bus_record(record: &Record, form: BusForm, id: Option<RecordId>) -> BusRecord {
+    let value = if form.binary {
+        binary::encode(record)
+    } else {
+        record.to_json()
+    };
+    let mut out = BusRecord::new(record.key(), value);
+    let summary = match (record, form.summaries) {
         (Record::Log(log), true) => Some(LogSummary::of(log)),
         _ => None,
     };

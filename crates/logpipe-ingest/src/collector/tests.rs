@@ -13,6 +13,7 @@ use logpipe_bus::{Bus, BusError, EmbeddedBus};
 use logpipe_core::Level;
 use logpipe_core::dedup::{self, RecordId};
 use logpipe_core::record::summary::{self, LogSummary};
+use logpipe_core::record::{Record, RecordKind, ValidationLimits, binary};
 use logpipe_test_utils::{FaultyBus, call, embedded_bus};
 use tower::ServiceExt;
 
@@ -29,6 +30,7 @@ fn settings(max_body_bytes: usize) -> CollectorSettings {
         body_timeout: Duration::from_secs(10),
         max_records_per_request: 100_000,
         summaries: true,
+        binary_records: true,
     }
 }
 
@@ -99,12 +101,31 @@ async fn collector_accepts_valid_records_and_names_the_rejected() {
         ]
     );
 
+    // The values are in binary form and read back as the records posted.
+    let limits = ValidationLimits::structure_only();
+    let messages: Vec<String> = read("logs.raw")
+        .iter()
+        .map(|r| {
+            assert!(binary::is_binary(&r.value));
+            match Record::from_bus(RecordKind::Log, &r.value, &limits).unwrap() {
+                Record::Log(log) => log.message,
+                Record::Event(_) => panic!("an event on logs.raw"),
+            }
+        })
+        .collect();
+    assert_eq!(messages, ["ok", "ok too"]);
+
     let ok =
         r#"{"event_id": "e1", "timestamp": 1736645166, "user_id": "u1", "event_type": "VIEW"}"#;
     let (status, answer) = post(&router, "/api/collect/activities", ok).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["accepted"], 1);
     assert!(read("events.activity").iter().all(|r| r.headers.is_empty()));
+    let event = &read("events.activity")[0].value;
+    match Record::from_bus(RecordKind::Event, event, &limits).unwrap() {
+        Record::Event(event) => assert_eq!(event.event_id, "e1"),
+        Record::Log(_) => panic!("a log on events.activity"),
+    }
     bus.shutdown();
 }
 

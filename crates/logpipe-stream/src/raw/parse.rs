@@ -11,11 +11,7 @@ use crate::error::StreamError;
 /// depends on the clock and would make a roll-forward non-deterministic;
 /// the collector already applied it.
 pub(crate) fn consumer_limits() -> ValidationLimits {
-    ValidationLimits {
-        max_field_bytes: usize::MAX,
-        max_future_skew_secs: i64::MAX / 1_000_000,
-        now_micros: 0,
-    }
+    ValidationLimits::structure_only()
 }
 
 /// A consumed record and the result of validating it (`None`: a topic this
@@ -25,13 +21,7 @@ pub(crate) type Parsed = (ConsumedRecord, Option<Result<Record, String>>);
 /// Validates one record (`None`: a topic this job does not write).
 pub(super) fn parse_one(record: &ConsumedRecord) -> Option<Result<Record, String>> {
     let kind = RecordKind::of_topic(&record.topic)?;
-    Some(
-        std::str::from_utf8(&record.value)
-            .map_err(|e| format!("value is not UTF-8: {e}"))
-            .and_then(|text| {
-                Record::parse(kind, text, &consumer_limits()).map_err(|e| e.to_string())
-            }),
-    )
+    Some(Record::from_bus(kind, &record.value, &consumer_limits()).map_err(|e| e.to_string()))
 }
 
 /// Threads a poll's records are parsed on (this machine class has two

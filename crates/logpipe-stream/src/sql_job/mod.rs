@@ -454,10 +454,8 @@ impl Job for SqlJobs {
                     if dedups.is_repeat(record) {
                         continue;
                     }
-                    let parsed = kind.and_then(|kind| {
-                        let text = std::str::from_utf8(&record.value).ok()?;
-                        Record::parse(kind, text, &limits).ok()
-                    });
+                    let parsed =
+                        kind.and_then(|kind| Record::from_bus(kind, &record.value, &limits).ok());
                     let Some(parsed) = parsed else {
                         invalid += 1;
                         continue;
