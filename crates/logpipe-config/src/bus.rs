@@ -147,8 +147,8 @@ pub enum RecordEncoding {
     /// The validated fields, length-prefixed (`logpipe_core::record::binary`):
     /// the jobs reading the bus take them apart without parsing JSON again.
     Binary,
-    /// Canonical JSON, as on Kafka. For a bus directory an older logpipe
-    /// (before the binary form) will read again.
+    /// Canonical JSON, as on Kafka: for a reader of the segment files
+    /// outside logpipe.
     Json,
 }
 

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, invalid};
 
+/// Largest `max_field_bytes` accepted (1 GiB).
+const MAX_FIELD_BYTES: usize = 1 << 30;
+
 /// `[collector]`: the HTTP ingest endpoints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -63,6 +66,13 @@ impl CollectorConfig {
         }
         if self.max_field_bytes == 0 {
             return invalid("collector.max_field_bytes", "must be at least 1");
+        }
+        // A field's length is 32 bits in the bus's binary record form.
+        if self.max_field_bytes > MAX_FIELD_BYTES {
+            return invalid(
+                "collector.max_field_bytes",
+                "must be at most 1073741824 (1 GiB)",
+            );
         }
         if self.max_concurrent_requests == 0 {
             return invalid("collector.max_concurrent_requests", "must be at least 1");

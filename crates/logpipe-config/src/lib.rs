@@ -342,6 +342,24 @@ mod tests {
 
         let error = load_error(|jail| {
             jail.create_file("given.toml", "").unwrap();
+            jail.set_env("LOGPIPE__COLLECTOR__MAX_FIELD_BYTES", "2000000000");
+        });
+        assert!(
+            error.contains("collector.max_field_bytes") && error.contains("1 GiB"),
+            "{error}"
+        );
+
+        let error = load_error(|jail| {
+            jail.create_file("given.toml", "[bus.embedded]\nrecord_encoding = \"xml\"\n")
+                .unwrap();
+        });
+        assert!(
+            error.contains("xml") && error.contains("record_encoding"),
+            "{error}"
+        );
+
+        let error = load_error(|jail| {
+            jail.create_file("given.toml", "").unwrap();
             jail.set_env("LOGPIPE__LAKE__DEDUP_WINDOW", "5000000000");
         });
         assert!(error.contains("lake.dedup_window"), "{error}");

@@ -169,6 +169,47 @@ async fn interrupted_commit_is_rolled_forward_exactly_once() {
     bus.shutdown();
 }
 
+/// Records in the collector's binary form and in JSON land alike, each
+/// once; a damaged binary value is skipped without stopping the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_and_json_records_reach_the_lake_alike() {
+    use logpipe_core::record::{Record, RecordKind, ValidationLimits, binary};
+    let (_dir, lake, bus) = lake_and_bus().await;
+    let shared: Arc<dyn Bus> = Arc::new(bus.clone());
+    let limits = ValidationLimits::now();
+    let records: Vec<BusRecord> = (0..1000)
+        .map(|i| {
+            let json = log_json(i, (i % 2) as u64);
+            let value = if i % 2 == 0 {
+                json
+            } else {
+                let text = std::str::from_utf8(&json).unwrap();
+                binary::encode(&Record::parse(RecordKind::Log, text, &limits).unwrap())
+            };
+            BusRecord::new(format!("svc-{}", i % 5).into_bytes(), value)
+        })
+        .collect();
+    bus.append("logs.raw", records).await.unwrap();
+    let mut damaged = binary::encode(
+        &Record::parse(
+            RecordKind::Log,
+            std::str::from_utf8(&log_json(5000, 0)).unwrap(),
+            &limits,
+        )
+        .unwrap(),
+    );
+    damaged.truncate(damaged.len() - 1);
+    bus.append("logs.raw", vec![BusRecord::new(b"x".to_vec(), damaged)])
+        .await
+        .unwrap();
+    run_job_until_committed(shared, lake.clone(), 1000).await;
+    // Every record once; the damaged one (r5000) skipped, not fatal.
+    let counts = rows_in_lake(&lake).await;
+    let expected: BTreeMap<String, u64> = (0..1000).map(|i| (format!("r{i}"), 1)).collect();
+    assert_eq!(counts, expected);
+    bus.shutdown();
+}
+
 /// Two jobs that both believe they own every partition (a group member that
 /// lost its partitions without noticing, a "zombie"): each commits to the
 /// same chain, so whoever commits second finds its step taken, drops it and

@@ -24,11 +24,20 @@
 //!   `opt<str>`, element `opt<str>`, position x and y `opt<f64>`, device
 //!   type, os and browser `opt<str>`.
 //!
-//! A reader checks what the JSON path checks of a record already
-//! validated (structure, UTF-8, the enums, the timestamp's range, lengths,
-//! non-empty required text, finite numbers) and refuses trailing bytes, so
-//! a damaged or foreign value is refused with a reason, never misread.
-//! Changing the layout needs a new tag: bus segments outlive versions.
+//! Only the collector writes this form, after validating the record. A
+//! reader checks what a damaged or misread value would break: the
+//! structure (lengths within the value, no trailing bytes), UTF-8, the
+//! enums, the timestamp's range, lengths, non-empty required text, the
+//! numbers' ranges (as the JSON path's), and the other metadata keys being
+//! a non-empty JSON object without the known ones; anything else is refused
+//! with a reason, never misread. It trusts that `event_data` is the compact
+//! JSON object the collector wrote and that `page`, `element` and
+//! `position` were taken from it: checking that means parsing it again,
+//! which is what the form saves.
+//!
+//! Changing the layout, or the order of [`Level::ALL`] or
+//! [`EventType::ALL`] (the enums are written as indexes), needs a new tag:
+//! bus segments outlive versions.
 
 use serde_json::{Map, Value};
 
@@ -37,6 +46,15 @@ use super::{
     RecordKind, ValidationLimits, check_json_len, check_len,
 };
 use crate::time;
+
+/// The metadata keys that have columns of their own.
+const KNOWN_METADATA: [&str; 5] = [
+    "request_id",
+    "response_time_ms",
+    "status_code",
+    "endpoint",
+    "method",
+];
 
 /// First byte of a log record in binary form.
 pub const LOG_TAG: u8 = 0x01;
@@ -171,15 +189,49 @@ fn decode_log(input: &mut Reader<'_>, limits: &ValidationLimits) -> Result<LogRe
     let message = text(input, "message", limits)?;
     let request_id = optional(input, "metadata.request_id", limits)?;
     let response_time_ms = input.opt_f64("metadata.response_time_ms")?;
+    if let Some(ms) = response_time_ms
+        && ms < 0.0
+    {
+        return Err(RecordError::field(
+            "metadata.response_time_ms",
+            format!("must be a non-negative number, got {ms}"),
+        ));
+    }
     let status_code = input.opt_i32("metadata.status_code")?;
+    if let Some(code) = status_code
+        && !(100..=599).contains(&code)
+    {
+        return Err(RecordError::field(
+            "metadata.status_code",
+            format!("must be an HTTP status 100-599, got {code}"),
+        ));
+    }
     let endpoint = optional(input, "metadata.endpoint", limits)?;
     let method = optional(input, "metadata.method", limits)?;
     let extra = match input.opt_str("metadata")? {
         None => None,
-        Some(json) => Some(
-            serde_json::from_str::<Map<String, Value>>(json)
-                .map_err(|e| RecordError::field("metadata", e.to_string()))?,
-        ),
+        Some(json) => {
+            let extra = serde_json::from_str::<Map<String, Value>>(json)
+                .map_err(|e| RecordError::field("metadata", e.to_string()))?;
+            // The JSON path files these keys under their columns and leaves
+            // no empty object behind.
+            if extra.is_empty() {
+                return Err(RecordError::field(
+                    "metadata",
+                    "an empty object of other keys",
+                ));
+            }
+            if let Some(key) = extra
+                .keys()
+                .find(|key| KNOWN_METADATA.contains(&key.as_str()))
+            {
+                return Err(RecordError::field(
+                    "metadata",
+                    format!("`{key}` among the other keys"),
+                ));
+            }
+            Some(extra)
+        }
     };
     check_json_len("metadata", &extra, limits)?;
     Ok(LogRecord {
@@ -297,7 +349,8 @@ impl Writer {
     }
 
     fn str(&mut self, value: &str) {
-        // Fields are far below 4 GiB (the collector's body limit).
+        // Every field is at most `collector.max_field_bytes`, which the
+        // configuration keeps below 4 GiB.
         self.0
             .extend_from_slice(&(value.len() as u32).to_le_bytes());
         self.0.extend_from_slice(value.as_bytes());
@@ -538,6 +591,53 @@ mod tests {
             error.contains("`service`") || error.contains("`message`"),
             "{error}"
         );
+        let mut record = match parsed(RecordKind::Log, LOG) {
+            Record::Log(log) => log,
+            Record::Event(_) => unreachable!(),
+        };
+        record.metadata.status_code = Some(42);
+        let error = decode(
+            RecordKind::Log,
+            &encode(&Record::Log(record.clone())),
+            &limits(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("`metadata.status_code`: must be an HTTP status"),
+            "{error}"
+        );
+        record.metadata.status_code = None;
+        record.metadata.response_time_ms = Some(-1.0);
+        let error = decode(
+            RecordKind::Log,
+            &encode(&Record::Log(record.clone())),
+            &limits(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("`metadata.response_time_ms`: must be a non-negative"),
+            "{error}"
+        );
+        record.metadata.response_time_ms = None;
+        let mut extra = Map::new();
+        extra.insert("method".into(), Value::from("GET"));
+        record.metadata.extra = Some(extra);
+        let error = decode(
+            RecordKind::Log,
+            &encode(&Record::Log(record.clone())),
+            &limits(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("`method` among the other keys"), "{error}");
+        record.metadata.extra = Some(Map::new());
+        let error = decode(RecordKind::Log, &encode(&Record::Log(record)), &limits())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("an empty object"), "{error}");
+
         let error = decode(RecordKind::Log, &[0x07], &limits())
             .unwrap_err()
             .to_string();
