@@ -20,6 +20,7 @@ use crate::topics;
 pub mod binary;
 pub mod sample;
 pub mod summary;
+pub mod view;
 
 /// The seed's services (SPEC §1.1): the generator's default set.
 pub const DEFAULT_SERVICES: [&str; 4] = [

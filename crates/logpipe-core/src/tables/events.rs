@@ -11,6 +11,7 @@ use arrow::error::ArrowError;
 
 use super::{Partitioning, TableDef, timestamp_type};
 use crate::record::ActivityEvent;
+use crate::record::view::EventView;
 
 /// `events/raw/year=…/month=…/day=…/hour=…/` (SPEC §1.3).
 pub static EVENTS: TableDef = TableDef {
@@ -85,21 +86,24 @@ impl Default for EventBatchBuilder {
 
 impl EventBatchBuilder {
     pub fn append(&mut self, event: &ActivityEvent) {
-        self.event_id.append_value(&event.event_id);
+        self.append_view(&EventView::from(event));
+    }
+
+    /// Appends an event borrowed from the bytes it was read from.
+    pub fn append_view(&mut self, event: &EventView<'_>) {
+        self.event_id.append_value(event.event_id);
         self.timestamp.append_value(event.timestamp_micros);
-        self.user_id.append_value(&event.user_id);
-        self.session_id.append_option(event.session_id.as_deref());
+        self.user_id.append_value(event.user_id);
+        self.session_id.append_option(event.session_id);
         self.event_type.append_value(event.event_type.as_str());
-        self.page.append_option(event.page.as_deref());
-        self.element.append_option(event.element.as_deref());
+        self.page.append_option(event.page);
+        self.element.append_option(event.element);
         self.position_x.append_option(event.position_x);
         self.position_y.append_option(event.position_y);
-        self.event_data.append_option(event.event_data.as_deref());
-        self.device_type
-            .append_option(event.device.device_type.as_deref());
-        self.device_os.append_option(event.device.os.as_deref());
-        self.device_browser
-            .append_option(event.device.browser.as_deref());
+        self.event_data.append_option(event.event_data);
+        self.device_type.append_option(event.device_type);
+        self.device_os.append_option(event.device_os);
+        self.device_browser.append_option(event.device_browser);
         self.rows += 1;
     }
 

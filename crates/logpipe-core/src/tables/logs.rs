@@ -10,6 +10,7 @@ use arrow::error::ArrowError;
 
 use super::{Partitioning, TableDef, timestamp_type};
 use crate::record::LogRecord;
+use crate::record::view::LogView;
 
 /// `logs/raw/year=…/month=…/day=…/hour=…/` (SPEC §1.3).
 pub static LOGS: TableDef = TableDef {
@@ -78,21 +79,26 @@ impl Default for LogBatchBuilder {
 
 impl LogBatchBuilder {
     pub fn append(&mut self, record: &LogRecord) {
-        let m = &record.metadata;
+        self.append_view(&LogView::from(record));
+    }
+
+    /// Appends a record borrowed from the bytes it was read from.
+    pub fn append_view(&mut self, record: &LogView<'_>) {
         self.timestamp.append_value(record.timestamp_micros);
         self.level.append_value(record.level.as_str());
-        self.service.append_value(&record.service);
-        self.host.append_option(record.host.as_deref());
-        self.message.append_value(&record.message);
-        self.request_id.append_option(m.request_id.as_deref());
-        self.response_time_ms.append_option(m.response_time_ms);
-        self.status_code.append_option(m.status_code);
-        self.endpoint.append_option(m.endpoint.as_deref());
-        self.method.append_option(m.method.as_deref());
+        self.service.append_value(record.service);
+        self.host.append_option(record.host);
+        self.message.append_value(record.message);
+        self.request_id.append_option(record.request_id);
+        self.response_time_ms.append_option(record.response_time_ms);
+        self.status_code.append_option(record.status_code);
+        self.endpoint.append_option(record.endpoint);
+        self.method.append_option(record.method);
         self.metadata_extra.append_option(
-            m.extra
+            record
+                .extra
                 .as_ref()
-                .and_then(|extra| serde_json::to_string(extra).ok()),
+                .and_then(|extra| serde_json::to_string(extra.as_ref()).ok()),
         );
         self.rows += 1;
     }

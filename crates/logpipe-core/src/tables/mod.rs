@@ -11,6 +11,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 
+use crate::record::view::RecordView;
 use crate::record::{Record, RecordKind};
 
 pub mod alerts;
@@ -174,9 +175,15 @@ impl BatchBuilder {
     /// Appends a record; a record of the other kind is a programming error
     /// and is reported, not silently dropped.
     pub fn append(&mut self, record: &Record) -> Result<(), ArrowError> {
+        self.append_view(&RecordView::from(record))
+    }
+
+    /// [`BatchBuilder::append`] of a record borrowed from the bytes it was
+    /// read from.
+    pub fn append_view(&mut self, record: &RecordView<'_>) -> Result<(), ArrowError> {
         match (self, record) {
-            (BatchBuilder::Log(builder), Record::Log(record)) => builder.append(record),
-            (BatchBuilder::Event(builder), Record::Event(event)) => builder.append(event),
+            (BatchBuilder::Log(builder), RecordView::Log(record)) => builder.append_view(record),
+            (BatchBuilder::Event(builder), RecordView::Event(event)) => builder.append_view(event),
             _ => {
                 return Err(ArrowError::InvalidArgumentError(
                     "record kind does not match the table's builder".to_string(),

@@ -15,14 +15,15 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, RecordBatch};
 use logpipe_bus::ConsumedRecord;
 use logpipe_core::parallel::on_threads;
-use logpipe_core::record::RecordKind;
+use logpipe_core::record::view::RecordView;
+use logpipe_core::record::{RecordKind, binary};
 use logpipe_core::tables::{self, BatchBuilder};
 use logpipe_core::time::HourPartition;
 use logpipe_lake::{LakeError, Ranges, TableGroups};
 use tokio::time::Instant;
 
 use super::metrics::raw_metrics;
-use super::parse::{LANES, lane_share, parse_one};
+use super::parse::{LANES, consumer_limits, lane_share, parse_one};
 use crate::error::StreamError;
 use crate::runtime::dedup::Dedups;
 use crate::runtime::positions::partitions_of;
@@ -63,27 +64,42 @@ pub(super) struct Buffer {
     pub(super) since: Option<Instant>,
 }
 
-/// Parses `record` and appends it to `lane`, or counts it refused.
+/// Parses `record` and appends it to `lane`, or counts it refused. A
+/// record in the bus's binary form goes to the builders borrowed from the
+/// bus buffer, without owned strings in between.
 fn append(lane: &mut Lane, kind: RecordKind, record: &ConsumedRecord, outcome: &mut LaneOutcome) {
-    match parse_one(record) {
-        Some(Ok(parsed)) => {
-            let hour = HourPartition::of_micros(parsed.timestamp_micros());
-            let appended = lane
-                .entry((kind, hour))
-                .or_insert_with(|| BatchBuilder::new(kind))
-                .append(&parsed);
-            match appended {
-                Ok(()) => outcome.rows += 1,
-                Err(e) => outcome.failed = outcome.failed.take().or(Some(e)),
+    let parsed = if binary::is_binary(&record.value) {
+        binary::view(kind, &record.value, &consumer_limits())
+            .map(|view| add(lane, kind, &view, outcome))
+            .map_err(|e| e.to_string())
+    } else {
+        match parse_one(record) {
+            Some(parsed) => {
+                parsed.map(|parsed| add(lane, kind, &RecordView::from(&parsed), outcome))
             }
+            None => Ok(()),
         }
-        Some(Err(reason)) => outcome.refused.push(Refused {
+    };
+    if let Err(reason) = parsed {
+        outcome.refused.push(Refused {
             topic: record.topic.clone(),
             partition: record.partition,
             offset: record.offset,
             reason,
-        }),
-        None => {}
+        });
+    }
+}
+
+/// Appends a valid record to its (table, hour) builder of `lane`.
+fn add(lane: &mut Lane, kind: RecordKind, record: &RecordView<'_>, outcome: &mut LaneOutcome) {
+    let hour = HourPartition::of_micros(record.timestamp_micros());
+    let appended = lane
+        .entry((kind, hour))
+        .or_insert_with(|| BatchBuilder::new(kind))
+        .append_view(record);
+    match appended {
+        Ok(()) => outcome.rows += 1,
+        Err(e) => outcome.failed = outcome.failed.take().or(Some(e)),
     }
 }
 
