@@ -1,5 +1,8 @@
-//! Validating what the job reads: the full record parser, structure only,
-//! split over two threads off the async reactor.
+//! Validating what the jobs read: the full record parser, structure only.
+//! The lake job parses JSON records here (a record in the bus's binary form
+//! goes to its builders through `binary::view`, see `buffer.rs`); the hot
+//! store parses every record here, split over two threads off the async
+//! reactor.
 
 use logpipe_bus::ConsumedRecord;
 use logpipe_core::parallel::on_threads;
