@@ -149,11 +149,11 @@ impl Pacer {
         let fresh = total.saturating_sub(meter.charged_ns);
         meter.charged_ns = total;
         let wall = now.saturating_duration_since(meter.window_began);
-        if now.saturating_duration_since(meter.paid_until) >= STALE {
+        let elapsed = now.saturating_duration_since(meter.paid_until);
+        if elapsed >= STALE {
             *meter = Meter::fresh(now, process_ns(), total);
             return None;
         }
-        let elapsed = now.saturating_duration_since(meter.paid_until);
         meter.paid_until = now;
         if meter.busy {
             let allowance = self.allowed_cores * elapsed.as_nanos() as f64;

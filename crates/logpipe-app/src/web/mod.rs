@@ -35,7 +35,7 @@ use chrono::{NaiveDate, Utc};
 use logpipe_batch::{BatchRunner, JobDef, Period, PeriodKind, Report};
 use logpipe_bus::Bus;
 use logpipe_config::Scope;
-use logpipe_core::record::{Record, RecordKind, ValidationLimits, binary};
+use logpipe_core::record::{RecordKind, ValidationLimits, binary};
 use logpipe_core::telemetry::registry;
 use logpipe_http::auth::{Auth, require};
 use logpipe_lake::Lake;
@@ -322,7 +322,7 @@ fn time_of(value: &Value) -> f64 {
 fn shown(topic: &str, value: &[u8]) -> Value {
     if binary::is_binary(value)
         && let Some(kind) = RecordKind::of_topic(topic)
-        && let Ok(record) = Record::from_bus(kind, value, &ValidationLimits::structure_only())
+        && let Ok(record) = binary::decode(kind, value, &ValidationLimits::structure_only())
         && let Ok(json) = serde_json::from_slice(&record.to_json())
     {
         return json;

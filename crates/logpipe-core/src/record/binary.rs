@@ -151,7 +151,7 @@ pub fn decode(
     value: &[u8],
     limits: &ValidationLimits,
 ) -> Result<Record, RecordError> {
-    view(kind, value, limits).map(|view| view.to_record())
+    view(kind, value, limits).map(RecordView::into_record)
 }
 
 /// [`decode`], borrowing the text fields from `value` (what the lake's
@@ -365,34 +365,31 @@ impl Writer {
         self.0.extend_from_slice(value.as_bytes());
     }
 
-    fn opt_str(&mut self, value: Option<&str>) {
+    /// A presence byte, and the value when there is one.
+    fn opt<T>(&mut self, value: Option<T>, write: impl FnOnce(&mut Writer, T)) {
         match value {
             None => self.u8(0),
             Some(value) => {
                 self.u8(1);
-                self.str(value);
+                write(self, value);
             }
         }
+    }
+
+    fn opt_str(&mut self, value: Option<&str>) {
+        self.opt(value, Writer::str);
     }
 
     fn opt_f64(&mut self, value: Option<f64>) {
-        match value {
-            None => self.u8(0),
-            Some(value) => {
-                self.u8(1);
-                self.0.extend_from_slice(&value.to_le_bytes());
-            }
-        }
+        self.opt(value, |out, value| {
+            out.0.extend_from_slice(&value.to_le_bytes())
+        });
     }
 
     fn opt_i32(&mut self, value: Option<i32>) {
-        match value {
-            None => self.u8(0),
-            Some(value) => {
-                self.u8(1);
-                self.0.extend_from_slice(&value.to_le_bytes());
-            }
-        }
+        self.opt(value, |out, value| {
+            out.0.extend_from_slice(&value.to_le_bytes())
+        });
     }
 }
 

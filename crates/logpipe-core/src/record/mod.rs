@@ -1034,6 +1034,30 @@ impl Record {
         if binary::is_binary(value) {
             return binary::decode(kind, value, limits);
         }
+        Record::from_json_value(kind, value, limits)
+    }
+
+    /// [`Record::from_bus`] handed to `f` as a view: a binary value's
+    /// fields borrowed from `value` (no owned strings), a JSON one's from
+    /// the record parsed. What the lake job appends to its columns.
+    pub fn with_bus_view<T>(
+        kind: RecordKind,
+        value: &[u8],
+        limits: &ValidationLimits,
+        f: impl FnOnce(&view::RecordView<'_>) -> T,
+    ) -> Result<T, RecordError> {
+        if binary::is_binary(value) {
+            return binary::view(kind, value, limits).map(|view| f(&view));
+        }
+        Record::from_json_value(kind, value, limits).map(|record| f(&(&record).into()))
+    }
+
+    /// A bus value that is JSON text.
+    fn from_json_value(
+        kind: RecordKind,
+        value: &[u8],
+        limits: &ValidationLimits,
+    ) -> Result<Record, RecordError> {
         let text = std::str::from_utf8(value)
             .map_err(|e| RecordError::NotJson(format!("value is not UTF-8: {e}")))?;
         Record::parse(kind, text, limits)

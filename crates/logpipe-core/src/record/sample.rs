@@ -11,7 +11,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 
 use super::summary::LogSummary;
-use super::{Level, LogRecord, Record, RecordKind, ValidationLimits, binary};
+use super::view::RecordView;
+use super::{Level, LogRecord, RecordKind, ValidationLimits, binary};
 use crate::time::{epoch_seconds_to_micros, parse_iso8601_micros};
 
 /// The fields of a log record a window needs.
@@ -79,15 +80,15 @@ struct MetaFields {
 pub fn parse_sample(value: &[u8]) -> Option<Sample<'_>> {
     if binary::is_binary(value) {
         let limits = ValidationLimits::structure_only();
-        let Ok(Record::Log(log)) = binary::decode(RecordKind::Log, value, &limits) else {
+        let Ok(RecordView::Log(log)) = binary::view(RecordKind::Log, value, &limits) else {
             return None;
         };
         return Some(Sample {
             timestamp_micros: log.timestamp_micros,
             level: log.level,
-            response_time_ms: log.metadata.response_time_ms,
-            status_code: log.metadata.status_code,
-            service: Cow::Owned(log.service),
+            response_time_ms: log.response_time_ms,
+            status_code: log.status_code,
+            service: Cow::Borrowed(log.service),
         });
     }
     let fields: LogFields<'_> = serde_json::from_slice(value).ok()?;
@@ -121,7 +122,7 @@ pub fn sample_of<'a>(summary: Option<&'a [u8]>, value: &'a [u8]) -> Option<Sampl
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::LogMetadata;
+    use crate::record::{LogMetadata, Record};
 
     #[test]
     fn samples_parse_from_seed_records() {

@@ -62,10 +62,10 @@ impl RecordView<'_> {
     }
 
     /// The owned record.
-    pub fn to_record(&self) -> Record {
+    pub fn into_record(self) -> Record {
         match self {
-            RecordView::Log(log) => Record::Log(log.to_record()),
-            RecordView::Event(event) => Record::Event(event.to_record()),
+            RecordView::Log(log) => Record::Log(log.into_record()),
+            RecordView::Event(event) => Record::Event(event.into_record()),
         }
     }
 }
@@ -75,7 +75,7 @@ fn owned(text: Option<&str>) -> Option<String> {
 }
 
 impl LogView<'_> {
-    pub fn to_record(&self) -> LogRecord {
+    pub fn into_record(self) -> LogRecord {
         LogRecord {
             timestamp_micros: self.timestamp_micros,
             level: self.level,
@@ -88,7 +88,7 @@ impl LogView<'_> {
                 status_code: self.status_code,
                 endpoint: owned(self.endpoint),
                 method: owned(self.method),
-                extra: self.extra.as_ref().map(|extra| extra.clone().into_owned()),
+                extra: self.extra.map(Cow::into_owned),
             },
         }
     }
@@ -114,7 +114,7 @@ impl<'a> From<&'a LogRecord> for LogView<'a> {
 }
 
 impl EventView<'_> {
-    pub fn to_record(&self) -> ActivityEvent {
+    pub fn into_record(self) -> ActivityEvent {
         ActivityEvent {
             event_id: self.event_id.to_owned(),
             timestamp_micros: self.timestamp_micros,

@@ -22,12 +22,11 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use std::panic::AssertUnwindSafe;
-
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use hdfs_native::HdfsError;

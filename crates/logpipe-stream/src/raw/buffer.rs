@@ -16,14 +16,14 @@ use arrow::array::{Array, ArrayRef, RecordBatch};
 use logpipe_bus::ConsumedRecord;
 use logpipe_core::parallel::on_threads;
 use logpipe_core::record::view::RecordView;
-use logpipe_core::record::{RecordKind, binary};
+use logpipe_core::record::{Record, RecordKind, ValidationLimits};
 use logpipe_core::tables::{self, BatchBuilder};
 use logpipe_core::time::HourPartition;
 use logpipe_lake::{LakeError, Ranges, TableGroups};
 use tokio::time::Instant;
 
 use super::metrics::raw_metrics;
-use super::parse::{LANES, consumer_limits, lane_share, parse_one};
+use super::parse::{LANES, lane_share};
 use crate::error::StreamError;
 use crate::runtime::dedup::Dedups;
 use crate::runtime::positions::partitions_of;
@@ -68,24 +68,16 @@ pub(super) struct Buffer {
 /// record in the bus's binary form goes to the builders borrowed from the
 /// bus buffer, without owned strings in between.
 fn append(lane: &mut Lane, kind: RecordKind, record: &ConsumedRecord, outcome: &mut LaneOutcome) {
-    let parsed = if binary::is_binary(&record.value) {
-        binary::view(kind, &record.value, &consumer_limits())
-            .map(|view| add(lane, kind, &view, outcome))
-            .map_err(|e| e.to_string())
-    } else {
-        match parse_one(record) {
-            Some(parsed) => {
-                parsed.map(|parsed| add(lane, kind, &RecordView::from(&parsed), outcome))
-            }
-            None => Ok(()),
-        }
-    };
-    if let Err(reason) = parsed {
+    let limits = ValidationLimits::structure_only();
+    let added = Record::with_bus_view(kind, &record.value, &limits, |view| {
+        add(lane, kind, view, outcome);
+    });
+    if let Err(error) = added {
         outcome.refused.push(Refused {
             topic: record.topic.clone(),
             partition: record.partition,
             offset: record.offset,
-            reason,
+            reason: error.to_string(),
         });
     }
 }

@@ -1,21 +1,14 @@
-//! Validating what the jobs read: the full record parser, structure only.
-//! The lake job parses JSON records here (a record in the bus's binary form
-//! goes to its builders through `binary::view`, see `buffer.rs`); the hot
-//! store parses every record here, split over two threads off the async
-//! reactor.
+//! Validating what the hot store reads: the full record parser, structure
+//! only ([`ValidationLimits::structure_only`]: the future-time check depends
+//! on the clock and would make a re-read non-deterministic; the collector
+//! applied it), split over two threads off the async reactor. The lake job
+//! appends through `Record::with_bus_view` (`buffer.rs`) on the same lanes.
 
 use logpipe_bus::ConsumedRecord;
 use logpipe_core::parallel::on_threads;
 use logpipe_core::record::{Record, RecordKind, ValidationLimits};
 
 use crate::error::StreamError;
-
-/// Validation on the consuming side: structure only. The future-time check
-/// depends on the clock and would make a roll-forward non-deterministic;
-/// the collector already applied it.
-pub(crate) fn consumer_limits() -> ValidationLimits {
-    ValidationLimits::structure_only()
-}
 
 /// A consumed record and the result of validating it (`None`: a topic this
 /// job does not write).
@@ -24,7 +17,10 @@ pub(crate) type Parsed = (ConsumedRecord, Option<Result<Record, String>>);
 /// Validates one record (`None`: a topic this job does not write).
 pub(super) fn parse_one(record: &ConsumedRecord) -> Option<Result<Record, String>> {
     let kind = RecordKind::of_topic(&record.topic)?;
-    Some(Record::from_bus(kind, &record.value, &consumer_limits()).map_err(|e| e.to_string()))
+    Some(
+        Record::from_bus(kind, &record.value, &ValidationLimits::structure_only())
+            .map_err(|e| e.to_string()),
+    )
 }
 
 /// Threads a poll's records are parsed on (this machine class has two

@@ -39,7 +39,7 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use logpipe_bus::Bus;
 use logpipe_config::DataLossPolicy;
-use logpipe_core::record::{Record, RecordKind};
+use logpipe_core::record::{Record, RecordKind, ValidationLimits};
 use logpipe_core::stream_sql::{AlertRule, OutputColumn, StreamSource, StreamSpec};
 use logpipe_core::tables::{ALERTS, TableDef};
 use logpipe_core::time::now_micros;
@@ -50,7 +50,6 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::error::StreamError;
-use crate::raw::parse::consumer_limits;
 use crate::runtime::dedup::Dedups;
 use crate::runtime::poller::Poller;
 use crate::runtime::positions::{
@@ -432,7 +431,7 @@ impl Job for SqlJobs {
                 );
             }
             let kind = RecordKind::of_topic(topic);
-            let limits = consumer_limits();
+            let limits = ValidationLimits::structure_only();
             let step_interval = self.slots.iter().map(|s| s.options.step_interval).min().unwrap_or(Duration::from_secs(1));
             let on_data_loss = self.slots[0].options.on_data_loss;
             let mut next_step = Instant::now() + step_interval;
