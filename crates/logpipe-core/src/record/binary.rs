@@ -45,8 +45,7 @@ use std::borrow::Cow;
 
 use super::view::{EventView, LogView, RecordView};
 use super::{
-    ActivityEvent, EventType, Level, LogRecord, Record, RecordError, RecordKind, ValidationLimits,
-    check_json_len, check_len,
+    EventType, Level, Record, RecordError, RecordKind, ValidationLimits, check_json_len, check_len,
 };
 use crate::time;
 
@@ -71,72 +70,77 @@ pub fn is_binary(value: &[u8]) -> bool {
 
 /// `record` in binary form.
 pub fn encode(record: &Record) -> Vec<u8> {
+    encode_view(&record.into())
+}
+
+/// A record in binary form, from a view of it (what the collector has in
+/// hand after validating a record, its text still in the request body).
+pub fn encode_view(record: &RecordView<'_>) -> Vec<u8> {
     match record {
-        Record::Log(log) => encode_log(log),
-        Record::Event(event) => encode_event(event),
+        RecordView::Log(log) => encode_log(log),
+        RecordView::Event(event) => encode_event(event),
     }
 }
 
-fn encode_log(log: &LogRecord) -> Vec<u8> {
-    let metadata = &log.metadata;
-    let extra = metadata
+fn encode_log(log: &LogView<'_>) -> Vec<u8> {
+    let extra = log
         .extra
         .as_ref()
         .map(|map| serde_json::to_string(map).unwrap_or_else(|_| "{}".to_string()));
     let strings = [
-        Some(&log.service),
-        log.host.as_ref(),
-        Some(&log.message),
-        metadata.request_id.as_ref(),
-        metadata.endpoint.as_ref(),
-        metadata.method.as_ref(),
-        extra.as_ref(),
+        Some(log.service),
+        log.host,
+        Some(log.message),
+        log.request_id,
+        log.endpoint,
+        log.method,
+        extra.as_deref(),
     ];
     let mut out =
         Writer::with_capacity(64 + strings.iter().flatten().map(|s| s.len()).sum::<usize>());
     out.u8(LOG_TAG);
     out.i64(log.timestamp_micros);
     out.u8(index_of(&Level::ALL, log.level));
-    out.str(&log.service);
-    out.opt_str(log.host.as_deref());
-    out.str(&log.message);
-    out.opt_str(metadata.request_id.as_deref());
-    out.opt_f64(metadata.response_time_ms);
-    out.opt_i32(metadata.status_code);
-    out.opt_str(metadata.endpoint.as_deref());
-    out.opt_str(metadata.method.as_deref());
+    out.str(log.service);
+    out.opt_str(log.host);
+    out.str(log.message);
+    out.opt_str(log.request_id);
+    out.opt_f64(log.response_time_ms);
+    out.opt_i32(log.status_code);
+    out.opt_str(log.endpoint);
+    out.opt_str(log.method);
     out.opt_str(extra.as_deref());
     out.0
 }
 
-fn encode_event(event: &ActivityEvent) -> Vec<u8> {
+fn encode_event(event: &EventView<'_>) -> Vec<u8> {
     let strings = [
-        Some(&event.event_id),
-        Some(&event.user_id),
-        event.session_id.as_ref(),
-        event.event_data.as_ref(),
-        event.page.as_ref(),
-        event.element.as_ref(),
-        event.device.device_type.as_ref(),
-        event.device.os.as_ref(),
-        event.device.browser.as_ref(),
+        Some(event.event_id),
+        Some(event.user_id),
+        event.session_id,
+        event.event_data,
+        event.page,
+        event.element,
+        event.device_type,
+        event.device_os,
+        event.device_browser,
     ];
     let mut out =
         Writer::with_capacity(80 + strings.iter().flatten().map(|s| s.len()).sum::<usize>());
     out.u8(EVENT_TAG);
-    out.str(&event.event_id);
+    out.str(event.event_id);
     out.i64(event.timestamp_micros);
-    out.str(&event.user_id);
-    out.opt_str(event.session_id.as_deref());
+    out.str(event.user_id);
+    out.opt_str(event.session_id);
     out.u8(index_of(&EventType::ALL, event.event_type));
-    out.opt_str(event.event_data.as_deref());
-    out.opt_str(event.page.as_deref());
-    out.opt_str(event.element.as_deref());
+    out.opt_str(event.event_data);
+    out.opt_str(event.page);
+    out.opt_str(event.element);
     out.opt_f64(event.position_x);
     out.opt_f64(event.position_y);
-    out.opt_str(event.device.device_type.as_deref());
-    out.opt_str(event.device.os.as_deref());
-    out.opt_str(event.device.browser.as_deref());
+    out.opt_str(event.device_type);
+    out.opt_str(event.device_os);
+    out.opt_str(event.device_browser);
     out.0
 }
 
@@ -249,7 +253,9 @@ fn view_log<'a>(
             Some(extra)
         }
     };
-    check_json_len("metadata", &extra, limits)?;
+    if let Some(extra) = &extra {
+        check_json_len("metadata", extra, limits)?;
+    }
     Ok(LogView {
         timestamp_micros,
         level,
@@ -482,6 +488,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::LogRecord;
 
     fn limits() -> ValidationLimits {
         ValidationLimits::now()

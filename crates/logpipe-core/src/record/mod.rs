@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::time::{self, TimestampError, truncate_for_message};
 use crate::topics;
+use view::{EventView, LogView, RecordView};
 
 pub mod binary;
 pub mod sample;
@@ -201,12 +202,6 @@ pub struct Device {
     pub browser: Option<String>,
 }
 
-impl Device {
-    fn is_empty(&self) -> bool {
-        self.device_type.is_none() && self.os.is_none() && self.browser.is_none()
-    }
-}
-
 /// Limits applied to every record.
 #[derive(Debug, Clone, Copy)]
 pub struct ValidationLimits {
@@ -336,53 +331,125 @@ struct LogIn<'a> {
     host: Option<Cow<'a, str>>,
     #[serde(borrow)]
     message: Cow<'a, str>,
-    #[serde(default)]
-    metadata: Option<MetadataIn>,
+    #[serde(borrow, default)]
+    metadata: Option<MetadataIn<'a>>,
 }
 
-/// An object key, borrowed from the input unless it holds escapes. (serde's
-/// `Cow<str>` always copies: that was an allocation per key per record.)
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(value)))
-            }
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(value.to_string())))
-            }
-            fn visit_string<E: de::Error>(self, value: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(value)))
+impl LogIn<'_> {
+    /// The checks past the JSON shape (timestamp, level, lengths); the
+    /// record as a view of this input, its text not copied.
+    fn validate(&self, limits: &ValidationLimits) -> Result<LogView<'_>, RecordError> {
+        let timestamp_micros = self.timestamp.to_micros(limits)?;
+        let level = Level::parse(&self.level).ok_or_else(|| {
+            RecordError::field(
+                "level",
+                format!(
+                    "{:?} is not one of INFO, DEBUG, WARN, ERROR",
+                    truncate_for_message(&self.level)
+                ),
+            )
+        })?;
+        let metadata = self.metadata.as_ref();
+        let request_id = metadata.and_then(|m| m.request_id.as_deref());
+        let endpoint = metadata.and_then(|m| m.endpoint.as_deref());
+        let method = metadata.and_then(|m| m.method.as_deref());
+        for (field, value) in [
+            ("metadata.request_id", request_id),
+            ("metadata.endpoint", endpoint),
+            ("metadata.method", method),
+        ] {
+            if let Some(text) = value {
+                check_len(field, text, limits)?;
             }
         }
-        deserializer.deserialize_str(KeyVisitor)
+        let extra = metadata.and_then(|m| m.extra.as_ref());
+        if let Some(extra) = extra {
+            check_json_len("metadata", extra, limits)?;
+        }
+        let service = &*self.service;
+        if service.trim().is_empty() {
+            return Err(RecordError::field("service", "must not be empty"));
+        }
+        check_len("service", service, limits)?;
+        let host = self.host.as_deref();
+        if let Some(host) = host {
+            check_len("host", host, limits)?;
+        }
+        check_len("message", &self.message, limits)?;
+        Ok(LogView {
+            timestamp_micros,
+            level,
+            service,
+            host,
+            message: &self.message,
+            request_id,
+            response_time_ms: metadata.and_then(|m| m.response_time_ms),
+            status_code: metadata.and_then(|m| m.status_code),
+            endpoint,
+            method,
+            extra: extra.map(Cow::Borrowed),
+        })
     }
 }
 
-/// Metadata keeps unknown keys, so it has a hand-written visitor instead of
-/// `#[serde(flatten)]` (which buffers every value and is several times slower).
-struct MetadataIn(LogMetadata);
+/// An object key or a string value, borrowed from the input unless it holds
+/// escapes. (serde's `Cow<str>` always copies: that was an allocation per
+/// key per record.)
+struct Text<'de>(Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for MetadataIn {
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(value)))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(value.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, value: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(value)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// The metadata's text values, borrowed like [`Text`].
+fn text_value<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str>>, A::Error> {
+    Ok(map.next_value::<Option<Text<'de>>>()?.map(|text| text.0))
+}
+
+/// Metadata keeps unknown keys, so it has a hand-written visitor instead of
+/// `#[serde(flatten)]` (which buffers every value and is several times
+/// slower). Its text is borrowed from the body where it can be.
+#[derive(Default)]
+struct MetadataIn<'a> {
+    request_id: Option<Cow<'a, str>>,
+    response_time_ms: Option<f64>,
+    status_code: Option<i32>,
+    endpoint: Option<Cow<'a, str>>,
+    method: Option<Cow<'a, str>>,
+    extra: Option<Map<String, Value>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for MetadataIn<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct MetadataVisitor;
         impl<'de> Visitor<'de> for MetadataVisitor {
-            type Value = MetadataIn;
+            type Value = MetadataIn<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a metadata object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetadataIn, A::Error> {
-                let mut metadata = LogMetadata::default();
-                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetadataIn<'de>, A::Error> {
+                let mut metadata = MetadataIn::default();
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
                     match key.as_ref() {
-                        "request_id" => metadata.request_id = map.next_value()?,
+                        "request_id" => metadata.request_id = text_value(&mut map)?,
                         "response_time_ms" => {
                             let value: Option<f64> = map.next_value()?;
                             if let Some(ms) = value
@@ -405,8 +472,8 @@ impl<'de> Deserialize<'de> for MetadataIn {
                             }
                             metadata.status_code = value.map(|code| code as i32);
                         }
-                        "endpoint" => metadata.endpoint = map.next_value()?,
-                        "method" => metadata.method = map.next_value()?,
+                        "endpoint" => metadata.endpoint = text_value(&mut map)?,
+                        "method" => metadata.method = text_value(&mut map)?,
                         _ => {
                             let value: Value = map.next_value()?;
                             metadata
@@ -416,7 +483,7 @@ impl<'de> Deserialize<'de> for MetadataIn {
                         }
                     }
                 }
-                Ok(MetadataIn(metadata))
+                Ok(metadata)
             }
         }
         deserializer.deserialize_map(MetadataVisitor)
@@ -464,7 +531,7 @@ impl<'de> Deserialize<'de> for EventDataView {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventDataView, A::Error> {
                 let mut view = EventDataView::default();
-                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
                     match key.as_ref() {
                         "page" => view.page = map.next_value::<LenientString>()?.0,
                         "element" => view.element = map.next_value::<LenientString>()?.0,
@@ -610,23 +677,21 @@ fn optional_text(
 
 fn check_json_len(
     field: &'static str,
-    value: &Option<Map<String, Value>>,
+    map: &Map<String, Value>,
     limits: &ValidationLimits,
 ) -> Result<(), RecordError> {
-    if let Some(map) = value {
-        // Serialised size is what lands in the column; cheap next to parsing.
-        let size = serde_json::to_vec(map)
-            .map(|bytes| bytes.len())
-            .unwrap_or(0);
-        if size > limits.max_field_bytes {
-            return Err(RecordError::field(
-                field,
-                format!(
-                    "{size} bytes of JSON, longer than the limit of {} bytes",
-                    limits.max_field_bytes
-                ),
-            ));
-        }
+    // Serialised size is what lands in the column; cheap next to parsing.
+    let size = serde_json::to_vec(map)
+        .map(|bytes| bytes.len())
+        .unwrap_or(0);
+    if size > limits.max_field_bytes {
+        return Err(RecordError::field(
+            field,
+            format!(
+                "{size} bytes of JSON, longer than the limit of {} bytes",
+                limits.max_field_bytes
+            ),
+        ));
     }
     Ok(())
 }
@@ -641,38 +706,7 @@ impl LogRecord {
 
     /// The checks past the JSON shape: timestamp, level, lengths.
     fn validate(input: LogIn<'_>, limits: &ValidationLimits) -> Result<LogRecord, RecordError> {
-        let timestamp_micros = input.timestamp.to_micros(limits)?;
-        let level = Level::parse(&input.level).ok_or_else(|| {
-            RecordError::field(
-                "level",
-                format!(
-                    "{:?} is not one of INFO, DEBUG, WARN, ERROR",
-                    truncate_for_message(&input.level)
-                ),
-            )
-        })?;
-        let metadata = input.metadata.map(|m| m.0).unwrap_or_default();
-        for (field, value) in [
-            ("metadata.request_id", &metadata.request_id),
-            ("metadata.endpoint", &metadata.endpoint),
-            ("metadata.method", &metadata.method),
-        ] {
-            if let Some(text) = value {
-                check_len(field, text, limits)?;
-            }
-        }
-        check_json_len("metadata", &metadata.extra, limits)?;
-        Ok(LogRecord {
-            timestamp_micros,
-            level,
-            service: required_text("service", input.service, limits)?,
-            host: optional_text("host", input.host, limits)?,
-            message: {
-                check_len("message", &input.message, limits)?;
-                input.message.into_owned()
-            },
-            metadata,
-        })
+        input.validate(limits).map(LogView::into_record)
     }
 
     /// The bus key (SPEC §1.4): the service name.
@@ -682,16 +716,14 @@ impl LogRecord {
 
     /// Canonical JSON for the bus.
     pub fn to_json(&self) -> Vec<u8> {
-        let strings =
-            self.service.len() + self.message.len() + self.host.as_ref().map_or(0, String::len);
-        canonical_json(self, strings)
+        LogView::from(self).to_json()
     }
 }
 
 /// `value` as JSON, in a buffer sized for `strings` bytes of text plus the
 /// keys and numbers around them: `serde_json::to_vec` starts at 128 bytes
 /// and grows by copying, twice for a typical record.
-fn canonical_json(value: &impl Serialize, strings: usize) -> Vec<u8> {
+pub(crate) fn canonical_json(value: &impl Serialize, strings: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(strings + 256);
     match serde_json::to_writer(&mut out, value) {
         Ok(()) => out,
@@ -767,12 +799,7 @@ impl ActivityEvent {
     }
 
     pub fn to_json(&self) -> Vec<u8> {
-        let optional = |text: &Option<String>| text.as_ref().map_or(0, String::len);
-        let strings = self.event_id.len()
-            + self.user_id.len()
-            + optional(&self.session_id)
-            + optional(&self.event_data);
-        canonical_json(self, strings)
+        EventView::from(self).to_json()
     }
 }
 
@@ -783,31 +810,49 @@ pub(crate) fn seconds_value(micros: i64) -> f64 {
 
 impl Serialize for LogRecord {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        LogView::from(self).serialize(serializer)
+    }
+}
+
+impl Serialize for LogView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("timestamp", &seconds_value(self.timestamp_micros))?;
         map.serialize_entry("level", self.level.as_str())?;
-        map.serialize_entry("service", &self.service)?;
-        if let Some(host) = &self.host {
+        map.serialize_entry("service", self.service)?;
+        if let Some(host) = self.host {
             map.serialize_entry("host", host)?;
         }
-        map.serialize_entry("message", &self.message)?;
-        let m = &self.metadata;
-        if *m != LogMetadata::default() {
-            map.serialize_entry("metadata", &MetadataOut(m))?;
+        map.serialize_entry("message", self.message)?;
+        let metadata = MetadataOut(self);
+        if !metadata.is_empty() {
+            map.serialize_entry("metadata", &metadata)?;
         }
         map.end()
     }
 }
 
-struct MetadataOut<'a>(&'a LogMetadata);
+struct MetadataOut<'v, 'a>(&'v LogView<'a>);
 
-impl Serialize for MetadataOut<'_> {
+impl MetadataOut<'_, '_> {
+    fn is_empty(&self) -> bool {
+        let m = self.0;
+        m.request_id.is_none()
+            && m.response_time_ms.is_none()
+            && m.status_code.is_none()
+            && m.endpoint.is_none()
+            && m.method.is_none()
+            && m.extra.is_none()
+    }
+}
+
+impl Serialize for MetadataOut<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let m = self.0;
         let mut map = serializer.serialize_map(None)?;
-        if let Some(value) = &m.request_id {
+        if let Some(value) = m.request_id {
             map.serialize_entry("request_id", value)?;
         }
         if let Some(value) = &m.response_time_ms {
@@ -816,14 +861,14 @@ impl Serialize for MetadataOut<'_> {
         if let Some(value) = &m.status_code {
             map.serialize_entry("status_code", value)?;
         }
-        if let Some(value) = &m.endpoint {
+        if let Some(value) = m.endpoint {
             map.serialize_entry("endpoint", value)?;
         }
-        if let Some(value) = &m.method {
+        if let Some(value) = m.method {
             map.serialize_entry("method", value)?;
         }
         if let Some(extra) = &m.extra {
-            for (key, value) in extra {
+            for (key, value) in extra.iter() {
                 map.serialize_entry(key, value)?;
             }
         }
@@ -833,22 +878,57 @@ impl Serialize for MetadataOut<'_> {
 
 impl Serialize for ActivityEvent {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        EventView::from(self).serialize(serializer)
+    }
+}
+
+impl Serialize for EventView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("event_id", &self.event_id)?;
+        map.serialize_entry("event_id", self.event_id)?;
         map.serialize_entry("timestamp", &seconds_value(self.timestamp_micros))?;
-        map.serialize_entry("user_id", &self.user_id)?;
-        if let Some(session) = &self.session_id {
+        map.serialize_entry("user_id", self.user_id)?;
+        if let Some(session) = self.session_id {
             map.serialize_entry("session_id", session)?;
         }
         map.serialize_entry("event_type", self.event_type.as_str())?;
-        if let Some(data) = &self.event_data {
+        if let Some(data) = self.event_data {
             // Validated and compacted at parse time; borrowed, not copied.
             let raw: &RawValue = serde_json::from_str(data).map_err(serde::ser::Error::custom)?;
             map.serialize_entry("event_data", raw)?;
         }
-        if !self.device.is_empty() {
-            map.serialize_entry("device", &self.device)?;
+        let device = DeviceOut(self);
+        if !device.is_empty() {
+            map.serialize_entry("device", &device)?;
+        }
+        map.end()
+    }
+}
+
+/// An event view's device fields as the `device` object.
+struct DeviceOut<'v, 'a>(&'v EventView<'a>);
+
+impl DeviceOut<'_, '_> {
+    fn is_empty(&self) -> bool {
+        let e = self.0;
+        e.device_type.is_none() && e.device_os.is_none() && e.device_browser.is_none()
+    }
+}
+
+impl Serialize for DeviceOut<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let e = self.0;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in [
+            ("type", e.device_type),
+            ("os", e.device_os),
+            ("browser", e.device_browser),
+        ] {
+            if let Some(value) = value {
+                map.serialize_entry(key, value)?;
+            }
         }
         map.end()
     }
@@ -905,29 +985,52 @@ pub fn split_body(body: &[u8]) -> Result<Vec<RawRecord<'_>>, BodyError> {
 
 /// Parses a request body (see [`split_body`]) into its records of `kind`,
 /// each validated or refused with its reason, in body order.
-///
-/// A JSON array is first read in one pass straight into records, which is
-/// what nearly every body is (the body is not scanned twice); if that pass
-/// fails anywhere (a record of the wrong shape, a syntax error), the body
-/// is cut into record texts and each is parsed on its own, so the answer
-/// is exactly the one a record-by-record parse gives.
 pub fn parse_body(
     kind: RecordKind,
     body: &[u8],
     limits: &ValidationLimits,
 ) -> Result<Vec<Result<Record, RecordError>>, BodyError> {
+    parse_body_with(kind, body, limits, |_, record| {
+        record.map(RecordView::into_record)
+    })
+}
+
+/// [`parse_body`], handing each record to `each` (with its index in the
+/// body) as it is read: a view of the body where it can be, so a caller
+/// that turns records into something else (the collector: bus records)
+/// copies no text into owned records first. Returns what `each` returned,
+/// in body order.
+///
+/// A JSON array is first read in one pass straight into records, which is
+/// what nearly every body is (the body is not scanned twice); if that pass
+/// fails anywhere (a record of the wrong shape, a syntax error), what
+/// `each` returned for it is dropped, and the body is cut into record texts
+/// and each is parsed on its own, so the answer is exactly the one a
+/// record-by-record parse gives.
+pub fn parse_body_with<T>(
+    kind: RecordKind,
+    body: &[u8],
+    limits: &ValidationLimits,
+    mut each: impl FnMut(usize, Result<RecordView<'_>, RecordError>) -> T,
+) -> Result<Vec<T>, BodyError> {
     let array = body
         .iter()
         .find(|byte| !byte.is_ascii_whitespace())
         .is_some_and(|first| *first == b'[');
     if array {
         let whole = match kind {
-            RecordKind::Log => read_whole(body, |input: LogIn<'_>| {
-                LogRecord::validate(input, limits).map(Record::Log)
+            RecordKind::Log => read_whole(body, |index, input: LogIn<'_>| {
+                each(index, input.validate(limits).map(RecordView::Log))
             }),
-            RecordKind::Event => read_whole(body, |input: EventIn<'_>| {
-                ActivityEvent::validate(input, limits).map(Record::Event)
-            }),
+            RecordKind::Event => {
+                read_whole(
+                    body,
+                    |index, input: EventIn<'_>| match ActivityEvent::validate(input, limits) {
+                        Ok(event) => each(index, Ok(RecordView::Event((&event).into()))),
+                        Err(error) => each(index, Err(error)),
+                    },
+                )
+            }
         };
         if let Some(records) = whole {
             return Ok(records);
@@ -935,18 +1038,51 @@ pub fn parse_body(
     }
     Ok(split_body(body)?
         .into_iter()
-        .map(|raw| raw.and_then(|text| Record::parse(kind, text, limits)))
+        .enumerate()
+        .map(
+            |(index, raw)| match raw.and_then(|text| Record::parse(kind, text, limits)) {
+                Ok(record) => each(index, Ok((&record).into())),
+                Err(error) => each(index, Err(error)),
+            },
+        )
         .collect())
 }
 
-/// The records of an array `body` read in one pass as `T` and validated
-/// (`None`: the pass failed somewhere).
-fn read_whole<'a, T: Deserialize<'a>>(
+/// The records of an array `body` read in one pass as `I`, each handed to
+/// `visit` with its index as soon as it is read (`None`: the pass failed
+/// somewhere).
+fn read_whole<'a, I: Deserialize<'a>, T>(
     body: &'a [u8],
-    validate: impl Fn(T) -> Result<Record, RecordError>,
-) -> Option<Vec<Result<Record, RecordError>>> {
-    let inputs: Vec<InObject<T>> = serde_json::from_slice(body).ok()?;
-    Some(inputs.into_iter().map(|input| validate(input.0)).collect())
+    visit: impl FnMut(usize, I) -> T,
+) -> Option<Vec<T>> {
+    /// The visitor, and a first guess at the record count (a record is
+    /// rarely shorter than this many bytes of JSON) so the result vector
+    /// is not regrown and copied several times.
+    struct Elements<I, F>(F, usize, std::marker::PhantomData<I>);
+    const SHORTEST_RECORD_BYTES: usize = 160;
+    impl<'de, I: Deserialize<'de>, T, F: FnMut(usize, I) -> T> Visitor<'de> for Elements<I, F> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON array of records")
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::with_capacity(self.1);
+            while let Some(InObject(input)) = seq.next_element::<InObject<I>>()? {
+                out.push((self.0)(out.len(), input));
+            }
+            Ok(out)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let records = deserializer
+        .deserialize_seq(Elements(
+            visit,
+            body.len() / SHORTEST_RECORD_BYTES,
+            std::marker::PhantomData,
+        ))
+        .ok()?;
+    deserializer.end().ok()?;
+    Some(records)
 }
 
 /// A record read only from a JSON object. A derived `Deserialize` also

@@ -22,6 +22,7 @@
 //! service          the rest, UTF-8
 //! ```
 
+use super::view::LogView;
 use super::{Level, LogRecord, seconds_value};
 use crate::time::epoch_seconds_to_micros;
 
@@ -45,6 +46,11 @@ pub struct LogSummary<'a> {
 
 impl<'a> LogSummary<'a> {
     pub fn of(record: &'a LogRecord) -> LogSummary<'a> {
+        LogSummary::of_view(&record.into())
+    }
+
+    /// [`LogSummary::of`] a view of the record.
+    pub fn of_view(record: &LogView<'a>) -> LogSummary<'a> {
         // The time as a reader of the JSON value gets it back; the same as
         // the record's for any time validation accepts, and equal by
         // construction.
@@ -52,9 +58,9 @@ impl<'a> LogSummary<'a> {
         LogSummary {
             timestamp_micros: epoch_seconds_to_micros(as_json).unwrap_or(record.timestamp_micros),
             level: record.level,
-            service: &record.service,
-            response_time_ms: record.metadata.response_time_ms,
-            status_code: record.metadata.status_code,
+            service: record.service,
+            response_time_ms: record.response_time_ms,
+            status_code: record.status_code,
         }
     }
 

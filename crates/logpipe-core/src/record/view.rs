@@ -9,7 +9,9 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
-use super::{ActivityEvent, Device, EventType, Level, LogMetadata, LogRecord, Record};
+use super::{
+    ActivityEvent, Device, EventType, Level, LogMetadata, LogRecord, Record, canonical_json,
+};
 
 /// A [`LogRecord`], borrowed.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,6 +56,22 @@ pub enum RecordView<'a> {
 }
 
 impl RecordView<'_> {
+    /// The bus key (SPEC §1.4): a log's service, an event's user id.
+    pub fn key(&self) -> &str {
+        match self {
+            RecordView::Log(log) => log.service,
+            RecordView::Event(event) => event.user_id,
+        }
+    }
+
+    /// Canonical JSON for the bus (see [`Record::to_json`]).
+    pub fn to_json(&self) -> Vec<u8> {
+        match self {
+            RecordView::Log(log) => log.to_json(),
+            RecordView::Event(event) => event.to_json(),
+        }
+    }
+
     pub fn timestamp_micros(&self) -> i64 {
         match self {
             RecordView::Log(log) => log.timestamp_micros,
@@ -75,6 +93,13 @@ fn owned(text: Option<&str>) -> Option<String> {
 }
 
 impl LogView<'_> {
+    /// Canonical JSON for the bus.
+    pub fn to_json(&self) -> Vec<u8> {
+        let optional = |text: Option<&str>| text.map_or(0, str::len);
+        let strings = self.service.len() + self.message.len() + optional(self.host);
+        canonical_json(self, strings)
+    }
+
     pub fn into_record(self) -> LogRecord {
         LogRecord {
             timestamp_micros: self.timestamp_micros,
@@ -114,6 +139,16 @@ impl<'a> From<&'a LogRecord> for LogView<'a> {
 }
 
 impl EventView<'_> {
+    /// Canonical JSON for the bus.
+    pub fn to_json(&self) -> Vec<u8> {
+        let optional = |text: Option<&str>| text.map_or(0, str::len);
+        let strings = self.event_id.len()
+            + self.user_id.len()
+            + optional(self.session_id)
+            + optional(self.event_data);
+        canonical_json(self, strings)
+    }
+
     pub fn into_record(self) -> ActivityEvent {
         ActivityEvent {
             event_id: self.event_id.to_owned(),

@@ -5,7 +5,8 @@
 use logpipe_bus::{BusRecord, HeadersBuilder};
 use logpipe_core::dedup::{self, RecordId};
 use logpipe_core::record::summary::{self, LogSummary};
-use logpipe_core::record::{self, Record, RecordKind, ValidationLimits, binary};
+use logpipe_core::record::view::RecordView;
+use logpipe_core::record::{self, RecordKind, ValidationLimits, binary};
 
 /// What a record carries on the bus besides its key.
 #[derive(Debug, Clone, Copy)]
@@ -30,19 +31,23 @@ pub(super) fn parse_batch(
     form: BusForm,
     request: Option<u128>,
 ) -> Result<ParsedBatch, record::BodyError> {
-    let parsed = record::parse_body(kind, body, limits)?;
+    // Each record goes to its bus form as it is read, from a view of the
+    // body: no owned record in between.
+    let parsed = record::parse_body_with(kind, body, limits, |index, parsed| {
+        let id = request.map(|request| RecordId {
+            request,
+            index: index as u32,
+        });
+        parsed
+            .map(|record| bus_record(&record, form, id))
+            .map_err(|error| (index, error.to_string()))
+    })?;
     let mut records = Vec::with_capacity(parsed.len());
     let mut rejected = Vec::new();
-    for (index, parsed) in parsed.into_iter().enumerate() {
+    for parsed in parsed {
         match parsed {
-            Ok(record) => {
-                let id = request.map(|request| RecordId {
-                    request,
-                    index: index as u32,
-                });
-                records.push(bus_record(&record, form, id));
-            }
-            Err(error) => rejected.push((index, error.to_string())),
+            Ok(record) => records.push(record),
+            Err(refused) => rejected.push(refused),
         }
     }
     Ok(ParsedBatch { records, rejected })
@@ -51,15 +56,19 @@ pub(super) fn parse_batch(
 /// The bus form of a valid record. With `form.summaries`, a log record
 /// also carries its window fields as a header; with `id`, the record
 /// carries its id (see [`dedup`]).
-pub(super) fn bus_record(record: &Record, form: BusForm, id: Option<RecordId>) -> BusRecord {
+pub(super) fn bus_record(
+    record: &RecordView<'_>,
+    form: BusForm,
+    id: Option<RecordId>,
+) -> BusRecord {
     let value = if form.binary {
-        binary::encode(record)
+        binary::encode_view(record)
     } else {
         record.to_json()
     };
     let mut out = BusRecord::new(record.key(), value);
     let summary = match (record, form.summaries) {
-        (Record::Log(log), true) => Some(LogSummary::of(log)),
+        (RecordView::Log(log), true) => Some(LogSummary::of_view(log)),
         _ => None,
     };
     if summary.is_none() && id.is_none() {
