@@ -335,6 +335,27 @@ impl Broker {
             })
     }
 
+    /// Per partition of `topic`: the high watermark and the last stable
+    /// offset (what `read_committed` readers can reach). An acknowledged
+    /// record missing from the lake with the stable offset below the high
+    /// watermark means an open transaction holds the partition (one left
+    /// open by a broker restart blocks every record after it), not a record
+    /// that was never written.
+    pub fn stable_offsets(&self, topic: &str) -> String {
+        let script = "import sys\nfrom confluent_kafka import Consumer, TopicPartition\n\
+            out = []\n\
+            try:\n\
+            \x20   for level in ('read_uncommitted', 'read_committed'):\n\
+            \x20       c = Consumer({'bootstrap.servers': sys.argv[1], 'group.id': 'logpipe-test-offsets', 'isolation.level': level})\n\
+            \x20       parts = sorted(c.list_topics(sys.argv[2], timeout=10).topics[sys.argv[2]].partitions)\n\
+            \x20       out.append(level + ' ' + str([c.get_watermark_offsets(TopicPartition(sys.argv[2], p), timeout=10)[1] for p in parts]))\n\
+            \x20       c.close()\n\
+            except Exception as error:\n\
+            \x20   out.append('not read: ' + str(error))\n\
+            print(sys.argv[2] + ' end offsets: ' + '; '.join(out))";
+        crate::process::python(script, &[&self.brokers, topic])
+    }
+
     /// What the nodes logged, for a failure report.
     pub fn log(&self) -> String {
         let Some(dir) = &self.dir else {
