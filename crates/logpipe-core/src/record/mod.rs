@@ -1039,12 +1039,12 @@ pub fn parse_body_with<T>(
     Ok(split_body(body)?
         .into_iter()
         .enumerate()
-        .map(
-            |(index, raw)| match raw.and_then(|text| Record::parse(kind, text, limits)) {
-                Ok(record) => each(index, Ok((&record).into())),
-                Err(error) => each(index, Err(error)),
-            },
-        )
+        .map(|(index, raw)| {
+            let read = raw.and_then(|text| {
+                Record::with_json_view(kind, text, limits, |view| each(index, Ok(view)))
+            });
+            read.unwrap_or_else(|error| each(index, Err(error)))
+        })
         .collect())
 }
 
@@ -1185,7 +1185,29 @@ impl Record {
         if binary::is_binary(value) {
             return binary::view(kind, value, limits).map(|view| f(&view));
         }
-        Record::from_json_value(kind, value, limits).map(|record| f(&(&record).into()))
+        let text = json_text(value)?;
+        Record::with_json_view(kind, text, limits, |view| f(&view))
+    }
+
+    /// A record of `kind` parsed from its JSON `text`, handed to `f` as a
+    /// view: a log's text borrowed from `text` (no owned strings); an
+    /// event validated into an owned record and lent.
+    fn with_json_view<T>(
+        kind: RecordKind,
+        text: &str,
+        limits: &ValidationLimits,
+        f: impl FnOnce(RecordView<'_>) -> T,
+    ) -> Result<T, RecordError> {
+        match kind {
+            RecordKind::Log => {
+                check_object(text)?;
+                let input: LogIn<'_> =
+                    serde_json::from_str(text).map_err(RecordError::from_serde)?;
+                input.validate(limits).map(|view| f(RecordView::Log(view)))
+            }
+            RecordKind::Event => ActivityEvent::parse(text, limits)
+                .map(|event| f(RecordView::Event((&event).into()))),
+        }
     }
 
     /// A bus value that is JSON text.
@@ -1194,10 +1216,13 @@ impl Record {
         value: &[u8],
         limits: &ValidationLimits,
     ) -> Result<Record, RecordError> {
-        let text = std::str::from_utf8(value)
-            .map_err(|e| RecordError::NotJson(format!("value is not UTF-8: {e}")))?;
-        Record::parse(kind, text, limits)
+        Record::parse(kind, json_text(value)?, limits)
     }
+}
+
+/// A bus value that should be JSON, as text.
+fn json_text(value: &[u8]) -> Result<&str, RecordError> {
+    std::str::from_utf8(value).map_err(|e| RecordError::NotJson(format!("value is not UTF-8: {e}")))
 }
 
 #[cfg(test)]
