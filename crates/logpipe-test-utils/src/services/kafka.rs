@@ -356,6 +356,78 @@ impl Broker {
         crate::process::python(script, &[&self.brokers, topic])
     }
 
+    /// For a failure report on a transaction held open: each partition's
+    /// high watermark and stable offset, the producers the partition
+    /// leaders track with their open transaction's first offset (Kafka's
+    /// `kafka-transactions.sh describe-producers`), and what the nodes
+    /// logged about transaction state, markers, recovery and truncation in
+    /// this run and the one before a restart. Empty against an outside
+    /// broker (its logs and tools are not this test's).
+    pub fn transactions_report(&self, topic: &str, partitions: u32) -> String {
+        let Some(dir) = &self.dir else {
+            return String::new();
+        };
+        let mut report = vec![self.stable_offsets(topic)];
+        for partition in 0..partitions {
+            let output = Command::new("bash")
+                .arg(kafka_sh())
+                .args(["cli", dir.to_str().unwrap()])
+                .args(["org.apache.kafka.tools.TransactionsCommand"])
+                .args(["--bootstrap-server", &self.admin, "describe-producers"])
+                .args(["--topic", topic, "--partition", &partition.to_string()])
+                .output();
+            let text = match output {
+                Ok(output) => format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                ),
+                Err(error) => format!("not run: {error}"),
+            };
+            report.push(format!(
+                "--- producers of {topic}-{partition}:\n{}",
+                text.trim_end()
+            ));
+        }
+        const ABOUT: [&str; 5] = [
+            "Truncat",
+            "TransactionCoordinator id=",
+            "marker",
+            "hanging",
+            "ERROR",
+        ];
+        // Recovery lines are one per partition: only `topic`'s.
+        const RECOVERY: [&str; 2] = ["unflushed", "Producer state recovery"];
+        let about = |line: &&str| {
+            ABOUT.iter().any(|about| line.contains(about))
+                || (line.contains(&format!("partition={topic}-"))
+                    && RECOVERY.iter().any(|about| line.contains(about)))
+        };
+        for node in 1..=self.nodes {
+            for file in ["server.log.prev", "server.log"] {
+                let log = std::fs::read_to_string(dir.join(format!("node{node}/{file}")))
+                    .unwrap_or_default();
+                let lines: Vec<&str> = log
+                    .lines()
+                    .filter(about)
+                    .filter(|line| !line.contains("Elected as the txn coordinator"))
+                    // The coordinator retries markers to its own node while
+                    // a restarted node's listener is not up yet: one line
+                    // per 50 ms.
+                    .filter(|line| !line.contains("could not be established"))
+                    .collect();
+                let shown = &lines[lines.len().saturating_sub(120)..];
+                report.push(format!(
+                    "--- node {node} {file}: {} of {} lines about transactions and recovery\n{}",
+                    shown.len(),
+                    lines.len(),
+                    shown.join("\n")
+                ));
+            }
+        }
+        report.join("\n")
+    }
+
     /// What the nodes logged, for a failure report.
     pub fn log(&self) -> String {
         let Some(dir) = &self.dir else {
