@@ -505,8 +505,132 @@ struct EventIn<'a> {
     event_type: Cow<'a, str>,
     #[serde(borrow, default)]
     event_data: Option<&'a RawValue>,
-    #[serde(default)]
-    device: Option<Device>,
+    #[serde(borrow, default)]
+    device: Option<DeviceIn<'a>>,
+}
+
+impl<'a> EventIn<'a> {
+    /// The checks past the JSON shape: timestamp, type, `event_data`,
+    /// lengths; the event's text borrowed where it needs no change.
+    fn validate(self, limits: &ValidationLimits) -> Result<EventParts<'a>, RecordError> {
+        let input = self;
+        let timestamp_micros = input.timestamp.to_micros(limits)?;
+        let event_type = EventType::parse(&input.event_type).ok_or_else(|| {
+            RecordError::field(
+                "event_type",
+                format!(
+                    "{:?} is not one of CLICK, VIEW, PURCHASE, LOGIN, LOGOUT, SEARCH",
+                    truncate_for_message(&input.event_type)
+                ),
+            )
+        })?;
+        let (event_data, view) = match input.event_data {
+            None => (None, EventDataView::default()),
+            Some(raw) if raw.get() == "null" => (None, EventDataView::default()),
+            Some(raw) => {
+                if !raw.get().starts_with('{') {
+                    return Err(RecordError::field("event_data", "must be a JSON object"));
+                }
+                check_len("event_data", raw.get(), limits)?;
+                let view: EventDataView = serde_json::from_str(raw.get())
+                    .map_err(|e| RecordError::field("event_data", e.to_string()))?;
+                (Some(compact_json(raw.get())), view)
+            }
+        };
+        let device = input.device.unwrap_or_default();
+        for (field, value) in [
+            ("device.type", &device.device_type),
+            ("device.os", &device.os),
+            ("device.browser", &device.browser),
+        ] {
+            if let Some(text) = value {
+                check_len(field, text, limits)?;
+            }
+        }
+        Ok(EventParts {
+            event_id: required_text("event_id", input.event_id, limits)?,
+            timestamp_micros,
+            user_id: required_text("user_id", input.user_id, limits)?,
+            session_id: optional_text("session_id", input.session_id, limits)?,
+            event_type,
+            event_data,
+            page: view.page,
+            element: view.element,
+            position_x: view.position_x,
+            position_y: view.position_y,
+            device,
+        })
+    }
+}
+
+/// [`Device`] as read, its text borrowed from the body (named `Device`
+/// in what a wrong shape's error says, as before).
+#[derive(Default, Deserialize)]
+#[serde(rename = "Device", deny_unknown_fields)]
+struct DeviceIn<'a> {
+    #[serde(rename = "type", borrow, default)]
+    device_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    os: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    browser: Option<Cow<'a, str>>,
+}
+
+/// An event that passed every check, its text borrowed from the body
+/// where it needs no change (nearly always): what the collector turns into
+/// its bus form without copying, and what [`ActivityEvent`] owns.
+struct EventParts<'a> {
+    event_id: Cow<'a, str>,
+    timestamp_micros: i64,
+    user_id: Cow<'a, str>,
+    session_id: Option<Cow<'a, str>>,
+    event_type: EventType,
+    event_data: Option<Cow<'a, str>>,
+    page: Option<Cow<'a, str>>,
+    element: Option<Cow<'a, str>>,
+    position_x: Option<f64>,
+    position_y: Option<f64>,
+    device: DeviceIn<'a>,
+}
+
+impl EventParts<'_> {
+    fn view(&self) -> EventView<'_> {
+        EventView {
+            event_id: &self.event_id,
+            timestamp_micros: self.timestamp_micros,
+            user_id: &self.user_id,
+            session_id: self.session_id.as_deref(),
+            event_type: self.event_type,
+            event_data: self.event_data.as_deref(),
+            page: self.page.as_deref(),
+            element: self.element.as_deref(),
+            position_x: self.position_x,
+            position_y: self.position_y,
+            device_type: self.device.device_type.as_deref(),
+            device_os: self.device.os.as_deref(),
+            device_browser: self.device.browser.as_deref(),
+        }
+    }
+
+    fn into_owned(self) -> ActivityEvent {
+        ActivityEvent {
+            event_id: self.event_id.into_owned(),
+            timestamp_micros: self.timestamp_micros,
+            user_id: self.user_id.into_owned(),
+            session_id: self.session_id.map(Cow::into_owned),
+            event_type: self.event_type,
+            event_data: self.event_data.map(Cow::into_owned),
+            page: self.page.map(Cow::into_owned),
+            element: self.element.map(Cow::into_owned),
+            position_x: self.position_x,
+            position_y: self.position_y,
+            device: Device {
+                device_type: self.device.device_type.map(Cow::into_owned),
+                os: self.device.os.map(Cow::into_owned),
+                browser: self.device.browser.map(Cow::into_owned),
+            },
+        }
+    }
 }
 
 /// The columns flattened out of `event_data`; everything else in it is
@@ -514,22 +638,25 @@ struct EventIn<'a> {
 /// `position` without numbers) simply leaves that column null: the whole
 /// object is still kept in the `event_data` column.
 #[derive(Default)]
-struct EventDataView {
-    page: Option<String>,
-    element: Option<String>,
+struct EventDataView<'a> {
+    page: Option<Cow<'a, str>>,
+    element: Option<Cow<'a, str>>,
     position_x: Option<f64>,
     position_y: Option<f64>,
 }
 
-impl<'de> Deserialize<'de> for EventDataView {
+impl<'de> Deserialize<'de> for EventDataView<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct ViewVisitor;
         impl<'de> Visitor<'de> for ViewVisitor {
-            type Value = EventDataView;
+            type Value = EventDataView<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an event_data object")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventDataView, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<EventDataView<'de>, A::Error> {
                 let mut view = EventDataView::default();
                 while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
                     match key.as_ref() {
@@ -574,27 +701,30 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
 
 /// [`Lenient<String>`] without the second parse where the value is a
 /// string with no escapes (nearly every `page` and `element`): between its
-/// quotes is then exactly the text. Anything else takes the lenient parse.
-struct LenientString(Option<String>);
+/// quotes is then exactly the text, borrowed. Anything else takes the
+/// lenient parse.
+struct LenientString<'a>(Option<Cow<'a, str>>);
 
-impl<'de> Deserialize<'de> for LenientString {
+impl<'de> Deserialize<'de> for LenientString<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = <&'de RawValue>::deserialize(deserializer)?.get();
         if let Some(text) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"'))
             && !text.contains('\\')
         {
-            return Ok(LenientString(Some(text.to_owned())));
+            return Ok(LenientString(Some(Cow::Borrowed(text))));
         }
-        Ok(LenientString(serde_json::from_str(raw).ok()))
+        Ok(LenientString(
+            serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
+        ))
     }
 }
 
 /// Removes insignificant white space from valid JSON text, so the bus and
 /// the `event_data` column hold one compact spelling whatever the client sent.
-fn compact_json(raw: &str) -> String {
-    // Nearly all input is compact already (machine-written); copy it as is.
+fn compact_json(raw: &str) -> Cow<'_, str> {
+    // Nearly all input is compact already (machine-written): as it is.
     if !raw.bytes().any(|byte| byte.is_ascii_whitespace()) {
-        return raw.to_owned();
+        return Cow::Borrowed(raw);
     }
     let mut out = String::with_capacity(raw.len());
     let mut in_string = false;
@@ -616,7 +746,7 @@ fn compact_json(raw: &str) -> String {
             out.push(c);
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 fn check_object(raw: &str) -> Result<(), RecordError> {
@@ -649,30 +779,27 @@ fn check_len(
     Ok(())
 }
 
-fn required_text(
+fn required_text<'a>(
     field: &'static str,
-    value: Cow<'_, str>,
+    value: Cow<'a, str>,
     limits: &ValidationLimits,
-) -> Result<String, RecordError> {
+) -> Result<Cow<'a, str>, RecordError> {
     if value.trim().is_empty() {
         return Err(RecordError::field(field, "must not be empty"));
     }
     check_len(field, &value, limits)?;
-    Ok(value.into_owned())
+    Ok(value)
 }
 
-fn optional_text(
+fn optional_text<'a>(
     field: &'static str,
-    value: Option<Cow<'_, str>>,
+    value: Option<Cow<'a, str>>,
     limits: &ValidationLimits,
-) -> Result<Option<String>, RecordError> {
-    match value {
-        Some(text) => {
-            check_len(field, &text, limits)?;
-            Ok(Some(text.into_owned()))
-        }
-        None => Ok(None),
+) -> Result<Option<Cow<'a, str>>, RecordError> {
+    if let Some(text) = &value {
+        check_len(field, text, limits)?;
     }
+    Ok(value)
 }
 
 fn check_json_len(
@@ -745,52 +872,7 @@ impl ActivityEvent {
         input: EventIn<'_>,
         limits: &ValidationLimits,
     ) -> Result<ActivityEvent, RecordError> {
-        let timestamp_micros = input.timestamp.to_micros(limits)?;
-        let event_type = EventType::parse(&input.event_type).ok_or_else(|| {
-            RecordError::field(
-                "event_type",
-                format!(
-                    "{:?} is not one of CLICK, VIEW, PURCHASE, LOGIN, LOGOUT, SEARCH",
-                    truncate_for_message(&input.event_type)
-                ),
-            )
-        })?;
-        let (event_data, view) = match input.event_data {
-            None => (None, EventDataView::default()),
-            Some(raw) if raw.get() == "null" => (None, EventDataView::default()),
-            Some(raw) => {
-                if !raw.get().starts_with('{') {
-                    return Err(RecordError::field("event_data", "must be a JSON object"));
-                }
-                check_len("event_data", raw.get(), limits)?;
-                let view: EventDataView = serde_json::from_str(raw.get())
-                    .map_err(|e| RecordError::field("event_data", e.to_string()))?;
-                (Some(compact_json(raw.get())), view)
-            }
-        };
-        let device = input.device.unwrap_or_default();
-        for (field, value) in [
-            ("device.type", &device.device_type),
-            ("device.os", &device.os),
-            ("device.browser", &device.browser),
-        ] {
-            if let Some(text) = value {
-                check_len(field, text, limits)?;
-            }
-        }
-        Ok(ActivityEvent {
-            event_id: required_text("event_id", input.event_id, limits)?,
-            timestamp_micros,
-            user_id: required_text("user_id", input.user_id, limits)?,
-            session_id: optional_text("session_id", input.session_id, limits)?,
-            event_type,
-            event_data,
-            page: view.page,
-            element: view.element,
-            position_x: view.position_x,
-            position_y: view.position_y,
-            device,
-        })
+        input.validate(limits).map(EventParts::into_owned)
     }
 
     /// The bus key (SPEC §1.4): the user id.
@@ -1023,15 +1105,12 @@ pub fn parse_body_with<T>(
             RecordKind::Log => read_whole(body, |index, input: LogIn<'_>| {
                 each(index, input.validate(limits).map(RecordView::Log))
             }),
-            RecordKind::Event => {
-                read_whole(
-                    body,
-                    |index, input: EventIn<'_>| match ActivityEvent::validate(input, limits) {
-                        Ok(event) => each(index, Ok(RecordView::Event((&event).into()))),
-                        Err(error) => each(index, Err(error)),
-                    },
-                )
-            }
+            RecordKind::Event => read_whole(body, |index, input: EventIn<'_>| {
+                match input.validate(limits) {
+                    Ok(event) => each(index, Ok(RecordView::Event(event.view()))),
+                    Err(error) => each(index, Err(error)),
+                }
+            }),
         };
         if let Some(records) = whole {
             return Ok(records);
@@ -1329,7 +1408,10 @@ mod tests {
             r#"{"a":"b"}"#,
             r#"["x"]"#,
         ] {
-            let fast = serde_json::from_str::<LenientString>(raw).unwrap().0;
+            let fast = serde_json::from_str::<LenientString>(raw)
+                .unwrap()
+                .0
+                .map(Cow::into_owned);
             let lenient = serde_json::from_str::<Lenient<String>>(raw).unwrap().0;
             assert_eq!(fast, lenient, "{raw}");
         }
@@ -1479,6 +1561,8 @@ mod tests {
         let limits = ValidationLimits::now();
         let log = r#"{"timestamp": 1736645166.5, "level": "INFO", "service": "s", "host": "h", "message": "m \"q\"", "metadata": {"request_id": "r", "status_code": 200, "x": [1]}}"#;
         let event = r#"{"event_id": "e", "timestamp": "2025-01-12T01:30:00Z", "user_id": "u", "event_type": "CLICK", "event_data": { "page": "/p", "position": {"x": 1, "y": 2} }, "device": {"os": "iOS"}}"#;
+        let escaped_event = r#"{"event_id": "e\u0031", "timestamp": 1736645166, "user_id": "u\"1", "session_id": "s\n", "event_type": "VIEW", "event_data": {"page": "/a\"b", "element": "x", "position": {"x": 1.5}}, "device": {"type": "t\t", "os": "o", "browser": "b\u00e9"}}"#;
+        let bad_device = r#"{"event_id": "e", "timestamp": 1736645166, "user_id": "u", "event_type": "VIEW", "device": 5}"#;
         let bad_level =
             r#"{"timestamp": 1736645166, "level": "LOUD", "service": "s", "message": "m"}"#;
         let missing = r#"{"timestamp": 1736645166, "level": "INFO", "service": "s"}"#;
@@ -1492,6 +1576,13 @@ mod tests {
             (RecordKind::Log, "[]".to_string()),
             (RecordKind::Log, format!("{log}\n{bad_level}\n")),
             (RecordKind::Event, format!("[{event}, {event}]")),
+            // Text that cannot be borrowed (escapes, white space to
+            // compact) and a device of the wrong shape.
+            (
+                RecordKind::Event,
+                format!("[{event}, {escaped_event}, {event}]"),
+            ),
+            (RecordKind::Event, format!("[{event}, {bad_device}]")),
             (RecordKind::Event, format!("[{event}, {log}]")),
             // A record written as an array of its fields: serde would take
             // it for the struct; the record parser refuses it.
@@ -1541,6 +1632,33 @@ mod tests {
                 String::from_utf8_lossy(&body)
             );
         }
+        let records = parse_body(
+            RecordKind::Event,
+            format!("[{event}, {bad_device}]").as_bytes(),
+            &limits,
+        )
+        .unwrap();
+        let error = records[1].as_ref().unwrap_err().to_string();
+        assert!(error.contains("expected struct Device"), "{error}");
+        let records = parse_body(
+            RecordKind::Event,
+            format!("[{escaped_event}]").as_bytes(),
+            &limits,
+        )
+        .unwrap();
+        let Ok(Record::Event(event)) = &records[0] else {
+            panic!("{records:?}")
+        };
+        assert_eq!(
+            (event.event_id.as_str(), event.user_id.as_str()),
+            ("e1", "u\"1")
+        );
+        assert_eq!(event.page.as_deref(), Some("/a\"b"));
+        assert_eq!(
+            event.event_data.as_deref(),
+            Some(r#"{"page":"/a\"b","element":"x","position":{"x":1.5}}"#)
+        );
+        assert_eq!(event.device.browser.as_deref(), Some("b\u{e9}"));
         let records = parse_body(
             RecordKind::Log,
             format!("[{log}, {bad_level}]").as_bytes(),
