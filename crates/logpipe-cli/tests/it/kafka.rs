@@ -595,7 +595,7 @@ async fn outage_keeps_every_answer_true(broker: &mut Broker, outage: Outage, dat
     let wanted: BTreeSet<String> = outcomes.acked.iter().cloned().collect();
     let counts = wait_for_lake(data, "k", &wanted);
     let report = match wanted.iter().all(|id| counts.contains_key(id)) {
-        true => String::new(),
+        true => broker.stable_offsets("logs.raw"),
         false => broker.transactions_report("logs.raw", 3),
     };
     let logs = format!("{}\n--- broker:\n{}\n{report}", running.log(), broker.log());

@@ -327,7 +327,7 @@ struct LogIn<'a> {
     level: Cow<'a, str>,
     #[serde(borrow)]
     service: Cow<'a, str>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_borrowed")]
     host: Option<Cow<'a, str>>,
     #[serde(borrow)]
     message: Cow<'a, str>,
@@ -424,6 +424,15 @@ fn text_value<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str
     Ok(map.next_value::<Option<Text<'de>>>()?.map(|text| text.0))
 }
 
+/// An optional text field, borrowed like [`Text`]. `#[serde(borrow)]`
+/// borrows only a field that is a bare `Cow<str>`: an `Option<Cow<str>>`
+/// would be copied every time.
+fn optional_borrowed<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
+    Ok(Option::<Text<'de>>::deserialize(deserializer)?.map(|text| text.0))
+}
+
 /// Metadata keeps unknown keys, so it has a hand-written visitor instead of
 /// `#[serde(flatten)]` (which buffers every value and is several times
 /// slower). Its text is borrowed from the body where it can be.
@@ -499,7 +508,7 @@ struct EventIn<'a> {
     timestamp: TimestampIn<'a>,
     #[serde(borrow)]
     user_id: Cow<'a, str>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_borrowed")]
     session_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     event_type: Cow<'a, str>,
@@ -568,11 +577,16 @@ impl<'a> EventIn<'a> {
 #[derive(Default, Deserialize)]
 #[serde(rename = "Device", deny_unknown_fields)]
 struct DeviceIn<'a> {
-    #[serde(rename = "type", borrow, default)]
+    #[serde(
+        rename = "type",
+        borrow,
+        default,
+        deserialize_with = "optional_borrowed"
+    )]
     device_type: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_borrowed")]
     os: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_borrowed")]
     browser: Option<Cow<'a, str>>,
 }
 
@@ -1646,19 +1660,40 @@ mod tests {
             &limits,
         )
         .unwrap();
-        let Ok(Record::Event(event)) = &records[0] else {
+        let Ok(Record::Event(escaped)) = &records[0] else {
             panic!("{records:?}")
         };
         assert_eq!(
-            (event.event_id.as_str(), event.user_id.as_str()),
+            (escaped.event_id.as_str(), escaped.user_id.as_str()),
             ("e1", "u\"1")
         );
-        assert_eq!(event.page.as_deref(), Some("/a\"b"));
+        assert_eq!(escaped.page.as_deref(), Some("/a\"b"));
         assert_eq!(
-            event.event_data.as_deref(),
+            escaped.event_data.as_deref(),
             Some(r#"{"page":"/a\"b","element":"x","position":{"x":1.5}}"#)
         );
-        assert_eq!(event.device.browser.as_deref(), Some("b\u{e9}"));
+        assert_eq!(escaped.device.browser.as_deref(), Some("b\u{e9}"));
+        assert_eq!(escaped.device.device_type.as_deref(), Some("t\t"));
+        assert_eq!(escaped.session_id.as_deref(), Some("s\n"));
+        // The one-pass read itself: it reads a valid array whole (borrowing
+        // what has no escapes) and leaves a body that is not UTF-8 to the
+        // record-by-record parse.
+        let body = format!("[{log}, {log}]");
+        let hosts = read_whole(body.as_bytes(), |_, input: LogIn<'_>| {
+            matches!(input.host, Some(Cow::Borrowed("h")))
+        });
+        assert_eq!(hosts, Some(vec![true, true]));
+        let body = format!("[{event}, {escaped_event}]");
+        let devices = read_whole(body.as_bytes(), |_, input: EventIn<'_>| {
+            let device = input.device.unwrap_or_default();
+            (
+                matches!(device.os, Some(Cow::Borrowed(_))),
+                matches!(device.browser, Some(Cow::Owned(_))),
+            )
+        });
+        assert_eq!(devices, Some(vec![(true, false), (true, true)]));
+        let not_utf8_body = [b"[", log.as_bytes(), b", ", not_utf8, b"]"].concat();
+        assert_eq!(read_whole(&not_utf8_body, |_, _: LogIn<'_>| ()), None);
         let records = parse_body(
             RecordKind::Log,
             format!("[{log}, {bad_level}]").as_bytes(),
