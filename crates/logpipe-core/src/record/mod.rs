@@ -358,23 +358,16 @@ impl LogIn<'_> {
             ("metadata.endpoint", endpoint),
             ("metadata.method", method),
         ] {
-            if let Some(text) = value {
-                check_len(field, text, limits)?;
-            }
+            check_optional(field, value, limits)?;
         }
         let extra = metadata.and_then(|m| m.extra.as_ref());
         if let Some(extra) = extra {
             check_json_len("metadata", extra, limits)?;
         }
         let service = &*self.service;
-        if service.trim().is_empty() {
-            return Err(RecordError::field("service", "must not be empty"));
-        }
-        check_len("service", service, limits)?;
+        check_required("service", service, limits)?;
         let host = self.host.as_deref();
-        if let Some(host) = host {
-            check_len("host", host, limits)?;
-        }
+        check_optional("host", host, limits)?;
         check_len("message", &self.message, limits)?;
         Ok(LogView {
             timestamp_micros,
@@ -522,18 +515,17 @@ impl<'a> EventIn<'a> {
     /// The checks past the JSON shape: timestamp, type, `event_data`,
     /// lengths; the event's text borrowed where it needs no change.
     fn validate(self, limits: &ValidationLimits) -> Result<EventParts<'a>, RecordError> {
-        let input = self;
-        let timestamp_micros = input.timestamp.to_micros(limits)?;
-        let event_type = EventType::parse(&input.event_type).ok_or_else(|| {
+        let timestamp_micros = self.timestamp.to_micros(limits)?;
+        let event_type = EventType::parse(&self.event_type).ok_or_else(|| {
             RecordError::field(
                 "event_type",
                 format!(
                     "{:?} is not one of CLICK, VIEW, PURCHASE, LOGIN, LOGOUT, SEARCH",
-                    truncate_for_message(&input.event_type)
+                    truncate_for_message(&self.event_type)
                 ),
             )
         })?;
-        let (event_data, view) = match input.event_data {
+        let (event_data, view) = match self.event_data {
             None => (None, EventDataView::default()),
             Some(raw) if raw.get() == "null" => (None, EventDataView::default()),
             Some(raw) => {
@@ -546,21 +538,22 @@ impl<'a> EventIn<'a> {
                 (Some(compact_json(raw.get())), view)
             }
         };
-        let device = input.device.unwrap_or_default();
+        let device = self.device.unwrap_or_default();
         for (field, value) in [
             ("device.type", &device.device_type),
             ("device.os", &device.os),
             ("device.browser", &device.browser),
         ] {
-            if let Some(text) = value {
-                check_len(field, text, limits)?;
-            }
+            check_optional(field, value.as_deref(), limits)?;
         }
+        check_required("event_id", &self.event_id, limits)?;
+        check_required("user_id", &self.user_id, limits)?;
+        check_optional("session_id", self.session_id.as_deref(), limits)?;
         Ok(EventParts {
-            event_id: required_text("event_id", input.event_id, limits)?,
+            event_id: self.event_id,
             timestamp_micros,
-            user_id: required_text("user_id", input.user_id, limits)?,
-            session_id: optional_text("session_id", input.session_id, limits)?,
+            user_id: self.user_id,
+            session_id: self.session_id,
             event_type,
             event_data,
             page: view.page,
@@ -793,27 +786,25 @@ fn check_len(
     Ok(())
 }
 
-fn required_text<'a>(
+/// A required text field: not blank, within the length limit.
+fn check_required(
     field: &'static str,
-    value: Cow<'a, str>,
+    text: &str,
     limits: &ValidationLimits,
-) -> Result<Cow<'a, str>, RecordError> {
-    if value.trim().is_empty() {
+) -> Result<(), RecordError> {
+    if text.trim().is_empty() {
         return Err(RecordError::field(field, "must not be empty"));
     }
-    check_len(field, &value, limits)?;
-    Ok(value)
+    check_len(field, text, limits)
 }
 
-fn optional_text<'a>(
+/// An optional text field: within the length limit when present.
+fn check_optional(
     field: &'static str,
-    value: Option<Cow<'a, str>>,
+    text: Option<&str>,
     limits: &ValidationLimits,
-) -> Result<Option<Cow<'a, str>>, RecordError> {
-    if let Some(text) = &value {
-        check_len(field, text, limits)?;
-    }
-    Ok(value)
+) -> Result<(), RecordError> {
+    text.map_or(Ok(()), |text| check_len(field, text, limits))
 }
 
 fn check_json_len(
@@ -1291,8 +1282,8 @@ impl Record {
     }
 
     /// A record of `kind` parsed from its JSON `text`, handed to `f` as a
-    /// view: a log's text borrowed from `text` (no owned strings); an
-    /// event validated into an owned record and lent.
+    /// view of `text` (the checks of the collector's one-pass read; no
+    /// owned strings where the text needs no change).
     fn with_json_view<T>(
         kind: RecordKind,
         text: &str,
@@ -1306,8 +1297,14 @@ impl Record {
                     serde_json::from_str(text).map_err(RecordError::from_serde)?;
                 input.validate(limits).map(|view| f(RecordView::Log(view)))
             }
-            RecordKind::Event => ActivityEvent::parse(text, limits)
-                .map(|event| f(RecordView::Event((&event).into()))),
+            RecordKind::Event => {
+                check_object(text)?;
+                let input: EventIn<'_> =
+                    serde_json::from_str(text).map_err(RecordError::from_serde)?;
+                input
+                    .validate(limits)
+                    .map(|event| f(RecordView::Event(event.view())))
+            }
         }
     }
 
