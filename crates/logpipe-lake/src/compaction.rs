@@ -636,7 +636,10 @@ fn encode_merged(bodies: &[Bytes], compression: Compression) -> Result<(Bytes, u
             writer = Some(ArrowWriter::try_new(
                 Vec::new(),
                 builder.schema().clone(),
-                Some(crate::parquet::writer_properties(compression)?),
+                Some(crate::parquet::writer_properties(
+                    compression,
+                    builder.schema(),
+                )?),
             )?);
         }
         let Some(writer) = writer.as_mut() else {
