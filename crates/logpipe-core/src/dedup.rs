@@ -184,6 +184,12 @@ impl Dedup {
         let floor = offset.saturating_sub(self.window);
         let base = self.base;
         let records = self.seen.entry(id.request).or_default();
+        // A request's records reach a partition in body order: an index
+        // past the last one remembered is the common case, and new.
+        if records.last().is_none_or(|(last, _)| *last < id.index) {
+            records.push((id.index, distance));
+            return false;
+        }
         match records.binary_search_by_key(&id.index, |(index, _)| *index) {
             // The same record read again (never at a lower offset than a
             // copy) is not a copy of itself.
