@@ -233,46 +233,120 @@ impl<'a> Value<'a> {
     }
 }
 
+/// A column of the lake's `logs` or `events` table, its name resolved
+/// once when a job is compiled, so a record's field is found per record
+/// by a jump, not by comparing the name with each column's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordColumn {
+    Timestamp,
+    Level,
+    Service,
+    Host,
+    Message,
+    RequestId,
+    ResponseTimeMs,
+    StatusCode,
+    Endpoint,
+    Method,
+    EventId,
+    UserId,
+    SessionId,
+    EventType,
+    Page,
+    Element,
+    PositionX,
+    PositionY,
+    DeviceType,
+    DeviceOs,
+    DeviceBrowser,
+    /// A name no record has: NULL in every record.
+    Other,
+}
+
+impl RecordColumn {
+    pub fn of(name: &str) -> RecordColumn {
+        use RecordColumn::*;
+        match name {
+            "timestamp" => Timestamp,
+            "level" => Level,
+            "service" => Service,
+            "host" => Host,
+            "message" => Message,
+            "request_id" => RequestId,
+            "response_time_ms" => ResponseTimeMs,
+            "status_code" => StatusCode,
+            "endpoint" => Endpoint,
+            "method" => Method,
+            "event_id" => EventId,
+            "user_id" => UserId,
+            "session_id" => SessionId,
+            "event_type" => EventType,
+            "page" => Page,
+            "element" => Element,
+            "position_x" => PositionX,
+            "position_y" => PositionY,
+            "device_type" => DeviceType,
+            "device_os" => DeviceOs,
+            "device_browser" => DeviceBrowser,
+            _ => Other,
+        }
+    }
+}
+
 /// A record's columns by their lake name.
 pub trait Row {
     /// Column `column`, text borrowed; NULL for a column the record does
     /// not have.
     fn value(&self, column: &str) -> Value<'_>;
+
+    /// [`Row::value`] of the column `name`, resolved to `column` when the
+    /// job was compiled (records answer by `column`; other rows by name).
+    #[inline]
+    fn value_of(&self, column: RecordColumn, name: &str) -> Value<'_> {
+        let _ = column;
+        self.value(name)
+    }
 }
 
 impl Row for Record {
     fn value(&self, column: &str) -> Value<'_> {
+        self.value_of(RecordColumn::of(column), column)
+    }
+
+    #[inline]
+    fn value_of(&self, column: RecordColumn, _: &str) -> Value<'_> {
+        use RecordColumn as C;
         let float = |v: Option<f64>| v.map_or(Value::Null, Value::Float);
         match self {
             Record::Log(log) => match column {
-                "timestamp" => Value::Int(log.timestamp_micros),
-                "level" => Value::Text(log.level.as_str()),
-                "service" => Value::Text(&log.service),
-                "host" => Value::of_text(log.host.as_deref()),
-                "message" => Value::Text(&log.message),
-                "request_id" => Value::of_text(log.metadata.request_id.as_deref()),
-                "response_time_ms" => float(log.metadata.response_time_ms),
-                "status_code" => log
+                C::Timestamp => Value::Int(log.timestamp_micros),
+                C::Level => Value::Text(log.level.as_str()),
+                C::Service => Value::Text(&log.service),
+                C::Host => Value::of_text(log.host.as_deref()),
+                C::Message => Value::Text(&log.message),
+                C::RequestId => Value::of_text(log.metadata.request_id.as_deref()),
+                C::ResponseTimeMs => float(log.metadata.response_time_ms),
+                C::StatusCode => log
                     .metadata
                     .status_code
                     .map_or(Value::Null, |v| Value::Int(i64::from(v))),
-                "endpoint" => Value::of_text(log.metadata.endpoint.as_deref()),
-                "method" => Value::of_text(log.metadata.method.as_deref()),
+                C::Endpoint => Value::of_text(log.metadata.endpoint.as_deref()),
+                C::Method => Value::of_text(log.metadata.method.as_deref()),
                 _ => Value::Null,
             },
             Record::Event(event) => match column {
-                "timestamp" => Value::Int(event.timestamp_micros),
-                "event_id" => Value::Text(&event.event_id),
-                "user_id" => Value::Text(&event.user_id),
-                "session_id" => Value::of_text(event.session_id.as_deref()),
-                "event_type" => Value::Text(event.event_type.as_str()),
-                "page" => Value::of_text(event.page.as_deref()),
-                "element" => Value::of_text(event.element.as_deref()),
-                "position_x" => float(event.position_x),
-                "position_y" => float(event.position_y),
-                "device_type" => Value::of_text(event.device.device_type.as_deref()),
-                "device_os" => Value::of_text(event.device.os.as_deref()),
-                "device_browser" => Value::of_text(event.device.browser.as_deref()),
+                C::Timestamp => Value::Int(event.timestamp_micros),
+                C::EventId => Value::Text(&event.event_id),
+                C::UserId => Value::Text(&event.user_id),
+                C::SessionId => Value::of_text(event.session_id.as_deref()),
+                C::EventType => Value::Text(event.event_type.as_str()),
+                C::Page => Value::of_text(event.page.as_deref()),
+                C::Element => Value::of_text(event.element.as_deref()),
+                C::PositionX => float(event.position_x),
+                C::PositionY => float(event.position_y),
+                C::DeviceType => Value::of_text(event.device.device_type.as_deref()),
+                C::DeviceOs => Value::of_text(event.device.os.as_deref()),
+                C::DeviceBrowser => Value::of_text(event.device.browser.as_deref()),
                 _ => Value::Null,
             },
         }
@@ -283,12 +357,17 @@ impl Row for Record {
 /// record (`crate::record::sample`): what the built-in window job reads.
 impl Row for Sample<'_> {
     fn value(&self, column: &str) -> Value<'_> {
+        self.value_of(RecordColumn::of(column), column)
+    }
+
+    #[inline]
+    fn value_of(&self, column: RecordColumn, _: &str) -> Value<'_> {
         match column {
-            "timestamp" => Value::Int(self.timestamp_micros),
-            "level" => Value::Text(self.level.as_str()),
-            "service" => Value::Text(&self.service),
-            "response_time_ms" => self.response_time_ms.map_or(Value::Null, Value::Float),
-            "status_code" => self
+            RecordColumn::Timestamp => Value::Int(self.timestamp_micros),
+            RecordColumn::Level => Value::Text(self.level.as_str()),
+            RecordColumn::Service => Value::Text(&self.service),
+            RecordColumn::ResponseTimeMs => self.response_time_ms.map_or(Value::Null, Value::Float),
+            RecordColumn::StatusCode => self
                 .status_code
                 .map_or(Value::Null, |v| Value::Int(i64::from(v))),
             _ => Value::Null,

@@ -327,14 +327,18 @@ mod tests {
         };
         let timestamp = chunk("timestamp");
         assert!(
-            timestamp.encodings().any(|e| e == Encoding::DELTA_BINARY_PACKED),
+            timestamp
+                .encodings()
+                .any(|e| e == Encoding::DELTA_BINARY_PACKED),
             "{:?}",
             timestamp.encodings().collect::<Vec<_>>()
         );
         assert_eq!(timestamp.dictionary_page_offset(), None);
         let stats = timestamp.statistics().expect("the timestamp's statistics");
         assert_eq!(
-            stats.min_bytes_opt().map(|b| i64::from_le_bytes(b.try_into().unwrap())),
+            stats
+                .min_bytes_opt()
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap())),
             Some(1_736_645_160_000_000)
         );
         assert!(chunk("code").statistics().is_some());

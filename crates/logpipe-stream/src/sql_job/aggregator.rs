@@ -523,15 +523,19 @@ fn add_record(accs: &mut [Acc], aggregates: &[Option<CompiledAggregate>], values
         let Some(aggregate) = aggregate else {
             continue;
         };
-        // `count(*) [FILTER …]`, the most common aggregate: no value.
-        if let (Input::Star, Acc::Count(n)) = (&aggregate.input, &mut *acc) {
-            if aggregate.filter.as_ref().is_none_or(|f| f.holds(values)) {
-                *n += 1;
-            }
+        if !aggregate.admits(values) {
             continue;
         }
-        if let Some(value) = aggregate.input(values) {
-            acc.add(value);
+        match (&aggregate.input, &mut *acc) {
+            // `count(*) [FILTER …]`, the most common aggregate: no value.
+            (Input::Star, Acc::Count(n)) => *n += 1,
+            // Aggregates of numbers take the input as one.
+            (_, Acc::Avg { .. } | Acc::Min(_) | Acc::Max(_) | Acc::Sketch(_)) => {
+                if let Some(number) = aggregate.number(values) {
+                    acc.add(Value::Float(number));
+                }
+            }
+            (_, _) => acc.add(aggregate.unfiltered_input(values)),
         }
     }
 }

@@ -72,17 +72,31 @@ impl Compiled {
 }
 
 impl CompiledAggregate {
-    /// What the aggregate takes from the record: `None` when its filter
-    /// leaves it out.
+    /// Whether the record passes the aggregate's `FILTER` (if any).
     #[inline]
-    pub fn input<'a>(&'a self, values: &[Value<'a>]) -> Option<Value<'a>> {
-        if self.filter.as_ref().is_some_and(|f| !f.holds(values)) {
-            return None;
+    pub fn admits(&self, values: &[Value<'_>]) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.holds(values))
+    }
+
+    /// The aggregate's input as a number, its filter aside: `None` when
+    /// NULL or not a number (what an average, min, max or percentile
+    /// skips).
+    #[inline]
+    pub fn number(&self, values: &[Value<'_>]) -> Option<f64> {
+        match &self.input {
+            Input::Star => None,
+            Input::Slot(index) => values[*index].as_f64(),
+            Input::Expr(program) => program.eval_number(values),
         }
-        Some(match &self.input {
+    }
+
+    /// What the aggregate takes from the record, its filter aside.
+    #[inline]
+    pub fn unfiltered_input<'a>(&'a self, values: &[Value<'a>]) -> Value<'a> {
+        match &self.input {
             Input::Star => Value::Bool(true),
             Input::Slot(index) => values[*index],
             Input::Expr(program) => program.eval(values),
-        })
+        }
     }
 }
