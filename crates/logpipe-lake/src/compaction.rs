@@ -896,7 +896,7 @@ mod tests {
             let mut groups = TableGroups::new();
             groups.insert(
                 (&LOGS, HourPartition::of_micros(record.timestamp_micros)),
-                builder.finish().unwrap(),
+                builder.finish().unwrap().into(),
             );
             let commit = CommitRecord::for_test("raw", seq, plan_files("raw", seq, &groups));
             let encoded = lake.encode(groups).await.unwrap();

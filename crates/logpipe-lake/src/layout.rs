@@ -16,7 +16,50 @@ pub(crate) const COMMIT_PREFIX: &str = "_logpipe/commits";
 /// Record batches grouped the way they are written: one file per (table,
 /// hour). A `BTreeMap` so the file order, and so the file names, are
 /// deterministic for the same input (tables in catalog order).
-pub type TableGroups = BTreeMap<(&'static TableDef, HourPartition), RecordBatch>;
+pub type TableGroups = BTreeMap<(&'static TableDef, HourPartition), FileRows>;
+
+/// The rows of one file: batches of one schema, in order. A job that
+/// appends on several threads hands over each thread's batch as it is;
+/// the file is encoded from them without first copying them into one
+/// (that copy, and the page faults of its fresh memory, was 2–4 % of the
+/// server's CPU at full load).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileRows(Vec<RecordBatch>);
+
+impl FileRows {
+    /// Rows made of `parts`, in order.
+    pub fn new(parts: Vec<RecordBatch>) -> FileRows {
+        FileRows(parts)
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.0.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    pub fn parts(&self) -> &[RecordBatch] {
+        &self.0
+    }
+
+    pub fn into_parts(self) -> Vec<RecordBatch> {
+        self.0
+    }
+
+    /// The rows as one batch (a copy unless there is one part); `None`
+    /// when there are none.
+    pub fn to_batch(&self) -> Option<RecordBatch> {
+        match self.0.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            parts => arrow::compute::concat_batches(&parts[0].schema(), parts).ok(),
+        }
+    }
+}
+
+impl From<RecordBatch> for FileRows {
+    fn from(batch: RecordBatch) -> FileRows {
+        FileRows::new(vec![batch])
+    }
+}
 
 pub(crate) fn commit_dir(job: &str) -> StorePath {
     StorePath::from(format!("{COMMIT_PREFIX}/{job}"))

@@ -47,8 +47,8 @@ pub use commit::{
     Chain, CommitRecord, CommittedFile, Offsets, Ranges, Step, StepOutcome, plan_files,
 };
 pub use error::{LakeError, Result};
-pub use layout::TableGroups;
-pub use parquet::encode_parquet;
+pub use layout::{FileRows, TableGroups};
+pub use parquet::{encode_parquet, encode_parquet_parts};
 pub use storage::{LakeStore, StorageError, resolve, resolve_with};
 
 /// The lake: a store and the protocol over it.
@@ -87,18 +87,24 @@ impl Lake {
 
     /// Encodes `groups` as Parquet, off the async reactor.
     pub async fn encode(&self, groups: TableGroups) -> Result<Vec<Bytes>> {
-        self.encode_batches(groups.into_values().collect()).await
+        self.encode_files(groups.into_values().collect()).await
     }
 
-    /// Encodes each batch as one Parquet file, off the async reactor. Each
-    /// batch is freed column by column as it is encoded, unless the caller
-    /// still holds it.
+    /// Encodes each batch as one Parquet file, off the async reactor.
     pub async fn encode_batches(&self, batches: Vec<RecordBatch>) -> Result<Vec<Bytes>> {
+        self.encode_files(batches.into_iter().map(FileRows::from).collect())
+            .await
+    }
+
+    /// Encodes each file's rows as one Parquet file, off the async
+    /// reactor. Each batch is freed column by column as it is encoded,
+    /// unless the caller still holds it.
+    pub async fn encode_files(&self, files: Vec<FileRows>) -> Result<Vec<Bytes>> {
         let compression = self.compression;
         tokio::task::spawn_blocking(move || {
-            batches
+            files
                 .into_iter()
-                .map(|batch| encode_parquet(batch, compression))
+                .map(|rows| encode_parquet_parts(rows.into_parts(), compression))
                 .collect::<Result<Vec<_>>>()
         })
         .await
@@ -159,7 +165,7 @@ pub(crate) fn log_groups(timestamp: f64, rows: usize) -> TableGroups {
             &LOGS,
             logpipe_core::time::HourPartition::of_micros(record.timestamp_micros),
         ),
-        builder.finish().unwrap(),
+        builder.finish().unwrap().into(),
     );
     groups
 }

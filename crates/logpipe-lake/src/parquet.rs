@@ -69,54 +69,93 @@ const ENCODE_THREADS: usize = 2;
 /// the caller still holds it), so the batch and its encoded file are not
 /// both whole in memory at the end.
 pub fn encode_parquet(batch: RecordBatch, compression: Compression) -> Result<Bytes> {
-    let properties = writer_properties(compression, &batch.schema())?;
-    encode_with(batch, properties)
+    encode_parquet_parts(vec![batch], compression)
 }
 
-/// [`encode_parquet`] with `properties` (the tests' row-group limits).
-fn encode_with(batch: RecordBatch, properties: WriterProperties) -> Result<Bytes> {
+/// [`encode_parquet`] of the rows of `parts` (one schema, at least one
+/// part), in order, without joining them first: the file [`ArrowWriter`]
+/// writes when given the parts one after another.
+pub fn encode_parquet_parts(parts: Vec<RecordBatch>, compression: Compression) -> Result<Bytes> {
+    let Some(first) = parts.first() else {
+        return Err(parquet::errors::ParquetError::General("no rows to encode".into()).into());
+    };
+    let properties = writer_properties(compression, &first.schema())?;
+    encode_with(parts, properties)
+}
+
+/// [`encode_parquet_parts`] with `properties` (the tests' row-group limits).
+fn encode_with(parts: Vec<RecordBatch>, properties: WriterProperties) -> Result<Bytes> {
     let group_rows = properties
         .max_row_group_row_count()
         .unwrap_or(usize::MAX)
         .max(1);
-    let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 4);
-    let mut writer = ArrowWriter::try_new(&mut buffer, batch.schema(), Some(properties))?;
-    if batch.num_rows() < PARALLEL_FROM_ROWS {
-        writer.write(&batch)?;
+    let schema = parts[0].schema();
+    let total_rows: usize = parts.iter().map(RecordBatch::num_rows).sum();
+    let size: usize = parts.iter().map(RecordBatch::get_array_memory_size).sum();
+    let mut buffer = Vec::with_capacity(size / 4);
+    let mut writer = ArrowWriter::try_new(&mut buffer, schema.clone(), Some(properties))?;
+    if total_rows < PARALLEL_FROM_ROWS {
+        for part in &parts {
+            writer.write(part)?;
+        }
         writer.close()?;
         return Ok(Bytes::from(buffer));
     }
     let (mut file, factory) = writer.into_serialized_writer()?;
-    let (schema, mut columns, total_rows) = batch.into_parts();
-    let mut start = 0;
+    let lengths: Vec<usize> = parts.iter().map(RecordBatch::num_rows).collect();
+    // Each part's columns, taken out by the row group that ends the part,
+    // so each is freed as soon as it is encoded.
+    let mut columns: Vec<Vec<Option<ArrayRef>>> = parts
+        .into_iter()
+        .map(|part| part.columns().iter().cloned().map(Some).collect())
+        .collect();
+    // Where the next row group starts: part and row within it.
+    let (mut part, mut row) = (0, 0);
     for index in 0.. {
-        if start >= total_rows {
+        if part >= lengths.len() {
             break;
         }
-        let rows = group_rows.min(total_rows - start);
-        let last = start + rows == total_rows;
-        // The last row group takes the columns themselves, so each is freed
-        // as soon as it is encoded.
-        let group: Vec<ArrayRef> = if last {
-            std::mem::take(&mut columns)
-                .into_iter()
-                .map(|column| {
-                    if start == 0 {
-                        column
-                    } else {
-                        column.slice(start, rows)
-                    }
-                })
-                .collect()
-        } else {
-            columns.iter().map(|c| c.slice(start, rows)).collect()
-        };
-        start += rows;
+        // The row group's pieces: (part, first row, rows).
+        let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
+        let mut wanted = group_rows;
+        while wanted > 0 && part < lengths.len() {
+            let rows = wanted.min(lengths[part] - row);
+            if rows > 0 {
+                pieces.push((part, row, rows));
+            }
+            wanted -= rows;
+            row += rows;
+            if row == lengths[part] {
+                part += 1;
+                row = 0;
+            }
+        }
+        if pieces.is_empty() {
+            // Only empty parts were left.
+            break;
+        }
         // The writers of each field's leaves, in schema order.
         let mut writers = factory.create_column_writers(index)?.into_iter();
         let mut work: Vec<Column> = Vec::new();
-        for (field, column) in schema.fields().iter().zip(group) {
-            let leaves = compute_leaves(field, &column.slice(0, 0))?.len();
+        for (i, field) in schema.fields().iter().enumerate() {
+            let slices: Vec<ArrayRef> = pieces
+                .iter()
+                .filter_map(|&(p, start, rows)| {
+                    let ends_part = start + rows == lengths[p];
+                    let whole = start == 0 && ends_part;
+                    let column = if ends_part {
+                        columns[p][i].take()
+                    } else {
+                        columns[p][i].clone()
+                    }?;
+                    Some(if whole {
+                        column
+                    } else {
+                        column.slice(start, rows)
+                    })
+                })
+                .collect();
+            let leaves = compute_leaves(field, &slices[0].slice(0, 0))?.len();
             let mine: Vec<ArrowColumnWriter> = writers.by_ref().take(leaves).collect();
             if mine.len() != leaves {
                 return Err(parquet::errors::ParquetError::General(
@@ -124,11 +163,11 @@ fn encode_with(batch: RecordBatch, properties: WriterProperties) -> Result<Bytes
                 )
                 .into());
             }
-            let size = column.get_array_memory_size();
+            let size = slices.iter().map(|s| s.get_array_memory_size()).sum();
             work.push(Column {
                 size,
                 field: field.clone(),
-                column,
+                slices,
                 writers: mine,
             });
         }
@@ -143,12 +182,13 @@ fn encode_with(batch: RecordBatch, properties: WriterProperties) -> Result<Bytes
     Ok(Bytes::from(buffer))
 }
 
-/// One field to encode: its memory size (the work it is), its values and
-/// the writers of its leaves (one for a flat column).
+/// One field to encode: its memory size (the work it is), its values (one
+/// slice per part the row group takes rows from) and the writers of its
+/// leaves (one for a flat column).
 struct Column {
     size: usize,
     field: FieldRef,
-    column: ArrayRef,
+    slices: Vec<ArrayRef>,
     writers: Vec<ArrowColumnWriter>,
 }
 
@@ -156,20 +196,21 @@ impl Column {
     /// Turns the values into leaves (levels and values) only now, on the
     /// encoding thread, writes them, frees them and returns the leaves'
     /// chunks: one field's leaves in memory per thread, not every field's.
-    /// (Writing a column in slices would hold less still, but it moves page
-    /// boundaries: the file would differ from [`ArrowWriter`]'s.)
+    /// (Writing a column in smaller slices would hold less still, but it
+    /// moves page boundaries: the file would differ from [`ArrowWriter`]'s.)
     fn encode(self) -> Result<Vec<ArrowColumnChunk>> {
         let Column {
             field,
-            column,
+            slices,
             mut writers,
             ..
         } = self;
-        let leaves = compute_leaves(&field, &column)?;
-        for (writer, leaf) in writers.iter_mut().zip(leaves) {
-            writer.write(&leaf)?;
+        for slice in slices {
+            let leaves = compute_leaves(&field, &slice)?;
+            for (writer, leaf) in writers.iter_mut().zip(leaves) {
+                writer.write(&leaf)?;
+            }
         }
-        drop(column);
         writers
             .into_iter()
             .map(|writer| Ok(writer.close()?))
@@ -402,7 +443,7 @@ mod tests {
                 .set_max_row_group_row_count(Some(10_000))
                 .build()
         };
-        let parallel = encode_with(batch.clone(), properties()).unwrap();
+        let parallel = encode_with(vec![batch.clone()], properties()).unwrap();
         assert_eq!(parallel, sequential_with(&batch, properties()));
         let reader = ParquetRecordBatchReaderBuilder::try_new(parallel).unwrap();
         assert_eq!(reader.metadata().num_row_groups(), 4);
@@ -412,6 +453,66 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(read, vec![batch]);
+        assert_eq!(read, vec![batch.clone()]);
+
+        // The same rows in parts (empty ones among them) that row groups
+        // cut across: the file `ArrowWriter` writes from the parts one
+        // after another, and it reads back as the rows in order.
+        for cuts in [
+            vec![0, 3_000, 15_500, 15_500, 35_000],
+            vec![20_000, 35_000],
+            vec![9_999, 10_001, 34_999, 35_000, 35_000],
+        ] {
+            let mut start = 0;
+            let parts: Vec<RecordBatch> = cuts
+                .iter()
+                .map(|&end| {
+                    let part = batch.slice(start, end - start);
+                    start = end;
+                    part
+                })
+                .collect();
+            let mut expected = Vec::new();
+            let mut writer =
+                ArrowWriter::try_new(&mut expected, batch.schema(), Some(properties())).unwrap();
+            for part in &parts {
+                writer.write(part).unwrap();
+            }
+            writer.close().unwrap();
+            let file = encode_with(parts, properties()).unwrap();
+            assert_eq!(file, Bytes::from(expected), "cuts {cuts:?}");
+            let read: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .with_batch_size(rows)
+                .build()
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(read, vec![batch.clone()], "cuts {cuts:?}");
+        }
+    }
+
+    /// A file's rows in parts, with the lake's settings: few rows (encoded
+    /// on one thread) and many; no parts at all is an error.
+    #[test]
+    fn parts_make_the_file_of_their_rows() {
+        for rows in [100, PARALLEL_FROM_ROWS * 3] {
+            let batch = batch(rows);
+            let parts = vec![
+                batch.slice(0, rows / 3),
+                batch.slice(rows / 3, 0),
+                batch.slice(rows / 3, rows - rows / 3),
+            ];
+            let file = encode_parquet_parts(parts, Compression::Zstd).unwrap();
+            let read: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .with_batch_size(rows)
+                .build()
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(read, vec![batch], "{rows} rows");
+        }
+        assert!(encode_parquet_parts(Vec::new(), Compression::Zstd).is_err());
     }
 }

@@ -4,22 +4,23 @@
 //! Parsing a record and appending it to the builders is most of the job's
 //! CPU, so a poll's records are split in order over [`LANES`] threads of the
 //! blocking pool, each appending to builders of its own (a lane); the
-//! lanes' batches of one (table, hour) are joined when the step is flushed,
-//! so a file holds its rows lane by lane, not in offset order (no reader
+//! lanes' batches of one (table, hour) become one file's rows, encoded one
+//! after another without being joined into one batch first, so a file
+//! holds its rows lane by lane, not in offset order (no reader
 //! depends on the order of rows in a file). Ranges and the duplicate check
 //! stay on the job's task, in offset order.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::array::RecordBatch;
 use logpipe_bus::ConsumedRecord;
 use logpipe_core::parallel::on_threads;
 use logpipe_core::record::view::RecordView;
 use logpipe_core::record::{Record, RecordKind, ValidationLimits};
 use logpipe_core::tables::{self, BatchBuilder};
 use logpipe_core::time::HourPartition;
-use logpipe_lake::{LakeError, Ranges, TableGroups};
+use logpipe_lake::{FileRows, LakeError, Ranges, TableGroups};
 use tokio::time::Instant;
 
 use super::metrics::raw_metrics;
@@ -205,7 +206,8 @@ impl Buffer {
         self.ranges.is_empty()
     }
 
-    /// One batch per (table, hour): the lanes' batches of it joined.
+    /// The rows of each (table, hour): the lanes' batches of it, not
+    /// joined (the file is encoded from them as they are).
     pub(super) fn take_groups(&mut self) -> Result<TableGroups, StreamError> {
         let mut parts: BTreeMap<(RecordKind, HourPartition), Vec<RecordBatch>> = BTreeMap::new();
         for lane in std::mem::take(&mut self.lanes) {
@@ -217,35 +219,11 @@ impl Buffer {
                 parts.entry(key).or_default().push(batch);
             }
         }
-        let mut groups = TableGroups::new();
-        for ((kind, hour), batches) in parts {
-            let batch = join(batches).map_err(LakeError::from)?;
-            groups.insert((tables::of_kind(kind), hour), batch);
-        }
-        Ok(groups)
+        Ok(parts
+            .into_iter()
+            .map(|((kind, hour), batches)| ((tables::of_kind(kind), hour), FileRows::new(batches)))
+            .collect())
     }
-}
-
-/// `batches` (one schema, at least one) as one batch, joined column by
-/// column so that only one column is held twice at a time: the step's
-/// buffer is most of the job's memory.
-fn join(batches: Vec<RecordBatch>) -> Result<RecordBatch, arrow::error::ArrowError> {
-    if batches.len() == 1 {
-        return Ok(batches.into_iter().next().expect("one batch"));
-    }
-    let schema = batches[0].schema();
-    let mut columns: Vec<Vec<Option<ArrayRef>>> = batches
-        .into_iter()
-        .map(|batch| batch.columns().iter().cloned().map(Some).collect())
-        .collect();
-    let joined = (0..schema.fields().len())
-        .map(|i| {
-            let parts: Vec<ArrayRef> = columns.iter_mut().filter_map(|c| c[i].take()).collect();
-            let parts: Vec<&dyn Array> = parts.iter().map(|part| part.as_ref()).collect();
-            arrow::compute::concat(&parts)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(schema, joined)
 }
 
 #[cfg(test)]
@@ -274,6 +252,7 @@ mod tests {
         use arrow::array::AsArray;
         groups
             .values()
+            .flat_map(|rows| rows.parts().iter())
             .flat_map(|batch| {
                 let column = batch.column_by_name("message").unwrap().as_string::<i32>();
                 column

@@ -39,7 +39,7 @@ pub async fn commit_checkpoint(
         ),
     };
     let encoded = lake
-        .encode_batches(groups.values().cloned().collect())
+        .encode_files(groups.values().cloned().collect())
         .await?;
     lake.commit(&record, encoded).await?;
     Ok(())

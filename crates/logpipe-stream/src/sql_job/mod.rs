@@ -246,7 +246,9 @@ impl Slot {
         for (hour, rows) in by_hour(&state.alerts, |a| a.window_start_micros) {
             groups.insert(
                 (&ALERTS, hour),
-                alerts_batch(&rows, state.step_micros).map_err(lake_error)?,
+                alerts_batch(&rows, state.step_micros)
+                    .map_err(lake_error)?
+                    .into(),
             );
         }
         Ok(groups)
@@ -268,7 +270,8 @@ impl Slot {
         let tables = groups
             .iter()
             .filter(|((table, _), _)| std::ptr::eq(*table, self.options.table))
-            .map(|(_, batch)| TableRows {
+            .flat_map(|(_, rows)| rows.parts())
+            .map(|batch| TableRows {
                 name: self.options.table.name,
                 batch,
                 write: RowWrite::UpsertCreating { key: self.key },

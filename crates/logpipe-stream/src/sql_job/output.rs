@@ -132,7 +132,7 @@ pub fn output_groups(
 ) -> Result<TableGroups, ArrowError> {
     let mut out = TableGroups::new();
     for (hour, groups) in by_hour(closed, |g| g.start) {
-        out.insert((table, hour), batch(spec, schema, &groups)?);
+        out.insert((table, hour), batch(spec, schema, &groups)?.into());
     }
     Ok(out)
 }

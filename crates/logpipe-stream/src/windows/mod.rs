@@ -216,7 +216,7 @@ impl Job for WindowJob {
                 let files = plan_files(&job, seq, &groups);
                 let encoded = self
                     .lake
-                    .encode_batches(groups.values().cloned().collect())
+                    .encode_files(groups.values().cloned().collect())
                     .await?;
                 self.lake.put_missing(files, encoded, &missing).await?;
             }
@@ -408,7 +408,8 @@ impl WindowJob {
         let tables = groups
             .iter()
             .filter(|((table, _), _)| **table == WINDOWS)
-            .map(|(_, batch)| TableRows {
+            .flat_map(|(_, rows)| rows.parts())
+            .map(|batch| TableRows {
                 name: WINDOW_STATS_TABLE,
                 batch,
                 write: RowWrite::Upsert {

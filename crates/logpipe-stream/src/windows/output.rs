@@ -17,7 +17,10 @@ pub(super) fn output_groups(
 ) -> Result<TableGroups, ArrowError> {
     let mut groups = output_groups_of(spec, &windows::schema(), &WINDOWS, &state.groups)?;
     for (hour, rows) in by_hour(&state.alerts, |a| a.window_start_micros) {
-        groups.insert((&ALERTS, hour), alerts_batch(&rows, state.step_micros)?);
+        groups.insert(
+            (&ALERTS, hour),
+            alerts_batch(&rows, state.step_micros)?.into(),
+        );
     }
     Ok(groups)
 }
