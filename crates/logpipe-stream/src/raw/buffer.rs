@@ -32,8 +32,12 @@ use crate::runtime::positions::partitions_of;
 /// Invalid records logged per flush (all are counted in a metric).
 const INVALID_LOGGED_PER_FLUSH: u64 = 5;
 
-/// The builders of one lane, per (table, event hour).
-type Lane = BTreeMap<(RecordKind, HourPartition), BatchBuilder>;
+/// The builders of one lane, per (table, event hour): by kind and hours
+/// since the epoch, a division per record (the calendar hour is worked
+/// out once per builder, in [`Buffer::take_groups`]).
+type Lane = BTreeMap<(RecordKind, i64), BatchBuilder>;
+
+const HOUR_MICROS: i64 = 3600 * logpipe_core::time::MICROS_PER_SECOND;
 
 /// A record on the bus that is not a valid record of its topic.
 struct Refused {
@@ -85,7 +89,7 @@ fn append(lane: &mut Lane, kind: RecordKind, record: &ConsumedRecord, outcome: &
 
 /// Appends a valid record to its (table, hour) builder of `lane`.
 fn add(lane: &mut Lane, kind: RecordKind, record: &RecordView<'_>, outcome: &mut LaneOutcome) {
-    let hour = HourPartition::of_micros(record.timestamp_micros());
+    let hour = record.timestamp_micros().div_euclid(HOUR_MICROS);
     let appended = lane
         .entry((kind, hour))
         .or_insert_with(|| BatchBuilder::new(kind))
@@ -211,12 +215,15 @@ impl Buffer {
     pub(super) fn take_groups(&mut self) -> Result<TableGroups, StreamError> {
         let mut parts: BTreeMap<(RecordKind, HourPartition), Vec<RecordBatch>> = BTreeMap::new();
         for lane in std::mem::take(&mut self.lanes) {
-            for (key, mut builder) in lane {
+            for ((kind, hour), mut builder) in lane {
                 if builder.is_empty() {
                     continue;
                 }
                 let batch = builder.finish().map_err(LakeError::from)?;
-                parts.entry(key).or_default().push(batch);
+                // Hours the calendar cannot name (out of range) all fall
+                // into one partition, as `HourPartition::of_micros` has it.
+                let hour = HourPartition::of_micros(hour * HOUR_MICROS);
+                parts.entry((kind, hour)).or_default().push(batch);
             }
         }
         Ok(parts
