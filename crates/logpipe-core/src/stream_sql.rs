@@ -699,6 +699,50 @@ mod tests {
         }
     }
 
+    /// Every column of the `logs` and `events` tables is a record column
+    /// by its name (a misspelt name in `RecordColumn::of` would read NULL),
+    /// and a record with every field set answers each one.
+    #[test]
+    fn every_lake_column_resolves_and_reads() {
+        use crate::record::ValidationLimits;
+        let limits = ValidationLimits::now();
+        let log = Record::Log(
+            crate::record::LogRecord::parse(
+                r#"{"timestamp": 1736645166.5, "level": "INFO", "service": "api", "host": "h",
+                    "message": "m", "metadata": {"request_id": "r", "response_time_ms": 1.5,
+                    "status_code": 200, "endpoint": "/", "method": "GET"}}"#,
+                &limits,
+            )
+            .unwrap(),
+        );
+        let event = Record::Event(
+            crate::record::ActivityEvent::parse(
+                r#"{"event_id": "e", "timestamp": 1736645166.5, "user_id": "u",
+                    "session_id": "s", "event_type": "CLICK", "event_data": {"page": "/p",
+                    "element": "b", "position": {"x": 1.0, "y": 2.0}, "k": 1},
+                    "device": {"type": "mobile", "os": "ios", "browser": "safari"}}"#,
+                &limits,
+            )
+            .unwrap(),
+        );
+        for (record, schema, not_read) in [
+            (&log, crate::tables::logs::schema(), ["metadata_extra"]),
+            (&event, crate::tables::events::schema(), ["event_data"]),
+        ] {
+            for field in schema.fields() {
+                let name = field.name().as_str();
+                let column = RecordColumn::of(name);
+                if not_read.contains(&name) {
+                    assert_eq!(column, RecordColumn::Other, "{name}");
+                    continue;
+                }
+                assert_ne!(column, RecordColumn::Other, "{name}");
+                assert_ne!(record.value(name), Value::Null, "{name}");
+                assert_eq!(record.value_of(column, name), record.value(name), "{name}");
+            }
+        }
+    }
+
     #[test]
     fn filters_follow_sql_three_valued_logic() {
         let row = Fields(vec![

@@ -23,7 +23,7 @@ pub type TableGroups = BTreeMap<(&'static TableDef, HourPartition), FileRows>;
 /// the file is encoded from them without first copying them into one
 /// (that copy, and the page faults of its fresh memory, was 2–4 % of the
 /// server's CPU at full load).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileRows(Vec<RecordBatch>);
 
 impl FileRows {
@@ -42,16 +42,6 @@ impl FileRows {
 
     pub fn into_parts(self) -> Vec<RecordBatch> {
         self.0
-    }
-
-    /// The rows as one batch (a copy unless there is one part); `None`
-    /// when there are none.
-    pub fn to_batch(&self) -> Option<RecordBatch> {
-        match self.0.as_slice() {
-            [] => None,
-            [one] => Some(one.clone()),
-            parts => arrow::compute::concat_batches(&parts[0].schema(), parts).ok(),
-        }
     }
 }
 

@@ -97,8 +97,8 @@ impl Lake {
     }
 
     /// Encodes each file's rows as one Parquet file, off the async
-    /// reactor. Each batch is freed column by column as it is encoded,
-    /// unless the caller still holds it.
+    /// reactor. A large file's batches are freed column by column as they
+    /// are encoded, unless the caller still holds them.
     pub async fn encode_files(&self, files: Vec<FileRows>) -> Result<Vec<Bytes>> {
         let compression = self.compression;
         tokio::task::spawn_blocking(move || {

@@ -380,6 +380,7 @@ mod tests {
             "status_code".into(),
             "endpoint".into(),
         ]);
+        let mut ranges = 0;
         for row in [
             Fields(vec![
                 ("level", Scalar::Text("ERROR".into())),
@@ -407,7 +408,20 @@ mod tests {
                     "{expr:?}"
                 );
                 assert_eq!(program.eval_number(&values), value.as_f64(), "{expr:?}");
+                // `Expr::eval` compiles too: check a range against the
+                // `And` of its two sides, as it was compiled before ranges.
+                if let (Program::SlotInRange(..), Expr::And(a, b)) = (&program, expr) {
+                    let and = Program::And(
+                        Box::new(Program::compile(a, &slots)),
+                        Box::new(Program::compile(b, &slots)),
+                    );
+                    assert_eq!(value, and.eval(&values), "{expr:?}");
+                    assert_eq!(program.holds(&values), and.holds(&values), "{expr:?}");
+                    ranges += 1;
+                }
             }
         }
+        // Both ranges compiled as ranges, on each of the six rows.
+        assert_eq!(ranges, 12);
     }
 }
