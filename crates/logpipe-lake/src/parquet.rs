@@ -318,12 +318,30 @@ mod tests {
     }
 
     fn sequential_with(batch: &RecordBatch, properties: WriterProperties) -> Bytes {
+        written_by_arrow_writer(std::slice::from_ref(batch), properties)
+    }
+
+    /// The file [`ArrowWriter`] writes from `parts`, one after another.
+    fn written_by_arrow_writer(parts: &[RecordBatch], properties: WriterProperties) -> Bytes {
         let mut buffer = Vec::new();
         let mut writer =
-            ArrowWriter::try_new(&mut buffer, batch.schema(), Some(properties)).unwrap();
-        writer.write(batch).unwrap();
+            ArrowWriter::try_new(&mut buffer, parts[0].schema(), Some(properties)).unwrap();
+        for part in parts {
+            writer.write(part).unwrap();
+        }
         writer.close().unwrap();
         Bytes::from(buffer)
+    }
+
+    /// The rows of `file`, read back in batches of `rows`.
+    fn read_back(file: Bytes, rows: usize) -> Vec<RecordBatch> {
+        ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .with_batch_size(rows)
+            .build()
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
     }
 
     /// Columns encoded on two threads make the file one thread makes, byte
@@ -334,13 +352,7 @@ mod tests {
             let batch = batch(rows);
             let parallel = encode_parquet(batch.clone(), Compression::Zstd).unwrap();
             assert_eq!(parallel, sequential(&batch), "{rows} rows");
-            let read: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(parallel)
-                .unwrap()
-                .with_batch_size(rows)
-                .build()
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let read = read_back(parallel, rows);
             assert_eq!(read, vec![batch], "{rows} rows");
         }
     }
@@ -373,17 +385,10 @@ mod tests {
         // still the file `ArrowWriter` writes with them.
         assert_eq!(file, sequential(&batch));
         let parts = vec![batch.slice(0, 20_000), batch.slice(20_000, rows - 20_000)];
-        let mut expected = Vec::new();
         let properties = writer_properties(Compression::Zstd, &batch.schema()).unwrap();
-        let mut writer =
-            ArrowWriter::try_new(&mut expected, batch.schema(), Some(properties)).unwrap();
-        for part in &parts {
-            writer.write(part).unwrap();
-        }
-        writer.close().unwrap();
         assert_eq!(
-            encode_parquet_parts(parts, Compression::Zstd).unwrap(),
-            Bytes::from(expected)
+            encode_parquet_parts(parts.clone(), Compression::Zstd).unwrap(),
+            written_by_arrow_writer(&parts, properties)
         );
         let reader = SerializedFileReader::new(file.clone()).unwrap();
         let group = reader.metadata().row_group(0);
@@ -414,13 +419,7 @@ mod tests {
         assert!(chunk("ms").statistics().is_some());
         assert!(chunk("message").statistics().is_none());
         assert!(chunk("message").dictionary_page_offset().is_some());
-        let read: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .with_batch_size(rows)
-            .build()
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let read = read_back(file, rows);
         assert_eq!(read, vec![batch]);
     }
 
@@ -500,22 +499,10 @@ mod tests {
                     part
                 })
                 .collect();
-            let mut expected = Vec::new();
-            let mut writer =
-                ArrowWriter::try_new(&mut expected, batch.schema(), Some(properties())).unwrap();
-            for part in &parts {
-                writer.write(part).unwrap();
-            }
-            writer.close().unwrap();
+            let expected = written_by_arrow_writer(&parts, properties());
             let file = encode_with(parts, properties()).unwrap();
-            assert_eq!(file, Bytes::from(expected), "cuts {cuts:?}");
-            let read: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(file)
-                .unwrap()
-                .with_batch_size(rows)
-                .build()
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+            assert_eq!(file, expected, "cuts {cuts:?}");
+            let read = read_back(file, rows);
             assert_eq!(read, vec![batch.clone()], "cuts {cuts:?}");
         }
     }
@@ -532,13 +519,7 @@ mod tests {
                 batch.slice(rows / 3, rows - rows / 3),
             ];
             let file = encode_parquet_parts(parts, Compression::Zstd).unwrap();
-            let read: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(file)
-                .unwrap()
-                .with_batch_size(rows)
-                .build()
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let read = read_back(file, rows);
             assert_eq!(read, vec![batch], "{rows} rows");
         }
         assert!(encode_parquet_parts(Vec::new(), Compression::Zstd).is_err());
