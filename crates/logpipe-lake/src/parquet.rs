@@ -124,9 +124,6 @@ fn encode_with(parts: Vec<RecordBatch>, properties: WriterProperties) -> Result<
     // Where the next row group starts: part and row within it.
     let (mut part, mut row) = (0, 0);
     for index in 0.. {
-        if part >= lengths.len() {
-            break;
-        }
         // The row group's pieces: (part, first row, rows).
         let mut pieces: Vec<(usize, usize, usize)> = Vec::new();
         let mut wanted = group_rows;
@@ -143,7 +140,7 @@ fn encode_with(parts: Vec<RecordBatch>, properties: WriterProperties) -> Result<
             }
         }
         if pieces.is_empty() {
-            // Only empty parts were left.
+            // Every row is written (what is left, if anything, is empty).
             break;
         }
         // The writers of each field's leaves, in schema order.
@@ -152,19 +149,19 @@ fn encode_with(parts: Vec<RecordBatch>, properties: WriterProperties) -> Result<
         for (i, field) in schema.fields().iter().enumerate() {
             let slices: Vec<ArrayRef> = pieces
                 .iter()
-                .filter_map(|&(p, start, rows)| {
+                .map(|&(p, start, rows)| {
                     let ends_part = start + rows == lengths[p];
-                    let whole = start == 0 && ends_part;
                     let column = if ends_part {
                         columns[p][i].take()
                     } else {
                         columns[p][i].clone()
-                    }?;
-                    Some(if whole {
+                    }
+                    .expect("a part's column is taken only by the row group that ends it");
+                    if start == 0 && ends_part {
                         column
                     } else {
                         column.slice(start, rows)
-                    })
+                    }
                 })
                 .collect();
             let leaves = compute_leaves(field, &slices[0].slice(0, 0))?.len();
@@ -311,14 +308,10 @@ mod tests {
 
     /// What the plain writer makes of `batch`.
     fn sequential(batch: &RecordBatch) -> Bytes {
-        sequential_with(
-            batch,
+        written_by_arrow_writer(
+            std::slice::from_ref(batch),
             writer_properties(Compression::Zstd, &batch.schema()).unwrap(),
         )
-    }
-
-    fn sequential_with(batch: &RecordBatch, properties: WriterProperties) -> Bytes {
-        written_by_arrow_writer(std::slice::from_ref(batch), properties)
     }
 
     /// The file [`ArrowWriter`] writes from `parts`, one after another.
@@ -471,7 +464,10 @@ mod tests {
                 .build()
         };
         let parallel = encode_with(vec![batch.clone()], properties()).unwrap();
-        assert_eq!(parallel, sequential_with(&batch, properties()));
+        assert_eq!(
+            parallel,
+            written_by_arrow_writer(std::slice::from_ref(&batch), properties())
+        );
         let reader = ParquetRecordBatchReaderBuilder::try_new(parallel).unwrap();
         assert_eq!(reader.metadata().num_row_groups(), 4);
         let read: Vec<RecordBatch> = reader

@@ -756,6 +756,14 @@ fn compact_json(raw: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// One record's JSON text read into its input form (`LogIn`, `EventIn`),
+/// text borrowed from `raw`; the shape checked first, so a non-object is
+/// named as such.
+fn read_input<'a, T: Deserialize<'a>>(raw: &'a str) -> Result<T, RecordError> {
+    check_object(raw)?;
+    serde_json::from_str(raw).map_err(RecordError::from_serde)
+}
+
 fn check_object(raw: &str) -> Result<(), RecordError> {
     match raw.trim_start().as_bytes().first() {
         Some(b'{') => Ok(()),
@@ -831,8 +839,7 @@ fn check_json_len(
 impl LogRecord {
     /// Parses and validates one log record from its JSON text.
     pub fn parse(raw: &str, limits: &ValidationLimits) -> Result<LogRecord, RecordError> {
-        check_object(raw)?;
-        let input: LogIn<'_> = serde_json::from_str(raw).map_err(RecordError::from_serde)?;
+        let input: LogIn<'_> = read_input(raw)?;
         LogRecord::validate(input, limits)
     }
 
@@ -866,8 +873,7 @@ pub(crate) fn canonical_json(value: &impl Serialize, strings: usize) -> Vec<u8> 
 impl ActivityEvent {
     /// Parses and validates one activity event from its JSON text.
     pub fn parse(raw: &str, limits: &ValidationLimits) -> Result<ActivityEvent, RecordError> {
-        check_object(raw)?;
-        let input: EventIn<'_> = serde_json::from_str(raw).map_err(RecordError::from_serde)?;
+        let input: EventIn<'_> = read_input(raw)?;
         ActivityEvent::validate(input, limits)
     }
 
@@ -1291,20 +1297,12 @@ impl Record {
         f: impl FnOnce(RecordView<'_>) -> T,
     ) -> Result<T, RecordError> {
         match kind {
-            RecordKind::Log => {
-                check_object(text)?;
-                let input: LogIn<'_> =
-                    serde_json::from_str(text).map_err(RecordError::from_serde)?;
-                input.validate(limits).map(|view| f(RecordView::Log(view)))
-            }
-            RecordKind::Event => {
-                check_object(text)?;
-                let input: EventIn<'_> =
-                    serde_json::from_str(text).map_err(RecordError::from_serde)?;
-                input
-                    .validate(limits)
-                    .map(|event| f(RecordView::Event(event.view())))
-            }
+            RecordKind::Log => read_input::<LogIn<'_>>(text)?
+                .validate(limits)
+                .map(|view| f(RecordView::Log(view))),
+            RecordKind::Event => read_input::<EventIn<'_>>(text)?
+                .validate(limits)
+                .map(|event| f(RecordView::Event(event.view()))),
         }
     }
 
