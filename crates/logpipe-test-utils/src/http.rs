@@ -2,13 +2,20 @@
 
 use std::time::{Duration, Instant};
 
-/// POSTs `body`, returning status and parsed JSON answer.
+/// POSTs `body`, returning status and parsed JSON answer. An answer that
+/// takes longer than five minutes fails the test rather than holding it.
 pub async fn post(
     client: &reqwest::Client,
     url: &str,
     body: impl Into<reqwest::Body>,
 ) -> (u16, serde_json::Value) {
-    let response = client.post(url).body(body).send().await.unwrap();
+    let response = client
+        .post(url)
+        .body(body)
+        .timeout(Duration::from_secs(300))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
     (

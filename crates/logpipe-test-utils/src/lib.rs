@@ -37,7 +37,7 @@ pub fn repo() -> std::path::PathBuf {
     package.join("../..")
 }
 
-pub use process::{code_and_output, python, spark_job, spark_python, stdout_of};
+pub use process::{code_and_output, output_within, python, spark_job, spark_python, stdout_of};
 pub use running::{Running, UP, binary, sql_json, sql_json_env, up_refused};
 pub use services::hdfs::HdfsServer;
 pub use services::kafka::Broker;

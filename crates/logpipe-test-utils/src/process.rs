@@ -1,6 +1,10 @@
 //! Running commands and Python snippets from tests.
 
-use std::process::Command;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Runs `command` and returns its stdout; fails the test (with the
 /// command's stderr) unless it succeeds.
@@ -26,6 +30,84 @@ pub fn code_and_output(command: &mut Command) -> (Option<i32>, String) {
             String::from_utf8_lossy(&output.stderr)
         ),
     )
+}
+
+/// Runs `command` to its end, but for at most `limit`: its output, or, past
+/// the limit, an error naming `what`, how long it ran and what it had
+/// printed. A command past its limit is killed with everything it started
+/// (it runs in its own process group), so a stuck tool ends its test
+/// instead of holding the whole suite until CI's budget runs out.
+pub fn output_within(command: &mut Command, limit: Duration, what: &str) -> Result<Output, String> {
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("{what} did not start: {e}"))?;
+    // Read both pipes while waiting, so a chatty command cannot block on a
+    // full pipe. Chunks are kept as they come: what a killed command
+    // printed is shown, and a helper that keeps a pipe open after the
+    // command exits (podman's conmon detaches) cannot hold the test.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let into = bytes.clone();
+        let reader = std::thread::spawn(move || {
+            let Some(mut pipe) = pipe else { return };
+            let mut chunk = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                into.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        (reader, bytes)
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| format!("{what}: {e}"))? {
+            break Some(status);
+        }
+        if started.elapsed() >= limit {
+            // The whole group: docker-compose and podman start helpers
+            // of their own.
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let drained = Instant::now() + Duration::from_secs(5);
+    while !(stdout.0.is_finished() && stderr.0.is_finished()) && Instant::now() < drained {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stdout = std::mem::take(&mut *stdout.1.lock().unwrap());
+    let stderr = std::mem::take(&mut *stderr.1.lock().unwrap());
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => Err(format!(
+            "{what} did not finish within {limit:?}; killed. It printed:\n{}\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        )),
+    }
 }
 
 /// Runs a Python snippet with the test venv (`LOGPIPE_TEST_PYTHON`, which

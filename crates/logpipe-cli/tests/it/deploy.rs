@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::http::{post, wait_for_count};
+use crate::common::process::output_within;
 use crate::common::repo;
 use crate::common::running::binary;
 use crate::common::services::free_port;
@@ -44,11 +45,7 @@ async fn the_image_runs_healthy_as_non_root_and_keeps_the_lake_on_its_volume() {
     assert_eq!(user.trim(), "10001:10001");
 
     // No tokens and no allow_unauthenticated: a clear refusal.
-    let refused = podman
-        .command()
-        .args(["run", "--rm", "--health-interval=disable", &tag])
-        .output()
-        .unwrap();
+    let refused = podman.output(&["run", "--rm", "--health-interval=disable", &tag]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     assert!(stderr.contains("auth.allow_unauthenticated"), "{stderr}");
@@ -283,7 +280,12 @@ async fn each_record_once(
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Value {
-    let response = client.get(url).send().await.unwrap();
+    let response = client
+        .get(url)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
     assert!(
         response.status().is_success(),
         "{url}: {}",
@@ -937,12 +939,15 @@ async fn the_master_and_worker_compose_files_run_the_three_pc_layout() {
     let project = |host: &str| format!("logpipe{host}{id}");
 
     // A missing address is refused before anything starts, naming it.
-    let output = Command::new("docker-compose")
-        .args(["-f", worker_file.to_str().unwrap(), "config", "-q"])
-        .env_remove("MASTER_ADDR")
-        .env("WORKER_ADDR", worker1)
-        .output()
-        .unwrap();
+    let output = output_within(
+        Command::new("docker-compose")
+            .args(["-f", worker_file.to_str().unwrap(), "config", "-q"])
+            .env_remove("MASTER_ADDR")
+            .env("WORKER_ADDR", worker1),
+        Duration::from_secs(60),
+        "docker-compose config",
+    )
+    .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         !output.status.success() && stderr.contains("set MASTER_ADDR in .env"),

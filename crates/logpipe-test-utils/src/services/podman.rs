@@ -13,8 +13,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crate::process::output_within;
 use crate::repo;
 use std::time::{Duration, Instant};
+
+/// How long one podman or docker-compose command may run before the test
+/// fails naming it (a stuck command would otherwise hold the suite).
+const COMMAND_LIMIT: Duration = Duration::from_secs(180);
+/// How long `image.sh` may take to build an image.
+const IMAGE_LIMIT: Duration = Duration::from_secs(600);
 
 /// Containers, images and firewall rules are the machine's, not a test's:
 /// one podman test at a time.
@@ -47,7 +54,11 @@ struct Project {
 impl Podman {
     pub fn start() -> Podman {
         let one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
-        let version = Command::new("podman").arg("--version").output();
+        let version = output_within(
+            Command::new("podman").arg("--version"),
+            COMMAND_LIMIT,
+            "podman --version",
+        );
         assert!(
             version.is_ok_and(|out| out.status.success()),
             "podman is not installed: install Debian's podman, runc, netavark, aardvark-dns, \
@@ -72,8 +83,21 @@ impl Podman {
 
     /// Runs `podman ARGS`; its stdout, or the test fails with its stderr.
     pub fn run(&self, args: &[&str]) -> String {
-        let output = self.command().args(args).output().unwrap();
-        checked(output, &format!("podman {}", args.join(" ")))
+        let what = format!("podman {}", args.join(" "));
+        checked(
+            bounded(self.command().args(args), COMMAND_LIMIT, &what),
+            &what,
+        )
+    }
+
+    /// Runs `podman ARGS` (bounded like every command here) and returns its
+    /// output whether or not it succeeded.
+    pub fn output(&self, args: &[&str]) -> Output {
+        bounded(
+            self.command().args(args),
+            COMMAND_LIMIT,
+            &format!("podman {}", args.join(" ")),
+        )
     }
 
     /// logpipe's image from the binary under test, on a runtime image of
@@ -105,13 +129,16 @@ impl Podman {
     }
 
     fn script(&self, args: &[&str]) {
-        let output = Command::new(repo().join("deploy/container/image.sh"))
-            .args(args)
-            .env("CONTAINERS_CONF", containers_conf())
-            .env("CONTAINER_ENGINE", "podman")
-            .output()
-            .unwrap();
-        checked(output, &format!("image.sh {}", args.join(" ")));
+        let what = format!("image.sh {}", args.join(" "));
+        let output = bounded(
+            Command::new(repo().join("deploy/container/image.sh"))
+                .args(args)
+                .env("CONTAINERS_CONF", containers_conf())
+                .env("CONTAINER_ENGINE", "podman"),
+            IMAGE_LIMIT,
+            &what,
+        );
+        checked(output, &what);
     }
 
     /// Remembers a container or volume to remove on drop.
@@ -123,11 +150,11 @@ impl Podman {
     pub fn wait_healthy(&self, name: &str, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            let output = self
-                .command()
-                .args(["healthcheck", "run", name])
-                .output()
-                .unwrap();
+            let output = bounded(
+                self.command().args(["healthcheck", "run", name]),
+                COMMAND_LIMIT,
+                &format!("podman healthcheck run {name}"),
+            );
             if output.status.success() {
                 return;
             }
@@ -143,12 +170,18 @@ impl Podman {
 
     /// What a container printed.
     pub fn logs(&self, name: &str) -> String {
-        let output = self.command().args(["logs", name]).output().unwrap();
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
+        match output_within(
+            self.command().args(["logs", name]),
+            COMMAND_LIMIT,
+            &format!("podman logs {name}"),
+        ) {
+            Ok(output) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            Err(stuck) => stuck,
+        }
     }
 
     /// `docker-compose` (Debian's 1.29) against podman's Docker API, for
@@ -167,11 +200,13 @@ impl Podman {
                 env: env.collect(),
             });
         }
-        let output = compose_command(&socket, project, file, env)
-            .args(args)
-            .output()
-            .unwrap();
-        checked(output, &format!("docker-compose {}", args.join(" ")));
+        let what = format!("docker-compose {}", args.join(" "));
+        let output = bounded(
+            compose_command(&socket, project, file, env).args(args),
+            COMMAND_LIMIT,
+            &what,
+        );
+        checked(output, &what);
     }
 
     /// podman's Docker-compatible API socket, started on first use.
@@ -222,27 +257,43 @@ impl Drop for Podman {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            let _ = compose_command(&socket, &project.name, &project.file, &env)
-                .args(["down", "-v", "--remove-orphans", "-t", "5"])
-                .output();
+            let _ = output_within(
+                compose_command(&socket, &project.name, &project.file, &env).args([
+                    "down",
+                    "-v",
+                    "--remove-orphans",
+                    "-t",
+                    "5",
+                ]),
+                COMMAND_LIMIT,
+                "docker-compose down",
+            );
         }
         for made in self.made.iter().rev() {
             let (kind, name) = made.split_once(':').unwrap();
-            let _ = match kind {
-                "container" => self.command().args(["rm", "-f", "-t", "5", name]).output(),
-                "volume" => self.command().args(["volume", "rm", "-f", name]).output(),
-                _ => self.command().args(["rmi", "-f", name]).output(),
+            let mut command = self.command();
+            match kind {
+                "container" => command.args(["rm", "-f", "-t", "5", name]),
+                "volume" => command.args(["volume", "rm", "-f", name]),
+                _ => command.args(["rmi", "-f", name]),
             };
+            let _ = output_within(&mut command, COMMAND_LIMIT, &format!("podman rm {made}"));
         }
         if let Some(mut service) = self.service.take() {
             let _ = service.kill();
             let _ = service.wait();
         }
-        let _ = self
-            .command()
-            .args(["rmi", "-f", "localhost/logpipe-runtime-host:latest"])
-            .output();
-        let _ = self.command().args(["image", "prune", "-f"]).output();
+        let _ = output_within(
+            self.command()
+                .args(["rmi", "-f", "localhost/logpipe-runtime-host:latest"]),
+            COMMAND_LIMIT,
+            "podman rmi",
+        );
+        let _ = output_within(
+            self.command().args(["image", "prune", "-f"]),
+            COMMAND_LIMIT,
+            "podman image prune",
+        );
         iptables(&["-D"], &NO_EGRESS);
         remove_podman_firewall();
     }
@@ -251,6 +302,12 @@ impl Drop for Podman {
 /// `deploy/container/podman-containers.conf`.
 fn containers_conf() -> PathBuf {
     repo().join("deploy/container/podman-containers.conf")
+}
+
+/// Runs `command` for at most `limit`; the test fails, naming the command
+/// and what it printed, when it runs longer.
+fn bounded(command: &mut Command, limit: Duration, what: &str) -> Output {
+    output_within(command, limit, what).unwrap_or_else(|stuck| panic!("{stuck}"))
 }
 
 fn checked(output: Output, what: &str) -> String {
@@ -279,10 +336,13 @@ fn iptables(op: &[&str], rule: &[&str]) {
 /// netavark's chains (filter and nat) and podman's bridges, once no
 /// container is left.
 fn remove_podman_firewall() {
-    let running = Command::new("podman")
-        .env("CONTAINERS_CONF", containers_conf())
-        .args(["ps", "-aq"])
-        .output();
+    let running = output_within(
+        Command::new("podman")
+            .env("CONTAINERS_CONF", containers_conf())
+            .args(["ps", "-aq"]),
+        COMMAND_LIMIT,
+        "podman ps",
+    );
     if running.is_ok_and(|out| !out.stdout.is_empty()) {
         return;
     }
