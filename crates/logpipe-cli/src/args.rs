@@ -414,7 +414,9 @@ pub(crate) struct GenerateArgs {
     /// Share of logs at ERROR level.
     #[arg(long, default_value_t = 0.05)]
     pub(crate) error_rate: f64,
-    /// Give up on a batch after retrying this many seconds.
+    /// Give up on a batch after retrying this many seconds; the first batch
+    /// given up (or refused) ends the run, and the rest are reported as not
+    /// sent.
     #[arg(long, default_value_t = 120)]
     pub(crate) retry_for_secs: u64,
     /// Inject an anomaly: KIND:SERVICE:START:DURATION, KIND one of

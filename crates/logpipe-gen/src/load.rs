@@ -1,7 +1,7 @@
 //! Sending batches with retries, and the load client (`logpipe generate`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use logpipe_core::RecordKind;
@@ -169,6 +169,10 @@ pub struct LoadReport {
     pub acked: u64,
     pub rejected: u64,
     pub failed_records: u64,
+    /// Records never sent: the run stops at the first batch that fails
+    /// (given up after retrying, or refused), since the batches after it
+    /// would meet the same target.
+    pub not_sent: u64,
     pub retries: u64,
     pub elapsed: Duration,
     pub latencies: Vec<Duration>,
@@ -191,9 +195,9 @@ impl LoadReport {
         self.acked as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    /// Whether every requested record was acknowledged.
+    /// Whether every record was sent and acknowledged.
     pub fn complete(&self) -> bool {
-        self.acked == self.requested
+        self.acked == self.requested && self.not_sent == 0
     }
 
     /// The human summary `logpipe generate` prints.
@@ -202,11 +206,15 @@ impl LoadReport {
             d.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
                 .unwrap_or("-".into())
         };
+        let not_sent = match self.not_sent {
+            0 => String::new(),
+            n => format!(", {n} not sent: the run stopped at the first failed batch"),
+        };
         let mut text = format!(
-            "acked {} of {} records ({} rejected by validation, {} failed), {} retries\n\
+            "acked {} of {} records ({} rejected by validation, {} failed{not_sent}), {} retries\n\
              elapsed {:.2} s, {:.0} records/s; ack latency p50 {}, p99 {}, max {}",
             self.acked,
-            self.requested,
+            self.requested + self.not_sent,
             self.rejected,
             self.failed_records,
             self.retries,
@@ -223,7 +231,11 @@ impl LoadReport {
     }
 }
 
-/// Sends `options.count` records and waits for every acknowledgement.
+/// Sends `options.count` records and waits for every acknowledgement. The
+/// first batch that fails (given up after `options.retry`, or refused)
+/// ends the run: batches already in flight finish, no new one starts, and
+/// the report counts the rest as not sent. Without that, a target down for
+/// good would cost the retry time once per remaining batch.
 pub async fn run_load(options: LoadOptions) -> LoadReport {
     let client = crate::client(
         reqwest::Client::builder()
@@ -236,6 +248,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
     let batch_size = options.batch_size.max(1) as u64;
     let batches = options.count.div_ceil(batch_size);
     let next_batch = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..options.concurrency.max(1) {
@@ -243,6 +256,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
         let url = url.clone();
         let options = options.clone();
         let next_batch = next_batch.clone();
+        let failed = failed.clone();
         workers.spawn(async move {
             let mut report = LoadReport::default();
             let mut synthetic = options.synthetic.clone();
@@ -250,6 +264,9 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
             let mut source = SyntheticSource::new(synthetic);
             let mut text = String::new();
             loop {
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
                 let batch = next_batch.fetch_add(1, Ordering::Relaxed);
                 if batch >= batches {
                     break;
@@ -280,6 +297,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
                         report.latencies.push(latency);
                     }
                     SendOutcome::Failed { reason, retries } => {
+                        failed.store(true, Ordering::Relaxed);
                         report.failed_records += records;
                         report.retries += u64::from(retries);
                         report.first_failure.get_or_insert(reason);
@@ -302,6 +320,7 @@ pub async fn run_load(options: LoadOptions) -> LoadReport {
             total.first_failure = report.first_failure;
         }
     }
+    total.not_sent = options.count - total.requested;
     total.elapsed = started.elapsed();
     total
 }
@@ -393,5 +412,42 @@ mod tests {
             }
             other => panic!("expected failure, got {other:?}"),
         }
+    }
+
+    /// A collector that stays down: the run stops at the first batch that
+    /// gives up instead of spending the retry time on each of the rest,
+    /// and says how many records it never sent.
+    #[tokio::test]
+    async fn a_run_stops_at_the_first_batch_that_fails() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        drop(listener);
+        let report = run_load(LoadOptions {
+            target: format!("http://{address}"),
+            count: 1_000,
+            kind: RecordKind::Log,
+            rate: None,
+            batch_size: 10,
+            concurrency: 2,
+            retry: RetryPolicy {
+                initial_backoff: Duration::from_millis(5),
+                max_backoff: Duration::from_millis(20),
+                give_up_after: Some(Duration::from_millis(200)),
+            },
+            synthetic: SyntheticOptions::default(),
+            token: None,
+            roots: Vec::new(),
+        })
+        .await;
+        // Each of the two workers gave up on the one batch it had sent.
+        assert_eq!(report.requested, 20, "{}", report.summary());
+        assert_eq!(report.failed_records, 20);
+        assert_eq!(report.not_sent, 980);
+        assert!(!report.complete());
+        assert!(
+            report.summary().contains("980 not sent"),
+            "{}",
+            report.summary()
+        );
     }
 }

@@ -503,6 +503,45 @@ mod tests {
         }
     }
 
+    /// The lake's own settings at the lake's own row-group size: rows past
+    /// one full row group, in parts cut across its end, make the file
+    /// `ArrowWriter` writes with those settings, in two row groups, and it
+    /// reads back as the rows.
+    #[test]
+    fn the_lakes_settings_across_a_full_row_group_make_the_same_file() {
+        use arrow::array::{Array, TimestampMicrosecondArray};
+        use parquet::file::properties::DEFAULT_MAX_ROW_GROUP_ROW_COUNT;
+        let rows = DEFAULT_MAX_ROW_GROUP_ROW_COUNT + 30_000;
+        let flat = batch(rows);
+        let times = TimestampMicrosecondArray::from_iter_values(
+            (0..rows as i64).map(|i| 1_736_645_160_000_000 + i * 97),
+        )
+        .with_timezone("UTC");
+        let mut fields: Vec<Arc<Field>> = vec![Arc::new(Field::new(
+            "timestamp",
+            times.data_type().clone(),
+            false,
+        ))];
+        fields.extend(flat.schema().fields().iter().cloned());
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(times)];
+        columns.extend(flat.columns().iter().cloned());
+        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let cut = DEFAULT_MAX_ROW_GROUP_ROW_COUNT - 10_000;
+        let parts = vec![batch.slice(0, cut), batch.slice(cut, rows - cut)];
+        let properties = writer_properties(Compression::Zstd, &batch.schema()).unwrap();
+        assert_eq!(
+            properties.max_row_group_row_count(),
+            Some(DEFAULT_MAX_ROW_GROUP_ROW_COUNT)
+        );
+        let expected = written_by_arrow_writer(&parts, properties);
+        let file = encode_parquet_parts(parts, Compression::Zstd).unwrap();
+        assert!(file == expected, "not the file ArrowWriter writes");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file.clone()).unwrap();
+        assert_eq!(reader.metadata().num_row_groups(), 2);
+        let read = arrow::compute::concat_batches(&batch.schema(), &read_back(file, rows)).unwrap();
+        assert!(read == batch, "the rows read back differ");
+    }
+
     /// A file's rows in parts, with the lake's settings: few rows (encoded
     /// on one thread) and many; no parts at all is an error.
     #[test]

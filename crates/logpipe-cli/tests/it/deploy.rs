@@ -20,13 +20,21 @@ use crate::common::services::podman::Podman;
 use crate::common::{code_and_output, stdout_of};
 
 fn generate(base_url: &str, count: u32, extra: &[&str]) {
-    stdout_of(
+    let output = output_within(
         Command::new(binary())
             .args(["generate", "--target", base_url, "--count"])
             .arg(count.to_string())
             .args(["--batch-size", "50"])
             .args(extra),
+        Duration::from_secs(600),
         "logpipe generate",
+    )
+    .unwrap_or_else(|stuck| panic!("{stuck}"));
+    assert!(
+        output.status.success(),
+        "logpipe generate failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 
