@@ -306,6 +306,24 @@ mod tests {
         RecordBatch::try_new(schema, columns).unwrap()
     }
 
+    /// [`batch`] of `rows` with a UTC `timestamp` column first, row `i` at
+    /// `micros(i)`: the column the lake's settings treat apart.
+    fn timestamped(rows: usize, micros: impl Fn(i64) -> i64) -> RecordBatch {
+        use arrow::array::{Array, TimestampMicrosecondArray};
+        let flat = batch(rows);
+        let times = TimestampMicrosecondArray::from_iter_values((0..rows as i64).map(micros))
+            .with_timezone("UTC");
+        let mut fields: Vec<Arc<Field>> = vec![Arc::new(Field::new(
+            "timestamp",
+            times.data_type().clone(),
+            false,
+        ))];
+        fields.extend(flat.schema().fields().iter().cloned());
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(times)];
+        columns.extend(flat.columns().iter().cloned());
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    }
+
     /// What the plain writer makes of `batch`.
     fn sequential(batch: &RecordBatch) -> Bytes {
         written_by_arrow_writer(
@@ -356,23 +374,9 @@ mod tests {
     /// the batch.
     #[test]
     fn timestamps_are_delta_encoded_and_text_has_no_statistics() {
-        use arrow::array::{Array, TimestampMicrosecondArray};
         use parquet::file::reader::{FileReader, SerializedFileReader};
         let rows = 50_000;
-        let flat = batch(rows);
-        let times = TimestampMicrosecondArray::from_iter_values(
-            (0..rows as i64).map(|i| 1_736_645_160_000_000 + i * 997 - (i % 3) * 50),
-        )
-        .with_timezone("UTC");
-        let mut fields: Vec<Arc<Field>> = vec![Arc::new(Field::new(
-            "timestamp",
-            times.data_type().clone(),
-            false,
-        ))];
-        fields.extend(flat.schema().fields().iter().cloned());
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(times)];
-        columns.extend(flat.columns().iter().cloned());
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let batch = timestamped(rows, |i| 1_736_645_160_000_000 + i * 997 - (i % 3) * 50);
         let file = encode_parquet(batch.clone(), Compression::Zstd).unwrap();
         // Encoded on two threads (and from parts) with the lake's settings:
         // still the file `ArrowWriter` writes with them.
@@ -509,23 +513,9 @@ mod tests {
     /// reads back as the rows.
     #[test]
     fn the_lakes_settings_across_a_full_row_group_make_the_same_file() {
-        use arrow::array::{Array, TimestampMicrosecondArray};
         use parquet::file::properties::DEFAULT_MAX_ROW_GROUP_ROW_COUNT;
         let rows = DEFAULT_MAX_ROW_GROUP_ROW_COUNT + 30_000;
-        let flat = batch(rows);
-        let times = TimestampMicrosecondArray::from_iter_values(
-            (0..rows as i64).map(|i| 1_736_645_160_000_000 + i * 97),
-        )
-        .with_timezone("UTC");
-        let mut fields: Vec<Arc<Field>> = vec![Arc::new(Field::new(
-            "timestamp",
-            times.data_type().clone(),
-            false,
-        ))];
-        fields.extend(flat.schema().fields().iter().cloned());
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(times)];
-        columns.extend(flat.columns().iter().cloned());
-        let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let batch = timestamped(rows, |i| 1_736_645_160_000_000 + i * 97);
         let cut = DEFAULT_MAX_ROW_GROUP_ROW_COUNT - 10_000;
         let parts = vec![batch.slice(0, cut), batch.slice(cut, rows - cut)];
         let properties = writer_properties(Compression::Zstd, &batch.schema()).unwrap();
