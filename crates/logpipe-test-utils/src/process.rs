@@ -110,6 +110,24 @@ pub fn output_within(command: &mut Command, limit: Duration, what: &str) -> Resu
     }
 }
 
+/// [`output_within`], failing the test, naming the command and what it
+/// printed, when it runs longer than `limit`.
+pub fn bounded(command: &mut Command, limit: Duration, what: &str) -> Output {
+    output_within(command, limit, what).unwrap_or_else(|stuck| panic!("{stuck}"))
+}
+
+/// `output`'s stdout; fails the test, with all `what` printed, unless it
+/// succeeded.
+pub fn checked(output: Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Runs a Python snippet with the test venv (`LOGPIPE_TEST_PYTHON`, which
 /// has confluent-kafka and duckdb) and returns its stdout.
 pub fn python(script: &str, args: &[&str]) -> String {
@@ -154,4 +172,37 @@ pub fn spark_job(
     );
     serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|e| panic!("{what} printed no JSON last ({e}):\n{stdout}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A command past its limit is stopped and named, with what it printed
+    /// so far.
+    #[test]
+    fn a_command_past_its_limit_is_stopped_and_named() {
+        let stuck = output_within(
+            Command::new("sh").args(["-c", "echo started; exec sleep 60"]),
+            Duration::from_millis(500),
+            "the sleeper",
+        )
+        .unwrap_err();
+        assert!(stuck.contains("the sleeper did not finish"), "{stuck}");
+        assert!(stuck.contains("started"), "{stuck}");
+    }
+
+    /// A command that exits while something it started keeps its stdout
+    /// open (as podman's conmon does) still returns, with its output.
+    #[test]
+    fn a_helper_holding_the_pipe_does_not_hold_the_caller() {
+        let output = output_within(
+            Command::new("sh").args(["-c", "sleep 60 & echo done"]),
+            Duration::from_secs(120),
+            "the parent",
+        )
+        .unwrap();
+        assert!(output.status.success());
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "done");
+    }
 }

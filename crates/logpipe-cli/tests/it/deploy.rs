@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::http::{post, wait_for_count};
-use crate::common::process::output_within;
+use crate::common::process::{bounded, checked, output_within};
 use crate::common::repo;
 use crate::common::running::binary;
 use crate::common::services::free_port;
@@ -20,7 +20,7 @@ use crate::common::services::podman::Podman;
 use crate::common::{code_and_output, stdout_of};
 
 fn generate(base_url: &str, count: u32, extra: &[&str]) {
-    let output = output_within(
+    let output = bounded(
         Command::new(binary())
             .args(["generate", "--target", base_url, "--count"])
             .arg(count.to_string())
@@ -28,14 +28,8 @@ fn generate(base_url: &str, count: u32, extra: &[&str]) {
             .args(extra),
         Duration::from_secs(600),
         "logpipe generate",
-    )
-    .unwrap_or_else(|stuck| panic!("{stuck}"));
-    assert!(
-        output.status.success(),
-        "logpipe generate failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
     );
+    checked(output, "logpipe generate");
 }
 
 /// The image: a non-root user, healthy by its own HEALTHCHECK, records

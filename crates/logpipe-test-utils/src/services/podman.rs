@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::process::output_within;
+use crate::process::{bounded, checked, output_within};
 use crate::repo;
 use std::time::{Duration, Instant};
 
@@ -83,11 +83,7 @@ impl Podman {
 
     /// Runs `podman ARGS`; its stdout, or the test fails with its stderr.
     pub fn run(&self, args: &[&str]) -> String {
-        let what = format!("podman {}", args.join(" "));
-        checked(
-            bounded(self.command().args(args), COMMAND_LIMIT, &what),
-            &what,
-        )
+        checked(self.output(args), &format!("podman {}", args.join(" ")))
     }
 
     /// Runs `podman ARGS` (bounded like every command here) and returns its
@@ -302,22 +298,6 @@ impl Drop for Podman {
 /// `deploy/container/podman-containers.conf`.
 fn containers_conf() -> PathBuf {
     repo().join("deploy/container/podman-containers.conf")
-}
-
-/// Runs `command` for at most `limit`; the test fails, naming the command
-/// and what it printed, when it runs longer.
-fn bounded(command: &mut Command, limit: Duration, what: &str) -> Output {
-    output_within(command, limit, what).unwrap_or_else(|stuck| panic!("{stuck}"))
-}
-
-fn checked(output: Output, what: &str) -> String {
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn iptables(op: &[&str], rule: &[&str]) {
